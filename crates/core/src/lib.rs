@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod coupon;
+pub mod credits;
 pub mod money;
 pub mod period;
 pub mod rating;
