@@ -114,13 +114,9 @@ enterprise  compute_hours  unlimited  -                  -
 enterprise  vms            unlimited  -                  -
 
 Features
-PLAN        FEATURE           VALUE
-starter     email_support     yes
-starter     priority_support  no
-pro         email_support     yes
-pro         priority_support  yes
-enterprise  email_support     yes
-enterprise  priority_support  yes
+FEATURE           starter  pro  enterprise
+email_support     yes      yes  yes
+priority_support  no       yes  yes
 
 Coupons
 COUPON       DISCOUNT  DURATION  REDEEM BEFORE         MAX  PLANS

@@ -442,7 +442,7 @@ impl Builder<'_> {
                     );
                     ok = false;
                 }
-                let charge = self.charge(plan, metric, c, currency);
+                let charge = self.charge(metric, c, currency);
                 ok &= charge.is_some();
                 charge
             }
@@ -533,7 +533,6 @@ impl Builder<'_> {
 
     fn charge(
         &mut self,
-        plan: &str,
         metric: &Metric,
         raw: Spanned<RawCharge>,
         currency: Currency,
@@ -642,7 +641,6 @@ impl Builder<'_> {
                 markup.map(|markup| Charge::PassThrough { markup })
             }
         };
-        let _ = plan;
         charge.filter(|_| ok)
     }
 
