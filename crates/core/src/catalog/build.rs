@@ -44,14 +44,49 @@ pub(super) fn parse(src: &str, file: &str) -> Result<Catalog, CatalogErrors> {
     }
 }
 
-/// toml's messages can span lines; a catalog error is one line.
+/// toml's messages can span lines and name internal types; a catalog error is one plain line.
 fn toml_message(message: &str) -> String {
-    message
+    const SHAPES: [(&str, &str); 11] = [
+        (
+            "struct RawPrice",
+            "a table like { amount = \"9.00\", lookup_key = \"…\" }",
+        ),
+        (
+            "struct RawCharge",
+            "a table like { model = \"per_unit\", unit_price = \"0.04\" }",
+        ),
+        (
+            "struct RawLimit",
+            "a table like { quantity = 10, enforcement = \"hard\" }",
+        ),
+        (
+            "struct RawTier",
+            "a tier like { up_to = 100, unit_price = \"0.01\" }",
+        ),
+        ("struct RawPlanMetric", "a table"),
+        ("struct RawCreditPack", "a table"),
+        ("struct RawCoupon", "a table"),
+        ("struct RawMetric", "a table"),
+        ("struct RawHeader", "a table"),
+        ("struct RawPlan", "a table"),
+        ("struct RawFlag", "a table"),
+    ];
+    let mut one_line = message
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    for (internal, plain) in SHAPES {
+        one_line = one_line.replace(internal, plain);
+    }
+    if one_line == "missing field `catalog`" {
+        return "missing the [catalog] table with name and currency".to_string();
+    }
+    match one_line.strip_prefix("missing field ") {
+        Some(field) => format!("missing {field}"),
+        None => one_line,
+    }
 }
 
 struct Builder<'a> {

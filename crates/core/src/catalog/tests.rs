@@ -491,3 +491,28 @@ fn reports_every_error_in_file_order() {
          c.toml:7:14: trial_days must be between 0 and 730"
     );
 }
+
+#[test]
+fn explains_missing_and_misshapen_tables() {
+    let e = Catalog::parse("", "c.toml").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "c.toml:1:1: missing the [catalog] table with name and currency"
+    );
+    let e = Catalog::parse("[catalog]\nname = \"x\"\n[plans.a]\n", "c.toml")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "c.toml:1:1: missing `currency`");
+    let e = errors("[plans.a]\nprices.month = \"5\"\n");
+    assert_eq!(
+        e,
+        "c.toml:9:16: invalid type: string \"5\", expected a table like \
+         { amount = \"9.00\", lookup_key = \"…\" }"
+    );
+    let e = errors("[plans.a.metrics.calls]\noverage = \"per_unit\"\n");
+    assert_eq!(
+        e,
+        "c.toml:9:11: invalid type: string \"per_unit\", expected a table like \
+         { model = \"per_unit\", unit_price = \"0.04\" }"
+    );
+}
