@@ -207,14 +207,22 @@ pub struct PlanMetric {
     pub warn_at_percent: Vec<u32>,
 }
 
-/// Included quantity of a metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Included quantity of a metric. Serializes as `"unlimited"` or the quantity as a decimal string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allowance {
     /// Everything is included.
     Unlimited,
     /// This much is included each period.
     Quantity(Decimal),
+}
+
+impl Serialize for Allowance {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Allowance::Unlimited => serializer.serialize_str("unlimited"),
+            Allowance::Quantity(q) => Serialize::serialize(&q.normalize(), serializer),
+        }
+    }
 }
 
 /// The charge for billable usage (usage beyond the included quantity).

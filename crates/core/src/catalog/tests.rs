@@ -516,3 +516,18 @@ fn explains_missing_and_misshapen_tables() {
          { model = \"per_unit\", unit_price = \"0.04\" }"
     );
 }
+
+#[test]
+fn serializes_plans_for_the_api() {
+    let c = Catalog::parse(VALID, "acme.toml").unwrap();
+    let plan = serde_json::to_value(c.plan("team").unwrap()).unwrap();
+    assert_eq!(plan["currency"], "eur");
+    assert_eq!(plan["prices"]["month"]["amount"], 4990);
+    assert_eq!(plan["prices"]["year"]["lookup_key"], "team_yearly");
+    assert_eq!(plan["features"]["sso"], true);
+    assert_eq!(plan["features"]["projects"], "10");
+    assert_eq!(plan["metrics"]["calls"]["included"], "1000");
+    assert_eq!(plan["metrics"]["seats"]["included"], "unlimited");
+    assert_eq!(plan["metrics"]["calls"]["overage"]["model"], "graduated");
+    assert_eq!(plan["metrics"]["calls"]["limit"]["enforcement"], "soft");
+}

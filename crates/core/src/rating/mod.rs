@@ -405,7 +405,7 @@ pub struct PlanChange<'a> {
 
 /// The result of [`prorate`]: a credit for the old plan's unused days and a charge for the new
 /// plan's remaining days.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Proration {
     /// Negative line crediting the unused part of the old plan's price.
     pub credit: InvoiceLine,
