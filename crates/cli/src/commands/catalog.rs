@@ -234,7 +234,7 @@ pub fn show(c: &Catalog) -> String {
 
     let mut t = Table::new(&["PLAN", "METRIC", "INCLUDED", "OVERAGE", "LIMIT"]);
     for p in c.plans() {
-        for (id, pm) in &p.metrics {
+        for (id, pm) in p.metrics_in_order() {
             t.row(vec![
                 p.id.clone(),
                 id.clone(),

@@ -395,7 +395,7 @@ impl Builder<'_> {
         };
 
         let mut plan_metrics = BTreeMap::new();
-        for (metric_key, pm) in in_file_order(raw.metrics) {
+        for (position, (metric_key, pm)) in in_file_order(raw.metrics).into_iter().enumerate() {
             let Some(metric) = metrics.get(metric_key.get_ref()) else {
                 let message = format!(
                     "plan {id} refers to unknown metric \"{}\"",
@@ -404,7 +404,7 @@ impl Builder<'_> {
                 self.err(&metric_key.span(), message);
                 continue;
             };
-            if let Some(pm) = self.plan_metric(&id, metric, pm, currency) {
+            if let Some(pm) = self.plan_metric(&id, metric, pm, currency, position) {
                 plan_metrics.insert(metric.id.clone(), pm);
             }
         }
@@ -446,6 +446,7 @@ impl Builder<'_> {
         metric: &Metric,
         raw: Spanned<RawPlanMetric>,
         currency: Currency,
+        position: usize,
     ) -> Option<PlanMetric> {
         let raw = raw.into_inner();
         let mut ok = true;
@@ -559,6 +560,7 @@ impl Builder<'_> {
         ok.then_some(PlanMetric {
             name: metric.name.clone(),
             unit: metric.unit.clone(),
+            position,
             included,
             overage,
             limit,

@@ -111,8 +111,15 @@ fn parses_a_valid_catalog() {
     assert_eq!(team.features["projects"], FeatureValue::Number(dec!(10)));
     assert_eq!(team.features["storage_gb"], FeatureValue::Number(dec!(2.5)));
 
+    let order: Vec<&str> = team
+        .metrics_in_order()
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(order, ["calls", "seats", "spend"]);
     let pm = &team.metrics["calls"];
     assert_eq!(pm.name, "API calls");
+    assert_eq!(pm.position, 0);
     assert_eq!(pm.included, Allowance::Quantity(dec!(1000)));
     assert_eq!(
         pm.overage,
