@@ -32,6 +32,7 @@ pub(super) fn parse(src: &str, file: &str) -> Result<Catalog, CatalogErrors> {
         loc,
         errors: Vec::new(),
         lookup_keys: HashMap::new(),
+        coupon_ids: HashMap::new(),
     };
     let catalog = b.catalog(raw);
     if b.errors.is_empty() {
@@ -94,6 +95,9 @@ struct Builder<'a> {
     errors: Vec<(usize, CatalogError)>,
     /// Stripe lookup keys seen so far, with what uses them.
     lookup_keys: HashMap<String, String>,
+    /// Coupon ids seen so far, lowercased, with their spelling: customers type coupon codes, so
+    /// two that differ only in letter case would be confused.
+    coupon_ids: HashMap<String, String>,
 }
 
 /// Entries of a TOML table in file order.
@@ -828,6 +832,16 @@ impl Builder<'_> {
         plans: &[&str],
     ) -> Coupon {
         self.id("coupon", &key);
+        let folded = key.get_ref().to_lowercase();
+        if let Some(previous) = self.coupon_ids.get(&folded) {
+            let message = format!(
+                "coupon {} differs from coupon {previous} only in letter case",
+                key.get_ref()
+            );
+            self.err(&key.span(), message);
+        } else {
+            self.coupon_ids.insert(folded, key.get_ref().clone());
+        }
         let span = raw.span();
         let id = key.into_inner();
         let raw = raw.into_inner();

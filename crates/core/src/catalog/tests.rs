@@ -538,3 +538,15 @@ fn serializes_plans_for_the_api() {
     assert_eq!(plan["metrics"]["calls"]["overage"]["model"], "graduated");
     assert_eq!(plan["metrics"]["calls"]["limit"]["enforcement"], "soft");
 }
+
+#[test]
+fn reports_coupon_ids_that_differ_only_in_case() {
+    let e = errors(
+        "[plans.a]\n[coupons.SAVE10]\npercent_off = 10\nduration = \"once\"\n\
+         [coupons.save10]\npercent_off = 10\nduration = \"once\"\n",
+    );
+    assert_eq!(
+        e,
+        "c.toml:12:10: coupon save10 differs from coupon SAVE10 only in letter case"
+    );
+}
