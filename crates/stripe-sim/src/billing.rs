@@ -630,6 +630,24 @@ impl Sim {
 
     /// Creates a subscription and its first invoice, and collects it.
     pub fn create_subscription(&mut self, n: NewSub, now: i64) -> Result<String, ApiError> {
+        let nested = self.held.is_some();
+        if !nested {
+            self.hold_events();
+        }
+        let res = self.create_subscription_inner(n, now);
+        if !nested {
+            match &res {
+                Ok(id) => {
+                    let id = id.clone();
+                    self.release_events("customer.subscription.created", &id, "customer.subscription.updated");
+                }
+                Err(_) => self.release_events("", "", ""),
+            }
+        }
+        res
+    }
+
+    fn create_subscription_inner(&mut self, n: NewSub, now: i64) -> Result<String, ApiError> {
         if n.items.is_empty() {
             return Err(ApiError::missing_param("items"));
         }

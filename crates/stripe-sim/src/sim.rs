@@ -75,6 +75,8 @@ pub struct Sim {
     pub req: ReqCtx,
     pub faults: crate::faults::Faults,
     pub dirty: bool,
+    /// While set, events are collected instead of emitted (see `hold_events`).
+    pub held: Option<Vec<(String, Value, Option<Value>, i64)>>,
 }
 
 pub type Shared = Arc<std::sync::Mutex<Sim>>;
@@ -106,7 +108,7 @@ pub fn kind_of(id: &str) -> Option<&'static str> {
 
 impl Sim {
     pub fn new(cfg: Arc<Config>, base_url: String, world: World) -> Sim {
-        Sim { w: world, cfg, base_url, tx: None, req: ReqCtx::default(), faults: Default::default(), dirty: false }
+        Sim { w: world, cfg, base_url, tx: None, req: ReqCtx::default(), faults: Default::default(), dirty: false, held: None }
     }
 
     // ---- time ----
@@ -129,6 +131,10 @@ impl Sim {
 
     /// Records an event and queues it for every endpoint that listens to its type.
     pub fn emit(&mut self, kind: &str, object: Value, previous: Option<Value>, created: i64) {
+        if let Some(h) = &mut self.held {
+            h.push((kind.to_string(), object, previous, created));
+            return;
+        }
         let endpoints: Vec<WebhookEndpoint> = self.w.webhook_endpoints.values().filter(|e| e.wants(kind)).cloned().collect();
         let seq = self.w.next_seq();
         let ev = Event {
@@ -150,6 +156,31 @@ impl Sim {
             for e in endpoints {
                 let _ = tx.send(Delivery { endpoint: e.id.clone(), url: e.url.clone(), secret: e.secret.clone(), event_id: id.clone(), payload: payload.clone() });
             }
+        }
+    }
+
+    /// Starts collecting events, to be released by `release_events`.
+    pub fn hold_events(&mut self) {
+        self.held = Some(vec![]);
+    }
+
+    /// Emits the collected events in order. Objects created during the operation are shown as
+    /// they are at its end (Stripe snapshots a synchronous operation's events when it finishes),
+    /// so their interim `*.updated` events are dropped.
+    pub fn release_events(&mut self, created_kind: &str, id: &str, updated_kind: &str) {
+        let Some(held) = self.held.take() else { return };
+        let fin = self.render_id(id);
+        for (kind, mut obj, prev, t) in held {
+            let same = obj.get("id").and_then(Value::as_str) == Some(id);
+            if same && kind == updated_kind {
+                continue;
+            }
+            if same && kind == created_kind {
+                if let Some(f) = &fin {
+                    obj = f.clone();
+                }
+            }
+            self.emit(&kind, obj, prev, t);
         }
     }
 

@@ -37,20 +37,26 @@ pub fn create(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
         deleted: false,
     };
     s.w.customers.insert(id.clone(), c);
+    let mut attached = None;
     if let Some(pm) = p.str("payment_method")? {
-        crate::resources::payments::attach(s, &pm, &id, "payment_method", now)?;
+        attached = Some((pm.clone(), crate::resources::payments::attach(s, &pm, &id, "payment_method", now)?));
     }
-    apply_invoice_settings(s, &id, p)?;
+    apply_invoice_settings(s, &id, p, attached)?;
     let v = s.r_customer(&s.w.customers[&id]);
     s.emit("customer.created", v.clone(), None, now);
     Ok(v)
 }
 
-fn apply_invoice_settings(s: &mut Sim, id: &str, p: &Params) -> Result<(), ApiError> {
+/// `attached` is the (given, real) id of a payment method attached by the same request, so a
+/// magic test id named in both places means the same card.
+fn apply_invoice_settings(s: &mut Sim, id: &str, p: &Params, attached: Option<(String, String)>) -> Result<(), ApiError> {
     let Some(is) = p.obj("invoice_settings")? else { return Ok(()) };
     is.allow(&["default_payment_method", "custom_fields", "footer", "rendering_options"])?;
     if let Some(pm) = is.opt_str("default_payment_method")? {
-        let mut pm = pm;
+        let mut pm = match (pm, attached) {
+            (Some(x), Some((given, real))) if x == given => Some(real),
+            (pm, _) => pm,
+        };
         if let Some(x) = &pm {
             // Stripe's magic test ids are instantiated into a fresh payment method on first use.
             if !s.w.payment_methods.contains_key(x) {
@@ -91,10 +97,11 @@ pub fn update(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
         if let Some(v) = p.i64("balance")? { c.balance = v; }
         p.apply_metadata(&mut c.metadata)?;
     }
+    let mut attached = None;
     if let Some(pm) = p.str("payment_method")? {
-        crate::resources::payments::attach(s, &pm, id, "payment_method", now)?;
+        attached = Some((pm.clone(), crate::resources::payments::attach(s, &pm, id, "payment_method", now)?));
     }
-    apply_invoice_settings(s, id, p)?;
+    apply_invoice_settings(s, id, p, attached)?;
     let after = s.r_customer(&s.w.customers[id]);
     s.emit_updated("customer.updated", &before, after.clone(), now);
     Ok(after)
