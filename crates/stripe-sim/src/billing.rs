@@ -445,7 +445,7 @@ impl Sim {
             };
             self.w.charges.insert(ch_id.clone(), ch);
         }
-        let mut err_out = None;
+        let pm_json = card.as_ref().map(|c| self.r_payment_method(c));
         if let Some(pi) = self.w.payment_intents.get_mut(&pi_id) {
             pi.payment_method = pm.map(str::to_string);
             pi.amount = amount;
@@ -464,7 +464,7 @@ impl Sim {
                     if card.is_some() {
                         le["charge"] = json!(ch_id);
                     }
-                    le["payment_method"] = card.as_ref().map(|c| self_pm_stub(&c.id)).unwrap_or(Value::Null);
+                    le["payment_method"] = pm_json.clone().unwrap_or(Value::Null);
                     pi.last_payment_error = Some(le);
                     pi.payment_method = None;
                 }
@@ -486,7 +486,9 @@ impl Sim {
                     e.extra.insert("charge".into(), json!(ch_id));
                 }
                 e.extra.insert("payment_intent".into(), pv);
-                err_out.replace(e.clone());
+                if let Some(p) = pm_json {
+                    e.extra.insert("payment_method".into(), p);
+                }
                 (pi_id, Err(e))
             }
         }
@@ -1215,10 +1217,6 @@ fn preview_discounts(sim: &Sim, inv: &mut Invoice, ds: &[Discount]) {
             inv.discounts.push(d.id.clone());
         }
     }
-}
-
-fn self_pm_stub(id: &str) -> Value {
-    json!(id)
 }
 
 pub fn currency_symbol(c: &str) -> &'static str {

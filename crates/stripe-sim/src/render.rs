@@ -181,7 +181,7 @@ impl Sim {
             "automatic_tax": {"disabled_reason": null, "enabled": false, "liability": null},
             "billing_cycle_anchor": s.billing_cycle_anchor, "billing_cycle_anchor_config": null,
             "billing_mode": {"flexible": null, "type": "classic", "updated_at": null},
-            "billing_thresholds": null, "cancel_at": s.cancel_at, "cancel_at_period_end": s.cancel_at_period_end,
+            "billing_schedules": [], "billing_thresholds": null, "cancel_at": s.cancel_at, "cancel_at_period_end": s.cancel_at_period_end,
             "canceled_at": s.canceled_at,
             "cancellation_details": {"comment": s.cancellation_comment, "feedback": s.cancellation_feedback,
                 "reason": s.cancellation_reason},
