@@ -228,7 +228,10 @@ fn route(s: &mut Sim, m: &Method, segs: &[&str], p: &Params) -> Result<Value, Ap
         ["v1", "subscriptions", id] if post => subscriptions::update(s, id, p),
         ["v1", "subscriptions", id] if del => subscriptions::cancel(s, id, p),
         ["v1", "subscription_items"] if g => subscriptions::list_items(s, p),
+        ["v1", "subscription_items"] if post => subscriptions::create_item(s, p),
         ["v1", "subscription_items", id] if g => subscriptions::retrieve_item(s, id),
+        ["v1", "subscription_items", id] if post => subscriptions::update_item(s, id, p),
+        ["v1", "subscription_items", id] if del => subscriptions::delete_item(s, id, p),
 
         ["v1", "payment_methods"] if post => payments::create_pm(s, p),
         ["v1", "payment_methods"] if g => payments::list_pms(s, p, None),

@@ -239,3 +239,47 @@ pub fn list_items(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
 pub fn retrieve_item(s: &mut Sim, id: &str) -> Result<Value, ApiError> {
     s.render_id(id).filter(|_| id.starts_with("si_")).ok_or_else(|| ApiError::no_such("subscription_item", id, "id"))
 }
+
+fn owner(s: &Sim, item: &str) -> Result<String, ApiError> {
+    s.w.subscriptions.values().find(|x| x.items.iter().any(|i| i.id == item)).map(|x| x.id.clone()).ok_or_else(|| ApiError::no_such("subscription_item", item, "id"))
+}
+
+fn proration_of(p: &Params) -> Result<String, ApiError> {
+    let pr = p.str("proration_behavior")?.unwrap_or_else(|| "create_prorations".into());
+    if !["create_prorations", "always_invoice", "none"].contains(&pr.as_str()) {
+        return Err(ApiError::invalid("Invalid proration_behavior: must be one of always_invoice, create_prorations, or none", Some("proration_behavior".into())));
+    }
+    Ok(pr)
+}
+
+pub fn create_item(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
+    p.allow(&["subscription", "price", "price_data", "quantity", "metadata", "proration_behavior", "proration_date", "payment_behavior"])?;
+    let sub = p.req_str("subscription")?;
+    let c = s.subscription(&sub, "subscription")?.customer.clone();
+    let price = item_price(s, p, 0)?.ok_or_else(|| ApiError::missing_param("price"))?;
+    let now = p.i64("proration_date")?.unwrap_or_else(|| s.now_for(Some(&c)));
+    let before: Vec<String> = s.w.subscriptions[&sub].items.iter().map(|i| i.id.clone()).collect();
+    s.update_items(&sub, vec![ItemChange { id: None, price: Some(price), quantity: p.i64("quantity")?, deleted: false, metadata: Some(p.metadata()?) }], &proration_of(p)?, now)?;
+    let x = s.w.subscriptions[&sub].clone();
+    let it = x.items.iter().find(|i| !before.contains(&i.id)).ok_or_else(|| ApiError::new(500, "api_error", None, "item not created"))?;
+    Ok(s.r_sub_item(&x, it))
+}
+
+pub fn update_item(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
+    p.allow(&["price", "price_data", "quantity", "metadata", "proration_behavior", "proration_date", "payment_behavior"])?;
+    let sub = owner(s, id)?;
+    let c = s.w.subscriptions[&sub].customer.clone();
+    let price = item_price(s, p, 0)?;
+    let now = p.i64("proration_date")?.unwrap_or_else(|| s.now_for(Some(&c)));
+    s.update_items(&sub, vec![ItemChange { id: Some(id.to_string()), price, quantity: p.i64("quantity")?, deleted: false, metadata: if p.has("metadata") { Some(p.metadata()?) } else { None } }], &proration_of(p)?, now)?;
+    retrieve_item(s, id)
+}
+
+pub fn delete_item(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
+    p.allow(&["proration_behavior", "proration_date", "clear_usage"])?;
+    let sub = owner(s, id)?;
+    let c = s.w.subscriptions[&sub].customer.clone();
+    let now = p.i64("proration_date")?.unwrap_or_else(|| s.now_for(Some(&c)));
+    s.update_items(&sub, vec![ItemChange { id: Some(id.to_string()), price: None, quantity: None, deleted: true, metadata: None }], &proration_of(p)?, now)?;
+    Ok(serde_json::json!({"id": id, "object": "subscription_item", "deleted": true}))
+}
