@@ -187,16 +187,8 @@ impl Sim {
     /// Emits `<kind>` with `previous_attributes` holding the top-level members that changed.
     /// Nothing is emitted when nothing changed.
     pub fn emit_updated(&mut self, kind: &str, before: &Value, after: Value, created: i64) {
-        let mut prev = serde_json::Map::new();
-        if let (Some(b), Some(a)) = (before.as_object(), after.as_object()) {
-            for (k, bv) in b {
-                if a.get(k) != Some(bv) {
-                    prev.insert(k.clone(), bv.clone());
-                }
-            }
-        }
-        if !prev.is_empty() {
-            self.emit(kind, after, Some(Value::Object(prev)), created);
+        if let Some(prev) = diff(before, &after) {
+            self.emit(kind, after, Some(prev), created);
         }
     }
 
@@ -312,6 +304,34 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// `previous_attributes`: the earlier values of what changed. Nested objects are compared key by
+/// key (a key that did not exist before shows as null); lists and scalars are given whole.
+pub fn diff(before: &Value, after: &Value) -> Option<Value> {
+    let (Some(b), Some(a)) = (before.as_object(), after.as_object()) else {
+        return (before != after).then(|| before.clone());
+    };
+    let mut prev = serde_json::Map::new();
+    for (k, bv) in b {
+        match a.get(k) {
+            Some(av) if av == bv => {}
+            Some(av) if av.is_object() && bv.is_object() => {
+                if let Some(d) = diff(bv, av) {
+                    prev.insert(k.clone(), d);
+                }
+            }
+            _ => {
+                prev.insert(k.clone(), bv.clone());
+            }
+        }
+    }
+    for k in a.keys() {
+        if !b.contains_key(k) {
+            prev.insert(k.clone(), Value::Null);
+        }
+    }
+    (!prev.is_empty()).then_some(Value::Object(prev))
 }
 
 /// Cursor pagination over objects already ordered newest first.
