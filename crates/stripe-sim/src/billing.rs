@@ -289,7 +289,7 @@ impl Sim {
             customer_name: cust.as_ref().and_then(|c| c.name.clone()),
             last_finalization_error: None,
         };
-        let ds = self.active_discounts(discounts, period.0.max(now.min(period.0)));
+        let ds = self.active_discounts(discounts, now);
         self.apply_discounts(&mut inv, &ds);
         self.w.invoices.insert(id.clone(), inv);
         self.dirty = true;
