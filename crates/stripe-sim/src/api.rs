@@ -13,13 +13,20 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 fn respond(status: u16, body: String, request_id: &str, replayed: bool) -> Response {
-    let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body).into_response();
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    )
+        .into_response();
     let h = r.headers_mut();
     h.insert("content-type", HeaderValue::from_static("application/json"));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("request-id", v);
     }
-    h.insert("stripe-version", HeaderValue::from_static("2025-08-27.basil"));
+    h.insert(
+        "stripe-version",
+        HeaderValue::from_static("2025-08-27.basil"),
+    );
     if replayed {
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
@@ -47,13 +54,17 @@ fn api_key(headers: &HeaderMap) -> Result<String, ApiError> {
         let decoded = base64_decode(b.trim()).unwrap_or_default();
         decoded.split(':').next().unwrap_or_default().to_string()
     } else {
-        return Err(ApiError::unauthorized("Invalid authorization header. Use Bearer auth: 'Authorization: Bearer sk_test_…'."));
+        return Err(ApiError::unauthorized(
+            "Invalid authorization header. Use Bearer auth: 'Authorization: Bearer sk_test_…'.",
+        ));
     };
     if key.starts_with("sk_test_") || key.starts_with("rk_test_") {
         Ok(key)
     } else {
         let shown: String = key.chars().take(8).collect();
-        Err(ApiError::unauthorized(format!("Invalid API Key provided: {shown}****")))
+        Err(ApiError::unauthorized(format!(
+            "Invalid API Key provided: {shown}****"
+        )))
     }
 }
 
@@ -76,14 +87,23 @@ fn base64_decode(s: &str) -> Option<String> {
 }
 
 /// Every `/v1/...` request lands here.
-pub async fn handle(State(shared): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let request_id = format!("req_{}", random_chars(14));
     let path = uri.path().to_string();
     let key = match api_key(&headers) {
         Ok(k) => k,
         Err(e) => return error_response(&e, &request_id),
     };
-    let fault = shared.lock().ok().and_then(|mut s| s.faults.take_http_fault(method.as_str(), &path));
+    let fault = shared
+        .lock()
+        .ok()
+        .and_then(|mut s| s.faults.take_http_fault(method.as_str(), &path));
     if let Some(f) = fault {
         match f.kind {
             crate::faults::HttpFaultKind::RateLimit => {
@@ -92,7 +112,12 @@ pub async fn handle(State(shared): State<Shared>, method: Method, uri: Uri, head
                 return error_response(&e, &request_id);
             }
             crate::faults::HttpFaultKind::ServerError => {
-                let e = ApiError::new(500, "api_error", None, "An unknown error occurred (injected by the simulator).");
+                let e = ApiError::new(
+                    500,
+                    "api_error",
+                    None,
+                    "An unknown error occurred (injected by the simulator).",
+                );
                 return error_response(&e, &request_id);
             }
             crate::faults::HttpFaultKind::Hang => {
@@ -100,20 +125,38 @@ pub async fn handle(State(shared): State<Shared>, method: Method, uri: Uri, head
             }
         }
     }
-    let raw = if method == Method::GET || method == Method::DELETE { uri.query().unwrap_or("").as_bytes().to_vec() } else { body.to_vec() };
+    let raw = if method == Method::GET || method == Method::DELETE {
+        uri.query().unwrap_or("").as_bytes().to_vec()
+    } else {
+        body.to_vec()
+    };
     let map = match parse(&raw) {
         Ok(m) => m,
         Err(e) => return error_response(&e, &request_id),
     };
-    let idem_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let fingerprint = format!("{} {} {}", method, path, serde_json::to_string(&map).unwrap_or_default());
+    let idem_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let fingerprint = format!(
+        "{} {} {}",
+        method,
+        path,
+        serde_json::to_string(&map).unwrap_or_default()
+    );
     let Ok(mut sim) = shared.lock() else {
-        return error_response(&ApiError::new(500, "api_error", None, "simulator state poisoned"), &request_id);
+        return error_response(
+            &ApiError::new(500, "api_error", None, "simulator state poisoned"),
+            &request_id,
+        );
     };
     let idem_slot = match (&idem_key, method == Method::POST) {
         (Some(k), true) => {
             if k.len() > 255 {
-                return error_response(&ApiError::idempotency("Idempotency keys can be at most 255 characters long."), &request_id);
+                return error_response(
+                    &ApiError::idempotency("Idempotency keys can be at most 255 characters long."),
+                    &request_id,
+                );
             }
             let slot = format!("{key}\u{0}{k}");
             let cutoff = wall_now() - 24 * 3600;
@@ -129,9 +172,16 @@ pub async fn handle(State(shared): State<Shared>, method: Method, uri: Uri, head
         }
         _ => None,
     };
-    sim.req = ReqCtx { id: Some(request_id.clone()), idempotency_key: idem_key.clone() };
+    sim.req = ReqCtx {
+        id: Some(request_id.clone()),
+        idempotency_key: idem_key.clone(),
+    };
     let p = Params::new(map);
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let result = route(&mut sim, &method, &segs, &p).and_then(|mut v| {
         let exp = p.expand();
         if !exp.is_empty() {
@@ -146,7 +196,15 @@ pub async fn handle(State(shared): State<Shared>, method: Method, uri: Uri, head
     };
     if let Some(slot) = idem_slot {
         if !matches!(status, 400 | 401 | 404 | 429) {
-            sim.w.idempotency.insert(slot, IdempotentResponse { fingerprint, status, body: body.clone(), created: wall_now() });
+            sim.w.idempotency.insert(
+                slot,
+                IdempotentResponse {
+                    fingerprint,
+                    status,
+                    body: body.clone(),
+                    created: wall_now(),
+                },
+            );
             sim.dirty = true;
         }
     }
@@ -188,8 +246,12 @@ fn route(s: &mut Sim, m: &Method, segs: &[&str], p: &Params) -> Result<Value, Ap
         ["v1", "billing", "meters"] if g => meters::list(s, p),
         ["v1", "billing", "meters", id] if g => meters::retrieve(s, id),
         ["v1", "billing", "meters", id] if post => meters::update(s, id, p),
-        ["v1", "billing", "meters", id, "deactivate"] if post => meters::set_status(s, id, "inactive"),
-        ["v1", "billing", "meters", id, "reactivate"] if post => meters::set_status(s, id, "active"),
+        ["v1", "billing", "meters", id, "deactivate"] if post => {
+            meters::set_status(s, id, "inactive")
+        }
+        ["v1", "billing", "meters", id, "reactivate"] if post => {
+            meters::set_status(s, id, "active")
+        }
         ["v1", "billing", "meters", id, "event_summaries"] if g => meters::summaries(s, id, p),
         ["v1", "billing", "meter_events"] if post => meters::create_event(s, p),
         ["v1", "billing", "meter_event_adjustments"] if post => meters::adjust(s, p),
@@ -220,7 +282,9 @@ fn route(s: &mut Sim, m: &Method, segs: &[&str], p: &Params) -> Result<Value, Ap
         ["v1", "invoices", id, "finalize"] if post => invoices::finalize(s, id, p),
         ["v1", "invoices", id, "pay"] if post => invoices::pay(s, id, p),
         ["v1", "invoices", id, "void"] if post => invoices::void(s, id, p),
-        ["v1", "invoices", id, "mark_uncollectible"] if post => invoices::mark_uncollectible(s, id, p),
+        ["v1", "invoices", id, "mark_uncollectible"] if post => {
+            invoices::mark_uncollectible(s, id, p)
+        }
 
         ["v1", "subscriptions"] if post => subscriptions::create(s, p),
         ["v1", "subscriptions"] if g => subscriptions::list(s, p),

@@ -37,6 +37,9 @@ pub struct ItemChange {
     pub metadata: Option<Meta>,
 }
 
+/// (old price and quantity, new price and quantity, the item) for one prorated change.
+type ProrationChange = (Option<(String, i64)>, Option<(String, i64)>, SubItem);
+
 /// How a charge attempt ended.
 pub type ChargeResult = Result<String, ApiError>;
 
@@ -56,7 +59,12 @@ impl Sim {
     fn price_label(&self, p: &Price) -> String {
         let unit = if p.unit_amount.is_whole() {
             let a = p.unit_amount.round();
-            format!("{}{}.{:02}", currency_symbol(&p.currency), a / 100, (a % 100).abs())
+            format!(
+                "{}{}.{:02}",
+                currency_symbol(&p.currency),
+                a / 100,
+                (a % 100).abs()
+            )
         } else {
             format!("{} {}", p.unit_amount, p.currency)
         };
@@ -68,14 +76,24 @@ impl Sim {
     }
 
     /// A licensed subscription line for one period.
-    fn licensed_line(&self, sub: &Subscription, it: &SubItem, start: i64, end: i64) -> Option<Line> {
+    fn licensed_line(
+        &self,
+        sub: &Subscription,
+        it: &SubItem,
+        start: i64,
+        end: i64,
+    ) -> Option<Line> {
         let p = self.w.prices.get(&it.price)?;
         let q = it.quantity.unwrap_or(1);
         Some(Line {
             id: new_id("il"),
             amount: Dec::from_int(q).mul_round(p.unit_amount),
             currency: p.currency.clone(),
-            description: Some(format!("{q} × {} ({})", self.product_name(&p.id), self.price_label(p))),
+            description: Some(format!(
+                "{q} × {} ({})",
+                self.product_name(&p.id),
+                self.price_label(p)
+            )),
             period_start: start,
             period_end: end,
             proration: false,
@@ -98,14 +116,19 @@ impl Sim {
             Some(m) => m,
             None => return Dec::default(),
         };
-        let events = self
-            .w
-            .meter_events
-            .iter()
-            .filter(|e| e.event_name == m.event_name && e.customer == customer && !e.canceled && e.timestamp >= start && e.timestamp < end);
+        let events = self.w.meter_events.iter().filter(|e| {
+            e.event_name == m.event_name
+                && e.customer == customer
+                && !e.canceled
+                && e.timestamp >= start
+                && e.timestamp < end
+        });
         match m.formula.as_str() {
             "count" => Dec::from_int(events.count() as i64),
-            "last" => events.max_by_key(|e| (e.timestamp, e.created)).map(|e| e.value).unwrap_or_default(),
+            "last" => events
+                .max_by_key(|e| (e.timestamp, e.created))
+                .map(|e| e.value)
+                .unwrap_or_default(),
             _ => Dec(events.map(|e| e.value.0).sum()),
         }
     }
@@ -119,7 +142,12 @@ impl Sim {
             id: new_id("il"),
             amount: q.mul_round(p.unit_amount),
             currency: p.currency.clone(),
-            description: Some(format!("{} (usage {} – {})", self.product_name(&p.id), ymd(start), ymd(end))),
+            description: Some(format!(
+                "{} (usage {} – {})",
+                self.product_name(&p.id),
+                ymd(start),
+                ymd(end)
+            )),
             period_start: start,
             period_end: end,
             proration: false,
@@ -148,7 +176,11 @@ impl Sim {
             quantity: Dec::from_int(ii.quantity),
             unit_amount: ii.unit_amount,
             price: ii.price.clone(),
-            product: ii.price.as_ref().and_then(|p| self.w.prices.get(p)).map(|p| p.product.clone()),
+            product: ii
+                .price
+                .as_ref()
+                .and_then(|p| self.w.prices.get(p))
+                .map(|p| p.product.clone()),
             invoice_item: Some(ii.id.clone()),
             subscription: ii.subscription.clone(),
             subscription_item: ii.subscription_item.clone(),
@@ -164,7 +196,12 @@ impl Sim {
             .w
             .invoice_items
             .values()
-            .filter(|i| !i.deleted && i.invoice.is_none() && i.customer == customer && i.currency == currency)
+            .filter(|i| {
+                !i.deleted
+                    && i.invoice.is_none()
+                    && i.customer == customer
+                    && i.currency == currency
+            })
             .filter(|i| match sub {
                 Some(s) => i.subscription.as_deref().is_none_or(|x| x == s),
                 None => true,
@@ -185,10 +222,16 @@ impl Sim {
 
     fn apply_discounts(&mut self, inv: &mut Invoice, discounts: &[Discount]) {
         for d in discounts {
-            let Some(c) = self.w.coupons.get(&d.coupon).cloned() else { continue };
+            let Some(c) = self.w.coupons.get(&d.coupon).cloned() else {
+                continue;
+            };
             let mut applied = 0;
             if let Some(bp) = c.percent_off_bp {
-                for l in inv.lines.iter_mut().filter(|l| l.discountable && l.amount > 0) {
+                for l in inv
+                    .lines
+                    .iter_mut()
+                    .filter(|l| l.discountable && l.amount > 0)
+                {
                     let a = crate::util::div_round(l.amount as i128 * bp as i128, 10_000) as i64;
                     if a > 0 {
                         l.discount_amounts.push((a, d.id.clone()));
@@ -200,7 +243,11 @@ impl Sim {
                     continue;
                 }
                 let mut left = off;
-                for l in inv.lines.iter_mut().filter(|l| l.discountable && l.amount > 0) {
+                for l in inv
+                    .lines
+                    .iter_mut()
+                    .filter(|l| l.discountable && l.amount > 0)
+                {
                     let already: i64 = l.discount_amounts.iter().map(|x| x.0).sum();
                     let a = left.min(l.amount - already);
                     if a > 0 {
@@ -278,7 +325,10 @@ impl Sim {
             paid_at: None,
             voided_at: None,
             marked_uncollectible_at: None,
-            collection_method: s.as_ref().map(|s| s.collection_method.clone()).unwrap_or_else(|| "charge_automatically".into()),
+            collection_method: s
+                .as_ref()
+                .map(|s| s.collection_method.clone())
+                .unwrap_or_else(|| "charge_automatically".into()),
             payment_intent: None,
             due_date: None,
             effective_at: None,
@@ -303,7 +353,12 @@ impl Sim {
     pub fn finalize_invoice(&mut self, id: &str, now: i64) -> Result<(), ApiError> {
         let inv = self.invoice(id, "invoice")?.clone();
         if inv.status != "draft" {
-            return Err(ApiError::invalid_code("invoice_not_editable", format!("This invoice is already finalized, you can't re-finalize a non-draft invoice."), None));
+            return Err(ApiError::invalid_code(
+                "invoice_not_editable",
+                "This invoice is already finalized, you can't re-finalize a non-draft invoice."
+                    .to_string(),
+                None,
+            ));
         }
         let before = self.r_invoice(&inv, false);
         let (balance, number) = match self.w.customers.get_mut(&inv.customer) {
@@ -321,7 +376,9 @@ impl Sim {
             c.balance = ending;
         }
         {
-            let Some(i) = self.w.invoices.get_mut(id) else { return Ok(()) };
+            let Some(i) = self.w.invoices.get_mut(id) else {
+                return Ok(());
+            };
             i.status = "open".into();
             i.number = Some(number);
             i.starting_balance = balance;
@@ -360,7 +417,12 @@ impl Sim {
     fn resolve_pm(&self, customer: &str, sub: Option<&str>) -> Option<String> {
         sub.and_then(|s| self.w.subscriptions.get(s))
             .and_then(|s| s.default_payment_method.clone())
-            .or_else(|| self.w.customers.get(customer).and_then(|c| c.default_payment_method.clone()))
+            .or_else(|| {
+                self.w
+                    .customers
+                    .get(customer)
+                    .and_then(|c| c.default_payment_method.clone())
+            })
     }
 
     /// One charge attempt on a payment intent (created if needed). Emits the payment intent and
@@ -413,14 +475,26 @@ impl Sim {
         let card = pm.and_then(|p| self.w.payment_methods.get(p)).cloned();
         let outcome: Result<(), ApiError> = match &card {
             None => {
-                let mut e = ApiError::invalid_code("payment_intent_unexpected_state", "You must provide a payment method to confirm this PaymentIntent.", None);
+                let mut e = ApiError::invalid_code(
+                    "payment_intent_unexpected_state",
+                    "You must provide a payment method to confirm this PaymentIntent.",
+                    None,
+                );
                 e.status = 400;
                 Err(e)
             }
             Some(c) => match &c.behavior {
                 CardBehavior::Succeeds => Ok(()),
-                CardBehavior::Declines { code, decline_code, message } => Err(ApiError::card(code, Some(decline_code), message)),
-                CardBehavior::ChargeFails => Err(ApiError::card("card_declined", Some("generic_decline"), "Your card was declined.")),
+                CardBehavior::Declines {
+                    code,
+                    decline_code,
+                    message,
+                } => Err(ApiError::card(code, Some(decline_code), message)),
+                CardBehavior::ChargeFails => Err(ApiError::card(
+                    "card_declined",
+                    Some("generic_decline"),
+                    "Your card was declined.",
+                )),
             },
         };
         let ch_id = new_id("ch");
@@ -436,7 +510,11 @@ impl Sim {
                 customer: customer.map(str::to_string),
                 payment_intent: Some(pi_id.clone()),
                 payment_method: Some(c.id.clone()),
-                status: if outcome.is_ok() { "succeeded".into() } else { "failed".into() },
+                status: if outcome.is_ok() {
+                    "succeeded".into()
+                } else {
+                    "failed".into()
+                },
                 failure_code: outcome.as_ref().err().and_then(|e| e.code.clone()),
                 failure_message: outcome.as_ref().err().map(|e| e.message.clone()),
                 decline_code: outcome.as_ref().err().and_then(|e| e.decline_code.clone()),
@@ -472,7 +550,16 @@ impl Sim {
         }
         if card.is_some() {
             let cv = self.r_charge(&self.w.charges[&ch_id]);
-            self.emit(if outcome.is_ok() { "charge.succeeded" } else { "charge.failed" }, cv, None, now);
+            self.emit(
+                if outcome.is_ok() {
+                    "charge.succeeded"
+                } else {
+                    "charge.failed"
+                },
+                cv,
+                None,
+                now,
+            );
         }
         let pv = self.r_payment_intent(&self.w.payment_intents[&pi_id]);
         match outcome {
@@ -495,25 +582,60 @@ impl Sim {
     }
 
     /// Attempts to collect an open invoice. `automatic` attempts follow the retry schedule.
-    pub fn pay_invoice(&mut self, id: &str, now: i64, pm_override: Option<String>, automatic: bool) -> Result<(), ApiError> {
+    pub fn pay_invoice(
+        &mut self,
+        id: &str,
+        now: i64,
+        pm_override: Option<String>,
+        automatic: bool,
+    ) -> Result<(), ApiError> {
         let inv = self.invoice(id, "invoice")?.clone();
         if inv.status == "paid" {
-            return Err(ApiError::invalid_code("invoice_already_paid", "Invoice is already paid", None));
+            return Err(ApiError::invalid_code(
+                "invoice_already_paid",
+                "Invoice is already paid",
+                None,
+            ));
         }
         if inv.status != "open" {
-            return Err(ApiError::invalid_code("invoice_not_editable", format!("You can only pay an invoice that is open. This invoice is {}.", inv.status), None));
+            return Err(ApiError::invalid_code(
+                "invoice_not_editable",
+                format!(
+                    "You can only pay an invoice that is open. This invoice is {}.",
+                    inv.status
+                ),
+                None,
+            ));
         }
         let amount = inv.amount_remaining();
         if amount == 0 {
             self.mark_paid(id, now);
             return Ok(());
         }
-        let pm = pm_override.or_else(|| inv.default_payment_method.clone()).or_else(|| self.resolve_pm(&inv.customer, inv.subscription.as_deref()));
-        let desc = Some(if inv.subscription.is_some() { "Subscription update".to_string() } else { format!("Invoice {}", inv.number.clone().unwrap_or_default()) });
-        let (pi, res) = self.charge(inv.payment_intent.clone(), Some(&inv.customer), pm.as_deref(), amount, &inv.currency, desc, Some(id), Meta::new(), now);
+        let pm = pm_override
+            .or_else(|| inv.default_payment_method.clone())
+            .or_else(|| self.resolve_pm(&inv.customer, inv.subscription.as_deref()));
+        let desc = Some(if inv.subscription.is_some() {
+            "Subscription update".to_string()
+        } else {
+            format!("Invoice {}", inv.number.clone().unwrap_or_default())
+        });
+        let (pi, res) = self.charge(
+            inv.payment_intent.clone(),
+            Some(&inv.customer),
+            pm.as_deref(),
+            amount,
+            &inv.currency,
+            desc,
+            Some(id),
+            Meta::new(),
+            now,
+        );
         let attempts;
         {
-            let Some(i) = self.w.invoices.get_mut(id) else { return Ok(()) };
+            let Some(i) = self.w.invoices.get_mut(id) else {
+                return Ok(());
+            };
             i.payment_intent = Some(pi);
             i.attempt_count += 1;
             i.attempted = true;
@@ -529,7 +651,10 @@ impl Sim {
             }
             Err(e) => {
                 let schedule = self.cfg.retry_schedule_days.clone();
-                let next = if inv.collection_method == "charge_automatically" && (attempts as usize) <= schedule.len() && inv.billing_reason != "subscription_create" {
+                let next = if inv.collection_method == "charge_automatically"
+                    && (attempts as usize) <= schedule.len()
+                    && inv.billing_reason != "subscription_create"
+                {
                     Some(now + schedule[(attempts - 1) as usize] * DAY)
                 } else {
                     None
@@ -559,13 +684,26 @@ impl Sim {
     }
 
     fn after_invoice_paid(&mut self, id: &str, now: i64) {
-        let Some(sub_id) = self.w.invoices.get(id).and_then(|i| i.subscription.clone()) else { return };
-        let Some(sub) = self.w.subscriptions.get(&sub_id).cloned() else { return };
-        let other_open = self.w.invoices.values().any(|i| i.id != id && i.subscription.as_deref() == Some(&sub_id) && i.status == "open" && i.attempt_count > 0);
+        let Some(sub_id) = self.w.invoices.get(id).and_then(|i| i.subscription.clone()) else {
+            return;
+        };
+        let Some(sub) = self.w.subscriptions.get(&sub_id).cloned() else {
+            return;
+        };
+        let other_open = self.w.invoices.values().any(|i| {
+            i.id != id
+                && i.subscription.as_deref() == Some(&sub_id)
+                && i.status == "open"
+                && i.attempt_count > 0
+        });
         if matches!(sub.status.as_str(), "incomplete" | "past_due" | "unpaid") && !other_open {
             let before = self.r_subscription(&sub);
             if let Some(s) = self.w.subscriptions.get_mut(&sub_id) {
-                s.status = if s.trial_end.is_some_and(|t| now < t) { "trialing".into() } else { "active".into() };
+                s.status = if s.trial_end.is_some_and(|t| now < t) {
+                    "trialing".into()
+                } else {
+                    "active".into()
+                };
             }
             let after = self.r_subscription(&self.w.subscriptions[&sub_id]);
             self.emit_updated("customer.subscription.updated", &before, after, now);
@@ -573,10 +711,21 @@ impl Sim {
     }
 
     fn after_invoice_failed(&mut self, id: &str, now: i64, exhausted: bool) {
-        let Some(inv) = self.w.invoices.get(id).cloned() else { return };
-        let Some(sub_id) = inv.subscription.clone() else { return };
-        let Some(sub) = self.w.subscriptions.get(&sub_id).cloned() else { return };
-        if inv.billing_reason == "subscription_create" || matches!(sub.status.as_str(), "canceled" | "incomplete_expired" | "incomplete") {
+        let Some(inv) = self.w.invoices.get(id).cloned() else {
+            return;
+        };
+        let Some(sub_id) = inv.subscription.clone() else {
+            return;
+        };
+        let Some(sub) = self.w.subscriptions.get(&sub_id).cloned() else {
+            return;
+        };
+        if inv.billing_reason == "subscription_create"
+            || matches!(
+                sub.status.as_str(),
+                "canceled" | "incomplete_expired" | "incomplete"
+            )
+        {
             return;
         }
         if exhausted {
@@ -598,7 +747,9 @@ impl Sim {
     }
 
     fn set_sub_status(&mut self, sub_id: &str, status: &str, now: i64) {
-        let Some(sub) = self.w.subscriptions.get(sub_id) else { return };
+        let Some(sub) = self.w.subscriptions.get(sub_id) else {
+            return;
+        };
         let before = self.r_subscription(sub);
         if let Some(s) = self.w.subscriptions.get_mut(sub_id) {
             s.status = status.to_string();
@@ -609,7 +760,9 @@ impl Sim {
 
     /// Cancels now: status canceled, `customer.subscription.deleted`.
     pub fn cancel_subscription(&mut self, sub_id: &str, now: i64, reason: Option<&str>) {
-        let Some(s) = self.w.subscriptions.get_mut(sub_id) else { return };
+        let Some(s) = self.w.subscriptions.get_mut(sub_id) else {
+            return;
+        };
         if s.status == "canceled" {
             return;
         }
@@ -641,7 +794,11 @@ impl Sim {
             match &res {
                 Ok(id) => {
                     let id = id.clone();
-                    self.release_events("customer.subscription.created", &id, "customer.subscription.updated");
+                    self.release_events(
+                        "customer.subscription.created",
+                        &id,
+                        "customer.subscription.updated",
+                    );
                 }
                 Err(_) => self.release_events("", "", ""),
             }
@@ -658,14 +815,23 @@ impl Sim {
         for (i, it) in n.items.iter().enumerate() {
             let p = self.price(&it.price, &format!("items[{i}][price]"))?;
             let Some(r) = &p.recurring else {
-                return Err(ApiError::invalid(format!("The price specified is set to `type=one_time` but this field only accepts prices with `type=recurring`."), Some(format!("items[{i}][price]"))));
+                return Err(ApiError::invalid("The price specified is set to `type=one_time` but this field only accepts prices with `type=recurring`.".to_string(), Some(format!("items[{i}][price]"))));
             };
             if !p.active {
-                return Err(ApiError::invalid(format!("The price specified is inactive. This field only accepts active prices."), Some(format!("items[{i}][price]"))));
+                return Err(ApiError::invalid(
+                    "The price specified is inactive. This field only accepts active prices."
+                        .to_string(),
+                    Some(format!("items[{i}][price]")),
+                ));
             }
             match &currency {
                 None => currency = Some(p.currency.clone()),
-                Some(c) if *c != p.currency => return Err(ApiError::invalid("All prices on a subscription must have the same `currency`.", Some(format!("items[{i}][price]")))),
+                Some(c) if *c != p.currency => {
+                    return Err(ApiError::invalid(
+                        "All prices on a subscription must have the same `currency`.",
+                        Some(format!("items[{i}][price]")),
+                    ))
+                }
                 _ => {}
             }
             match &interval {
@@ -681,7 +847,10 @@ impl Sim {
         if let Some(pm) = &n.default_payment_method {
             let pmo = self.payment_method(pm, "default_payment_method")?;
             if pmo.customer.as_deref() != Some(n.customer.as_str()) {
-                return Err(ApiError::invalid(format!("The payment method `{pm}` must be attached to the customer."), Some("default_payment_method".into())));
+                return Err(ApiError::invalid(
+                    format!("The payment method `{pm}` must be attached to the customer."),
+                    Some("default_payment_method".into()),
+                ));
             }
         }
         let trial = n.trial_end.filter(|t| *t > now);
@@ -699,7 +868,11 @@ impl Sim {
                     id: new_id("si"),
                     created: now,
                     price: it.price.clone(),
-                    quantity: if metered { None } else { Some(it.quantity.unwrap_or(1)) },
+                    quantity: if metered {
+                        None
+                    } else {
+                        Some(it.quantity.unwrap_or(1))
+                    },
                     metadata: it.metadata.clone(),
                     current_period_start: ps,
                     current_period_end: pe,
@@ -721,7 +894,11 @@ impl Sim {
             customer: n.customer.clone(),
             created: now,
             start_date: now,
-            status: if trial.is_some() { "trialing".into() } else { "incomplete".into() },
+            status: if trial.is_some() {
+                "trialing".into()
+            } else {
+                "incomplete".into()
+            },
             items,
             billing_cycle_anchor: anchor,
             cycle,
@@ -752,15 +929,31 @@ impl Sim {
         self.dirty = true;
         let created = self.r_subscription(&sub);
         self.emit("customer.subscription.created", created, None, now);
-        let lines: Vec<Line> = sub.items.iter().filter(|it| !self.w.prices.get(&it.price).is_some_and(|p| p.is_metered())).filter_map(|it| {
-            let mut l = self.licensed_line(&sub, it, ps, pe)?;
-            if trial.is_some() {
-                l.amount = 0;
-                l.description = Some(format!("Trial period for {}", self.product_name(&it.price)));
-            }
-            Some(l)
-        }).collect();
-        let inv = self.create_invoice(&n.customer, Some(&sub_id), "subscription_create", lines, (ps, pe), &currency, true, &sub.discounts, now);
+        let lines: Vec<Line> = sub
+            .items
+            .iter()
+            .filter(|it| !self.w.prices.get(&it.price).is_some_and(|p| p.is_metered()))
+            .filter_map(|it| {
+                let mut l = self.licensed_line(&sub, it, ps, pe)?;
+                if trial.is_some() {
+                    l.amount = 0;
+                    l.description =
+                        Some(format!("Trial period for {}", self.product_name(&it.price)));
+                }
+                Some(l)
+            })
+            .collect();
+        let inv = self.create_invoice(
+            &n.customer,
+            Some(&sub_id),
+            "subscription_create",
+            lines,
+            (ps, pe),
+            &currency,
+            true,
+            &sub.discounts,
+            now,
+        );
         let before = self.r_subscription(&self.w.subscriptions[&sub_id]);
         if let Some(s) = self.w.subscriptions.get_mut(&sub_id) {
             s.latest_invoice = Some(inv.clone());
@@ -792,7 +985,14 @@ impl Sim {
 
     /// Proration invoice items for moving `qty_old × old` to `qty_new × new` at `now` within the
     /// item's current period.
-    fn proration_items(&mut self, sub: &Subscription, it: &SubItem, old: Option<(String, i64)>, new: Option<(String, i64)>, now: i64) -> Vec<String> {
+    fn proration_items(
+        &mut self,
+        sub: &Subscription,
+        it: &SubItem,
+        old: Option<(String, i64)>,
+        new: Option<(String, i64)>,
+        now: i64,
+    ) -> Vec<String> {
         let (ps, pe) = (it.current_period_start, it.current_period_end);
         if pe <= now || pe <= ps {
             return vec![];
@@ -802,38 +1002,52 @@ impl Sim {
         let mut out = vec![];
         for (pq, sign) in [(old, -1i64), (new, 1i64)] {
             let Some((price, q)) = pq else { continue };
-            let Some(p) = self.w.prices.get(&price).cloned() else { continue };
+            let Some(p) = self.w.prices.get(&price).cloned() else {
+                continue;
+            };
             if p.is_metered() {
                 continue;
             }
             let full = Dec::from_int(q).0 * p.unit_amount.0 / crate::util::DEC_SCALE;
-            let amt = crate::util::div_round(full * num, den * crate::util::DEC_SCALE) as i64 * sign;
-            let what = if q == 1 { self.product_name(&price) } else { format!("{q} × {}", self.product_name(&price)) };
-            let desc = if sign < 0 { format!("Unused time on {what} after {}", ymd(now)) } else { format!("Remaining time on {what} after {}", ymd(now)) };
+            let amt =
+                crate::util::div_round(full * num, den * crate::util::DEC_SCALE) as i64 * sign;
+            let what = if q == 1 {
+                self.product_name(&price)
+            } else {
+                format!("{q} × {}", self.product_name(&price))
+            };
+            let desc = if sign < 0 {
+                format!("Unused time on {what} after {}", ymd(now))
+            } else {
+                format!("Remaining time on {what} after {}", ymd(now))
+            };
             let id = new_id("ii");
             let seq = self.w.next_seq();
-            self.w.invoice_items.insert(id.clone(), InvoiceItem {
-                id: id.clone(),
-                seq,
-                customer: sub.customer.clone(),
-                amount: amt,
-                currency: p.currency.clone(),
-                description: Some(desc),
-                date: now,
-                period_start: now,
-                period_end: pe,
-                proration: true,
-                quantity: q,
-                unit_amount: p.unit_amount,
-                price: Some(price.clone()),
-                invoice: None,
-                subscription: Some(sub.id.clone()),
-                subscription_item: Some(it.id.clone()),
-                metadata: Meta::new(),
-                discountable: false,
-                test_clock: sub.test_clock.clone(),
-                deleted: false,
-            });
+            self.w.invoice_items.insert(
+                id.clone(),
+                InvoiceItem {
+                    id: id.clone(),
+                    seq,
+                    customer: sub.customer.clone(),
+                    amount: amt,
+                    currency: p.currency.clone(),
+                    description: Some(desc),
+                    date: now,
+                    period_start: now,
+                    period_end: pe,
+                    proration: true,
+                    quantity: q,
+                    unit_amount: p.unit_amount,
+                    price: Some(price.clone()),
+                    invoice: None,
+                    subscription: Some(sub.id.clone()),
+                    subscription_item: Some(it.id.clone()),
+                    metadata: Meta::new(),
+                    discountable: false,
+                    test_clock: sub.test_clock.clone(),
+                    deleted: false,
+                },
+            );
             let v = self.r_invoice_item(&self.w.invoice_items[&id]);
             self.emit("invoiceitem.created", v, None, now);
             out.push(id);
@@ -842,14 +1056,24 @@ impl Sim {
     }
 
     /// Applies item changes with the given proration behaviour.
-    pub fn update_items(&mut self, sub_id: &str, changes: Vec<ItemChange>, proration: &str, now: i64) -> Result<(), ApiError> {
+    pub fn update_items(
+        &mut self,
+        sub_id: &str,
+        changes: Vec<ItemChange>,
+        proration: &str,
+        now: i64,
+    ) -> Result<(), ApiError> {
         let sub = self.subscription(sub_id, "id")?.clone();
         if sub.status == "canceled" || sub.status == "incomplete_expired" {
-            return Err(ApiError::invalid(format!("A canceled subscription can only update its cancellation_details and metadata."), None));
+            return Err(ApiError::invalid(
+                "A canceled subscription can only update its cancellation_details and metadata."
+                    .to_string(),
+                None,
+            ));
         }
         let mut items = sub.items.clone();
         let mut new_interval: Option<(String, i64)> = None;
-        let mut prorations: Vec<(Option<(String, i64)>, Option<(String, i64)>, SubItem)> = vec![];
+        let mut prorations: Vec<ProrationChange> = vec![];
         for (i, ch) in changes.into_iter().enumerate() {
             if let Some(p) = &ch.price {
                 let pr = self.price(p, &format!("items[{i}][price]"))?.clone();
@@ -857,7 +1081,10 @@ impl Sim {
                     return Err(ApiError::invalid("The price specified is set to `type=one_time` but this field only accepts prices with `type=recurring`.", Some(format!("items[{i}][price]"))));
                 };
                 if pr.currency != sub.currency {
-                    return Err(ApiError::invalid("All prices on a subscription must have the same `currency`.", Some(format!("items[{i}][price]"))));
+                    return Err(ApiError::invalid(
+                        "All prices on a subscription must have the same `currency`.",
+                        Some(format!("items[{i}][price]")),
+                    ));
                 }
                 if r.interval != sub.interval || r.interval_count != sub.interval_count {
                     new_interval = Some((r.interval.clone(), r.interval_count));
@@ -865,10 +1092,16 @@ impl Sim {
             }
             match &ch.id {
                 Some(id) => {
-                    let pos = items.iter().position(|x| x.id == *id).ok_or_else(|| ApiError::no_such("subscription_item", id, &format!("items[{i}][id]")))?;
+                    let pos = items.iter().position(|x| x.id == *id).ok_or_else(|| {
+                        ApiError::no_such("subscription_item", id, &format!("items[{i}][id]"))
+                    })?;
                     let old = items[pos].clone();
                     if ch.deleted {
-                        prorations.push((Some((old.price.clone(), old.quantity.unwrap_or(1))), None, old.clone()));
+                        prorations.push((
+                            Some((old.price.clone(), old.quantity.unwrap_or(1))),
+                            None,
+                            old.clone(),
+                        ));
                         items.remove(pos);
                         continue;
                     }
@@ -877,23 +1110,37 @@ impl Sim {
                         it.price = p;
                     }
                     let metered = self.w.prices.get(&it.price).is_some_and(|p| p.is_metered());
-                    it.quantity = if metered { None } else { Some(ch.quantity.or(it.quantity).unwrap_or(1)) };
+                    it.quantity = if metered {
+                        None
+                    } else {
+                        Some(ch.quantity.or(it.quantity).unwrap_or(1))
+                    };
                     if let Some(m) = ch.metadata {
                         it.metadata = m;
                     }
                     if it.price != old.price || it.quantity != old.quantity {
-                        prorations.push((Some((old.price.clone(), old.quantity.unwrap_or(1))), Some((it.price.clone(), it.quantity.unwrap_or(1))), it.clone()));
+                        prorations.push((
+                            Some((old.price.clone(), old.quantity.unwrap_or(1))),
+                            Some((it.price.clone(), it.quantity.unwrap_or(1))),
+                            it.clone(),
+                        ));
                     }
                 }
                 None => {
-                    let Some(p) = ch.price else { return Err(ApiError::missing_param(&format!("items[{i}][price]"))) };
+                    let Some(p) = ch.price else {
+                        return Err(ApiError::missing_param(&format!("items[{i}][price]")));
+                    };
                     let metered = self.w.prices.get(&p).is_some_and(|x| x.is_metered());
                     let first = &sub.items[0];
                     let it = SubItem {
                         id: new_id("si"),
                         created: now,
                         price: p.clone(),
-                        quantity: if metered { None } else { Some(ch.quantity.unwrap_or(1)) },
+                        quantity: if metered {
+                            None
+                        } else {
+                            Some(ch.quantity.unwrap_or(1))
+                        },
                         metadata: ch.metadata.unwrap_or_default(),
                         current_period_start: first.current_period_start,
                         current_period_end: first.current_period_end,
@@ -904,7 +1151,10 @@ impl Sim {
             }
         }
         if items.is_empty() {
-            return Err(ApiError::invalid("A subscription must have at least one active item.", Some("items".into())));
+            return Err(ApiError::invalid(
+                "A subscription must have at least one active item.",
+                Some("items".into()),
+            ));
         }
         let before = self.r_subscription(&sub);
         let trialing = sub.status == "trialing";
@@ -934,8 +1184,23 @@ impl Sim {
                 }
             }
             let s = self.w.subscriptions[sub_id].clone();
-            let lines: Vec<Line> = s.items.iter().filter(|it| !self.w.prices.get(&it.price).is_some_and(|p| p.is_metered())).filter_map(|it| self.licensed_line(&s, it, now, end)).collect();
-            let inv = self.create_invoice(&s.customer, Some(sub_id), "subscription_update", lines, (now, end), &s.currency, true, &s.discounts, now);
+            let lines: Vec<Line> = s
+                .items
+                .iter()
+                .filter(|it| !self.w.prices.get(&it.price).is_some_and(|p| p.is_metered()))
+                .filter_map(|it| self.licensed_line(&s, it, now, end))
+                .collect();
+            let inv = self.create_invoice(
+                &s.customer,
+                Some(sub_id),
+                "subscription_update",
+                lines,
+                (now, end),
+                &s.currency,
+                true,
+                &s.discounts,
+                now,
+            );
             if let Some(x) = self.w.subscriptions.get_mut(sub_id) {
                 x.latest_invoice = Some(inv.clone());
             }
@@ -961,7 +1226,17 @@ impl Sim {
         if proration == "always_invoice" && !created.is_empty() {
             let s = self.w.subscriptions[sub_id].clone();
             let pe = s.items[0].current_period_end;
-            let inv = self.create_invoice(&s.customer, Some(sub_id), "subscription_update", vec![], (now, pe), &s.currency, true, &s.discounts, now);
+            let inv = self.create_invoice(
+                &s.customer,
+                Some(sub_id),
+                "subscription_update",
+                vec![],
+                (now, pe),
+                &s.currency,
+                true,
+                &s.discounts,
+                now,
+            );
             let before = self.r_subscription(&s);
             if let Some(x) = self.w.subscriptions.get_mut(sub_id) {
                 x.latest_invoice = Some(inv.clone());
@@ -979,15 +1254,34 @@ impl Sim {
     /// Ends the current period of a subscription at its end: cancels it, or starts the next
     /// period and drafts its invoice (licensed items in advance, metered usage in arrears).
     fn renew(&mut self, sub_id: &str) {
-        let Some(sub) = self.w.subscriptions.get(sub_id).cloned() else { return };
-        let Some(first) = sub.items.first() else { return };
+        let Some(sub) = self.w.subscriptions.get(sub_id).cloned() else {
+            return;
+        };
+        let Some(first) = sub.items.first() else {
+            return;
+        };
         let (ps, pe) = (first.current_period_start, first.current_period_end);
         let now = pe;
-        let usage_lines: Vec<Line> = sub.items.iter().filter(|it| self.w.prices.get(&it.price).is_some_and(|p| p.is_metered())).filter_map(|it| self.metered_line(&sub, it, ps, pe)).collect();
+        let usage_lines: Vec<Line> = sub
+            .items
+            .iter()
+            .filter(|it| self.w.prices.get(&it.price).is_some_and(|p| p.is_metered()))
+            .filter_map(|it| self.metered_line(&sub, it, ps, pe))
+            .collect();
         let ending = sub.cancel_at_period_end || sub.cancel_at.is_some_and(|c| c <= pe);
         if ending {
             if usage_lines.iter().any(|l| l.amount != 0) {
-                let inv = self.create_invoice(&sub.customer, Some(sub_id), "subscription_cycle", usage_lines, (ps, pe), &sub.currency, true, &sub.discounts, now);
+                let inv = self.create_invoice(
+                    &sub.customer,
+                    Some(sub_id),
+                    "subscription_cycle",
+                    usage_lines,
+                    (ps, pe),
+                    &sub.currency,
+                    true,
+                    &sub.discounts,
+                    now,
+                );
                 if let Some(s) = self.w.subscriptions.get_mut(sub_id) {
                     s.latest_invoice = Some(inv);
                 }
@@ -996,7 +1290,11 @@ impl Sim {
             return;
         }
         let before = self.r_subscription(&sub);
-        let (next_cycle, anchor) = if sub.cycle < 0 { (0, pe) } else { (sub.cycle + 1, sub.billing_cycle_anchor) };
+        let (next_cycle, anchor) = if sub.cycle < 0 {
+            (0, pe)
+        } else {
+            (sub.cycle + 1, sub.billing_cycle_anchor)
+        };
         let ns = pe;
         let ne = add_interval(anchor, &sub.interval, sub.interval_count, next_cycle + 1);
         if let Some(s) = self.w.subscriptions.get_mut(sub_id) {
@@ -1011,9 +1309,24 @@ impl Sim {
             }
         }
         let s = self.w.subscriptions[sub_id].clone();
-        let mut lines: Vec<Line> = s.items.iter().filter(|it| !self.w.prices.get(&it.price).is_some_and(|p| p.is_metered())).filter_map(|it| self.licensed_line(&s, it, ns, ne)).collect();
+        let mut lines: Vec<Line> = s
+            .items
+            .iter()
+            .filter(|it| !self.w.prices.get(&it.price).is_some_and(|p| p.is_metered()))
+            .filter_map(|it| self.licensed_line(&s, it, ns, ne))
+            .collect();
         lines.extend(usage_lines);
-        let inv = self.create_invoice(&s.customer, Some(sub_id), "subscription_cycle", lines, (ps, pe), &s.currency, true, &s.discounts, now);
+        let inv = self.create_invoice(
+            &s.customer,
+            Some(sub_id),
+            "subscription_cycle",
+            lines,
+            (ps, pe),
+            &s.currency,
+            true,
+            &s.discounts,
+            now,
+        );
         if s.status == "unpaid" {
             if let Some(i) = self.w.invoices.get_mut(&inv) {
                 i.auto_advance = false;
@@ -1035,7 +1348,12 @@ impl Sim {
                 best = Some((t, a));
             }
         };
-        for s in self.w.subscriptions.values().filter(|s| s.test_clock.as_deref() == clock) {
+        for s in self
+            .w
+            .subscriptions
+            .values()
+            .filter(|s| s.test_clock.as_deref() == clock)
+        {
             match s.status.as_str() {
                 "canceled" | "incomplete_expired" => continue,
                 "incomplete" => {
@@ -1044,10 +1362,15 @@ impl Sim {
                 }
                 _ => {}
             }
-            let Some(first) = s.items.first() else { continue };
+            let Some(first) = s.items.first() else {
+                continue;
+            };
             if s.status == "trialing" && !s.trial_will_end_sent {
                 if let Some(te) = s.trial_end {
-                    consider((te - 3 * DAY).max(s.created), Action::TrialWillEnd(s.id.clone()));
+                    consider(
+                        (te - 3 * DAY).max(s.created),
+                        Action::TrialWillEnd(s.id.clone()),
+                    );
                 }
             }
             if let Some(c) = s.cancel_at {
@@ -1056,12 +1379,20 @@ impl Sim {
                 }
             }
             let up = first.current_period_end - 7 * DAY;
-            if up > first.current_period_start && s.upcoming_sent_for != Some(first.current_period_end) && !s.cancel_at_period_end {
+            if up > first.current_period_start
+                && s.upcoming_sent_for != Some(first.current_period_end)
+                && !s.cancel_at_period_end
+            {
                 consider(up, Action::Upcoming(s.id.clone()));
             }
             consider(first.current_period_end, Action::Renew(s.id.clone()));
         }
-        for i in self.w.invoices.values().filter(|i| i.test_clock.as_deref() == clock) {
+        for i in self
+            .w
+            .invoices
+            .values()
+            .filter(|i| i.test_clock.as_deref() == clock)
+        {
             if i.status == "draft" && i.auto_advance {
                 if let Some(t) = i.automatically_finalizes_at {
                     consider(t, Action::Finalize(i.id.clone()));
@@ -1079,7 +1410,9 @@ impl Sim {
     /// Runs every timeline action due up to `until`, in time order.
     pub fn run_until(&mut self, clock: Option<&str>, until: i64) {
         for _ in 0..100_000 {
-            let Some((t, action)) = self.next_action(clock) else { break };
+            let Some((t, action)) = self.next_action(clock) else {
+                break;
+            };
             if t > until {
                 break;
             }
@@ -1089,7 +1422,9 @@ impl Sim {
             self.dirty = true;
             match action {
                 Action::Renew(s) => self.renew(&s),
-                Action::CancelAt(s) => self.cancel_subscription(&s, t, Some("cancellation_requested")),
+                Action::CancelAt(s) => {
+                    self.cancel_subscription(&s, t, Some("cancellation_requested"))
+                }
                 Action::Expire(s) => self.set_sub_status(&s, "incomplete_expired", t),
                 Action::TrialWillEnd(s) => {
                     if let Some(x) = self.w.subscriptions.get_mut(&s) {
@@ -1100,7 +1435,9 @@ impl Sim {
                 }
                 Action::Upcoming(s) => self.upcoming(&s, t),
                 Action::Finalize(i) => {
-                    if self.finalize_invoice(&i, t).is_ok() && self.w.invoices.get(&i).is_some_and(|x| x.status == "open") {
+                    if self.finalize_invoice(&i, t).is_ok()
+                        && self.w.invoices.get(&i).is_some_and(|x| x.status == "open")
+                    {
                         let _ = self.pay_invoice(&i, t, None, true);
                     }
                 }
@@ -1112,7 +1449,9 @@ impl Sim {
     }
 
     fn upcoming(&mut self, sub_id: &str, t: i64) {
-        let Some(s) = self.w.subscriptions.get_mut(sub_id) else { return };
+        let Some(s) = self.w.subscriptions.get_mut(sub_id) else {
+            return;
+        };
         let pe = s.items.first().map(|i| i.current_period_end).unwrap_or(t);
         s.upcoming_sent_for = Some(pe);
         if let Ok(inv) = self.preview_invoice(sub_id, &s_clone_customer(&self.w, sub_id), pe) {
@@ -1122,19 +1461,40 @@ impl Sim {
     }
 
     /// The invoice the subscription's next renewal would produce, without storing anything.
-    pub fn preview_invoice(&self, sub_id: &str, customer: &str, at: i64) -> Result<Invoice, ApiError> {
+    pub fn preview_invoice(
+        &self,
+        sub_id: &str,
+        customer: &str,
+        at: i64,
+    ) -> Result<Invoice, ApiError> {
         let sub = self.subscription(sub_id, "subscription")?.clone();
         if sub.customer != customer {
-            return Err(ApiError::invalid("The subscription does not belong to this customer.", Some("subscription".into())));
+            return Err(ApiError::invalid(
+                "The subscription does not belong to this customer.",
+                Some("subscription".into()),
+            ));
         }
-        let first = sub.items.first().ok_or_else(|| ApiError::invalid("Subscription has no items", None))?;
+        let first = sub
+            .items
+            .first()
+            .ok_or_else(|| ApiError::invalid("Subscription has no items", None))?;
         let (ps, pe) = (first.current_period_start, first.current_period_end);
-        let (next_cycle, anchor) = if sub.cycle < 0 { (0, pe) } else { (sub.cycle + 1, sub.billing_cycle_anchor) };
+        let (next_cycle, anchor) = if sub.cycle < 0 {
+            (0, pe)
+        } else {
+            (sub.cycle + 1, sub.billing_cycle_anchor)
+        };
         let ne = add_interval(anchor, &sub.interval, sub.interval_count, next_cycle + 1);
         let mut lines: Vec<Line> = vec![];
         for it in &sub.items {
             let metered = self.w.prices.get(&it.price).is_some_and(|p| p.is_metered());
-            let l = if metered { self.metered_line(&sub, it, ps, pe) } else if sub.cancel_at_period_end { None } else { self.licensed_line(&sub, it, pe, ne) };
+            let l = if metered {
+                self.metered_line(&sub, it, ps, pe)
+            } else if sub.cancel_at_period_end {
+                None
+            } else {
+                self.licensed_line(&sub, it, pe, ne)
+            };
             lines.extend(l);
         }
         for ii in self.pending_items(customer, Some(sub_id), &sub.currency) {
@@ -1150,7 +1510,11 @@ impl Sim {
             created: at,
             subscription: Some(sub_id.to_string()),
             subscription_metadata: Some(sub.metadata.clone()),
-            billing_reason: if at > 0 { "upcoming".into() } else { "subscription_cycle".into() },
+            billing_reason: if at > 0 {
+                "upcoming".into()
+            } else {
+                "subscription_cycle".into()
+            },
             status: "draft".into(),
             lines,
             period_start: ps,
@@ -1189,15 +1553,24 @@ impl Sim {
 }
 
 fn s_clone_customer(w: &World, sub: &str) -> String {
-    w.subscriptions.get(sub).map(|s| s.customer.clone()).unwrap_or_default()
+    w.subscriptions
+        .get(sub)
+        .map(|s| s.customer.clone())
+        .unwrap_or_default()
 }
 
 /// Discount arithmetic for previews, which must not spend `once` coupons.
 fn preview_discounts(sim: &Sim, inv: &mut Invoice, ds: &[Discount]) {
     for d in ds {
-        let Some(c) = sim.w.coupons.get(&d.coupon) else { continue };
+        let Some(c) = sim.w.coupons.get(&d.coupon) else {
+            continue;
+        };
         if let Some(bp) = c.percent_off_bp {
-            for l in inv.lines.iter_mut().filter(|l| l.discountable && l.amount > 0) {
+            for l in inv
+                .lines
+                .iter_mut()
+                .filter(|l| l.discountable && l.amount > 0)
+            {
                 let a = crate::util::div_round(l.amount as i128 * bp as i128, 10_000) as i64;
                 if a > 0 {
                     l.discount_amounts.push((a, d.id.clone()));
@@ -1205,7 +1578,11 @@ fn preview_discounts(sim: &Sim, inv: &mut Invoice, ds: &[Discount]) {
             }
         } else if let Some(off) = c.amount_off {
             let mut left = off;
-            for l in inv.lines.iter_mut().filter(|l| l.discountable && l.amount > 0) {
+            for l in inv
+                .lines
+                .iter_mut()
+                .filter(|l| l.discountable && l.amount > 0)
+            {
                 let a = left.min(l.amount);
                 if a > 0 {
                     l.discount_amounts.push((a, d.id.clone()));
@@ -1243,19 +1620,46 @@ impl Sim {
     /// On immediate cancellation with `invoice_now`: bills metered usage so far and pending
     /// items (such as prorations) at once.
     pub fn final_invoice(&mut self, sub_id: &str, now: i64) {
-        let Some(sub) = self.w.subscriptions.get(sub_id).cloned() else { return };
-        let Some(first) = sub.items.first() else { return };
+        let Some(sub) = self.w.subscriptions.get(sub_id).cloned() else {
+            return;
+        };
+        let Some(first) = sub.items.first() else {
+            return;
+        };
         let ps = first.current_period_start;
-        let lines: Vec<Line> = sub.items.iter().filter(|it| self.w.prices.get(&it.price).is_some_and(|p| p.is_metered())).filter_map(|it| self.metered_line(&sub, it, ps, now)).collect();
-        let pending = !self.pending_items(&sub.customer, Some(sub_id), &sub.currency).is_empty();
+        let lines: Vec<Line> = sub
+            .items
+            .iter()
+            .filter(|it| self.w.prices.get(&it.price).is_some_and(|p| p.is_metered()))
+            .filter_map(|it| self.metered_line(&sub, it, ps, now))
+            .collect();
+        let pending = !self
+            .pending_items(&sub.customer, Some(sub_id), &sub.currency)
+            .is_empty();
         if lines.is_empty() && !pending {
             return;
         }
-        let inv = self.create_invoice(&sub.customer, Some(sub_id), "subscription_cycle", lines, (ps, now), &sub.currency, true, &sub.discounts, now);
+        let inv = self.create_invoice(
+            &sub.customer,
+            Some(sub_id),
+            "subscription_cycle",
+            lines,
+            (ps, now),
+            &sub.currency,
+            true,
+            &sub.discounts,
+            now,
+        );
         if let Some(x) = self.w.subscriptions.get_mut(sub_id) {
             x.latest_invoice = Some(inv.clone());
         }
-        if self.finalize_invoice(&inv, now).is_ok() && self.w.invoices.get(&inv).is_some_and(|i| i.status == "open") {
+        if self.finalize_invoice(&inv, now).is_ok()
+            && self
+                .w
+                .invoices
+                .get(&inv)
+                .is_some_and(|i| i.status == "open")
+        {
             let _ = self.pay_invoice(&inv, now, None, false);
         }
     }
@@ -1268,7 +1672,9 @@ impl Sim {
     }
 
     pub fn add_item_to_draft(&mut self, inv: &str, item: &str) {
-        let Some(ii) = self.w.invoice_items.get(item).cloned() else { return };
+        let Some(ii) = self.w.invoice_items.get(item).cloned() else {
+            return;
+        };
         let line = self.item_line(&ii);
         if let Some(i) = self.w.invoices.get_mut(inv) {
             i.lines.push(line);
@@ -1276,10 +1682,16 @@ impl Sim {
     }
 
     pub fn refresh_draft_line(&mut self, inv: &str, item: &str) {
-        let Some(ii) = self.w.invoice_items.get(item).cloned() else { return };
+        let Some(ii) = self.w.invoice_items.get(item).cloned() else {
+            return;
+        };
         let line = self.item_line(&ii);
         if let Some(i) = self.w.invoices.get_mut(inv) {
-            for l in i.lines.iter_mut().filter(|l| l.invoice_item.as_deref() == Some(item)) {
+            for l in i
+                .lines
+                .iter_mut()
+                .filter(|l| l.invoice_item.as_deref() == Some(item))
+            {
                 let id = l.id.clone();
                 *l = line.clone();
                 l.id = id;

@@ -4,8 +4,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
+/// A Stripe-shaped error. Boxed so that `Result<_, ApiError>` stays small.
 #[derive(Clone, Debug)]
-pub struct ApiError {
+pub struct ApiError(Box<ApiErrorBody>);
+
+#[derive(Clone, Debug)]
+pub struct ApiErrorBody {
     pub status: u16,
     pub kind: &'static str,
     pub code: Option<String>,
@@ -17,8 +21,13 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: u16, kind: &'static str, code: Option<&str>, message: impl Into<String>) -> ApiError {
-        ApiError {
+    pub fn new(
+        status: u16,
+        kind: &'static str,
+        code: Option<&str>,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError(Box::new(ApiErrorBody {
             status,
             kind,
             code: code.map(str::to_string),
@@ -26,7 +35,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             extra: Map::new(),
-        }
+        }))
     }
 
     pub fn invalid(message: impl Into<String>, param: Option<String>) -> ApiError {
@@ -42,12 +51,21 @@ impl ApiError {
     }
 
     pub fn missing_param(param: &str) -> ApiError {
-        ApiError::invalid_code("parameter_missing", format!("Missing required param: {param}."), Some(param))
+        ApiError::invalid_code(
+            "parameter_missing",
+            format!("Missing required param: {param}."),
+            Some(param),
+        )
     }
 
     /// 404 `resource_missing` for an id given in `param` (use "id" for path ids).
     pub fn no_such(kind: &str, id: &str, param: &str) -> ApiError {
-        let mut e = ApiError::new(404, "invalid_request_error", Some("resource_missing"), format!("No such {kind}: '{id}'"));
+        let mut e = ApiError::new(
+            404,
+            "invalid_request_error",
+            Some("resource_missing"),
+            format!("No such {kind}: '{id}'"),
+        );
         e.param = Some(param.to_string());
         e
     }
@@ -70,7 +88,13 @@ impl ApiError {
         let mut e = Map::new();
         if let Some(c) = &self.code {
             e.insert("code".into(), json!(c));
-            e.insert("doc_url".into(), json!(format!("https://stripe.com/docs/error-codes/{}", c.replace('_', "-"))));
+            e.insert(
+                "doc_url".into(),
+                json!(format!(
+                    "https://stripe.com/docs/error-codes/{}",
+                    c.replace('_', "-")
+                )),
+            );
         }
         if let Some(d) = &self.decline_code {
             e.insert("decline_code".into(), json!(d));
@@ -85,6 +109,19 @@ impl ApiError {
             e.insert(k.clone(), v.clone());
         }
         json!({ "error": Value::Object(e) })
+    }
+}
+
+impl std::ops::Deref for ApiError {
+    type Target = ApiErrorBody;
+    fn deref(&self) -> &ApiErrorBody {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiError {
+    fn deref_mut(&mut self) -> &mut ApiErrorBody {
+        &mut self.0
     }
 }
 

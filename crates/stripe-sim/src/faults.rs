@@ -38,7 +38,11 @@ pub struct Faults {
 impl Faults {
     pub fn take_http_fault(&mut self, method: &str, path: &str) -> Option<HttpFault> {
         let f = self.http.iter_mut().find(|f| {
-            f.remaining > 0 && path.starts_with(&f.path) && f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+            f.remaining > 0
+                && path.starts_with(&f.path)
+                && f.method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
         })?;
         f.remaining -= 1;
         let out = f.clone();
@@ -82,10 +86,20 @@ impl Faults {
                 }
                 return Ok(());
             }
-            other => return Err(format!("unknown fault kind `{other}` (429, 500, timeout, drop, duplicate, reorder)")),
+            other => {
+                return Err(format!(
+                    "unknown fault kind `{other}` (429, 500, timeout, drop, duplicate, reorder)"
+                ))
+            }
         };
         let path = r.path.ok_or("`path` is required for request faults")?;
-        self.http.push(HttpFault { path, method: r.method, kind, remaining: r.count, hang_ms: r.hang_ms.unwrap_or(30_000) });
+        self.http.push(HttpFault {
+            path,
+            method: r.method,
+            kind,
+            remaining: r.count,
+            hang_ms: r.hang_ms.unwrap_or(30_000),
+        });
         Ok(())
     }
 }

@@ -38,7 +38,12 @@ fn split_key(k: &str) -> Option<Vec<String>> {
     Some(segs)
 }
 
-fn insert(map: &mut Map<String, Value>, segs: &[String], v: String, full: &str) -> Result<(), ApiError> {
+fn insert(
+    map: &mut Map<String, Value>,
+    segs: &[String],
+    v: String,
+    full: &str,
+) -> Result<(), ApiError> {
     let key = if segs[0].is_empty() {
         map.len().to_string()
     } else {
@@ -59,7 +64,10 @@ fn insert(map: &mut Map<String, Value>, segs: &[String], v: String, full: &str) 
 }
 
 fn conflict(k: &str) -> ApiError {
-    ApiError::invalid(format!("Invalid value for {k}: conflicting parameter shapes"), Some(k.to_string()))
+    ApiError::invalid(
+        format!("Invalid value for {k}: conflicting parameter shapes"),
+        Some(k.to_string()),
+    )
 }
 
 /// Objects whose keys are all integers become arrays ordered by index.
@@ -95,7 +103,10 @@ pub struct Params {
 
 impl Params {
     pub fn new(map: Map<String, Value>) -> Params {
-        Params { map, prefix: String::new() }
+        Params {
+            map,
+            prefix: String::new(),
+        }
     }
 
     fn name(&self, key: &str) -> String {
@@ -111,7 +122,10 @@ impl Params {
         for k in self.map.keys() {
             if k != "expand" && !allowed.contains(&k.as_str()) {
                 let n = self.name(k);
-                return Err(ApiError::invalid(format!("Received unknown parameter: {n}"), Some(n)));
+                return Err(ApiError::invalid(
+                    format!("Received unknown parameter: {n}"),
+                    Some(n),
+                ));
             }
         }
         Ok(())
@@ -134,7 +148,9 @@ impl Params {
 
     /// A string where `""` means "unset".
     pub fn opt_str(&self, key: &str) -> Result<Option<Option<String>>, ApiError> {
-        Ok(self.str(key)?.map(|s| if s.is_empty() { None } else { Some(s) }))
+        Ok(self
+            .str(key)?
+            .map(|s| if s.is_empty() { None } else { Some(s) }))
     }
 
     pub fn req_str(&self, key: &str) -> Result<String, ApiError> {
@@ -156,7 +172,8 @@ impl Params {
     }
 
     pub fn req_i64(&self, key: &str) -> Result<i64, ApiError> {
-        self.i64(key)?.ok_or_else(|| ApiError::missing_param(&self.name(key)))
+        self.i64(key)?
+            .ok_or_else(|| ApiError::missing_param(&self.name(key)))
     }
 
     pub fn dec(&self, key: &str) -> Result<Option<Dec>, ApiError> {
@@ -186,7 +203,10 @@ impl Params {
         match self.map.get(key) {
             None => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::Object(m)) => Ok(Some(Params { map: m.clone(), prefix: self.name(key) })),
+            Some(Value::Object(m)) => Ok(Some(Params {
+                map: m.clone(),
+                prefix: self.name(key),
+            })),
             Some(_) => {
                 let n = self.name(key);
                 Err(ApiError::invalid(format!("Invalid object: {n}"), Some(n)))
@@ -202,7 +222,10 @@ impl Params {
                 .iter()
                 .enumerate()
                 .map(|(i, v)| match v {
-                    Value::Object(m) => Ok(Params { map: m.clone(), prefix: format!("{}[{i}]", self.name(key)) }),
+                    Value::Object(m) => Ok(Params {
+                        map: m.clone(),
+                        prefix: format!("{}[{i}]", self.name(key)),
+                    }),
                     _ => {
                         let n = format!("{}[{i}]", self.name(key));
                         Err(ApiError::invalid(format!("Invalid object: {n}"), Some(n)))
@@ -220,7 +243,10 @@ impl Params {
         match self.map.get(key) {
             None => Ok(vec![]),
             Some(Value::String(s)) if s.is_empty() => Ok(vec![]),
-            Some(Value::Array(a)) => Ok(a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()),
+            Some(Value::Array(a)) => Ok(a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()),
             Some(Value::String(s)) => Ok(vec![s.clone()]),
             Some(_) => {
                 let n = self.name(key);
@@ -255,11 +281,17 @@ impl Params {
                     }
                 }
                 if meta.len() > 50 {
-                    return Err(ApiError::invalid("Metadata can have at most 50 keys.", Some("metadata".into())));
+                    return Err(ApiError::invalid(
+                        "Metadata can have at most 50 keys.",
+                        Some("metadata".into()),
+                    ));
                 }
                 Ok(())
             }
-            Some(_) => Err(ApiError::invalid("Invalid metadata", Some("metadata".into()))),
+            Some(_) => Err(ApiError::invalid(
+                "Invalid metadata",
+                Some("metadata".into()),
+            )),
         }
     }
 

@@ -35,11 +35,17 @@ use tokio::sync::mpsc::unbounded_channel;
 /// The HTTP routes: `/v1/...`, the hosted pages and the private `/_sim/...` controls.
 pub fn router(shared: Shared) -> Router {
     Router::new()
-        .route("/c/pay/{id}", get(pages::checkout_get).post(pages::checkout_post))
+        .route(
+            "/c/pay/{id}",
+            get(pages::checkout_get).post(pages::checkout_post),
+        )
         .route("/p/session/{id}", get(pages::portal_get))
         .route("/p/session/{id}/{action}", post(pages::portal_post))
         .route("/i/{id}", get(pages::invoice_get))
-        .route("/_sim/faults", get(faults_get).post(faults_post).delete(faults_delete))
+        .route(
+            "/_sim/faults",
+            get(faults_get).post(faults_post).delete(faults_delete),
+        )
         .route("/_sim/state", get(state_get))
         .route("/_sim/health", get(|| async { "ok" }))
         .route("/v1/{*rest}", any(api::handle))
@@ -58,10 +64,13 @@ async fn faults_post(State(shared): State<Shared>, body: Bytes) -> Response {
     let req: faults::FaultRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return error::ApiError::invalid(format!("Invalid fault JSON: {e}"), None).into_response();
+            return error::ApiError::invalid(format!("Invalid fault JSON: {e}"), None)
+                .into_response();
         }
     };
-    let Ok(mut s) = shared.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let Ok(mut s) = shared.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     match s.faults.add(req) {
         Ok(()) => Json(serde_json::to_value(&s.faults).unwrap_or_default()).into_response(),
         Err(m) => error::ApiError::invalid(m, None).into_response(),
@@ -69,7 +78,9 @@ async fn faults_post(State(shared): State<Shared>, body: Bytes) -> Response {
 }
 
 async fn faults_delete(State(shared): State<Shared>) -> Response {
-    let Ok(mut s) = shared.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let Ok(mut s) = shared.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     s.faults = Default::default();
     Json(serde_json::json!({"cleared": true})).into_response()
 }
@@ -126,7 +137,9 @@ impl Drop for SimHandle {
 fn save(shared: &Shared) {
     let (path, json) = {
         let Ok(mut s) = shared.lock() else { return };
-        let Some(path) = s.cfg.state_file.clone() else { return };
+        let Some(path) = s.cfg.state_file.clone() else {
+            return;
+        };
         if !s.dirty {
             return;
         }
@@ -147,11 +160,19 @@ pub async fn spawn(cfg: Config) -> std::io::Result<SimHandle> {
     let world = match &cfg.state_file {
         Some(p) if p.exists() => {
             let bytes = std::fs::read(p)?;
-            serde_json::from_slice(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("state file {}: {e}", p.display())))?
+            serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("state file {}: {e}", p.display()),
+                )
+            })?
         }
         _ => state::World::default(),
     };
-    let base = cfg.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let base = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let cfg = Arc::new(cfg);
     let (tx, rx) = unbounded_channel();
     let mut sim = Sim::new(cfg.clone(), base, world);
@@ -180,5 +201,10 @@ pub async fn spawn(cfg: Config) -> std::io::Result<SimHandle> {
             })
             .await;
     }));
-    Ok(SimHandle { addr, shared, shutdown: Some(stx), tasks })
+    Ok(SimHandle {
+        addr,
+        shared,
+        shutdown: Some(stx),
+        tasks,
+    })
 }

@@ -48,7 +48,11 @@ impl Sim {
     }
 
     pub fn r_price(&self, p: &Price) -> Value {
-        let unit_amount = if p.unit_amount.is_whole() { json!(p.unit_amount.round()) } else { Value::Null };
+        let unit_amount = if p.unit_amount.is_whole() {
+            json!(p.unit_amount.round())
+        } else {
+            Value::Null
+        };
         json!({
             "id": p.id, "object": "price", "active": p.active, "billing_scheme": "per_unit",
             "created": p.created, "currency": p.currency, "custom_unit_amount": null, "livemode": false,
@@ -73,7 +77,11 @@ impl Sim {
             meter: None,
             trial_period_days: None,
         });
-        let amount = if p.unit_amount.is_whole() { json!(p.unit_amount.round()) } else { Value::Null };
+        let amount = if p.unit_amount.is_whole() {
+            json!(p.unit_amount.round())
+        } else {
+            Value::Null
+        };
         json!({
             "id": p.id, "object": "plan", "active": p.active, "amount": amount,
             "amount_decimal": p.unit_amount.to_string(), "billing_scheme": "per_unit",
@@ -143,7 +151,11 @@ impl Sim {
         if i.deleted {
             return json!({"id": i.id, "object": "invoiceitem", "deleted": true});
         }
-        let product = i.price.as_ref().and_then(|p| self.w.prices.get(p)).map(|p| p.product.clone());
+        let product = i
+            .price
+            .as_ref()
+            .and_then(|p| self.w.prices.get(p))
+            .map(|p| p.product.clone());
         json!({
             "id": i.id, "object": "invoiceitem", "amount": i.amount, "currency": i.currency,
             "customer": i.customer, "customer_account": null, "date": i.date, "description": i.description,
@@ -326,9 +338,18 @@ impl Sim {
     }
 
     pub fn r_charge(&self, c: &Charge) -> Value {
-        let refunds: Vec<Value> = self.w.refunds.values().filter(|r| r.charge == c.id).map(|r| self.r_refund(r)).collect();
+        let refunds: Vec<Value> = self
+            .w
+            .refunds
+            .values()
+            .filter(|r| r.charge == c.id)
+            .map(|r| self.r_refund(r))
+            .collect();
         let n = refunds.len();
-        let pm = c.payment_method.as_ref().and_then(|p| self.w.payment_methods.get(p));
+        let pm = c
+            .payment_method
+            .as_ref()
+            .and_then(|p| self.w.payment_methods.get(p));
         json!({
             "id": c.id, "object": "charge", "amount": c.amount, "amount_captured": if c.status == "succeeded" { c.amount } else { 0 },
             "amount_refunded": c.amount_refunded, "application": null, "application_fee": null,
@@ -427,8 +448,14 @@ impl Sim {
     pub fn r_checkout_line(&self, s: &CheckoutSession, l: &CheckoutLine) -> Value {
         let price = self.w.prices.get(&l.price);
         let unit = price.map(|p| p.unit_amount).unwrap_or_default();
-        let amount = if price.is_some_and(|p| p.is_metered()) { 0 } else { crate::util::Dec::from_int(l.quantity).mul_round(unit) };
-        let desc = price.and_then(|p| self.w.products.get(&p.product)).map(|p| p.name.clone());
+        let amount = if price.is_some_and(|p| p.is_metered()) {
+            0
+        } else {
+            crate::util::Dec::from_int(l.quantity).mul_round(unit)
+        };
+        let desc = price
+            .and_then(|p| self.w.products.get(&p.product))
+            .map(|p| p.name.clone());
         json!({
             "id": l.id, "object": "item", "adjustable_quantity": null, "amount_discount": 0,
             "amount_subtotal": amount, "amount_tax": 0, "amount_total": amount, "currency": s.currency,

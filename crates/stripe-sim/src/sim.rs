@@ -60,6 +60,9 @@ impl Default for Config {
     }
 }
 
+/// An event collected while events are held: type, object, previous attributes, time.
+pub type HeldEvent = (String, Value, Option<Value>, i64);
+
 /// Who caused the current change, for the events' `request` member.
 #[derive(Clone, Debug, Default)]
 pub struct ReqCtx {
@@ -76,7 +79,7 @@ pub struct Sim {
     pub faults: crate::faults::Faults,
     pub dirty: bool,
     /// While set, events are collected instead of emitted (see `hold_events`).
-    pub held: Option<Vec<(String, Value, Option<Value>, i64)>>,
+    pub held: Option<Vec<HeldEvent>>,
 }
 
 pub type Shared = Arc<std::sync::Mutex<Sim>>;
@@ -108,23 +111,40 @@ pub fn kind_of(id: &str) -> Option<&'static str> {
 
 impl Sim {
     pub fn new(cfg: Arc<Config>, base_url: String, world: World) -> Sim {
-        Sim { w: world, cfg, base_url, tx: None, req: ReqCtx::default(), faults: Default::default(), dirty: false, held: None }
+        Sim {
+            w: world,
+            cfg,
+            base_url,
+            tx: None,
+            req: ReqCtx::default(),
+            faults: Default::default(),
+            dirty: false,
+            held: None,
+        }
     }
 
     // ---- time ----
 
     pub fn clock_now(&self, clock: Option<&str>) -> i64 {
-        clock.and_then(|c| self.w.test_clocks.get(c)).map(|c| c.frozen_time).unwrap_or_else(wall_now)
+        clock
+            .and_then(|c| self.w.test_clocks.get(c))
+            .map(|c| c.frozen_time)
+            .unwrap_or_else(wall_now)
     }
 
     /// The current time for a customer: its test clock's frozen time, or the wall clock.
     pub fn now_for(&self, customer: Option<&str>) -> i64 {
-        let clock = customer.and_then(|c| self.w.customers.get(c)).and_then(|c| c.test_clock.clone());
+        let clock = customer
+            .and_then(|c| self.w.customers.get(c))
+            .and_then(|c| c.test_clock.clone());
         self.clock_now(clock.as_deref())
     }
 
     pub fn clock_of(&self, customer: &str) -> Option<String> {
-        self.w.customers.get(customer).and_then(|c| c.test_clock.clone())
+        self.w
+            .customers
+            .get(customer)
+            .and_then(|c| c.test_clock.clone())
     }
 
     // ---- events ----
@@ -135,7 +155,13 @@ impl Sim {
             h.push((kind.to_string(), object, previous, created));
             return;
         }
-        let endpoints: Vec<WebhookEndpoint> = self.w.webhook_endpoints.values().filter(|e| e.wants(kind)).cloned().collect();
+        let endpoints: Vec<WebhookEndpoint> = self
+            .w
+            .webhook_endpoints
+            .values()
+            .filter(|e| e.wants(kind))
+            .cloned()
+            .collect();
         let seq = self.w.next_seq();
         let ev = Event {
             id: new_id("evt"),
@@ -154,7 +180,13 @@ impl Sim {
         self.dirty = true;
         if let Some(tx) = &self.tx {
             for e in endpoints {
-                let _ = tx.send(Delivery { endpoint: e.id.clone(), url: e.url.clone(), secret: e.secret.clone(), event_id: id.clone(), payload: payload.clone() });
+                let _ = tx.send(Delivery {
+                    endpoint: e.id.clone(),
+                    url: e.url.clone(),
+                    secret: e.secret.clone(),
+                    event_id: id.clone(),
+                    payload: payload.clone(),
+                });
             }
         }
     }
@@ -195,26 +227,49 @@ impl Sim {
     // ---- lookups ----
 
     pub fn customer(&self, id: &str, param: &str) -> Result<&Customer, ApiError> {
-        self.w.customers.get(id).filter(|c| !c.deleted).ok_or_else(|| ApiError::no_such("customer", id, param))
+        self.w
+            .customers
+            .get(id)
+            .filter(|c| !c.deleted)
+            .ok_or_else(|| ApiError::no_such("customer", id, param))
     }
     pub fn price(&self, id: &str, param: &str) -> Result<&Price, ApiError> {
-        self.w.prices.get(id).ok_or_else(|| ApiError::no_such("price", id, param))
+        self.w
+            .prices
+            .get(id)
+            .ok_or_else(|| ApiError::no_such("price", id, param))
     }
     pub fn subscription(&self, id: &str, param: &str) -> Result<&Subscription, ApiError> {
-        self.w.subscriptions.get(id).ok_or_else(|| ApiError::no_such("subscription", id, param))
+        self.w
+            .subscriptions
+            .get(id)
+            .ok_or_else(|| ApiError::no_such("subscription", id, param))
     }
     pub fn invoice(&self, id: &str, param: &str) -> Result<&Invoice, ApiError> {
-        self.w.invoices.get(id).ok_or_else(|| ApiError::no_such("invoice", id, param))
+        self.w
+            .invoices
+            .get(id)
+            .ok_or_else(|| ApiError::no_such("invoice", id, param))
     }
     pub fn coupon(&self, id: &str, param: &str) -> Result<&Coupon, ApiError> {
-        self.w.coupons.get(id).filter(|c| !c.deleted).ok_or_else(|| ApiError::no_such("coupon", id, param))
+        self.w
+            .coupons
+            .get(id)
+            .filter(|c| !c.deleted)
+            .ok_or_else(|| ApiError::no_such("coupon", id, param))
     }
     pub fn payment_method(&self, id: &str, param: &str) -> Result<&PaymentMethod, ApiError> {
-        self.w.payment_methods.get(id).ok_or_else(|| ApiError::no_such("payment_method", id, param))
+        self.w
+            .payment_methods
+            .get(id)
+            .ok_or_else(|| ApiError::no_such("payment_method", id, param))
     }
 
     pub fn customer_delinquent(&self, id: &str) -> bool {
-        self.w.invoices.values().any(|i| i.customer == id && i.status == "open" && i.attempt_count > 0)
+        self.w
+            .invoices
+            .values()
+            .any(|i| i.customer == id && i.status == "open" && i.attempt_count > 0)
     }
 
     /// Renders any object by id (for `expand[]`).
@@ -238,7 +293,11 @@ impl Sim {
             "test_helpers.test_clock" => self.r_test_clock(self.w.test_clocks.get(id)?),
             "billing_portal.configuration" => self.r_portal_config(self.w.portal_configs.get(id)?),
             "subscription_item" => {
-                let sub = self.w.subscriptions.values().find(|s| s.items.iter().any(|i| i.id == id))?;
+                let sub = self
+                    .w
+                    .subscriptions
+                    .values()
+                    .find(|s| s.items.iter().any(|i| i.id == id))?;
                 self.r_sub_item(sub, sub.items.iter().find(|i| i.id == id)?)
             }
             _ => {
@@ -253,7 +312,10 @@ impl Sim {
         for p in paths {
             let segs: Vec<&str> = p.split('.').collect();
             if segs.len() > 4 {
-                return Err(ApiError::invalid(format!("You cannot expand more than 4 levels of a property. Property: {p}"), Some("expand".into())));
+                return Err(ApiError::invalid(
+                    format!("You cannot expand more than 4 levels of a property. Property: {p}"),
+                    Some("expand".into()),
+                ));
             }
             self.expand_path(v, &segs, p)?;
         }
@@ -261,23 +323,41 @@ impl Sim {
     }
 
     fn expand_path(&self, v: &mut Value, segs: &[&str], full: &str) -> Result<(), ApiError> {
-        let Some((head, rest)) = segs.split_first() else { return Ok(()) };
+        let Some((head, rest)) = segs.split_first() else {
+            return Ok(());
+        };
         if let Value::Array(items) = v {
             for it in items {
                 self.expand_path(it, segs, full)?;
             }
             return Ok(());
         }
-        let Some(obj) = v.as_object_mut() else { return Ok(()) };
+        let Some(obj) = v.as_object_mut() else {
+            return Ok(());
+        };
         if *head == "line_items" && obj.get("object") == Some(&json!("checkout.session")) {
-            let id = obj.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let id = obj
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             if let Some(s) = self.w.checkout_sessions.get(&id) {
                 let data = s.lines.iter().map(|l| self.r_checkout_line(s, l)).collect();
-                obj.insert("line_items".into(), list(&format!("/v1/checkout/sessions/{id}/line_items"), data, false));
+                obj.insert(
+                    "line_items".into(),
+                    list(
+                        &format!("/v1/checkout/sessions/{id}/line_items"),
+                        data,
+                        false,
+                    ),
+                );
             }
         }
         let Some(child) = obj.get_mut(*head) else {
-            return Err(ApiError::invalid(format!("This property cannot be expanded ({full})."), Some("expand".into())));
+            return Err(ApiError::invalid(
+                format!("This property cannot be expanded ({full})."),
+                Some("expand".into()),
+            ));
         };
         match child {
             Value::String(id) => {
@@ -285,7 +365,10 @@ impl Sim {
                 if let Some(r) = self.render_id(&id) {
                     *child = r;
                 } else {
-                    return Err(ApiError::invalid(format!("This property cannot be expanded ({full})."), Some("expand".into())));
+                    return Err(ApiError::invalid(
+                        format!("This property cannot be expanded ({full})."),
+                        Some("expand".into()),
+                    ));
                 }
             }
             Value::Array(items) => {
@@ -335,20 +418,34 @@ pub fn diff(before: &Value, after: &Value) -> Option<Value> {
 }
 
 /// Cursor pagination over objects already ordered newest first.
-pub fn paginate<T, F>(items: Vec<(String, T)>, p: &Params, url: &str, render: F) -> Result<Value, ApiError>
+pub fn paginate<T, F>(
+    items: Vec<(String, T)>,
+    p: &Params,
+    url: &str,
+    render: F,
+) -> Result<Value, ApiError>
 where
     F: Fn(&T) -> Value,
 {
     let limit = p.i64("limit")?.unwrap_or(10);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("Invalid limit: must be between 1 and 100", Some("limit".into())));
+        return Err(ApiError::invalid(
+            "Invalid limit: must be between 1 and 100",
+            Some("limit".into()),
+        ));
     }
     let limit = limit as usize;
     let start = if let Some(after) = p.str("starting_after")? {
-        let pos = items.iter().position(|(id, _)| *id == after).ok_or_else(|| ApiError::no_such("object", &after, "starting_after"))?;
+        let pos = items
+            .iter()
+            .position(|(id, _)| *id == after)
+            .ok_or_else(|| ApiError::no_such("object", &after, "starting_after"))?;
         pos + 1
     } else if let Some(before) = p.str("ending_before")? {
-        let pos = items.iter().position(|(id, _)| *id == before).ok_or_else(|| ApiError::no_such("object", &before, "ending_before"))?;
+        let pos = items
+            .iter()
+            .position(|(id, _)| *id == before)
+            .ok_or_else(|| ApiError::no_such("object", &before, "ending_before"))?;
         let from = pos.saturating_sub(limit);
         let data: Vec<Value> = items[from..pos].iter().map(|(_, t)| render(t)).collect();
         return Ok(list(url, data, from > 0));
@@ -356,14 +453,22 @@ where
         0
     };
     let end = (start + limit).min(items.len());
-    let data: Vec<Value> = items[start.min(end)..end].iter().map(|(_, t)| render(t)).collect();
+    let data: Vec<Value> = items[start.min(end)..end]
+        .iter()
+        .map(|(_, t)| render(t))
+        .collect();
     Ok(list(url, data, end < items.len()))
 }
 
 /// `created[gte]=…` style filters (and plain `created=…`).
 pub fn range_ok(p: &Params, key: &str, value: i64) -> Result<bool, ApiError> {
     if let Some(r) = p.obj(key)? {
-        for (op, ok) in [("gt", value > 0), ("gte", true), ("lt", true), ("lte", true)] {
+        for (op, ok) in [
+            ("gt", value > 0),
+            ("gte", true),
+            ("lt", true),
+            ("lte", true),
+        ] {
             let _ = ok;
             if let Some(b) = r.i64(op)? {
                 let pass = match op {

@@ -70,7 +70,9 @@ pub struct Price {
 
 impl Price {
     pub fn is_metered(&self) -> bool {
-        self.recurring.as_ref().is_some_and(|r| r.usage_type == "metered")
+        self.recurring
+            .as_ref()
+            .is_some_and(|r| r.usage_type == "metered")
     }
 }
 
@@ -300,7 +302,10 @@ impl Invoice {
         self.lines.iter().map(|l| l.amount).sum()
     }
     pub fn discount_total(&self) -> i64 {
-        self.lines.iter().flat_map(|l| l.discount_amounts.iter().map(|d| d.0)).sum()
+        self.lines
+            .iter()
+            .flat_map(|l| l.discount_amounts.iter().map(|d| d.0))
+            .sum()
     }
     pub fn total(&self) -> i64 {
         self.subtotal() - self.discount_total()
@@ -323,7 +328,11 @@ impl Invoice {
 pub enum CardBehavior {
     Succeeds,
     /// Declined whenever used, including when first entered.
-    Declines { code: String, decline_code: String, message: String },
+    Declines {
+        code: String,
+        decline_code: String,
+        message: String,
+    },
     /// Attaches fine; every charge is declined.
     ChargeFails,
 }
@@ -495,7 +504,11 @@ pub struct WebhookEndpoint {
 
 impl WebhookEndpoint {
     pub fn wants(&self, event_type: &str) -> bool {
-        self.status == "enabled" && self.enabled_events.iter().any(|e| e == "*" || e == event_type)
+        self.status == "enabled"
+            && self
+                .enabled_events
+                .iter()
+                .any(|e| e == "*" || e == event_type)
     }
 }
 

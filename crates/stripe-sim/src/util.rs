@@ -127,7 +127,11 @@ impl Dec {
             return None;
         }
         let i: i128 = if int.is_empty() { 0 } else { int.parse().ok()? };
-        let mut f: i128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+        let mut f: i128 = if frac.is_empty() {
+            0
+        } else {
+            frac.parse().ok()?
+        };
         for _ in frac.len()..9 {
             f *= 10;
         }
@@ -191,6 +195,19 @@ pub fn div_round(n: i128, d: i128) -> i128 {
     }
 }
 
+impl serde::Serialize for Dec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Dec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dec, D::Error> {
+        let s = String::deserialize(d)?;
+        Dec::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid decimal {s}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,7 +226,10 @@ mod tests {
     fn decimals_parse_exactly() {
         assert_eq!(Dec::parse("12").map(|d| d.0), Some(12 * DEC_SCALE));
         assert_eq!(Dec::parse("0.5").map(|d| d.0), Some(DEC_SCALE / 2));
-        assert_eq!(Dec::parse("-1.25").map(|d| d.to_string()), Some("-1.25".into()));
+        assert_eq!(
+            Dec::parse("-1.25").map(|d| d.to_string()),
+            Some("-1.25".into())
+        );
         assert!(Dec::parse("1234567890123456").is_none());
         assert!(Dec::parse("abc").is_none());
         assert_eq!(Dec::parse("2.5").map(|d| d.round()), Some(3));
@@ -217,18 +237,5 @@ mod tests {
         let q = Dec::parse("3").unwrap_or_default();
         let u = Dec::parse("0.25").unwrap_or_default();
         assert_eq!(q.mul_round(u), 1);
-    }
-}
-
-impl serde::Serialize for Dec {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Dec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dec, D::Error> {
-        let s = String::deserialize(d)?;
-        Dec::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid decimal {s}")))
     }
 }

@@ -40,7 +40,10 @@ async fn attempt(client: &reqwest::Client, d: &Delivery, timeout: Duration) -> b
         .post(&d.url)
         .timeout(timeout)
         .header("Content-Type", "application/json; charset=utf-8")
-        .header("User-Agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
+        .header(
+            "User-Agent",
+            "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+        )
         .header("Stripe-Signature", header)
         .body(d.payload.clone())
         .send()
@@ -57,7 +60,12 @@ fn delivered(shared: &Shared, d: &Delivery) {
     }
 }
 
-async fn deliver_with_retries(shared: Shared, client: reqwest::Client, d: Delivery, first_done: bool) {
+async fn deliver_with_retries(
+    shared: Shared,
+    client: reqwest::Client,
+    d: Delivery,
+    first_done: bool,
+) {
     let cfg = match shared.lock() {
         Ok(s) => s.cfg.clone(),
         Err(_) => return,
@@ -69,11 +77,21 @@ async fn deliver_with_retries(shared: Shared, client: reqwest::Client, d: Delive
                 return;
             }
             let factor = 2u32.saturating_pow(n - 1);
-            let delay = cfg.webhook_retry_base.saturating_mul(factor).min(cfg.webhook_retry_max);
+            let delay = cfg
+                .webhook_retry_base
+                .saturating_mul(factor)
+                .min(cfg.webhook_retry_max);
             tokio::time::sleep(delay).await;
         }
         n += 1;
-        let endpoint_live = shared.lock().map(|s| s.w.webhook_endpoints.get(&d.endpoint).is_some_and(|e| e.status == "enabled")).unwrap_or(false);
+        let endpoint_live = shared
+            .lock()
+            .map(|s| {
+                s.w.webhook_endpoints
+                    .get(&d.endpoint)
+                    .is_some_and(|e| e.status == "enabled")
+            })
+            .unwrap_or(false);
         if !endpoint_live {
             return;
         }
@@ -91,7 +109,10 @@ pub async fn worker(shared: Shared, mut rx: UnboundedReceiver<Delivery>) {
     let client = reqwest::Client::new();
     let mut held: Option<Delivery> = None;
     while let Some(d) = rx.recv().await {
-        let fault = shared.lock().ok().and_then(|mut s| s.faults.take_webhook_fault());
+        let fault = shared
+            .lock()
+            .ok()
+            .and_then(|mut s| s.faults.take_webhook_fault());
         let mut batch = vec![];
         match fault.as_deref() {
             Some("drop") => continue,
@@ -112,11 +133,19 @@ pub async fn worker(shared: Shared, mut rx: UnboundedReceiver<Delivery>) {
             batch.push(h);
         }
         for d in batch {
-            let timeout = shared.lock().map(|s| s.cfg.webhook_timeout).unwrap_or(Duration::from_secs(10));
+            let timeout = shared
+                .lock()
+                .map(|s| s.cfg.webhook_timeout)
+                .unwrap_or(Duration::from_secs(10));
             if attempt(&client, &d, timeout).await {
                 delivered(&shared, &d);
             } else {
-                tokio::spawn(deliver_with_retries(shared.clone(), client.clone(), d, true));
+                tokio::spawn(deliver_with_retries(
+                    shared.clone(),
+                    client.clone(),
+                    d,
+                    true,
+                ));
             }
         }
     }
@@ -128,10 +157,18 @@ mod tests {
 
     #[test]
     fn signs_the_real_vector() {
-        let v: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/real_signed/invoice.payment_succeeded.basil.vector.json")).unwrap();
-        let payload = include_bytes!("../tests/fixtures/real_signed/invoice.payment_succeeded.basil.payload.json");
+        let v: serde_json::Value = serde_json::from_str(include_str!(
+            "../tests/fixtures/real_signed/invoice.payment_succeeded.basil.vector.json"
+        ))
+        .unwrap();
+        let payload = include_bytes!(
+            "../tests/fixtures/real_signed/invoice.payment_succeeded.basil.payload.json"
+        );
         let secret = v["secret"].as_str().unwrap();
         let ts = v["timestamp"].as_i64().unwrap();
-        assert_eq!(sign(secret, ts, payload), v["expected_v1"].as_str().unwrap());
+        assert_eq!(
+            sign(secret, ts, payload),
+            v["expected_v1"].as_str().unwrap()
+        );
     }
 }

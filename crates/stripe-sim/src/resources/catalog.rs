@@ -6,16 +6,53 @@ use crate::state::{Price, Product, Recurring};
 use crate::util::{new_id, wall_now, Dec};
 use serde_json::{json, Value};
 
-const PRODUCT_FIELDS: &[&str] = &["id", "name", "description", "active", "metadata", "unit_label", "statement_descriptor", "default_price_data", "tax_code", "images", "url", "marketing_features", "shippable", "type"];
+const PRODUCT_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "active",
+    "metadata",
+    "unit_label",
+    "statement_descriptor",
+    "default_price_data",
+    "tax_code",
+    "images",
+    "url",
+    "marketing_features",
+    "shippable",
+    "type",
+];
 
-pub fn new_product(s: &mut Sim, id: Option<String>, name: String, p: Option<&Params>) -> Result<String, ApiError> {
+pub fn new_product(
+    s: &mut Sim,
+    id: Option<String>,
+    name: String,
+    p: Option<&Params>,
+) -> Result<String, ApiError> {
     let now = wall_now();
     let id = id.unwrap_or_else(|| new_id("prod"));
     if s.w.products.get(&id).is_some_and(|x| !x.deleted) {
-        return Err(ApiError::invalid_code("resource_already_exists", "Product already exists.", Some("id")));
+        return Err(ApiError::invalid_code(
+            "resource_already_exists",
+            "Product already exists.",
+            Some("id"),
+        ));
     }
     let seq = s.w.next_seq();
-    let mut prod = Product { id: id.clone(), seq, created: now, updated: now, name, description: None, active: true, metadata: Default::default(), default_price: None, unit_label: None, statement_descriptor: None, deleted: false };
+    let mut prod = Product {
+        id: id.clone(),
+        seq,
+        created: now,
+        updated: now,
+        name,
+        description: None,
+        active: true,
+        metadata: Default::default(),
+        default_price: None,
+        unit_label: None,
+        statement_descriptor: None,
+        deleted: false,
+    };
     if let Some(p) = p {
         prod.description = p.str("description")?.filter(|x| !x.is_empty());
         prod.active = p.bool("active")?.unwrap_or(true);
@@ -34,7 +71,14 @@ pub fn create_product(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     let name = p.req_str("name")?;
     let id = new_product(s, p.str("id")?, name, Some(p))?;
     if let Some(dp) = p.obj("default_price_data")? {
-        dp.allow(&["currency", "unit_amount", "unit_amount_decimal", "recurring", "metadata", "tax_behavior"])?;
+        dp.allow(&[
+            "currency",
+            "unit_amount",
+            "unit_amount_decimal",
+            "recurring",
+            "metadata",
+            "tax_behavior",
+        ])?;
         let price = price_from(s, &dp, Some(id.clone()), true)?;
         if let Some(x) = s.w.products.get_mut(&id) {
             x.default_price = Some(price);
@@ -44,26 +88,61 @@ pub fn create_product(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
 }
 
 pub fn retrieve_product(s: &mut Sim, id: &str) -> Result<Value, ApiError> {
-    let x = s.w.products.get(id).filter(|x| !x.deleted).ok_or_else(|| ApiError::no_such("product", id, "id"))?;
+    let x =
+        s.w.products
+            .get(id)
+            .filter(|x| !x.deleted)
+            .ok_or_else(|| ApiError::no_such("product", id, "id"))?;
     Ok(s.r_product(x))
 }
 
 pub fn update_product(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
-    p.allow(&["name", "description", "active", "metadata", "unit_label", "statement_descriptor", "default_price", "tax_code", "images", "url", "marketing_features", "shippable"])?;
-    let x = s.w.products.get(id).filter(|x| !x.deleted).ok_or_else(|| ApiError::no_such("product", id, "id"))?;
+    p.allow(&[
+        "name",
+        "description",
+        "active",
+        "metadata",
+        "unit_label",
+        "statement_descriptor",
+        "default_price",
+        "tax_code",
+        "images",
+        "url",
+        "marketing_features",
+        "shippable",
+    ])?;
+    let x =
+        s.w.products
+            .get(id)
+            .filter(|x| !x.deleted)
+            .ok_or_else(|| ApiError::no_such("product", id, "id"))?;
     let before = s.r_product(x);
     if let Some(Some(dp)) = p.opt_str("default_price")? {
-        if !s.w.prices.get(&dp).is_some_and(|pr| pr.product == id) {
+        if s.w.prices.get(&dp).is_none_or(|pr| pr.product != id) {
             return Err(ApiError::no_such("price", &dp, "default_price"));
         }
     }
-    let Some(x) = s.w.products.get_mut(id) else { return Err(ApiError::no_such("product", id, "id")) };
-    if let Some(n) = p.str("name")? { x.name = n; }
-    if let Some(v) = p.opt_str("description")? { x.description = v; }
-    if let Some(v) = p.bool("active")? { x.active = v; }
-    if let Some(v) = p.opt_str("unit_label")? { x.unit_label = v; }
-    if let Some(v) = p.opt_str("statement_descriptor")? { x.statement_descriptor = v; }
-    if let Some(v) = p.opt_str("default_price")? { x.default_price = v; }
+    let Some(x) = s.w.products.get_mut(id) else {
+        return Err(ApiError::no_such("product", id, "id"));
+    };
+    if let Some(n) = p.str("name")? {
+        x.name = n;
+    }
+    if let Some(v) = p.opt_str("description")? {
+        x.description = v;
+    }
+    if let Some(v) = p.bool("active")? {
+        x.active = v;
+    }
+    if let Some(v) = p.opt_str("unit_label")? {
+        x.unit_label = v;
+    }
+    if let Some(v) = p.opt_str("statement_descriptor")? {
+        x.statement_descriptor = v;
+    }
+    if let Some(v) = p.opt_str("default_price")? {
+        x.default_price = v;
+    }
     p.apply_metadata(&mut x.metadata)?;
     x.updated = wall_now();
     let after = s.r_product(&s.w.products[id]);
@@ -72,9 +151,16 @@ pub fn update_product(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiErr
 }
 
 pub fn delete_product(s: &mut Sim, id: &str) -> Result<Value, ApiError> {
-    let x = s.w.products.get(id).filter(|x| !x.deleted).ok_or_else(|| ApiError::no_such("product", id, "id"))?;
+    let x =
+        s.w.products
+            .get(id)
+            .filter(|x| !x.deleted)
+            .ok_or_else(|| ApiError::no_such("product", id, "id"))?;
     if s.w.prices.values().any(|pr| pr.product == id) {
-        return Err(ApiError::invalid("This product cannot be deleted because it has one or more user-created prices.", None));
+        return Err(ApiError::invalid(
+            "This product cannot be deleted because it has one or more user-created prices.",
+            None,
+        ));
     }
     let v = s.r_product(x);
     if let Some(x) = s.w.products.get_mut(id) {
@@ -89,7 +175,10 @@ pub fn list_products(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     let ids = p.str_list("ids")?;
     let mut v = vec![];
     for x in s.w.products.values().filter(|x| !x.deleted) {
-        if active.is_some_and(|a| a != x.active) || (!ids.is_empty() && !ids.contains(&x.id)) || !range_ok(p, "created", x.created)? {
+        if active.is_some_and(|a| a != x.active)
+            || (!ids.is_empty() && !ids.contains(&x.id))
+            || !range_ok(p, "created", x.created)?
+        {
             continue;
         }
         v.push((x.created, x.seq, x.id.clone(), x.clone()));
@@ -98,60 +187,111 @@ pub fn list_products(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
 }
 
 /// Builds a price from `currency`, `unit_amount[_decimal]`, `recurring[...]`, and stores it.
-pub fn price_from(s: &mut Sim, p: &Params, product: Option<String>, emit: bool) -> Result<String, ApiError> {
+pub fn price_from(
+    s: &mut Sim,
+    p: &Params,
+    product: Option<String>,
+    emit: bool,
+) -> Result<String, ApiError> {
     let currency = p.req_str("currency")?.to_lowercase();
-    let unit = match (p.i64("unit_amount")?, p.dec("unit_amount_decimal")?) {
-        (Some(a), None) => {
-            if a < 0 {
-                return Err(ApiError::invalid("Invalid integer: unit_amount must be non-negative", Some("unit_amount".into())));
+    let unit =
+        match (p.i64("unit_amount")?, p.dec("unit_amount_decimal")?) {
+            (Some(a), None) => {
+                if a < 0 {
+                    return Err(ApiError::invalid(
+                        "Invalid integer: unit_amount must be non-negative",
+                        Some("unit_amount".into()),
+                    ));
+                }
+                Dec::from_int(a)
             }
-            Dec::from_int(a)
-        }
-        (None, Some(d)) => d,
-        (Some(_), Some(_)) => return Err(ApiError::invalid("You may only specify one of these parameters: unit_amount, unit_amount_decimal.", Some("unit_amount".into()))),
-        (None, None) => {
-            if p.str("billing_scheme")?.as_deref() == Some("tiered") {
-                return Err(ApiError::invalid("Tiered prices are not supported by the simulator.", Some("billing_scheme".into())));
+            (None, Some(d)) => d,
+            (Some(_), Some(_)) => return Err(ApiError::invalid(
+                "You may only specify one of these parameters: unit_amount, unit_amount_decimal.",
+                Some("unit_amount".into()),
+            )),
+            (None, None) => {
+                if p.str("billing_scheme")?.as_deref() == Some("tiered") {
+                    return Err(ApiError::invalid(
+                        "Tiered prices are not supported by the simulator.",
+                        Some("billing_scheme".into()),
+                    ));
+                }
+                return Err(ApiError::missing_param("unit_amount"));
             }
-            return Err(ApiError::missing_param("unit_amount"));
-        }
-    };
+        };
     let recurring = match p.obj("recurring")? {
         None => None,
         Some(r) => {
-            r.allow(&["interval", "interval_count", "usage_type", "meter", "trial_period_days", "aggregate_usage"])?;
+            r.allow(&[
+                "interval",
+                "interval_count",
+                "usage_type",
+                "meter",
+                "trial_period_days",
+                "aggregate_usage",
+            ])?;
             if r.has("aggregate_usage") {
-                return Err(ApiError::invalid("Received unknown parameter: recurring[aggregate_usage]", Some("recurring[aggregate_usage]".into())));
+                return Err(ApiError::invalid(
+                    "Received unknown parameter: recurring[aggregate_usage]",
+                    Some("recurring[aggregate_usage]".into()),
+                ));
             }
             let interval = r.req_str("interval")?;
             if !["day", "week", "month", "year"].contains(&interval.as_str()) {
-                return Err(ApiError::invalid(format!("Invalid recurring[interval]: must be one of day, week, month, or year"), Some("recurring[interval]".into())));
+                return Err(ApiError::invalid(
+                    "Invalid recurring[interval]: must be one of day, week, month, or year"
+                        .to_string(),
+                    Some("recurring[interval]".into()),
+                ));
             }
             let usage = r.str("usage_type")?.unwrap_or_else(|| "licensed".into());
             let meter = r.str("meter")?;
             if usage == "metered" {
                 let Some(m) = &meter else {
-                    return Err(ApiError::invalid("Metered prices must be backed by a meter. Set `recurring[meter]`.", Some("recurring[meter]".into())));
+                    return Err(ApiError::invalid(
+                        "Metered prices must be backed by a meter. Set `recurring[meter]`.",
+                        Some("recurring[meter]".into()),
+                    ));
                 };
                 if !s.w.meters.contains_key(m) {
                     return Err(ApiError::no_such("billing.meter", m, "recurring[meter]"));
                 }
             } else if usage != "licensed" {
-                return Err(ApiError::invalid("Invalid recurring[usage_type]: must be one of licensed or metered", Some("recurring[usage_type]".into())));
+                return Err(ApiError::invalid(
+                    "Invalid recurring[usage_type]: must be one of licensed or metered",
+                    Some("recurring[usage_type]".into()),
+                ));
             }
-            Some(Recurring { interval, interval_count: r.i64("interval_count")?.unwrap_or(1), usage_type: usage, meter, trial_period_days: r.i64("trial_period_days")? })
+            Some(Recurring {
+                interval,
+                interval_count: r.i64("interval_count")?.unwrap_or(1),
+                usage_type: usage,
+                meter,
+                trial_period_days: r.i64("trial_period_days")?,
+            })
         }
     };
     let product = match product {
         Some(x) => x,
         None => {
             if let Some(pd) = p.obj("product_data")? {
-                pd.allow(&["name", "active", "metadata", "unit_label", "statement_descriptor", "description", "tax_code", "id", "images"])?;
+                pd.allow(&[
+                    "name",
+                    "active",
+                    "metadata",
+                    "unit_label",
+                    "statement_descriptor",
+                    "description",
+                    "tax_code",
+                    "id",
+                    "images",
+                ])?;
                 let name = pd.req_str("name")?;
                 new_product(s, pd.str("id")?, name, Some(&pd))?
             } else {
                 let id = p.req_str("product")?;
-                if !s.w.products.get(&id).is_some_and(|x| !x.deleted) {
+                if s.w.products.get(&id).is_none_or(|x| x.deleted) {
                     return Err(ApiError::no_such("product", &id, "product"));
                 }
                 id
@@ -161,10 +301,17 @@ pub fn price_from(s: &mut Sim, p: &Params, product: Option<String>, emit: bool) 
     let lookup_key = p.str("lookup_key")?.filter(|x| !x.is_empty());
     let now = wall_now();
     if let Some(k) = &lookup_key {
-        let holder = s.w.prices.values().find(|x| x.lookup_key.as_ref() == Some(k)).map(|x| x.id.clone());
+        let holder =
+            s.w.prices
+                .values()
+                .find(|x| x.lookup_key.as_ref() == Some(k))
+                .map(|x| x.id.clone());
         if let Some(h) = holder {
             if p.bool("transfer_lookup_key")? != Some(true) {
-                return Err(ApiError::invalid(format!("A price (`{h}`) already uses that lookup key."), Some("lookup_key".into())));
+                return Err(ApiError::invalid(
+                    format!("A price (`{h}`) already uses that lookup key."),
+                    Some("lookup_key".into()),
+                ));
             }
             transfer_from(s, &h, now);
         }
@@ -183,7 +330,9 @@ pub fn price_from(s: &mut Sim, p: &Params, product: Option<String>, emit: bool) 
         nickname: p.str("nickname")?,
         metadata: p.metadata()?,
         recurring,
-        tax_behavior: p.str("tax_behavior")?.unwrap_or_else(|| "unspecified".into()),
+        tax_behavior: p
+            .str("tax_behavior")?
+            .unwrap_or_else(|| "unspecified".into()),
     };
     s.w.prices.insert(id.clone(), price);
     if emit {
@@ -208,10 +357,27 @@ fn transfer_from(s: &mut Sim, holder: &str, now: i64) {
 }
 
 pub fn create_price(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
-    p.allow(&["currency", "unit_amount", "unit_amount_decimal", "recurring", "product", "product_data", "lookup_key", "transfer_lookup_key", "nickname", "metadata", "active", "tax_behavior", "billing_scheme"])?;
+    p.allow(&[
+        "currency",
+        "unit_amount",
+        "unit_amount_decimal",
+        "recurring",
+        "product",
+        "product_data",
+        "lookup_key",
+        "transfer_lookup_key",
+        "nickname",
+        "metadata",
+        "active",
+        "tax_behavior",
+        "billing_scheme",
+    ])?;
     if let Some(b) = p.str("billing_scheme")? {
         if b != "per_unit" {
-            return Err(ApiError::invalid("Only billing_scheme=per_unit is supported by the simulator.", Some("billing_scheme".into())));
+            return Err(ApiError::invalid(
+                "Only billing_scheme=per_unit is supported by the simulator.",
+                Some("billing_scheme".into()),
+            ));
         }
     }
     let id = price_from(s, p, None, true)?;
@@ -223,15 +389,29 @@ pub fn retrieve_price(s: &mut Sim, id: &str) -> Result<Value, ApiError> {
 }
 
 pub fn update_price(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
-    p.allow(&["lookup_key", "transfer_lookup_key", "active", "metadata", "nickname", "tax_behavior"])?;
+    p.allow(&[
+        "lookup_key",
+        "transfer_lookup_key",
+        "active",
+        "metadata",
+        "nickname",
+        "tax_behavior",
+    ])?;
     let before = s.r_price(s.price(id, "id")?);
     let now = wall_now();
     if let Some(k) = p.opt_str("lookup_key")? {
         if let Some(k) = &k {
-            let holder = s.w.prices.values().find(|x| x.lookup_key.as_ref() == Some(k) && x.id != id).map(|x| x.id.clone());
+            let holder =
+                s.w.prices
+                    .values()
+                    .find(|x| x.lookup_key.as_ref() == Some(k) && x.id != id)
+                    .map(|x| x.id.clone());
             if let Some(h) = holder {
                 if p.bool("transfer_lookup_key")? != Some(true) {
-                    return Err(ApiError::invalid(format!("A price (`{h}`) already uses that lookup key."), Some("lookup_key".into())));
+                    return Err(ApiError::invalid(
+                        format!("A price (`{h}`) already uses that lookup key."),
+                        Some("lookup_key".into()),
+                    ));
                 }
                 transfer_from(s, &h, now);
             }
@@ -240,10 +420,18 @@ pub fn update_price(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError
             x.lookup_key = k;
         }
     }
-    let Some(x) = s.w.prices.get_mut(id) else { return Err(ApiError::no_such("price", id, "id")) };
-    if let Some(a) = p.bool("active")? { x.active = a; }
-    if let Some(n) = p.opt_str("nickname")? { x.nickname = n; }
-    if let Some(t) = p.str("tax_behavior")? { x.tax_behavior = t; }
+    let Some(x) = s.w.prices.get_mut(id) else {
+        return Err(ApiError::no_such("price", id, "id"));
+    };
+    if let Some(a) = p.bool("active")? {
+        x.active = a;
+    }
+    if let Some(n) = p.opt_str("nickname")? {
+        x.nickname = n;
+    }
+    if let Some(t) = p.str("tax_behavior")? {
+        x.tax_behavior = t;
+    }
     p.apply_metadata(&mut x.metadata)?;
     let after = s.r_price(&s.w.prices[id]);
     s.emit_updated("price.updated", &before, after.clone(), now);
@@ -256,16 +444,26 @@ pub fn list_prices(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     let kind = p.str("type")?;
     let currency = p.str("currency")?;
     let keys = p.str_list("lookup_keys")?;
-    let interval = p.obj("recurring")?.map(|r| r.str("interval")).transpose()?.flatten();
+    let interval = p
+        .obj("recurring")?
+        .map(|r| r.str("interval"))
+        .transpose()?
+        .flatten();
     let mut v = vec![];
     for x in s.w.prices.values() {
-        let t = if x.recurring.is_some() { "recurring" } else { "one_time" };
+        let t = if x.recurring.is_some() {
+            "recurring"
+        } else {
+            "one_time"
+        };
         if active.is_some_and(|a| a != x.active)
             || product.as_ref().is_some_and(|pp| *pp != x.product)
             || kind.as_ref().is_some_and(|k| k != t)
             || currency.as_ref().is_some_and(|c| *c != x.currency)
             || (!keys.is_empty() && !x.lookup_key.as_ref().is_some_and(|k| keys.contains(k)))
-            || interval.as_ref().is_some_and(|i| x.recurring.as_ref().map(|r| &r.interval) != Some(i))
+            || interval
+                .as_ref()
+                .is_some_and(|i| x.recurring.as_ref().map(|r| &r.interval) != Some(i))
             || !range_ok(p, "created", x.created)?
         {
             continue;

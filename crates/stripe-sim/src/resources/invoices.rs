@@ -9,7 +9,25 @@ use crate::util::{new_id, Dec};
 use serde_json::Value;
 
 pub fn create_item(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
-    p.allow(&["customer", "amount", "currency", "description", "period", "invoice", "subscription", "metadata", "discountable", "price", "pricing", "price_data", "quantity", "unit_amount_decimal", "discounts", "tax_rates", "tax_behavior"])?;
+    p.allow(&[
+        "customer",
+        "amount",
+        "currency",
+        "description",
+        "period",
+        "invoice",
+        "subscription",
+        "metadata",
+        "discountable",
+        "price",
+        "pricing",
+        "price_data",
+        "quantity",
+        "unit_amount_decimal",
+        "discounts",
+        "tax_rates",
+        "tax_behavior",
+    ])?;
     let customer = p.req_str("customer")?;
     s.customer(&customer, "customer")?;
     let now = s.now_for(Some(&customer));
@@ -25,12 +43,27 @@ pub fn create_item(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     let quantity = p.i64("quantity")?.unwrap_or(1);
     let (amount, unit, currency) = if let Some(pr) = &price {
         let pr = s.price(pr, "pricing[price]")?.clone();
-        (Dec::from_int(quantity).mul_round(pr.unit_amount), pr.unit_amount, pr.currency.clone())
+        (
+            Dec::from_int(quantity).mul_round(pr.unit_amount),
+            pr.unit_amount,
+            pr.currency.clone(),
+        )
     } else if let Some(a) = p.i64("amount")? {
-        let c = p.str("currency")?.map(|c| c.to_lowercase()).or_else(|| s.w.customers.get(&customer).and_then(|c| c.currency.clone())).ok_or_else(|| ApiError::missing_param("currency"))?;
+        let c = p
+            .str("currency")?
+            .map(|c| c.to_lowercase())
+            .or_else(|| {
+                s.w.customers
+                    .get(&customer)
+                    .and_then(|c| c.currency.clone())
+            })
+            .ok_or_else(|| ApiError::missing_param("currency"))?;
         (a, Dec::from_int(a), c)
     } else if let Some(u) = p.dec("unit_amount_decimal")? {
-        let c = p.str("currency")?.map(|c| c.to_lowercase()).ok_or_else(|| ApiError::missing_param("currency"))?;
+        let c = p
+            .str("currency")?
+            .map(|c| c.to_lowercase())
+            .ok_or_else(|| ApiError::missing_param("currency"))?;
         (Dec::from_int(quantity).mul_round(u), u, c)
     } else {
         return Err(ApiError::missing_param("amount"));
@@ -39,7 +72,11 @@ pub fn create_item(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     if let Some(i) = &invoice {
         let inv = s.invoice(i, "invoice")?;
         if inv.status != "draft" {
-            return Err(ApiError::invalid_code("invoice_not_editable", "You can only add invoice items to draft invoices.", Some("invoice")));
+            return Err(ApiError::invalid_code(
+                "invoice_not_editable",
+                "You can only add invoice items to draft invoices.",
+                Some("invoice"),
+            ));
         }
     }
     let sub = p.str("subscription")?;
@@ -58,7 +95,13 @@ pub fn create_item(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
         customer: customer.clone(),
         amount,
         currency,
-        description: p.str("description")?.or_else(|| price.as_ref().and_then(|x| s.w.prices.get(x)).and_then(|x| s.w.products.get(&x.product)).map(|x| x.name.clone())),
+        description: p.str("description")?.or_else(|| {
+            price
+                .as_ref()
+                .and_then(|x| s.w.prices.get(x))
+                .and_then(|x| s.w.products.get(&x.product))
+                .map(|x| x.name.clone())
+        }),
         date: now,
         period_start: ps,
         period_end: pe,
@@ -84,22 +127,42 @@ pub fn create_item(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
 }
 
 pub fn retrieve_item(s: &mut Sim, id: &str) -> Result<Value, ApiError> {
-    let x = s.w.invoice_items.get(id).ok_or_else(|| ApiError::no_such("invoiceitem", id, "id"))?;
+    let x =
+        s.w.invoice_items
+            .get(id)
+            .ok_or_else(|| ApiError::no_such("invoiceitem", id, "id"))?;
     Ok(s.r_invoice_item(x))
 }
 
 fn editable_item(s: &Sim, id: &str) -> Result<InvoiceItem, ApiError> {
-    let x = s.w.invoice_items.get(id).filter(|x| !x.deleted).ok_or_else(|| ApiError::no_such("invoiceitem", id, "id"))?.clone();
+    let x =
+        s.w.invoice_items
+            .get(id)
+            .filter(|x| !x.deleted)
+            .ok_or_else(|| ApiError::no_such("invoiceitem", id, "id"))?
+            .clone();
     if let Some(i) = &x.invoice {
         if s.w.invoices.get(i).is_some_and(|inv| inv.status != "draft") {
-            return Err(ApiError::invalid_code("invoice_not_editable", "This invoice item is on an invoice that is no longer editable.", None));
+            return Err(ApiError::invalid_code(
+                "invoice_not_editable",
+                "This invoice item is on an invoice that is no longer editable.",
+                None,
+            ));
         }
     }
     Ok(x)
 }
 
 pub fn update_item(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
-    p.allow(&["amount", "description", "metadata", "quantity", "period", "discountable", "unit_amount_decimal"])?;
+    p.allow(&[
+        "amount",
+        "description",
+        "metadata",
+        "quantity",
+        "period",
+        "discountable",
+        "unit_amount_decimal",
+    ])?;
     let x = editable_item(s, id)?;
     let before = s.r_invoice_item(&x);
     let now = s.now_for(Some(&x.customer));
@@ -149,21 +212,36 @@ pub fn list_items(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     let customer = p.str("customer")?;
     let invoice = p.str("invoice")?;
     let pending = p.bool("pending")?;
-    let v = s
-        .w
-        .invoice_items
-        .values()
-        .filter(|x| !x.deleted)
-        .filter(|x| customer.as_ref().is_none_or(|c| *c == x.customer))
-        .filter(|x| invoice.is_none() || x.invoice == invoice)
-        .filter(|x| pending.is_none_or(|pd| pd == x.invoice.is_none()))
-        .map(|x| (x.date, x.seq, x.id.clone(), x.clone()))
-        .collect();
-    paginate(newest_first(v), p, "/v1/invoiceitems", |x| s.r_invoice_item(x))
+    let v =
+        s.w.invoice_items
+            .values()
+            .filter(|x| !x.deleted)
+            .filter(|x| customer.as_ref().is_none_or(|c| *c == x.customer))
+            .filter(|x| invoice.is_none() || x.invoice == invoice)
+            .filter(|x| pending.is_none_or(|pd| pd == x.invoice.is_none()))
+            .map(|x| (x.date, x.seq, x.id.clone(), x.clone()))
+            .collect();
+    paginate(newest_first(v), p, "/v1/invoiceitems", |x| {
+        s.r_invoice_item(x)
+    })
 }
 
 pub fn create(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
-    p.allow(&["customer", "subscription", "auto_advance", "collection_method", "days_until_due", "description", "metadata", "pending_invoice_items_behavior", "currency", "default_payment_method", "discounts", "due_date", "footer"])?;
+    p.allow(&[
+        "customer",
+        "subscription",
+        "auto_advance",
+        "collection_method",
+        "days_until_due",
+        "description",
+        "metadata",
+        "pending_invoice_items_behavior",
+        "currency",
+        "default_payment_method",
+        "discounts",
+        "due_date",
+        "footer",
+    ])?;
     let customer = p.req_str("customer")?;
     s.customer(&customer, "customer")?;
     let now = s.now_for(Some(&customer));
@@ -171,19 +249,49 @@ pub fn create(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     if let Some(x) = &sub {
         s.subscription(x, "subscription")?;
     }
-    let currency = p.str("currency")?.map(|c| c.to_lowercase()).or_else(|| sub.as_ref().and_then(|x| s.w.subscriptions.get(x)).map(|x| x.currency.clone())).unwrap_or_else(|| "usd".into());
+    let currency = p
+        .str("currency")?
+        .map(|c| c.to_lowercase())
+        .or_else(|| {
+            sub.as_ref()
+                .and_then(|x| s.w.subscriptions.get(x))
+                .map(|x| x.currency.clone())
+        })
+        .unwrap_or_else(|| "usd".into());
     let include = match p.str("pending_invoice_items_behavior")?.as_deref() {
         None | Some("exclude") => false,
         Some("include") => true,
-        Some(_) => return Err(ApiError::invalid("Invalid pending_invoice_items_behavior: must be one of exclude or include", Some("pending_invoice_items_behavior".into()))),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Invalid pending_invoice_items_behavior: must be one of exclude or include",
+                Some("pending_invoice_items_behavior".into()),
+            ))
+        }
     };
     let discounts = crate::resources::discounts::redeem_params(s, p, &customer, i64::MAX, now)?;
-    let id = s.create_invoice(&customer, sub.as_deref(), "manual", vec![], (now, now), &currency, include, &discounts, now);
+    let id = s.create_invoice(
+        &customer,
+        sub.as_deref(),
+        "manual",
+        vec![],
+        (now, now),
+        &currency,
+        include,
+        &discounts,
+        now,
+    );
     let pm = match p.str("default_payment_method")? {
-        Some(x) => Some(crate::resources::payments::resolve_pm(s, &x, "default_payment_method", now)?),
+        Some(x) => Some(crate::resources::payments::resolve_pm(
+            s,
+            &x,
+            "default_payment_method",
+            now,
+        )?),
         None => None,
     };
-    let collection = p.str("collection_method")?.unwrap_or_else(|| "charge_automatically".into());
+    let collection = p
+        .str("collection_method")?
+        .unwrap_or_else(|| "charge_automatically".into());
     if let Some(inv) = s.w.invoices.get_mut(&id) {
         inv.auto_advance = p.bool("auto_advance")?.unwrap_or(false);
         if !inv.auto_advance {
@@ -203,27 +311,53 @@ pub fn retrieve(s: &mut Sim, id: &str) -> Result<Value, ApiError> {
 }
 
 pub fn update(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
-    p.allow(&["description", "metadata", "auto_advance", "default_payment_method", "footer", "collection_method", "days_until_due", "due_date"])?;
+    p.allow(&[
+        "description",
+        "metadata",
+        "auto_advance",
+        "default_payment_method",
+        "footer",
+        "collection_method",
+        "days_until_due",
+        "due_date",
+    ])?;
     let inv = s.invoice(id, "invoice")?.clone();
     let before = s.r_invoice(&inv, false);
     let now = s.now_for(Some(&inv.customer));
-    if inv.status != "draft" && (p.has("description") || p.has("default_payment_method") || p.has("collection_method")) {
-        return Err(ApiError::invalid_code("invoice_not_editable", "Finalized invoices can't be updated in this way", None));
+    if inv.status != "draft"
+        && (p.has("description") || p.has("default_payment_method") || p.has("collection_method"))
+    {
+        return Err(ApiError::invalid_code(
+            "invoice_not_editable",
+            "Finalized invoices can't be updated in this way",
+            None,
+        ));
     }
     let pm = match p.opt_str("default_payment_method")? {
-        Some(Some(x)) => Some(Some(crate::resources::payments::resolve_pm(s, &x, "default_payment_method", now)?)),
+        Some(Some(x)) => Some(Some(crate::resources::payments::resolve_pm(
+            s,
+            &x,
+            "default_payment_method",
+            now,
+        )?)),
         other => other,
     };
     if let Some(x) = s.w.invoices.get_mut(id) {
-        if let Some(d) = p.opt_str("description")? { x.description = d; }
+        if let Some(d) = p.opt_str("description")? {
+            x.description = d;
+        }
         if let Some(a) = p.bool("auto_advance")? {
             x.auto_advance = a;
             if x.status == "draft" {
                 x.automatically_finalizes_at = if a { Some(now + 3600) } else { None };
             }
         }
-        if let Some(pm) = pm { x.default_payment_method = pm; }
-        if let Some(c) = p.str("collection_method")? { x.collection_method = c; }
+        if let Some(pm) = pm {
+            x.default_payment_method = pm;
+        }
+        if let Some(c) = p.str("collection_method")? {
+            x.collection_method = c;
+        }
         p.apply_metadata(&mut x.metadata)?;
     }
     let after = s.r_invoice(&s.w.invoices[id], false);
@@ -234,7 +368,11 @@ pub fn update(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
 pub fn delete(s: &mut Sim, id: &str) -> Result<Value, ApiError> {
     let inv = s.invoice(id, "invoice")?.clone();
     if inv.status != "draft" {
-        return Err(ApiError::invalid_code("invoice_not_editable", "You can only delete draft invoices.", None));
+        return Err(ApiError::invalid_code(
+            "invoice_not_editable",
+            "You can only delete draft invoices.",
+            None,
+        ));
     }
     let now = s.now_for(Some(&inv.customer));
     for l in &inv.lines {
@@ -252,8 +390,14 @@ pub fn delete(s: &mut Sim, id: &str) -> Result<Value, ApiError> {
 
 pub fn lines(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
     let inv = s.invoice(id, "invoice")?.clone();
-    let items: Vec<(String, crate::state::Line)> = inv.lines.iter().map(|l| (l.id.clone(), l.clone())).collect();
-    paginate(items, p, &format!("/v1/invoices/{id}/lines"), |l| s.r_line(Some(id), l))
+    let items: Vec<(String, crate::state::Line)> = inv
+        .lines
+        .iter()
+        .map(|l| (l.id.clone(), l.clone()))
+        .collect();
+    paginate(items, p, &format!("/v1/invoices/{id}/lines"), |l| {
+        s.r_line(Some(id), l)
+    })
 }
 
 pub fn finalize(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
@@ -275,7 +419,13 @@ pub fn finalize(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
 }
 
 pub fn pay(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
-    p.allow(&["payment_method", "off_session", "paid_out_of_band", "forgive", "source"])?;
+    p.allow(&[
+        "payment_method",
+        "off_session",
+        "paid_out_of_band",
+        "forgive",
+        "source",
+    ])?;
     let inv = s.invoice(id, "invoice")?.clone();
     let now = s.now_for(Some(&inv.customer));
     if inv.status == "draft" {
@@ -286,13 +436,22 @@ pub fn pay(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
     }
     if p.bool("paid_out_of_band")? == Some(true) {
         if s.w.invoices[id].status != "open" {
-            return Err(ApiError::invalid_code("invoice_not_editable", "Only open invoices can be paid out of band.", None));
+            return Err(ApiError::invalid_code(
+                "invoice_not_editable",
+                "Only open invoices can be paid out of band.",
+                None,
+            ));
         }
         s.pay_out_of_band(id, now);
         return Ok(s.r_invoice(&s.w.invoices[id], false));
     }
     let pm = match p.str("payment_method")? {
-        Some(x) => Some(crate::resources::payments::resolve_pm(s, &x, "payment_method", now)?),
+        Some(x) => Some(crate::resources::payments::resolve_pm(
+            s,
+            &x,
+            "payment_method",
+            now,
+        )?),
         None => None,
     };
     s.pay_invoice(id, now, pm, false)?;
@@ -303,7 +462,14 @@ pub fn void(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
     p.allow(&[])?;
     let inv = s.invoice(id, "invoice")?.clone();
     if inv.status != "open" && inv.status != "uncollectible" {
-        return Err(ApiError::invalid_code("invoice_not_editable", format!("You can only void open or uncollectible invoices. This invoice is {}.", inv.status), None));
+        return Err(ApiError::invalid_code(
+            "invoice_not_editable",
+            format!(
+                "You can only void open or uncollectible invoices. This invoice is {}.",
+                inv.status
+            ),
+            None,
+        ));
     }
     let now = s.now_for(Some(&inv.customer));
     let before = s.r_invoice(&inv, false);
@@ -328,7 +494,11 @@ pub fn mark_uncollectible(s: &mut Sim, id: &str, p: &Params) -> Result<Value, Ap
     p.allow(&[])?;
     let inv = s.invoice(id, "invoice")?.clone();
     if inv.status != "open" {
-        return Err(ApiError::invalid_code("invoice_not_editable", "You can only mark open invoices as uncollectible.", None));
+        return Err(ApiError::invalid_code(
+            "invoice_not_editable",
+            "You can only mark open invoices as uncollectible.",
+            None,
+        ));
     }
     let now = s.now_for(Some(&inv.customer));
     if let Some(x) = s.w.invoices.get_mut(id) {
@@ -348,18 +518,32 @@ pub fn list(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     let status = p.str("status")?;
     let mut v = vec![];
     for x in s.w.invoices.values() {
-        if customer.as_ref().is_some_and(|c| *c != x.customer) || (sub.is_some() && x.subscription != sub) || status.as_ref().is_some_and(|st| *st != x.status) || !range_ok(p, "created", x.created)? {
+        if customer.as_ref().is_some_and(|c| *c != x.customer)
+            || (sub.is_some() && x.subscription != sub)
+            || status.as_ref().is_some_and(|st| *st != x.status)
+            || !range_ok(p, "created", x.created)?
+        {
             continue;
         }
         v.push((x.created, x.seq, x.id.clone(), x.clone()));
     }
-    paginate(newest_first(v), p, "/v1/invoices", |x| s.r_invoice(x, false))
+    paginate(newest_first(v), p, "/v1/invoices", |x| {
+        s.r_invoice(x, false)
+    })
 }
 
 /// `POST /v1/invoices/create_preview`: the next invoice of a subscription, optionally with
 /// proposed item changes (`subscription_details[items]`) prorated as they would be.
 pub fn create_preview(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
-    p.allow(&["customer", "subscription", "subscription_details", "discounts", "preview_mode", "automatic_tax", "currency"])?;
+    p.allow(&[
+        "customer",
+        "subscription",
+        "subscription_details",
+        "discounts",
+        "preview_mode",
+        "automatic_tax",
+        "currency",
+    ])?;
     let sub_id = p.str("subscription")?;
     let customer = match (&sub_id, p.str("customer")?) {
         (_, Some(c)) => c,
@@ -370,24 +554,58 @@ pub fn create_preview(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     let now = s.now_for(Some(&customer));
     let Some(sub_id) = sub_id else {
         // Without a subscription: the customer's pending invoice items.
-        let items: Vec<InvoiceItem> = s.w.invoice_items.values().filter(|i| !i.deleted && i.invoice.is_none() && i.customer == customer).cloned().collect();
+        let items: Vec<InvoiceItem> =
+            s.w.invoice_items
+                .values()
+                .filter(|i| !i.deleted && i.invoice.is_none() && i.customer == customer)
+                .cloned()
+                .collect();
         if items.is_empty() {
-            return Err(ApiError::invalid_code("invoice_upcoming_none", "No upcoming invoices for customer", None));
+            return Err(ApiError::invalid_code(
+                "invoice_upcoming_none",
+                "No upcoming invoices for customer",
+                None,
+            ));
         }
         let currency = items[0].currency.clone();
         let mut shadow = s.shadow();
-        let id = shadow.create_invoice(&customer, None, "manual", vec![], (now, now), &currency, true, &[], now);
+        let id = shadow.create_invoice(
+            &customer,
+            None,
+            "manual",
+            vec![],
+            (now, now),
+            &currency,
+            true,
+            &[],
+            now,
+        );
         let inv = shadow.w.invoices[&id].clone();
         return Ok(s.r_invoice(&inv, true));
     };
     let mut shadow = s.shadow();
     if let Some(sd) = p.obj("subscription_details")? {
-        sd.allow(&["items", "proration_behavior", "proration_date", "cancel_at_period_end", "trial_end", "billing_cycle_anchor"])?;
-        let proration = sd.str("proration_behavior")?.unwrap_or_else(|| "create_prorations".into());
+        sd.allow(&[
+            "items",
+            "proration_behavior",
+            "proration_date",
+            "cancel_at_period_end",
+            "trial_end",
+            "billing_cycle_anchor",
+        ])?;
+        let proration = sd
+            .str("proration_behavior")?
+            .unwrap_or_else(|| "create_prorations".into());
         let at = sd.i64("proration_date")?.unwrap_or(now);
         let mut changes = vec![];
         for it in sd.list("items")? {
-            changes.push(ItemChange { id: it.str("id")?, price: it.str("price")?, quantity: it.i64("quantity")?, deleted: it.bool("deleted")?.unwrap_or(false), metadata: None });
+            changes.push(ItemChange {
+                id: it.str("id")?,
+                price: it.str("price")?,
+                quantity: it.i64("quantity")?,
+                deleted: it.bool("deleted")?.unwrap_or(false),
+                metadata: None,
+            });
         }
         if let Some(c) = sd.bool("cancel_at_period_end")? {
             if let Some(x) = shadow.w.subscriptions.get_mut(&sub_id) {

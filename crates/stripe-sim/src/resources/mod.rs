@@ -15,6 +15,6 @@ pub mod subscriptions;
 
 /// Sorts objects newest first (by `created`, then creation order) for list endpoints.
 pub fn newest_first<T: Clone>(mut v: Vec<(i64, u64, String, T)>) -> Vec<(String, T)> {
-    v.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    v.sort_by_key(|x| std::cmp::Reverse((x.0, x.1)));
     v.into_iter().map(|(_, _, id, t)| (id, t)).collect()
 }

@@ -30,7 +30,10 @@ pub async fn start_with(mut cfg: Config) -> Env {
     cfg.webhook_timeout = Duration::from_secs(2);
     let sim = stripe_sim::spawn(cfg).await.expect("simulator starts");
     let base = sim.base_url();
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     Env { sim, base, http }
 }
 
@@ -44,14 +47,30 @@ pub fn form(pairs: &[(&str, &str)]) -> String {
 }
 
 impl Env {
-    pub async fn req(&self, method: reqwest::Method, path: &str, pairs: &[(&str, &str)], idem: Option<&str>) -> (u16, Value) {
+    pub async fn req(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        pairs: &[(&str, &str)],
+        idem: Option<&str>,
+    ) -> (u16, Value) {
         let url = format!("{}{}", self.base, path);
         let body = form(pairs);
         let mut rb = if method == reqwest::Method::GET || method == reqwest::Method::DELETE {
             let sep = if url.contains('?') { '&' } else { '?' };
-            self.http.request(method, if body.is_empty() { url } else { format!("{url}{sep}{body}") })
+            self.http.request(
+                method,
+                if body.is_empty() {
+                    url
+                } else {
+                    format!("{url}{sep}{body}")
+                },
+            )
         } else {
-            self.http.request(method, url).header("content-type", "application/x-www-form-urlencoded").body(body)
+            self.http
+                .request(method, url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
         };
         rb = rb.bearer_auth(KEY);
         if let Some(k) = idem {
@@ -100,7 +119,9 @@ impl Env {
             }
         }
         all.reverse();
-        all.iter().map(|e| e["type"].as_str().unwrap().to_string()).collect()
+        all.iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
     }
 
     pub async fn events(&self) -> Vec<Value> {
@@ -124,13 +145,24 @@ impl Env {
     }
 
     pub async fn clock(&self, t: i64) -> String {
-        let c = self.post("/v1/test_helpers/test_clocks", &[("frozen_time", &t.to_string())]).await;
+        let c = self
+            .post(
+                "/v1/test_helpers/test_clocks",
+                &[("frozen_time", &t.to_string())],
+            )
+            .await;
         c["id"].as_str().unwrap().to_string()
     }
 
     pub async fn advance(&self, clock: &str, t: i64) {
-        self.post(&format!("/v1/test_helpers/test_clocks/{clock}/advance"), &[("frozen_time", &t.to_string())]).await;
-        let c = self.get(&format!("/v1/test_helpers/test_clocks/{clock}")).await;
+        self.post(
+            &format!("/v1/test_helpers/test_clocks/{clock}/advance"),
+            &[("frozen_time", &t.to_string())],
+        )
+        .await;
+        let c = self
+            .get(&format!("/v1/test_helpers/test_clocks/{clock}"))
+            .await;
         assert_eq!(c["status"], "ready");
         assert_eq!(c["frozen_time"], t);
     }
@@ -159,7 +191,11 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(fail_first: u32) -> Receiver {
-        let mut r = Receiver { got: Default::default(), fail_first: Arc::new(Mutex::new(fail_first)), addr: None };
+        let mut r = Receiver {
+            got: Default::default(),
+            fail_first: Arc::new(Mutex::new(fail_first)),
+            addr: None,
+        };
         let rr = r.clone();
         let app = axum::Router::new().route(
             "/hook",
@@ -171,8 +207,15 @@ impl Receiver {
                         *f -= 1;
                         return StatusCode::INTERNAL_SERVER_ERROR;
                     }
-                    let sig = headers.get("stripe-signature").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                    rr.got.lock().unwrap().push(Delivery { signature: sig, body: body.to_vec() });
+                    let sig = headers
+                        .get("stripe-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    rr.got.lock().unwrap().push(Delivery {
+                        signature: sig,
+                        body: body.to_vec(),
+                    });
                     StatusCode::OK
                 }
             }),
@@ -199,19 +242,43 @@ impl Receiver {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("expected {n} deliveries, got {}", self.got.lock().unwrap().len());
+        panic!(
+            "expected {n} deliveries, got {}",
+            self.got.lock().unwrap().len()
+        );
     }
 }
 
 /// Submits the hosted checkout form like a person would; returns (status, Location header).
-pub async fn pay_checkout(env: &Env, url: &str, card: &str, promo: Option<&str>) -> (u16, Option<String>, String) {
-    let mut pairs = vec![("email", "buyer@example.com"), ("name", "Ada Buyer"), ("card_number", card), ("card_expiry", "12 / 34"), ("card_cvc", "123")];
+pub async fn pay_checkout(
+    env: &Env,
+    url: &str,
+    card: &str,
+    promo: Option<&str>,
+) -> (u16, Option<String>, String) {
+    let mut pairs = vec![
+        ("email", "buyer@example.com"),
+        ("name", "Ada Buyer"),
+        ("card_number", card),
+        ("card_expiry", "12 / 34"),
+        ("card_cvc", "123"),
+    ];
     if let Some(p) = promo {
         pairs.push(("promotion_code", p));
     }
-    let r = env.http.post(url).header("content-type", "application/x-www-form-urlencoded").body(form(&pairs)).send().await.unwrap();
+    let r = env
+        .http
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&pairs))
+        .send()
+        .await
+        .unwrap();
     let st = r.status().as_u16();
-    let loc = r.headers().get("location").map(|v| v.to_str().unwrap().to_string());
+    let loc = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
     (st, loc, r.text().await.unwrap())
 }
 
