@@ -294,6 +294,11 @@ impl Sim {
                 }
             }
         }
+        if let Some(c) = self.w.customers.get_mut(customer) {
+            if c.currency.is_none() {
+                c.currency = Some(currency.to_string());
+            }
+        }
         let cust = self.w.customers.get(customer).cloned();
         let s = sub.and_then(|s| self.w.subscriptions.get(s)).cloned();
         let seq = self.w.next_seq();
@@ -800,7 +805,17 @@ impl Sim {
                         "customer.subscription.updated",
                     );
                 }
-                Err(_) => self.release_events("", "", ""),
+                Err(_) => {
+                    // A refused creation leaves only the failed payment attempt behind.
+                    if let Some(h) = self.held.as_mut() {
+                        h.retain(|e| {
+                            e.0.starts_with("payment_intent.")
+                                || e.0.starts_with("charge.")
+                                || e.0.starts_with("payment_method.")
+                        });
+                    }
+                    self.release_events("", "", "");
+                }
             }
         }
         res
@@ -975,6 +990,18 @@ impl Sim {
             let res = self.pay_invoice(&inv, now, None, false);
             if let Err(e) = res {
                 if n.payment_behavior == "error_if_incomplete" {
+                    self.w.subscriptions.remove(&sub_id);
+                    self.w.invoices.remove(&inv);
+                    for ii in self.w.invoice_items.values_mut() {
+                        if ii.invoice.as_deref() == Some(inv.as_str()) {
+                            ii.invoice = None;
+                        }
+                    }
+                    for pi in self.w.payment_intents.values_mut() {
+                        if pi.invoice.as_deref() == Some(inv.as_str()) {
+                            pi.invoice = None;
+                        }
+                    }
                     return Err(e);
                 }
             }

@@ -301,6 +301,19 @@ impl Params {
         Ok(m)
     }
 
+    /// Taxes are not simulated: `automatic_tax[enabled]=true` is refused rather than ignored.
+    pub fn refuse_automatic_tax(&self) -> Result<(), ApiError> {
+        if let Some(t) = self.obj("automatic_tax")? {
+            if t.bool("enabled")? == Some(true) {
+                return Err(ApiError::invalid(
+                    "The simulator does not calculate taxes: automatic_tax[enabled] must be false.",
+                    Some("automatic_tax[enabled]".into()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn expand(&self) -> Vec<String> {
         self.str_list("expand").unwrap_or_default()
     }

@@ -36,6 +36,7 @@ pub fn create(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
         "consent_collection",
         "submit_type",
     ])?;
+    p.refuse_automatic_tax()?;
     let mode = p.req_str("mode")?;
     if !["subscription", "payment"].contains(&mode.as_str()) {
         return Err(ApiError::invalid(

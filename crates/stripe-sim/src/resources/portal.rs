@@ -171,14 +171,7 @@ pub fn list_configs(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
 }
 
 pub fn create_session(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
-    p.allow(&[
-        "customer",
-        "return_url",
-        "configuration",
-        "locale",
-        "flow_data",
-        "on_behalf_of",
-    ])?;
+    p.allow(&["customer", "return_url", "configuration", "locale"])?;
     let customer = p.req_str("customer")?;
     s.customer(&customer, "customer")?;
     let now = s.now_for(Some(&customer));

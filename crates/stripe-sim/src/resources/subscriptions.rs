@@ -47,6 +47,7 @@ pub fn create(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
         "automatic_tax",
         "currency",
     ])?;
+    p.refuse_automatic_tax()?;
     let customer = p.req_str("customer")?;
     s.customer(&customer, "customer")?;
     let now = s.now_for(Some(&customer));
