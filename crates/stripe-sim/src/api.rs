@@ -286,6 +286,9 @@ fn route(s: &mut Sim, m: &Method, segs: &[&str], p: &Params) -> Result<Value, Ap
             invoices::mark_uncollectible(s, id, p)
         }
 
+        ["v1", "invoice_payments"] if g => invoices::list_payments(s, p),
+        ["v1", "invoice_payments", id] if g => invoices::retrieve_payment(s, id),
+
         ["v1", "subscriptions"] if post => subscriptions::create(s, p),
         ["v1", "subscriptions"] if g => subscriptions::list(s, p),
         ["v1", "subscriptions", id] if g => subscriptions::retrieve(s, id),

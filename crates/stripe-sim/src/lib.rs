@@ -188,6 +188,7 @@ pub async fn spawn(cfg: Config) -> std::io::Result<SimHandle> {
             iv.tick().await;
             if let Ok(mut s) = ticker_state.lock() {
                 s.run_until(None, util::wall_now());
+                resources::checkout::expire_due(&mut s);
             }
             save(&ticker_state);
         }

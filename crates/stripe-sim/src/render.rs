@@ -300,6 +300,26 @@ impl Sim {
         })
     }
 
+    /// The `invoice_payment` linking an invoice to its payment intent (basil's replacement for
+    /// `invoice.payment_intent`).
+    pub fn r_invoice_payment(&self, i: &Invoice) -> Option<Value> {
+        let pi = self.w.payment_intents.get(i.payment_intent.as_ref()?)?;
+        let status = match pi.status.as_str() {
+            "succeeded" => "paid",
+            "canceled" => "canceled",
+            _ => "open",
+        };
+        Some(json!({
+            "id": format!("inpay_{}", pi.id.trim_start_matches("pi_")), "object": "invoice_payment",
+            "amount_paid": if status == "paid" { Some(pi.amount_received) } else { None },
+            "amount_requested": pi.amount, "created": pi.created, "currency": pi.currency,
+            "invoice": i.id, "is_default": true, "livemode": false,
+            "payment": {"type": "payment_intent", "payment_intent": pi.id},
+            "status": status,
+            "status_transitions": {"canceled_at": pi.canceled_at, "paid_at": if status == "paid" { i.paid_at } else { None }},
+        }))
+    }
+
     pub fn r_payment_method(&self, p: &PaymentMethod) -> Value {
         json!({
             "id": p.id, "object": "payment_method", "allow_redisplay": "unspecified",

@@ -353,6 +353,24 @@ impl Sim {
                 );
             }
         }
+        if *head == "payments" && obj.get("object") == Some(&json!("invoice")) {
+            let id = obj
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let data: Vec<Value> = self
+                .w
+                .invoices
+                .get(&id)
+                .and_then(|i| self.r_invoice_payment(i))
+                .into_iter()
+                .collect();
+            obj.insert(
+                "payments".into(),
+                list(&format!("/v1/invoice_payments?invoice={id}"), data, false),
+            );
+        }
         let Some(child) = obj.get_mut(*head) else {
             return Err(ApiError::invalid(
                 format!("This property cannot be expanded ({full})."),

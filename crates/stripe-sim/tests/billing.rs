@@ -839,3 +839,90 @@ fn binary_prints_help_and_rejects_bad_flags() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn error_if_incomplete_refuses_and_leaves_no_subscription() {
+    let env = start().await;
+    let (_, basic, _) = catalog(&env).await;
+    let c = env
+        .post(
+            "/v1/customers",
+            &[
+                ("payment_method", "pm_card_chargeCustomerFail"),
+                (
+                    "invoice_settings[default_payment_method]",
+                    "pm_card_chargeCustomerFail",
+                ),
+            ],
+        )
+        .await;
+    let cid = c["id"].as_str().unwrap();
+    let (st, e) = env
+        .req(
+            Method::POST,
+            "/v1/subscriptions",
+            &[
+                ("customer", cid),
+                ("items[0][price]", &basic),
+                ("payment_behavior", "error_if_incomplete"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (402, Some("card_declined"))
+    );
+    assert_eq!(
+        env.get(&format!("/v1/subscriptions?customer={cid}&status=all"))
+            .await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        env.get(&format!("/v1/invoices?customer={cid}")).await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let types = env.event_types().await;
+    assert!(
+        !types
+            .iter()
+            .any(|t| t.starts_with("customer.subscription.") || t.starts_with("invoice.")),
+        "{types:?}"
+    );
+    // allow_incomplete (the default) keeps an incomplete subscription with an open invoice.
+    let sub = env
+        .post(
+            "/v1/subscriptions",
+            &[
+                ("customer", cid),
+                ("items[0][price]", &basic),
+                ("expand[]", "latest_invoice"),
+            ],
+        )
+        .await;
+    assert_eq!(sub["status"], "incomplete");
+    assert_eq!(sub["latest_invoice"]["status"], "open");
+    // Paying it with a good card activates the subscription.
+    let inv = sub["latest_invoice"]["id"].as_str().unwrap();
+    let paid = env
+        .post(
+            &format!("/v1/invoices/{inv}/pay"),
+            &[("payment_method", "pm_card_visa")],
+        )
+        .await;
+    assert_eq!(paid["status"], "paid");
+    assert_eq!(
+        env.get(&format!(
+            "/v1/subscriptions/{}",
+            sub["id"].as_str().unwrap()
+        ))
+        .await["status"],
+        "active"
+    );
+}

@@ -42,6 +42,7 @@ fn check_object(what: &str, v: &Value) -> bool {
         "subscription_item" => check::<s::SubscriptionItem>(what, v),
         "invoice" => check::<s::Invoice>(what, v),
         "invoiceitem" => check::<b::InvoiceItem>(what, v),
+        "invoice_payment" => check::<s::InvoicePayment>(what, v),
         "line_item" => check::<s::InvoiceLineItem>(what, v),
         "payment_intent" => check::<s::PaymentIntent>(what, v),
         "payment_method" => check::<s::PaymentMethod>(what, v),
@@ -405,6 +406,24 @@ async fn every_response_deserializes_into_async_stripe_types() {
         "paid invoice",
         &env.post(&format!("/v1/invoices/{iid}/pay"), &[]).await,
     );
+    let with_payments = env
+        .get(&format!(
+            "/v1/invoices/{iid}?expand[]=payments.data.payment.payment_intent"
+        ))
+        .await;
+    obj("invoice with payments", &with_payments);
+    let ip = &with_payments["payments"]["data"][0];
+    obj("invoice payment", ip);
+    assert_eq!(
+        (ip["status"].as_str(), ip["amount_paid"].as_i64()),
+        (Some("paid"), Some(1200))
+    );
+    assert_eq!(ip["payment"]["payment_intent"]["status"], "succeeded");
+    check_list::<stripe_shared::InvoicePayment>(
+        "invoice payments",
+        &env.get(&format!("/v1/invoice_payments?invoice={iid}"))
+            .await,
+    );
     let inv2 = env.post("/v1/invoices", &[("customer", &cid)]).await;
     env.post(
         "/v1/invoiceitems",
@@ -765,6 +784,7 @@ async fn every_response_deserializes_into_async_stripe_types() {
         "subscription_item",
         "billing.meter_event",
         "billing.meter_event_adjustment",
+        "invoice_payment",
     ] {
         assert!(seen.contains_key(k), "response kind {k} not exercised");
     }

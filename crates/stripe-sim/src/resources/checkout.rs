@@ -281,6 +281,19 @@ fn set_expired(s: &mut Sim, id: &str, now: i64) {
     s.emit("checkout.session.expired", v, None, now);
 }
 
+/// Expires every open session whose `expires_at` has passed.
+pub fn expire_due(s: &mut Sim) {
+    let open: Vec<String> =
+        s.w.checkout_sessions
+            .values()
+            .filter(|x| x.status == "open")
+            .map(|x| x.id.clone())
+            .collect();
+    for id in open {
+        expire_if_due(s, &id);
+    }
+}
+
 pub fn expire_if_due(s: &mut Sim, id: &str) {
     let Some(x) = s.w.checkout_sessions.get(id) else {
         return;

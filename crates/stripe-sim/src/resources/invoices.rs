@@ -630,3 +630,26 @@ pub fn create_preview(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     let _ = new_id;
     Ok(v)
 }
+
+pub fn list_payments(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
+    let invoice = p.str("invoice")?;
+    let mut v: Vec<(i64, u64, String, Value)> = vec![];
+    for i in s.w.invoices.values() {
+        if invoice.as_ref().is_some_and(|x| *x != i.id) {
+            continue;
+        }
+        if let Some(ip) = s.r_invoice_payment(i) {
+            let id = ip["id"].as_str().unwrap_or_default().to_string();
+            v.push((i.created, i.seq, id, ip));
+        }
+    }
+    paginate(newest_first(v), p, "/v1/invoice_payments", |x| x.clone())
+}
+
+pub fn retrieve_payment(s: &mut Sim, id: &str) -> Result<Value, ApiError> {
+    s.w.invoices
+        .values()
+        .filter_map(|i| s.r_invoice_payment(i))
+        .find(|ip| ip["id"] == id)
+        .ok_or_else(|| ApiError::no_such("invoice_payment", id, "id"))
+}
