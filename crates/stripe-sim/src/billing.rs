@@ -1452,7 +1452,26 @@ impl Sim {
                 Action::CancelAt(s) => {
                     self.cancel_subscription(&s, t, Some("cancellation_requested"))
                 }
-                Action::Expire(s) => self.set_sub_status(&s, "incomplete_expired", t),
+                Action::Expire(s) => {
+                    // The unpaid first invoice is voided with it.
+                    let inv = self
+                        .w
+                        .subscriptions
+                        .get(&s)
+                        .and_then(|x| x.latest_invoice.clone());
+                    if let Some(i) =
+                        inv.filter(|i| self.w.invoices.get(i).is_some_and(|x| x.status == "open"))
+                    {
+                        if let Some(x) = self.w.invoices.get_mut(&i) {
+                            x.status = "void".into();
+                            x.voided_at = Some(t);
+                            x.next_payment_attempt = None;
+                        }
+                        let v = self.r_invoice(&self.w.invoices[&i], false);
+                        self.emit("invoice.voided", v, None, t);
+                    }
+                    self.set_sub_status(&s, "incomplete_expired", t);
+                }
                 Action::TrialWillEnd(s) => {
                     if let Some(x) = self.w.subscriptions.get_mut(&s) {
                         x.trial_will_end_sent = true;

@@ -281,10 +281,17 @@ fn portal_html(s: &Sim, id: &str, notice: Option<&str>) -> Option<String> {
         body.push_str("</div>");
     }
     if cfg.payment_method_update {
+        // The customer's default card, else the one its live subscription charges.
         let pm = cust
             .default_payment_method
-            .as_ref()
-            .and_then(|p| s.w.payment_methods.get(p));
+            .clone()
+            .or_else(|| {
+                s.w.subscriptions
+                    .values()
+                    .filter(|x| x.customer == cust.id && x.status != "canceled")
+                    .find_map(|x| x.default_payment_method.clone())
+            })
+            .and_then(|p| s.w.payment_methods.get(&p));
         let current = pm
             .map(|p| format!("{} •••• {}", p.brand, p.last4))
             .unwrap_or_else(|| "none".into());

@@ -480,11 +480,6 @@ pub fn complete(s: &mut Sim, id: &str, f: CardForm) -> Result<String, String> {
         } else {
             "no_payment_required".into()
         };
-        if let Some(c) = s.w.customers.get_mut(&customer) {
-            if c.default_payment_method.is_none() {
-                c.default_payment_method = Some(pm.clone());
-            }
-        }
     } else {
         let total = {
             let mut t = subtotal;
