@@ -926,3 +926,57 @@ async fn error_if_incomplete_refuses_and_leaves_no_subscription() {
         "active"
     );
 }
+
+#[tokio::test]
+async fn exhausted_retries_can_leave_the_subscription_unpaid() {
+    let env = start_with(stripe_sim::Config {
+        after_retries: stripe_sim::AfterRetries::Unpaid,
+        retry_schedule_days: vec![2],
+        ..Default::default()
+    })
+    .await;
+    let (_, basic, _) = catalog(&env).await;
+    let (clock, cid) = customer_on_clock(&env, JAN1, "pm_card_visa").await;
+    let sub = env
+        .post(
+            "/v1/subscriptions",
+            &[("customer", &cid), ("items[0][price]", &basic)],
+        )
+        .await;
+    let sid = sub["id"].as_str().unwrap().to_string();
+    let bad = env
+        .post(
+            "/v1/payment_methods/pm_card_chargeCustomerFail/attach",
+            &[("customer", &cid)],
+        )
+        .await;
+    env.post(
+        &format!("/v1/customers/{cid}"),
+        &[(
+            "invoice_settings[default_payment_method]",
+            bad["id"].as_str().unwrap(),
+        )],
+    )
+    .await;
+    env.advance(&clock, JAN1 + 31 * DAY + 2 * 3600).await;
+    assert_eq!(
+        env.get(&format!("/v1/subscriptions/{sid}")).await["status"],
+        "past_due"
+    );
+    env.advance(&clock, JAN1 + 34 * DAY).await;
+    let s = env.get(&format!("/v1/subscriptions/{sid}")).await;
+    assert_eq!(s["status"], "unpaid");
+    let failed = env.get("/v1/events?type=invoice.payment_failed").await;
+    assert_eq!(failed["data"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        failed["data"][0]["data"]["object"]["next_payment_attempt"],
+        Value::Null
+    );
+    // While unpaid, renewals are drafted and left alone.
+    env.advance(&clock, JAN1 + 59 * DAY + 2 * 3600).await;
+    let inv = env
+        .get(&format!("/v1/invoices?subscription={sid}&limit=1"))
+        .await;
+    assert_eq!(inv["data"][0]["status"], "draft");
+    assert_eq!(inv["data"][0]["auto_advance"], false);
+}
