@@ -92,9 +92,21 @@ pub async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let request_id = format!("req_{}", random_chars(14));
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let err = ApiError::new(
+                e.status().as_u16(),
+                "invalid_request_error",
+                None,
+                format!("Could not read the request body: {}", e.body_text()),
+            );
+            return error_response(&err, &request_id);
+        }
+    };
     let path = uri.path().to_string();
     let key = match api_key(&headers) {
         Ok(k) => k,

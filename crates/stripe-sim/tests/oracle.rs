@@ -61,6 +61,7 @@ fn check_object(what: &str, v: &Value) -> bool {
         "billing.meter_event_summary" => check::<b::BillingMeterEventSummary>(what, v),
         "billing_portal.session" => check::<b::BillingPortalSession>(what, v),
         "billing_portal.configuration" => check::<b::BillingPortalConfiguration>(what, v),
+        "webhook_endpoint" => check::<stripe_misc::WebhookEndpoint>(what, v),
         _ => return false,
     }
     true
@@ -82,11 +83,25 @@ async fn every_response_deserializes_into_async_stripe_types() {
             .or_default() += 1;
     };
 
-    env.post(
-        "/v1/webhook_endpoints",
-        &[("url", &rx.url()), ("enabled_events[]", "*")],
-    )
-    .await;
+    let we = env
+        .post(
+            "/v1/webhook_endpoints",
+            &[("url", &rx.url()), ("enabled_events[]", "*")],
+        )
+        .await;
+    obj("webhook endpoint", &we);
+    obj(
+        "webhook endpoint retrieve",
+        &env.get(&format!(
+            "/v1/webhook_endpoints/{}",
+            we["id"].as_str().unwrap()
+        ))
+        .await,
+    );
+    check_list::<stripe_misc::WebhookEndpoint>(
+        "webhook endpoints",
+        &env.get("/v1/webhook_endpoints").await,
+    );
     let clock = env.clock(JAN1).await;
     obj(
         "test clock",
