@@ -980,3 +980,32 @@ async fn exhausted_retries_can_leave_the_subscription_unpaid() {
     assert_eq!(inv["data"][0]["status"], "draft");
     assert_eq!(inv["data"][0]["auto_advance"], false);
 }
+
+#[tokio::test]
+async fn binary_serves_on_a_random_port_as_a_child_process() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stripe-sim"))
+        .args(["--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/v1/customers"))
+        .bearer_auth(KEY)
+        .form(&[("email", "child@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["id"].as_str().unwrap().starts_with("cus_"));
+    child.kill().unwrap();
+    let _ = child.wait();
+}
