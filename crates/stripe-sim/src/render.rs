@@ -188,7 +188,7 @@ impl Sim {
     pub fn r_subscription(&self, s: &Subscription) -> Value {
         let items: Vec<Value> = s.items.iter().map(|it| self.r_sub_item(s, it)).collect();
         let n = items.len();
-        json!({
+        let mut v = json!({
             "id": s.id, "object": "subscription", "application": null, "application_fee_percent": null,
             "automatic_tax": {"disabled_reason": null, "enabled": false, "liability": null},
             "billing_cycle_anchor": s.billing_cycle_anchor, "billing_cycle_anchor_config": null,
@@ -215,7 +215,15 @@ impl Sim {
             "transfer_data": null, "trial_end": s.trial_end,
             "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
             "trial_start": s.trial_start,
-        })
+        });
+        // Single-item subscriptions still carry the legacy top-level `plan` and `quantity`.
+        if let [only] = s.items.as_slice() {
+            if let Some(p) = self.w.prices.get(&only.price) {
+                v["plan"] = self.r_plan(p);
+                v["quantity"] = json!(only.quantity);
+            }
+        }
+        v
     }
 
     pub fn r_line(&self, inv_id: Option<&str>, l: &Line) -> Value {
@@ -434,7 +442,7 @@ impl Sim {
             "custom_text": {"after_submit": null, "shipping_address": null, "submit": null, "terms_of_service_acceptance": null},
             "customer": s.customer, "customer_account": null, "customer_creation": s.customer_creation,
             "customer_details": if s.status == "complete" {
-                json!({"address": null, "email": s.customer_details_email, "name": s.customer_details_name,
+                json!({"address": addr_null(), "email": s.customer_details_email, "name": s.customer_details_name,
                     "phone": null, "tax_exempt": "none", "tax_ids": [], "business_name": null, "individual_name": null})
             } else { Value::Null },
             "customer_email": s.customer_email,
