@@ -858,6 +858,7 @@ impl Sim {
             }
         }
         let currency = currency.unwrap_or_else(|| "usd".into());
+        self.same_currency(&n.customer, &currency)?;
         let (iv, ic) = interval.unwrap_or(("month".into(), 1));
         if let Some(pm) = &n.default_payment_method {
             let pmo = self.payment_method(pm, "default_payment_method")?;
@@ -1712,6 +1713,17 @@ impl Sim {
 }
 
 impl Sim {
+    /// A customer bills in one currency: the first subscription or invoice item fixes it.
+    pub fn same_currency(&self, customer: &str, currency: &str) -> Result<(), ApiError> {
+        match self.w.customers.get(customer).and_then(|c| c.currency.as_deref()) {
+            Some(c) if c != currency => Err(ApiError::invalid(
+                format!("You cannot combine currencies on a single customer. This customer has had a subscription or payment in {c}, but you are trying to pay in {currency}."),
+                Some("currency".into()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// A copy of the world that emits nothing, for previews.
     pub fn shadow(&self) -> Sim {
         Sim::new(self.cfg.clone(), self.base_url.clone(), self.w.clone())

@@ -68,6 +68,7 @@ pub fn create_item(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     } else {
         return Err(ApiError::missing_param("amount"));
     };
+    s.same_currency(&customer, &currency)?;
     let invoice = p.str("invoice")?;
     if let Some(i) = &invoice {
         let inv = s.invoice(i, "invoice")?;
