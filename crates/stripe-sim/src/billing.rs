@@ -57,6 +57,9 @@ impl Sim {
     }
 
     fn price_label(&self, p: &Price) -> String {
+        if let Some(mode) = &p.tiers_mode {
+            return format!("{mode} tiers");
+        }
         let unit = if p.unit_amount.is_whole() {
             let a = p.unit_amount.round();
             format!(
@@ -87,7 +90,7 @@ impl Sim {
         let q = it.quantity.unwrap_or(1);
         Some(Line {
             id: new_id("il"),
-            amount: Dec::from_int(q).mul_round(p.unit_amount),
+            amount: p.amount_for(Dec::from_int(q)),
             currency: p.currency.clone(),
             description: Some(format!(
                 "{q} × {} ({})",
@@ -140,7 +143,7 @@ impl Sim {
         let q = self.usage(&meter, &sub.customer, start, end);
         Some(Line {
             id: new_id("il"),
-            amount: q.mul_round(p.unit_amount),
+            amount: p.amount_for(q),
             currency: p.currency.clone(),
             description: Some(format!(
                 "{} (usage {} – {})",
@@ -1036,9 +1039,8 @@ impl Sim {
             if p.is_metered() {
                 continue;
             }
-            let full = Dec::from_int(q).0 * p.unit_amount.0 / crate::util::DEC_SCALE;
-            let amt =
-                crate::util::div_round(full * num, den * crate::util::DEC_SCALE) as i64 * sign;
+            let full = p.amount_for(Dec::from_int(q)) as i128;
+            let amt = crate::util::div_round(full * num, den) as i64 * sign;
             let what = if q == 1 {
                 self.product_name(&price)
             } else {

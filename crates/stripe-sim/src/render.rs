@@ -12,6 +12,27 @@ fn addr_null() -> Value {
     json!({"city": null, "country": null, "line1": null, "line2": null, "postal_code": null, "state": null})
 }
 
+/// `price.tiers`, which Stripe includes only when expanded.
+pub fn tiers_json(p: &Price) -> Value {
+    let dec = |d: &crate::util::Dec| {
+        if d.is_whole() {
+            json!(d.round())
+        } else {
+            Value::Null
+        }
+    };
+    Value::Array(
+        p.tiers
+            .iter()
+            .map(|t| {
+                json!({"flat_amount": dec(&t.flat_amount), "flat_amount_decimal": t.flat_amount.to_string(),
+                    "unit_amount": dec(&t.unit_amount), "unit_amount_decimal": t.unit_amount.to_string(),
+                    "up_to": t.up_to})
+            })
+            .collect(),
+    )
+}
+
 pub fn list(url: &str, data: Vec<Value>, has_more: bool) -> Value {
     json!({"object": "list", "data": data, "has_more": has_more, "url": url})
 }
@@ -48,13 +69,20 @@ impl Sim {
     }
 
     pub fn r_price(&self, p: &Price) -> Value {
-        let unit_amount = if p.unit_amount.is_whole() {
+        let tiered = p.tiers_mode.is_some();
+        let scheme = if tiered { "tiered" } else { "per_unit" };
+        let unit_decimal = (!tiered).then(|| p.unit_amount.to_string());
+        let transform = p
+            .transform_quantity
+            .as_ref()
+            .map(|(d, r)| json!({"divide_by": d, "round": r}));
+        let unit_amount = if p.unit_amount.is_whole() && !tiered {
             json!(p.unit_amount.round())
         } else {
             Value::Null
         };
         json!({
-            "id": p.id, "object": "price", "active": p.active, "billing_scheme": "per_unit",
+            "id": p.id, "object": "price", "active": p.active, "billing_scheme": scheme,
             "created": p.created, "currency": p.currency, "custom_unit_amount": null, "livemode": false,
             "lookup_key": p.lookup_key, "metadata": meta(&p.metadata), "nickname": p.nickname,
             "product": p.product,
@@ -62,9 +90,9 @@ impl Sim {
                 "interval": r.interval, "interval_count": r.interval_count, "meter": r.meter,
                 "trial_period_days": r.trial_period_days, "usage_type": r.usage_type,
             })),
-            "tax_behavior": p.tax_behavior, "tiers_mode": null, "transform_quantity": null,
+            "tax_behavior": p.tax_behavior, "tiers_mode": p.tiers_mode, "transform_quantity": transform,
             "type": if p.recurring.is_some() { "recurring" } else { "one_time" },
-            "unit_amount": unit_amount, "unit_amount_decimal": p.unit_amount.to_string(),
+            "unit_amount": unit_amount, "unit_amount_decimal": unit_decimal,
         })
     }
 
@@ -77,18 +105,25 @@ impl Sim {
             meter: None,
             trial_period_days: None,
         });
-        let amount = if p.unit_amount.is_whole() {
+        let tiered = p.tiers_mode.is_some();
+        let scheme = if tiered { "tiered" } else { "per_unit" };
+        let unit_decimal = (!tiered).then(|| p.unit_amount.to_string());
+        let transform = p
+            .transform_quantity
+            .as_ref()
+            .map(|(d, r)| json!({"divide_by": d, "round": r}));
+        let amount = if p.unit_amount.is_whole() && !tiered {
             json!(p.unit_amount.round())
         } else {
             Value::Null
         };
         json!({
             "id": p.id, "object": "plan", "active": p.active, "amount": amount,
-            "amount_decimal": p.unit_amount.to_string(), "billing_scheme": "per_unit",
+            "amount_decimal": unit_decimal, "billing_scheme": scheme,
             "created": p.created, "currency": p.currency, "interval": r.interval,
             "interval_count": r.interval_count, "livemode": false, "metadata": meta(&p.metadata),
-            "meter": r.meter, "nickname": p.nickname, "product": p.product, "tiers_mode": null,
-            "transform_usage": null, "trial_period_days": r.trial_period_days, "usage_type": r.usage_type,
+            "meter": r.meter, "nickname": p.nickname, "product": p.product, "tiers_mode": p.tiers_mode,
+            "transform_usage": transform, "trial_period_days": r.trial_period_days, "usage_type": r.usage_type,
         })
     }
 
@@ -423,7 +458,7 @@ impl Sim {
             .iter()
             .filter_map(|l| self.w.prices.get(&l.price).map(|p| (p, l.quantity)))
             .filter(|(p, _)| !p.is_metered())
-            .map(|(p, q)| crate::util::Dec::from_int(q).mul_round(p.unit_amount))
+            .map(|(p, q)| p.amount_for(crate::util::Dec::from_int(q)))
             .sum();
         (subtotal, (subtotal - s.amount_discount).max(0))
     }
@@ -475,11 +510,9 @@ impl Sim {
 
     pub fn r_checkout_line(&self, s: &CheckoutSession, l: &CheckoutLine) -> Value {
         let price = self.w.prices.get(&l.price);
-        let unit = price.map(|p| p.unit_amount).unwrap_or_default();
-        let amount = if price.is_some_and(|p| p.is_metered()) {
-            0
-        } else {
-            crate::util::Dec::from_int(l.quantity).mul_round(unit)
+        let amount = match price {
+            Some(p) if !p.is_metered() => p.amount_for(crate::util::Dec::from_int(l.quantity)),
+            _ => 0,
         };
         let desc = price
             .and_then(|p| self.w.products.get(&p.product))

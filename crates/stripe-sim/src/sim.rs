@@ -353,6 +353,21 @@ impl Sim {
                 );
             }
         }
+        if *head == "tiers"
+            && matches!(
+                obj.get("object").and_then(Value::as_str),
+                Some("price" | "plan")
+            )
+        {
+            let id = obj
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if let Some(p) = self.w.prices.get(&id) {
+                obj.insert("tiers".into(), crate::render::tiers_json(p));
+            }
+        }
         if *head == "payments" && obj.get("object") == Some(&json!("invoice")) {
             let id = obj
                 .get("id")

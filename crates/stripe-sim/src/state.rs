@@ -66,6 +66,22 @@ pub struct Price {
     pub metadata: Meta,
     pub recurring: Option<Recurring>,
     pub tax_behavior: String,
+    /// `graduated` or `volume` for tiered prices; `None` for per-unit prices.
+    #[serde(default)]
+    pub tiers_mode: Option<String>,
+    #[serde(default)]
+    pub tiers: Vec<Tier>,
+    /// Package pricing: the quantity is divided by this and rounded `up` or `down`.
+    #[serde(default)]
+    pub transform_quantity: Option<(i64, String)>,
+}
+
+/// One tier of a tiered price; `up_to: None` is the last (`inf`) tier.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tier {
+    pub up_to: Option<i64>,
+    pub unit_amount: Dec,
+    pub flat_amount: Dec,
 }
 
 impl Price {
@@ -73,6 +89,51 @@ impl Price {
         self.recurring
             .as_ref()
             .is_some_and(|r| r.usage_type == "metered")
+    }
+
+    /// The charge in minor units for `quantity`, rounded once, half away from zero.
+    pub fn amount_for(&self, quantity: Dec) -> i64 {
+        let scale = crate::util::DEC_SCALE;
+        let q = match &self.transform_quantity {
+            Some((divide_by, round)) if *divide_by > 0 => {
+                let d = *divide_by as i128 * scale;
+                let whole = quantity.0.div_euclid(d);
+                let exact = quantity.0.rem_euclid(d) == 0;
+                Dec((if round == "up" && !exact {
+                    whole + 1
+                } else {
+                    whole
+                }) * scale)
+            }
+            _ => quantity,
+        };
+        // Summed in units of 1e-18 of the minor unit, then rounded once.
+        let total: i128 = match self.tiers_mode.as_deref() {
+            Some("graduated") => {
+                let mut total = 0i128;
+                let mut lower = 0i128;
+                for t in &self.tiers {
+                    if q.0 <= lower {
+                        break;
+                    }
+                    let upper = t.up_to.map(|u| u as i128 * scale).unwrap_or(i128::MAX);
+                    let units = q.0.min(upper) - lower;
+                    total += units * t.unit_amount.0 + t.flat_amount.0 * scale;
+                    lower = upper;
+                }
+                total
+            }
+            Some(_) => match self
+                .tiers
+                .iter()
+                .find(|t| t.up_to.is_none_or(|u| q.0 <= u as i128 * scale))
+            {
+                Some(t) if q.0 > 0 => q.0 * t.unit_amount.0 + t.flat_amount.0 * scale,
+                _ => 0,
+            },
+            None => q.0 * self.unit_amount.0,
+        };
+        crate::util::div_round(total, scale * scale) as i64
     }
 }
 

@@ -1009,3 +1009,157 @@ async fn binary_serves_on_a_random_port_as_a_child_process() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn tiered_volume_and_package_prices() {
+    let env = start().await;
+    let prod = env.post("/v1/products", &[("name", "Storage")]).await;
+    let pid = prod["id"].as_str().unwrap();
+    let gb = env
+        .post(
+            "/v1/billing/meters",
+            &[
+                ("display_name", "GB"),
+                ("event_name", "gb"),
+                ("default_aggregation[formula]", "sum"),
+            ],
+        )
+        .await;
+    let calls = env
+        .post(
+            "/v1/billing/meters",
+            &[
+                ("display_name", "Calls"),
+                ("event_name", "calls"),
+                ("default_aggregation[formula]", "sum"),
+            ],
+        )
+        .await;
+    let graduated = env
+        .post(
+            "/v1/prices",
+            &[
+                ("product", pid),
+                ("currency", "usd"),
+                ("recurring[interval]", "month"),
+                ("recurring[usage_type]", "metered"),
+                ("recurring[meter]", gb["id"].as_str().unwrap()),
+                ("billing_scheme", "tiered"),
+                ("tiers_mode", "graduated"),
+                ("tiers[0][up_to]", "1000"),
+                ("tiers[0][unit_amount]", "0"),
+                ("tiers[1][up_to]", "5000"),
+                ("tiers[1][unit_amount_decimal]", "0.5"),
+                ("tiers[1][flat_amount]", "100"),
+                ("tiers[2][up_to]", "inf"),
+                ("tiers[2][unit_amount_decimal]", "0.25"),
+                ("expand[]", "tiers"),
+            ],
+        )
+        .await;
+    assert_eq!(graduated["billing_scheme"], "tiered");
+    assert_eq!(graduated["unit_amount"], Value::Null);
+    assert_eq!(graduated["tiers"][1]["up_to"], 5000);
+    assert_eq!(graduated["tiers"][2]["up_to"], Value::Null);
+    let package = env
+        .post(
+            "/v1/prices",
+            &[
+                ("product", pid),
+                ("currency", "usd"),
+                ("unit_amount", "300"),
+                ("recurring[interval]", "month"),
+                ("recurring[usage_type]", "metered"),
+                ("recurring[meter]", calls["id"].as_str().unwrap()),
+                ("transform_quantity[divide_by]", "1000"),
+                ("transform_quantity[round]", "up"),
+            ],
+        )
+        .await;
+    assert_eq!(package["transform_quantity"]["divide_by"], 1000);
+    let volume = env
+        .post(
+            "/v1/prices",
+            &[
+                ("product", pid),
+                ("currency", "usd"),
+                ("recurring[interval]", "month"),
+                ("billing_scheme", "tiered"),
+                ("tiers_mode", "volume"),
+                ("tiers[0][up_to]", "10"),
+                ("tiers[0][unit_amount]", "500"),
+                ("tiers[1][up_to]", "inf"),
+                ("tiers[1][unit_amount]", "400"),
+            ],
+        )
+        .await;
+    let (st, _) = env
+        .req(
+            Method::POST,
+            "/v1/prices",
+            &[
+                ("product", pid),
+                ("currency", "usd"),
+                ("billing_scheme", "tiered"),
+                ("tiers_mode", "volume"),
+                ("tiers[0][up_to]", "10"),
+                ("tiers[0][unit_amount]", "5"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(st, 400, "the last tier must be up_to=inf");
+
+    let (clock, cid) = customer_on_clock(&env, JAN1, "pm_card_visa").await;
+    let sub = env
+        .post(
+            "/v1/subscriptions",
+            &[
+                ("customer", &cid),
+                ("items[0][price]", volume["id"].as_str().unwrap()),
+                ("items[0][quantity]", "12"),
+                ("items[1][price]", graduated["id"].as_str().unwrap()),
+                ("items[2][price]", package["id"].as_str().unwrap()),
+                ("expand[]", "latest_invoice"),
+            ],
+        )
+        .await;
+    assert_eq!(sub["latest_invoice"]["amount_paid"], 12 * 400);
+    env.advance(&clock, JAN1 + 5 * DAY).await;
+    for (name, v, id) in [("gb", "6000", "g1"), ("calls", "2500", "c1")] {
+        env.post(
+            "/v1/billing/meter_events",
+            &[
+                ("event_name", name),
+                ("payload[stripe_customer_id]", &cid),
+                ("payload[value]", v),
+                ("identifier", id),
+            ],
+        )
+        .await;
+    }
+    env.advance(&clock, JAN1 + 31 * DAY + 2 * 3600).await;
+    let inv = env
+        .get(&format!(
+            "/v1/invoices?subscription={}&limit=1",
+            sub["id"].as_str().unwrap()
+        ))
+        .await;
+    let lines: Vec<(i64, Value)> = inv["data"][0]["lines"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["amount"].as_i64().unwrap(), l["quantity"].clone()))
+        .collect();
+    // 12 seats at the volume rate; 1000 free GB, 4000 at 0.5¢ plus a 100¢ flat fee, 1000 at 0.25¢;
+    // 2500 calls billed as 3 packs of 1000.
+    assert_eq!(
+        lines,
+        vec![
+            (4800, Value::from(12)),
+            (2350, Value::from(6000)),
+            (900, Value::from(2500))
+        ]
+    );
+    assert_eq!(inv["data"][0]["total"], 4800 + 2350 + 900);
+}

@@ -204,6 +204,39 @@ async fn every_response_deserializes_into_async_stripe_types() {
         )
         .await;
     obj("metered price", &metered);
+
+    let tiered = env
+        .post(
+            "/v1/prices",
+            &[
+                ("product", &pid),
+                ("currency", "usd"),
+                ("recurring[interval]", "month"),
+                ("billing_scheme", "tiered"),
+                ("tiers_mode", "graduated"),
+                ("tiers[0][up_to]", "5"),
+                ("tiers[0][unit_amount]", "100"),
+                ("tiers[0][flat_amount]", "50"),
+                ("tiers[1][up_to]", "inf"),
+                ("tiers[1][unit_amount_decimal]", "80.5"),
+                ("expand[]", "tiers"),
+            ],
+        )
+        .await;
+    obj("tiered price", &tiered);
+    let package = env
+        .post(
+            "/v1/prices",
+            &[
+                ("product", &pid),
+                ("currency", "usd"),
+                ("unit_amount", "1000"),
+                ("transform_quantity[divide_by]", "10"),
+                ("transform_quantity[round]", "down"),
+            ],
+        )
+        .await;
+    obj("package price", &package);
     obj(
         "meter event",
         &env.post(
@@ -380,6 +413,21 @@ async fn every_response_deserializes_into_async_stripe_types() {
         )
         .await;
     obj("trialing subscription", &trial);
+    let tiered_sub = env
+        .post(
+            "/v1/subscriptions",
+            &[
+                ("customer", &cid),
+                ("items[0][price]", tiered["id"].as_str().unwrap()),
+                ("items[0][quantity]", "7"),
+                ("expand[]", "latest_invoice"),
+                ("expand[]", "items.data.price.tiers"),
+                ("expand[]", "items.data.plan.tiers"),
+            ],
+        )
+        .await;
+    obj("tiered subscription", &tiered_sub);
+    assert_eq!(tiered_sub["latest_invoice"]["total"], 5 * 100 + 50 + 161);
     check_list::<stripe_shared::Subscription>(
         "subscriptions",
         &env.get(&format!("/v1/subscriptions?customer={cid}&status=all"))

@@ -187,6 +187,27 @@ pub fn list_products(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
 }
 
 /// Builds a price from `currency`, `unit_amount[_decimal]`, `recurring[...]`, and stores it.
+/// `unit_amount` (integer) or `unit_amount_decimal`, exactly one.
+fn unit_amount(p: &Params, _ctx: &str) -> Result<Dec, ApiError> {
+    match (p.i64("unit_amount")?, p.dec("unit_amount_decimal")?) {
+        (Some(a), None) if a < 0 => Err(ApiError::invalid(
+            "Invalid integer: unit_amount must be non-negative",
+            Some("unit_amount".into()),
+        )),
+        (Some(a), None) => Ok(Dec::from_int(a)),
+        (None, Some(d)) if d.0 < 0 => Err(ApiError::invalid(
+            "Invalid decimal: unit_amount_decimal must be non-negative",
+            Some("unit_amount_decimal".into()),
+        )),
+        (None, Some(d)) => Ok(d),
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "You may only specify one of these parameters: unit_amount, unit_amount_decimal.",
+            Some("unit_amount".into()),
+        )),
+        (None, None) => Err(ApiError::missing_param("unit_amount")),
+    }
+}
+
 pub fn price_from(
     s: &mut Sim,
     p: &Params,
@@ -194,32 +215,107 @@ pub fn price_from(
     emit: bool,
 ) -> Result<String, ApiError> {
     let currency = p.req_str("currency")?.to_lowercase();
-    let unit =
-        match (p.i64("unit_amount")?, p.dec("unit_amount_decimal")?) {
-            (Some(a), None) => {
-                if a < 0 {
+    let scheme = p
+        .str("billing_scheme")?
+        .unwrap_or_else(|| "per_unit".into());
+    let (unit, tiers_mode, tiers) = match scheme.as_str() {
+        "per_unit" => (unit_amount(p, "")?, None, vec![]),
+        "tiered" => {
+            if p.has("unit_amount") || p.has("unit_amount_decimal") {
+                return Err(ApiError::invalid(
+                    "Tiered prices take their amounts from `tiers`, not `unit_amount`.",
+                    Some("unit_amount".into()),
+                ));
+            }
+            let mode = p
+                .str("tiers_mode")?
+                .ok_or_else(|| ApiError::missing_param("tiers_mode"))?;
+            if mode != "graduated" && mode != "volume" {
+                return Err(ApiError::invalid(
+                    "Invalid tiers_mode: must be one of graduated or volume",
+                    Some("tiers_mode".into()),
+                ));
+            }
+            let list = p.list("tiers")?;
+            if list.is_empty() {
+                return Err(ApiError::missing_param("tiers"));
+            }
+            let mut tiers = vec![];
+            let mut last: i64 = 0;
+            for (i, t) in list.iter().enumerate() {
+                t.allow(&[
+                    "up_to",
+                    "unit_amount",
+                    "unit_amount_decimal",
+                    "flat_amount",
+                    "flat_amount_decimal",
+                ])?;
+                let up_to = match t.str("up_to")?.as_deref() {
+                    Some("inf") => None,
+                    Some(_) => Some(t.req_i64("up_to")?),
+                    None => return Err(ApiError::missing_param(&format!("tiers[{i}][up_to]"))),
+                };
+                if up_to.is_some_and(|u| u <= last)
+                    || (up_to.is_none() && i + 1 != list.len())
+                    || (up_to.is_some() && i + 1 == list.len())
+                {
                     return Err(ApiError::invalid(
-                        "Invalid integer: unit_amount must be non-negative",
-                        Some("unit_amount".into()),
+                        "Tiers must have increasing `up_to` values and end with `up_to=inf`.",
+                        Some(format!("tiers[{i}][up_to]")),
                     ));
                 }
-                Dec::from_int(a)
+                last = up_to.unwrap_or(i64::MAX);
+                let unit = if t.has("unit_amount") || t.has("unit_amount_decimal") {
+                    unit_amount(t, "")?
+                } else {
+                    Dec::default()
+                };
+                let flat = match (t.i64("flat_amount")?, t.dec("flat_amount_decimal")?) {
+                    (Some(a), _) => Dec::from_int(a),
+                    (None, Some(d)) => d,
+                    _ => Dec::default(),
+                };
+                tiers.push(crate::state::Tier {
+                    up_to,
+                    unit_amount: unit,
+                    flat_amount: flat,
+                });
             }
-            (None, Some(d)) => d,
-            (Some(_), Some(_)) => return Err(ApiError::invalid(
-                "You may only specify one of these parameters: unit_amount, unit_amount_decimal.",
-                Some("unit_amount".into()),
-            )),
-            (None, None) => {
-                if p.str("billing_scheme")?.as_deref() == Some("tiered") {
-                    return Err(ApiError::invalid(
-                        "Tiered prices are not supported by the simulator.",
-                        Some("billing_scheme".into()),
-                    ));
-                }
-                return Err(ApiError::missing_param("unit_amount"));
+            (Dec::default(), Some(mode), tiers)
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "Invalid billing_scheme: must be one of per_unit or tiered",
+                Some("billing_scheme".into()),
+            ))
+        }
+    };
+    let transform_quantity = match p.obj("transform_quantity")? {
+        None => None,
+        Some(t) => {
+            if tiers_mode.is_some() {
+                return Err(ApiError::invalid(
+                    "`transform_quantity` cannot be combined with tiered pricing.",
+                    Some("transform_quantity".into()),
+                ));
             }
-        };
+            let d = t.req_i64("divide_by")?;
+            if d <= 0 {
+                return Err(ApiError::invalid(
+                    "transform_quantity[divide_by] must be positive",
+                    Some("transform_quantity[divide_by]".into()),
+                ));
+            }
+            let round = t.req_str("round")?;
+            if round != "up" && round != "down" {
+                return Err(ApiError::invalid(
+                    "Invalid transform_quantity[round]: must be one of down or up",
+                    Some("transform_quantity[round]".into()),
+                ));
+            }
+            Some((d, round))
+        }
+    };
     let recurring = match p.obj("recurring")? {
         None => None,
         Some(r) => {
@@ -333,6 +429,9 @@ pub fn price_from(
         tax_behavior: p
             .str("tax_behavior")?
             .unwrap_or_else(|| "unspecified".into()),
+        tiers_mode,
+        tiers,
+        transform_quantity,
     };
     s.w.prices.insert(id.clone(), price);
     if emit {
@@ -371,15 +470,10 @@ pub fn create_price(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
         "active",
         "tax_behavior",
         "billing_scheme",
+        "tiers_mode",
+        "tiers",
+        "transform_quantity",
     ])?;
-    if let Some(b) = p.str("billing_scheme")? {
-        if b != "per_unit" {
-            return Err(ApiError::invalid(
-                "Only billing_scheme=per_unit is supported by the simulator.",
-                Some("billing_scheme".into()),
-            ));
-        }
-    }
     let id = price_from(s, p, None, true)?;
     Ok(s.r_price(&s.w.prices[&id]))
 }

@@ -44,7 +44,7 @@ pub fn create_item(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     let (amount, unit, currency) = if let Some(pr) = &price {
         let pr = s.price(pr, "pricing[price]")?.clone();
         (
-            Dec::from_int(quantity).mul_round(pr.unit_amount),
+            pr.amount_for(Dec::from_int(quantity)),
             pr.unit_amount,
             pr.currency.clone(),
         )
