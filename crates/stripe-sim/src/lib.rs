@@ -169,6 +169,38 @@ pub async fn spawn(cfg: Config) -> std::io::Result<SimHandle> {
         }
         _ => state::World::default(),
     };
+    let mut world = world;
+    if let Some((url, secret)) = &cfg.webhook {
+        if !secret.starts_with("whsec_") {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the webhook secret must start with whsec_",
+            ));
+        }
+        if !world
+            .webhook_endpoints
+            .values()
+            .any(|e| e.url == *url && e.secret == *secret)
+        {
+            let seq = world.next_seq();
+            let id = util::new_id("we");
+            world.webhook_endpoints.insert(
+                id.clone(),
+                state::WebhookEndpoint {
+                    id,
+                    seq,
+                    created: util::wall_now(),
+                    url: url.clone(),
+                    enabled_events: vec!["*".into()],
+                    secret: secret.clone(),
+                    status: "enabled".into(),
+                    description: Some("registered at start".into()),
+                    metadata: Default::default(),
+                    api_version: None,
+                },
+            );
+        }
+    }
     let base = cfg
         .public_url
         .clone()

@@ -39,6 +39,9 @@ pub struct Config {
     pub after_retries: AfterRetries,
     /// How often real-time (clockless) subscriptions are checked for renewals.
     pub tick: Duration,
+    /// A webhook endpoint (url, `whsec_…` secret) registered at start for every event type,
+    /// so that a local app can know its signing secret in advance.
+    pub webhook: Option<(String, String)>,
 }
 
 impl Default for Config {
@@ -56,6 +59,7 @@ impl Default for Config {
             retry_schedule_days: vec![3, 5, 7],
             after_retries: AfterRetries::Cancel,
             tick: Duration::from_secs(1),
+            webhook: None,
         }
     }
 }

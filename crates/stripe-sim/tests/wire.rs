@@ -599,3 +599,21 @@ async fn meter_event_rules_and_summaries() {
         .collect();
     assert_eq!(vals, vec![json!(2.25), json!(0)]);
 }
+
+#[tokio::test]
+async fn a_webhook_endpoint_can_be_registered_at_start() {
+    let rx = Receiver::start(0).await;
+    let secret = "whsec_demo_secret_0123456789";
+    let env = start_with(stripe_sim::Config {
+        webhook: Some((rx.url(), secret.into())),
+        ..Default::default()
+    })
+    .await;
+    env.post("/v1/customers", &[("email", "demo@example.com")])
+        .await;
+    let got = rx.wait_for(1).await;
+    let (t, v1) = got[0].signature.split_once(",v1=").unwrap();
+    let t: i64 = t.trim_start_matches("t=").parse().unwrap();
+    assert_eq!(v1, stripe_sim::sign(secret, t, &got[0].body));
+    assert_eq!(got[0].json()["type"], "customer.created");
+}
