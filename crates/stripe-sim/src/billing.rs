@@ -368,7 +368,6 @@ impl Sim {
                 None,
             ));
         }
-        let before = self.r_invoice(&inv, false);
         let (balance, number) = match self.w.customers.get_mut(&inv.customer) {
             Some(c) => {
                 let n = format!("{}-{:04}", c.invoice_prefix, c.next_invoice_sequence);
@@ -398,7 +397,6 @@ impl Sim {
                 i.due_date = Some(now + 30 * DAY);
             }
         }
-        let _ = before;
         let v = self.r_invoice(&self.w.invoices[id], false);
         self.emit("invoice.finalized", v, None, now);
         if self.w.invoices[id].amount_due() == 0 {
@@ -1010,7 +1008,6 @@ impl Sim {
                 }
             }
         }
-        let _ = before;
         Ok(sub_id)
     }
 
@@ -1190,13 +1187,12 @@ impl Sim {
         let trialing = sub.status == "trialing";
         if let Some((iv, ic)) = new_interval {
             // Changing the interval restarts the billing cycle now and invoices at once.
-            let mut created_items = vec![];
+            // The credits become pending items, which the immediate invoice picks up.
             if proration != "none" && !trialing {
                 for (old, _, it) in &prorations {
-                    created_items.extend(self.proration_items(&sub, it, old.clone(), None, now));
+                    self.proration_items(&sub, it, old.clone(), None, now);
                 }
             }
-            let _ = created_items;
             let end = add_interval(now, &iv, ic, 1);
             if let Some(s) = self.w.subscriptions.get_mut(sub_id) {
                 s.items = items;

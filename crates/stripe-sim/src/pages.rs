@@ -385,7 +385,9 @@ fn portal_action(s: &mut Sim, id: &str, action: &str, p: &Params) -> Result<(), 
             {
                 return Err("That price is not offered here.".into());
             }
-            let new_price = s.w.prices.get(&price).cloned().ok_or("No such price")?;
+            if !s.w.prices.contains_key(&price) {
+                return Err("No such price".into());
+            }
             let sub = s.w.subscriptions[&sub_id].clone();
             // Switch the item whose product is configured for updates (else the first licensed one).
             let item = sub
@@ -404,7 +406,6 @@ fn portal_action(s: &mut Sim, id: &str, action: &str, p: &Params) -> Result<(), 
                         .find(|it| !s.w.prices.get(&it.price).is_some_and(|pp| pp.is_metered()))
                 })
                 .ok_or("Nothing to switch")?;
-            let _ = new_price;
             let items = serde_json::json!([{"id": item.id, "price": price}]);
             q.map.insert("items".into(), items);
             q.map.insert(

@@ -278,7 +278,6 @@ impl Sim {
 
     /// Renders any object by id (for `expand[]`).
     pub fn render_id(&self, id: &str) -> Option<Value> {
-        let now = self.now_for(None);
         Some(match kind_of(id)? {
             "customer" => self.r_customer(self.w.customers.get(id)?),
             "product" => self.r_product(self.w.products.get(id)?),
@@ -304,10 +303,7 @@ impl Sim {
                     .find(|s| s.items.iter().any(|i| i.id == id))?;
                 self.r_sub_item(sub, sub.items.iter().find(|i| i.id == id)?)
             }
-            _ => {
-                let _ = now;
-                return None;
-            }
+            _ => return None,
         })
     }
 
@@ -500,13 +496,7 @@ where
 /// `created[gte]=…` style filters (and plain `created=…`).
 pub fn range_ok(p: &Params, key: &str, value: i64) -> Result<bool, ApiError> {
     if let Some(r) = p.obj(key)? {
-        for (op, ok) in [
-            ("gt", value > 0),
-            ("gte", true),
-            ("lt", true),
-            ("lte", true),
-        ] {
-            let _ = ok;
+        for op in ["gt", "gte", "lt", "lte"] {
             if let Some(b) = r.i64(op)? {
                 let pass = match op {
                     "gt" => value > b,

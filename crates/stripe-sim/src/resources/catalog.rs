@@ -437,8 +437,7 @@ pub fn price_from(
     if emit {
         let v = s.r_price(&s.w.prices[&id]);
         s.emit("price.created", v, None, now);
-        if let Some(r) = s.w.prices[&id].recurring.clone() {
-            let _ = r;
+        if s.w.prices[&id].recurring.is_some() {
             let pv = s.r_plan(&s.w.prices[&id]);
             s.emit("plan.created", pv, None, now);
         }

@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use crate::form::Params;
 use crate::sim::{paginate, Sim};
 use crate::state::{CheckoutLine, CheckoutSession, Meta};
-use crate::util::{new_id, random_chars, Dec, DAY};
+use crate::util::{random_chars, DAY};
 use serde_json::Value;
 
 pub fn create(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
@@ -531,8 +531,6 @@ pub fn complete(s: &mut Sim, id: &str, f: CardForm) -> Result<String, String> {
     s.w.checkout_sessions.insert(id.to_string(), out.clone());
     let v = s.r_checkout_session(&out);
     s.emit("checkout.session.completed", v, None, now);
-    let _ = Dec::default;
-    let _ = new_id;
     Ok(out
         .success_url
         .unwrap_or_default()

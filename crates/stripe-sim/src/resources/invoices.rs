@@ -2,9 +2,8 @@ use super::newest_first;
 use crate::billing::ItemChange;
 use crate::error::ApiError;
 use crate::form::Params;
-use crate::render::list as list_object;
 use crate::sim::{paginate, range_ok, Sim};
-use crate::state::{InvoiceItem, Meta};
+use crate::state::InvoiceItem;
 use crate::util::{new_id, Dec};
 use serde_json::Value;
 
@@ -473,7 +472,6 @@ pub fn void(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
         ));
     }
     let now = s.now_for(Some(&inv.customer));
-    let before = s.r_invoice(&inv, false);
     if let Some(x) = s.w.invoices.get_mut(id) {
         x.status = "void".into();
         x.voided_at = Some(now);
@@ -486,7 +484,6 @@ pub fn void(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
     }
     let after = s.r_invoice(&s.w.invoices[id], false);
     s.emit("invoice.voided", after.clone(), None, now);
-    let _ = before;
     s.after_invoice_settled(id, now);
     Ok(after)
 }
@@ -626,9 +623,6 @@ pub fn create_preview(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     let inv = shadow.preview_invoice(&sub_id, &customer, 0)?;
     let mut v = s.r_invoice(&inv, true);
     v["billing_reason"] = Value::from("upcoming");
-    let _ = Meta::new();
-    let _ = list_object;
-    let _ = new_id;
     Ok(v)
 }
 

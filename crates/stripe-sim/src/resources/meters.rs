@@ -1,10 +1,9 @@
 use super::newest_first;
 use crate::error::ApiError;
 use crate::form::Params;
-use crate::render::list as list_object;
 use crate::sim::{paginate, Sim};
 use crate::state::{Meter, MeterEvent};
-use crate::util::{new_id, random_chars, wall_now, Dec, DAY};
+use crate::util::{random_chars, wall_now, Dec, DAY};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -311,7 +310,5 @@ pub fn summaries(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
             "aggregated_value": s.usage(&m.id, &customer, *a, *b).as_json_number(), "end_time": b,
             "livemode": false, "meter": m.id, "start_time": a})
     })?;
-    let _ = list_object;
-    let _ = new_id;
     Ok(out)
 }

@@ -8,7 +8,7 @@ use crate::util::DAY;
 use serde_json::Value;
 
 /// `items[i][price]` or `items[i][price_data]` → a price id.
-fn item_price(s: &mut Sim, it: &Params, i: usize) -> Result<Option<String>, ApiError> {
+fn item_price(s: &mut Sim, it: &Params) -> Result<Option<String>, ApiError> {
     if let Some(pd) = it.obj("price_data")? {
         pd.allow(&[
             "currency",
@@ -20,7 +20,6 @@ fn item_price(s: &mut Sim, it: &Params, i: usize) -> Result<Option<String>, ApiE
         ])?;
         return crate::resources::catalog::price_from(s, &pd, None, false).map(Some);
     }
-    let _ = i;
     it.str("price")
 }
 
@@ -61,7 +60,7 @@ pub fn create(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
             "discounts",
             "tax_rates",
         ])?;
-        let price = item_price(s, it, i)?
+        let price = item_price(s, it)?
             .ok_or_else(|| ApiError::missing_param(&format!("items[{i}][price]")))?;
         let q = it.i64("quantity")?;
         if q.is_some_and(|q| q < 0) {
@@ -199,7 +198,7 @@ pub fn update(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
     }
     let proration_time = p.i64("proration_date")?.unwrap_or(now);
     let mut changes = vec![];
-    for (i, it) in p.list("items")?.iter().enumerate() {
+    for it in p.list("items")?.iter() {
         it.allow(&[
             "id",
             "price",
@@ -211,7 +210,7 @@ pub fn update(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
             "discounts",
             "tax_rates",
         ])?;
-        let price = item_price(s, it, i)?;
+        let price = item_price(s, it)?;
         changes.push(ItemChange {
             id: it.str("id")?,
             price,
@@ -447,7 +446,7 @@ pub fn create_item(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     ])?;
     let sub = p.req_str("subscription")?;
     let c = s.subscription(&sub, "subscription")?.customer.clone();
-    let price = item_price(s, p, 0)?.ok_or_else(|| ApiError::missing_param("price"))?;
+    let price = item_price(s, p)?.ok_or_else(|| ApiError::missing_param("price"))?;
     let now = p
         .i64("proration_date")?
         .unwrap_or_else(|| s.now_for(Some(&c)));
@@ -489,7 +488,7 @@ pub fn update_item(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError>
     ])?;
     let sub = owner(s, id)?;
     let c = s.w.subscriptions[&sub].customer.clone();
-    let price = item_price(s, p, 0)?;
+    let price = item_price(s, p)?;
     let now = p
         .i64("proration_date")?
         .unwrap_or_else(|| s.now_for(Some(&c)));
