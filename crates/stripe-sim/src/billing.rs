@@ -431,6 +431,49 @@ impl Sim {
             })
     }
 
+    /// An unconfirmed payment intent for an invoice.
+    fn new_invoice_intent(
+        &mut self,
+        inv: &str,
+        customer: &str,
+        pm: Option<String>,
+        amount: i64,
+        currency: &str,
+        now: i64,
+    ) -> String {
+        let id = new_id("pi");
+        let seq = self.w.next_seq();
+        let pi = PaymentIntent {
+            id: id.clone(),
+            seq,
+            created: now,
+            amount,
+            currency: currency.to_string(),
+            customer: Some(customer.to_string()),
+            status: if pm.is_some() {
+                "requires_confirmation".into()
+            } else {
+                "requires_payment_method".into()
+            },
+            payment_method: pm,
+            description: Some("Subscription creation".into()),
+            metadata: Meta::new(),
+            latest_charge: None,
+            last_payment_error: None,
+            invoice: Some(inv.to_string()),
+            amount_received: 0,
+            canceled_at: None,
+            cancellation_reason: None,
+            setup_future_usage: None,
+            receipt_email: None,
+            client_secret: format!("{id}_secret_{}", crate::util::random_chars(24)),
+        };
+        self.w.payment_intents.insert(id.clone(), pi);
+        let v = self.r_payment_intent(&self.w.payment_intents[&id]);
+        self.emit("payment_intent.created", v, None, now);
+        id
+    }
+
     /// One charge attempt on a payment intent (created if needed). Emits the payment intent and
     /// charge events. Returns the payment intent id and the charge outcome.
     #[allow(clippy::too_many_arguments)]
@@ -988,7 +1031,15 @@ impl Sim {
         }
         self.finalize_invoice(&inv, now)?;
         let status = self.w.invoices[&inv].status.clone();
-        if status == "open" {
+        if status == "open" && n.payment_behavior == "default_incomplete" {
+            // Payment waits for the client to confirm the invoice's payment intent.
+            let pm = self.resolve_pm(&n.customer, Some(&sub_id));
+            let amount = self.w.invoices[&inv].amount_remaining();
+            let pi = self.new_invoice_intent(&inv, &n.customer, pm, amount, &currency, now);
+            if let Some(i) = self.w.invoices.get_mut(&inv) {
+                i.payment_intent = Some(pi);
+            }
+        } else if status == "open" {
             let res = self.pay_invoice(&inv, now, None, false);
             if let Err(e) = res {
                 if n.payment_behavior == "error_if_incomplete" {

@@ -1163,3 +1163,81 @@ async fn tiered_volume_and_package_prices() {
     );
     assert_eq!(inv["data"][0]["total"], 4800 + 2350 + 900);
 }
+
+#[tokio::test]
+async fn default_incomplete_waits_for_the_payment_intent_to_be_confirmed() {
+    let env = start().await;
+    let (_, basic, _) = catalog(&env).await;
+    let c = env
+        .post("/v1/customers", &[("email", "elements@example.com")])
+        .await;
+    let cid = c["id"].as_str().unwrap();
+    let sub = env
+        .post(
+            "/v1/subscriptions",
+            &[
+                ("customer", cid),
+                ("items[0][price]", &basic),
+                ("payment_behavior", "default_incomplete"),
+                ("expand[]", "latest_invoice.payments"),
+            ],
+        )
+        .await;
+    assert_eq!(sub["status"], "incomplete");
+    let inv = &sub["latest_invoice"];
+    assert_eq!(inv["status"], "open");
+    let pi = &env
+        .get(&format!(
+            "/v1/payment_intents/{}",
+            inv["payments"]["data"][0]["payment"]["payment_intent"]
+                .as_str()
+                .unwrap()
+        ))
+        .await;
+    assert_eq!(pi["status"], "requires_payment_method");
+    assert_eq!(pi["amount"], 1000);
+    assert!(pi["client_secret"]
+        .as_str()
+        .unwrap()
+        .starts_with(pi["id"].as_str().unwrap()));
+    let (st, e) = env
+        .req(
+            Method::POST,
+            &format!("/v1/payment_intents/{}/confirm", pi["id"].as_str().unwrap()),
+            &[("payment_method", "pm_card_chargeDeclined")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (402, Some("card_declined"))
+    );
+    assert_eq!(
+        env.get(&format!(
+            "/v1/subscriptions/{}",
+            sub["id"].as_str().unwrap()
+        ))
+        .await["status"],
+        "incomplete"
+    );
+    let ok = env
+        .post(
+            &format!("/v1/payment_intents/{}/confirm", pi["id"].as_str().unwrap()),
+            &[("payment_method", "pm_card_visa")],
+        )
+        .await;
+    assert_eq!(ok["status"], "succeeded");
+    assert_eq!(
+        env.get(&format!("/v1/invoices/{}", inv["id"].as_str().unwrap()))
+            .await["status"],
+        "paid"
+    );
+    assert_eq!(
+        env.get(&format!(
+            "/v1/subscriptions/{}",
+            sub["id"].as_str().unwrap()
+        ))
+        .await["status"],
+        "active"
+    );
+}

@@ -444,7 +444,8 @@ pub fn complete(s: &mut Sim, id: &str, f: CardForm) -> Result<String, String> {
             discounts: discount_ids.clone(),
             cancel_at_period_end: false,
             cancel_at: None,
-            payment_behavior: "default_incomplete".into(),
+            // The hosted page confirms the payment itself, at once.
+            payment_behavior: "allow_incomplete".into(),
             collection_method: "charge_automatically".into(),
             days_until_due: None,
             description: None,

@@ -378,6 +378,11 @@ fn confirm(s: &mut Sim, id: &str, pm: Option<String>, now: i64) -> Result<Value,
     if pm.is_none() {
         return Err(ApiError::invalid_code("payment_intent_unexpected_state", "You cannot confirm this PaymentIntent because it's missing a payment method. To confirm the PaymentIntent with cus, specify a payment method attached to this customer along with the customer ID.", None));
     }
+    if let Some(inv) = pi.invoice.clone() {
+        // An invoice's payment intent pays the invoice (and so activates its subscription).
+        s.pay_invoice(&inv, now, pm, false)?;
+        return Ok(s.r_payment_intent(&s.w.payment_intents[id]));
+    }
     let (_, res) = s.charge(
         Some(id.to_string()),
         pi.customer.as_deref(),
