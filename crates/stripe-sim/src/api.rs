@@ -86,9 +86,31 @@ fn base64_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Every `/v1/...` request lands here.
+/// Every `/v1/...` request lands here. The work runs in its own task so that a request the
+/// client gave up on (a timeout) still completes, as it would on Stripe's side.
 pub async fn handle(
     State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    match tokio::spawn(process(shared, method, uri, headers, body)).await {
+        Ok(r) => r,
+        Err(_) => error_response(
+            &ApiError::new(
+                500,
+                "api_error",
+                None,
+                "The request failed inside the simulator.",
+            ),
+            "req_unknown",
+        ),
+    }
+}
+
+async fn process(
+    shared: Shared,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

@@ -617,3 +617,53 @@ async fn a_webhook_endpoint_can_be_registered_at_start() {
     assert_eq!(v1, stripe_sim::sign(secret, t, &got[0].body));
     assert_eq!(got[0].json()["type"], "customer.created");
 }
+
+#[tokio::test]
+async fn a_request_that_hangs_past_the_client_timeout_still_happens_once() {
+    let env = start().await;
+    env.http
+        .post(format!("{}/_sim/faults", env.base))
+        .json(
+            &json!({"path": "/v1/customers", "method": "POST", "kind": "timeout", "hang_ms": 300}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let r = env
+        .http
+        .post(format!("{}/v1/customers", env.base))
+        .bearer_auth(KEY)
+        .header("Idempotency-Key", "slow-1")
+        .form(&[("email", "slow@example.com")])
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gives up");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let list = env.get("/v1/customers").await;
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "the request was executed"
+    );
+    let (st, again) = env
+        .req(
+            Method::POST,
+            "/v1/customers",
+            &[("email", "slow@example.com")],
+            Some("slow-1"),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        again["id"], list["data"][0]["id"],
+        "the retry is answered from the idempotency cache"
+    );
+    assert_eq!(
+        env.get("/v1/customers").await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
