@@ -524,6 +524,19 @@ impl Builder<'_> {
                         );
                         None
                     }
+                    // A soft limit lets usage through and bills it as overage: without an
+                    // overage charge, usage beyond it would be free.
+                    (_, Some(_)) if enforcement == Some(Enforcement::Soft) && overage.is_none() => {
+                        self.err(
+                            &span,
+                            format!(
+                                "plan {plan} limits {} softly, so usage beyond the limit is \
+                                 billed: add an overage charge, or make the limit hard",
+                                metric.id
+                            ),
+                        );
+                        None
+                    }
                     (_, Some(quantity)) => enforcement.map(|enforcement| Limit {
                         quantity,
                         enforcement,

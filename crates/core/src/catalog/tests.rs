@@ -398,6 +398,24 @@ fn reports_allowance_and_limit_mistakes() {
 }
 
 #[test]
+fn reports_a_soft_limit_without_an_overage_charge() {
+    // A soft limit lets usage through and promises to bill it; without an overage charge the
+    // excess would be free.
+    assert_eq!(
+        errors("[plans.a.metrics.calls]\nincluded = 10\nlimit = { quantity = 20, enforcement = \"soft\" }\n"),
+        "c.toml:10:9: plan a limits calls softly, so usage beyond the limit is billed: add an \
+         overage charge, or make the limit hard"
+    );
+    let ok = format!(
+        "{BASE}[plans.a.metrics.calls]\nincluded = 10\n\
+         overage = {{ model = \"per_unit\", unit_price = \"0.01\" }}\n\
+         limit = {{ quantity = 20, enforcement = \"soft\" }}\n\
+         [plans.b.metrics.calls]\nlimit = {{ quantity = 5 }}\n"
+    );
+    assert!(Catalog::parse(&ok, "c.toml").is_ok());
+}
+
+#[test]
 fn reports_metric_mistakes() {
     let e = Catalog::parse(
         "[catalog]\nname = \"x\"\ncurrency = \"eur\"\n[metrics.a]\naggregation = \"avg\"\nunit = \"x\"\n\
