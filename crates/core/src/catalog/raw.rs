@@ -159,7 +159,36 @@ fn parse_decimal<E: de::Error>(s: &str) -> Result<Decimal, E> {
     if t.is_empty() || t.contains(['e', 'E']) {
         return Err(E::custom(format!("\"{s}\" is not a decimal number")));
     }
-    Decimal::from_str_exact(t).map_err(|_| E::custom(format!("\"{s}\" is not a decimal number")))
+    Decimal::from_str_exact(t).map_err(|_| {
+        if looks_numeric(t) {
+            E::custom(format!("\"{s}\" {TOO_MANY_DIGITS}"))
+        } else {
+            E::custom(format!("\"{s}\" is not a decimal number"))
+        }
+    })
+}
+
+const TOO_MANY_DIGITS: &str = "has more digits than Tally can hold exactly (28 significant digits)";
+
+/// Digits with an optional sign and decimal point: a number, even if too long for a `Decimal`.
+fn looks_numeric(t: &str) -> bool {
+    let unsigned = t.strip_prefix(['-', '+']).unwrap_or(t);
+    unsigned.chars().any(|c| c.is_ascii_digit())
+        && unsigned
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == '_')
+        && unsigned.matches('.').count() <= 1
+}
+
+/// A TOML integer beyond `i64` (toml reads those as `i128`), exactly or not at all.
+fn decimal_from_i128<E: de::Error>(v: i128) -> Result<Decimal, E> {
+    Decimal::try_from_i128_with_scale(v, 0).map_err(|_| E::custom(format!("{v} {TOO_MANY_DIGITS}")))
+}
+
+fn decimal_from_u128<E: de::Error>(v: u128) -> Result<Decimal, E> {
+    i128::try_from(v)
+        .map_err(|_| E::custom(format!("{v} {TOO_MANY_DIGITS}")))
+        .and_then(decimal_from_i128)
 }
 
 const FLOAT_MESSAGE: &str =
@@ -178,6 +207,14 @@ impl Visitor<'_> for NumVisitor {
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Decimal, E> {
         Ok(Decimal::from(v))
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Decimal, E> {
+        decimal_from_i128(v)
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Decimal, E> {
+        decimal_from_u128(v)
     }
 
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Decimal, E> {
@@ -216,6 +253,14 @@ impl Visitor<'_> for AllowanceVisitor {
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawAllowance, E> {
         Ok(RawAllowance::Quantity(Decimal::from(v)))
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<RawAllowance, E> {
+        decimal_from_i128(v).map(RawAllowance::Quantity)
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<RawAllowance, E> {
+        decimal_from_u128(v).map(RawAllowance::Quantity)
     }
 
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawAllowance, E> {
@@ -263,6 +308,14 @@ impl Visitor<'_> for FeatureVisitor {
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawFeature, E> {
         Ok(RawFeature::Number(Decimal::from(v)))
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<RawFeature, E> {
+        decimal_from_i128(v).map(RawFeature::Number)
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<RawFeature, E> {
+        decimal_from_u128(v).map(RawFeature::Number)
     }
 
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawFeature, E> {

@@ -302,6 +302,34 @@ fn refuses_toml_floats() {
 }
 
 #[test]
+fn reports_huge_numbers_plainly() {
+    // A TOML integer beyond i64 is read exactly and judged like any other amount.
+    let e = errors("[plans.a]\nprices.month = { amount = 99999999999999999999 }\n");
+    assert_eq!(
+        e,
+        "c.toml:9:27: price: 99999999999999999999 is too large for an amount of money"
+    );
+    let e = errors("[plans.a]\nprices.month = { amount = \"99999999999999999999\" }\n");
+    assert_eq!(
+        e,
+        "c.toml:9:27: price: 99999999999999999999 is too large for an amount of money"
+    );
+    let e = errors("[plans.a]\nprices.month = { amount = \"123456789012345678901234567890\" }\n");
+    assert_eq!(
+        e,
+        "c.toml:9:27: \"123456789012345678901234567890\" has more digits than Tally can hold \
+         exactly (28 significant digits)"
+    );
+    let e =
+        errors("[plans.a]\nprices.month = { amount = 170141183460469231731687303715884105727 }\n");
+    assert_eq!(
+        e,
+        "c.toml:9:27: 170141183460469231731687303715884105727 has more digits than Tally can \
+         hold exactly (28 significant digits)"
+    );
+}
+
+#[test]
 fn reports_a_bad_decimal_string() {
     let e = errors("[plans.a]\nprices.month = { amount = \"five\" }\n");
     assert_eq!(e, "c.toml:9:27: \"five\" is not a decimal number");
