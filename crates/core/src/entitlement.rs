@@ -130,9 +130,9 @@ pub fn check_metric(check: &MetricCheck<'_>) -> EntitlementDecision {
         });
     let percent = reference.and_then(|r| percent_of(check.used, r));
     let thresholds = pm.map_or(&[][..], |pm| pm.warn_at_percent.as_slice());
-    let level = match percent {
-        Some(p) if p >= Decimal::ONE_HUNDRED => UsageLevel::AtLimit,
-        Some(p) if thresholds.iter().any(|t| p >= Decimal::from(*t)) => UsageLevel::Warning,
+    let level = match reference.filter(|r| *r > Decimal::ZERO) {
+        Some(r) if reaches(check.used, r, 100) => UsageLevel::AtLimit,
+        Some(r) if thresholds.iter().any(|t| reaches(check.used, r, *t)) => UsageLevel::Warning,
         _ => UsageLevel::Ok,
     };
     let credits_required = check
@@ -167,7 +167,7 @@ pub fn check_metric(check: &MetricCheck<'_>) -> EntitlementDecision {
 }
 
 /// The warning thresholds (in percent of `limit`) that usage crosses going from `before` to
-/// `after`: each threshold `t` with `before% < t ≤ after%`. The caller sends one notification per
+/// `after`: each threshold `t` with `before% < t ≤ after%`, compared exactly. The caller sends one notification per
 /// threshold and period.
 pub fn crossed_thresholds(
     before: Decimal,
@@ -175,17 +175,31 @@ pub fn crossed_thresholds(
     limit: Decimal,
     thresholds: &[u32],
 ) -> Vec<u32> {
-    let (Some(b), Some(a)) = (percent_of(before, limit), percent_of(after, limit)) else {
+    if limit <= Decimal::ZERO {
         return Vec::new();
-    };
+    }
     thresholds
         .iter()
         .copied()
-        .filter(|t| {
-            let t = Decimal::from(*t);
-            b < t && t <= a
-        })
+        .filter(|t| !reaches(before, limit, *t) && reaches(after, limit, *t))
         .collect()
+}
+
+/// Whether `used` is at least `percent` % of a positive `limit`, compared exactly: the
+/// percentage rounded for display (199.99999 of 200 shows as 100.00 %) decides nothing.
+fn reaches(used: Decimal, limit: Decimal, percent: u32) -> bool {
+    let percent = Decimal::from(percent);
+    match (
+        used.checked_mul(Decimal::ONE_HUNDRED),
+        limit.checked_mul(percent),
+    ) {
+        (Some(u), Some(l)) => u >= l,
+        // Beyond Decimal's range: fall back to the quotient, which is then far from any threshold.
+        _ => used
+            .checked_div(limit)
+            .and_then(|q| q.checked_mul(Decimal::ONE_HUNDRED))
+            .is_none_or(|p| p >= percent),
+    }
 }
 
 #[cfg(test)]
@@ -279,6 +293,20 @@ mod tests {
             ..check
         });
         assert_eq!(d.level, UsageLevel::Ok);
+        // 7.9999 GB of 10 rounds to 80.00 % for display, yet is below the 80 % threshold.
+        let d = check_metric(&MetricCheck {
+            used: dec!(7.9999),
+            ..check
+        });
+        assert_eq!((d.percent, d.level), (Some(dec!(80.00)), UsageLevel::Ok));
+        let d = check_metric(&MetricCheck {
+            used: dec!(9.99999),
+            ..check
+        });
+        assert_eq!(
+            (d.percent, d.level, d.remaining),
+            (Some(dec!(100.00)), UsageLevel::Warning, Some(dec!(0.00001)))
+        );
     }
 
     #[test]
@@ -340,6 +368,16 @@ mod tests {
             [80]
         );
         assert_eq!(crossed_thresholds(dec!(4), dec!(5), dec!(5), &t), [95, 100]);
+        // Thresholds compare exact usage, not the percentage rounded for display: 199.99999 of
+        // 200 GB shows as 100.00 % but has not reached the limit.
+        assert_eq!(
+            crossed_thresholds(dec!(150), dec!(199.99999), dec!(200), &t),
+            [80, 95]
+        );
+        assert_eq!(
+            crossed_thresholds(dec!(159.99999), dec!(160), dec!(200), &t),
+            [80]
+        );
         assert_eq!(
             crossed_thresholds(dec!(0), dec!(500), dec!(0), &t),
             Vec::<u32>::new()
