@@ -279,7 +279,12 @@ pub fn charge_amount(charge: &Charge, billable: Decimal) -> Option<Decimal> {
         Charge::Graduated { tiers } => graduated(tiers, billable),
         Charge::Volume { tiers } => volume(tiers, billable),
         Charge::Package { size, price } => {
-            let packages = billable.checked_div(*size)?.ceil();
+            let mut packages = billable.checked_div(*size)?.ceil();
+            // The quotient is rounded to 28 digits, which can drop a started package's
+            // fraction; the packages must still cover the usage.
+            if packages.checked_mul(*size)? < billable {
+                packages = packages.checked_add(Decimal::ONE)?;
+            }
             packages.checked_mul(*price)
         }
         Charge::PassThrough { markup } => {

@@ -191,6 +191,30 @@ fn packages_round_up() {
     assert_eq!(usage_amount(&c, dec!(201)), 250); // 1 unit → 1 package
     assert_eq!(usage_amount(&c, dec!(1200)), 250); // 1000 → 1 package
     assert_eq!(usage_amount(&c, dec!(1201)), 500); // 1001 → 2 packages
+    assert_eq!(usage_amount(&c, dec!(1200.5)), 500); // 1000.5 → 2 packages
+}
+
+#[test]
+fn packages_round_up_even_when_the_division_is_inexact() {
+    // 3000.0000000000000000000000001 ÷ 3 is 1000.0000000000000000000000000333…, which has more
+    // digits than a Decimal holds and rounds to 1000: the started 1001st package still counts.
+    let c = plan_with(
+        r#"{ model = "package", size = 3, price = "1.00" }"#,
+        "0",
+        "",
+    );
+    assert_eq!(
+        usage_amount(&c, dec!(3000.0000000000000000000000001)),
+        100_100
+    );
+    assert_eq!(usage_amount(&c, dec!(3000)), 100_000);
+    let c = plan_with(
+        r#"{ model = "package", size = "0.3", price = "1.00" }"#,
+        "0",
+        "",
+    );
+    assert_eq!(usage_amount(&c, dec!(0.9)), 300);
+    assert_eq!(usage_amount(&c, dec!(0.9000000000000000000000000001)), 400);
 }
 
 #[test]
