@@ -127,6 +127,32 @@ LAUNCH2025   20% off   once      2026-01-01 00:00 UTC  100  all
 }
 
 #[test]
+fn catalog_show_keeps_the_seconds_of_a_redeem_by_instant() {
+    // Redeemable strictly before 23:59:59: "before 23:59" would be a minute early.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[catalog]\nname = \"C\"\ncurrency = \"eur\"\n[plans.p]\n\
+         [coupons.A]\npercent_off = 5\nduration = \"once\"\nredeem_by = 2025-12-31T23:59:59Z\n\
+         [coupons.B]\npercent_off = 5\nduration = \"once\"\nredeem_by = 2025-12-31\n",
+    )
+    .unwrap();
+    let o = tally(&["catalog", "show", &path.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).ends_with(
+            "\nCoupons\n\
+             COUPON  DISCOUNT  DURATION  REDEEM BEFORE            MAX  PLANS\n\
+             A       5% off    once      2025-12-31 23:59:59 UTC  -    all\n\
+             B       5% off    once      2026-01-01 00:00 UTC     -    all\n"
+        ),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
 fn catalog_show_lists_packs_and_flags() {
     let o = tally(&["catalog", "show", "catalogs/localboxs.toml"]);
     assert_eq!(o.status.code(), Some(0));

@@ -314,7 +314,14 @@ pub fn show(c: &Catalog) -> String {
                     CouponDuration::Forever => "forever".to_string(),
                 },
                 coupon.redeem_by.map_or("-".to_string(), |d| {
-                    d.format("%Y-%m-%d %H:%M UTC").to_string()
+                    // Seconds only when they matter, so a date's midnight stays short.
+                    if d.timestamp_subsec_nanos() != 0 {
+                        d.format("%Y-%m-%d %H:%M:%S%.f UTC").to_string()
+                    } else if d.timestamp().rem_euclid(60) != 0 {
+                        d.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+                    } else {
+                        d.format("%Y-%m-%d %H:%M UTC").to_string()
+                    }
                 }),
                 coupon
                     .max_redemptions
