@@ -160,7 +160,7 @@ fn catalog_show_lists_packs_and_flags() {
     assert!(out.contains(
         "\nCredit packs\n\
          PACK           NAME            CREDITS      PRICE  LOOKUP KEY\n\
-         credits_500    500 credits         500   USD 5.00  localboxs_credits_500\n"
+         credits_500    500 credits         500   USD 0.50  localboxs_credits_500\n"
     ));
     assert!(out.contains(
         "\nFlags\nFLAG            ENABLED  ROLLOUT  ENVIRONMENTS\nstripe_billing  yes      100%     all\n"

@@ -93,11 +93,12 @@ fn localboxs() {
         .collect();
     assert_eq!(
         packs,
+        // $0.001 per credit, the seed's recommended price per API call.
         [
-            (dec!(500), 500),
-            (dec!(1000), 1000),
-            (dec!(5000), 4500),
-            (dec!(10000), 8000)
+            (dec!(500), 50),
+            (dec!(1000), 100),
+            (dec!(5000), 500),
+            (dec!(10000), 1000)
         ]
     );
     assert_eq!(c.metric("api_calls").unwrap().credit_cost, Some(dec!(1)));
