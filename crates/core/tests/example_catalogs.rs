@@ -161,3 +161,116 @@ fn devflowhub() {
     .unwrap();
     assert_eq!((inv.lines.len(), inv.total), (1, 12000));
 }
+
+/// Rates one period of `plan` with `usage` and returns (line amounts, subtotal, discount, total).
+fn preview(
+    c: &Catalog,
+    plan: &str,
+    interval: Interval,
+    usage: &[(&str, Decimal)],
+    coupon: Option<&str>,
+) -> (Vec<i64>, i64, i64, i64) {
+    let usage: BTreeMap<String, Decimal> = usage.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let inv = rate(&RatingInput {
+        coupon: coupon.map(|id| c.coupon(id).unwrap()),
+        ..RatingInput::new(c.plan(plan).unwrap(), interval, &usage)
+    })
+    .unwrap();
+    let amounts = inv.lines.iter().map(|l| l.amount).collect();
+    (amounts, inv.subtotal, inv.discount, inv.total)
+}
+
+#[test]
+fn magic_box_previews() {
+    let c = load("magicbox.toml");
+    // The seed example: 199.00 + 50 h × 0.04 + (180 − 150) × 1.15 = 235.50.
+    assert_eq!(
+        preview(
+            &c,
+            "pro",
+            Interval::Month,
+            &[("compute_hours", dec!(350)), ("api_spend", dec!(180))],
+            None
+        ),
+        (vec![19900, 200, 3450], 23550, 0, 23550)
+    );
+    // Starter yearly with LAUNCH2025: 990.00 + 30 h × 0.05 = 1.50 + 12.50 × 1.20 = 15.00
+    // → 1006.50; 20 % = 201.30 → 805.20.
+    assert_eq!(
+        preview(
+            &c,
+            "starter",
+            Interval::Year,
+            &[("compute_hours", dec!(130)), ("api_spend", dec!(62.50))],
+            Some("LAUNCH2025")
+        ),
+        (vec![99000, 150, 1500], 100650, 20130, 80520)
+    );
+    // Enterprise with EARLYBIRD30: 499.00 + (500.01 − 500) × 1.10 = 0.011 → 0.01 → 499.01;
+    // 30 % = 149.703 → 149.70 → 349.31.
+    assert_eq!(
+        preview(
+            &c,
+            "enterprise",
+            Interval::Month,
+            &[("compute_hours", dec!(99999)), ("api_spend", dec!(500.01))],
+            Some("EARLYBIRD30")
+        ),
+        (vec![49900, 1], 49901, 14970, 34931)
+    );
+}
+
+#[test]
+fn localboxs_previews() {
+    // Credits are prepaid: subscription invoices are the base price alone, whatever the calls.
+    let c = load("localboxs.toml");
+    let calls = [("api_calls", dec!(123456))];
+    assert_eq!(
+        preview(&c, "pro", Interval::Month, &calls, None),
+        (vec![2900], 2900, 0, 2900)
+    );
+    assert_eq!(
+        preview(&c, "pro_plus", Interval::Month, &calls, None),
+        (vec![7900], 7900, 0, 7900)
+    );
+    assert_eq!(
+        preview(&c, "free", Interval::Month, &calls, None),
+        (vec![], 0, 0, 0)
+    );
+    assert_eq!(
+        preview(&c, "enterprise", Interval::Year, &calls, None),
+        (vec![], 0, 0, 0)
+    );
+    let credits: Vec<Option<Decimal>> = ["free", "pro", "pro_plus", "enterprise"]
+        .iter()
+        .map(|p| c.plan(p).unwrap().monthly_credits)
+        .collect();
+    assert_eq!(
+        credits,
+        [
+            Some(dec!(100)),
+            Some(dec!(3000)),
+            Some(dec!(10000)),
+            Some(dec!(50000))
+        ]
+    );
+}
+
+#[test]
+fn devflowhub_previews() {
+    let c = load("devflowhub.toml");
+    let usage = [("build_hours", dec!(40)), ("storage_gb", dec!(10))];
+    assert_eq!(
+        preview(&c, "starter", Interval::Month, &usage, None),
+        (vec![3000], 3000, 0, 3000)
+    );
+    // 12 × 60.00 × 0.83 = 597.60.
+    assert_eq!(
+        preview(&c, "pro", Interval::Year, &usage, None),
+        (vec![59760], 59760, 0, 59760)
+    );
+    assert_eq!(
+        preview(&c, "free", Interval::Month, &usage, None),
+        (vec![], 0, 0, 0)
+    );
+}
