@@ -10,8 +10,9 @@
 //!    its metrics in the catalog, even when nothing is billable (quantity `0`, amount 0), so an
 //!    invoice shows every charge that could apply. The billable quantity is `max(0, used − included)`; metrics with no overage
 //!    charge (unlimited, or capped by a hard limit) produce no line.
-//! 3. **Minimum line** — when the plan has a minimum and the base and usage lines add up to less,
-//!    a line makes up the difference.
+//! 3. **Minimum line** — when the plan has a minimum and the usage lines plus the base price's
+//!    share of the period (all of a monthly price, a twelfth of a yearly one, also in the eleven
+//!    months without a base line) add up to less, a line makes up the difference, rounded once.
 //! 4. **Adjustment and proration lines** passed in by the caller are appended as they are.
 //!
 //! Each line is rounded once, half away from zero, to the currency's minor unit. The subtotal is
@@ -209,8 +210,8 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Invoice, RatingError> {
     }
 
     if let Some(minimum) = plan.minimum {
-        let so_far = sum(&lines)?;
-        if so_far < minimum {
+        let shortfall = minimum_shortfall(input, minimum, &lines)?;
+        if shortfall > 0 {
             lines.push(InvoiceLine {
                 kind: LineKind::Minimum,
                 metric: None,
@@ -220,7 +221,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Invoice, RatingError> {
                     currency.format_minor(minimum)
                 ),
                 quantity: Decimal::ONE,
-                amount: minimum - so_far,
+                amount: shortfall,
             });
         }
     }
@@ -248,6 +249,43 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Invoice, RatingError> {
         discount,
         total: subtotal.saturating_sub(discount).max(0),
     })
+}
+
+/// How much the period's base and usage lines fall short of the plan's minimum, rounded once.
+///
+/// The base price counts for the allowance period it pays for: all of a monthly price, and a
+/// twelfth of a yearly price in each of the year's monthly periods — including the other eleven,
+/// rated without a base line, whose share the yearly price has already paid. Counting the whole
+/// yearly price in the first month and nothing in the others would top up eleven months as if the
+/// plan were free, charging a yearly subscriber more than a monthly one.
+fn minimum_shortfall(
+    input: &RatingInput<'_>,
+    minimum: i64,
+    lines: &[InvoiceLine],
+) -> Result<i64, RatingError> {
+    let usage = lines
+        .iter()
+        .filter(|l| l.kind != LineKind::Base)
+        .try_fold(0i64, |acc, l| acc.checked_add(l.amount))
+        .ok_or_else(|| overflow("the subtotal"))?;
+    let price = input
+        .plan
+        .prices
+        .get(&input.interval)
+        .map_or(0, |p| p.amount);
+    let base_share = match input.interval {
+        Interval::Month if input.include_base => Decimal::from(price),
+        Interval::Month => Decimal::ZERO,
+        Interval::Year => Decimal::from(price) / Decimal::from(Interval::Year.months()),
+    };
+    let short = Decimal::from(minimum) - Decimal::from(usage) - base_share;
+    if short <= Decimal::ZERO {
+        return Ok(0);
+    }
+    short
+        .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero)
+        .to_i64()
+        .ok_or_else(|| overflow("the minimum"))
 }
 
 fn overflow(what: &str) -> RatingError {

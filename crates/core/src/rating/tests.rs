@@ -253,6 +253,50 @@ fn a_minimum_tops_up_the_period() {
 }
 
 #[test]
+fn an_annual_plan_counts_a_twelfth_of_its_yearly_price_toward_each_monthly_minimum() {
+    // 10.00 a month or 120.00 a year, with a 25.00 minimum per monthly allowance period.
+    let c = plan_with(
+        r#"{ model = "per_unit", unit_price = "1" }"#,
+        "0",
+        "prices.year = { amount = \"120.00\" }\nminimum = \"25.00\"",
+    );
+    let plan = c.plan("p").unwrap();
+    let u = usage(&[("m", dec!(3))]);
+    // A monthly subscriber: 10.00 + 3.00, topped up by 12.00 to 25.00.
+    let monthly = rate(&RatingInput::new(plan, Interval::Month, &u)).unwrap();
+    assert_eq!(monthly.total, 2500);
+    // The yearly subscriber's first month: 120.00 + 3.00, and 120.00 / 12 = 10.00 of it pays
+    // this month, so the top-up is the same 12.00.
+    let first = rate(&RatingInput::new(plan, Interval::Year, &u)).unwrap();
+    let amounts: Vec<i64> = first.lines.iter().map(|l| l.amount).collect();
+    assert_eq!(amounts, [12000, 300, 1200]);
+    // The other eleven months: the yearly price already paid 10.00 of each; 3.00 of usage is
+    // topped up by 12.00, not by 22.00 as if the plan had been free.
+    let later = rate(&RatingInput {
+        include_base: false,
+        ..RatingInput::new(plan, Interval::Year, &u)
+    })
+    .unwrap();
+    let amounts: Vec<i64> = later.lines.iter().map(|l| l.amount).collect();
+    assert_eq!(amounts, [300, 1200]);
+    // A year costs the yearly subscriber what it costs the monthly one: 12 × 25.00.
+    assert_eq!(first.total + 11 * later.total, 12 * monthly.total);
+    // A share finer than the minor unit is rounded once: 100.00 / 12 = 8.3333…, so 25.00 − 3.00
+    // − 8.3333… = 13.6666… → 13.67.
+    let c = plan_with(
+        r#"{ model = "per_unit", unit_price = "1" }"#,
+        "0",
+        "prices.year = { amount = \"100.00\" }\nminimum = \"25.00\"",
+    );
+    let later = rate(&RatingInput {
+        include_base: false,
+        ..RatingInput::new(c.plan("p").unwrap(), Interval::Year, &u)
+    })
+    .unwrap();
+    assert_eq!(later.lines.last().unwrap().amount, 1367);
+}
+
+#[test]
 fn percent_coupons_discount_the_subtotal_once() {
     let c = magic_box();
     let u = usage(&[("compute_hours", dec!(350)), ("api_spend", dec!(180))]);
