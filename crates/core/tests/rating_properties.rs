@@ -161,3 +161,39 @@ proptest! {
         prop_assert_eq!(Decimal::from(line.amount), expected);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Package and pass-through lines, checked against integer arithmetic in minor units.
+    #[test]
+    fn package_and_pass_through_lines_match_integer_arithmetic(
+        size in 1i64..5_000,
+        price in 0i64..100_000,
+        included in 0i64..1000,
+        markup in 0i64..1000,
+        m_milli in 0i64..100_000_000,
+        spend_cents in 0i64..10_000_000,
+    ) {
+        let c = catalog(
+            &format!("{{ model = \"package\", size = {size}, price = \"{}\" }}", dec(price, 2)),
+            included,
+            markup,
+            0,
+            None,
+        );
+        let inv = rate_usage(&c, None, dec(m_milli, 3), dec(spend_cents, 2));
+        let amount = |metric: &str| {
+            inv.lines.iter().find(|l| l.metric.as_deref() == Some(metric)).unwrap().amount
+        };
+        // Packages: ⌈billable ÷ size⌉, in thousandths of a unit.
+        let billable_milli = (m_milli - included * 1000).max(0);
+        let packages = (billable_milli + size * 1000 - 1) / (size * 1000);
+        prop_assert_eq!(amount("m"), packages * price);
+        // Pass-through: billable cents × (1000 + markup‰) / 1000, half away from zero.
+        let billable_cents = i128::from((spend_cents - included * 100).max(0));
+        let scaled = billable_cents * i128::from(1000 + markup);
+        let expected = (2 * scaled + 1000) / 2000;
+        prop_assert_eq!(i128::from(amount("spend")), expected);
+    }
+}
