@@ -211,14 +211,52 @@ impl Builder<'_> {
             .collect();
 
         let free_plan = header.free_plan.map(|f| {
-            if !plans.iter().any(|p| &p.id == f.get_ref()) {
-                self.err(
+            match plans.iter().find(|p| &p.id == f.get_ref()) {
+                None => self.err(
                     &f.span(),
                     format!(
                         "free_plan \"{}\" is not a plan in this catalog",
                         f.get_ref()
                     ),
-                );
+                ),
+                // Customers land here when their subscription is deleted: it must not bill them.
+                Some(plan) => {
+                    let code = plan.currency.code().to_ascii_uppercase();
+                    let charge = plan
+                        .prices
+                        .iter()
+                        .find(|(_, p)| p.amount != 0)
+                        .map(|(interval, p)| {
+                            format!(
+                                "a price ({interval} {code} {})",
+                                plan.currency.format_minor(p.amount)
+                            )
+                        })
+                        .or_else(|| {
+                            plan.minimum.filter(|m| *m != 0).map(|m| {
+                                format!(
+                                    "a minimum charge ({code} {})",
+                                    plan.currency.format_minor(m)
+                                )
+                            })
+                        })
+                        .or_else(|| {
+                            plan.metrics_in_order()
+                                .into_iter()
+                                .find(|(_, pm)| pm.overage.is_some())
+                                .map(|(id, _)| format!("an overage charge for {id}"))
+                        });
+                    if let Some(charge) = charge {
+                        self.err(
+                            &f.span(),
+                            format!(
+                                "free_plan \"{}\" has {charge}; the plan customers fall back to \
+                                 must not charge",
+                                f.get_ref()
+                            ),
+                        );
+                    }
+                }
             }
             f.into_inner()
         });

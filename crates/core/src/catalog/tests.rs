@@ -478,6 +478,42 @@ fn reports_a_missing_free_plan_and_bad_ids() {
 }
 
 #[test]
+fn reports_a_free_plan_that_costs_money() {
+    // Customers land on the free plan when their subscription is deleted; it must not bill them.
+    let e = Catalog::parse(
+        "[catalog]\nname = \"x\"\ncurrency = \"eur\"\nfree_plan = \"basic\"\n\
+         [plans.basic]\nprices.month = { amount = \"5.00\" }\n",
+        "c.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "c.toml:4:13: free_plan \"basic\" has a price (month EUR 5.00); the plan customers fall \
+         back to must not charge"
+    );
+    let e = Catalog::parse(
+        "[catalog]\nname = \"x\"\ncurrency = \"eur\"\nfree_plan = \"basic\"\n\
+         [plans.basic]\nminimum = \"1.00\"\n",
+        "c.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "c.toml:4:13: free_plan \"basic\" has a minimum charge (EUR 1.00); the plan customers \
+         fall back to must not charge"
+    );
+    // Zero prices are fine: a free plan may still be sold through checkout.
+    assert!(Catalog::parse(
+        "[catalog]\nname = \"x\"\ncurrency = \"eur\"\nfree_plan = \"basic\"\n\
+         [plans.basic]\nprices.month = { amount = 0 }\n",
+        "c.toml",
+    )
+    .is_ok());
+}
+
+#[test]
 fn reports_a_catalog_without_plans() {
     let e = Catalog::parse("[catalog]\nname = \"x\"\ncurrency = \"eur\"\n", "c.toml")
         .unwrap_err()
