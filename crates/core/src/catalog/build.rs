@@ -20,6 +20,18 @@ pub(super) fn parse(src: &str, file: &str) -> Result<Catalog, CatalogErrors> {
     let loc = Locator::new(src, file);
     let raw: RawCatalog = toml::from_str(src).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
+        if e.message() == FLOAT_MESSAGE || e.message().starts_with("invalid type: floating point") {
+            // The reading stops at the first float it meets; list them all, in file order.
+            let floats = float_errors(src);
+            if !floats.is_empty() {
+                return CatalogErrors(
+                    floats
+                        .into_iter()
+                        .map(|(offset, message)| loc.error(offset, message))
+                        .collect(),
+                );
+            }
+        }
         let mut message = toml_message(e.message());
         if message == "duplicate key" {
             if let Some(key) = src.get(span.clone()) {
@@ -43,6 +55,43 @@ pub(super) fn parse(src: &str, file: &str) -> Result<Catalog, CatalogErrors> {
             b.errors.into_iter().map(|(_, e)| e).collect(),
         ))
     }
+}
+
+/// Every TOML float in `src` with its byte offset and the message for it, in file order.
+fn float_errors(src: &str) -> Vec<(usize, String)> {
+    /// Keys that take whole numbers only, where a string would not do either.
+    const WHOLE: [&str; 4] = [
+        "trial_days",
+        "duration_in_months",
+        "max_redemptions",
+        "warn_at_percent",
+    ];
+    fn walk(key: &str, value: &Spanned<toml::de::DeValue<'_>>, out: &mut Vec<(usize, String)>) {
+        match value.get_ref() {
+            toml::de::DeValue::Float(_) => {
+                let message = if WHOLE.contains(&key) {
+                    format!("{key} must be a whole number")
+                } else {
+                    FLOAT_MESSAGE.to_string()
+                };
+                out.push((value.span().start, message));
+            }
+            toml::de::DeValue::Array(items) => items.iter().for_each(|v| walk(key, v, out)),
+            toml::de::DeValue::Table(table) => {
+                table.iter().for_each(|(k, v)| walk(k.get_ref(), v, out))
+            }
+            _ => {}
+        }
+    }
+    let Ok(doc) = toml::de::DeTable::parse(src) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    doc.get_ref()
+        .iter()
+        .for_each(|(k, v)| walk(k.get_ref(), v, &mut out));
+    out.sort_unstable();
+    out
 }
 
 /// toml's messages can span lines and name internal types; a catalog error is one plain line.

@@ -191,7 +191,7 @@ fn decimal_from_u128<E: de::Error>(v: u128) -> Result<Decimal, E> {
         .and_then(decimal_from_i128)
 }
 
-const FLOAT_MESSAGE: &str =
+pub(crate) const FLOAT_MESSAGE: &str =
     "write decimal numbers as strings (e.g. \"0.05\") so they are read exactly";
 
 impl Visitor<'_> for NumVisitor {

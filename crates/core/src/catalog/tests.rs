@@ -330,6 +330,25 @@ fn reports_huge_numbers_plainly() {
 }
 
 #[test]
+fn lists_every_toml_float_at_once() {
+    // Floats are a common slip (`unit_price = 0.04`); each one is listed, not only the first.
+    let e = errors(
+        "[plans.a]\nprices.month = { amount = 9.5 }\n\
+         [plans.a.metrics.calls]\nincluded = 1.5\n\
+         overage = { model = \"graduated\", tiers = [{ up_to = 10, unit_price = 0.1 }, { unit_price = \"0.05\" }] }\n\
+         [coupons.X]\npercent_off = 12.5\nduration = \"once\"\nmax_redemptions = 10.0\n",
+    );
+    let m = "write decimal numbers as strings (e.g. \"0.05\") so they are read exactly";
+    assert_eq!(
+        e,
+        format!(
+            "c.toml:9:27: {m}\nc.toml:11:12: {m}\nc.toml:12:70: {m}\nc.toml:14:15: {m}\n\
+             c.toml:16:19: max_redemptions must be a whole number"
+        )
+    );
+}
+
+#[test]
 fn reports_a_bad_decimal_string() {
     let e = errors("[plans.a]\nprices.month = { amount = \"five\" }\n");
     assert_eq!(e, "c.toml:9:27: \"five\" is not a decimal number");
