@@ -70,6 +70,62 @@ fn catalog_check_lists_every_error_and_exits_1() {
 }
 
 #[test]
+fn catalog_check_lists_errors_of_every_kind_in_file_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"[catalog]
+name = "Bad"
+currency = "eur"
+free_plan = "pro"
+
+[metrics.calls]
+unit = "call"
+
+[plans.pro]
+currency = "eux"
+prices.month = { amount = "-1.00", lookup_key = "k" }
+prices.year = { amount = "10.00", lookup_key = "k" }
+
+[plans.pro.metrics.calls]
+overage = { model = "graduated", tiers = [
+  { up_to = 500, unit_price = "0.01" },
+  { up_to = 100, unit_price = "0.02" },
+  { unit_price = "0.03" },
+] }
+
+[plans.pro.metrics.cals]
+included = 5
+
+[coupons.X]
+percent_off = 150
+duration = "once"
+plans = ["gold"]
+"#,
+    )
+    .unwrap();
+    let file = path.display().to_string();
+    let o = tally(&["catalog", "check", &file]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "");
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "{file}:4:13: free_plan \"pro\" has a price (year EUR 10.00); the plan customers fall back to must not charge\n\
+             {file}:10:12: unknown currency \"eux\"\n\
+             {file}:11:27: price must not be negative (-1.00)\n\
+             {file}:12:48: duplicate lookup_key \"k\": already used by plan pro (month)\n\
+             {file}:17:13: tiers out of order: up_to 100 must be greater than the previous tier's 500\n\
+             {file}:21:20: plan pro refers to unknown metric \"cals\"\n\
+             {file}:25:15: percent_off must be more than 0 and at most 100 (150)\n\
+             {file}:27:10: coupon X refers to unknown plan \"gold\"\n\
+             {file}: 8 errors\n"
+        )
+    );
+}
+
+#[test]
 fn catalog_check_reports_an_unreadable_file() {
     let o = tally(&["catalog", "check", "catalogs/nope.toml"]);
     assert_eq!(o.status.code(), Some(1));
