@@ -46,11 +46,13 @@ fn catalog(overage: &str, included: i64, markup: i64, base: i64, minimum: Option
     let src = format!(
         "[catalog]\nname = \"P\"\ncurrency = \"eur\"\n\
          [metrics.m]\nunit = \"unit\"\n[metrics.spend]\nunit = \"eur\"\n\
-         [plans.p]\nprices.month = {{ amount = \"{}\" }}\n{minimum}\
+         [plans.p]\nprices.month = {{ amount = \"{}\" }}\n\
+         prices.year = {{ amount = \"{}\" }}\n{minimum}\
          [plans.p.metrics.m]\nincluded = {included}\noverage = {overage}\n\
          [plans.p.metrics.spend]\nincluded = {included}\n\
          overage = {{ model = \"pass_through\", markup_percent = \"{}\" }}\n",
         dec(base, 2),
+        dec(base * 10, 2),
         dec(markup, 1)
     );
     Catalog::parse(&src, "p.toml").unwrap_or_else(|e| panic!("{e}\n{src}"))
@@ -77,10 +79,24 @@ fn coupon() -> impl Strategy<Value = Option<Coupon>> {
 }
 
 fn rate_usage(c: &Catalog, coupon: Option<&Coupon>, m: Decimal, spend: Decimal) -> Invoice {
+    rate_period(c, coupon, m, spend, Interval::Month, true)
+}
+
+/// Rates one period: monthly, or one of an annual plan's monthly periods, with or without the
+/// yearly base line.
+fn rate_period(
+    c: &Catalog,
+    coupon: Option<&Coupon>,
+    m: Decimal,
+    spend: Decimal,
+    interval: Interval,
+    include_base: bool,
+) -> Invoice {
     let usage = BTreeMap::from([("m".to_string(), m), ("spend".to_string(), spend)]);
     rate(&RatingInput {
         coupon,
-        ..RatingInput::new(c.plan("p").unwrap(), Interval::Month, &usage)
+        include_base,
+        ..RatingInput::new(c.plan("p").unwrap(), interval, &usage)
     })
     .unwrap()
 }
@@ -100,10 +116,26 @@ proptest! {
         m_more in 0i64..10_000_000,
         spend in 0i64..10_000_000,
         spend_more in 0i64..10_000_000,
+        annual in any::<bool>(),
+        include_base in any::<bool>(),
     ) {
         let c = catalog(&overage, included, markup, base, minimum);
-        let small = rate_usage(&c, coupon.as_ref(), dec(m, 2), dec(spend, 2));
-        let large = rate_usage(&c, coupon.as_ref(), dec(m + m_more, 2), dec(spend + spend_more, 2));
+        // Monthly periods carry the base; an annual plan's carry it once a year.
+        let (interval, include_base) = if annual {
+            (Interval::Year, include_base)
+        } else {
+            (Interval::Month, true)
+        };
+        let coupon = coupon.as_ref();
+        let small = rate_period(&c, coupon, dec(m, 2), dec(spend, 2), interval, include_base);
+        let large = rate_period(
+            &c,
+            coupon,
+            dec(m + m_more, 2),
+            dec(spend + spend_more, 2),
+            interval,
+            include_base,
+        );
         for inv in [&small, &large] {
             let sum: i64 = inv.lines.iter().map(|l| l.amount).sum();
             prop_assert_eq!(inv.subtotal, sum);
