@@ -401,6 +401,19 @@ pub fn discount_amount(
     subtotal: i64,
     currency: Currency,
 ) -> Result<i64, RatingError> {
+    if let Discount::Amount {
+        currency: coupon_currency,
+        ..
+    } = &coupon.discount
+    {
+        if *coupon_currency != currency {
+            return Err(RatingError::CouponCurrency {
+                coupon: coupon.id.clone(),
+                coupon_currency: *coupon_currency,
+                invoice_currency: currency,
+            });
+        }
+    }
     if subtotal <= 0 {
         return Ok(0);
     }
@@ -414,19 +427,7 @@ pub fn discount_amount(
                 .to_i64()
                 .ok_or_else(|| overflow("the discount"))?
         }
-        Discount::Amount {
-            amount,
-            currency: coupon_currency,
-        } => {
-            if *coupon_currency != currency {
-                return Err(RatingError::CouponCurrency {
-                    coupon: coupon.id.clone(),
-                    coupon_currency: *coupon_currency,
-                    invoice_currency: currency,
-                });
-            }
-            *amount
-        }
+        Discount::Amount { amount, .. } => *amount,
     };
     Ok(amount.clamp(0, subtotal))
 }

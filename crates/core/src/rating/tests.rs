@@ -357,6 +357,15 @@ fn discount_rounding_and_caps() {
             invoice_currency: Currency::USD
         })
     );
+    // A coupon in another currency is refused whatever the subtotal, not only when it is positive.
+    assert_eq!(
+        discount_amount(&amount, 0, Currency::USD),
+        Err(RatingError::CouponCurrency {
+            coupon: "C".into(),
+            coupon_currency: Currency::EUR,
+            invoice_currency: Currency::USD
+        })
+    );
 }
 
 #[test]
