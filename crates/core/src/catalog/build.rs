@@ -320,7 +320,8 @@ impl Builder<'_> {
             .into_iter()
             .map(|(k, v)| self.credit_pack(k, v, currency))
             .collect();
-        let plan_ids: Vec<&str> = plans.iter().map(|p| p.id.as_str()).collect();
+        let plan_ids: Vec<(&str, Currency)> =
+            plans.iter().map(|p| (p.id.as_str(), p.currency)).collect();
         let coupons = in_file_order(raw.coupons)
             .into_iter()
             .map(|(k, v)| self.coupon(k, v, currency, &plan_ids))
@@ -929,7 +930,7 @@ impl Builder<'_> {
         key: Spanned<String>,
         raw: Spanned<RawCoupon>,
         default_currency: Currency,
-        plans: &[&str],
+        plans: &[(&str, Currency)],
     ) -> Coupon {
         self.id("coupon", &key);
         let folded = key.get_ref().to_lowercase();
@@ -1044,9 +1045,25 @@ impl Builder<'_> {
                     }
                 });
         for p in &raw.plans {
-            if !plans.contains(&p.get_ref().as_str()) {
-                let message = format!("coupon {id} refers to unknown plan \"{}\"", p.get_ref());
-                self.err(&p.span(), message);
+            match plans.iter().find(|(plan, _)| plan == p.get_ref()) {
+                None => {
+                    let message = format!("coupon {id} refers to unknown plan \"{}\"", p.get_ref());
+                    self.err(&p.span(), message);
+                }
+                // An amount off only discounts invoices in its own currency.
+                Some((plan, plan_currency)) => {
+                    if let Discount::Amount { currency, .. } = &discount {
+                        if currency != plan_currency {
+                            let message = format!(
+                                "coupon {id} takes an amount off in {}, but plan {plan} is priced \
+                                 in {}",
+                                currency.code(),
+                                plan_currency.code()
+                            );
+                            self.err(&p.span(), message);
+                        }
+                    }
+                }
             }
         }
         Coupon {

@@ -533,6 +533,18 @@ fn reports_a_free_plan_that_costs_money() {
 }
 
 #[test]
+fn reports_an_amount_off_coupon_for_a_plan_in_another_currency() {
+    let e = errors(
+        "[plans.a]\n[plans.b]\ncurrency = \"usd\"\n\
+         [coupons.X]\namount_off = \"5.00\"\nduration = \"once\"\nplans = [\"a\", \"b\"]\n",
+    );
+    assert_eq!(
+        e,
+        "c.toml:14:15: coupon X takes an amount off in eur, but plan b is priced in usd"
+    );
+}
+
+#[test]
 fn reports_a_catalog_without_plans() {
     let e = Catalog::parse("[catalog]\nname = \"x\"\ncurrency = \"eur\"\n", "c.toml")
         .unwrap_err()
