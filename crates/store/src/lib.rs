@@ -1,0 +1,155 @@
+//! Tally's persistence layer: one [`Store`] interface with two implementations, SQLite (the embedded
+//! default, one `tally.db` file in WAL mode) and PostgreSQL (several Tally processes sharing one
+//! database). SQL lives only here, per backend, with migrations beside each backend.
+//!
+//! Ingestion is designed so that a batch costs sequential writes: raw events are appended in ingestion
+//! order, per-period rollups are updated in the same transaction (aggregates never scan raw events),
+//! and dedup of `(customer, event id)` does not cost a random page write per event (see
+//! [`sqlite`] for the in-memory dedup set and [`postgres`] for the unique constraint).
+
+mod error;
+pub mod model;
+pub mod postgres;
+mod rollup;
+pub mod sqlite;
+mod time;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use error::StoreError;
+pub use model::*;
+
+/// Result of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which backend a store uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Builds the invoice of a closing period from that period's usage, inside the store's transaction
+/// (so no event can slip into the period between reading its usage and writing its invoice).
+pub type InvoiceBuilder =
+    Box<dyn FnOnce(&[UsageRollup]) -> std::result::Result<NewInvoice, String> + Send + 'static>;
+
+/// Tally's persistence interface. Every method is retry-safe: creates are upserts or guarded by
+/// unique constraints.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// Cheap round trip to the database (for `/health`).
+    async fn ping(&self) -> Result<()>;
+
+    /// Waits until every queued write is committed and stops background work.
+    async fn close(&self);
+
+    // --- customers -------------------------------------------------------------------------
+
+    /// Creates or updates a customer. Returns the customer and whether it was created.
+    async fn upsert_customer(&self, customer: CustomerUpsert) -> Result<(Customer, bool)>;
+
+    async fn get_customer(&self, id: &str) -> Result<Option<Customer>>;
+
+    /// The customers among `ids` that exist, with their allowance anchor (for event validation).
+    async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>>;
+
+    // --- subscriptions ---------------------------------------------------------------------
+
+    /// Sets the customer's (single, current) subscription.
+    async fn put_subscription(&self, sub: SubscriptionUpsert) -> Result<Subscription>;
+
+    async fn get_subscription(&self, customer_id: &str) -> Result<Option<Subscription>>;
+
+    /// Every subscription, for the period closer.
+    async fn list_subscriptions(&self) -> Result<Vec<Subscription>>;
+
+    // --- events and usage ------------------------------------------------------------------
+
+    /// Stores a validated batch atomically: events whose `(customer, event id)` was seen before
+    /// (ever, or earlier in this batch) are counted as duplicates and change nothing. Returns once
+    /// the batch is durable.
+    async fn ingest(&self, events: Vec<NewEvent>) -> Result<IngestOutcome>;
+
+    /// Usage rollups billed in the period starting at `billed_period_start` (on-time usage of that
+    /// period plus late usage of earlier, already invoiced periods).
+    async fn usage(
+        &self,
+        customer_id: &str,
+        billed_period_start: DateTime<Utc>,
+    ) -> Result<Vec<UsageRollup>>;
+
+    /// The event ids stored for a customer, in ingestion order (operators and tests; scans).
+    async fn event_ids(&self, customer_id: &str) -> Result<Vec<String>>;
+
+    /// Number of stored events.
+    async fn event_count(&self) -> Result<u64>;
+
+    // --- invoices --------------------------------------------------------------------------
+
+    /// Writes the invoice of `[period_start, period_end)` for a customer exactly once. Returns
+    /// `None` when that period already has an invoice. Later events of the period become labelled
+    /// adjustments of the next period.
+    async fn close_period(
+        &self,
+        customer_id: &str,
+        period_start: DateTime<Utc>,
+        period_end: DateTime<Utc>,
+        build: InvoiceBuilder,
+    ) -> Result<Option<StoredInvoice>>;
+
+    /// Closed invoices of a customer, newest first.
+    async fn list_invoices(&self, customer_id: &str) -> Result<Vec<StoredInvoice>>;
+
+    // --- API keys --------------------------------------------------------------------------
+
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey>;
+
+    /// The active key whose secret hashes to `secret_hash`.
+    async fn find_api_key(&self, secret_hash: &str) -> Result<Option<ApiKey>>;
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>>;
+
+    /// Revokes a key; returns whether an active key was revoked.
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
+}
+
+/// Opens (and migrates) the store named by a database URL: `sqlite://path`, `sqlite::memory:` is not
+/// supported (the writer and readers need a shared file), or `postgres://…` / `postgresql://…`.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(StoreError::InvalidUrl(
+                "sqlite:// needs a file path, e.g. sqlite://tally.db".into(),
+            ));
+        }
+        Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        Err(StoreError::InvalidUrl(format!(
+            "unsupported database URL {url:?}: use sqlite://PATH or postgres://USER@HOST/DB"
+        )))
+    }
+}
+
+/// Hex SHA-256 of an API key secret, the form in which keys are stored.
+pub fn hash_api_secret(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}

@@ -1,0 +1,201 @@
+//! The single writer thread: drains queued jobs, runs each in a savepoint of one transaction,
+//! commits once, then answers every job.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Result, StoreError};
+
+/// Most jobs committed together; bounds the latency of the first job of a group.
+const MAX_GROUP_JOBS: usize = 512;
+
+/// A unit of work for the writer.
+pub(crate) trait WriteJob: Send {
+    /// Runs inside the open transaction; `false` means the job failed and its savepoint is rolled
+    /// back.
+    fn run(&mut self, w: &mut Writer) -> bool;
+    /// Answers the caller once the transaction's fate is known.
+    fn finish(self: Box<Self>, commit: std::result::Result<(), String>);
+}
+
+pub(crate) struct FnJob<T, F> {
+    f: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> FnJob<T, F> {
+    pub fn new(f: F, reply: oneshot::Sender<Result<T>>) -> Self {
+        FnJob {
+            f: Some(f),
+            result: None,
+            reply,
+        }
+    }
+}
+
+impl<T, F> WriteJob for FnJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
+{
+    fn run(&mut self, w: &mut Writer) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        let r = f(w);
+        let ok = r.is_ok();
+        self.result = Some(r);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: std::result::Result<(), String>) {
+        let out = match (self.result, commit) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (_, Err(m)) => Err(StoreError::Database(m)),
+            (None, Ok(())) => Err(StoreError::Closed),
+        };
+        let _ = self.reply.send(out);
+    }
+}
+
+/// Passes a 128-bit hash through as the bucket hash (it is already uniformly distributed).
+#[derive(Default)]
+pub(crate) struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+/// The set of `(customer, event id)` keys of every stored event.
+pub(crate) struct Dedup {
+    set: HashSet<u128, BuildHasherDefault<PassThrough>>,
+    k1: RandomState,
+    k2: RandomState,
+}
+
+impl Dedup {
+    fn new() -> Self {
+        Dedup {
+            set: HashSet::default(),
+            k1: RandomState::new(),
+            k2: RandomState::new(),
+        }
+    }
+
+    /// Keyed 128-bit hash of `(customer, event id)`; `str` hashing is prefix-free, so distinct
+    /// pairs give distinct inputs.
+    pub fn key(&self, customer: &str, event_id: &str) -> u128 {
+        let mut a = self.k1.build_hasher();
+        let mut b = self.k2.build_hasher();
+        (customer, event_id).hash(&mut a);
+        (customer, event_id).hash(&mut b);
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    }
+
+    /// Adds a key; `false` when it was already present.
+    pub fn insert(&mut self, key: u128) -> bool {
+        self.set.insert(key)
+    }
+
+    pub fn remove(&mut self, key: u128) {
+        self.set.remove(&key);
+    }
+}
+
+/// State owned by the writer thread.
+pub(crate) struct Writer {
+    pub conn: Connection,
+    pub dedup: Dedup,
+    /// Dedup keys added by jobs of the open transaction, forgotten again if the commit fails.
+    pub group_added: Vec<u128>,
+}
+
+impl Writer {
+    pub fn new(conn: Connection) -> Result<Writer> {
+        let mut dedup = Dedup::new();
+        {
+            let mut stmt = conn.prepare("SELECT customer_id, event_id FROM events")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let c: String = row.get(0)?;
+                let e: String = row.get(1)?;
+                let k = dedup.key(&c, &e);
+                dedup.insert(k);
+            }
+        }
+        dedup.set.shrink_to_fit();
+        Ok(Writer {
+            conn,
+            dedup,
+            group_added: Vec::new(),
+        })
+    }
+
+    pub fn run(mut self, mut rx: mpsc::Receiver<Box<dyn WriteJob>>) {
+        let mut jobs: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_GROUP_JOBS);
+        while let Some(first) = rx.blocking_recv() {
+            jobs.push(first);
+            while jobs.len() < MAX_GROUP_JOBS {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            let commit = self.run_group(&mut jobs);
+            for job in jobs.drain(..) {
+                job.finish(commit.clone());
+            }
+        }
+    }
+
+    fn run_group(&mut self, jobs: &mut [Box<dyn WriteJob>]) -> std::result::Result<(), String> {
+        self.group_added.clear();
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| e.to_string())?;
+        let mut failed: Option<String> = None;
+        for job in jobs.iter_mut() {
+            if let Err(e) = self.conn.execute_batch("SAVEPOINT job") {
+                failed = Some(e.to_string());
+                break;
+            }
+            let ok = job.run(self);
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            if let Err(e) = self.conn.execute_batch(end) {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+        let outcome = match failed {
+            Some(m) => Err(m),
+            None => self.conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+        };
+        if outcome.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            for k in std::mem::take(&mut self.group_added) {
+                self.dedup.remove(k);
+            }
+        }
+        outcome
+    }
+}
