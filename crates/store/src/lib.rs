@@ -12,6 +12,7 @@ pub mod model;
 pub mod postgres;
 mod rollup;
 pub mod sqlite;
+pub mod testing;
 mod time;
 
 use std::sync::Arc;
