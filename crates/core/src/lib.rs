@@ -1,1 +1,11 @@
-//! Tally core.
+//! Tally's billing domain: money and currencies, billing periods, the catalog, rating (usage →
+//! invoice lines), coupons and proration.
+//!
+//! Pure code: no I/O, no async, no SQL, no HTTP. Amounts are integer minor units; quantities and
+//! rates are [`rust_decimal::Decimal`]s; nothing here uses floating point.
+
+pub mod catalog;
+pub mod coupon;
+pub mod money;
+pub mod period;
+pub mod rating;
