@@ -1,0 +1,35 @@
+//! State shared by handlers and workers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use tally_core::catalog::Catalog;
+use tally_store::Store;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Shared state: cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub catalog: Arc<Catalog>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    /// Customer id → allowance anchor. Customers are never deleted and anchors never change, so
+    /// entries never go stale; misses go to the store (other processes may create customers).
+    pub anchors: Arc<RwLock<HashMap<String, DateTime<Utc>>>>,
+}
+
+impl AppState {
+    pub fn new(config: Config, store: Arc<dyn Store>) -> AppState {
+        AppState {
+            store,
+            catalog: config.catalog.clone(),
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+            anchors: Arc::new(RwLock::new(HashMap::new())),
+        }
+    }
+}
