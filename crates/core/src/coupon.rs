@@ -126,3 +126,95 @@ impl Coupon {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn magic_box() -> Catalog {
+        Catalog::parse(
+            include_str!("../../../catalogs/magicbox.toml"),
+            "magicbox.toml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn launch2025_is_redeemable_through_the_last_day_of_2025() {
+        let c = magic_box();
+        let launch = c.coupon("LAUNCH2025").unwrap();
+        let last_second = Utc.with_ymd_and_hms(2025, 12, 31, 23, 59, 59).unwrap();
+        assert_eq!(launch.can_redeem("pro", last_second, 0), Ok(()));
+        let new_year = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let err = launch.can_redeem("pro", new_year, 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "coupon LAUNCH2025 could only be redeemed before 2026-01-01 00:00:00 UTC"
+        );
+    }
+
+    #[test]
+    fn launch2025_allows_100_redemptions() {
+        let c = magic_box();
+        let launch = c.coupon("LAUNCH2025").unwrap();
+        let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
+        assert_eq!(launch.can_redeem("starter", now, 99), Ok(()));
+        assert_eq!(
+            launch.can_redeem("starter", now, 100),
+            Err(CouponRejection::MaxRedemptionsReached {
+                coupon: "LAUNCH2025".into(),
+                max: 100
+            })
+        );
+    }
+
+    #[test]
+    fn durations_decide_which_months_are_discounted() {
+        let c = magic_box();
+        let now = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+        let launch = c.coupon("LAUNCH2025").unwrap();
+        assert!(launch.discounts_month(0));
+        assert!(!launch.discounts_month(1));
+        // An existing redemption keeps applying after redeem-by and the maximum have passed.
+        assert_eq!(launch.applies("pro", now, 500, Some(0)), Ok(()));
+        assert_eq!(
+            launch.applies("pro", now, 500, Some(1)),
+            Err(CouponRejection::DurationEnded {
+                coupon: "LAUNCH2025".into()
+            })
+        );
+        let early = c.coupon("EARLYBIRD30").unwrap();
+        assert!(early.discounts_month(0) && early.discounts_month(120));
+        assert_eq!(early.applies("pro", now, 10_000, None), Ok(()));
+
+        let repeating = Coupon {
+            duration: CouponDuration::Repeating { months: 3 },
+            ..early.clone()
+        };
+        assert!(repeating.discounts_month(2));
+        assert!(!repeating.discounts_month(3));
+    }
+
+    #[test]
+    fn plan_restrictions_apply_to_new_and_existing_redemptions() {
+        let c = magic_box();
+        let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
+        let only_pro = Coupon {
+            plans: vec!["pro".into()],
+            ..c.coupon("EARLYBIRD30").unwrap().clone()
+        };
+        assert_eq!(only_pro.applies("pro", now, 0, None), Ok(()));
+        let rejection = CouponRejection::NotForPlan {
+            coupon: "EARLYBIRD30".into(),
+            plan: "starter".into(),
+        };
+        assert_eq!(
+            only_pro.applies("starter", now, 0, None),
+            Err(rejection.clone())
+        );
+        assert_eq!(only_pro.applies("starter", now, 0, Some(2)), Err(rejection));
+    }
+}

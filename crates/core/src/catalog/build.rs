@@ -19,8 +19,14 @@ pub(crate) const DEFAULT_WARN_AT_PERCENT: [u32; 3] = [80, 95, 100];
 pub(super) fn parse(src: &str, file: &str) -> Result<Catalog, CatalogErrors> {
     let loc = Locator::new(src, file);
     let raw: RawCatalog = toml::from_str(src).map_err(|e| {
-        let offset = e.span().map_or(0, |s| s.start);
-        CatalogErrors(vec![loc.error(offset, toml_message(e.message()))])
+        let span = e.span().unwrap_or(0..0);
+        let mut message = toml_message(e.message());
+        if message == "duplicate key" {
+            if let Some(key) = src.get(span.clone()) {
+                message = format!("duplicate key {key}: it is already defined above");
+            }
+        }
+        CatalogErrors(vec![loc.error(span.start, message)])
     })?;
     let mut b = Builder {
         loc,

@@ -385,3 +385,6 @@ pub struct FeatureFlag {
     /// Environments the flag is on in; empty means all.
     pub environments: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -496,3 +496,6 @@ pub fn prorate(change: &PlanChange<'_>) -> Result<Proration, RatingError> {
         days_in_period: total_days,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,41 @@
+//! `tally`: the command-line entry point of Tally, a self-hosted usage-based billing engine.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod table;
+
+/// Tally: self-hosted usage-based billing with Stripe as payment processor.
+#[derive(Parser)]
+#[command(name = "tally", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check or show a catalog file.
+    #[command(subcommand)]
+    Catalog(commands::catalog::CatalogCommand),
+    /// Rate usage against a plan.
+    #[command(subcommand)]
+    Invoice(commands::invoice::InvoiceCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Catalog(cmd) => commands::catalog::run(cmd),
+        Command::Invoice(cmd) => commands::invoice::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Runs the built `tally` binary and checks its exact output and exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn tally(args: &[&str]) -> Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(args)
+        .current_dir(root)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[test]
+fn catalog_check_summarises_a_valid_catalog() {
+    let o = tally(&["catalog", "check", "catalogs/magicbox.toml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "catalogs/magicbox.toml: ok (Magic Box: 3 plans, 3 metrics, 0 credit packs, 2 coupons, 0 flags)\n"
+    );
+    for (file, summary) in [
+        (
+            "catalogs/localboxs.toml",
+            "LocalBoxs: 4 plans, 1 metric, 4 credit packs, 0 coupons, 1 flag",
+        ),
+        (
+            "catalogs/devflowhub.toml",
+            "DevFlowHub: 4 plans, 7 metrics, 0 credit packs, 0 coupons, 1 flag",
+        ),
+    ] {
+        let o = tally(&["catalog", "check", file]);
+        assert_eq!(o.status.code(), Some(0));
+        assert_eq!(stdout(&o), format!("{file}: ok ({summary})\n"));
+    }
+}
+
+#[test]
+fn catalog_check_lists_every_error_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[catalog]\nname = \"Bad\"\ncurrency = \"eur\"\n\n\
+         [plans.pro]\nprices.month = { amount = \"-1.00\" }\n\n\
+         [plans.pro.metrics.compute]\nincluded = 10\n",
+    )
+    .unwrap();
+    let file = path.display().to_string();
+    let o = tally(&["catalog", "check", &file]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "");
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "{file}:6:27: price must not be negative (-1.00)\n\
+             {file}:8:20: plan pro refers to unknown metric \"compute\"\n\
+             {file}: 2 errors\n"
+        )
+    );
+}
+
+#[test]
+fn catalog_check_reports_an_unreadable_file() {
+    let o = tally(&["catalog", "check", "catalogs/nope.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("error: cannot read catalogs/nope.toml: "),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn catalog_show_prints_plans_prices_allowances_and_features() {
+    let o = tally(&["catalog", "show", "catalogs/magicbox.toml"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        stdout(&o),
+        "\
+Magic Box (currency EUR, free plan: none)
+
+Metrics
+METRIC         NAME           UNIT  AGGREGATION  KIND     CREDITS/UNIT
+compute_hours  Compute hours  hour  sum          metered  -
+api_spend      API spend      eur   sum          metered  -
+vms            VMs            vm    latest       gauge    -
+
+Plans
+PLAN        NAME           MONTHLY       YEARLY  TRIAL  CREDITS/MONTH  MINIMUM
+starter     Starter      EUR 99.00   EUR 990.00  -      -              -
+pro         Pro         EUR 199.00  EUR 1990.00  -      -              -
+enterprise  Enterprise  EUR 499.00  EUR 4990.00  -      -              -
+
+Allowances
+PLAN        METRIC         INCLUDED   OVERAGE            LIMIT
+starter     api_spend      EUR 50     cost + 20%         -
+starter     compute_hours  100 hour   EUR 0.05 per hour  -
+starter     vms            1 vm       -                  1 vm hard, warn at 80%/95%/100%
+pro         api_spend      EUR 150    cost + 15%         -
+pro         compute_hours  300 hour   EUR 0.04 per hour  -
+pro         vms            3 vm       -                  3 vm hard, warn at 80%/95%/100%
+enterprise  api_spend      EUR 500    cost + 10%         -
+enterprise  compute_hours  unlimited  -                  -
+enterprise  vms            unlimited  -                  -
+
+Features
+PLAN        FEATURE           VALUE
+starter     email_support     yes
+starter     priority_support  no
+pro         email_support     yes
+pro         priority_support  yes
+enterprise  email_support     yes
+enterprise  priority_support  yes
+
+Coupons
+COUPON       DISCOUNT  DURATION  REDEEM BEFORE         MAX  PLANS
+EARLYBIRD30  30% off   forever   -                     -    all
+LAUNCH2025   20% off   once      2026-01-01 00:00 UTC  100  all
+"
+    );
+}
+
+#[test]
+fn catalog_show_lists_packs_and_flags() {
+    let o = tally(&["catalog", "show", "catalogs/localboxs.toml"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(out.contains(
+        "\nCredit packs\n\
+         PACK           NAME            CREDITS      PRICE  LOOKUP KEY\n\
+         credits_500    500 credits         500   USD 5.00  localboxs_credits_500\n"
+    ));
+    assert!(out.contains(
+        "\nFlags\nFLAG            ENABLED  ROLLOUT  ENVIRONMENTS\nstripe_billing  yes      100%     all\n"
+    ));
+}
+
+const PREVIEW: &[&str] = &[
+    "invoice",
+    "preview",
+    "--catalog",
+    "catalogs/magicbox.toml",
+    "--plan",
+    "pro",
+    "--usage",
+    "compute_hours=350",
+    "--usage",
+    "api_spend=180",
+];
+
+#[test]
+fn invoice_preview_json_is_the_seed_example() {
+    let mut args = PREVIEW.to_vec();
+    args.push("--json");
+    let o = tally(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "currency": "eur",
+            "plan": "pro",
+            "interval": "month",
+            "lines": [
+                {"kind": "base", "description": "Pro plan (monthly)", "quantity": "1", "amount": 19900},
+                {"kind": "usage", "metric": "api_spend",
+                 "description": "API spend: EUR 30 beyond EUR 150 included, plus 15% markup",
+                 "quantity": "30", "amount": 3450},
+                {"kind": "usage", "metric": "compute_hours",
+                 "description": "Compute hours: 50 hour beyond 300 included, at EUR 0.04 per hour",
+                 "quantity": "50", "amount": 200}
+            ],
+            "subtotal": 23550,
+            "discount": 0,
+            "total": 23550
+        })
+    );
+}
+
+#[test]
+fn invoice_preview_text() {
+    let mut args = PREVIEW.to_vec();
+    args.extend(["--coupon", "EARLYBIRD30"]);
+    let o = tally(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "\
+Pro (pro), monthly, EUR
+
+KIND      DESCRIPTION                                                       QUANTITY      AMOUNT
+base      Pro plan (monthly)                                                       1      199.00
+usage     API spend: EUR 30 beyond EUR 150 included, plus 15% markup              30       34.50
+usage     Compute hours: 50 hour beyond 300 included, at EUR 0.04 per hour        50        2.00
+
+subtotal                                                                              EUR 235.50
+discount                                                                              EUR -70.65
+total                                                                                 EUR 164.85
+"
+    );
+}
+
+#[test]
+fn invoice_preview_of_an_annual_plan_month_without_base() {
+    let o = tally(&[
+        "invoice",
+        "preview",
+        "--catalog",
+        "catalogs/magicbox.toml",
+        "--plan",
+        "starter",
+        "--interval",
+        "year",
+        "--without-base",
+        "--usage",
+        "compute_hours=101",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["interval"], "year");
+    assert_eq!(json["lines"].as_array().unwrap().len(), 2);
+    assert_eq!(json["lines"][1]["quantity"], "1");
+    assert_eq!(json["lines"][1]["amount"], 5);
+    assert_eq!(json["total"], 5);
+}
+
+#[test]
+fn invoice_preview_explains_mistakes() {
+    let o = tally(&[
+        "invoice",
+        "preview",
+        "--catalog",
+        "catalogs/magicbox.toml",
+        "--plan",
+        "gold",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "error: no plan \"gold\" in catalogs/magicbox.toml (plans: starter, pro, enterprise)\n"
+    );
+
+    let o = tally(&[
+        "invoice",
+        "preview",
+        "--catalog",
+        "catalogs/magicbox.toml",
+        "--plan",
+        "pro",
+        "--usage",
+        "gpu_hours=3",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "error: no metric \"gpu_hours\" in catalogs/magicbox.toml (metrics: compute_hours, api_spend, vms)\n"
+    );
+
+    let o = tally(&[
+        "invoice",
+        "preview",
+        "--catalog",
+        "catalogs/magicbox.toml",
+        "--plan",
+        "pro",
+        "--usage",
+        "compute_hours=-3",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "error: usage of compute_hours must not be negative (-3)\n"
+    );
+
+    let o = tally(&[
+        "invoice",
+        "preview",
+        "--catalog",
+        "catalogs/magicbox.toml",
+        "--plan",
+        "pro",
+        "--coupon",
+        "FREE",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "error: no coupon \"FREE\" in catalogs/magicbox.toml\n"
+    );
+
+    let o = tally(&[
+        "invoice",
+        "preview",
+        "--catalog",
+        "catalogs/magicbox.toml",
+        "--plan",
+        "pro",
+        "--usage",
+        "compute_hours=1.5e3",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("\"1.5e3\" is not a decimal number"),
+        "{}",
+        stderr(&o)
+    );
+}
