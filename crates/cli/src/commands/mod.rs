@@ -1,7 +1,13 @@
 //! One module per command group.
 
 pub mod catalog;
+pub mod common;
+pub mod events;
 pub mod invoice;
+pub mod keys;
+pub mod migrate;
+pub mod serve;
+pub mod usage;
 
 use std::path::Path;
 
