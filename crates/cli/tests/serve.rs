@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// Event ids of a batch that got a 2xx, and the batch.
+type Acked = (Vec<String>, Value);
+
 const KEY: &str = "kill9-test-admin-key-0123";
 
 fn tally() -> Command {
@@ -70,7 +73,7 @@ async fn acknowledged_events_survive_kill_9_and_count_once() {
     .await;
 
     // Four clients ingest batches of 50 until the server dies; record what got a 2xx.
-    let acked: Arc<Mutex<Vec<(Vec<String>, Value)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let mut workers = Vec::new();
     for w in 0..4 {
         let acked = acked.clone();

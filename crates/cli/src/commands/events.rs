@@ -120,11 +120,10 @@ impl Progress {
             return;
         }
         self.last = Instant::now();
-        let pct = if self.total_bytes == 0 {
-            100
-        } else {
-            bytes * 100 / self.total_bytes
-        };
+        let pct = (bytes * 100)
+            .checked_div(self.total_bytes)
+            .unwrap_or(100)
+            .min(100);
         let filled = (pct / 5) as usize;
         eprint!(
             "\r[{}{}] {pct:>3}%  {} events, {} new, {} duplicates",

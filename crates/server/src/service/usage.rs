@@ -94,7 +94,9 @@ pub async fn period_usage(
             continue;
         };
         if r.is_adjustment() {
-            if !usage.origins.contains_key(&r.usage_period_start) {
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                usage.origins.entry(r.usage_period_start)
+            {
                 let origin: Vec<UsageRollup> = state
                     .store
                     .usage(&customer.id, r.usage_period_start)
@@ -102,7 +104,7 @@ pub async fn period_usage(
                     .into_iter()
                     .filter(|o| !o.is_adjustment())
                     .collect();
-                usage.origins.insert(r.usage_period_start, origin);
+                slot.insert(origin);
             }
             usage.late.push(r);
         } else {

@@ -14,7 +14,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// Advisory lock id for migrations ("tally" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7461_6c6c_79;
+const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
 
 pub(crate) async fn run(client: &mut Client) -> Result<()> {
     for (version, name, sql) in MIGRATIONS {

@@ -3,7 +3,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -101,11 +101,9 @@ impl Dedup {
     /// Keyed 128-bit hash of `(customer, event id)`; `str` hashing is prefix-free, so distinct
     /// pairs give distinct inputs.
     pub fn key(&self, customer: &str, event_id: &str) -> u128 {
-        let mut a = self.k1.build_hasher();
-        let mut b = self.k2.build_hasher();
-        (customer, event_id).hash(&mut a);
-        (customer, event_id).hash(&mut b);
-        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+        let a = self.k1.hash_one((customer, event_id));
+        let b = self.k2.hash_one((customer, event_id));
+        (u128::from(a) << 64) | u128::from(b)
     }
 
     /// Adds a key; `false` when it was already present.
