@@ -36,6 +36,8 @@ enum Command {
     /// Show usage.
     #[command(subcommand)]
     Usage(commands::usage::UsageCommand),
+    /// Measure ingestion throughput, latency and memory beside the raw SQLite limit.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Keys(cmd) => commands::keys::run(cmd),
         Command::Events(cmd) => commands::events::run(cmd),
         Command::Usage(cmd) => commands::usage::run(cmd),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub mod bench;
 pub mod catalog;
 pub mod common;
 pub mod events;

@@ -1,0 +1,425 @@
+//! `tally bench`: measures ingestion beside its physical limit on this machine.
+//!
+//! In one run: a raw batched SQLite insert of the same rows (the limit), batched HTTP ingest
+//! (100 events per request, durable and deduplicated, into a real `tally serve` child process),
+//! single-event ingest latency at a fixed request rate, and the server's RSS idle and under load.
+//! Build with `--release`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+
+use super::common::runtime;
+
+const KEY: &str = "bench-admin-key-0123456789";
+
+/// Arguments of `tally bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Events stored through batched HTTP ingest.
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Events per request in the batched run.
+    #[arg(long, default_value_t = 100)]
+    batch: u64,
+    /// Concurrent clients in the batched run.
+    #[arg(long, default_value_t = 32)]
+    clients: u64,
+    /// Rows of the raw SQLite insert (the limit).
+    #[arg(long, default_value_t = 2_000_000)]
+    raw_rows: u64,
+    /// Request rate of the single-event run (requests per second).
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Duration of the single-event run in seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Customers the events are spread over.
+    #[arg(long, default_value_t = 1000)]
+    customers: u64,
+    /// Directory for the databases (default: a new temporary directory, deleted afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The limit: the same rows appended to the same table shape, prepared statement, 10,000 rows
+/// per transaction, WAL with synchronous=FULL.
+fn raw_insert(path: &Path, rows: u64, customers: u64) -> anyhow::Result<f64> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, customer_id TEXT NOT NULL, event_id TEXT NOT NULL,
+            metric TEXT NOT NULL, value TEXT NOT NULL, ts INTEGER NOT NULL, properties TEXT,
+            usage_period_start INTEGER NOT NULL, billed_period_start INTEGER NOT NULL, ingested_at INTEGER NOT NULL)",
+    )?;
+    let now = Utc::now().timestamp_millis();
+    let start = Instant::now();
+    let mut i = 0;
+    while i < rows {
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO events (customer_id, event_id, metric, value, ts, properties,
+                    usage_period_start, billed_period_start, ingested_at)
+                 VALUES (?1, ?2, 'compute_hours', '1', ?3, NULL, ?4, ?4, ?3)",
+            )?;
+            for _ in 0..10_000.min(rows - i) {
+                stmt.execute(rusqlite::params![
+                    format!("cus_{}", i % customers),
+                    format!("evt_{i:016x}"),
+                    now,
+                    now - 86_400_000
+                ])?;
+                i += 1;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+fn spawn_server(db: &str) -> anyhow::Result<(Child, String)> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().context("cannot find the tally binary")?;
+    let mut child = std::process::Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
+        .env("TALLY_API_KEY", KEY)
+        .env("TALLY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start tally serve")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix("tally listening on ")
+        .map(str::to_owned)
+        .with_context(|| format!("unexpected output from tally serve: {line:?}"))?;
+    Ok((child, url))
+}
+
+fn batch_body(first: u64, n: u64, customers: u64, ts: &str) -> String {
+    let mut s = String::with_capacity(n as usize * 110 + 16);
+    s.push_str("{\"events\":[");
+    for i in first..first + n {
+        if i > first {
+            s.push(',');
+        }
+        let _ = write!(
+            s,
+            "{{\"id\":\"evt_{i:016x}\",\"customer\":\"cus_{}\",\"metric\":\"compute_hours\",\"value\":1,\"timestamp\":\"{ts}\"}}",
+            i % customers
+        );
+    }
+    s.push_str("]}");
+    s
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; benchmark figures need `cargo build --release`");
+    }
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile_dir()?;
+            tmp.clone()
+        }
+    };
+    let raw_path = dir.join("raw.db");
+    let _ = std::fs::remove_file(&raw_path);
+    eprintln!("raw SQLite insert of {} rows …", args.raw_rows);
+    let raw = raw_insert(&raw_path, args.raw_rows, args.customers)?;
+    let _ = std::fs::remove_file(&raw_path);
+    let _ = std::fs::remove_file(raw_path.with_extension("db-wal"));
+    let _ = std::fs::remove_file(raw_path.with_extension("db-shm"));
+
+    let db_path = dir.join("bench.db");
+    for ext in ["db", "db-wal", "db-shm"] {
+        let _ = std::fs::remove_file(db_path.with_extension(ext));
+    }
+    let db = format!("sqlite://{}", db_path.display());
+    let (mut child, base) = spawn_server(&db)?;
+    let pid = child.id();
+    let result = runtime()?.block_on(measure(&args, &base, pid));
+    let _ = child.kill();
+    let _ = child.wait();
+    if args.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let m = result?;
+    let batched_ratio = m.batched / raw;
+    let mut out = String::new();
+    let _ = writeln!(out, "machine: {}", machine());
+    let _ = writeln!(out, "{:<44} {:>16} {:>14}", "figure", "value", "vs limit");
+    let _ = writeln!(
+        out,
+        "{:<44} {:>12.0} ev/s {:>14}",
+        "raw batched SQLite insert (limit)", raw, "1.00"
+    );
+    let _ = writeln!(
+        out,
+        "{:<44} {:>12.0} ev/s {:>13.2} (target ≥ 150k ev/s and ≥ 0.60)",
+        format!("batched HTTP ingest ({} events stored)", m.stored),
+        m.batched,
+        batched_ratio
+    );
+    let _ = writeln!(
+        out,
+        "{:<44} {:>13.2} ms {:>14}",
+        format!("single-event p50 at {} req/s", args.rate),
+        m.p50.as_secs_f64() * 1e3,
+        "-"
+    );
+    let _ = writeln!(
+        out,
+        "{:<44} {:>13.2} ms {:>14}",
+        format!("single-event p99 at {} req/s (target ≤ 5 ms)", args.rate),
+        m.p99.as_secs_f64() * 1e3,
+        "-"
+    );
+    let _ = writeln!(
+        out,
+        "{:<44} {:>13} req/s",
+        "single-event achieved rate",
+        format!("{:.0}", m.achieved_rate)
+    );
+    let _ = writeln!(
+        out,
+        "{:<44} {:>13.1} MB {:>14}",
+        "RSS idle (target ≤ 25 MB)",
+        m.rss_idle_kb as f64 / 1024.0,
+        "-"
+    );
+    let _ = writeln!(
+        out,
+        "{:<44} {:>13.1} MB {:>14}",
+        "RSS under load (peak)",
+        m.rss_load_kb as f64 / 1024.0,
+        "-"
+    );
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("tally-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
+
+struct Measured {
+    batched: f64,
+    stored: u64,
+    p50: Duration,
+    p99: Duration,
+    achieved_rate: f64,
+    rss_idle_kb: u64,
+    rss_load_kb: u64,
+}
+
+async fn measure(args: &BenchArgs, base: &str, pid: u32) -> anyhow::Result<Measured> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle_kb = rss_kb(pid);
+
+    eprintln!("creating {} customers …", args.customers);
+    for c in 0..args.customers {
+        let r = http
+            .put(format!("{base}/v1/customers/cus_{c}"))
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("creating a customer failed: {}", r.status());
+        }
+    }
+
+    // Batched ingest: clients take the next batch number until every event is sent.
+    eprintln!(
+        "batched HTTP ingest of {} events, {} per request, {} clients …",
+        args.events, args.batch, args.clients
+    );
+    let ts = Utc::now().to_rfc3339();
+    let next = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let peak = Arc::new(AtomicU64::new(0));
+    let batches = args.events.div_ceil(args.batch);
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kb(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (http, next, accepted, ts) = (http.clone(), next.clone(), accepted.clone(), ts.clone());
+        let url = format!("{base}/v1/events");
+        let (batch, events, customers) = (args.batch, args.events, args.customers);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= batches {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let first = b * batch;
+                let n = batch.min(events - first);
+                let body = batch_body(first, n, customers, &ts);
+                let r = http
+                    .post(&url)
+                    .bearer_auth(KEY)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!(
+                        "ingest failed: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
+                }
+                let v: serde_json::Value = r.json().await?;
+                accepted.fetch_add(v["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut last_report = Instant::now();
+    loop {
+        if tasks.iter().all(|t| t.is_finished()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            let done = accepted.load(Ordering::Relaxed);
+            eprintln!(
+                "  {done} events, {:.0} ev/s, RSS {:.0} MB",
+                done as f64 / start.elapsed().as_secs_f64(),
+                rss_kb(pid) as f64 / 1024.0
+            );
+        }
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let batched_secs = start.elapsed().as_secs_f64();
+    let stored = accepted.load(Ordering::Relaxed);
+    let batched = stored as f64 / batched_secs;
+
+    // Single events at a fixed rate; latency from the scheduled send time (no coordinated
+    // omission).
+    eprintln!(
+        "single-event ingest at {} req/s for {} s …",
+        args.rate, args.seconds
+    );
+    let total = args.rate * args.seconds;
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let t0 = tokio::time::Instant::now() + Duration::from_millis(100);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let url = format!("{base}/v1/events");
+    let single_start = Instant::now();
+    for i in 0..total {
+        let due = t0 + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        let (http, tx, url) = (http.clone(), tx.clone(), url.clone());
+        let customers = args.customers;
+        let ts = ts.clone();
+        tokio::spawn(async move {
+            let id = 1u64 << 60 | i;
+            let body = format!(
+                "{{\"events\":[{{\"id\":\"single_{id:016x}\",\"customer\":\"cus_{}\",\"metric\":\"compute_hours\",\"value\":1,\"timestamp\":\"{ts}\"}}]}}",
+                i % customers
+            );
+            let ok = http
+                .post(url)
+                .bearer_auth(KEY)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                let _ = tx.send(due.elapsed());
+            }
+        });
+    }
+    drop(tx);
+    let mut lat = Vec::with_capacity(total as usize);
+    while let Some(d) = rx.recv().await {
+        lat.push(d);
+    }
+    let achieved_rate = lat.len() as f64 / single_start.elapsed().as_secs_f64();
+    lat.sort();
+    sampler.abort();
+    if (lat.len() as u64) < total {
+        eprintln!(
+            "warning: {} of {total} single-event requests failed",
+            total - lat.len() as u64
+        );
+    }
+    Ok(Measured {
+        batched,
+        stored,
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        achieved_rate,
+        rss_idle_kb,
+        rss_load_kb: peak.load(Ordering::Relaxed),
+    })
+}
