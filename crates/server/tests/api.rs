@@ -586,3 +586,51 @@ async fn unknown_routes_answer_json_404() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_error(&b, "route_not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_drains_in_flight_writes() {
+    let a = app().await;
+    a.customer("c1", Some("pro")).await;
+    let url_db = a.server.state().config.database_url.clone();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (http, url, acked) = (a.http.clone(), a.url("/v1/events"), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0.. {
+                let ids: Vec<String> = (0..20).map(|i| format!("w{w}-{n}-{i}")).collect();
+                let events: Vec<Value> = ids
+                    .iter()
+                    .map(|id| event(id, "c1", "compute_hours", json!(1)))
+                    .collect();
+                match http
+                    .post(&url)
+                    .bearer_auth(KEY)
+                    .json(&json!({ "events": events }))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => acked.lock().unwrap().extend(ids),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 2000 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let App { server, _dir, .. } = a;
+    server.shutdown().await.unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let store = tally_store::connect(&url_db).await.unwrap();
+    let stored: std::collections::HashSet<String> =
+        store.event_ids("c1").await.unwrap().into_iter().collect();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.iter().all(|id| stored.contains(id)),
+        "an acknowledged event is missing"
+    );
+    drop(_dir);
+}
