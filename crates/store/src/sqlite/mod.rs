@@ -19,6 +19,10 @@
 //! events). Cost: ~16–32 bytes of memory per stored event and a scan of `events` at start.
 //!
 //! **Readers** use their own connections from a small pool, on the blocking thread pool.
+//!
+//! **Checkpoints off the write path.** Automatic WAL checkpoints would run inside the writer's
+//! commits and stall every waiting request for the duration of a database-file fsync; instead a
+//! separate thread runs passive checkpoints (which do not block the writer) twice a second.
 
 mod api_keys;
 mod customers;
@@ -28,6 +32,7 @@ mod migrate;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -49,7 +54,35 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Box<dyn writer::WriteJob>>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(std_mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Runs passive WAL checkpoints until `stop` is dropped, then a final truncating one.
+fn checkpoint_loop(path: PathBuf, stop: std_mpsc::Receiver<()>) {
+    let conn = match Connection::open(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the checkpoint connection");
+            return;
+        }
+    };
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+    loop {
+        match stop.recv_timeout(CHECKPOINT_EVERY) {
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+            _ => {
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                return;
+            }
+        }
+    }
 }
 
 fn open_writer(path: &Path) -> Result<Connection> {
@@ -60,6 +93,8 @@ fn open_writer(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // The rollups and recent event pages stay hot; 32 MB of page cache at most.
     conn.pragma_update(None, "cache_size", -32_000)?;
+    // Checkpoints run on their own thread (see the module documentation).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(conn)
 }
 
@@ -91,10 +126,19 @@ impl SqliteStore {
             .name("tally-sqlite-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        let (stop, stopped) = std_mpsc::channel();
+        let p = path.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("tally-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(p, stopped))
+            .map_err(|e| {
+                StoreError::Database(format!("cannot start the checkpoint thread: {e}"))
+            })?;
         Ok(SqliteStore {
             path,
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(thread)),
+            checkpointer: Mutex::new(Some((stop, checkpointer))),
             readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
@@ -166,9 +210,17 @@ impl Store for SqliteStore {
             w.take();
         }
         let thread = self.writer_thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(t) = thread {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+        let checkpointer = self.checkpointer.lock().ok().and_then(|mut c| c.take());
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+            if let Some((stop, t)) = checkpointer {
+                drop(stop);
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 
     async fn upsert_customer(&self, c: CustomerUpsert) -> Result<(Customer, bool)> {
@@ -264,6 +316,10 @@ impl Drop for SqliteStore {
             w.take();
         }
         if let Some(t) = self.writer_thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+        if let Some((stop, t)) = self.checkpointer.lock().ok().and_then(|mut c| c.take()) {
+            drop(stop);
             let _ = t.join();
         }
     }

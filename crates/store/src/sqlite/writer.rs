@@ -162,31 +162,35 @@ impl Writer {
         }
     }
 
+    /// Runs a parameterless statement through the statement cache.
+    fn exec(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(|_| ())
+    }
+
     fn run_group(&mut self, jobs: &mut [Box<dyn WriteJob>]) -> std::result::Result<(), String> {
         self.group_added.clear();
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| e.to_string())?;
+        self.exec("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
         let mut failed: Option<String> = None;
         for job in jobs.iter_mut() {
-            if let Err(e) = self.conn.execute_batch("SAVEPOINT job") {
+            if let Err(e) = self.exec("SAVEPOINT job") {
                 failed = Some(e.to_string());
                 break;
             }
             let ok = job.run(self);
             let end = if ok {
-                "RELEASE job"
+                self.exec("RELEASE job")
             } else {
-                "ROLLBACK TO job; RELEASE job"
+                self.exec("ROLLBACK TO job")
+                    .and_then(|()| self.exec("RELEASE job"))
             };
-            if let Err(e) = self.conn.execute_batch(end) {
+            if let Err(e) = end {
                 failed = Some(e.to_string());
                 break;
             }
         }
         let outcome = match failed {
             Some(m) => Err(m),
-            None => self.conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+            None => self.exec("COMMIT").map_err(|e| e.to_string()),
         };
         if outcome.is_err() {
             let _ = self.conn.execute_batch("ROLLBACK");
