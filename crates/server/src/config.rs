@@ -27,6 +27,13 @@ pub struct Config {
     pub grace: Duration,
     /// How often the period closer looks for ended periods.
     pub close_every: Duration,
+    /// The environment feature flags are evaluated in (`production` by default).
+    pub environment: String,
+    /// How long a past-due subscription keeps its plan's entitlements before falling back to the
+    /// free plan's.
+    pub past_due_grace: Duration,
+    /// Request rate limits (see [`crate::ratelimit`]).
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
 
 impl std::fmt::Debug for Config {
@@ -39,6 +46,9 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("grace", &self.grace)
             .field("close_every", &self.close_every)
+            .field("environment", &self.environment)
+            .field("past_due_grace", &self.past_due_grace)
+            .field("rate_limits", &self.rate_limits)
             .finish()
     }
 }
@@ -66,6 +76,9 @@ impl Config {
             max_body_bytes: 1 << 20,
             grace: Duration::from_secs(3600),
             close_every: Duration::from_secs(60),
+            environment: "production".into(),
+            past_due_grace: Duration::from_secs(7 * 86_400),
+            rate_limits: crate::ratelimit::RateLimits::default(),
         })
     }
 
@@ -94,6 +107,9 @@ impl Config {
                 "--max-body-bytes {} is too small: at least 1024",
                 self.max_body_bytes
             ));
+        }
+        if self.environment.trim().is_empty() {
+            problems.push("--environment / TALLY_ENVIRONMENT must not be empty".into());
         }
         if self.close_every.is_zero() {
             problems.push("the period closer interval must be positive".into());

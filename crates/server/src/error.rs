@@ -103,6 +103,26 @@ impl ApiError {
         )
     }
 
+    /// 409: e.g. an idempotency key reused with a different request.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            code,
+            message.into(),
+        )
+    }
+
+    /// 429: a rate limit was exceeded.
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limited",
+            message.into(),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

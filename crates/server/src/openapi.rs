@@ -42,5 +42,7 @@ impl Modify for BearerAuth {
 
 /// `GET /openapi.json`.
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    doc.merge(api::credits::CreditsDoc::openapi());
+    Json(doc)
 }

@@ -20,6 +20,8 @@ pub struct AppState {
     /// Customer id → allowance anchor. Customers are never deleted and anchors never change, so
     /// entries never go stale; misses go to the store (other processes may create customers).
     pub anchors: Arc<RwLock<HashMap<String, DateTime<Utc>>>>,
+    /// In-memory state of credits, entitlements and rate limits.
+    pub credits: Arc<crate::service::credits::Shared>,
 }
 
 impl AppState {
@@ -30,6 +32,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             anchors: Arc::new(RwLock::new(HashMap::new())),
+            credits: Arc::default(),
         }
     }
 }

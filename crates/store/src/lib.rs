@@ -7,6 +7,7 @@
 //! and dedup of `(customer, event id)` does not cost a random page write per event (see
 //! [`sqlite`] for the in-memory dedup set and [`postgres`] for the unique constraint).
 
+pub mod credits;
 mod error;
 pub mod model;
 pub mod postgres;
@@ -20,6 +21,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use credits::{
+    AuditRecord, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome, CreditRequest,
+    FlagOverride, UsageNotification,
+};
 pub use error::StoreError;
 pub use model::*;
 
@@ -128,6 +133,41 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes a key; returns whether an active key was revoked.
     async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
+
+    // --- credits, notifications, flag overrides (see [`credits`]) -------------------------
+
+    /// Applies a credit request atomically: idempotency check, write-off of expired credits,
+    /// check-and-debit (or a new bucket), the entry, the audit record and, for consumption by
+    /// metric, the usage event — all in one transaction, serialized per customer.
+    async fn credit_apply(&self, req: CreditRequest) -> Result<CreditOutcome>;
+
+    /// The customer's open buckets and a page of its ledger, newest first, starting below
+    /// `before_seq` when given.
+    async fn credit_account(
+        &self,
+        customer_id: &str,
+        limit: usize,
+        before_seq: Option<i64>,
+    ) -> Result<CreditAccount>;
+
+    /// Audit log records of a customer, newest first.
+    async fn audit_log(&self, customer_id: &str, limit: usize) -> Result<Vec<AuditRecord>>;
+
+    /// Queues a threshold notification unless one exists for the same customer, metric, period
+    /// and threshold. Returns whether it was queued.
+    async fn record_notification(&self, n: UsageNotification) -> Result<bool>;
+
+    /// Queued notifications of a customer, oldest first.
+    async fn notifications(&self, customer_id: &str) -> Result<Vec<UsageNotification>>;
+
+    /// Sets a customer's override of a flag.
+    async fn put_flag_override(&self, o: FlagOverride) -> Result<()>;
+
+    /// Removes a customer's override of a flag; returns whether one existed.
+    async fn delete_flag_override(&self, customer_id: &str, flag: &str) -> Result<bool>;
+
+    /// The customer's flag overrides.
+    async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>>;
 }
 
 /// Opens (and migrates) the store named by a database URL: `sqlite://path`, `sqlite::memory:` is not

@@ -29,6 +29,23 @@ pub struct ServeArgs {
     /// How often the period closer looks for ended periods.
     #[arg(long, env = "TALLY_CLOSE_EVERY", default_value = "60s", value_parser = parse_duration)]
     close_every: std::time::Duration,
+    /// Environment that feature flags are evaluated in.
+    #[arg(long, env = "TALLY_ENVIRONMENT", default_value = "production")]
+    environment: String,
+    /// How long a past-due subscription keeps its plan's entitlements before the free plan's apply.
+    #[arg(long, env = "TALLY_PAST_DUE_GRACE", default_value = "7d", value_parser = parse_duration)]
+    past_due_grace: std::time::Duration,
+    /// Requests per minute allowed per API key and route (0: unlimited).
+    #[arg(long, env = "TALLY_RATE_LIMIT_PER_KEY", default_value_t = 0)]
+    rate_limit_per_key: u32,
+    /// Requests per minute allowed per customer and route, for routes naming a customer
+    /// (0: unlimited).
+    #[arg(long, env = "TALLY_RATE_LIMIT_PER_CUSTOMER", default_value_t = 0)]
+    rate_limit_per_customer: u32,
+    /// A route's own limit, `METHOD PATH=COUNT/WINDOW:key|customer`, e.g.
+    /// `POST /v1/checkout-sessions=5/1m:customer` (repeatable; replaces the defaults when given).
+    #[arg(long = "rate-limit", env = "TALLY_RATE_LIMITS", value_delimiter = ',')]
+    rate_limit: Vec<String>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -49,6 +66,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_body_bytes: args.max_body_bytes,
         grace: args.grace,
         close_every: args.close_every,
+        environment: args.environment,
+        past_due_grace: args.past_due_grace,
+        rate_limits: tally_server::ratelimit::RateLimits::from_args(
+            args.rate_limit_per_key,
+            args.rate_limit_per_customer,
+            &args.rate_limit,
+        )
+        .map_err(anyhow::Error::msg)?,
     };
     config.validate()?;
     if config.admin_key.is_none() {

@@ -1,8 +1,11 @@
 //! The HTTP layer: one module per resource. Handlers parse, call one service function, and shape
 //! the response; errors become JSON through [`ApiError`].
 
+pub mod credits;
 pub mod customers;
+pub mod entitlements;
 pub mod events;
+pub mod flags;
 pub mod health;
 pub mod invoices;
 pub mod plans;
@@ -42,6 +45,11 @@ pub fn router(state: AppState) -> Router {
             get(invoices::upcoming),
         )
         .route("/v1/events", post(events::ingest))
+        .merge(credits::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::ratelimit::enforce,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
@@ -64,13 +72,17 @@ async fn not_found() -> ApiError {
     ApiError::not_found("route_not_found", "no such route")
 }
 
-async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn require_api_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
     match service::keys::authenticate(&state, header).await {
-        Ok(()) => next.run(req).await,
+        Ok(actor) => {
+            req.extensions_mut()
+                .insert(crate::ratelimit::Actor(actor));
+            next.run(req).await
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -162,7 +162,7 @@ pub struct BillingSummary {
     /// The most recent closed invoices, newest first.
     #[schema(value_type = Vec<Object>)]
     pub invoices: Vec<InvoiceView>,
-    /// Prepaid credits (the credit ledger comes with its own feature; `null` until then).
+    /// Prepaid credits: `{"balance"}` (details at `GET /v1/customers/{id}/credits`).
     #[schema(value_type = Option<Object>)]
     pub credits: Option<Value>,
     /// Recent payments (from Stripe, once connected).
@@ -232,6 +232,7 @@ pub async fn billing(state: &AppState, id: &str) -> Result<BillingSummary, ApiEr
     };
     let mut invoices = state.store.list_invoices(id).await?;
     invoices.truncate(12);
+    let balance = super::credits::balance(state, &c, Utc::now()).await?;
     Ok(BillingSummary {
         plan: billed.map(|b| b.plan.id),
         subscription: sub,
@@ -239,7 +240,7 @@ pub async fn billing(state: &AppState, id: &str) -> Result<BillingSummary, ApiEr
         usage: report,
         upcoming_invoice: upcoming,
         invoices: invoices.into_iter().map(InvoiceView::from).collect(),
-        credits: None,
+        credits: Some(serde_json::json!({ "balance": balance.normalize().to_string() })),
         payments: Vec::new(),
         customer: c,
     })

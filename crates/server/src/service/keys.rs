@@ -38,8 +38,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Checks an `Authorization` header value.
-pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<(), ApiError> {
+/// Checks an `Authorization` header value; returns who is calling: the key's id, or `env` for
+/// `TALLY_API_KEY`.
+pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<String, ApiError> {
     let Some(h) = header else {
         return Err(ApiError::unauthorized(
             "missing Authorization: Bearer <api key>",
@@ -56,11 +57,11 @@ pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<(), 
     };
     if let Some(admin) = &state.config.admin_key {
         if same(admin.as_bytes(), secret.as_bytes()) {
-            return Ok(());
+            return Ok("env".to_owned());
         }
     }
     match state.store.find_api_key(&hash_api_secret(secret)).await? {
-        Some(_) => Ok(()),
+        Some(k) => Ok(k.id),
         None => Err(ApiError::unauthorized("invalid API key")),
     }
 }

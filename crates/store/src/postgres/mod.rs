@@ -9,6 +9,7 @@
 //! PostgreSQL flushes the WAL of concurrent commits together, so concurrent requests share fsyncs.
 
 mod api_keys;
+mod credits;
 mod customers;
 mod events;
 mod invoices;
@@ -19,6 +20,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Config, Pool, Runtime};
 use tokio_postgres::NoTls;
 
+use crate::{
+    AuditRecord, CreditAccount, CreditOutcome, CreditRequest, FlagOverride, UsageNotification,
+};
 use crate::{
     ApiKey, Backend, Customer, CustomerUpsert, IngestOutcome, InvoiceBuilder, NewApiKey, NewEvent,
     Result, Store, StoreError, StoredInvoice, Subscription, SubscriptionUpsert, UsageRollup,
@@ -141,5 +145,42 @@ impl Store for PgStore {
 
     async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
         api_keys::revoke(&self.pool, id, at).await
+    }
+
+    async fn credit_apply(&self, req: CreditRequest) -> Result<CreditOutcome> {
+        credits::apply(&self.pool, req).await
+    }
+
+    async fn credit_account(
+        &self,
+        customer_id: &str,
+        limit: usize,
+        before_seq: Option<i64>,
+    ) -> Result<CreditAccount> {
+        credits::account(&self.pool, customer_id, limit, before_seq).await
+    }
+
+    async fn audit_log(&self, customer_id: &str, limit: usize) -> Result<Vec<AuditRecord>> {
+        credits::audit_log(&self.pool, customer_id, limit).await
+    }
+
+    async fn record_notification(&self, n: UsageNotification) -> Result<bool> {
+        credits::record_notification(&self.pool, &n).await
+    }
+
+    async fn notifications(&self, customer_id: &str) -> Result<Vec<UsageNotification>> {
+        credits::notifications(&self.pool, customer_id).await
+    }
+
+    async fn put_flag_override(&self, o: FlagOverride) -> Result<()> {
+        credits::put_flag_override(&self.pool, &o).await
+    }
+
+    async fn delete_flag_override(&self, customer_id: &str, flag: &str) -> Result<bool> {
+        credits::delete_flag_override(&self.pool, customer_id, flag).await
+    }
+
+    async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>> {
+        credits::flag_overrides(&self.pool, customer_id).await
     }
 }

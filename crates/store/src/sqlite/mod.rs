@@ -25,6 +25,7 @@
 //! separate thread runs passive checkpoints (which do not block the writer) twice a second.
 
 mod api_keys;
+mod credits;
 mod customers;
 mod events;
 mod invoices;
@@ -40,6 +41,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::{
+    AuditRecord, CreditAccount, CreditOutcome, CreditRequest, FlagOverride, UsageNotification,
+};
 use crate::{
     ApiKey, Backend, Customer, CustomerUpsert, IngestOutcome, InvoiceBuilder, NewApiKey, NewEvent,
     Result, Store, StoreError, StoredInvoice, Subscription, SubscriptionUpsert, UsageRollup,
@@ -307,6 +311,52 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.write(move |w| api_keys::revoke(&w.conn, &id, at))
             .await
+    }
+
+    async fn credit_apply(&self, req: CreditRequest) -> Result<CreditOutcome> {
+        self.write(move |w| credits::apply(w, req)).await
+    }
+
+    async fn credit_account(
+        &self,
+        customer_id: &str,
+        limit: usize,
+        before_seq: Option<i64>,
+    ) -> Result<CreditAccount> {
+        let id = customer_id.to_owned();
+        self.read(move |c| credits::account(c, &id, limit, before_seq))
+            .await
+    }
+
+    async fn audit_log(&self, customer_id: &str, limit: usize) -> Result<Vec<AuditRecord>> {
+        let id = customer_id.to_owned();
+        self.read(move |c| credits::audit_log(c, &id, limit)).await
+    }
+
+    async fn record_notification(&self, n: UsageNotification) -> Result<bool> {
+        self.write(move |w| credits::record_notification(&w.conn, &n))
+            .await
+    }
+
+    async fn notifications(&self, customer_id: &str) -> Result<Vec<UsageNotification>> {
+        let id = customer_id.to_owned();
+        self.read(move |c| credits::notifications(c, &id)).await
+    }
+
+    async fn put_flag_override(&self, o: FlagOverride) -> Result<()> {
+        self.write(move |w| credits::put_flag_override(&w.conn, &o))
+            .await
+    }
+
+    async fn delete_flag_override(&self, customer_id: &str, flag: &str) -> Result<bool> {
+        let (id, flag) = (customer_id.to_owned(), flag.to_owned());
+        self.write(move |w| credits::delete_flag_override(&w.conn, &id, &flag))
+            .await
+    }
+
+    async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>> {
+        let id = customer_id.to_owned();
+        self.read(move |c| credits::flag_overrides(c, &id)).await
     }
 }
 

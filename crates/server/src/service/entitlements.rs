@@ -1,0 +1,289 @@
+//! Entitlement checks: may a customer use a feature, or this much more of a metric — and the
+//! usage-threshold notifications (80 %, 95 %, 100 % by default) queued the first time a check
+//! sees usage at or past each threshold in a period.
+//!
+//! The plan is the subscription's; without one (or when it is canceled) the catalog's free plan;
+//! a subscription past due (or unpaid) for longer than `--past-due-grace` gets the free plan's
+//! entitlements. Without any plan the check is denied with reason `no_subscription`.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tally_core::catalog::{Allowance, Plan};
+use tally_core::entitlement::{check_feature, check_metric, MetricCheck, Reason};
+use tally_core::period::allowance_period;
+use tally_store::{Subscription, UsageNotification};
+use utoipa::ToSchema;
+
+use super::credits::parse_amount;
+use super::customers::check_id;
+use super::usage;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Why the plan in force is not the subscription's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Restriction {
+    /// Past due beyond the grace period: the free plan's entitlements apply.
+    PastDue,
+}
+
+/// The plan whose entitlements apply at `now`, and why it differs from the subscription's.
+pub fn effective_plan(
+    state: &AppState,
+    sub: Option<&Subscription>,
+    now: DateTime<Utc>,
+) -> Option<(Plan, Option<Restriction>)> {
+    if let Some(s) = sub {
+        let overdue = matches!(s.status.as_str(), "past_due" | "unpaid");
+        let grace = chrono::Duration::from_std(state.config.past_due_grace)
+            .unwrap_or(chrono::Duration::MAX);
+        if overdue && now - s.updated_at > grace {
+            let free = state.catalog.free_plan.as_deref()?;
+            return state
+                .catalog
+                .plan(free)
+                .map(|p| (p.clone(), Some(Restriction::PastDue)));
+        }
+    }
+    usage::billed_plan(&state.catalog, sub).map(|b| (b.plan, None))
+}
+
+/// Body of `POST /v1/entitlements/check`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckInput {
+    pub customer: String,
+    /// A boolean or numeric feature of the plan.
+    pub feature: Option<String>,
+    /// A metric of the catalog (with `quantity`, default 0: "am I within the limit now").
+    pub metric: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub quantity: Option<Value>,
+}
+
+/// The answer of `POST /v1/entitlements/check`. Decimals are strings.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckResult {
+    pub allowed: bool,
+    /// feature_enabled, feature_disabled, feature_not_in_plan, unlimited, within_limit,
+    /// limit_exceeded, soft_limit_exceeded (allowed; the excess is billed as overage),
+    /// insufficient_credits, no_subscription.
+    pub reason: String,
+    #[schema(value_type = Option<String>)]
+    pub used: Option<Decimal>,
+    #[schema(value_type = Option<String>)]
+    pub limit: Option<Decimal>,
+    #[schema(value_type = Option<String>)]
+    pub remaining: Option<Decimal>,
+    #[schema(value_type = Option<String>)]
+    pub percent: Option<Decimal>,
+    /// ok, warning or at_limit.
+    pub level: String,
+    /// Whether usage beyond the limit is billed as overage (soft limits).
+    pub overage: bool,
+    /// Credits the request costs, when the metric is paid with credits.
+    #[schema(value_type = Option<String>)]
+    pub credits_required: Option<Decimal>,
+    /// The customer's credit balance, when the metric is paid with credits.
+    #[schema(value_type = Option<String>)]
+    pub credit_balance: Option<Decimal>,
+    /// The plan whose entitlements applied.
+    pub plan: Option<String>,
+    /// `past_due` when the free plan's entitlements apply because of an overdue payment.
+    pub restricted: Option<Restriction>,
+}
+
+fn snake<T: Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// `POST /v1/entitlements/check` at the current time.
+pub async fn check(state: &AppState, input: CheckInput) -> Result<CheckResult, ApiError> {
+    check_at(state, input, Utc::now()).await
+}
+
+/// An entitlement check at `now`.
+pub async fn check_at(
+    state: &AppState,
+    input: CheckInput,
+    now: DateTime<Utc>,
+) -> Result<CheckResult, ApiError> {
+    check_id(&input.customer).map_err(|e| e.with_param("customer"))?;
+    let quantity = match &input.quantity {
+        Some(q) => parse_amount(q, "quantity")?,
+        None => Decimal::ZERO,
+    };
+    if quantity < Decimal::ZERO {
+        return Err(
+            ApiError::unprocessable("invalid_quantity", "quantity must not be negative")
+                .with_param("quantity"),
+        );
+    }
+    let metric = match (&input.feature, &input.metric) {
+        (Some(_), None) if input.quantity.is_none() => None,
+        (None, Some(m)) => Some(state.catalog.metric(m).ok_or_else(|| {
+            ApiError::unprocessable("unknown_metric", format!("the catalog has no metric {m:?}"))
+                .with_param("metric")
+        })?),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "give either feature, or metric with an optional quantity",
+            ))
+        }
+    };
+    let customer = usage::customer(state, &input.customer).await?;
+    let sub = state.store.get_subscription(&customer.id).await?;
+    let Some((plan, restricted)) = effective_plan(state, sub.as_ref(), now) else {
+        return Ok(CheckResult {
+            allowed: false,
+            reason: "no_subscription".into(),
+            used: None,
+            limit: None,
+            remaining: None,
+            percent: None,
+            level: "ok".into(),
+            overage: false,
+            credits_required: None,
+            credit_balance: None,
+            plan: None,
+            restricted: None,
+        });
+    };
+    let Some(metric) = metric else {
+        let feature = input.feature.as_deref().unwrap_or_default();
+        let d = check_feature(&plan, feature);
+        return Ok(CheckResult {
+            allowed: d.allowed,
+            reason: snake(d.reason),
+            used: None,
+            limit: d.limit,
+            remaining: d.remaining,
+            percent: None,
+            level: snake(d.level),
+            overage: false,
+            credits_required: None,
+            credit_balance: None,
+            plan: Some(plan.id.clone()),
+            restricted,
+        });
+    };
+    let period = allowance_period(customer.billing_anchor, now);
+    let period_usage = usage::period_usage(state, &customer, period).await?;
+    let used = period_usage
+        .used
+        .get(&metric.id)
+        .copied()
+        .unwrap_or(Decimal::ZERO);
+    let credit_balance = match metric.credit_cost {
+        Some(_) => Some(super::credits::balance(state, &customer, now).await?),
+        None => None,
+    };
+    let d = check_metric(&MetricCheck {
+        plan: &plan,
+        metric,
+        used,
+        quantity,
+        credit_balance: credit_balance.unwrap_or(Decimal::ZERO),
+    });
+    record_thresholds(state, &customer.id, &plan, &metric.id, period.start, used, now).await?;
+    Ok(CheckResult {
+        allowed: d.allowed,
+        reason: snake(d.reason),
+        used: d.used.map(|u| u.normalize()),
+        limit: d.limit.map(|l| l.normalize()),
+        remaining: d.remaining.map(|r| r.normalize()),
+        percent: d.percent.map(|p| p.normalize()),
+        level: snake(d.level),
+        overage: d.reason == Reason::SoftLimitExceeded,
+        credits_required: d.credits_required.map(|c| c.normalize()),
+        credit_balance: credit_balance.map(|b| b.normalize()),
+        plan: Some(plan.id.clone()),
+        restricted,
+    })
+}
+
+/// The quantity percentages refer to: the limit, or a finite included quantity.
+fn reference(plan: &Plan, metric: &str) -> Option<Decimal> {
+    let pm = plan.metrics.get(metric)?;
+    pm.limit
+        .map(|l| l.quantity)
+        .or(match pm.included {
+            Allowance::Quantity(q) if q > Decimal::ZERO => Some(q),
+            _ => None,
+        })
+        .filter(|r| *r > Decimal::ZERO)
+}
+
+/// Queues one notification per threshold that `used` has reached in the period (once per
+/// customer, metric, period and threshold; the outbox's unique key makes it exactly once across
+/// processes).
+pub async fn record_thresholds(
+    state: &AppState,
+    customer: &str,
+    plan: &Plan,
+    metric: &str,
+    period_start: DateTime<Utc>,
+    used: Decimal,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let Some(limit) = reference(plan, metric) else {
+        return Ok(());
+    };
+    let Some(pm) = plan.metrics.get(metric) else {
+        return Ok(());
+    };
+    let percent = used * Decimal::ONE_HUNDRED / limit;
+    for t in &pm.warn_at_percent {
+        if percent < Decimal::from(*t) {
+            break;
+        }
+        let marker = (
+            customer.to_owned(),
+            metric.to_owned(),
+            period_start.timestamp_millis(),
+            *t,
+        );
+        let known = state
+            .credits
+            .notified
+            .lock()
+            .is_ok_and(|n| n.contains(&marker));
+        if known {
+            continue;
+        }
+        state
+            .store
+            .record_notification(UsageNotification {
+                id: format!(
+                    "ntf_{}_{}_{}_{}",
+                    customer,
+                    metric,
+                    period_start.timestamp_millis(),
+                    t
+                ),
+                customer_id: customer.to_owned(),
+                metric: metric.to_owned(),
+                period_start,
+                threshold: *t,
+                used: used.normalize(),
+                limit: limit.normalize(),
+                created_at: now,
+                delivered_at: None,
+            })
+            .await?;
+        if let Ok(mut n) = state.credits.notified.lock() {
+            if n.len() > 1_000_000 {
+                n.clear();
+            }
+            n.insert(marker);
+        }
+    }
+    Ok(())
+}
