@@ -9,7 +9,7 @@ mod table;
 
 /// Tally: self-hosted usage-based billing with Stripe as payment processor.
 #[derive(Parser)]
-#[command(name = "tally", version, about, long_about = None)]
+#[command(name = "tally", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -103,24 +103,20 @@ enterprise  Enterprise  EUR 499.00  EUR 4990.00  -      -              -
 
 Allowances
 PLAN        METRIC         INCLUDED   OVERAGE            LIMIT
-starter     api_spend      EUR 50     cost + 20%         -
 starter     compute_hours  100 hour   EUR 0.05 per hour  -
+starter     api_spend      EUR 50     cost + 20%         -
 starter     vms            1 vm       -                  1 vm hard, warn at 80%/95%/100%
-pro         api_spend      EUR 150    cost + 15%         -
 pro         compute_hours  300 hour   EUR 0.04 per hour  -
+pro         api_spend      EUR 150    cost + 15%         -
 pro         vms            3 vm       -                  3 vm hard, warn at 80%/95%/100%
-enterprise  api_spend      EUR 500    cost + 10%         -
 enterprise  compute_hours  unlimited  -                  -
+enterprise  api_spend      EUR 500    cost + 10%         -
 enterprise  vms            unlimited  -                  -
 
 Features
-PLAN        FEATURE           VALUE
-starter     email_support     yes
-starter     priority_support  no
-pro         email_support     yes
-pro         priority_support  yes
-enterprise  email_support     yes
-enterprise  priority_support  yes
+FEATURE           starter  pro  enterprise
+email_support     yes      yes  yes
+priority_support  no       yes  yes
 
 Coupons
 COUPON       DISCOUNT  DURATION  REDEEM BEFORE         MAX  PLANS
@@ -173,12 +169,12 @@ fn invoice_preview_json_is_the_seed_example() {
             "interval": "month",
             "lines": [
                 {"kind": "base", "description": "Pro plan (monthly)", "quantity": "1", "amount": 19900},
-                {"kind": "usage", "metric": "api_spend",
-                 "description": "API spend: EUR 30 beyond EUR 150 included, plus 15% markup",
-                 "quantity": "30", "amount": 3450},
                 {"kind": "usage", "metric": "compute_hours",
                  "description": "Compute hours: 50 hour beyond 300 included, at EUR 0.04 per hour",
-                 "quantity": "50", "amount": 200}
+                 "quantity": "50", "amount": 200},
+                {"kind": "usage", "metric": "api_spend",
+                 "description": "API spend: EUR 30 beyond EUR 150 included, plus 15% markup",
+                 "quantity": "30", "amount": 3450}
             ],
             "subtotal": 23550,
             "discount": 0,
@@ -200,8 +196,8 @@ Pro (pro), monthly, EUR
 
 KIND      DESCRIPTION                                                       QUANTITY      AMOUNT
 base      Pro plan (monthly)                                                       1      199.00
-usage     API spend: EUR 30 beyond EUR 150 included, plus 15% markup              30       34.50
 usage     Compute hours: 50 hour beyond 300 included, at EUR 0.04 per hour        50        2.00
+usage     API spend: EUR 30 beyond EUR 150 included, plus 15% markup              30       34.50
 
 subtotal                                                                              EUR 235.50
 discount                                                                              EUR -70.65
@@ -230,8 +226,11 @@ fn invoice_preview_of_an_annual_plan_month_without_base() {
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["interval"], "year");
     assert_eq!(json["lines"].as_array().unwrap().len(), 2);
-    assert_eq!(json["lines"][1]["quantity"], "1");
-    assert_eq!(json["lines"][1]["amount"], 5);
+    assert_eq!(json["lines"][0]["metric"], "compute_hours");
+    assert_eq!(json["lines"][0]["quantity"], "1");
+    assert_eq!(json["lines"][0]["amount"], 5);
+    assert_eq!(json["lines"][1]["metric"], "api_spend");
+    assert_eq!(json["lines"][1]["amount"], 0);
     assert_eq!(json["total"], 5);
 }
 

@@ -5,6 +5,8 @@
 //! Pure code: no I/O, no async, no SQL, no HTTP. Amounts are integer minor units; quantities and
 //! rates are [`rust_decimal::Decimal`]s; nothing here uses floating point.
 
+#![warn(missing_docs)]
+
 pub mod catalog;
 pub mod coupon;
 pub mod credits;

@@ -117,6 +117,30 @@ proptest! {
     }
 
     #[test]
+    fn volume_totals_add_up_and_are_never_negative(
+        a in 1i64..1000,
+        p1 in 0i64..10_000,
+        p2 in 0i64..10_000,
+        flat in 0i64..500,
+        coupon in coupon(),
+        m in 0i64..10_000_000,
+    ) {
+        let overage = format!(
+            "{{ model = \"volume\", tiers = [{{ up_to = {a}, unit_price = \"{}\" }}, \
+             {{ unit_price = \"{}\", flat = \"{}\" }}] }}",
+            dec(p1, 3),
+            dec(p2, 3),
+            dec(flat, 2)
+        );
+        let c = catalog(&overage, 0, 0, 1000, None);
+        let inv = rate_usage(&c, coupon.as_ref(), dec(m, 2), Decimal::ZERO);
+        let sum: i64 = inv.lines.iter().map(|l| l.amount).sum();
+        prop_assert_eq!(inv.subtotal, sum);
+        prop_assert_eq!(inv.total, inv.subtotal - inv.discount);
+        prop_assert!(inv.total >= 0 && inv.discount >= 0);
+    }
+
+    #[test]
     fn each_line_is_the_exact_charge_rounded_once(
         price_mantissa in 0i64..10_000_000,
         scale in 0u32..6,

@@ -234,7 +234,7 @@ pub fn show(c: &Catalog) -> String {
 
     let mut t = Table::new(&["PLAN", "METRIC", "INCLUDED", "OVERAGE", "LIMIT"]);
     for p in c.plans() {
-        for (id, pm) in &p.metrics {
+        for (id, pm) in p.metrics_in_order() {
             t.row(vec![
                 p.id.clone(),
                 id.clone(),
@@ -249,21 +249,26 @@ pub fn show(c: &Catalog) -> String {
         out.push_str(&t.render());
     }
 
-    let mut t = Table::new(&["PLAN", "FEATURE", "VALUE"]);
-    for p in c.plans() {
-        for (name, value) in &p.features {
-            t.row(vec![
-                p.id.clone(),
-                name.clone(),
-                match value {
-                    FeatureValue::Bool(true) => "yes".to_string(),
-                    FeatureValue::Bool(false) => "no".to_string(),
-                    FeatureValue::Number(n) => num(*n),
-                },
-            ]);
+    // Features as a matrix: one row per feature, one column per plan.
+    let features: std::collections::BTreeSet<&String> =
+        c.plans().iter().flat_map(|p| p.features.keys()).collect();
+    if !features.is_empty() {
+        let mut header = vec!["FEATURE".to_string()];
+        header.extend(c.plans().iter().map(|p| p.id.clone()));
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        let mut t = Table::new(&header);
+        for feature in features {
+            let mut row = vec![feature.clone()];
+            for p in c.plans() {
+                row.push(match p.features.get(feature) {
+                    None => "-".to_string(),
+                    Some(FeatureValue::Bool(true)) => "yes".to_string(),
+                    Some(FeatureValue::Bool(false)) => "no".to_string(),
+                    Some(FeatureValue::Number(n)) => num(*n),
+                });
+            }
+            t.row(row);
         }
-    }
-    if c.plans().iter().any(|p| !p.features.is_empty()) {
         out.push_str("\nFeatures\n");
         out.push_str(&t.render());
     }

@@ -32,6 +32,7 @@ pub(super) fn parse(src: &str, file: &str) -> Result<Catalog, CatalogErrors> {
         loc,
         errors: Vec::new(),
         lookup_keys: HashMap::new(),
+        coupon_ids: HashMap::new(),
     };
     let catalog = b.catalog(raw);
     if b.errors.is_empty() {
@@ -44,14 +45,49 @@ pub(super) fn parse(src: &str, file: &str) -> Result<Catalog, CatalogErrors> {
     }
 }
 
-/// toml's messages can span lines; a catalog error is one line.
+/// toml's messages can span lines and name internal types; a catalog error is one plain line.
 fn toml_message(message: &str) -> String {
-    message
+    const SHAPES: [(&str, &str); 11] = [
+        (
+            "struct RawPrice",
+            "a table like { amount = \"9.00\", lookup_key = \"…\" }",
+        ),
+        (
+            "struct RawCharge",
+            "a table like { model = \"per_unit\", unit_price = \"0.04\" }",
+        ),
+        (
+            "struct RawLimit",
+            "a table like { quantity = 10, enforcement = \"hard\" }",
+        ),
+        (
+            "struct RawTier",
+            "a tier like { up_to = 100, unit_price = \"0.01\" }",
+        ),
+        ("struct RawPlanMetric", "a table"),
+        ("struct RawCreditPack", "a table"),
+        ("struct RawCoupon", "a table"),
+        ("struct RawMetric", "a table"),
+        ("struct RawHeader", "a table"),
+        ("struct RawPlan", "a table"),
+        ("struct RawFlag", "a table"),
+    ];
+    let mut one_line = message
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    for (internal, plain) in SHAPES {
+        one_line = one_line.replace(internal, plain);
+    }
+    if one_line == "missing field `catalog`" {
+        return "missing the [catalog] table with name and currency".to_string();
+    }
+    match one_line.strip_prefix("missing field ") {
+        Some(field) => format!("missing {field}"),
+        None => one_line,
+    }
 }
 
 struct Builder<'a> {
@@ -59,6 +95,9 @@ struct Builder<'a> {
     errors: Vec<(usize, CatalogError)>,
     /// Stripe lookup keys seen so far, with what uses them.
     lookup_keys: HashMap<String, String>,
+    /// Coupon ids seen so far, lowercased, with their spelling: customers type coupon codes, so
+    /// two that differ only in letter case would be confused.
+    coupon_ids: HashMap<String, String>,
 }
 
 /// Entries of a TOML table in file order.
@@ -360,7 +399,7 @@ impl Builder<'_> {
         };
 
         let mut plan_metrics = BTreeMap::new();
-        for (metric_key, pm) in in_file_order(raw.metrics) {
+        for (position, (metric_key, pm)) in in_file_order(raw.metrics).into_iter().enumerate() {
             let Some(metric) = metrics.get(metric_key.get_ref()) else {
                 let message = format!(
                     "plan {id} refers to unknown metric \"{}\"",
@@ -369,7 +408,7 @@ impl Builder<'_> {
                 self.err(&metric_key.span(), message);
                 continue;
             };
-            if let Some(pm) = self.plan_metric(&id, metric, pm, currency) {
+            if let Some(pm) = self.plan_metric(&id, metric, pm, currency, position) {
                 plan_metrics.insert(metric.id.clone(), pm);
             }
         }
@@ -411,6 +450,7 @@ impl Builder<'_> {
         metric: &Metric,
         raw: Spanned<RawPlanMetric>,
         currency: Currency,
+        position: usize,
     ) -> Option<PlanMetric> {
         let raw = raw.into_inner();
         let mut ok = true;
@@ -442,7 +482,7 @@ impl Builder<'_> {
                     );
                     ok = false;
                 }
-                let charge = self.charge(plan, metric, c, currency);
+                let charge = self.charge(metric, c, currency);
                 ok &= charge.is_some();
                 charge
             }
@@ -524,6 +564,7 @@ impl Builder<'_> {
         ok.then_some(PlanMetric {
             name: metric.name.clone(),
             unit: metric.unit.clone(),
+            position,
             included,
             overage,
             limit,
@@ -533,7 +574,6 @@ impl Builder<'_> {
 
     fn charge(
         &mut self,
-        plan: &str,
         metric: &Metric,
         raw: Spanned<RawCharge>,
         currency: Currency,
@@ -642,7 +682,6 @@ impl Builder<'_> {
                 markup.map(|markup| Charge::PassThrough { markup })
             }
         };
-        let _ = plan;
         charge.filter(|_| ok)
     }
 
@@ -793,6 +832,16 @@ impl Builder<'_> {
         plans: &[&str],
     ) -> Coupon {
         self.id("coupon", &key);
+        let folded = key.get_ref().to_lowercase();
+        if let Some(previous) = self.coupon_ids.get(&folded) {
+            let message = format!(
+                "coupon {} differs from coupon {previous} only in letter case",
+                key.get_ref()
+            );
+            self.err(&key.span(), message);
+        } else {
+            self.coupon_ids.insert(folded, key.get_ref().clone());
+        }
         let span = raw.span();
         let id = key.into_inner();
         let raw = raw.into_inner();

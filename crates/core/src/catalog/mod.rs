@@ -167,7 +167,8 @@ pub struct Plan {
     pub prices: BTreeMap<Interval, Price>,
     /// Days of free trial when subscribing through checkout.
     pub trial_days: u32,
-    /// Allowance, overage charge and limit per metric id.
+    /// Allowance, overage charge and limit per metric id. [`Plan::metrics_in_order`] lists them
+    /// in the order the catalog file does.
     pub metrics: BTreeMap<String, PlanMetric>,
     /// Boolean and numeric features, e.g. `priority_support = true`, `seats = 5`.
     pub features: BTreeMap<String, FeatureValue>,
@@ -178,6 +179,15 @@ pub struct Plan {
     /// Minimum charge per allowance period, in minor units: when the period's lines add up to less,
     /// a minimum line makes up the difference.
     pub minimum: Option<i64>,
+}
+
+impl Plan {
+    /// The plan's metrics in the order the catalog file lists them.
+    pub fn metrics_in_order(&self) -> Vec<(&String, &PlanMetric)> {
+        let mut v: Vec<_> = self.metrics.iter().collect();
+        v.sort_by_key(|(_, pm)| pm.position);
+        v
+    }
 }
 
 /// A plan's base price for one interval.
@@ -196,6 +206,9 @@ pub struct PlanMetric {
     pub name: String,
     /// Unit of the metric, copied from the catalog.
     pub unit: String,
+    /// Where the plan lists the metric in the catalog file (0 = first); invoices and tables show
+    /// a plan's metrics in this order.
+    pub position: usize,
     /// Quantity included in the plan each allowance period.
     pub included: Allowance,
     /// What usage beyond the included quantity costs; `None` means it is not billed.
@@ -207,14 +220,22 @@ pub struct PlanMetric {
     pub warn_at_percent: Vec<u32>,
 }
 
-/// Included quantity of a metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Included quantity of a metric. Serializes as `"unlimited"` or the quantity as a decimal string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allowance {
     /// Everything is included.
     Unlimited,
     /// This much is included each period.
     Quantity(Decimal),
+}
+
+impl Serialize for Allowance {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Allowance::Unlimited => serializer.serialize_str("unlimited"),
+            Allowance::Quantity(q) => Serialize::serialize(&q.normalize(), serializer),
+        }
+    }
 }
 
 /// The charge for billable usage (usage beyond the included quantity).

@@ -111,8 +111,15 @@ fn parses_a_valid_catalog() {
     assert_eq!(team.features["projects"], FeatureValue::Number(dec!(10)));
     assert_eq!(team.features["storage_gb"], FeatureValue::Number(dec!(2.5)));
 
+    let order: Vec<&str> = team
+        .metrics_in_order()
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(order, ["calls", "seats", "spend"]);
     let pm = &team.metrics["calls"];
     assert_eq!(pm.name, "API calls");
+    assert_eq!(pm.position, 0);
     assert_eq!(pm.included, Allowance::Quantity(dec!(1000)));
     assert_eq!(
         pm.overage,
@@ -489,5 +496,57 @@ fn reports_every_error_in_file_order() {
         "c.toml:4:18: plan b refers to unknown metric \"nope\"\n\
          c.toml:6:27: price must not be negative (-1)\n\
          c.toml:7:14: trial_days must be between 0 and 730"
+    );
+}
+
+#[test]
+fn explains_missing_and_misshapen_tables() {
+    let e = Catalog::parse("", "c.toml").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "c.toml:1:1: missing the [catalog] table with name and currency"
+    );
+    let e = Catalog::parse("[catalog]\nname = \"x\"\n[plans.a]\n", "c.toml")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "c.toml:1:1: missing `currency`");
+    let e = errors("[plans.a]\nprices.month = \"5\"\n");
+    assert_eq!(
+        e,
+        "c.toml:9:16: invalid type: string \"5\", expected a table like \
+         { amount = \"9.00\", lookup_key = \"…\" }"
+    );
+    let e = errors("[plans.a.metrics.calls]\noverage = \"per_unit\"\n");
+    assert_eq!(
+        e,
+        "c.toml:9:11: invalid type: string \"per_unit\", expected a table like \
+         { model = \"per_unit\", unit_price = \"0.04\" }"
+    );
+}
+
+#[test]
+fn serializes_plans_for_the_api() {
+    let c = Catalog::parse(VALID, "acme.toml").unwrap();
+    let plan = serde_json::to_value(c.plan("team").unwrap()).unwrap();
+    assert_eq!(plan["currency"], "eur");
+    assert_eq!(plan["prices"]["month"]["amount"], 4990);
+    assert_eq!(plan["prices"]["year"]["lookup_key"], "team_yearly");
+    assert_eq!(plan["features"]["sso"], true);
+    assert_eq!(plan["features"]["projects"], "10");
+    assert_eq!(plan["metrics"]["calls"]["included"], "1000");
+    assert_eq!(plan["metrics"]["seats"]["included"], "unlimited");
+    assert_eq!(plan["metrics"]["calls"]["overage"]["model"], "graduated");
+    assert_eq!(plan["metrics"]["calls"]["limit"]["enforcement"], "soft");
+}
+
+#[test]
+fn reports_coupon_ids_that_differ_only_in_case() {
+    let e = errors(
+        "[plans.a]\n[coupons.SAVE10]\npercent_off = 10\nduration = \"once\"\n\
+         [coupons.save10]\npercent_off = 10\nduration = \"once\"\n",
+    );
+    assert_eq!(
+        e,
+        "c.toml:12:10: coupon save10 differs from coupon SAVE10 only in letter case"
     );
 }

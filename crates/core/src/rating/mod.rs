@@ -6,9 +6,9 @@
 //!    first monthly allowance period of each year with `include_base = true` and the other eleven
 //!    with `include_base = false`. A plan without any price (free or billed by hand) has no base
 //!    line.
-//! 2. **Usage lines** — one per plan metric that has an overage charge, in metric-id order, even
-//!    when nothing is billable (quantity `0`, amount 0), so an invoice shows every charge that
-//!    could apply. The billable quantity is `max(0, used − included)`; metrics with no overage
+//! 2. **Usage lines** — one per plan metric that has an overage charge, in the order the plan lists
+//!    its metrics in the catalog, even when nothing is billable (quantity `0`, amount 0), so an
+//!    invoice shows every charge that could apply. The billable quantity is `max(0, used − included)`; metrics with no overage
 //!    charge (unlimited, or capped by a hard limit) produce no line.
 //! 3. **Minimum line** — when the plan has a minimum and the base and usage lines add up to less,
 //!    a line makes up the difference.
@@ -191,7 +191,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Invoice, RatingError> {
         });
     }
 
-    for (metric, pm) in &plan.metrics {
+    for (metric, pm) in plan.metrics_in_order() {
         let Some(charge) = &pm.overage else {
             continue;
         };
@@ -405,7 +405,7 @@ pub struct PlanChange<'a> {
 
 /// The result of [`prorate`]: a credit for the old plan's unused days and a charge for the new
 /// plan's remaining days.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Proration {
     /// Negative line crediting the unused part of the old plan's price.
     pub credit: InvoiceLine,

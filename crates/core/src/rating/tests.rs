@@ -61,12 +61,12 @@ fn seed_example_pro_monthly() {
             "interval": "month",
             "lines": [
                 {"kind": "base", "description": "Pro plan (monthly)", "quantity": "1", "amount": 19900},
-                {"kind": "usage", "metric": "api_spend",
-                 "description": "API spend: EUR 30 beyond EUR 150 included, plus 15% markup",
-                 "quantity": "30", "amount": 3450},
                 {"kind": "usage", "metric": "compute_hours",
                  "description": "Compute hours: 50 hour beyond 300 included, at EUR 0.04 per hour",
                  "quantity": "50", "amount": 200},
+                {"kind": "usage", "metric": "api_spend",
+                 "description": "API spend: EUR 30 beyond EUR 150 included, plus 15% markup",
+                 "quantity": "30", "amount": 3450},
             ],
             "subtotal": 23550,
             "discount": 0,
@@ -87,7 +87,7 @@ fn seed_examples_starter_and_enterprise() {
     ))
     .unwrap();
     let amounts: Vec<i64> = inv.lines.iter().map(|l| l.amount).collect();
-    assert_eq!(amounts, [9900, 1500, 150]);
+    assert_eq!(amounts, [9900, 150, 1500]);
     assert_eq!(inv.total, 11550);
     // Enterprise: unlimited compute has no line; 499.00 + (600 − 500) × 1.10 = 110.00.
     let u = usage(&[("compute_hours", dec!(10000)), ("api_spend", dec!(600))]);
