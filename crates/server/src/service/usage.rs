@@ -300,8 +300,15 @@ pub fn report(
     period: Period,
     usage: &PeriodUsage,
 ) -> UsageReport {
+    // The plan's metrics in catalog order, then any other metric with usage.
     let mut ids: Vec<String> = billed
-        .map(|b| b.plan.metrics.keys().cloned().collect())
+        .map(|b| {
+            b.plan
+                .metrics_in_order()
+                .into_iter()
+                .map(|(id, _)| id.clone())
+                .collect()
+        })
         .unwrap_or_default();
     for id in usage.used.keys() {
         if !ids.contains(id) {
