@@ -310,9 +310,9 @@ pub fn report(
                 .collect()
         })
         .unwrap_or_default();
-    for id in usage.used.keys() {
-        if !ids.contains(id) {
-            ids.push(id.clone());
+    for m in catalog.metrics() {
+        if usage.used.contains_key(&m.id) && !ids.contains(&m.id) {
+            ids.push(m.id.clone());
         }
     }
     let metrics = ids
