@@ -146,9 +146,11 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
             sync = match param {
                 "synchronous=normal" => sqlite::Synchronous::Normal,
                 "synchronous=full" => sqlite::Synchronous::Full,
-                other => return Err(StoreError::InvalidUrl(format!(
+                other => {
+                    return Err(StoreError::InvalidUrl(format!(
                     "unknown SQLite option {other:?}: the only option is synchronous=normal|full"
-                ))),
+                )))
+                }
             };
         }
         Ok(Arc::new(sqlite::SqliteStore::open_with(path, sync).await?))
