@@ -238,8 +238,8 @@ async fn import_is_validated_deduplicated_and_summarised() {
     assert_eq!(
         used,
         vec![
-            ("api_spend".into(), "10.50".into()),
-            ("compute_hours".into(), "3.75".into())
+            ("compute_hours".into(), "3.75".into()),
+            ("api_spend".into(), "10.50".into())
         ]
     );
     let (ok, out, _) = run(&["usage", "summary", "--customer", "c1"]);

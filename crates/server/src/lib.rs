@@ -111,6 +111,12 @@ pub async fn spawn_with_store(
     let (stop, mut stop_rx) = watch::channel(false);
     service::closer::spawn(state.clone(), stop.subscribe());
     let app = api::router(state.clone());
+    // Small responses must not wait for delayed ACKs (Nagle): answer each write at once.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

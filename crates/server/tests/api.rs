@@ -461,7 +461,7 @@ async fn the_same_batch_from_eight_clients_counts_once() {
     assert_eq!((accepted, duplicates), (100, 700));
     assert_eq!(a.stored().await, 100);
     let (_, u) = a.get("/v1/customers/c1/usage").await;
-    assert_eq!(u["metrics"][0]["metric"], "api_spend");
+    assert_eq!(u["metrics"][0]["metric"], "compute_hours", "catalog order");
     let compute = u["metrics"]
         .as_array()
         .unwrap()

@@ -170,16 +170,30 @@ pub trait Store: Send + Sync + 'static {
     async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>>;
 }
 
-/// Opens (and migrates) the store named by a database URL: `sqlite://path`, `sqlite::memory:` is not
-/// supported (the writer and readers need a shared file), or `postgres://…` / `postgresql://…`.
+/// Opens (and migrates) the store named by a database URL: `sqlite://PATH` (optionally
+/// `?synchronous=full`, see [`sqlite`]) or `postgres://…` / `postgresql://…`. In-memory SQLite is not
+/// supported: the writer and the readers share one file.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         if path.is_empty() {
             return Err(StoreError::InvalidUrl(
                 "sqlite:// needs a file path, e.g. sqlite://tally.db".into(),
             ));
         }
-        Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
+        let mut sync = sqlite::Synchronous::default();
+        for param in query.split('&').filter(|p| !p.is_empty()) {
+            sync = match param {
+                "synchronous=normal" => sqlite::Synchronous::Normal,
+                "synchronous=full" => sqlite::Synchronous::Full,
+                other => {
+                    return Err(StoreError::InvalidUrl(format!(
+                    "unknown SQLite option {other:?}: the only option is synchronous=normal|full"
+                )))
+                }
+            };
+        }
+        Ok(Arc::new(sqlite::SqliteStore::open_with(path, sync).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(postgres::PgStore::connect(url).await?))
     } else {

@@ -364,3 +364,24 @@ async fn migrations_are_idempotent(ctx: Ctx) {
     assert!(again.get_customer("cus_1").await.unwrap().is_some());
     again.ping().await.unwrap();
 }
+
+#[tokio::test]
+async fn sqlite_urls_take_a_durability_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.db");
+    let store = tally_store::connect(&format!("sqlite://{}?synchronous=full", path.display()))
+        .await
+        .unwrap();
+    customer(&*store, "c").await;
+    store.close().await;
+    let err = tally_store::connect(&format!("sqlite://{}?cache=big", path.display()))
+        .await
+        .err()
+        .expect("unknown option");
+    assert!(err.to_string().contains("synchronous=normal|full"), "{err}");
+    let err = tally_store::connect("mysql://x")
+        .await
+        .err()
+        .expect("bad scheme");
+    assert!(matches!(err, StoreError::InvalidUrl(_)));
+}

@@ -300,12 +300,19 @@ pub fn report(
     period: Period,
     usage: &PeriodUsage,
 ) -> UsageReport {
+    // The plan's metrics in catalog order, then any other metric with usage.
     let mut ids: Vec<String> = billed
-        .map(|b| b.plan.metrics.keys().cloned().collect())
+        .map(|b| {
+            b.plan
+                .metrics_in_order()
+                .into_iter()
+                .map(|(id, _)| id.clone())
+                .collect()
+        })
         .unwrap_or_default();
-    for id in usage.used.keys() {
-        if !ids.contains(id) {
-            ids.push(id.clone());
+    for m in catalog.metrics() {
+        if usage.used.contains_key(&m.id) && !ids.contains(&m.id) {
+            ids.push(m.id.clone());
         }
     }
     let metrics = ids
