@@ -54,7 +54,13 @@ async fn two_processes_on_postgres_never_overdraw() {
     let put = |url: String, body: Value| {
         let http = http.clone();
         async move {
-            let r = http.put(url).bearer_auth(KEY).json(&body).send().await.unwrap();
+            let r = http
+                .put(url)
+                .bearer_auth(KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert!(r.status().is_success(), "{}", r.status());
         }
     };
@@ -76,7 +82,11 @@ async fn two_processes_on_postgres_never_overdraw() {
     let mut tasks = Vec::new();
     for i in 0..200 {
         let http = http.clone();
-        let base = if i % 2 == 0 { url_a.clone() } else { url_b.clone() };
+        let base = if i % 2 == 0 {
+            url_a.clone()
+        } else {
+            url_b.clone()
+        };
         tasks.push(tokio::spawn(async move {
             let r = http
                 .post(format!("{base}/v1/customers/racer/credits/consume"))
@@ -124,7 +134,11 @@ async fn two_processes_on_postgres_never_overdraw() {
     let mut replays = Vec::new();
     for i in 0..200 {
         let http = http.clone();
-        let base = if i % 2 == 0 { url_b.clone() } else { url_a.clone() };
+        let base = if i % 2 == 0 {
+            url_b.clone()
+        } else {
+            url_a.clone()
+        };
         replays.push(tokio::spawn(async move {
             http.post(format!("{base}/v1/customers/racer/credits/consume"))
                 .bearer_auth(KEY)

@@ -65,7 +65,9 @@ impl RouteLimit {
             _ => return Err(bad()),
         };
         if count == 0 || window.is_zero() {
-            return Err(format!("rate limit {s:?}: the count and window must be positive"));
+            return Err(format!(
+                "rate limit {s:?}: the count and window must be positive"
+            ));
         }
         Ok(RouteLimit {
             method: method.trim().to_ascii_uppercase(),
@@ -202,7 +204,11 @@ pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) ->
         };
         customer = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
-            .and_then(|v| v.get("customer").and_then(|c| c.as_str()).map(str::to_owned));
+            .and_then(|v| {
+                v.get("customer")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_owned)
+            });
         req = Request::from_parts(parts, Body::from(bytes));
     }
     let now = Instant::now();
@@ -274,9 +280,8 @@ fn customer_of(req: &Request, route: &str) -> Option<String> {
 
 fn too_many(wait: Duration) -> Response {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let e = ApiError::too_many_requests(format!(
-        "rate limit exceeded; retry after {secs} second(s)"
-    ));
+    let e =
+        ApiError::too_many_requests(format!("rate limit exceeded; retry after {secs} second(s)"));
     let mut res = e.into_response();
     if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
         res.headers_mut().insert(header::RETRY_AFTER, v);

@@ -210,9 +210,7 @@ async fn replaying_grants_and_consumes_changes_nothing() {
     assert_eq!(first_grant["actor"], "env");
     let (_, g2) = app.grant("c1", "-5", "g2").await;
     assert_eq!(g2["kind"], "adjust");
-    let consume = |key: &str, amount: &str| {
-        json!({"amount": amount, "idempotency_key": key})
-    };
+    let consume = |key: &str, amount: &str| json!({"amount": amount, "idempotency_key": key});
     let (s, c1) = app
         .post("/v1/customers/c1/credits/consume", consume("k1", "10"))
         .await;
@@ -230,7 +228,10 @@ async fn replaying_grants_and_consumes_changes_nothing() {
     let before = app.get("/v1/customers/c1/credits").await.1;
 
     // Replay everything: same answers, nothing more debited or granted.
-    assert_eq!(app.grant("c1", "50", "g1").await, (StatusCode::OK, first_grant));
+    assert_eq!(
+        app.grant("c1", "50", "g1").await,
+        (StatusCode::OK, first_grant)
+    );
     assert_eq!(app.grant("c1", "-5", "g2").await.1, g2);
     let r = app
         .post("/v1/customers/c1/credits/consume", consume("k1", "10"))
@@ -304,15 +305,36 @@ async fn short_balance_is_402_and_bad_input_changes_nothing() {
     assert_eq!(b["balance"], "0.5");
     for (body, code) in [
         (json!({"amount": 1}), "missing_idempotency_key"),
-        (json!({"amount": "abc", "idempotency_key": "z"}), "invalid_amount"),
-        (json!({"amount": -1, "idempotency_key": "z"}), "invalid_amount"),
-        (json!({"amount": 1, "metric": "chat", "idempotency_key": "z"}), "invalid_request"),
-        (json!({"metric": "builds", "idempotency_key": "z"}), "metric_without_credit_cost"),
-        (json!({"metric": "nope", "idempotency_key": "z"}), "unknown_metric"),
-        (json!({"amount": "0.0000001", "idempotency_key": "z"}), "invalid_amount"),
+        (
+            json!({"amount": "abc", "idempotency_key": "z"}),
+            "invalid_amount",
+        ),
+        (
+            json!({"amount": -1, "idempotency_key": "z"}),
+            "invalid_amount",
+        ),
+        (
+            json!({"amount": 1, "metric": "chat", "idempotency_key": "z"}),
+            "invalid_request",
+        ),
+        (
+            json!({"metric": "builds", "idempotency_key": "z"}),
+            "metric_without_credit_cost",
+        ),
+        (
+            json!({"metric": "nope", "idempotency_key": "z"}),
+            "unknown_metric",
+        ),
+        (
+            json!({"amount": "0.0000001", "idempotency_key": "z"}),
+            "invalid_amount",
+        ),
     ] {
         let (s, b) = app.post("/v1/customers/c1/credits/consume", body).await;
-        assert!(s == StatusCode::BAD_REQUEST || s == StatusCode::UNPROCESSABLE_ENTITY, "{s} {b}");
+        assert!(
+            s == StatusCode::BAD_REQUEST || s == StatusCode::UNPROCESSABLE_ENTITY,
+            "{s} {b}"
+        );
         assert_eq!(b["error"]["code"], code, "{b}");
     }
     let (s, b) = app
@@ -347,7 +369,12 @@ async fn monthly_plan_grant_is_made_once_per_period() {
         let http = app.http.clone();
         let url = app.url("/v1/customers/f1/credits");
         tasks.push(tokio::spawn(async move {
-            http.get(url).bearer_auth(KEY).send().await.unwrap().status()
+            http.get(url)
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap()
+                .status()
         }));
     }
     for t in tasks {
@@ -364,7 +391,9 @@ async fn monthly_plan_grant_is_made_once_per_period() {
     let period = tally_core::period::allowance_period(c.billing_anchor, Utc::now());
     assert_eq!(
         grants[0]["expires_at"].as_str().unwrap(),
-        period.end.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        period
+            .end
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
     );
     // The next period: the old grant has expired, a new one is made, once.
     let next = period.end + Duration::hours(1);
@@ -383,7 +412,12 @@ async fn monthly_plan_grant_is_made_once_per_period() {
     app.server.shutdown().await.unwrap();
 }
 
-fn input(customer: &str, feature: Option<&str>, metric: Option<&str>, q: Option<i64>) -> CheckInput {
+fn input(
+    customer: &str,
+    feature: Option<&str>,
+    metric: Option<&str>,
+    q: Option<i64>,
+) -> CheckInput {
     serde_json::from_value(json!({
         "customer": customer, "feature": feature, "metric": metric, "quantity": q,
     }))
@@ -399,9 +433,15 @@ async fn entitlement_checks_answer_features_limits_gauges_and_credits() {
 
     let (s, b) = check(json!({"customer": "pro1", "feature": "sso"})).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!((b["allowed"].clone(), b["reason"].clone()), (json!(true), json!("feature_enabled")));
+    assert_eq!(
+        (b["allowed"].clone(), b["reason"].clone()),
+        (json!(true), json!("feature_enabled"))
+    );
     let (_, b) = check(json!({"customer": "free1", "feature": "sso"})).await;
-    assert_eq!((b["allowed"].clone(), b["reason"].clone()), (json!(false), json!("feature_disabled")));
+    assert_eq!(
+        (b["allowed"].clone(), b["reason"].clone()),
+        (json!(false), json!("feature_disabled"))
+    );
     let (_, b) = check(json!({"customer": "free1", "feature": "seats"})).await;
     assert_eq!(b["limit"], "1");
     let (_, b) = check(json!({"customer": "free1", "feature": "nope"})).await;
@@ -422,7 +462,10 @@ async fn entitlement_checks_answer_features_limits_gauges_and_credits() {
     assert_eq!(b["percent"], "90");
     assert_eq!(b["level"], "warning");
     let (_, b) = check(json!({"customer": "free1", "metric": "builds", "quantity": 11})).await;
-    assert_eq!((b["allowed"].clone(), b["reason"].clone()), (json!(false), json!("limit_exceeded")));
+    assert_eq!(
+        (b["allowed"].clone(), b["reason"].clone()),
+        (json!(false), json!("limit_exceeded"))
+    );
     // Soft limit on pro: allowed, overage applies.
     let (_, b) = check(json!({"customer": "pro1", "metric": "builds", "quantity": 20})).await;
     assert_eq!(b["allowed"], true);
@@ -430,16 +473,28 @@ async fn entitlement_checks_answer_features_limits_gauges_and_credits() {
     assert_eq!(b["overage"], true);
     // Gauge: 5 projects of 5, one more is denied.
     let (_, b) = check(json!({"customer": "pro1", "metric": "projects", "quantity": 1})).await;
-    assert_eq!((b["allowed"].clone(), b["used"].clone()), (json!(false), json!("5")));
+    assert_eq!(
+        (b["allowed"].clone(), b["used"].clone()),
+        (json!(false), json!("5"))
+    );
     // Chat has no limit; costs credits: free has 100.
     let (_, b) = check(json!({"customer": "free1", "metric": "chat", "quantity": 100})).await;
-    assert_eq!((b["allowed"].clone(), b["reason"].clone()), (json!(true), json!("unlimited")));
+    assert_eq!(
+        (b["allowed"].clone(), b["reason"].clone()),
+        (json!(true), json!("unlimited"))
+    );
     assert_eq!(b["credit_balance"], "100");
     let (_, b) = check(json!({"customer": "free1", "metric": "chat", "quantity": 101})).await;
-    assert_eq!((b["allowed"].clone(), b["reason"].clone()), (json!(false), json!("insufficient_credits")));
+    assert_eq!(
+        (b["allowed"].clone(), b["reason"].clone()),
+        (json!(false), json!("insufficient_credits"))
+    );
     // Bad input.
     let (s, b) = check(json!({"customer": "free1", "metric": "nope"})).await;
-    assert_eq!((s, b["error"]["code"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("unknown_metric")));
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("unknown_metric"))
+    );
     let (s, _) = check(json!({"customer": "free1"})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = check(json!({"customer": "ghost", "feature": "sso"})).await;
@@ -460,13 +515,21 @@ async fn entitlement_checks_answer_features_limits_gauges_and_credits() {
         })
         .await
         .unwrap();
-    let r = check_at(state, input("pro1", Some("sso"), None, None), now + Duration::days(6))
-        .await
-        .unwrap();
+    let r = check_at(
+        state,
+        input("pro1", Some("sso"), None, None),
+        now + Duration::days(6),
+    )
+    .await
+    .unwrap();
     assert!(r.allowed);
-    let r = check_at(state, input("pro1", Some("sso"), None, None), now + Duration::days(8))
-        .await
-        .unwrap();
+    let r = check_at(
+        state,
+        input("pro1", Some("sso"), None, None),
+        now + Duration::days(8),
+    )
+    .await
+    .unwrap();
     assert!(!r.allowed);
     assert_eq!(r.plan.as_deref(), Some("free"));
     app.server.shutdown().await.unwrap();
@@ -481,9 +544,15 @@ async fn no_plan_at_all_denies_with_no_subscription() {
     .await;
     app.customer("c", None).await;
     let (_, b) = app
-        .post("/v1/entitlements/check", json!({"customer": "c", "feature": "sso"}))
+        .post(
+            "/v1/entitlements/check",
+            json!({"customer": "c", "feature": "sso"}),
+        )
         .await;
-    assert_eq!((b["allowed"].clone(), b["reason"].clone()), (json!(false), json!("no_subscription")));
+    assert_eq!(
+        (b["allowed"].clone(), b["reason"].clone()),
+        (json!(false), json!("no_subscription"))
+    );
     app.server.shutdown().await.unwrap();
 }
 
@@ -523,7 +592,10 @@ async fn each_threshold_fires_once_per_period_and_again_next_period() {
     for _ in 0..3 {
         check_at(state, check(), now).await.unwrap();
     }
-    assert_eq!(thresholds(&state.store.notifications("t1").await.unwrap()), vec![(80, p0)]);
+    assert_eq!(
+        thresholds(&state.store.notifications("t1").await.unwrap()),
+        vec![(80, p0)]
+    );
     state.store.ingest(vec![add(dec!(20), now)]).await.unwrap();
     for _ in 0..3 {
         check_at(state, check(), now).await.unwrap();
@@ -534,8 +606,14 @@ async fn each_threshold_fires_once_per_period_and_again_next_period() {
     );
     // The next period starts from zero: thresholds fire again, once.
     let later = period.end + Duration::hours(1);
-    let p1 = tally_core::period::allowance_period(c.billing_anchor, later).start.timestamp();
-    state.store.ingest(vec![add(dec!(96), later)]).await.unwrap();
+    let p1 = tally_core::period::allowance_period(c.billing_anchor, later)
+        .start
+        .timestamp();
+    state
+        .store
+        .ingest(vec![add(dec!(96), later)])
+        .await
+        .unwrap();
     for _ in 0..3 {
         check_at(state, check(), later).await.unwrap();
     }
@@ -564,7 +642,10 @@ async fn flags_are_stable_across_restarts_and_overrides_win() {
         let flags = b["flags"].as_array().unwrap();
         assert_eq!(flags.len(), 3);
         let dev = flags.iter().find(|f| f["flag"] == "dev_only").unwrap();
-        assert_eq!((dev["enabled"].clone(), dev["reason"].clone()), (json!(false), json!("environment")));
+        assert_eq!(
+            (dev["enabled"].clone(), dev["reason"].clone()),
+            (json!(false), json!("environment"))
+        );
         let off = flags.iter().find(|f| f["flag"] == "off").unwrap();
         assert_eq!(off["reason"], "disabled");
         first.push(b);
@@ -573,26 +654,67 @@ async fn flags_are_stable_across_restarts_and_overrides_win() {
     let app = app_on(url, None, |c| c.environment = "development".into()).await;
     for (i, before) in first.iter().enumerate() {
         let (_, b) = app.get(&format!("/v1/flags?customer=u{i}")).await;
-        let pick = |v: &Value| v["flags"].as_array().unwrap().iter().find(|f| f["flag"] == "new_ui").cloned();
+        let pick = |v: &Value| {
+            v["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["flag"] == "new_ui")
+                .cloned()
+        };
         assert_eq!(pick(&b), pick(before));
-        let dev = b["flags"].as_array().unwrap().iter().find(|f| f["flag"] == "dev_only").cloned().unwrap();
+        let dev = b["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["flag"] == "dev_only")
+            .cloned()
+            .unwrap();
         assert_eq!(dev["enabled"], true);
     }
     // Overrides.
-    let (s, _) = app.put("/v1/customers/u0/flags/off", json!({"enabled": true})).await;
+    let (s, _) = app
+        .put("/v1/customers/u0/flags/off", json!({"enabled": true}))
+        .await;
     assert_eq!(s, StatusCode::OK);
     let (_, b) = app.get("/v1/flags?customer=u0").await;
-    let off = b["flags"].as_array().unwrap().iter().find(|f| f["flag"] == "off").cloned().unwrap();
-    assert_eq!((off["enabled"].clone(), off["reason"].clone()), (json!(true), json!("override")));
-    let (s, _) = app.send(reqwest::Method::DELETE, "/v1/customers/u0/flags/off", json!({})).await;
+    let off = b["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["flag"] == "off")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (off["enabled"].clone(), off["reason"].clone()),
+        (json!(true), json!("override"))
+    );
+    let (s, _) = app
+        .send(
+            reqwest::Method::DELETE,
+            "/v1/customers/u0/flags/off",
+            json!({}),
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, b) = app.get("/v1/flags?customer=u0").await;
-    let off = b["flags"].as_array().unwrap().iter().find(|f| f["flag"] == "off").cloned().unwrap();
+    let off = b["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["flag"] == "off")
+        .cloned()
+        .unwrap();
     assert_eq!(off["enabled"], false);
-    let (s, _) = app.put("/v1/customers/u0/flags/ghost", json!({"enabled": true})).await;
+    let (s, _) = app
+        .put("/v1/customers/u0/flags/ghost", json!({"enabled": true}))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, b) = app.get("/v1/flags").await;
-    assert_eq!((s, b["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("missing_customer")));
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("missing_customer"))
+    );
     app.server.shutdown().await.unwrap();
 }
 
@@ -603,7 +725,10 @@ fn rollout_is_within_one_point_over_10000_customers() {
     let on = (0..10_000)
         .filter(|i| tally_core::flags::evaluate(flag, &format!("cus_{i}"), "production").enabled)
         .count();
-    assert!((2_900..=3_100).contains(&on), "{on} of 10000 for a 30 % rollout");
+    assert!(
+        (2_900..=3_100).contains(&on),
+        "{on} of 10000 for a 30 % rollout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -654,7 +779,10 @@ fn checkout_sessions_are_limited_to_5_per_minute_per_customer_by_default() {
     let d = tally_server::ratelimit::RateLimits::default();
     assert_eq!(d.routes.len(), 1);
     let r = &d.routes[0];
-    assert_eq!((r.method.as_str(), r.path.as_str(), r.count), ("POST", "/v1/checkout-sessions", 5));
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str(), r.count),
+        ("POST", "/v1/checkout-sessions", 5)
+    );
     assert_eq!(r.window, std::time::Duration::from_secs(60));
     assert_eq!(r.scope, tally_server::ratelimit::Scope::Customer);
 }

@@ -22,8 +22,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use credits::{
-    AuditRecord, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome, CreditRequest,
-    FlagOverride, UsageNotification,
+    AuditRecord, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome,
+    CreditRequest, FlagOverride, UsageNotification,
 };
 pub use error::StoreError;
 pub use model::*;

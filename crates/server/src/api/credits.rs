@@ -28,10 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/customers/{id}/credits/consume", post(consume))
         .route("/v1/customers/{id}/audit", get(audit))
         .route("/v1/customers/{id}/notifications", get(notifications))
-        .route(
-            "/v1/entitlements/check",
-            post(super::entitlements::check),
-        )
+        .route("/v1/entitlements/check", post(super::entitlements::check))
         .route("/v1/flags", get(super::flags::list))
         .route(
             "/v1/customers/{id}/flags/{flag}",

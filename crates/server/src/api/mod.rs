@@ -79,8 +79,7 @@ async fn require_api_key(State(state): State<AppState>, mut req: Request, next: 
         .and_then(|h| h.to_str().ok());
     match service::keys::authenticate(&state, header).await {
         Ok(actor) => {
-            req.extensions_mut()
-                .insert(crate::ratelimit::Actor(actor));
+            req.extensions_mut().insert(crate::ratelimit::Actor(actor));
             next.run(req).await
         }
         Err(e) => e.into_response(),

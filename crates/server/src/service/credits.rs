@@ -237,9 +237,17 @@ pub async fn ensure_plan_grant(
 }
 
 /// The customer's usable balance (after its monthly grant).
-pub async fn balance(state: &AppState, c: &Customer, now: DateTime<Utc>) -> Result<Decimal, ApiError> {
+pub async fn balance(
+    state: &AppState,
+    c: &Customer,
+    now: DateTime<Utc>,
+) -> Result<Decimal, ApiError> {
     ensure_plan_grant(state, c, now).await?;
-    Ok(state.store.credit_account(&c.id, 0, None).await?.balance(now))
+    Ok(state
+        .store
+        .credit_account(&c.id, 0, None)
+        .await?
+        .balance(now))
 }
 
 /// `GET /v1/customers/{id}/credits`.
@@ -254,11 +262,10 @@ pub async fn get(
     ensure_plan_grant(state, &c, now).await?;
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit is 1–{MAX_PAGE}"),
-        )
-        .with_param("limit"));
+        return Err(
+            ApiError::bad_request("invalid_limit", format!("limit is 1–{MAX_PAGE}"))
+                .with_param("limit"),
+        );
     }
     let account = state.store.credit_account(id, limit, before).await?;
     let balance = account.balance(now).normalize();
@@ -437,7 +444,10 @@ pub async fn grant(
         CreditOutcome::Replayed(e) => Ok(Applied::Replayed(e.into())),
         CreditOutcome::IdempotencyConflict => Err(conflict()),
         CreditOutcome::Insufficient { balance, required } => {
-            Err(CreditFailure::Insufficient(Insufficient { balance, required }))
+            Err(CreditFailure::Insufficient(Insufficient {
+                balance,
+                required,
+            }))
         }
     }
 }
@@ -520,8 +530,11 @@ pub async fn consume(
         }
         (None, Some(m)) => {
             let metric = state.catalog.metric(m).ok_or_else(|| {
-                ApiError::unprocessable("unknown_metric", format!("the catalog has no metric {m:?}"))
-                    .with_param("metric")
+                ApiError::unprocessable(
+                    "unknown_metric",
+                    format!("the catalog has no metric {m:?}"),
+                )
+                .with_param("metric")
             })?;
             let cost = metric.credit_cost.ok_or_else(|| {
                 ApiError::unprocessable(
@@ -535,9 +548,12 @@ pub async fn consume(
                 None => Decimal::ONE,
             };
             if q <= Decimal::ZERO {
-                return Err(ApiError::unprocessable("invalid_quantity", "quantity must be positive")
-                    .with_param("quantity")
-                    .into());
+                return Err(ApiError::unprocessable(
+                    "invalid_quantity",
+                    "quantity must be positive",
+                )
+                .with_param("quantity")
+                .into());
             }
             (cost * q, Some(metric.id.clone()), Some(q))
         }
@@ -550,9 +566,11 @@ pub async fn consume(
         }
     };
     if amount <= Decimal::ZERO {
-        return Err(ApiError::unprocessable("invalid_amount", "amount must be positive")
-            .with_param("amount")
-            .into());
+        return Err(
+            ApiError::unprocessable("invalid_amount", "amount must be positive")
+                .with_param("amount")
+                .into(),
+        );
     }
     let c = customer(state, id).await?;
     ensure_plan_grant(state, &c, now).await?;
@@ -617,7 +635,10 @@ pub async fn consume(
         CreditOutcome::Replayed(e) => Ok(Applied::Replayed(e.into())),
         CreditOutcome::IdempotencyConflict => Err(conflict()),
         CreditOutcome::Insufficient { balance, required } => {
-            Err(CreditFailure::Insufficient(Insufficient { balance, required }))
+            Err(CreditFailure::Insufficient(Insufficient {
+                balance,
+                required,
+            }))
         }
     }
 }

@@ -192,7 +192,16 @@ pub async fn check_at(
         quantity,
         credit_balance: credit_balance.unwrap_or(Decimal::ZERO),
     });
-    record_thresholds(state, &customer.id, &plan, &metric.id, period.start, used, now).await?;
+    record_thresholds(
+        state,
+        &customer.id,
+        &plan,
+        &metric.id,
+        period.start,
+        used,
+        now,
+    )
+    .await?;
     Ok(CheckResult {
         allowed: d.allowed,
         reason: snake(d.reason),

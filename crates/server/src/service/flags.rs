@@ -113,7 +113,11 @@ pub async fn put_override(
 
 /// `DELETE /v1/customers/{id}/flags/{flag}`: removes the override (idempotent); returns whether
 /// one existed.
-pub async fn delete_override(state: &AppState, customer: &str, flag: &str) -> Result<bool, ApiError> {
+pub async fn delete_override(
+    state: &AppState,
+    customer: &str,
+    flag: &str,
+) -> Result<bool, ApiError> {
     check_id(customer)?;
     known_flag(state, flag)?;
     usage::customer(state, customer).await?;

@@ -274,7 +274,9 @@ async fn try_apply(
     if let Some(ev) = &req.event {
         insert_event(tx, ev, billed_through).await?;
     }
-    Ok(CreditOutcome::Applied(entry_by_id(tx, &req.entry_id).await?))
+    Ok(CreditOutcome::Applied(
+        entry_by_id(tx, &req.entry_id).await?,
+    ))
 }
 
 /// Records one usage event (consumption by metric) inside the credit transaction: the event row
@@ -381,7 +383,11 @@ pub(crate) async fn account(
     })
 }
 
-pub(crate) async fn audit_log(pool: &Pool, customer: &str, limit: usize) -> Result<Vec<AuditRecord>> {
+pub(crate) async fn audit_log(
+    pool: &Pool,
+    customer: &str,
+    limit: usize,
+) -> Result<Vec<AuditRecord>> {
     let c = pool.get().await?;
     let rows = c
         .query(

@@ -21,11 +21,11 @@ use deadpool_postgres::{Config, Pool, Runtime};
 use tokio_postgres::NoTls;
 
 use crate::{
-    AuditRecord, CreditAccount, CreditOutcome, CreditRequest, FlagOverride, UsageNotification,
-};
-use crate::{
     ApiKey, Backend, Customer, CustomerUpsert, IngestOutcome, InvoiceBuilder, NewApiKey, NewEvent,
     Result, Store, StoreError, StoredInvoice, Subscription, SubscriptionUpsert, UsageRollup,
+};
+use crate::{
+    AuditRecord, CreditAccount, CreditOutcome, CreditRequest, FlagOverride, UsageNotification,
 };
 pub use migrate::SCHEMA_VERSION;
 

@@ -37,7 +37,11 @@ fn entry_row(r: &Row<'_>) -> rusqlite::Result<CreditEntryRecord> {
         idempotency_key: r.get(8)?,
         actor: r.get(9)?,
         metric: r.get(10)?,
-        quantity: r.get::<_, Option<String>>(11)?.as_deref().map(dec).transpose()?,
+        quantity: r
+            .get::<_, Option<String>>(11)?
+            .as_deref()
+            .map(dec)
+            .transpose()?,
         event_id: r.get(12)?,
         created_at: from_ms(r.get(13)?),
     })
@@ -92,7 +96,11 @@ fn insert_entry(
         kind,
         amount.normalize().to_string(),
         balance_after.normalize().to_string(),
-        if main { req.expires_at.map(to_ms) } else { None },
+        if main {
+            req.expires_at.map(to_ms)
+        } else {
+            None
+        },
         if main { req.reason.clone() } else { None },
         if main {
             req.idempotency_key.clone()
@@ -149,7 +157,9 @@ fn apply_ledger(conn: &Connection, req: &CreditRequest) -> Result<CreditOutcome>
                 "SELECT fingerprint, entry_id FROM credit_idempotency
                  WHERE customer_id = ?1 AND key = ?2",
             )?
-            .query_row(params![req.customer_id, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![req.customer_id, key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         if let Some((fingerprint, entry_id)) = seen {
             if fingerprint != req.fingerprint {
@@ -271,7 +281,11 @@ pub(crate) fn account(
     })
 }
 
-pub(crate) fn audit_log(conn: &Connection, customer: &str, limit: usize) -> Result<Vec<AuditRecord>> {
+pub(crate) fn audit_log(
+    conn: &Connection,
+    customer: &str,
+    limit: usize,
+) -> Result<Vec<AuditRecord>> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, at, actor, action, customer_id, object_id, idempotency_key, details
          FROM audit_log WHERE customer_id = ?1 ORDER BY seq DESC LIMIT ?2",

@@ -46,11 +46,11 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AuditRecord, CreditAccount, CreditOutcome, CreditRequest, FlagOverride, UsageNotification,
-};
-use crate::{
     ApiKey, Backend, Customer, CustomerUpsert, IngestOutcome, InvoiceBuilder, NewApiKey, NewEvent,
     Result, Store, StoreError, StoredInvoice, Subscription, SubscriptionUpsert, UsageRollup,
+};
+use crate::{
+    AuditRecord, CreditAccount, CreditOutcome, CreditRequest, FlagOverride, UsageNotification,
 };
 pub use migrate::SCHEMA_VERSION;
 use writer::{FnJob, Writer};
