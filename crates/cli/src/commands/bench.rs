@@ -46,6 +46,8 @@ pub struct BenchArgs {
     /// Directory for the databases (default: a new temporary directory, deleted afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
+    #[command(flatten)]
+    credits: super::bench_credits::CreditBenchArgs,
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -238,6 +240,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; benchmark figures need `cargo build --release`");
     }
+    if args.credits.credits_only {
+        println!("machine: {}", machine());
+        print!("{}", super::bench_credits::report(&args.credits)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let tmp;
     let dir = match &args.dir {
         Some(d) => {
@@ -321,6 +328,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         m.rss_load_kb as f64 / 1024.0,
         "-"
     );
+    out.push_str(&super::bench_credits::report(&args.credits)?);
     print!("{out}");
     Ok(ExitCode::SUCCESS)
 }

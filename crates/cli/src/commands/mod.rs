@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod bench;
+pub mod bench_credits;
 pub mod catalog;
 pub mod common;
 pub mod events;
