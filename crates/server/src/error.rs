@@ -54,7 +54,8 @@ pub struct ErrorObject {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: String) -> Self {
+    /// Any status: e.g. `402` (`invalid_request_error`, `insufficient_credits`), `409`, `429`.
+    pub fn new(status: StatusCode, kind: &'static str, code: &'static str, message: String) -> Self {
         ApiError {
             status,
             kind,

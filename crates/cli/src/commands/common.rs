@@ -10,7 +10,8 @@ use tally_server::config::{parse_catalog, EXAMPLE_CATALOG};
 /// Where the data lives.
 #[derive(clap::Args, Clone)]
 pub struct DatabaseArgs {
-    /// Database URL: sqlite://PATH (the default, one file) or postgres://USER@HOST/DB.
+    /// Database URL: sqlite://PATH (the default, one file; add ?synchronous=full to also survive
+    /// power loss) or postgres://USER@HOST/DB.
     #[arg(long, env = "TALLY_DATABASE_URL", default_value = "sqlite://tally.db")]
     pub database_url: String,
 }

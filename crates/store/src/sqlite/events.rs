@@ -27,9 +27,22 @@ pub(crate) fn ingest(w: &mut Writer, events: Vec<NewEvent>) -> Result<IngestOutc
         accepted: fresh.len() as u64,
         duplicates: (total - fresh.len()) as u64,
     };
-    match apply(&w.conn, &fresh) {
-        Ok(()) => {
+    // Merged into the group's pending rollups only if every step succeeded, so a failed job
+    // leaves no trace (its rows are rolled back with its savepoint).
+    let merged = apply(&w.conn, &fresh).and_then(|deltas| {
+        deltas
+            .into_iter()
+            .map(|(key, delta)| {
+                let mut row = w.pending_rollups.get(&key).cloned().unwrap_or_default();
+                row.merge(&delta)?;
+                Ok((key, row))
+            })
+            .collect::<Result<Vec<_>>>()
+    });
+    match merged {
+        Ok(rows) => {
             w.group_added.extend(added);
+            w.pending_rollups.extend(rows);
             Ok(outcome)
         }
         Err(e) => {
@@ -41,11 +54,14 @@ pub(crate) fn ingest(w: &mut Writer, events: Vec<NewEvent>) -> Result<IngestOutc
     }
 }
 
-type RollupKey = (String, i64, String, i64);
+/// (customer, billed period start, metric, usage period start).
+pub(crate) type RollupKey = (String, i64, String, i64);
 
-fn apply(conn: &Connection, events: &[NewEvent]) -> Result<()> {
+/// Appends the events and returns what they add to each rollup.
+fn apply(conn: &Connection, events: &[NewEvent]) -> Result<BTreeMap<RollupKey, RollupDelta>> {
+    let mut deltas: BTreeMap<RollupKey, RollupDelta> = BTreeMap::new();
     if events.is_empty() {
-        return Ok(());
+        return Ok(deltas);
     }
     let now = to_ms(Utc::now());
     let mut billed_through: HashMap<&str, Option<i64>> = HashMap::new();
@@ -59,7 +75,6 @@ fn apply(conn: &Connection, events: &[NewEvent]) -> Result<()> {
         "INSERT OR IGNORE INTO usage_unique_values (customer_id, metric, usage_period_start, value)
          VALUES (?1, ?2, ?3, ?4)",
     )?;
-    let mut deltas: BTreeMap<RollupKey, RollupDelta> = BTreeMap::new();
     for e in events {
         let bt = match billed_through.get(e.customer_id.as_str()) {
             Some(bt) => *bt,
@@ -102,6 +117,16 @@ fn apply(conn: &Connection, events: &[NewEvent]) -> Result<()> {
             }
         }
     }
+    Ok(deltas)
+}
+
+/// Adds the pending rollup deltas of the group to the stored rollups (one read and one write per
+/// rollup row touched by the whole group).
+pub(crate) fn flush_rollups(
+    conn: &Connection,
+    pending: &mut BTreeMap<RollupKey, RollupDelta>,
+) -> Result<()> {
+    let deltas = std::mem::take(pending);
     let mut read = conn.prepare_cached(
         "SELECT sum, count, max, latest, latest_at, unique_count FROM usage_rollups
          WHERE customer_id = ?1 AND billed_period_start = ?2 AND metric = ?3 AND usage_period_start = ?4",

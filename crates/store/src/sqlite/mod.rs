@@ -22,6 +22,11 @@
 //! With 128 bits the chance that two different events collide is about n²/2¹²⁹ (≈10⁻²⁵ for 10⁸
 //! events). Cost: ~16–32 bytes of memory per stored event and a scan of `events` at start.
 //!
+//! **Rollups once per group.** Each ingest job appends its events and computes what they add to
+//! each rollup row; the writer merges those deltas over the whole group and writes each touched
+//! rollup row once, just before the commit (or before a job that reads rollups, such as a period
+//! close), so the rollups are exact at every commit.
+//!
 //! **Readers** use their own connections from a small pool, on the blocking thread pool.
 //!
 //! **Checkpoints off the write path.** Automatic WAL checkpoints would run inside the writer's
@@ -181,6 +186,16 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
     {
+        self.submit(f, true).await
+    }
+
+    /// Queues a job for the writer; `touches_rollups` is false only for event ingest, whose
+    /// rollup deltas the writer applies once per group.
+    async fn submit<T, F>(&self, f: F, touches_rollups: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
+    {
         let sender = self
             .writer
             .lock()
@@ -189,7 +204,7 @@ impl SqliteStore {
             .ok_or(StoreError::Closed)?;
         let (tx, rx) = oneshot::channel();
         sender
-            .send(Box::new(FnJob::new(f, tx)))
+            .send(Box::new(FnJob::new(f, tx, touches_rollups)))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -288,7 +303,7 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(IngestOutcome::default());
         }
-        self.write(move |w| events::ingest(w, events)).await
+        self.submit(move |w| events::ingest(w, events), false).await
     }
 
     async fn usage(&self, customer_id: &str, billed: DateTime<Utc>) -> Result<Vec<UsageRollup>> {

@@ -2,12 +2,14 @@
 //! commits once, then answers every job.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::events::{flush_rollups, RollupKey};
+use crate::rollup::RollupDelta;
 use crate::{Result, StoreError};
 
 /// Most jobs committed together; bounds the latency of the first job of a group.
@@ -20,18 +22,23 @@ pub(crate) trait WriteJob: Send {
     fn run(&mut self, w: &mut Writer) -> bool;
     /// Answers the caller once the transaction's fate is known.
     fn finish(self: Box<Self>, commit: std::result::Result<(), String>);
+    /// Whether the job reads or writes rollups directly (then the group's pending rollup deltas
+    /// are written first).
+    fn touches_rollups(&self) -> bool;
 }
 
 pub(crate) struct FnJob<T, F> {
     f: Option<F>,
+    touches_rollups: bool,
     result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
 
 impl<T, F> FnJob<T, F> {
-    pub fn new(f: F, reply: oneshot::Sender<Result<T>>) -> Self {
+    pub fn new(f: F, reply: oneshot::Sender<Result<T>>, touches_rollups: bool) -> Self {
         FnJob {
             f: Some(f),
+            touches_rollups,
             result: None,
             reply,
         }
@@ -61,6 +68,10 @@ where
             (None, Ok(())) => Err(StoreError::Closed),
         };
         let _ = self.reply.send(out);
+    }
+
+    fn touches_rollups(&self) -> bool {
+        self.touches_rollups
     }
 }
 
@@ -122,6 +133,9 @@ pub(crate) struct Writer {
     pub dedup: Dedup,
     /// Dedup keys added by jobs of the open transaction, forgotten again if the commit fails.
     pub group_added: Vec<u128>,
+    /// Rollup deltas of the open transaction's ingest jobs, written once per group (before the
+    /// commit, or before a job that reads rollups).
+    pub pending_rollups: BTreeMap<RollupKey, RollupDelta>,
 }
 
 impl Writer {
@@ -142,6 +156,7 @@ impl Writer {
             conn,
             dedup,
             group_added: Vec::new(),
+            pending_rollups: BTreeMap::new(),
         })
     }
 
@@ -172,6 +187,12 @@ impl Writer {
         self.exec("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
         let mut failed: Option<String> = None;
         for job in jobs.iter_mut() {
+            if job.touches_rollups() && !self.pending_rollups.is_empty() {
+                if let Err(e) = flush_rollups(&self.conn, &mut self.pending_rollups) {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
             if let Err(e) = self.exec("SAVEPOINT job") {
                 failed = Some(e.to_string());
                 break;
@@ -188,11 +209,17 @@ impl Writer {
                 break;
             }
         }
+        if failed.is_none() {
+            if let Err(e) = flush_rollups(&self.conn, &mut self.pending_rollups) {
+                failed = Some(e.to_string());
+            }
+        }
         let outcome = match failed {
             Some(m) => Err(m),
             None => self.exec("COMMIT").map_err(|e| e.to_string()),
         };
         if outcome.is_err() {
+            self.pending_rollups.clear();
             let _ = self.conn.execute_batch("ROLLBACK");
             for k in std::mem::take(&mut self.group_added) {
                 self.dedup.remove(k);
