@@ -357,7 +357,8 @@ impl Store for SqliteStore {
     }
 
     async fn credit_apply(&self, req: CreditRequest) -> Result<CreditOutcome> {
-        self.write(move |w| credits::apply(w, req)).await
+        // Credit jobs never read rollups; a usage event they record adds to the group's deltas.
+        self.submit(move |w| credits::apply(w, req), false).await
     }
 
     async fn credit_account(
