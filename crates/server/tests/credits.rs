@@ -515,6 +515,8 @@ async fn entitlement_checks_answer_features_limits_gauges_and_credits() {
         })
         .await
         .unwrap();
+    // The store was changed behind the server's back: drop its cached subscription.
+    state.credits.forget("pro1");
     let r = check_at(
         state,
         input("pro1", Some("sso"), None, None),

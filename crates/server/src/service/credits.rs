@@ -5,8 +5,9 @@
 //! Credits are exact decimals (a metric may cost 0.5 credit); amounts have at most
 //! [`MAX_SCALE`] decimal places and are returned as strings.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_core::credits::{CreditEntry, EntryKind};
 use tally_core::period::allowance_period;
-use tally_store::{CreditEntryRecord, CreditOutcome, CreditRequest, Customer};
+use tally_store::{CreditEntryRecord, CreditOutcome, CreditRequest, Customer, Subscription};
 use utoipa::ToSchema;
 
 use super::customers::check_id;
@@ -40,6 +41,47 @@ pub struct Shared {
     /// `(customer, metric, period start, threshold)` whose notification is known to exist.
     pub(crate) notified: Mutex<HashSet<(String, String, i64, u32)>>,
     pub limiter: Limiter,
+    /// Customer and subscription per customer id, for entitlement checks (see [`PLAN_TTL`]).
+    plans: Mutex<HashMap<String, (Instant, Customer, Option<Subscription>)>>,
+}
+
+/// How long an entitlement check may use a cached customer and subscription. A change made
+/// through this process is seen at once; one made through another process sharing the database
+/// within this time.
+pub const PLAN_TTL: Duration = Duration::from_secs(1);
+
+impl Shared {
+    /// Forgets the cached subscription of a customer (after it changed).
+    pub fn forget(&self, customer: &str) {
+        if let Ok(mut p) = self.plans.lock() {
+            p.remove(customer);
+        }
+    }
+}
+
+/// The customer and its subscription, from a cache at most [`PLAN_TTL`] old; 404 when the
+/// customer does not exist.
+pub async fn customer_and_subscription(
+    state: &AppState,
+    id: &str,
+) -> Result<(Customer, Option<Subscription>), ApiError> {
+    let now = Instant::now();
+    if let Ok(p) = state.credits.plans.lock() {
+        if let Some((at, c, s)) = p.get(id) {
+            if now.duration_since(*at) < PLAN_TTL {
+                return Ok((c.clone(), s.clone()));
+            }
+        }
+    }
+    let c = usage::customer(state, id).await?;
+    let s = state.store.get_subscription(id).await?;
+    if let Ok(mut p) = state.credits.plans.lock() {
+        if p.len() > 100_000 {
+            p.retain(|_, (at, _, _)| now.duration_since(*at) < PLAN_TTL);
+        }
+        p.insert(id.to_owned(), (now, c.clone(), s.clone()));
+    }
+    Ok((c, s))
 }
 
 /// Parses a credit amount or quantity given as a JSON number or string, never through a float.

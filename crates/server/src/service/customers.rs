@@ -128,7 +128,7 @@ pub async fn put_subscription(
         .with_param("interval"));
     }
     usage::customer(state, id).await?;
-    Ok(state
+    let sub = state
         .store
         .put_subscription(SubscriptionUpsert {
             customer_id: id.to_owned(),
@@ -138,7 +138,9 @@ pub async fn put_subscription(
             source: "local".into(),
             now: Utc::now(),
         })
-        .await?)
+        .await?;
+    state.credits.forget(id);
+    Ok(sub)
 }
 
 /// `GET /v1/customers/{id}/invoices`.

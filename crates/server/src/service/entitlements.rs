@@ -138,8 +138,7 @@ pub async fn check_at(
             ))
         }
     };
-    let customer = usage::customer(state, &input.customer).await?;
-    let sub = state.store.get_subscription(&customer.id).await?;
+    let (customer, sub) = super::credits::customer_and_subscription(state, &input.customer).await?;
     let Some((plan, restricted)) = effective_plan(state, sub.as_ref(), now) else {
         return Ok(CheckResult {
             allowed: false,
