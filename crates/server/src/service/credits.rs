@@ -42,8 +42,11 @@ pub struct Shared {
     pub(crate) notified: Mutex<HashSet<(String, String, i64, u32)>>,
     pub limiter: Limiter,
     /// Customer and subscription per customer id, for entitlement checks (see [`PLAN_TTL`]).
-    plans: Mutex<HashMap<String, (Instant, Customer, Option<Subscription>)>>,
+    plans: Mutex<HashMap<String, CachedPlan>>,
 }
+
+/// When it was read, the customer, its subscription.
+type CachedPlan = (Instant, Customer, Option<Subscription>);
 
 /// How long an entitlement check may use a cached customer and subscription. A change made
 /// through this process is seen at once; one made through another process sharing the database
