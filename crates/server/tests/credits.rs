@@ -788,3 +788,27 @@ fn checkout_sessions_are_limited_to_5_per_minute_per_customer_by_default() {
     assert_eq!(r.window, std::time::Duration::from_secs(60));
     assert_eq!(r.scope, tally_server::ratelimit::Scope::Customer);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_the_credit_entitlement_and_flag_routes() {
+    let app = app().await;
+    let r = app.http.get(app.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let doc: Value = r.json().await.unwrap();
+    for path in [
+        "/v1/customers/{id}/credits",
+        "/v1/customers/{id}/credits/grants",
+        "/v1/customers/{id}/credits/consume",
+        "/v1/customers/{id}/audit",
+        "/v1/customers/{id}/notifications",
+        "/v1/entitlements/check",
+        "/v1/flags",
+        "/v1/customers/{id}/flags/{flag}",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    assert!(
+        doc["paths"]["/v1/customers/{id}/credits/consume"]["post"]["responses"]["402"].is_object()
+    );
+    app.server.shutdown().await.unwrap();
+}
