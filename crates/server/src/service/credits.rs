@@ -617,7 +617,8 @@ pub async fn consume(
                 .into(),
         );
     }
-    let c = customer(state, id).await?;
+    // Customers are never deleted and their anchor never changes: the cached record is enough.
+    let (c, _) = customer_and_subscription(state, id).await?;
     ensure_plan_grant(state, &c, now).await?;
     let event = match (&metric, quantity) {
         (Some(m), Some(q)) => {

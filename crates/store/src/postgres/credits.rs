@@ -50,13 +50,13 @@ async fn entry_by_id<C: GenericClient>(c: &C, id: &str) -> Result<CreditEntryRec
 }
 
 async fn open_buckets<C: GenericClient>(c: &C, customer: &str) -> Result<Vec<CreditBucketRecord>> {
-    let rows = c
-        .query(
+    let stmt = c
+        .prepare_cached(
             "SELECT entry_id, kind, amount, remaining, created_at, expires_at FROM credit_buckets
              WHERE customer_id = $1 AND open ORDER BY created_at, entry_id",
-            &[&customer],
         )
         .await?;
+    let rows = c.query(&stmt, &[&customer]).await?;
     Ok(rows
         .iter()
         .map(|r| CreditBucketRecord {
@@ -118,31 +118,29 @@ async fn try_apply(
     req: &CreditRequest,
 ) -> std::result::Result<CreditOutcome, Failure> {
     let customer = req.customer_id.as_str();
-    let billed_through: Option<Option<DateTime<Utc>>> = tx
+    // Lock the customer's credit account (made on first use); no row means no such customer.
+    let locked = tx
         .query_opt(
-            "SELECT billed_through FROM customers WHERE id = $1 FOR SHARE",
+            &tx.prepare_cached(
+                "INSERT INTO credit_accounts (customer_id) SELECT id FROM customers WHERE id = $1
+                 ON CONFLICT (customer_id) DO UPDATE SET customer_id = EXCLUDED.customer_id
+                 RETURNING customer_id",
+            )
+            .await?,
             &[&customer],
         )
-        .await?
-        .map(|r| r.get(0));
-    let Some(billed_through) = billed_through else {
+        .await?;
+    if locked.is_none() {
         return Err(StoreError::Invalid(format!("no customer {customer:?}")).into());
-    };
-    tx.execute(
-        "INSERT INTO credit_accounts (customer_id) VALUES ($1) ON CONFLICT DO NOTHING",
-        &[&customer],
-    )
-    .await?;
-    tx.execute(
-        "SELECT 1 FROM credit_accounts WHERE customer_id = $1 FOR UPDATE",
-        &[&customer],
-    )
-    .await?;
+    }
     if let Some(key) = &req.idempotency_key {
         let seen = tx
             .query_opt(
-                "SELECT fingerprint, entry_id FROM credit_idempotency
-                 WHERE customer_id = $1 AND key = $2",
+                &tx.prepare_cached(
+                    "SELECT fingerprint, entry_id FROM credit_idempotency
+                     WHERE customer_id = $1 AND key = $2",
+                )
+                .await?,
                 &[&customer, key],
             )
             .await?;
@@ -161,14 +159,15 @@ async fn try_apply(
         Err(outcome) => return Ok(outcome),
     };
     let insert_entry = tx
-        .prepare(
+        .prepare_cached(&format!(
             "INSERT INTO credit_entries (id, customer_id, kind, amount, balance_after, expires_at,
                 reason, idempotency_key, actor, metric, quantity, event_id, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             RETURNING {ENTRY_COLS}"
+        ))
         .await?;
     let set_bucket = tx
-        .prepare("UPDATE credit_buckets SET remaining = $2, open = $3 WHERE entry_id = $1")
+        .prepare_cached("UPDATE credit_buckets SET remaining = $2, open = $3 WHERE entry_id = $1")
         .await?;
     let system = Some("system".to_owned());
     let none_s: Option<String> = None;
@@ -177,7 +176,7 @@ async fn try_apply(
     for (bucket, amount) in &p.expirations {
         let id = expire_entry_id(bucket);
         let neg = -*amount;
-        tx.execute(
+        tx.query_one(
             &insert_entry,
             &[
                 &id,
@@ -205,29 +204,34 @@ async fn try_apply(
     }
     let metric = req.event.as_ref().map(|e| e.metric.clone());
     let event_id = req.event.as_ref().map(|e| e.event_id.clone());
-    tx.execute(
-        &insert_entry,
-        &[
-            &req.entry_id,
-            &customer,
-            &req.kind.as_str(),
-            &req.amount,
-            &p.balance_after,
-            &req.expires_at,
-            &req.reason,
-            &req.idempotency_key,
-            &req.actor,
-            &metric,
-            &req.quantity,
-            &event_id,
-            &req.now,
-        ],
-    )
-    .await?;
+    let entry = tx
+        .query_one(
+            &insert_entry,
+            &[
+                &req.entry_id,
+                &customer,
+                &req.kind.as_str(),
+                &req.amount,
+                &p.balance_after,
+                &req.expires_at,
+                &req.reason,
+                &req.idempotency_key,
+                &req.actor,
+                &metric,
+                &req.quantity,
+                &event_id,
+                &req.now,
+            ],
+        )
+        .await?;
+    let entry = entry_row(&entry);
     if p.opens_bucket {
         tx.execute(
-            "INSERT INTO credit_buckets (entry_id, customer_id, kind, amount, remaining, open,
-                created_at, expires_at) VALUES ($1, $2, $3, $4, $4, TRUE, $5, $6)",
+            &tx.prepare_cached(
+                "INSERT INTO credit_buckets (entry_id, customer_id, kind, amount, remaining, open,
+                    created_at, expires_at) VALUES ($1, $2, $3, $4, $4, TRUE, $5, $6)",
+            )
+            .await?,
             &[
                 &req.entry_id,
                 &customer,
@@ -241,8 +245,11 @@ async fn try_apply(
     }
     if let Some(key) = &req.idempotency_key {
         tx.execute(
-            "INSERT INTO credit_idempotency (customer_id, key, fingerprint, entry_id, created_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            &tx.prepare_cached(
+                "INSERT INTO credit_idempotency (customer_id, key, fingerprint, entry_id, created_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await?,
             &[&customer, key, &req.fingerprint, &req.entry_id, &req.now],
         )
         .await?;
@@ -272,11 +279,17 @@ async fn try_apply(
         .await?;
     }
     if let Some(ev) = &req.event {
+        // Period close locks the customer FOR UPDATE: no event slips into a period being invoiced.
+        let billed_through: Option<DateTime<Utc>> = tx
+            .query_one(
+                "SELECT billed_through FROM customers WHERE id = $1 FOR SHARE",
+                &[&customer],
+            )
+            .await?
+            .get(0);
         insert_event(tx, ev, billed_through).await?;
     }
-    Ok(CreditOutcome::Applied(
-        entry_by_id(tx, &req.entry_id).await?,
-    ))
+    Ok(CreditOutcome::Applied(entry))
 }
 
 /// Records one usage event (consumption by metric) inside the credit transaction: the event row
