@@ -26,6 +26,9 @@ pub struct CreditBenchArgs {
     /// Concurrent connections of each entitlement and credit run.
     #[arg(long, default_value_t = 32)]
     pub check_connections: usize,
+    /// Concurrent connections of the low-concurrency latency runs.
+    #[arg(long, default_value_t = 4)]
+    pub latency_connections: usize,
     /// A PostgreSQL database (URL) to also measure credit consumption on; its tables are created
     /// if missing and the benchmark's customers are added to it.
     #[arg(long, env = "TALLY_BENCH_POSTGRES_URL")]
@@ -77,13 +80,23 @@ pub fn report(args: &CreditBenchArgs) -> anyhow::Result<String> {
         let (conns, secs) = (args.check_connections, args.check_seconds);
         let (hello, checks) = rt.block_on(entitlements(&base, KEY, conns, secs))?;
         let sqlite = rt.block_on(consumption(&base, KEY, conns, secs, "sqlite"))?;
+        let few = args.latency_connections;
+        let (hello_few, checks_few) = rt.block_on(entitlements(&base, KEY, few, secs))?;
+        let sqlite_few = rt.block_on(consumption(&base, KEY, few, secs, "sqlite"))?;
         let mut out = String::new();
-        let _ = writeln!(out, "{}", hello.line("raw HTTP hello-world (limit)", ""));
+        let _ = writeln!(
+            out,
+            "{}",
+            hello.line(
+                &format!("raw HTTP hello-world (limit), {conns} connections"),
+                ""
+            )
+        );
         let _ = writeln!(
             out,
             "{}",
             checks.line(
-                "entitlement checks (metric, HTTP)",
+                &format!("entitlement checks (metric), {conns} connections"),
                 &format!(
                     "{:.2} of limit (target ≥ 50k/s, p99 ≤ 1 ms)",
                     checks.per_sec / hello.per_sec
@@ -95,12 +108,47 @@ pub fn report(args: &CreditBenchArgs) -> anyhow::Result<String> {
             "{}",
             sqlite.line("credit consumption, SQLite", "(target ≥ 10k/s, p99 ≤ 1 ms)")
         );
+        let _ = writeln!(
+            out,
+            "{}",
+            hello_few.line(&format!("raw HTTP hello-world, {few} connections"), "")
+        );
+        let _ = writeln!(
+            out,
+            "{}",
+            checks_few.line(&format!("entitlement checks, {few} connections"), "")
+        );
+        let _ = writeln!(
+            out,
+            "{}",
+            sqlite_few.line(
+                &format!("credit consumption, SQLite, {few} connections"),
+                ""
+            )
+        );
         if let Some(pg) = &args.postgres_url {
             let (child, base) = spawn_server(pg)?;
             let _child = Child(child);
             let tag = format!("pg{}", std::process::id());
             let run = rt.block_on(consumption(&base, KEY, conns, secs, &tag))?;
-            let _ = writeln!(out, "{}", run.line("credit consumption, PostgreSQL", ""));
+            let _ = writeln!(
+                out,
+                "{}",
+                run.line(
+                    &format!("credit consumption, PostgreSQL, {conns} connections"),
+                    ""
+                )
+            );
+            let tag = format!("pgfew{}", std::process::id());
+            let run = rt.block_on(consumption(&base, KEY, few, secs, &tag))?;
+            let _ = writeln!(
+                out,
+                "{}",
+                run.line(
+                    &format!("credit consumption, PostgreSQL, {few} connections"),
+                    ""
+                )
+            );
         }
         Ok(out)
     })();
@@ -120,7 +168,7 @@ impl Run {
     /// One line of the report.
     pub fn line(&self, name: &str, target: &str) -> String {
         format!(
-            "{:<44} {:>10.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} calls) {target}",
+            "{:<52} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} calls) {target}",
             name,
             self.per_sec,
             self.p50.as_secs_f64() * 1e3,
