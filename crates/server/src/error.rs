@@ -55,7 +55,12 @@ pub struct ErrorObject {
 
 impl ApiError {
     /// Any status: e.g. `402` (`invalid_request_error`, `insufficient_credits`), `409`, `429`.
-    pub fn new(status: StatusCode, kind: &'static str, code: &'static str, message: String) -> Self {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: String,
+    ) -> Self {
         ApiError {
             status,
             kind,
