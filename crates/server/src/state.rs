@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tally_core::catalog::Catalog;
@@ -20,7 +21,14 @@ pub struct AppState {
     /// Customer id → allowance anchor. Customers are never deleted and anchors never change, so
     /// entries never go stale; misses go to the store (other processes may create customers).
     pub anchors: Arc<RwLock<HashMap<String, DateTime<Utc>>>>,
+    /// Hashes of stored API keys recently found valid, with when they were checked: a key is
+    /// looked up in the database at most every [`KEY_CACHE_TTL`], so a revoked key stops working
+    /// within that time.
+    pub key_cache: Arc<RwLock<HashMap<String, Instant>>>,
 }
+
+/// How long a stored key's validity is cached.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 
 impl AppState {
     pub fn new(config: Config, store: Arc<dyn Store>) -> AppState {
@@ -30,6 +38,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             anchors: Arc::new(RwLock::new(HashMap::new())),
+            key_cache: Arc::new(RwLock::new(HashMap::new())),
         }
     }
 }

@@ -254,6 +254,8 @@ async fn every_v1_call_needs_a_valid_key() {
         .revoke_api_key(&key.id, chrono::Utc::now())
         .await
         .unwrap();
+    // Validity is cached for up to KEY_CACHE_TTL; dropping the cache shows the revocation now.
+    a.server.state().key_cache.write().unwrap().clear();
     let r = a
         .http
         .get(a.url("/v1/plans"))

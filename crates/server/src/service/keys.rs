@@ -5,7 +5,8 @@ use rand::RngCore;
 use tally_store::{hash_api_secret, ApiKey, NewApiKey, Store};
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, KEY_CACHE_TTL};
+use std::time::Instant;
 
 /// Prefix of every secret Tally generates, so leaked keys are recognisable.
 pub const SECRET_PREFIX: &str = "tly_";
@@ -59,8 +60,29 @@ pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<(), 
             return Ok(());
         }
     }
-    match state.store.find_api_key(&hash_api_secret(secret)).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::unauthorized("invalid API key")),
+    let hash = hash_api_secret(secret);
+    let fresh = state
+        .key_cache
+        .read()
+        .ok()
+        .and_then(|c| c.get(&hash).map(|at| at.elapsed() < KEY_CACHE_TTL))
+        .unwrap_or(false);
+    if fresh {
+        return Ok(());
+    }
+    match state.store.find_api_key(&hash).await? {
+        Some(_) => {
+            if let Ok(mut c) = state.key_cache.write() {
+                c.retain(|_, at| at.elapsed() < KEY_CACHE_TTL);
+                c.insert(hash, Instant::now());
+            }
+            Ok(())
+        }
+        None => {
+            if let Ok(mut c) = state.key_cache.write() {
+                c.remove(&hash);
+            }
+            Err(ApiError::unauthorized("invalid API key"))
+        }
     }
 }
