@@ -140,6 +140,8 @@ impl Dedup {
 /// State owned by the writer thread.
 pub(crate) struct Writer {
     pub conn: Connection,
+    /// False for admin stores (no ingest lock, no dedup set).
+    pub can_ingest: bool,
     pub dedup: Dedup,
     /// Dedup keys added by jobs of the open transaction, forgotten again if the commit fails.
     pub group_added: Vec<u128>,
@@ -149,9 +151,10 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn new(conn: Connection) -> Result<Writer> {
+    /// `ingest`: whether this writer may ingest events (then the dedup set is loaded).
+    pub fn new(conn: Connection, ingest: bool) -> Result<Writer> {
         let mut dedup = Dedup::new();
-        {
+        if ingest {
             let mut stmt = conn.prepare("SELECT customer_id, event_id FROM events")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
@@ -163,6 +166,7 @@ impl Writer {
         }
         Ok(Writer {
             conn,
+            can_ingest: ingest,
             dedup,
             group_added: Vec::new(),
             pending_rollups: BTreeMap::new(),
