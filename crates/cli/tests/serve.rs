@@ -246,3 +246,80 @@ async fn import_is_validated_deduplicated_and_summarised() {
     assert!(ok);
     assert!(out.contains("compute_hours"), "{out}");
 }
+
+#[tokio::test]
+async fn magic_box_upcoming_invoice_equals_invoice_preview() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("tally.db").display());
+    let (mut child, base) = serve(&db);
+    let http = reqwest::Client::new();
+    put(
+        &http,
+        format!("{base}/v1/customers/mb_pro"),
+        json!({"name": "Magic Box customer"}),
+    )
+    .await;
+    put(
+        &http,
+        format!("{base}/v1/customers/mb_pro/subscription"),
+        json!({"plan": "pro", "interval": "month"}),
+    )
+    .await;
+    // 350 compute hours and EUR 180 of API spend, as the app would report them.
+    let mut events: Vec<Value> = (0..14)
+        .map(|i| json!({"id": format!("vm-{i}"), "customer": "mb_pro", "metric": "compute_hours", "value": "25"}))
+        .collect();
+    events
+        .push(json!({"id": "llm-1", "customer": "mb_pro", "metric": "api_spend", "value": 120.25}));
+    events.push(
+        json!({"id": "llm-2", "customer": "mb_pro", "metric": "api_spend", "value": "59.75"}),
+    );
+    let r = http
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(KEY)
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut upcoming: Value = http
+        .get(format!("{base}/v1/customers/mb_pro/invoices/upcoming"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let catalog = concat!(env!("CARGO_MANIFEST_DIR"), "/../../catalogs/magicbox.toml");
+    let out = tally()
+        .args([
+            "invoice",
+            "preview",
+            "--catalog",
+            catalog,
+            "--plan",
+            "pro",
+            "--usage",
+            "compute_hours=350",
+            "--usage",
+            "api_spend=180",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let preview: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let obj = upcoming.as_object_mut().unwrap();
+    assert_eq!(obj.remove("customer"), Some(json!("mb_pro")));
+    assert!(obj.remove("period").is_some());
+    assert_eq!(upcoming, preview);
+    assert_eq!(preview["total"], 19900 + 200 + 3450);
+}

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tally_core::catalog::Catalog;
@@ -22,7 +23,14 @@ pub struct AppState {
     pub anchors: Arc<RwLock<HashMap<String, DateTime<Utc>>>>,
     /// In-memory state of credits, entitlements and rate limits.
     pub credits: Arc<crate::service::credits::Shared>,
+    /// Hashes of stored API keys recently found valid, with when they were checked and the key's
+    /// id: a key is looked up in the database at most every [`KEY_CACHE_TTL`], so a revoked key
+    /// stops working within that time.
+    pub key_cache: Arc<RwLock<HashMap<String, (Instant, String)>>>,
 }
+
+/// How long a stored key's validity is cached.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 
 impl AppState {
     pub fn new(config: Config, store: Arc<dyn Store>) -> AppState {
@@ -33,6 +41,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             anchors: Arc::new(RwLock::new(HashMap::new())),
             credits: Arc::default(),
+            key_cache: Arc::new(RwLock::new(HashMap::new())),
         }
     }
 }

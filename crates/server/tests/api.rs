@@ -39,6 +39,54 @@ async fn app() -> App {
     app_with(|_| {}).await
 }
 
+/// The database a test runs on.
+#[derive(Clone, Copy)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// The app on `db`; `None` when PostgreSQL is not configured outside CI (see
+/// `tally_store::testing`).
+async fn app_on(db: Db, f: impl FnOnce(&mut Config)) -> Option<App> {
+    match db {
+        Db::Sqlite => Some(app_with(f).await),
+        Db::Postgres => {
+            let url = tally_store::testing::fresh_postgres_url().await?;
+            Some(
+                app_with(move |c| {
+                    c.database_url = url;
+                    f(c)
+                })
+                .await,
+            )
+        }
+    }
+}
+
+/// Runs each listed test on SQLite and on PostgreSQL.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::Db::Sqlite).await })*
+        }
+        mod on_postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::Db::Postgres).await })*
+        }
+    };
+}
+
+on_both!(
+    events_are_counted_once_and_resends_are_duplicates,
+    bad_requests_get_their_status_and_store_nothing,
+    an_invalid_event_rejects_the_batch_and_every_reason_is_listed,
+    the_same_batch_from_eight_clients_counts_once,
+    magic_box_pro_upcoming_invoice_matches_the_preview,
+    a_closed_period_is_invoiced_once_and_late_usage_becomes_an_adjustment,
+);
+
 impl App {
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
@@ -206,6 +254,8 @@ async fn every_v1_call_needs_a_valid_key() {
         .revoke_api_key(&key.id, chrono::Utc::now())
         .await
         .unwrap();
+    // Validity is cached for up to KEY_CACHE_TTL; dropping the cache shows the revocation now.
+    a.server.state().key_cache.write().unwrap().clear();
     let r = a
         .http
         .get(a.url("/v1/plans"))
@@ -288,9 +338,11 @@ async fn customers_are_created_updated_and_validated() {
     );
 }
 
-#[tokio::test]
-async fn events_are_counted_once_and_resends_are_duplicates() {
-    let a = app().await;
+async fn events_are_counted_once_and_resends_are_duplicates(db: Db) {
+    let a = match app_on(db, |_| {}).await {
+        Some(a) => a,
+        None => return,
+    };
     a.customer("c1", Some("pro")).await;
     let batch = json!({"events": [
         event("e1", "c1", "compute_hours", json!(1.5)),
@@ -317,9 +369,11 @@ async fn events_are_counted_once_and_resends_are_duplicates() {
     assert_eq!(a.stored().await, 2);
 }
 
-#[tokio::test]
-async fn bad_requests_get_their_status_and_store_nothing() {
-    let a = app_with(|c| c.max_body_bytes = 64 * 1024).await;
+async fn bad_requests_get_their_status_and_store_nothing(db: Db) {
+    let a = match app_on(db, |c| c.max_body_bytes = 64 * 1024).await {
+        Some(a) => a,
+        None => return,
+    };
     a.customer("c1", Some("pro")).await;
     let post_raw = |body: Vec<u8>, ct: &'static str| {
         let req = a
@@ -385,9 +439,11 @@ async fn bad_requests_get_their_status_and_store_nothing() {
     );
 }
 
-#[tokio::test]
-async fn an_invalid_event_rejects_the_batch_and_every_reason_is_listed() {
-    let a = app().await;
+async fn an_invalid_event_rejects_the_batch_and_every_reason_is_listed(db: Db) {
+    let a = match app_on(db, |_| {}).await {
+        Some(a) => a,
+        None => return,
+    };
     a.customer("c1", Some("pro")).await;
     let future = (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
     let soon = (chrono::Utc::now() + chrono::Duration::minutes(2)).to_rfc3339();
@@ -430,9 +486,11 @@ async fn an_invalid_event_rejects_the_batch_and_every_reason_is_listed() {
     assert_eq!(u["metrics"][0]["used"], "0");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_same_batch_from_eight_clients_counts_once() {
-    let a = app().await;
+async fn the_same_batch_from_eight_clients_counts_once(db: Db) {
+    let a = match app_on(db, |_| {}).await {
+        Some(a) => a,
+        None => return,
+    };
     a.customer("c1", Some("pro")).await;
     let batch = json!({"events": (0..100).map(|i| event(&format!("e{i}"), "c1", "compute_hours", json!("0.5"))).collect::<Vec<_>>()});
     let mut tasks = Vec::new();
@@ -471,9 +529,11 @@ async fn the_same_batch_from_eight_clients_counts_once() {
     assert_eq!(compute["used"], "50.0");
 }
 
-#[tokio::test]
-async fn magic_box_pro_upcoming_invoice_matches_the_preview() {
-    let a = app().await;
+async fn magic_box_pro_upcoming_invoice_matches_the_preview(db: Db) {
+    let a = match app_on(db, |_| {}).await {
+        Some(a) => a,
+        None => return,
+    };
     a.customer("mb_1", Some("pro")).await;
     let mut events = Vec::new();
     // 350 compute hours in 35 events, EUR 180 of API spend in 4 events.
@@ -520,10 +580,12 @@ async fn magic_box_pro_upcoming_invoice_matches_the_preview() {
     assert_eq!(billing["invoices"], json!([]));
 }
 
-#[tokio::test]
-async fn a_closed_period_is_invoiced_once_and_late_usage_becomes_an_adjustment() {
+async fn a_closed_period_is_invoiced_once_and_late_usage_becomes_an_adjustment(db: Db) {
     use tally_server::service::{closer, usage};
-    let a = app_with(|c| c.grace = std::time::Duration::from_secs(3600)).await;
+    let a = match app_on(db, |c| c.grace = std::time::Duration::from_secs(3600)).await {
+        Some(a) => a,
+        None => return,
+    };
     a.customer("c1", Some("pro")).await;
     let events = json!({"events": [event("e1", "c1", "compute_hours", json!(310))]});
     assert_eq!(a.post("/v1/events", events).await.0, StatusCode::OK);

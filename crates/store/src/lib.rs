@@ -174,6 +174,17 @@ pub trait Store: Send + Sync + 'static {
 /// `?synchronous=full`, see [`sqlite`]) or `postgres://…` / `postgresql://…`. In-memory SQLite is not
 /// supported: the writer and the readers share one file.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    open(url, true).await
+}
+
+/// Like [`connect`], for operator commands that never ingest events and may run next to a server:
+/// a SQLite file is opened without its ingest lock (see [`sqlite`]). Same as [`connect`] for
+/// PostgreSQL.
+pub async fn connect_admin(url: &str) -> Result<Arc<dyn Store>> {
+    open(url, false).await
+}
+
+async fn open(url: &str, ingest: bool) -> Result<Arc<dyn Store>> {
     if let Some(rest) = url.strip_prefix("sqlite://") {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         if path.is_empty() {
@@ -193,7 +204,11 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
                 }
             };
         }
-        Ok(Arc::new(sqlite::SqliteStore::open_with(path, sync).await?))
+        Ok(Arc::new(if ingest {
+            sqlite::SqliteStore::open_with(path, sync).await?
+        } else {
+            sqlite::SqliteStore::open_admin(path, sync).await?
+        }))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(postgres::PgStore::connect(url).await?))
     } else {

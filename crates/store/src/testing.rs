@@ -15,7 +15,10 @@ pub async fn fresh_postgres_url() -> Option<String> {
         if std::env::var_os("CI").is_some() {
             panic!("{POSTGRES_URL_VAR} is not set but CI is: the PostgreSQL tests must run (scripts/test.sh starts a cluster)");
         }
-        eprintln!(
+        // Straight to stderr, past the test harness's output capture, so the skip is seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "!!! SKIPPING PostgreSQL test: {POSTGRES_URL_VAR} is not set (scripts/test.sh sets it)"
         );
         return None;

@@ -360,7 +360,7 @@ async fn api_keys_are_found_by_hash_until_revoked(ctx: Ctx) {
 
 async fn migrations_are_idempotent(ctx: Ctx) {
     customer(&*ctx.store, "cus_1").await;
-    let again = tally_store::connect(&ctx.url).await.unwrap();
+    let again = tally_store::connect_admin(&ctx.url).await.unwrap();
     assert!(again.get_customer("cus_1").await.unwrap().is_some());
     again.ping().await.unwrap();
 }
@@ -384,4 +384,37 @@ async fn sqlite_urls_take_a_durability_option() {
         .err()
         .expect("bad scheme");
     assert!(matches!(err, StoreError::InvalidUrl(_)));
+}
+
+#[tokio::test]
+async fn only_one_process_ingests_into_a_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tally.db").display());
+    let first = tally_store::connect(&url).await.unwrap();
+    customer(&*first, "c1").await;
+    let err = tally_store::connect(&url)
+        .await
+        .err()
+        .expect("second ingesting store");
+    assert!(
+        err.to_string().contains("in use by another Tally process"),
+        "{err}"
+    );
+    // An admin store works beside it but cannot ingest.
+    let admin = tally_store::connect_admin(&url).await.unwrap();
+    assert!(admin.get_customer("c1").await.unwrap().is_some());
+    let err = admin
+        .ingest(vec![ev("c1", "e1", "api_calls", dec!(1), t0())])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    admin.close().await;
+    // Once the first store is closed, another may ingest.
+    first.close().await;
+    let next = tally_store::connect(&url).await.unwrap();
+    let out = next
+        .ingest(vec![ev("c1", "e1", "api_calls", dec!(1), t0())])
+        .await
+        .unwrap();
+    assert_eq!(out.accepted, 1);
 }

@@ -36,7 +36,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         match cmd {
             KeysCommand::Create { name, db } => {
-                let store = tally_store::connect(&db.database_url).await?;
+                let store = tally_store::connect_admin(&db.database_url).await?;
                 let (key, secret) = tally_server::service::keys::create(&*store, &name).await?;
                 store.close().await;
                 eprintln!(
@@ -47,7 +47,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             KeysCommand::List { db } => {
-                let store = tally_store::connect(&db.database_url).await?;
+                let store = tally_store::connect_admin(&db.database_url).await?;
                 let keys = store.list_api_keys().await?;
                 store.close().await;
                 let mut t = Table::new(&["ID", "NAME", "ROLE", "CREATED", "REVOKED"]);
@@ -64,7 +64,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             KeysCommand::Revoke { id, db } => {
-                let store = tally_store::connect(&db.database_url).await?;
+                let store = tally_store::connect_admin(&db.database_url).await?;
                 let done = store.revoke_api_key(&id, chrono::Utc::now()).await?;
                 store.close().await;
                 if done {

@@ -13,7 +13,7 @@ pub struct MigrateArgs {
 
 pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
-        let store = tally_store::connect(&args.db.database_url).await?;
+        let store = tally_store::connect_admin(&args.db.database_url).await?;
         let version = match store.backend() {
             tally_store::Backend::Sqlite => tally_store::sqlite::SCHEMA_VERSION,
             tally_store::Backend::Postgres => tally_store::postgres::SCHEMA_VERSION,

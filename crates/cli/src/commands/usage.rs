@@ -66,7 +66,7 @@ fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::new(args.db.database_url.clone())?;
     config.catalog = args.catalog.load()?;
     runtime()?.block_on(async move {
-        let store = tally_store::connect(&config.database_url).await?;
+        let store = tally_store::connect_admin(&config.database_url).await?;
         let state = AppState::new(config, store.clone());
         let customer = usage::customer(&state, &args.customer)
             .await

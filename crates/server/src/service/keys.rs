@@ -5,7 +5,8 @@ use rand::RngCore;
 use tally_store::{hash_api_secret, ApiKey, NewApiKey, Store};
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, KEY_CACHE_TTL};
+use std::time::Instant;
 
 /// Prefix of every secret Tally generates, so leaked keys are recognisable.
 pub const SECRET_PREFIX: &str = "tly_";
@@ -60,8 +61,28 @@ pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Stri
             return Ok("env".to_owned());
         }
     }
-    match state.store.find_api_key(&hash_api_secret(secret)).await? {
-        Some(k) => Ok(k.id),
-        None => Err(ApiError::unauthorized("invalid API key")),
+    let hash = hash_api_secret(secret);
+    let fresh = state.key_cache.read().ok().and_then(|c| {
+        c.get(&hash)
+            .filter(|(at, _)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(_, id)| id.clone())
+    });
+    if let Some(id) = fresh {
+        return Ok(id);
+    }
+    match state.store.find_api_key(&hash).await? {
+        Some(k) => {
+            if let Ok(mut c) = state.key_cache.write() {
+                c.retain(|_, (at, _)| at.elapsed() < KEY_CACHE_TTL);
+                c.insert(hash, (Instant::now(), k.id.clone()));
+            }
+            Ok(k.id)
+        }
+        None => {
+            if let Ok(mut c) = state.key_cache.write() {
+                c.remove(&hash);
+            }
+            Err(ApiError::unauthorized("invalid API key"))
+        }
     }
 }

@@ -13,6 +13,11 @@ use crate::time::{from_ms, to_ms};
 use crate::{IngestOutcome, NewEvent, Result, StoreError, UsageRollup};
 
 pub(crate) fn ingest(w: &mut Writer, events: Vec<NewEvent>) -> Result<IngestOutcome> {
+    if !w.can_ingest {
+        return Err(StoreError::Invalid(
+            "this store was opened for administration and cannot ingest events".into(),
+        ));
+    }
     let total = events.len();
     let mut added = Vec::with_capacity(events.len());
     let mut fresh = Vec::with_capacity(events.len());

@@ -22,6 +22,11 @@
 //! With 128 bits the chance that two different events collide is about n²/2¹²⁹ (≈10⁻²⁵ for 10⁸
 //! events). Cost: ~16–32 bytes of memory per stored event and a scan of `events` at start.
 //!
+//! **One ingesting process.** That set is only authoritative if no other process appends events,
+//! so a store that may ingest holds an exclusive lock on `<file>-ingest.lock` for its lifetime
+//! (released by the OS if the process dies). Operator commands that do not ingest open the file with
+//! [`SqliteStore::open_admin`]: no lock, no dedup set, and [`Store::ingest`] refused.
+//!
 //! **Rollups once per group.** Each ingest job appends its events and computes what they add to
 //! each rollup row; the writer merges those deltas over the whole group and writes each touched
 //! rollup row once, just before the commit (or before a job that reads rollups, such as a period
@@ -69,6 +74,34 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<(std_mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// The ingest lock, held while this store may ingest.
+    ingest_lock: Mutex<Option<std::fs::File>>,
+}
+
+/// Takes the exclusive ingest lock of the database at `path`.
+fn lock_for_ingest(path: &Path) -> Result<std::fs::File> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push("-ingest.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Database(format!("cannot open {lock_path:?}: {e}")))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(StoreError::Invalid(format!(
+                "{} is in use by another Tally process that ingests events (tally serve?): stop it, \
+                 or send the events through its API",
+                path.display()
+            )));
+        }
+    }
+    Ok(file)
 }
 
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -149,15 +182,31 @@ impl SqliteStore {
 
     /// Like [`SqliteStore::open`] with an explicit durability level.
     pub async fn open_with(path: impl AsRef<Path>, sync: Synchronous) -> Result<SqliteStore> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_inner(path.as_ref(), sync, true).await
+    }
+
+    /// Opens the file for everything but event ingestion (operator commands next to a running
+    /// server): no ingest lock, no dedup set.
+    pub async fn open_admin(path: impl AsRef<Path>, sync: Synchronous) -> Result<SqliteStore> {
+        Self::open_inner(path.as_ref(), sync, false).await
+    }
+
+    async fn open_inner(path: &Path, sync: Synchronous, ingest: bool) -> Result<SqliteStore> {
+        let path = path.to_path_buf();
         let p = path.clone();
-        let writer = tokio::task::spawn_blocking(move || -> Result<Writer> {
-            let mut conn = open_writer(&p, sync)?;
-            migrate::run(&mut conn)?;
-            Writer::new(conn)
-        })
-        .await
-        .map_err(|e| StoreError::Database(e.to_string()))??;
+        let (writer, ingest_lock) =
+            tokio::task::spawn_blocking(move || -> Result<(Writer, Option<std::fs::File>)> {
+                let lock = if ingest {
+                    Some(lock_for_ingest(&p)?)
+                } else {
+                    None
+                };
+                let mut conn = open_writer(&p, sync)?;
+                migrate::run(&mut conn)?;
+                Ok((Writer::new(conn, ingest)?, lock))
+            })
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))??;
         let (tx, rx) = mpsc::channel(4096);
         let thread = std::thread::Builder::new()
             .name("tally-sqlite-writer".into())
@@ -176,6 +225,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(thread)),
             checkpointer: Mutex::new(Some((stop, checkpointer))),
+            ingest_lock: Mutex::new(ingest_lock),
             readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
@@ -268,6 +318,9 @@ impl Store for SqliteStore {
             }
         })
         .await;
+        if let Ok(mut l) = self.ingest_lock.lock() {
+            l.take();
+        }
     }
 
     async fn upsert_customer(&self, c: CustomerUpsert) -> Result<(Customer, bool)> {

@@ -93,9 +93,15 @@ impl Hasher for PassThrough {
     }
 }
 
+/// Shards of the dedup set: each grows on its own, so a resize copies 1/256 of the set (no pause
+/// of the writer and no doubling of the memory at once when a big set grows).
+const DEDUP_SHARDS: usize = 256;
+
+type KeySet = HashSet<u128, BuildHasherDefault<PassThrough>>;
+
 /// The set of `(customer, event id)` keys of every stored event.
 pub(crate) struct Dedup {
-    set: HashSet<u128, BuildHasherDefault<PassThrough>>,
+    shards: Vec<KeySet>,
     k1: RandomState,
     k2: RandomState,
 }
@@ -103,7 +109,7 @@ pub(crate) struct Dedup {
 impl Dedup {
     fn new() -> Self {
         Dedup {
-            set: HashSet::default(),
+            shards: (0..DEDUP_SHARDS).map(|_| KeySet::default()).collect(),
             k1: RandomState::new(),
             k2: RandomState::new(),
         }
@@ -117,19 +123,25 @@ impl Dedup {
         (u128::from(a) << 64) | u128::from(b)
     }
 
+    fn shard(&mut self, key: u128) -> &mut KeySet {
+        &mut self.shards[(key >> 120) as usize % DEDUP_SHARDS]
+    }
+
     /// Adds a key; `false` when it was already present.
     pub fn insert(&mut self, key: u128) -> bool {
-        self.set.insert(key)
+        self.shard(key).insert(key)
     }
 
     pub fn remove(&mut self, key: u128) {
-        self.set.remove(&key);
+        self.shard(key).remove(&key);
     }
 }
 
 /// State owned by the writer thread.
 pub(crate) struct Writer {
     pub conn: Connection,
+    /// False for admin stores (no ingest lock, no dedup set).
+    pub can_ingest: bool,
     pub dedup: Dedup,
     /// Dedup keys added by jobs of the open transaction, forgotten again if the commit fails.
     pub group_added: Vec<u128>,
@@ -139,9 +151,10 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn new(conn: Connection) -> Result<Writer> {
+    /// `ingest`: whether this writer may ingest events (then the dedup set is loaded).
+    pub fn new(conn: Connection, ingest: bool) -> Result<Writer> {
         let mut dedup = Dedup::new();
-        {
+        if ingest {
             let mut stmt = conn.prepare("SELECT customer_id, event_id FROM events")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
@@ -151,9 +164,9 @@ impl Writer {
                 dedup.insert(k);
             }
         }
-        dedup.set.shrink_to_fit();
         Ok(Writer {
             conn,
+            can_ingest: ingest,
             dedup,
             group_added: Vec::new(),
             pending_rollups: BTreeMap::new(),
@@ -226,5 +239,31 @@ impl Writer {
             }
         }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dedup;
+
+    #[test]
+    fn dedup_keys_pairs_exactly() {
+        let mut d = Dedup::new();
+        let k = d.key("c1", "e1");
+        assert!(d.insert(k));
+        assert!(!d.insert(k));
+        assert_ne!(
+            d.key("c1", "e1x"),
+            d.key("c1e", "1x"),
+            "pairs are prefix-free"
+        );
+        assert_ne!(k, d.key("c2", "e1"));
+        d.remove(k);
+        assert!(d.insert(k));
+        let n = 10_000;
+        let fresh = (0..n)
+            .filter(|i| d.insert(d.key("c", &i.to_string())))
+            .count();
+        assert_eq!(fresh, n);
     }
 }
