@@ -28,7 +28,7 @@ pub use state::AppState;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot open the database: {0}")]
+    #[error("cannot open the database")]
     Store(#[from] tally_store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {

@@ -48,6 +48,30 @@ pub struct BenchArgs {
     dir: Option<PathBuf>,
     #[command(flatten)]
     credits: super::bench_credits::CreditBenchArgs,
+    /// Internal: run the hello-world HTTP server the latency limit is measured against.
+    #[arg(long, hide = true)]
+    hello_world_server: bool,
+}
+
+/// A server that answers every request with a fixed ingest answer: the HTTP limit (same
+/// framework, same connection handling, no work) beside which single-event latency is shown.
+fn hello_world_server() -> anyhow::Result<ExitCode> {
+    use axum::serve::ListenerExt;
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("tally listening on http://{}", listener.local_addr()?);
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let app = axum::Router::new().fallback(|| async {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                "{\"accepted\":1,\"duplicates\":0}",
+            )
+        });
+        axum::serve(listener, app).await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -100,10 +124,15 @@ fn raw_insert(path: &Path, rows: u64, customers: u64) -> anyhow::Result<f64> {
 }
 
 fn spawn_server(db: &str) -> anyhow::Result<(Child, String)> {
+    spawn_child(&["serve", "--listen", "127.0.0.1:0", "--database-url", db])
+}
+
+/// Starts `tally ARGS…` and reads the address it prints.
+fn spawn_child(args: &[&str]) -> anyhow::Result<(Child, String)> {
     use std::io::BufRead;
     let exe = std::env::current_exe().context("cannot find the tally binary")?;
     let mut child = std::process::Command::new(exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
+        .args(args)
         .env("TALLY_API_KEY", KEY)
         .env("TALLY_LOG", "warn")
         .stdout(Stdio::piped())
@@ -237,6 +266,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.hello_world_server {
+        return hello_world_server();
+    }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; benchmark figures need `cargo build --release`");
     }
@@ -263,6 +295,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_file(&raw_path);
     let _ = std::fs::remove_file(raw_path.with_extension("db-wal"));
     let _ = std::fs::remove_file(raw_path.with_extension("db-shm"));
+
+    eprintln!("HTTP hello-world limit at {} req/s …", args.rate);
+    let (mut hello, hello_base) = spawn_child(&["bench", "--hello-world-server"])?;
+    let hello_result = runtime()?.block_on(async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ts = Utc::now().to_rfc3339();
+        single_events(&hello_base, args.rate, args.seconds, args.customers, &ts).await
+    });
+    let _ = hello.kill();
+    let _ = hello.wait();
+    let (mut hello_lat, _) = hello_result?;
+    hello_lat.sort();
+    let (hello_p50, hello_p99) = (percentile(&hello_lat, 0.50), percentile(&hello_lat, 0.99));
 
     let db_path = dir.join("bench.db");
     for ext in ["db", "db-wal", "db-shm"] {
@@ -294,19 +339,30 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         m.batched,
         batched_ratio
     );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let times = |a: Duration, b: Duration| format!("{:.1}×", ms(a) / ms(b).max(1e-6));
+    for (name, d) in [("p50", hello_p50), ("p99", hello_p99)] {
+        let _ = writeln!(
+            out,
+            "{:<44} {:>13.2} ms {:>14}",
+            format!("HTTP hello-world {name} at {} req/s (limit)", args.rate),
+            ms(d),
+            "1.0×"
+        );
+    }
     let _ = writeln!(
         out,
         "{:<44} {:>13.2} ms {:>14}",
         format!("single-event p50 at {} req/s", args.rate),
-        m.p50.as_secs_f64() * 1e3,
-        "-"
+        ms(m.p50),
+        times(m.p50, hello_p50)
     );
     let _ = writeln!(
         out,
-        "{:<44} {:>13.2} ms {:>14}",
-        format!("single-event p99 at {} req/s (target ≤ 5 ms)", args.rate),
-        m.p99.as_secs_f64() * 1e3,
-        "-"
+        "{:<44} {:>13.2} ms {:>14} (target ≤ 5 ms)",
+        format!("single-event p99 at {} req/s", args.rate),
+        ms(m.p99),
+        times(m.p99, hello_p99)
     );
     let _ = writeln!(
         out,
@@ -441,22 +497,45 @@ async fn measure(args: &BenchArgs, base: &str, pid: u32) -> anyhow::Result<Measu
     let stored = accepted.load(Ordering::Relaxed);
     let batched = stored as f64 / batched_secs;
 
-    // Single events at a fixed rate (open loop): request i is due at t0 + i/rate and its latency
-    // is measured from that due time, so a slow answer also delays (and penalises) the requests
-    // queued behind it. Connection w sends requests w, w + C, w + 2C, …
+    let (mut lat, achieved_rate) =
+        single_events(base, args.rate, args.seconds, args.customers, &ts).await?;
+    lat.sort();
+    sampler.abort();
+    Ok(Measured {
+        batched,
+        stored,
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        achieved_rate,
+        rss_idle_kb,
+        rss_load_kb: peak.load(Ordering::Relaxed),
+    })
+}
+
+/// Single events at a fixed rate (open loop): request i is due at t0 + i/rate and its latency is
+/// measured from that due time, so a slow answer also delays (and penalises) the requests queued
+/// behind it. Connection w sends requests w, w + C, w + 2C, … Returns the latencies and the rate
+/// achieved.
+async fn single_events(
+    base: &str,
+    rate: u64,
+    seconds: u64,
+    customers: u64,
+    ts: &str,
+) -> anyhow::Result<(Vec<Duration>, f64)> {
     let conns = 64u64;
     eprintln!(
         "single-event ingest at {} req/s for {} s over {conns} connections …",
-        args.rate, args.seconds
+        rate, seconds
     );
-    let total = args.rate * args.seconds;
-    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let t0 = tokio::time::Instant::now() + Duration::from_millis(200);
     let single_start = Instant::now();
     let mut workers = Vec::new();
     for w in 0..conns {
         let base = base.to_owned();
-        let (customers, ts) = (args.customers, ts.clone());
+        let ts = ts.to_owned();
         workers.push(tokio::spawn(async move {
             let mut conn = Conn::open(&base).await?;
             let mut lat = Vec::with_capacity((total / conns + 1) as usize);
@@ -482,16 +561,6 @@ async fn measure(args: &BenchArgs, base: &str, pid: u32) -> anyhow::Result<Measu
     for w in workers {
         lat.extend(w.await??);
     }
-    let achieved_rate = lat.len() as f64 / single_start.elapsed().as_secs_f64();
-    lat.sort();
-    sampler.abort();
-    Ok(Measured {
-        batched,
-        stored,
-        p50: percentile(&lat, 0.50),
-        p99: percentile(&lat, 0.99),
-        achieved_rate,
-        rss_idle_kb,
-        rss_load_kb: peak.load(Ordering::Relaxed),
-    })
+    let achieved = lat.len() as f64 / single_start.elapsed().as_secs_f64();
+    Ok((lat, achieved))
 }

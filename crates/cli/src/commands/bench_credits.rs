@@ -1,5 +1,5 @@
-//! The entitlement and credit part of `tally bench`: entitlement checks over HTTP beside a raw
-//! HTTP/1.1 hello-world server measured in the same run (the limit of the machine's HTTP stack),
+//! The entitlement and credit part of `tally bench`: entitlement checks over HTTP beside the
+//! hello-world server (same HTTP framework, no work) measured in the same run as the limit,
 //! and credit consumption as individual calls (each an atomic check-and-debit with its own
 //! idempotency key), on SQLite and, when a PostgreSQL URL is given, on PostgreSQL.
 
@@ -36,10 +36,15 @@ pub struct CreditBenchArgs {
 }
 
 fn spawn_server(db: &str) -> anyhow::Result<(std::process::Child, String)> {
+    spawn(&["serve", "--listen", "127.0.0.1:0", "--database-url", db])
+}
+
+/// Starts the `tally` binary with `args` and reads the address it prints.
+fn spawn(args: &[&str]) -> anyhow::Result<(std::process::Child, String)> {
     use std::io::BufRead;
     let exe = std::env::current_exe().context("cannot find the tally binary")?;
     let mut child = std::process::Command::new(exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
+        .args(args)
         .env("TALLY_API_KEY", KEY)
         .env("TALLY_LOG", "warn")
         .stdout(std::process::Stdio::piped())
@@ -76,19 +81,21 @@ pub fn report(args: &CreditBenchArgs) -> anyhow::Result<String> {
     let out = (|| -> anyhow::Result<String> {
         let (child, base) = spawn_server(&db)?;
         let _child = Child(child);
+        let (hello_child, hello) = spawn(&["bench", "--hello-world-server"])?;
+        let _hello_child = Child(hello_child);
         let rt = runtime()?;
         let (conns, secs) = (args.check_connections, args.check_seconds);
-        let (hello, checks) = rt.block_on(entitlements(&base, KEY, conns, secs))?;
+        let (hello_run, checks) = rt.block_on(entitlements(&base, &hello, KEY, conns, secs))?;
         let sqlite = rt.block_on(consumption(&base, KEY, conns, secs, "sqlite"))?;
         let few = args.latency_connections;
-        let (hello_few, checks_few) = rt.block_on(entitlements(&base, KEY, few, secs))?;
+        let (hello_few, checks_few) = rt.block_on(entitlements(&base, &hello, KEY, few, secs))?;
         let sqlite_few = rt.block_on(consumption(&base, KEY, few, secs, "sqlite"))?;
         let mut out = String::new();
         let _ = writeln!(
             out,
             "{}",
-            hello.line(
-                &format!("raw HTTP hello-world (limit), {conns} connections"),
+            hello_run.line(
+                &format!("HTTP hello-world (limit), {conns} connections"),
                 ""
             )
         );
@@ -99,7 +106,7 @@ pub fn report(args: &CreditBenchArgs) -> anyhow::Result<String> {
                 &format!("entitlement checks (metric), {conns} connections"),
                 &format!(
                     "{:.2} of limit (target ≥ 50k/s, p99 ≤ 1 ms)",
-                    checks.per_sec / hello.per_sec
+                    checks.per_sec / hello_run.per_sec
                 )
             )
         );
@@ -111,7 +118,7 @@ pub fn report(args: &CreditBenchArgs) -> anyhow::Result<String> {
         let _ = writeln!(
             out,
             "{}",
-            hello_few.line(&format!("raw HTTP hello-world, {few} connections"), "")
+            hello_few.line(&format!("HTTP hello-world (limit), {few} connections"), "")
         );
         let _ = writeln!(
             out,
@@ -315,51 +322,6 @@ where
     })
 }
 
-/// A raw HTTP/1.1 hello-world server on loopback (keep-alive, fixed answer): the ceiling of
-/// request handling on this machine. Returns its base URL.
-async fn hello_world() -> anyhow::Result<String> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let _ = tcp.set_nodelay(true);
-            tokio::spawn(async move {
-                let mut s = tokio::io::BufReader::new(tcp);
-                let mut line = String::new();
-                loop {
-                    let mut length = 0usize;
-                    loop {
-                        line.clear();
-                        match s.read_line(&mut line).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        let l = line.trim_end();
-                        if l.is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = l.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                length = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                    }
-                    let mut body = vec![0u8; length];
-                    if s.read_exact(&mut body).await.is_err() {
-                        return;
-                    }
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 17\r\n\r\n{\"hello\":\"world\"}";
-                    if s.get_mut().write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Ok(format!("http://{addr}"))
-}
-
 async fn setup(base: &str, key: &str, customer: &str, plan: &str) -> anyhow::Result<()> {
     let mut conn = Conn::open(base, key).await?;
     for (m, p, b) in [
@@ -381,6 +343,7 @@ async fn setup(base: &str, key: &str, customer: &str, plan: &str) -> anyhow::Res
 /// Entitlement checks (a gauge metric with a hard limit) and the hello-world limit.
 pub async fn entitlements(
     base: &str,
+    hello_base: &str,
     key: &str,
     conns: usize,
     secs: u64,
@@ -406,9 +369,13 @@ pub async fn entitlements(
         bail!("ingest failed: {s} {}", String::from_utf8_lossy(&out));
     }
     eprintln!("hello-world limit for {secs} s over {conns} connections …");
-    let hello_base = hello_world().await?;
-    let hello = closed_loop(&hello_base, key, conns, secs, &[200], |_, _| {
-        ("GET", "/hello".to_owned(), String::new())
+    let hello = closed_loop(hello_base, key, conns, secs, &[200], move |c, i| {
+        let customer = (c as u64 * 7 + i) % customers;
+        (
+            "POST",
+            "/v1/entitlements/check".to_owned(),
+            format!("{{\"customer\":\"ent_{customer}\",\"metric\":\"vms\",\"quantity\":1}}"),
+        )
     })
     .await?;
     eprintln!("entitlement checks for {secs} s over {conns} connections …");
