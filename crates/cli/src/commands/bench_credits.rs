@@ -113,7 +113,10 @@ pub fn report(args: &CreditBenchArgs) -> anyhow::Result<String> {
         let _ = writeln!(
             out,
             "{}",
-            sqlite.line("credit consumption, SQLite", "(target ≥ 10k/s, p99 ≤ 1 ms)")
+            sqlite.line(
+                &format!("credit consumption, SQLite, {conns} connections"),
+                "(target ≥ 10k/s, p99 ≤ 1 ms)",
+            )
         );
         let _ = writeln!(
             out,
