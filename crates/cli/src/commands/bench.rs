@@ -351,9 +351,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "1.0×"
         );
     }
+    let after = format!("{:.0}M db, after batch", m.stored as f64 / 1e6);
     for (when, p50, p99) in [
         ("fresh db", m.fresh_p50, m.fresh_p99),
-        ("10M db, after batch", m.p50, m.p99),
+        (after.as_str(), m.p50, m.p99),
     ] {
         let _ = writeln!(
             out,
