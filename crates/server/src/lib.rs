@@ -110,6 +110,7 @@ pub async fn spawn_with_store(
     let state = AppState::new(config, store);
     let (stop, mut stop_rx) = watch::channel(false);
     service::closer::spawn(state.clone(), stop.subscribe());
+    service::entitlements::spawn_notifier(state.clone(), stop.subscribe());
     let app = api::router(state.clone());
     // Small responses must not wait for delayed ACKs (Nagle): answer each write at once.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

@@ -812,3 +812,37 @@ async fn the_openapi_document_lists_the_credit_entitlement_and_flag_routes() {
     );
     app.server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingested_usage_crossing_a_threshold_is_notified_without_a_check() {
+    let app = app().await;
+    app.customer("n1", None).await;
+    let (s, b) = app
+        .post(
+            "/v1/events",
+            json!({"events": [{"id": "a", "customer": "n1", "metric": "builds", "value": 96}]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    // The background notifier looks at changed usage every second.
+    let state = app.server.state();
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        got = state.store.notifications("n1").await.unwrap();
+        if got.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let t: Vec<u32> = got.iter().map(|n| n.threshold).collect();
+    assert_eq!(t, vec![80, 95]);
+    assert_eq!(got[0].used, dec!(96));
+    assert_eq!(got[0].limit, dec!(100));
+    // Nothing changed since: a direct run finds nothing to do and adds nothing.
+    let n = tally_server::service::entitlements::notify_changed(state, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(state.store.notifications("n1").await.unwrap().len(), 2);
+    app.server.shutdown().await.unwrap();
+}

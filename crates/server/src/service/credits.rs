@@ -43,6 +43,8 @@ pub struct Shared {
     pub limiter: Limiter,
     /// Customer and subscription per customer id, for entitlement checks (see [`PLAN_TTL`]).
     plans: Mutex<HashMap<String, CachedPlan>>,
+    /// `(customer, metric)` whose usage changed since the notifier last looked.
+    pub(crate) dirty: Mutex<HashSet<(String, String)>>,
 }
 
 /// When it was read, the customer, its subscription.
@@ -673,8 +675,9 @@ pub async fn consume(
         .await?;
     match outcome {
         CreditOutcome::Applied(e) => {
-            if e.metric.is_some() {
+            if let Some(m) = &e.metric {
                 state.metrics.add_events(1, 0);
+                super::entitlements::usage_changed(state, vec![(c.id.clone(), m.clone())]);
             }
             Ok(Applied::New(e.into()))
         }

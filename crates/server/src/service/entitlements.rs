@@ -6,6 +6,9 @@
 //! a subscription past due (or unpaid) for longer than `--past-due-grace` gets the free plan's
 //! entitlements. Without any plan the check is denied with reason `no_subscription`.
 
+use std::collections::HashSet;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -13,7 +16,8 @@ use serde_json::Value;
 use tally_core::catalog::{Allowance, Plan};
 use tally_core::entitlement::{check_feature, check_metric, MetricCheck, Reason};
 use tally_core::period::allowance_period;
-use tally_store::{Subscription, UsageNotification};
+use tally_store::{NewEvent, Subscription, UsageNotification};
+use tokio::sync::watch;
 use utoipa::ToSchema;
 
 use super::credits::parse_amount;
@@ -294,4 +298,77 @@ pub async fn record_thresholds(
         }
     }
     Ok(())
+}
+
+/// How often usage changed by ingestion is compared with the thresholds.
+pub const NOTIFY_EVERY: Duration = Duration::from_secs(1);
+
+/// The distinct `(customer, metric)` of a batch whose metric has a limit or an included quantity
+/// on some plan (the only ones with thresholds).
+pub fn touched(state: &AppState, events: &[NewEvent]) -> Vec<(String, String)> {
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    let mut out = Vec::new();
+    for e in events {
+        if seen.insert((e.customer_id.as_str(), e.metric.as_str()))
+            && state
+                .catalog
+                .plans()
+                .iter()
+                .any(|p| reference(p, &e.metric).is_some())
+        {
+            out.push((e.customer_id.clone(), e.metric.clone()));
+        }
+    }
+    out
+}
+
+/// Marks usage as changed; the notifier compares it with the thresholds within [`NOTIFY_EVERY`].
+pub fn usage_changed(state: &AppState, touched: Vec<(String, String)>) {
+    if touched.is_empty() {
+        return;
+    }
+    if let Ok(mut d) = state.credits.dirty.lock() {
+        d.extend(touched);
+    }
+}
+
+/// Queues the threshold notifications of every `(customer, metric)` whose usage changed.
+pub async fn notify_changed(state: &AppState, now: DateTime<Utc>) -> Result<usize, ApiError> {
+    let dirty: Vec<(String, String)> = match state.credits.dirty.lock() {
+        Ok(mut d) => d.drain().collect(),
+        Err(_) => return Ok(0),
+    };
+    let n = dirty.len();
+    let mut by_customer: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (c, m) in dirty {
+        by_customer.entry(c).or_default().push(m);
+    }
+    for (customer, metrics) in by_customer {
+        let (c, sub) = super::credits::customer_and_subscription(state, &customer).await?;
+        let Some((plan, _)) = effective_plan(state, sub.as_ref(), now) else {
+            continue;
+        };
+        let period = allowance_period(c.billing_anchor, now);
+        let usage = usage::period_usage(state, &c, period).await?;
+        for m in metrics {
+            let used = usage.used.get(&m).copied().unwrap_or(Decimal::ZERO);
+            record_thresholds(state, &c.id, &plan, &m, period.start, used, now).await?;
+        }
+    }
+    Ok(n)
+}
+
+/// Runs [`notify_changed`] every [`NOTIFY_EVERY`] until `stop` turns true.
+pub fn spawn_notifier(state: AppState, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(NOTIFY_EVERY) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = notify_changed(&state, Utc::now()).await {
+                tracing::warn!(error = %e, "usage threshold notifications failed; retrying");
+            }
+        }
+    });
 }

@@ -324,7 +324,9 @@ pub async fn anchors<'a>(
 /// Validates and stores a batch; answers once it is durable.
 pub async fn ingest(state: &AppState, events: &[&RawValue]) -> Result<IngestOutcome, ApiError> {
     let batch = validate(state, events, Utc::now()).await?;
+    let touched = super::entitlements::touched(state, &batch);
     let outcome = state.store.ingest(batch).await?;
+    super::entitlements::usage_changed(state, touched);
     state
         .metrics
         .add_events(outcome.accepted, outcome.duplicates);
