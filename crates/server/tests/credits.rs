@@ -181,6 +181,27 @@ async fn race(app: &App, customer: &str) {
         .filter(|e| e["kind"] == "consume")
         .count();
     assert_eq!(consumes, 142);
+
+    // Replaying the grant and every consumption with the same keys changes nothing: the 142 get
+    // their first answer again, the 58 refused ones are refused again.
+    let (s, b) = app.grant(customer, "1000", "seed").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let mut replayed = (0, 0);
+    for i in 0..200 {
+        let (s, _) = app
+            .post(
+                &format!("/v1/customers/{customer}/credits/consume"),
+                json!({"amount": 7, "idempotency_key": format!("race-{i}")}),
+            )
+            .await;
+        match s {
+            StatusCode::OK => replayed.0 += 1,
+            StatusCode::PAYMENT_REQUIRED => replayed.1 += 1,
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(replayed, (142, 58));
+    assert_eq!(app.balance(customer).await, "6");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
