@@ -867,3 +867,37 @@ async fn ingested_usage_crossing_a_threshold_is_notified_without_a_check() {
     assert_eq!(state.store.notifications("n1").await.unwrap().len(), 2);
     app.server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_scoped_route_limit_reads_the_customer_from_the_body() {
+    let app = app_with(|c| {
+        c.rate_limits = tally_server::ratelimit::RateLimits::from_args(
+            0,
+            0,
+            &["POST /v1/entitlements/check=2/1m:customer".to_owned()],
+        )
+        .unwrap();
+    })
+    .await;
+    app.customer("a", None).await;
+    app.customer("b", None).await;
+    let check = |c: &str| json!({"customer": c, "feature": "sso"});
+    assert_eq!(
+        app.post("/v1/entitlements/check", check("a")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.post("/v1/entitlements/check", check("a")).await.0,
+        StatusCode::OK
+    );
+    let (s, b) = app.post("/v1/entitlements/check", check("a")).await;
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (StatusCode::TOO_MANY_REQUESTS, json!("rate_limited"))
+    );
+    // The body still reaches the handler intact for other customers.
+    let (s, b) = app.post("/v1/entitlements/check", check("b")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["reason"], "feature_disabled");
+    app.server.shutdown().await.unwrap();
+}
