@@ -901,3 +901,39 @@ async fn a_customer_scoped_route_limit_reads_the_customer_from_the_body() {
     assert_eq!(b["reason"], "feature_disabled");
     app.server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gauge_keeps_its_last_level_into_later_periods() {
+    let app = app().await;
+    app.customer("g1", None).await;
+    let (s, b) = app
+        .post(
+            "/v1/events",
+            json!({"events": [{"id": "p", "customer": "g1", "metric": "projects", "value": 1}]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let state = app.server.state();
+    let c = state.store.get_customer("g1").await.unwrap().unwrap();
+    let next =
+        tally_core::period::allowance_period(c.billing_anchor, Utc::now()).end + Duration::days(40);
+    let r = check_at(state, input("g1", None, Some("projects"), Some(1)), next)
+        .await
+        .unwrap();
+    assert_eq!(r.used, Some(dec!(1)));
+    assert!(!r.allowed);
+    assert_eq!(r.reason, "limit_exceeded");
+    // A metered metric starts from zero in a later period.
+    let (s, _) = app
+        .post(
+            "/v1/events",
+            json!({"events": [{"id": "b", "customer": "g1", "metric": "builds", "value": 100}]}),
+        )
+        .await;
+    assert!(s.is_success());
+    let r = check_at(state, input("g1", None, Some("builds"), Some(1)), next)
+        .await
+        .unwrap();
+    assert_eq!((r.used, r.allowed), (Some(dec!(0)), true));
+    app.server.shutdown().await.unwrap();
+}

@@ -13,10 +13,10 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tally_core::catalog::{Allowance, Plan};
+use tally_core::catalog::{Allowance, Metric, MetricKind, Plan};
 use tally_core::entitlement::{check_feature, check_metric, MetricCheck, Reason};
-use tally_core::period::allowance_period;
-use tally_store::{NewEvent, Subscription, UsageNotification};
+use tally_core::period::{allowance_period, Period};
+use tally_store::{Customer, NewEvent, Subscription, UsageNotification};
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
@@ -178,12 +178,7 @@ pub async fn check_at(
         });
     };
     let period = allowance_period(customer.billing_anchor, now);
-    let period_usage = usage::period_usage(state, &customer, period).await?;
-    let used = period_usage
-        .used
-        .get(&metric.id)
-        .copied()
-        .unwrap_or(Decimal::ZERO);
+    let used = used_of(state, &customer, period, metric).await?;
     let credit_balance = match metric.credit_cost {
         Some(_) => Some(super::credits::balance(state, &customer, now).await?),
         None => None,
@@ -219,6 +214,45 @@ pub async fn check_at(
         plan: Some(plan.id.clone()),
         restricted,
     })
+}
+
+/// How many periods back a gauge's last level is looked for (as in usage reports).
+const GAUGE_LOOKBACK_PERIODS: usize = 24;
+
+/// One metric's usage in `period`: its on-time aggregate, or for a gauge without an event this
+/// period, its last level from an earlier period. Reads only what this metric needs.
+async fn used_of(
+    state: &AppState,
+    customer: &Customer,
+    period: Period,
+    metric: &Metric,
+) -> Result<Decimal, ApiError> {
+    let on_time = |rows: &[tally_store::UsageRollup]| {
+        rows.iter()
+            .find(|r| r.metric == metric.id && !r.is_adjustment())
+            .map(|r| usage::aggregate(metric, r))
+    };
+    if let Some(v) = on_time(&state.store.usage(&customer.id, period.start).await?) {
+        return Ok(v);
+    }
+    if metric.kind != MetricKind::Gauge {
+        return Ok(Decimal::ZERO);
+    }
+    let mut start = period.start;
+    for _ in 0..GAUGE_LOOKBACK_PERIODS {
+        let prev = allowance_period(
+            customer.billing_anchor,
+            start - chrono::Duration::milliseconds(1),
+        );
+        if prev.start >= start {
+            break;
+        }
+        start = prev.start;
+        if let Some(v) = on_time(&state.store.usage(&customer.id, start).await?) {
+            return Ok(v);
+        }
+    }
+    Ok(Decimal::ZERO)
 }
 
 /// The quantity percentages refer to: the limit, or a finite included quantity.
