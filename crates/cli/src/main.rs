@@ -23,6 +23,21 @@ enum Command {
     /// Rate usage against a plan.
     #[command(subcommand)]
     Invoice(commands::invoice::InvoiceCommand),
+    /// Run the HTTP API.
+    Serve(commands::serve::ServeArgs),
+    /// Apply pending database migrations.
+    Migrate(commands::migrate::MigrateArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
+    /// Import usage events.
+    #[command(subcommand)]
+    Events(commands::events::EventsCommand),
+    /// Show usage.
+    #[command(subcommand)]
+    Usage(commands::usage::UsageCommand),
+    /// Measure ingestion throughput, latency and memory beside the raw SQLite limit.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +45,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Catalog(cmd) => commands::catalog::run(cmd),
         Command::Invoice(cmd) => commands::invoice::run(cmd),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Migrate(args) => commands::migrate::run(args),
+        Command::Keys(cmd) => commands::keys::run(cmd),
+        Command::Events(cmd) => commands::events::run(cmd),
+        Command::Usage(cmd) => commands::usage::run(cmd),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,15 @@
 //! One module per command group.
 
+pub mod bench;
+pub mod bench_credits;
 pub mod catalog;
+pub mod common;
+pub mod events;
 pub mod invoice;
+pub mod keys;
+pub mod migrate;
+pub mod serve;
+pub mod usage;
 
 use std::path::Path;
 

@@ -1,0 +1,624 @@
+//! `tally bench`: measures ingestion beside its physical limit on this machine.
+//!
+//! In one run: a raw batched SQLite insert of the same rows (the limit), batched HTTP ingest
+//! (100 events per request, durable and deduplicated, into a real `tally serve` child process),
+//! single-event ingest latency at a fixed request rate, and the server's RSS idle and under load.
+//! Build with `--release`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+
+use super::common::runtime;
+
+const KEY: &str = "bench-admin-key-0123456789";
+
+/// How late the load generator's timer may wake before a request counts as queued behind a slow
+/// answer (tokio's timer has millisecond resolution).
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+
+/// Arguments of `tally bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Events stored through batched HTTP ingest.
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Events per request in the batched run.
+    #[arg(long, default_value_t = 100)]
+    batch: u64,
+    /// Concurrent clients in the batched run.
+    #[arg(long, default_value_t = 32)]
+    clients: u64,
+    /// Rows of the raw SQLite insert (the limit).
+    #[arg(long, default_value_t = 2_000_000)]
+    raw_rows: u64,
+    /// Request rate of the single-event run (requests per second).
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Duration of the single-event run in seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Customers the events are spread over.
+    #[arg(long, default_value_t = 1000)]
+    customers: u64,
+    /// Directory for the databases (default: a new temporary directory, deleted afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    credits: super::bench_credits::CreditBenchArgs,
+    /// Internal: run the hello-world HTTP server the latency limit is measured against.
+    #[arg(long, hide = true)]
+    hello_world_server: bool,
+}
+
+/// A server that answers every request with a fixed ingest answer: the HTTP limit (same
+/// framework, same connection handling, no work) beside which single-event latency is shown.
+fn hello_world_server() -> anyhow::Result<ExitCode> {
+    use axum::serve::ListenerExt;
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("tally listening on http://{}", listener.local_addr()?);
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let app = axum::Router::new().fallback(|| async {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                "{\"accepted\":1,\"duplicates\":0}",
+            )
+        });
+        axum::serve(listener, app).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The limit: the same rows appended to the same table shape, prepared statement, 10,000 rows
+/// per transaction, WAL with the server's default durability (synchronous=NORMAL).
+fn raw_insert(path: &Path, rows: u64, customers: u64) -> anyhow::Result<f64> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, customer_id TEXT NOT NULL, event_id TEXT NOT NULL,
+            metric TEXT NOT NULL, value TEXT NOT NULL, ts INTEGER NOT NULL, properties TEXT,
+            usage_period_start INTEGER NOT NULL, billed_period_start INTEGER NOT NULL, ingested_at INTEGER NOT NULL)",
+    )?;
+    let now = Utc::now().timestamp_millis();
+    let start = Instant::now();
+    let mut i = 0;
+    while i < rows {
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO events (customer_id, event_id, metric, value, ts, properties,
+                    usage_period_start, billed_period_start, ingested_at)
+                 VALUES (?1, ?2, 'compute_hours', '1', ?3, NULL, ?4, ?4, ?3)",
+            )?;
+            for _ in 0..10_000.min(rows - i) {
+                stmt.execute(rusqlite::params![
+                    format!("cus_{}", i % customers),
+                    format!("evt_{i:016x}"),
+                    now,
+                    now - 86_400_000
+                ])?;
+                i += 1;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+fn spawn_server(db: &str) -> anyhow::Result<(Child, String)> {
+    spawn_child(&["serve", "--listen", "127.0.0.1:0", "--database-url", db])
+}
+
+/// Starts `tally ARGS…` and reads the address it prints.
+fn spawn_child(args: &[&str]) -> anyhow::Result<(Child, String)> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().context("cannot find the tally binary")?;
+    let mut child = std::process::Command::new(exe)
+        .args(args)
+        .env("TALLY_API_KEY", KEY)
+        .env("TALLY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start tally serve")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix("tally listening on ")
+        .map(str::to_owned)
+        .with_context(|| format!("unexpected output from tally serve: {line:?}"))?;
+    Ok((child, url))
+}
+
+/// A minimal HTTP/1.1 keep-alive client, so that the load generator spends as little of the
+/// shared CPU as possible (the server under test runs on the same machine).
+struct Conn {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    host: String,
+    buf: Vec<u8>,
+    line: String,
+}
+
+impl Conn {
+    async fn open(base: &str) -> anyhow::Result<Conn> {
+        let host = base
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let tcp = tokio::net::TcpStream::connect(&host).await?;
+        tcp.set_nodelay(true)?;
+        Ok(Conn {
+            stream: tokio::io::BufReader::new(tcp),
+            host,
+            buf: Vec::with_capacity(16 * 1024),
+            line: String::new(),
+        })
+    }
+
+    /// Sends a request and returns the status and body.
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        self.buf.clear();
+        let _ = write!(
+            Fmt(&mut self.buf),
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        self.buf.extend_from_slice(body.as_bytes());
+        self.stream.get_mut().write_all(&self.buf).await?;
+        let mut status = 0u16;
+        let mut length = 0usize;
+        let mut first = true;
+        loop {
+            self.line.clear();
+            if self.stream.read_line(&mut self.line).await? == 0 {
+                bail!("connection closed");
+            }
+            let l = self.line.trim_end();
+            if first {
+                status = l
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                first = false;
+            } else if l.is_empty() {
+                break;
+            } else if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut out = vec![0u8; length];
+        self.stream.read_exact(&mut out).await?;
+        Ok((status, out))
+    }
+}
+
+/// `fmt::Write` into a byte buffer.
+struct Fmt<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Fmt<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The `accepted` count of an ingest answer.
+fn accepted_of(body: &[u8]) -> u64 {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["accepted"].as_u64())
+        .unwrap_or(0)
+}
+
+fn batch_body(first: u64, n: u64, customers: u64, ts: &str) -> String {
+    let mut s = String::with_capacity(n as usize * 110 + 16);
+    s.push_str("{\"events\":[");
+    for i in first..first + n {
+        if i > first {
+            s.push(',');
+        }
+        let _ = write!(
+            s,
+            "{{\"id\":\"evt_{i:016x}\",\"customer\":\"cus_{}\",\"metric\":\"compute_hours\",\"value\":1,\"timestamp\":\"{ts}\"}}",
+            i % customers
+        );
+    }
+    s.push_str("]}");
+    s
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.hello_world_server {
+        return hello_world_server();
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; benchmark figures need `cargo build --release`");
+    }
+    if args.credits.credits_only {
+        println!("machine: {}", machine());
+        print!("{}", super::bench_credits::report(&args.credits)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile_dir()?;
+            tmp.clone()
+        }
+    };
+
+    settle();
+    eprintln!("HTTP hello-world limit at {} req/s …", args.rate);
+    let (mut hello, hello_base) = spawn_child(&["bench", "--hello-world-server"])?;
+    let hello_result = runtime()?.block_on(async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ts = Utc::now().to_rfc3339();
+        single_events(
+            &hello_base,
+            args.rate,
+            args.seconds,
+            args.customers,
+            &ts,
+            "hello",
+        )
+        .await
+    });
+    let _ = hello.kill();
+    let _ = hello.wait();
+    let (mut hello_lat, _) = hello_result?;
+    hello_lat.sort();
+    let (hello_p50, hello_p99) = (percentile(&hello_lat, 0.50), percentile(&hello_lat, 0.99));
+
+    let db_path = dir.join("bench.db");
+    for ext in ["db", "db-wal", "db-shm"] {
+        let _ = std::fs::remove_file(db_path.with_extension(ext));
+    }
+    let db = format!("sqlite://{}", db_path.display());
+    let (mut child, base) = spawn_server(&db)?;
+    let pid = child.id();
+    let raw_path = dir.join("raw.db");
+    let result = runtime()?.block_on(measure(&args, &base, pid, &raw_path));
+    let _ = child.kill();
+    let _ = child.wait();
+    if args.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let m = result?;
+    let raw = m.raw;
+    let batched_ratio = m.batched / raw;
+    let mut out = String::new();
+    let _ = writeln!(out, "machine: {}", machine());
+    let _ = writeln!(out, "{:<48} {:>16} {:>14}", "figure", "value", "vs limit");
+    let _ = writeln!(
+        out,
+        "{:<48} {:>12.0} ev/s {:>14}",
+        "raw batched SQLite insert (limit)", raw, "1.00"
+    );
+    let _ = writeln!(
+        out,
+        "{:<48} {:>12.0} ev/s {:>13.2} (target ≥ 150k ev/s and ≥ 0.60)",
+        format!("batched HTTP ingest ({} events stored)", m.stored),
+        m.batched,
+        batched_ratio
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let times = |a: Duration, b: Duration| format!("{:.1}×", ms(a) / ms(b).max(1e-6));
+    for (name, d) in [("p50", hello_p50), ("p99", hello_p99)] {
+        let _ = writeln!(
+            out,
+            "{:<48} {:>13.2} ms {:>14}",
+            format!("HTTP hello-world {name} at {} req/s (limit)", args.rate),
+            ms(d),
+            "1.0×"
+        );
+    }
+    let after = format!("{:.0}M db, after batch", m.stored as f64 / 1e6);
+    for (when, p50, p99) in [
+        ("fresh db", m.fresh_p50, m.fresh_p99),
+        (after.as_str(), m.p50, m.p99),
+    ] {
+        let _ = writeln!(
+            out,
+            "{:<48} {:>13.2} ms {:>14}",
+            format!("single-event p50 at {} req/s, {when}", args.rate),
+            ms(p50),
+            times(p50, hello_p50)
+        );
+        let _ = writeln!(
+            out,
+            "{:<48} {:>13.2} ms {:>14} (target ≤ 5 ms)",
+            format!("single-event p99 at {} req/s, {when}", args.rate),
+            ms(p99),
+            times(p99, hello_p99)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<48} {:>13} req/s",
+        "single-event achieved rate",
+        format!("{:.0}", m.achieved_rate)
+    );
+    let _ = writeln!(
+        out,
+        "{:<48} {:>13.1} MB {:>14}",
+        "RSS idle (target ≤ 25 MB)",
+        m.rss_idle_kb as f64 / 1024.0,
+        "-"
+    );
+    let _ = writeln!(
+        out,
+        "{:<48} {:>13.1} MB {:>14}",
+        "RSS under load (peak)",
+        m.rss_load_kb as f64 / 1024.0,
+        "-"
+    );
+    out.push_str(&super::bench_credits::report(&args.credits)?);
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("tally-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
+
+struct Measured {
+    raw: f64,
+    batched: f64,
+    stored: u64,
+    fresh_p50: Duration,
+    fresh_p99: Duration,
+    p50: Duration,
+    p99: Duration,
+    achieved_rate: f64,
+    rss_idle_kb: u64,
+    rss_load_kb: u64,
+}
+
+/// Flushes written data to disk, so that one phase's writeback does not slow the next one.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+}
+
+async fn measure(
+    args: &BenchArgs,
+    base: &str,
+    pid: u32,
+    raw_path: &Path,
+) -> anyhow::Result<Measured> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle_kb = rss_kb(pid);
+
+    eprintln!("creating {} customers …", args.customers);
+    let mut conn = Conn::open(base).await?;
+    for c in 0..args.customers {
+        let (status, _) = conn
+            .send("PUT", &format!("/v1/customers/cus_{c}"), "{}")
+            .await?;
+        if !(200..300).contains(&status) {
+            bail!("creating a customer failed: {status}");
+        }
+    }
+
+    // Single events on the fresh database first.
+    let ts = Utc::now().to_rfc3339();
+    let (mut fresh_lat, _) =
+        single_events(base, args.rate, args.seconds, args.customers, &ts, "fresh").await?;
+    fresh_lat.sort();
+
+    // The limit, measured between the latency and the throughput runs.
+    eprintln!("raw SQLite insert of {} rows …", args.raw_rows);
+    let (path, rows, customers) = (raw_path.to_path_buf(), args.raw_rows, args.customers);
+    let raw = tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_file(&path);
+        let rate = raw_insert(&path, rows, customers);
+        for ext in ["db", "db-wal", "db-shm"] {
+            let _ = std::fs::remove_file(path.with_extension(ext));
+        }
+        settle();
+        rate
+    })
+    .await??;
+
+    // Batched ingest: clients take the next batch number until every event is sent.
+    eprintln!(
+        "batched HTTP ingest of {} events, {} per request, {} clients …",
+        args.events, args.batch, args.clients
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let peak = Arc::new(AtomicU64::new(0));
+    let batches = args.events.div_ceil(args.batch);
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kb(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (next, accepted, ts) = (next.clone(), accepted.clone(), ts.clone());
+        let base = base.to_owned();
+        let (batch, events, customers) = (args.batch, args.events, args.customers);
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&base).await?;
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= batches {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let first = b * batch;
+                let n = batch.min(events - first);
+                let body = batch_body(first, n, customers, &ts);
+                let (status, out) = conn.send("POST", "/v1/events", &body).await?;
+                if status != 200 {
+                    bail!("ingest failed: {status} {}", String::from_utf8_lossy(&out));
+                }
+                accepted.fetch_add(accepted_of(&out), Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut last_report = Instant::now();
+    while !tasks.iter().all(|t| t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            let done = accepted.load(Ordering::Relaxed);
+            eprintln!(
+                "  {done} events, {:.0} ev/s, RSS {:.0} MB",
+                done as f64 / start.elapsed().as_secs_f64(),
+                rss_kb(pid) as f64 / 1024.0
+            );
+        }
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let batched_secs = start.elapsed().as_secs_f64();
+    let stored = accepted.load(Ordering::Relaxed);
+    let batched = stored as f64 / batched_secs;
+
+    // The same again on the 10 M-event database, right after the batched run (its WAL is still
+    // being checkpointed).
+    let (mut lat, achieved_rate) =
+        single_events(base, args.rate, args.seconds, args.customers, &ts, "after").await?;
+    lat.sort();
+    sampler.abort();
+    Ok(Measured {
+        raw,
+        batched,
+        stored,
+        fresh_p50: percentile(&fresh_lat, 0.50),
+        fresh_p99: percentile(&fresh_lat, 0.99),
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        achieved_rate,
+        rss_idle_kb,
+        rss_load_kb: peak.load(Ordering::Relaxed),
+    })
+}
+
+/// Single events at a fixed rate (open loop): request i is due at t0 + i/rate and its latency is
+/// measured from that due time, so a slow answer also delays (and penalises) the requests queued
+/// behind it. Connection w sends requests w, w + C, w + 2C, … Returns the latencies and the rate
+/// achieved.
+async fn single_events(
+    base: &str,
+    rate: u64,
+    seconds: u64,
+    customers: u64,
+    ts: &str,
+    tag: &str,
+) -> anyhow::Result<(Vec<Duration>, f64)> {
+    let conns = 64u64;
+    eprintln!(
+        "single-event ingest at {} req/s for {} s over {conns} connections …",
+        rate, seconds
+    );
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let t0 = tokio::time::Instant::now() + Duration::from_millis(200);
+    let single_start = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..conns {
+        let base = base.to_owned();
+        let ts = ts.to_owned();
+        let tag = tag.to_owned();
+        workers.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&base).await?;
+            let mut lat = Vec::with_capacity((total / conns + 1) as usize);
+            let mut i = w;
+            while i < total {
+                let due = t0 + interval.mul_f64(i as f64);
+                tokio::time::sleep_until(due).await;
+                // Tokio's timer wakes up to ~1 ms late; that is the load generator's lateness,
+                // not the server's. A connection further behind its schedule (its previous
+                // answer came late) is measured from the due time.
+                let begin = tokio::time::Instant::now();
+                let from = if begin > due + TIMER_SLACK { due } else { begin };
+                let body = format!(
+                    "{{\"events\":[{{\"id\":\"{tag}_{i:016x}\",\"customer\":\"cus_{}\",\"metric\":\"compute_hours\",\"value\":1,\"timestamp\":\"{ts}\"}}]}}",
+                    i % customers
+                );
+                let (status, out) = conn.send("POST", "/v1/events", &body).await?;
+                if status != 200 {
+                    bail!("single-event ingest failed: {status} {}", String::from_utf8_lossy(&out));
+                }
+                lat.push(from.elapsed());
+                i += conns;
+            }
+            Ok::<Vec<Duration>, anyhow::Error>(lat)
+        }));
+    }
+    let mut lat = Vec::with_capacity(total as usize);
+    for w in workers {
+        lat.extend(w.await??);
+    }
+    let achieved = lat.len() as f64 / single_start.elapsed().as_secs_f64();
+    Ok((lat, achieved))
+}

@@ -1,0 +1,119 @@
+//! `tally serve`: the HTTP API.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tally_server::config::parse_duration;
+use tally_server::Config;
+
+use super::common::{runtime, CatalogArgs, DatabaseArgs};
+
+/// Arguments of `tally serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:8585")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    db: DatabaseArgs,
+    #[command(flatten)]
+    catalog: CatalogArgs,
+    /// Request bodies larger than this many bytes get 413.
+    #[arg(long, env = "TALLY_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Grace window after a period's end during which its events still count in it, before its
+    /// invoice is written (e.g. 30m, 1h, 2d).
+    #[arg(long, env = "TALLY_GRACE", default_value = "1h", value_parser = parse_duration)]
+    grace: std::time::Duration,
+    /// How often the period closer looks for ended periods.
+    #[arg(long, env = "TALLY_CLOSE_EVERY", default_value = "60s", value_parser = parse_duration)]
+    close_every: std::time::Duration,
+    /// Environment that feature flags are evaluated in.
+    #[arg(long, env = "TALLY_ENVIRONMENT", default_value = "production")]
+    environment: String,
+    /// How long a past-due subscription keeps its plan's entitlements before the free plan's apply.
+    #[arg(long, env = "TALLY_PAST_DUE_GRACE", default_value = "7d", value_parser = parse_duration)]
+    past_due_grace: std::time::Duration,
+    /// Requests per minute allowed per API key and route (0: unlimited).
+    #[arg(long, env = "TALLY_RATE_LIMIT_PER_KEY", default_value_t = 0)]
+    rate_limit_per_key: u32,
+    /// Requests per minute allowed per customer and route, for routes naming a customer
+    /// (0: unlimited).
+    #[arg(long, env = "TALLY_RATE_LIMIT_PER_CUSTOMER", default_value_t = 0)]
+    rate_limit_per_customer: u32,
+    /// A route's own limit, `METHOD PATH=COUNT/WINDOW:key|customer`, e.g.
+    /// `POST /v1/checkout-sessions=5/1m:customer` (repeatable; replaces the defaults when given).
+    #[arg(long = "rate-limit", env = "TALLY_RATE_LIMITS", value_delimiter = ',')]
+    rate_limit: Vec<String>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config {
+        listen: args.listen,
+        database_url: args.db.database_url,
+        catalog: args.catalog.load()?,
+        admin_key: std::env::var("TALLY_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
+        max_body_bytes: args.max_body_bytes,
+        grace: args.grace,
+        close_every: args.close_every,
+        environment: args.environment,
+        past_due_grace: args.past_due_grace,
+        rate_limits: tally_server::ratelimit::RateLimits::from_args(
+            args.rate_limit_per_key,
+            args.rate_limit_per_customer,
+            &args.rate_limit,
+        )
+        .map_err(anyhow::Error::msg)?,
+    };
+    config.validate()?;
+    if config.admin_key.is_none() {
+        eprintln!(
+            "note: TALLY_API_KEY is not set; only keys made with `tally keys create` are accepted"
+        );
+    }
+    runtime()?.block_on(async move {
+        let server = tally_server::spawn(config).await?;
+        println!("tally listening on http://{}", server.addr());
+        let stop = server.stop_handle();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            eprintln!("shutting down: finishing in-flight requests and committing queued writes");
+            let _ = stop.send(true);
+        });
+        server.wait().await.context("the server failed")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

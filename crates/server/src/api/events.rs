@@ -1,0 +1,74 @@
+//! `POST /v1/events`.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::JsonBody;
+use crate::error::{ApiError, ErrorBody};
+use crate::service::events::{self, WireBatch};
+use crate::state::AppState;
+
+/// Body of a successful ingest.
+#[derive(Serialize, ToSchema)]
+pub struct IngestResponse {
+    /// Events stored by this request.
+    pub accepted: u64,
+    /// Events already stored before (same customer and id), counted once.
+    pub duplicates: u64,
+}
+
+/// One usage event (documentation of the accepted shape).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventInput {
+    /// Chosen by the app; `(customer, id)` is unique forever.
+    id: String,
+    customer: String,
+    metric: String,
+    /// A JSON number or a numeric string; 1 when omitted.
+    #[schema(value_type = Option<String>)]
+    value: Option<String>,
+    /// RFC 3339; now when omitted; at most 5 minutes ahead.
+    timestamp: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    properties: Option<serde_json::Value>,
+}
+
+/// A batch of events.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventBatch {
+    /// 1–1000 events.
+    events: Vec<EventInput>,
+}
+
+/// Records usage. A batch is all-or-nothing; a 2xx means the events are durable.
+#[utoipa::path(post, path = "/v1/events", tag = "events", security(("bearer" = [])),
+    request_body = EventBatch,
+    responses(
+        (status = 200, body = IngestResponse),
+        (status = 400, description = "malformed JSON, no or empty `events`, more than 1000 events", body = ErrorBody),
+        (status = 413, description = "body over the limit", body = ErrorBody),
+        (status = 415, description = "not application/json", body = ErrorBody),
+        (status = 422, description = "invalid events, each index explained in `error.invalid`; nothing stored", body = ErrorBody),
+    ))]
+pub async fn ingest(
+    State(state): State<AppState>,
+    body: JsonBody,
+) -> Result<Json<IngestResponse>, ApiError> {
+    let batch: WireBatch<'_> = body.parse()?;
+    let Some(list) = batch.events else {
+        return Err(ApiError::bad_request(
+            "missing_events",
+            "the body must be {\"events\": [...]}",
+        )
+        .with_param("events"));
+    };
+    let out = events::ingest(&state, &list).await?;
+    Ok(Json(IngestResponse {
+        accepted: out.accepted,
+        duplicates: out.duplicates,
+    }))
+}

@@ -1,0 +1,175 @@
+//! The server's configuration: one struct, built by the CLI from flags and environment variables,
+//! validated at start with one clear message per mistake.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_core::catalog::Catalog;
+
+/// The example catalog compiled into the binary, used when no catalog is given.
+pub const EXAMPLE_CATALOG: &str = include_str!("../../../catalogs/magicbox.toml");
+
+/// Server configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:8585` by default; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` or `postgres://…`.
+    pub database_url: String,
+    /// The validated catalog.
+    pub catalog: Arc<Catalog>,
+    /// `TALLY_API_KEY`: an admin key accepted besides the keys stored in the database.
+    pub admin_key: Option<String>,
+    /// Request bodies larger than this get 413.
+    pub max_body_bytes: usize,
+    /// How long after a period's end its events still count in it before its invoice is written.
+    pub grace: Duration,
+    /// How often the period closer looks for ended periods.
+    pub close_every: Duration,
+    /// The environment feature flags are evaluated in (`production` by default).
+    pub environment: String,
+    /// How long a past-due subscription keeps its plan's entitlements before falling back to the
+    /// free plan's.
+    pub past_due_grace: Duration,
+    /// Request rate limits (see [`crate::ratelimit`]).
+    pub rate_limits: crate::ratelimit::RateLimits,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url)
+            .field("catalog", &self.catalog.name)
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("grace", &self.grace)
+            .field("close_every", &self.close_every)
+            .field("environment", &self.environment)
+            .field("past_due_grace", &self.past_due_grace)
+            .field("rate_limits", &self.rate_limits)
+            .finish()
+    }
+}
+
+/// Largest number of events in one `POST /v1/events`.
+pub const MAX_EVENTS_PER_BATCH: usize = 1000;
+
+/// A configuration mistake.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the catalog is invalid:\n{0}")]
+    Catalog(String),
+}
+
+impl Config {
+    /// A config for `database_url` with the example catalog and defaults for everything else.
+    pub fn new(database_url: impl Into<String>) -> Result<Config, ConfigError> {
+        Ok(Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8585)),
+            database_url: database_url.into(),
+            catalog: Arc::new(parse_catalog(EXAMPLE_CATALOG, "catalogs/magicbox.toml")?),
+            admin_key: None,
+            max_body_bytes: 1 << 20,
+            grace: Duration::from_secs(3600),
+            close_every: Duration::from_secs(60),
+            environment: "production".into(),
+            past_due_grace: Duration::from_secs(7 * 86_400),
+            rate_limits: crate::ratelimit::RateLimits::default(),
+        })
+    }
+
+    /// Checks every field; the error lists all mistakes, one per line.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let url = self.database_url.as_str();
+        if !(url.starts_with("sqlite://")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            problems.push(format!(
+                "--database-url / TALLY_DATABASE_URL {url:?} must start with sqlite:// or postgres://"
+            ));
+        } else if url == "sqlite://" {
+            problems
+                .push("--database-url sqlite:// needs a file path, e.g. sqlite://tally.db".into());
+        }
+        if let Some(k) = &self.admin_key {
+            if k.len() < 16 {
+                problems.push("TALLY_API_KEY must be at least 16 characters long".into());
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            problems.push(format!(
+                "--max-body-bytes {} is too small: at least 1024",
+                self.max_body_bytes
+            ));
+        }
+        if self.environment.trim().is_empty() {
+            problems.push("--environment / TALLY_ENVIRONMENT must not be empty".into());
+        }
+        if self.close_every.is_zero() {
+            problems.push("the period closer interval must be positive".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems.join("\n")))
+        }
+    }
+}
+
+/// Parses a catalog file's text, with every error located.
+pub fn parse_catalog(src: &str, file: &str) -> Result<Catalog, ConfigError> {
+    Catalog::parse(src, file).map_err(|e| ConfigError::Catalog(e.to_string()))
+}
+
+/// Parses durations like `90s`, `15m`, `1h`, `2d` (and plain seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 1h or 2d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?} has an unknown unit: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn every_mistake_is_reported() {
+        let mut c = Config::new("mysql://x").unwrap();
+        c.admin_key = Some("short".into());
+        c.max_body_bytes = 10;
+        let msg = c.validate().unwrap_err().to_string();
+        assert_eq!(msg.lines().count(), 3, "{msg}");
+        assert!(msg.contains("sqlite://"));
+        assert!(msg.contains("TALLY_API_KEY"));
+        assert!(msg.contains("--max-body-bytes"));
+    }
+}

@@ -1,0 +1,123 @@
+//! Prometheus metrics in the text exposition format, kept by hand (a few counters and one
+//! histogram do not need an exporter crate).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Counters and latency by route.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<(String, String), Histogram>>,
+    pub events_accepted: AtomicU64,
+    pub events_duplicate: AtomicU64,
+    pub events_rejected: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one request to `route` (the matched path pattern).
+    pub fn record(&self, method: &str, route: &str, status: u16, took: Duration) {
+        if let Ok(mut r) = self.requests.lock() {
+            *r.entry((method.to_owned(), route.to_owned(), status))
+                .or_default() += 1;
+        }
+        if let Ok(mut l) = self.latency.lock() {
+            let h = l.entry((method.to_owned(), route.to_owned())).or_default();
+            let secs = took.as_secs_f64();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    h.counts[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum += secs;
+        }
+    }
+
+    pub fn add_events(&self, accepted: u64, duplicates: u64) {
+        self.events_accepted.fetch_add(accepted, Ordering::Relaxed);
+        self.events_duplicate
+            .fetch_add(duplicates, Ordering::Relaxed);
+    }
+
+    pub fn add_rejected(&self, n: u64) {
+        self.events_rejected.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP tally_http_requests_total HTTP requests by method, route and status.\n",
+        );
+        out.push_str("# TYPE tally_http_requests_total counter\n");
+        if let Ok(r) = self.requests.lock() {
+            for ((method, route, status), n) in r.iter() {
+                let _ = writeln!(
+                    out,
+                    "tally_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        out.push_str(
+            "# HELP tally_http_request_duration_seconds HTTP request latency by method and route.\n",
+        );
+        out.push_str("# TYPE tally_http_request_duration_seconds histogram\n");
+        if let Ok(l) = self.latency.lock() {
+            for ((method, route), h) in l.iter() {
+                let labels = format!("method=\"{method}\",route=\"{route}\"");
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "tally_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                        h.counts[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "tally_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(
+                    out,
+                    "tally_http_request_duration_seconds_sum{{{labels}}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "tally_http_request_duration_seconds_count{{{labels}}} {}",
+                    h.count
+                );
+            }
+        }
+        out.push_str("# HELP tally_events_total Usage events by outcome.\n");
+        out.push_str("# TYPE tally_events_total counter\n");
+        for (outcome, c) in [
+            ("accepted", &self.events_accepted),
+            ("duplicate", &self.events_duplicate),
+            ("rejected", &self.events_rejected),
+        ] {
+            let _ = writeln!(
+                out,
+                "tally_events_total{{outcome=\"{outcome}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,249 @@
+//! Customers, local subscriptions and the billing summary.
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tally_core::period::Interval;
+use tally_store::{Customer, CustomerUpsert, StoredInvoice, Subscription, SubscriptionUpsert};
+use utoipa::ToSchema;
+
+use super::usage::{self, PeriodView, UpcomingInvoice, UsageReport};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Body of `PUT /v1/customers/{id}`. Omitted fields keep their value.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerInput {
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// An object of string values.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// Checks a customer id from a path.
+pub fn check_id(id: &str) -> Result<(), ApiError> {
+    if tally_store::is_valid_customer_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_customer_id",
+            "customer ids are 1–255 characters of A–Z a–z 0–9 _ . : - @",
+        )
+        .with_param("id"))
+    }
+}
+
+/// `PUT /v1/customers/{id}`: returns the customer and whether it was created.
+pub async fn put(
+    state: &AppState,
+    id: &str,
+    input: CustomerInput,
+) -> Result<(Customer, bool), ApiError> {
+    check_id(id)?;
+    if let Some(e) = &input.email {
+        if e.len() > 320 || !e.contains('@') {
+            return Err(ApiError::unprocessable(
+                "invalid_email",
+                "email must be an address like a@example.com",
+            )
+            .with_param("email"));
+        }
+    }
+    if let Some(n) = &input.name {
+        if n.len() > 1000 {
+            return Err(
+                ApiError::unprocessable("invalid_name", "name is at most 1000 characters")
+                    .with_param("name"),
+            );
+        }
+    }
+    if let Some(m) = &input.metadata {
+        let ok = m.as_object().is_some_and(|o| {
+            o.len() <= 50
+                && o.iter()
+                    .all(|(k, v)| k.len() <= 40 && v.as_str().is_some_and(|s| s.len() <= 500))
+        });
+        if !ok {
+            return Err(ApiError::unprocessable(
+                "invalid_metadata",
+                "metadata must be an object of at most 50 string values (keys ≤ 40, values ≤ 500 characters)",
+            )
+            .with_param("metadata"));
+        }
+    }
+    let out = state
+        .store
+        .upsert_customer(CustomerUpsert {
+            id: id.to_owned(),
+            email: input.email,
+            name: input.name,
+            metadata: input.metadata,
+            now: Utc::now(),
+        })
+        .await?;
+    Ok(out)
+}
+
+/// `GET /v1/customers/{id}`.
+pub async fn get(state: &AppState, id: &str) -> Result<Customer, ApiError> {
+    check_id(id)?;
+    usage::customer(state, id).await
+}
+
+/// Body of `PUT /v1/customers/{id}/subscription`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionInput {
+    pub plan: String,
+    /// `month` (default) or `year`.
+    pub interval: Option<String>,
+}
+
+/// `PUT /v1/customers/{id}/subscription`: assigns a plan locally.
+pub async fn put_subscription(
+    state: &AppState,
+    id: &str,
+    input: SubscriptionInput,
+) -> Result<Subscription, ApiError> {
+    check_id(id)?;
+    let plan = state.catalog.plan(&input.plan).ok_or_else(|| {
+        ApiError::unprocessable(
+            "unknown_plan",
+            format!("the catalog has no plan {:?}", input.plan),
+        )
+        .with_param("plan")
+    })?;
+    let interval_s = input.interval.as_deref().unwrap_or("month");
+    let interval = Interval::parse(interval_s).ok_or_else(|| {
+        ApiError::unprocessable("invalid_interval", "interval must be month or year")
+            .with_param("interval")
+    })?;
+    if !plan.prices.is_empty() && !plan.prices.contains_key(&interval) {
+        return Err(ApiError::unprocessable(
+            "invalid_interval",
+            format!("plan {:?} has no {} price", plan.id, interval.as_str()),
+        )
+        .with_param("interval"));
+    }
+    usage::customer(state, id).await?;
+    let sub = state
+        .store
+        .put_subscription(SubscriptionUpsert {
+            customer_id: id.to_owned(),
+            plan: plan.id.clone(),
+            interval: interval.as_str().to_owned(),
+            status: "active".into(),
+            source: "local".into(),
+            now: Utc::now(),
+        })
+        .await?;
+    state.credits.forget(id);
+    Ok(sub)
+}
+
+/// `GET /v1/customers/{id}/invoices`.
+pub async fn invoices(state: &AppState, id: &str) -> Result<Vec<StoredInvoice>, ApiError> {
+    check_id(id)?;
+    usage::customer(state, id).await?;
+    Ok(state.store.list_invoices(id).await?)
+}
+
+/// Everything a billing page shows, in one call.
+#[derive(Serialize, ToSchema)]
+pub struct BillingSummary {
+    #[schema(value_type = Object)]
+    pub customer: Customer,
+    #[schema(value_type = Option<Object>)]
+    pub subscription: Option<Subscription>,
+    pub plan: Option<String>,
+    pub period: PeriodView,
+    pub usage: UsageReport,
+    pub upcoming_invoice: Option<UpcomingInvoice>,
+    /// The most recent closed invoices, newest first.
+    #[schema(value_type = Vec<Object>)]
+    pub invoices: Vec<InvoiceView>,
+    /// Prepaid credits: `{"balance"}` (details at `GET /v1/customers/{id}/credits`).
+    #[schema(value_type = Option<Object>)]
+    pub credits: Option<Value>,
+    /// Recent payments (from Stripe, once connected).
+    #[schema(value_type = Vec<Object>)]
+    pub payments: Vec<Value>,
+}
+
+/// A closed invoice on the wire.
+#[derive(Serialize, ToSchema)]
+pub struct InvoiceView {
+    pub id: String,
+    pub customer: String,
+    pub plan: String,
+    pub interval: String,
+    pub period: PeriodView,
+    pub currency: String,
+    pub subtotal: i64,
+    pub discount: i64,
+    pub total: i64,
+    #[schema(value_type = Vec<Object>)]
+    pub lines: Value,
+    pub created_at: chrono::DateTime<Utc>,
+}
+
+impl From<StoredInvoice> for InvoiceView {
+    fn from(i: StoredInvoice) -> Self {
+        InvoiceView {
+            lines: i
+                .body
+                .get("lines")
+                .cloned()
+                .unwrap_or(Value::Array(Vec::new())),
+            id: i.id,
+            customer: i.customer_id,
+            plan: i.plan,
+            interval: i.interval,
+            period: PeriodView {
+                start: i.period_start,
+                end: i.period_end,
+            },
+            currency: i.currency,
+            subtotal: i.subtotal,
+            discount: i.discount,
+            total: i.total,
+            created_at: i.created_at,
+        }
+    }
+}
+
+/// `GET /v1/customers/{id}/billing`.
+pub async fn billing(state: &AppState, id: &str) -> Result<BillingSummary, ApiError> {
+    check_id(id)?;
+    let c = usage::customer(state, id).await?;
+    let sub = state.store.get_subscription(id).await?;
+    let billed = usage::billed_plan(&state.catalog, sub.as_ref());
+    let period = tally_core::period::allowance_period(c.billing_anchor, Utc::now());
+    let period_usage = usage::period_usage(state, &c, period).await?;
+    let report = usage::report(&state.catalog, &c, billed.as_ref(), period, &period_usage);
+    let upcoming = match &billed {
+        Some(b) => Some(UpcomingInvoice {
+            customer: c.id.clone(),
+            period: period.into(),
+            invoice: usage::rate_period(&state.catalog, b, c.billing_anchor, period, &period_usage)
+                .map_err(|m| ApiError::unprocessable("rating_failed", m))?,
+        }),
+        None => None,
+    };
+    let mut invoices = state.store.list_invoices(id).await?;
+    invoices.truncate(12);
+    let balance = super::credits::balance(state, &c, Utc::now()).await?;
+    Ok(BillingSummary {
+        plan: billed.map(|b| b.plan.id),
+        subscription: sub,
+        period: period.into(),
+        usage: report,
+        upcoming_invoice: upcoming,
+        invoices: invoices.into_iter().map(InvoiceView::from).collect(),
+        credits: Some(serde_json::json!({ "balance": balance.normalize().to_string() })),
+        payments: Vec::new(),
+        customer: c,
+    })
+}

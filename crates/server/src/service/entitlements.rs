@@ -1,0 +1,408 @@
+//! Entitlement checks: may a customer use a feature, or this much more of a metric — and the
+//! usage-threshold notifications (80 %, 95 %, 100 % by default) queued the first time a check
+//! sees usage at or past each threshold in a period.
+//!
+//! The plan is the subscription's; without one (or when it is canceled) the catalog's free plan;
+//! a subscription past due (or unpaid) for longer than `--past-due-grace` gets the free plan's
+//! entitlements. Without any plan the check is denied with reason `no_subscription`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tally_core::catalog::{Allowance, Metric, MetricKind, Plan};
+use tally_core::entitlement::{check_feature, check_metric, MetricCheck, Reason};
+use tally_core::period::{allowance_period, Period};
+use tally_store::{Customer, NewEvent, Subscription, UsageNotification};
+use tokio::sync::watch;
+use utoipa::ToSchema;
+
+use super::credits::parse_amount;
+use super::customers::check_id;
+use super::usage;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Why the plan in force is not the subscription's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Restriction {
+    /// Past due beyond the grace period: the free plan's entitlements apply.
+    PastDue,
+}
+
+/// The plan whose entitlements apply at `now`, and why it differs from the subscription's.
+pub fn effective_plan(
+    state: &AppState,
+    sub: Option<&Subscription>,
+    now: DateTime<Utc>,
+) -> Option<(Plan, Option<Restriction>)> {
+    if let Some(s) = sub {
+        let overdue = matches!(s.status.as_str(), "past_due" | "unpaid");
+        let grace = chrono::Duration::from_std(state.config.past_due_grace)
+            .unwrap_or(chrono::Duration::MAX);
+        if overdue && now - s.updated_at > grace {
+            let free = state.catalog.free_plan.as_deref()?;
+            return state
+                .catalog
+                .plan(free)
+                .map(|p| (p.clone(), Some(Restriction::PastDue)));
+        }
+    }
+    usage::billed_plan(&state.catalog, sub).map(|b| (b.plan, None))
+}
+
+/// Body of `POST /v1/entitlements/check`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckInput {
+    pub customer: String,
+    /// A boolean or numeric feature of the plan.
+    pub feature: Option<String>,
+    /// A metric of the catalog (with `quantity`, default 0: "am I within the limit now").
+    pub metric: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub quantity: Option<Value>,
+}
+
+/// The answer of `POST /v1/entitlements/check`. Decimals are strings.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckResult {
+    pub allowed: bool,
+    /// feature_enabled, feature_disabled, feature_not_in_plan, unlimited, within_limit,
+    /// limit_exceeded, soft_limit_exceeded (allowed; the excess is billed as overage),
+    /// insufficient_credits, no_subscription.
+    pub reason: String,
+    #[schema(value_type = Option<String>)]
+    pub used: Option<Decimal>,
+    #[schema(value_type = Option<String>)]
+    pub limit: Option<Decimal>,
+    #[schema(value_type = Option<String>)]
+    pub remaining: Option<Decimal>,
+    #[schema(value_type = Option<String>)]
+    pub percent: Option<Decimal>,
+    /// ok, warning or at_limit.
+    pub level: String,
+    /// Whether usage beyond the limit is billed as overage (soft limits).
+    pub overage: bool,
+    /// Credits the request costs, when the metric is paid with credits.
+    #[schema(value_type = Option<String>)]
+    pub credits_required: Option<Decimal>,
+    /// The customer's credit balance, when the metric is paid with credits.
+    #[schema(value_type = Option<String>)]
+    pub credit_balance: Option<Decimal>,
+    /// The plan whose entitlements applied.
+    pub plan: Option<String>,
+    /// `past_due` when the free plan's entitlements apply because of an overdue payment.
+    pub restricted: Option<Restriction>,
+}
+
+fn snake<T: Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// `POST /v1/entitlements/check` at the current time.
+pub async fn check(state: &AppState, input: CheckInput) -> Result<CheckResult, ApiError> {
+    check_at(state, input, Utc::now()).await
+}
+
+/// An entitlement check at `now`.
+pub async fn check_at(
+    state: &AppState,
+    input: CheckInput,
+    now: DateTime<Utc>,
+) -> Result<CheckResult, ApiError> {
+    check_id(&input.customer).map_err(|e| e.with_param("customer"))?;
+    let quantity = match &input.quantity {
+        Some(q) => parse_amount(q, "quantity")?,
+        None => Decimal::ZERO,
+    };
+    if quantity < Decimal::ZERO {
+        return Err(
+            ApiError::unprocessable("invalid_quantity", "quantity must not be negative")
+                .with_param("quantity"),
+        );
+    }
+    let metric = match (&input.feature, &input.metric) {
+        (Some(_), None) if input.quantity.is_none() => None,
+        (None, Some(m)) => Some(state.catalog.metric(m).ok_or_else(|| {
+            ApiError::unprocessable("unknown_metric", format!("the catalog has no metric {m:?}"))
+                .with_param("metric")
+        })?),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "give either feature, or metric with an optional quantity",
+            ))
+        }
+    };
+    let (customer, sub) = super::credits::customer_and_subscription(state, &input.customer).await?;
+    let Some((plan, restricted)) = effective_plan(state, sub.as_ref(), now) else {
+        return Ok(CheckResult {
+            allowed: false,
+            reason: "no_subscription".into(),
+            used: None,
+            limit: None,
+            remaining: None,
+            percent: None,
+            level: "ok".into(),
+            overage: false,
+            credits_required: None,
+            credit_balance: None,
+            plan: None,
+            restricted: None,
+        });
+    };
+    let Some(metric) = metric else {
+        let feature = input.feature.as_deref().unwrap_or_default();
+        let d = check_feature(&plan, feature);
+        return Ok(CheckResult {
+            allowed: d.allowed,
+            reason: snake(d.reason),
+            used: None,
+            limit: d.limit,
+            remaining: d.remaining,
+            percent: None,
+            level: snake(d.level),
+            overage: false,
+            credits_required: None,
+            credit_balance: None,
+            plan: Some(plan.id.clone()),
+            restricted,
+        });
+    };
+    let period = allowance_period(customer.billing_anchor, now);
+    let used = used_of(state, &customer, period, metric).await?;
+    let credit_balance = match metric.credit_cost {
+        Some(_) => Some(super::credits::balance(state, &customer, now).await?),
+        None => None,
+    };
+    let d = check_metric(&MetricCheck {
+        plan: &plan,
+        metric,
+        used,
+        quantity,
+        credit_balance: credit_balance.unwrap_or(Decimal::ZERO),
+    });
+    record_thresholds(
+        state,
+        &customer.id,
+        &plan,
+        &metric.id,
+        period.start,
+        used,
+        now,
+    )
+    .await?;
+    Ok(CheckResult {
+        allowed: d.allowed,
+        reason: snake(d.reason),
+        used: d.used.map(|u| u.normalize()),
+        limit: d.limit.map(|l| l.normalize()),
+        remaining: d.remaining.map(|r| r.normalize()),
+        percent: d.percent.map(|p| p.normalize()),
+        level: snake(d.level),
+        overage: d.reason == Reason::SoftLimitExceeded,
+        credits_required: d.credits_required.map(|c| c.normalize()),
+        credit_balance: credit_balance.map(|b| b.normalize()),
+        plan: Some(plan.id.clone()),
+        restricted,
+    })
+}
+
+/// How many periods back a gauge's last level is looked for (as in usage reports).
+const GAUGE_LOOKBACK_PERIODS: usize = 24;
+
+/// One metric's usage in `period`: its on-time aggregate, or for a gauge without an event this
+/// period, its last level from an earlier period. Reads only what this metric needs.
+async fn used_of(
+    state: &AppState,
+    customer: &Customer,
+    period: Period,
+    metric: &Metric,
+) -> Result<Decimal, ApiError> {
+    let on_time = |rows: &[tally_store::UsageRollup]| {
+        rows.iter()
+            .find(|r| r.metric == metric.id && !r.is_adjustment())
+            .map(|r| usage::aggregate(metric, r))
+    };
+    if let Some(v) = on_time(&state.store.usage(&customer.id, period.start).await?) {
+        return Ok(v);
+    }
+    if metric.kind != MetricKind::Gauge {
+        return Ok(Decimal::ZERO);
+    }
+    let mut start = period.start;
+    for _ in 0..GAUGE_LOOKBACK_PERIODS {
+        let prev = allowance_period(
+            customer.billing_anchor,
+            start - chrono::Duration::milliseconds(1),
+        );
+        if prev.start >= start {
+            break;
+        }
+        start = prev.start;
+        if let Some(v) = on_time(&state.store.usage(&customer.id, start).await?) {
+            return Ok(v);
+        }
+    }
+    Ok(Decimal::ZERO)
+}
+
+/// The quantity percentages refer to: the limit, or a finite included quantity.
+fn reference(plan: &Plan, metric: &str) -> Option<Decimal> {
+    let pm = plan.metrics.get(metric)?;
+    pm.limit
+        .map(|l| l.quantity)
+        .or(match pm.included {
+            Allowance::Quantity(q) if q > Decimal::ZERO => Some(q),
+            _ => None,
+        })
+        .filter(|r| *r > Decimal::ZERO)
+}
+
+/// Queues one notification per threshold that `used` has reached in the period (once per
+/// customer, metric, period and threshold; the outbox's unique key makes it exactly once across
+/// processes).
+pub async fn record_thresholds(
+    state: &AppState,
+    customer: &str,
+    plan: &Plan,
+    metric: &str,
+    period_start: DateTime<Utc>,
+    used: Decimal,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let Some(limit) = reference(plan, metric) else {
+        return Ok(());
+    };
+    let Some(pm) = plan.metrics.get(metric) else {
+        return Ok(());
+    };
+    let percent = used * Decimal::ONE_HUNDRED / limit;
+    for t in &pm.warn_at_percent {
+        if percent < Decimal::from(*t) {
+            break;
+        }
+        let marker = (
+            customer.to_owned(),
+            metric.to_owned(),
+            period_start.timestamp_millis(),
+            *t,
+        );
+        let known = state
+            .credits
+            .notified
+            .lock()
+            .is_ok_and(|n| n.contains(&marker));
+        if known {
+            continue;
+        }
+        state
+            .store
+            .record_notification(UsageNotification {
+                id: format!(
+                    "ntf_{}_{}_{}_{}",
+                    customer,
+                    metric,
+                    period_start.timestamp_millis(),
+                    t
+                ),
+                customer_id: customer.to_owned(),
+                metric: metric.to_owned(),
+                period_start,
+                threshold: *t,
+                used: used.normalize(),
+                limit: limit.normalize(),
+                created_at: now,
+                delivered_at: None,
+            })
+            .await?;
+        if let Ok(mut n) = state.credits.notified.lock() {
+            if n.len() > 1_000_000 {
+                n.clear();
+            }
+            n.insert(marker);
+        }
+    }
+    Ok(())
+}
+
+/// How often usage changed by ingestion is compared with the thresholds.
+pub const NOTIFY_EVERY: Duration = Duration::from_secs(1);
+
+/// The distinct `(customer, metric)` of a batch whose metric has a limit or an included quantity
+/// on some plan (the only ones with thresholds).
+pub fn touched(state: &AppState, events: &[NewEvent]) -> Vec<(String, String)> {
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    let mut out = Vec::new();
+    for e in events {
+        if seen.insert((e.customer_id.as_str(), e.metric.as_str()))
+            && state
+                .catalog
+                .plans()
+                .iter()
+                .any(|p| reference(p, &e.metric).is_some())
+        {
+            out.push((e.customer_id.clone(), e.metric.clone()));
+        }
+    }
+    out
+}
+
+/// Marks usage as changed; the notifier compares it with the thresholds within [`NOTIFY_EVERY`].
+pub fn usage_changed(state: &AppState, touched: Vec<(String, String)>) {
+    if touched.is_empty() {
+        return;
+    }
+    if let Ok(mut d) = state.credits.dirty.lock() {
+        d.extend(touched);
+    }
+}
+
+/// Queues the threshold notifications of every `(customer, metric)` whose usage changed.
+pub async fn notify_changed(state: &AppState, now: DateTime<Utc>) -> Result<usize, ApiError> {
+    let dirty: Vec<(String, String)> = match state.credits.dirty.lock() {
+        Ok(mut d) => d.drain().collect(),
+        Err(_) => return Ok(0),
+    };
+    let n = dirty.len();
+    let mut by_customer: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (c, m) in dirty {
+        by_customer.entry(c).or_default().push(m);
+    }
+    for (customer, metrics) in by_customer {
+        let (c, sub) = super::credits::customer_and_subscription(state, &customer).await?;
+        let Some((plan, _)) = effective_plan(state, sub.as_ref(), now) else {
+            continue;
+        };
+        let period = allowance_period(c.billing_anchor, now);
+        let usage = usage::period_usage(state, &c, period).await?;
+        for m in metrics {
+            let used = usage.used.get(&m).copied().unwrap_or(Decimal::ZERO);
+            record_thresholds(state, &c.id, &plan, &m, period.start, used, now).await?;
+        }
+    }
+    Ok(n)
+}
+
+/// Runs [`notify_changed`] every [`NOTIFY_EVERY`] until `stop` turns true.
+pub fn spawn_notifier(state: AppState, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(NOTIFY_EVERY) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = notify_changed(&state, Utc::now()).await {
+                tracing::warn!(error = %e, "usage threshold notifications failed; retrying");
+            }
+        }
+    });
+}

@@ -1,0 +1,10 @@
+//! What the handlers call: one function per operation, business rules here, SQL in the store.
+
+pub mod closer;
+pub mod credits;
+pub mod customers;
+pub mod entitlements;
+pub mod events;
+pub mod flags;
+pub mod keys;
+pub mod usage;

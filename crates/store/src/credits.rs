@@ -1,0 +1,237 @@
+//! Prepaid-credit ledger records, usage-threshold notifications, feature-flag overrides and the
+//! audit log; plus the backend-independent step that turns a credit request into the rows to
+//! write (the ledger's rules themselves live in `tally_core::credits`).
+//!
+//! Credits are exact decimals (`NUMERIC` on PostgreSQL, decimal `TEXT` on SQLite). Each entry that
+//! adds credits opens a *bucket* whose `remaining` is decremented by consumption; the balance is
+//! the sum of open (non-empty, unexpired) buckets, so it can never go below zero.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tally_core::credits::{allocate, CreditBucket, CreditError, EntryKind};
+
+use crate::{NewEvent, Result, StoreError};
+
+/// One stored ledger entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreditEntryRecord {
+    pub id: String,
+    pub customer_id: String,
+    /// Position in the customer's ledger (ascending with time).
+    pub seq: i64,
+    /// grant, purchase, consume, adjust, refund or expire.
+    pub kind: String,
+    /// Signed change to the balance.
+    pub amount: Decimal,
+    /// The balance right after this entry.
+    pub balance_after: Decimal,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// The API key that made the entry (`env` for `TALLY_API_KEY`, `system` for plan grants).
+    pub actor: Option<String>,
+    pub metric: Option<String>,
+    pub quantity: Option<Decimal>,
+    pub event_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Credits left from one entry that added them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreditBucketRecord {
+    /// The id of the entry that opened the bucket.
+    pub entry_id: String,
+    pub kind: String,
+    /// Credits the entry added.
+    pub amount: Decimal,
+    /// Credits left.
+    pub remaining: Decimal,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl CreditBucketRecord {
+    fn to_core(&self) -> CreditBucket {
+        CreditBucket {
+            id: self.entry_id.clone(),
+            remaining: self.remaining,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+        }
+    }
+
+    /// Whether the bucket's credits can be used at `now`.
+    pub fn is_open(&self, now: DateTime<Utc>) -> bool {
+        self.to_core().is_open(now)
+    }
+}
+
+/// A customer's credits: the open buckets and one page of the ledger (newest first).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CreditAccount {
+    /// Buckets with credits left (expired ones included until an `expire` entry writes them off).
+    pub buckets: Vec<CreditBucketRecord>,
+    pub entries: Vec<CreditEntryRecord>,
+    /// Whether older entries exist beyond this page.
+    pub has_more: bool,
+}
+
+impl CreditAccount {
+    /// Credits usable at `now`.
+    pub fn balance(&self, now: DateTime<Utc>) -> Decimal {
+        self.buckets
+            .iter()
+            .filter(|b| b.is_open(now))
+            .map(|b| b.remaining)
+            .sum()
+    }
+}
+
+/// A change to a customer's credits.
+#[derive(Debug, Clone)]
+pub struct CreditRequest {
+    /// Id for the entry to write.
+    pub entry_id: String,
+    pub customer_id: String,
+    pub kind: EntryKind,
+    /// Signed amount: positive adds credits, negative removes them.
+    pub amount: Decimal,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    /// Retry key, unique per customer: the same key returns the first entry.
+    pub idempotency_key: Option<String>,
+    /// A canonical form of the request; the same key with another fingerprint is a conflict.
+    pub fingerprint: String,
+    pub actor: Option<String>,
+    /// Whether to write an audit log record (admin grants and adjustments).
+    pub audit: bool,
+    /// Consumption by metric: the usage event recorded in the same transaction.
+    pub event: Option<NewEvent>,
+    pub quantity: Option<Decimal>,
+    pub now: DateTime<Utc>,
+}
+
+/// What a credit request did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreditOutcome {
+    /// The entry was written.
+    Applied(CreditEntryRecord),
+    /// The idempotency key was used before with the same request: its entry, nothing written.
+    Replayed(CreditEntryRecord),
+    /// The idempotency key was used before with a different request.
+    IdempotencyConflict,
+    /// The balance does not cover the debit; nothing written.
+    Insufficient { balance: Decimal, required: Decimal },
+}
+
+/// A usage-threshold notification, queued in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageNotification {
+    pub id: String,
+    pub customer_id: String,
+    pub metric: String,
+    pub period_start: DateTime<Utc>,
+    /// Percent of the limit crossed (e.g. 80, 95, 100).
+    pub threshold: u32,
+    pub used: Decimal,
+    pub limit: Decimal,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// An audit log record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub actor: Option<String>,
+    pub action: String,
+    pub customer_id: Option<String>,
+    pub object_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub details: serde_json::Value,
+}
+
+/// A per-customer feature-flag override.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlagOverride {
+    pub customer_id: String,
+    pub flag: String,
+    pub enabled: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The rows a credit request writes, decided from the customer's buckets at `now`.
+pub(crate) struct CreditPlan {
+    /// Expired buckets with credits left, written off first: (bucket id, credits).
+    pub expirations: Vec<(String, Decimal)>,
+    /// New `remaining` of buckets the request draws from.
+    pub draws: Vec<(String, Decimal)>,
+    /// Whether the request opens a bucket of its own.
+    pub opens_bucket: bool,
+    /// Balance after the expirations (before the request).
+    pub balance_before: Decimal,
+    /// Balance after the request.
+    pub balance_after: Decimal,
+}
+
+/// Applies the ledger rules: expired credits are written off, a positive amount opens a bucket,
+/// a negative amount draws from open buckets (expiring first) or fails as insufficient.
+pub(crate) fn plan(
+    buckets: &[CreditBucketRecord],
+    req: &CreditRequest,
+) -> Result<std::result::Result<CreditPlan, CreditOutcome>> {
+    let now = req.now;
+    let mut core: Vec<CreditBucket> = Vec::with_capacity(buckets.len());
+    let mut expirations = Vec::new();
+    for b in buckets {
+        let mut c = b.to_core();
+        if c.remaining > Decimal::ZERO && c.expires_at.is_some_and(|e| e <= now) {
+            expirations.push((c.id.clone(), c.remaining));
+            c.remaining = Decimal::ZERO;
+        }
+        core.push(c);
+    }
+    let balance_before = tally_core::credits::balance(&core, now);
+    if req.amount.is_zero() {
+        return Err(StoreError::Invalid("the amount must not be zero".into()));
+    }
+    if req.amount > Decimal::ZERO {
+        return Ok(Ok(CreditPlan {
+            expirations,
+            draws: Vec::new(),
+            opens_bucket: true,
+            balance_before,
+            balance_after: balance_before + req.amount,
+        }));
+    }
+    match allocate(&core, -req.amount, now) {
+        Ok(allocs) => {
+            let draws = allocs
+                .into_iter()
+                .filter_map(|a| {
+                    core.iter()
+                        .find(|b| b.id == a.bucket)
+                        .map(|b| (a.bucket.clone(), b.remaining - a.amount))
+                })
+                .collect();
+            Ok(Ok(CreditPlan {
+                expirations,
+                draws,
+                opens_bucket: false,
+                balance_before,
+                balance_after: balance_before + req.amount,
+            }))
+        }
+        Err(CreditError::InsufficientCredits { balance, required }) => {
+            Ok(Err(CreditOutcome::Insufficient { balance, required }))
+        }
+        Err(CreditError::InvalidEntry(m)) => Err(StoreError::Invalid(m)),
+    }
+}
+
+/// Id of the `expire` entry written off a bucket by a later request.
+pub(crate) fn expire_entry_id(bucket: &str) -> String {
+    format!("{bucket}_expired")
+}

@@ -1,0 +1,225 @@
+//! Tally's persistence layer: one [`Store`] interface with two implementations, SQLite (the embedded
+//! default, one `tally.db` file in WAL mode) and PostgreSQL (several Tally processes sharing one
+//! database). SQL lives only here, per backend, with migrations beside each backend.
+//!
+//! Ingestion is designed so that a batch costs sequential writes: raw events are appended in ingestion
+//! order, per-period rollups are updated in the same transaction (aggregates never scan raw events),
+//! and dedup of `(customer, event id)` does not cost a random page write per event (see
+//! [`sqlite`] for the in-memory dedup set and [`postgres`] for the unique constraint).
+
+pub mod credits;
+mod error;
+pub mod model;
+pub mod postgres;
+mod rollup;
+pub mod sqlite;
+pub mod testing;
+mod time;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use credits::{
+    AuditRecord, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome,
+    CreditRequest, FlagOverride, UsageNotification,
+};
+pub use error::StoreError;
+pub use model::*;
+
+/// Result of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which backend a store uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Builds the invoice of a closing period from that period's usage, inside the store's transaction
+/// (so no event can slip into the period between reading its usage and writing its invoice).
+pub type InvoiceBuilder =
+    Box<dyn FnOnce(&[UsageRollup]) -> std::result::Result<NewInvoice, String> + Send + 'static>;
+
+/// Tally's persistence interface. Every method is retry-safe: creates are upserts or guarded by
+/// unique constraints.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// Cheap round trip to the database (for `/health`).
+    async fn ping(&self) -> Result<()>;
+
+    /// Waits until every queued write is committed and stops background work.
+    async fn close(&self);
+
+    // --- customers -------------------------------------------------------------------------
+
+    /// Creates or updates a customer. Returns the customer and whether it was created.
+    async fn upsert_customer(&self, customer: CustomerUpsert) -> Result<(Customer, bool)>;
+
+    async fn get_customer(&self, id: &str) -> Result<Option<Customer>>;
+
+    /// The customers among `ids` that exist, with their allowance anchor (for event validation).
+    async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>>;
+
+    // --- subscriptions ---------------------------------------------------------------------
+
+    /// Sets the customer's (single, current) subscription.
+    async fn put_subscription(&self, sub: SubscriptionUpsert) -> Result<Subscription>;
+
+    async fn get_subscription(&self, customer_id: &str) -> Result<Option<Subscription>>;
+
+    /// Every subscription, for the period closer.
+    async fn list_subscriptions(&self) -> Result<Vec<Subscription>>;
+
+    // --- events and usage ------------------------------------------------------------------
+
+    /// Stores a validated batch atomically: events whose `(customer, event id)` was seen before
+    /// (ever, or earlier in this batch) are counted as duplicates and change nothing. Returns once
+    /// the batch is durable.
+    async fn ingest(&self, events: Vec<NewEvent>) -> Result<IngestOutcome>;
+
+    /// Usage rollups billed in the period starting at `billed_period_start` (on-time usage of that
+    /// period plus late usage of earlier, already invoiced periods).
+    async fn usage(
+        &self,
+        customer_id: &str,
+        billed_period_start: DateTime<Utc>,
+    ) -> Result<Vec<UsageRollup>>;
+
+    /// The event ids stored for a customer, in ingestion order (operators and tests; scans).
+    async fn event_ids(&self, customer_id: &str) -> Result<Vec<String>>;
+
+    /// Number of stored events.
+    async fn event_count(&self) -> Result<u64>;
+
+    // --- invoices --------------------------------------------------------------------------
+
+    /// Writes the invoice of `[period_start, period_end)` for a customer exactly once. Returns
+    /// `None` when that period already has an invoice. Later events of the period become labelled
+    /// adjustments of the next period.
+    async fn close_period(
+        &self,
+        customer_id: &str,
+        period_start: DateTime<Utc>,
+        period_end: DateTime<Utc>,
+        build: InvoiceBuilder,
+    ) -> Result<Option<StoredInvoice>>;
+
+    /// Closed invoices of a customer, newest first.
+    async fn list_invoices(&self, customer_id: &str) -> Result<Vec<StoredInvoice>>;
+
+    // --- API keys --------------------------------------------------------------------------
+
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey>;
+
+    /// The active key whose secret hashes to `secret_hash`.
+    async fn find_api_key(&self, secret_hash: &str) -> Result<Option<ApiKey>>;
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>>;
+
+    /// Revokes a key; returns whether an active key was revoked.
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
+
+    // --- credits, notifications, flag overrides (see [`credits`]) -------------------------
+
+    /// Applies a credit request atomically: idempotency check, write-off of expired credits,
+    /// check-and-debit (or a new bucket), the entry, the audit record and, for consumption by
+    /// metric, the usage event — all in one transaction, serialized per customer.
+    async fn credit_apply(&self, req: CreditRequest) -> Result<CreditOutcome>;
+
+    /// The customer's open buckets and a page of its ledger, newest first, starting below
+    /// `before_seq` when given.
+    async fn credit_account(
+        &self,
+        customer_id: &str,
+        limit: usize,
+        before_seq: Option<i64>,
+    ) -> Result<CreditAccount>;
+
+    /// Audit log records of a customer, newest first.
+    async fn audit_log(&self, customer_id: &str, limit: usize) -> Result<Vec<AuditRecord>>;
+
+    /// Queues a threshold notification unless one exists for the same customer, metric, period
+    /// and threshold. Returns whether it was queued.
+    async fn record_notification(&self, n: UsageNotification) -> Result<bool>;
+
+    /// Queued notifications of a customer, oldest first.
+    async fn notifications(&self, customer_id: &str) -> Result<Vec<UsageNotification>>;
+
+    /// Sets a customer's override of a flag.
+    async fn put_flag_override(&self, o: FlagOverride) -> Result<()>;
+
+    /// Removes a customer's override of a flag; returns whether one existed.
+    async fn delete_flag_override(&self, customer_id: &str, flag: &str) -> Result<bool>;
+
+    /// The customer's flag overrides.
+    async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>>;
+}
+
+/// Opens (and migrates) the store named by a database URL: `sqlite://PATH` (optionally
+/// `?synchronous=full`, see [`sqlite`]) or `postgres://…` / `postgresql://…`. In-memory SQLite is not
+/// supported: the writer and the readers share one file.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    open(url, true).await
+}
+
+/// Like [`connect`], for operator commands that never ingest events and may run next to a server:
+/// a SQLite file is opened without its ingest lock (see [`sqlite`]). Same as [`connect`] for
+/// PostgreSQL.
+pub async fn connect_admin(url: &str) -> Result<Arc<dyn Store>> {
+    open(url, false).await
+}
+
+async fn open(url: &str, ingest: bool) -> Result<Arc<dyn Store>> {
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() {
+            return Err(StoreError::InvalidUrl(
+                "sqlite:// needs a file path, e.g. sqlite://tally.db".into(),
+            ));
+        }
+        let mut sync = sqlite::Synchronous::default();
+        for param in query.split('&').filter(|p| !p.is_empty()) {
+            sync = match param {
+                "synchronous=normal" => sqlite::Synchronous::Normal,
+                "synchronous=full" => sqlite::Synchronous::Full,
+                other => {
+                    return Err(StoreError::InvalidUrl(format!(
+                    "unknown SQLite option {other:?}: the only option is synchronous=normal|full"
+                )))
+                }
+            };
+        }
+        Ok(Arc::new(if ingest {
+            sqlite::SqliteStore::open_with(path, sync).await?
+        } else {
+            sqlite::SqliteStore::open_admin(path, sync).await?
+        }))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        Err(StoreError::InvalidUrl(format!(
+            "unsupported database URL {url:?}: use sqlite://PATH or postgres://USER@HOST/DB"
+        )))
+    }
+}
+
+/// Hex SHA-256 of an API key secret, the form in which keys are stored.
+pub fn hash_api_secret(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}

@@ -1,0 +1,516 @@
+//! Credits, notifications, flag overrides and the audit log on PostgreSQL.
+//!
+//! Every credit change first locks the customer's row of `credit_accounts` (`FOR UPDATE`), then
+//! checks the idempotency key, reads the open buckets, debits and writes the entry, all in one
+//! transaction: two Tally processes sharing the database serialize on that row, so the balance
+//! can never be overdrawn. CHECK constraints (`remaining >= 0`, `balance_after >= 0`) back this up.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool, Transaction};
+use rust_decimal::Decimal;
+use tokio_postgres::Row;
+
+use super::is_retryable;
+use crate::credits::{expire_entry_id, plan};
+use crate::{
+    AuditRecord, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome,
+    CreditRequest, FlagOverride, NewEvent, Result, StoreError, UsageNotification,
+};
+
+const ATTEMPTS: usize = 5;
+
+const ENTRY_COLS: &str = "seq, id, customer_id, kind, amount, balance_after, expires_at, reason,
+    idempotency_key, actor, metric, quantity, event_id, created_at";
+
+fn entry_row(r: &Row) -> CreditEntryRecord {
+    CreditEntryRecord {
+        seq: r.get(0),
+        id: r.get(1),
+        customer_id: r.get(2),
+        kind: r.get(3),
+        amount: r.get::<_, Decimal>(4).normalize(),
+        balance_after: r.get::<_, Decimal>(5).normalize(),
+        expires_at: r.get(6),
+        reason: r.get(7),
+        idempotency_key: r.get(8),
+        actor: r.get(9),
+        metric: r.get(10),
+        quantity: r.get::<_, Option<Decimal>>(11).map(|q| q.normalize()),
+        event_id: r.get(12),
+        created_at: r.get(13),
+    }
+}
+
+async fn entry_by_id<C: GenericClient>(c: &C, id: &str) -> Result<CreditEntryRecord> {
+    let sql = format!("SELECT {ENTRY_COLS} FROM credit_entries WHERE id = $1");
+    c.query_opt(&sql, &[&id])
+        .await?
+        .map(|r| entry_row(&r))
+        .ok_or_else(|| StoreError::Database(format!("credit entry {id} is missing")))
+}
+
+async fn open_buckets<C: GenericClient>(c: &C, customer: &str) -> Result<Vec<CreditBucketRecord>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT entry_id, kind, amount, remaining, created_at, expires_at FROM credit_buckets
+             WHERE customer_id = $1 AND open ORDER BY created_at, entry_id",
+        )
+        .await?;
+    let rows = c.query(&stmt, &[&customer]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| CreditBucketRecord {
+            entry_id: r.get(0),
+            kind: r.get(1),
+            amount: r.get::<_, Decimal>(2).normalize(),
+            remaining: r.get::<_, Decimal>(3).normalize(),
+            created_at: r.get(4),
+            expires_at: r.get(5),
+        })
+        .collect())
+}
+
+pub(crate) async fn apply(pool: &Pool, req: CreditRequest) -> Result<CreditOutcome> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        match try_apply(&tx, &req).await {
+            Ok(outcome) => {
+                let commit = if matches!(outcome, CreditOutcome::Applied(_)) {
+                    tx.commit().await
+                } else {
+                    tx.rollback().await
+                };
+                match commit {
+                    Ok(()) => return Ok(outcome),
+                    Err(e) if attempt < ATTEMPTS && is_retryable(&e) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(Failure::Pg(e)) if attempt < ATTEMPTS && is_retryable(&e) => continue,
+            Err(Failure::Pg(e)) => return Err(e.into()),
+            Err(Failure::Store(e)) => return Err(e),
+        }
+    }
+}
+
+enum Failure {
+    Pg(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Pg(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+async fn try_apply(
+    tx: &Transaction<'_>,
+    req: &CreditRequest,
+) -> std::result::Result<CreditOutcome, Failure> {
+    let customer = req.customer_id.as_str();
+    // Lock the customer's credit account (made on first use); no row means no such customer.
+    let locked = tx
+        .query_opt(
+            &tx.prepare_cached(
+                "INSERT INTO credit_accounts (customer_id) SELECT id FROM customers WHERE id = $1
+                 ON CONFLICT (customer_id) DO UPDATE SET customer_id = EXCLUDED.customer_id
+                 RETURNING customer_id",
+            )
+            .await?,
+            &[&customer],
+        )
+        .await?;
+    if locked.is_none() {
+        return Err(StoreError::Invalid(format!("no customer {customer:?}")).into());
+    }
+    if let Some(key) = &req.idempotency_key {
+        let seen = tx
+            .query_opt(
+                &tx.prepare_cached(
+                    "SELECT fingerprint, entry_id FROM credit_idempotency
+                     WHERE customer_id = $1 AND key = $2",
+                )
+                .await?,
+                &[&customer, key],
+            )
+            .await?;
+        if let Some(row) = seen {
+            let fingerprint: String = row.get(0);
+            if fingerprint != req.fingerprint {
+                return Ok(CreditOutcome::IdempotencyConflict);
+            }
+            let entry_id: String = row.get(1);
+            return Ok(CreditOutcome::Replayed(entry_by_id(tx, &entry_id).await?));
+        }
+    }
+    let buckets = open_buckets(tx, customer).await?;
+    let p = match plan(&buckets, req)? {
+        Ok(p) => p,
+        Err(outcome) => return Ok(outcome),
+    };
+    let insert_entry = tx
+        .prepare_cached(&format!(
+            "INSERT INTO credit_entries (id, customer_id, kind, amount, balance_after, expires_at,
+                reason, idempotency_key, actor, metric, quantity, event_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             RETURNING {ENTRY_COLS}"
+        ))
+        .await?;
+    let set_bucket = tx
+        .prepare_cached("UPDATE credit_buckets SET remaining = $2, open = $3 WHERE entry_id = $1")
+        .await?;
+    let system = Some("system".to_owned());
+    let none_s: Option<String> = None;
+    let none_t: Option<DateTime<Utc>> = None;
+    let none_d: Option<Decimal> = None;
+    for (bucket, amount) in &p.expirations {
+        let id = expire_entry_id(bucket);
+        let neg = -*amount;
+        tx.query_one(
+            &insert_entry,
+            &[
+                &id,
+                &customer,
+                &"expire",
+                &neg,
+                &p.balance_before,
+                &none_t,
+                &none_s,
+                &none_s,
+                &system,
+                &none_s,
+                &none_d,
+                &none_s,
+                &req.now,
+            ],
+        )
+        .await?;
+        tx.execute(&set_bucket, &[bucket, &Decimal::ZERO, &false])
+            .await?;
+    }
+    for (bucket, remaining) in &p.draws {
+        let open = *remaining > Decimal::ZERO;
+        tx.execute(&set_bucket, &[bucket, remaining, &open]).await?;
+    }
+    let metric = req.event.as_ref().map(|e| e.metric.clone());
+    let event_id = req.event.as_ref().map(|e| e.event_id.clone());
+    let entry = tx
+        .query_one(
+            &insert_entry,
+            &[
+                &req.entry_id,
+                &customer,
+                &req.kind.as_str(),
+                &req.amount,
+                &p.balance_after,
+                &req.expires_at,
+                &req.reason,
+                &req.idempotency_key,
+                &req.actor,
+                &metric,
+                &req.quantity,
+                &event_id,
+                &req.now,
+            ],
+        )
+        .await?;
+    let entry = entry_row(&entry);
+    if p.opens_bucket {
+        tx.execute(
+            &tx.prepare_cached(
+                "INSERT INTO credit_buckets (entry_id, customer_id, kind, amount, remaining, open,
+                    created_at, expires_at) VALUES ($1, $2, $3, $4, $4, TRUE, $5, $6)",
+            )
+            .await?,
+            &[
+                &req.entry_id,
+                &customer,
+                &req.kind.as_str(),
+                &req.amount,
+                &req.now,
+                &req.expires_at,
+            ],
+        )
+        .await?;
+    }
+    if let Some(key) = &req.idempotency_key {
+        tx.execute(
+            &tx.prepare_cached(
+                "INSERT INTO credit_idempotency (customer_id, key, fingerprint, entry_id, created_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await?,
+            &[&customer, key, &req.fingerprint, &req.entry_id, &req.now],
+        )
+        .await?;
+    }
+    if req.audit {
+        let details = serde_json::json!({
+            "kind": req.kind.as_str(),
+            "amount": req.amount.normalize().to_string(),
+            "reason": req.reason,
+            "expires_at": req.expires_at,
+            "balance_after": p.balance_after.normalize().to_string(),
+        });
+        let action = format!("credits.{}", req.kind.as_str());
+        tx.execute(
+            "INSERT INTO audit_log (at, actor, action, customer_id, object_id, idempotency_key, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &req.now,
+                &req.actor,
+                &action,
+                &customer,
+                &req.entry_id,
+                &req.idempotency_key,
+                &details,
+            ],
+        )
+        .await?;
+    }
+    if let Some(ev) = &req.event {
+        // Period close locks the customer FOR UPDATE: no event slips into a period being invoiced.
+        let billed_through: Option<DateTime<Utc>> = tx
+            .query_one(
+                "SELECT billed_through FROM customers WHERE id = $1 FOR SHARE",
+                &[&customer],
+            )
+            .await?
+            .get(0);
+        insert_event(tx, ev, billed_through).await?;
+    }
+    Ok(CreditOutcome::Applied(entry))
+}
+
+/// Records one usage event (consumption by metric) inside the credit transaction: the event row
+/// (a duplicate `(customer, event id)` changes nothing) and its period rollup.
+async fn insert_event(
+    tx: &Transaction<'_>,
+    e: &NewEvent,
+    billed_through: Option<DateTime<Utc>>,
+) -> std::result::Result<(), Failure> {
+    let billed_ps = match billed_through {
+        Some(b) if e.period_start < b => b,
+        _ => e.period_start,
+    };
+    let inserted = tx
+        .execute(
+            "INSERT INTO events (customer_id, event_id, metric, value, ts, properties,
+                usage_period_start, billed_period_start, ingested_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (customer_id, event_id) DO NOTHING",
+            &[
+                &e.customer_id,
+                &e.event_id,
+                &e.metric,
+                &e.value,
+                &e.timestamp,
+                &e.properties,
+                &e.period_start,
+                &billed_ps,
+                &Utc::now(),
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(());
+    }
+    let mut unique_count = 0i64;
+    if let Some(u) = &e.unique_key {
+        unique_count = tx
+            .execute(
+                "INSERT INTO usage_unique_values (customer_id, metric, usage_period_start, value)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&e.customer_id, &e.metric, &e.period_start, u],
+            )
+            .await? as i64;
+    }
+    let count = 1i64;
+    tx.execute(
+        "INSERT INTO usage_rollups (customer_id, billed_period_start, metric, usage_period_start,
+            sum, count, max, latest, latest_at, unique_count)
+         VALUES ($1, $2, $3, $4, $5, $6, $5, $5, $7, $8)
+         ON CONFLICT (customer_id, billed_period_start, metric, usage_period_start) DO UPDATE SET
+            sum = usage_rollups.sum + EXCLUDED.sum,
+            count = usage_rollups.count + EXCLUDED.count,
+            max = GREATEST(usage_rollups.max, EXCLUDED.max),
+            latest = CASE WHEN usage_rollups.latest_at IS NULL
+                            OR EXCLUDED.latest_at >= usage_rollups.latest_at
+                          THEN EXCLUDED.latest ELSE usage_rollups.latest END,
+            latest_at = GREATEST(usage_rollups.latest_at, EXCLUDED.latest_at),
+            unique_count = usage_rollups.unique_count + EXCLUDED.unique_count",
+        &[
+            &e.customer_id,
+            &billed_ps,
+            &e.metric,
+            &e.period_start,
+            &e.value,
+            &count,
+            &e.timestamp,
+            &unique_count,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn account(
+    pool: &Pool,
+    customer: &str,
+    limit: usize,
+    before_seq: Option<i64>,
+) -> Result<CreditAccount> {
+    let c = pool.get().await?;
+    let buckets = open_buckets(&c, customer).await?;
+    let sql = format!(
+        "SELECT {ENTRY_COLS} FROM credit_entries WHERE customer_id = $1 AND seq < $2
+         ORDER BY seq DESC LIMIT $3"
+    );
+    let rows = c
+        .query(
+            &sql,
+            &[
+                &customer,
+                &before_seq.unwrap_or(i64::MAX),
+                &(limit as i64 + 1),
+            ],
+        )
+        .await?;
+    let mut entries: Vec<CreditEntryRecord> = rows.iter().map(entry_row).collect();
+    let has_more = entries.len() > limit;
+    entries.truncate(limit);
+    Ok(CreditAccount {
+        buckets,
+        entries,
+        has_more,
+    })
+}
+
+pub(crate) async fn audit_log(
+    pool: &Pool,
+    customer: &str,
+    limit: usize,
+) -> Result<Vec<AuditRecord>> {
+    let c = pool.get().await?;
+    let rows = c
+        .query(
+            "SELECT seq, at, actor, action, customer_id, object_id, idempotency_key, details
+             FROM audit_log WHERE customer_id = $1 ORDER BY seq DESC LIMIT $2",
+            &[&customer, &(limit as i64)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| AuditRecord {
+            seq: r.get(0),
+            at: r.get(1),
+            actor: r.get(2),
+            action: r.get(3),
+            customer_id: r.get(4),
+            object_id: r.get(5),
+            idempotency_key: r.get(6),
+            details: r.get(7),
+        })
+        .collect())
+}
+
+pub(crate) async fn record_notification(pool: &Pool, n: &UsageNotification) -> Result<bool> {
+    let c = pool.get().await?;
+    let threshold = n.threshold as i32;
+    let inserted = c
+        .execute(
+            "INSERT INTO usage_notifications (id, customer_id, metric, period_start, threshold,
+                used, \"limit\", created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT DO NOTHING",
+            &[
+                &n.id,
+                &n.customer_id,
+                &n.metric,
+                &n.period_start,
+                &threshold,
+                &n.used,
+                &n.limit,
+                &n.created_at,
+            ],
+        )
+        .await?;
+    Ok(inserted == 1)
+}
+
+pub(crate) async fn notifications(pool: &Pool, customer: &str) -> Result<Vec<UsageNotification>> {
+    let c = pool.get().await?;
+    let rows = c
+        .query(
+            "SELECT id, customer_id, metric, period_start, threshold, used, \"limit\", created_at,
+                delivered_at FROM usage_notifications WHERE customer_id = $1 ORDER BY seq",
+            &[&customer],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| UsageNotification {
+            id: r.get(0),
+            customer_id: r.get(1),
+            metric: r.get(2),
+            period_start: r.get(3),
+            threshold: r.get::<_, i32>(4) as u32,
+            used: r.get::<_, Decimal>(5).normalize(),
+            limit: r.get::<_, Decimal>(6).normalize(),
+            created_at: r.get(7),
+            delivered_at: r.get(8),
+        })
+        .collect())
+}
+
+pub(crate) async fn put_flag_override(pool: &Pool, o: &FlagOverride) -> Result<()> {
+    let c = pool.get().await?;
+    c.execute(
+        "INSERT INTO flag_overrides (customer_id, flag, enabled, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (customer_id, flag) DO UPDATE SET enabled = EXCLUDED.enabled,
+            updated_at = EXCLUDED.updated_at",
+        &[&o.customer_id, &o.flag, &o.enabled, &o.updated_at],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_flag_override(pool: &Pool, customer: &str, flag: &str) -> Result<bool> {
+    let c = pool.get().await?;
+    let n = c
+        .execute(
+            "DELETE FROM flag_overrides WHERE customer_id = $1 AND flag = $2",
+            &[&customer, &flag],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+pub(crate) async fn flag_overrides(pool: &Pool, customer: &str) -> Result<Vec<FlagOverride>> {
+    let c = pool.get().await?;
+    let rows = c
+        .query(
+            "SELECT customer_id, flag, enabled, updated_at FROM flag_overrides
+             WHERE customer_id = $1 ORDER BY flag",
+            &[&customer],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| FlagOverride {
+            customer_id: r.get(0),
+            flag: r.get(1),
+            enabled: r.get(2),
+            updated_at: r.get(3),
+        })
+        .collect())
+}

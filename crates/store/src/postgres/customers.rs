@@ -1,0 +1,126 @@
+//! Customers and their subscription.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tokio_postgres::Row;
+
+use crate::{Customer, CustomerUpsert, Result, StoreError, Subscription, SubscriptionUpsert};
+
+const CUSTOMER_COLS: &str = "id, email, name, metadata, billing_anchor, created_at, updated_at";
+
+fn customer_row(r: &Row) -> Customer {
+    Customer {
+        id: r.get(0),
+        email: r.get(1),
+        name: r.get(2),
+        metadata: r.get(3),
+        billing_anchor: r.get(4),
+        created_at: r.get(5),
+        updated_at: r.get(6),
+    }
+}
+
+pub(crate) async fn get(pool: &Pool, id: &str) -> Result<Option<Customer>> {
+    let c = pool.get().await?;
+    let sql = format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id = $1");
+    Ok(c.query_opt(&sql, &[&id]).await?.as_ref().map(customer_row))
+}
+
+pub(crate) async fn upsert(pool: &Pool, u: &CustomerUpsert) -> Result<(Customer, bool)> {
+    let c = pool.get().await?;
+    let sql = format!(
+        "INSERT INTO customers (id, email, name, metadata, billing_anchor, created_at, updated_at)
+         VALUES ($1, $2, $3, COALESCE($4, '{{}}'::jsonb), $5, $5, $5)
+         ON CONFLICT (id) DO UPDATE SET
+            email = COALESCE(EXCLUDED.email, customers.email),
+            name = COALESCE(EXCLUDED.name, customers.name),
+            metadata = COALESCE($4, customers.metadata),
+            updated_at = EXCLUDED.updated_at
+         RETURNING {CUSTOMER_COLS}, (xmax = 0) AS inserted"
+    );
+    let row = c
+        .query_one(&sql, &[&u.id, &u.email, &u.name, &u.metadata, &u.now])
+        .await?;
+    Ok((customer_row(&row), row.get(7)))
+}
+
+pub(crate) async fn anchors(pool: &Pool, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {
+    let c = pool.get().await?;
+    let rows = c
+        .query(
+            "SELECT id, billing_anchor FROM customers WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+const SUB_COLS: &str = "id, customer_id, plan, interval, status, source, created_at, updated_at";
+
+fn sub_row(r: &Row) -> Subscription {
+    Subscription {
+        id: r.get(0),
+        customer_id: r.get(1),
+        plan: r.get(2),
+        interval: r.get(3),
+        status: r.get(4),
+        source: r.get(5),
+        created_at: r.get(6),
+        updated_at: r.get(7),
+    }
+}
+
+pub(crate) async fn put_subscription(pool: &Pool, s: &SubscriptionUpsert) -> Result<Subscription> {
+    let c = pool.get().await?;
+    if c.query_opt("SELECT 1 FROM customers WHERE id = $1", &[&s.customer_id])
+        .await?
+        .is_none()
+    {
+        return Err(StoreError::Invalid(format!(
+            "no customer {:?}",
+            s.customer_id
+        )));
+    }
+    let sql = format!(
+        "INSERT INTO subscriptions (id, customer_id, plan, interval, status, source, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+         ON CONFLICT (customer_id) DO UPDATE SET
+            plan = EXCLUDED.plan, interval = EXCLUDED.interval, status = EXCLUDED.status,
+            source = EXCLUDED.source, updated_at = EXCLUDED.updated_at
+         RETURNING {SUB_COLS}"
+    );
+    let id = format!("sub_{}", s.customer_id);
+    let row = c
+        .query_one(
+            &sql,
+            &[
+                &id,
+                &s.customer_id,
+                &s.plan,
+                &s.interval,
+                &s.status,
+                &s.source,
+                &s.now,
+            ],
+        )
+        .await?;
+    Ok(sub_row(&row))
+}
+
+pub(crate) async fn get_subscription(
+    pool: &Pool,
+    customer_id: &str,
+) -> Result<Option<Subscription>> {
+    let c = pool.get().await?;
+    let sql = format!("SELECT {SUB_COLS} FROM subscriptions WHERE customer_id = $1");
+    Ok(c.query_opt(&sql, &[&customer_id])
+        .await?
+        .as_ref()
+        .map(sub_row))
+}
+
+pub(crate) async fn list_subscriptions(pool: &Pool) -> Result<Vec<Subscription>> {
+    let c = pool.get().await?;
+    let sql = format!("SELECT {SUB_COLS} FROM subscriptions ORDER BY customer_id");
+    Ok(c.query(&sql, &[]).await?.iter().map(sub_row).collect())
+}

@@ -1,0 +1,62 @@
+//! Embedded PostgreSQL migrations. An advisory lock serializes concurrent starts.
+
+use deadpool_postgres::Client;
+
+use crate::{Result, StoreError};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "credits",
+        include_str!("../../migrations/postgres/0002_credits.sql"),
+    ),
+];
+
+/// The schema version the code expects.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Advisory lock id for migrations ("tally" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
+
+pub(crate) async fn run(client: &mut Client) -> Result<()> {
+    for (version, name, sql) in MIGRATIONS {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY, name TEXT NOT NULL,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await?;
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[version],
+            )
+            .await?
+            .is_some();
+        if done {
+            continue;
+        }
+        let fail = |e: tokio_postgres::Error| StoreError::Migration {
+            version: *version,
+            name: (*name).into(),
+            message: StoreError::from(e).to_string(),
+        };
+        tx.batch_execute(sql).await.map_err(fail)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await
+        .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! The PostgreSQL backend, for several Tally processes sharing one database.
+//!
+//! Dedup is the unique constraint on `events (customer_id, event_id)` with
+//! `INSERT … ON CONFLICT DO NOTHING`: a concurrent identical batch waits for the first one's
+//! transaction and then inserts nothing. Rollups are upserted with SQL arithmetic on NUMERIC in the
+//! same transaction. Ingest holds `FOR SHARE` locks on the batch's customers and period close takes
+//! `FOR UPDATE`, so no event slips into a period between reading its usage and writing its invoice.
+//! Rows are locked in key order to avoid deadlocks; a deadlock or serialization failure is retried.
+//! PostgreSQL flushes the WAL of concurrent commits together, so concurrent requests share fsyncs.
+
+mod api_keys;
+mod credits;
+mod customers;
+mod events;
+mod invoices;
+mod migrate;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Config, Pool, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::{
+    ApiKey, Backend, Customer, CustomerUpsert, IngestOutcome, InvoiceBuilder, NewApiKey, NewEvent,
+    Result, Store, StoreError, StoredInvoice, Subscription, SubscriptionUpsert, UsageRollup,
+};
+use crate::{
+    AuditRecord, CreditAccount, CreditOutcome, CreditRequest, FlagOverride, UsageNotification,
+};
+pub use migrate::SCHEMA_VERSION;
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects to `url`, checks the connection and applies pending migrations (serialized across
+    /// processes by an advisory lock).
+    pub async fn connect(url: &str) -> Result<PgStore> {
+        let cfg = Config {
+            url: Some(url.to_owned()),
+            ..Config::default()
+        };
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1), NoTls)
+            .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        let mut client = pool.get().await?;
+        migrate::run(&mut client).await?;
+        drop(client);
+        Ok(PgStore { pool })
+    }
+}
+
+/// Whether a failed transaction may simply be retried.
+pub(crate) fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+            || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close();
+    }
+
+    async fn upsert_customer(&self, c: CustomerUpsert) -> Result<(Customer, bool)> {
+        customers::upsert(&self.pool, &c).await
+    }
+
+    async fn get_customer(&self, id: &str) -> Result<Option<Customer>> {
+        customers::get(&self.pool, id).await
+    }
+
+    async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {
+        customers::anchors(&self.pool, ids).await
+    }
+
+    async fn put_subscription(&self, s: SubscriptionUpsert) -> Result<Subscription> {
+        customers::put_subscription(&self.pool, &s).await
+    }
+
+    async fn get_subscription(&self, customer_id: &str) -> Result<Option<Subscription>> {
+        customers::get_subscription(&self.pool, customer_id).await
+    }
+
+    async fn list_subscriptions(&self) -> Result<Vec<Subscription>> {
+        customers::list_subscriptions(&self.pool).await
+    }
+
+    async fn ingest(&self, events: Vec<NewEvent>) -> Result<IngestOutcome> {
+        events::ingest(&self.pool, events).await
+    }
+
+    async fn usage(&self, customer_id: &str, billed: DateTime<Utc>) -> Result<Vec<UsageRollup>> {
+        let c = self.pool.get().await?;
+        events::usage(&c, customer_id, billed).await
+    }
+
+    async fn event_ids(&self, customer_id: &str) -> Result<Vec<String>> {
+        events::event_ids(&self.pool, customer_id).await
+    }
+
+    async fn event_count(&self) -> Result<u64> {
+        events::count(&self.pool).await
+    }
+
+    async fn close_period(
+        &self,
+        customer_id: &str,
+        period_start: DateTime<Utc>,
+        period_end: DateTime<Utc>,
+        build: InvoiceBuilder,
+    ) -> Result<Option<StoredInvoice>> {
+        invoices::close_period(&self.pool, customer_id, period_start, period_end, build).await
+    }
+
+    async fn list_invoices(&self, customer_id: &str) -> Result<Vec<StoredInvoice>> {
+        invoices::list(&self.pool, customer_id).await
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
+        api_keys::create(&self.pool, &key).await
+    }
+
+    async fn find_api_key(&self, secret_hash: &str) -> Result<Option<ApiKey>> {
+        api_keys::find(&self.pool, secret_hash).await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
+        api_keys::list(&self.pool).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        api_keys::revoke(&self.pool, id, at).await
+    }
+
+    async fn credit_apply(&self, req: CreditRequest) -> Result<CreditOutcome> {
+        credits::apply(&self.pool, req).await
+    }
+
+    async fn credit_account(
+        &self,
+        customer_id: &str,
+        limit: usize,
+        before_seq: Option<i64>,
+    ) -> Result<CreditAccount> {
+        credits::account(&self.pool, customer_id, limit, before_seq).await
+    }
+
+    async fn audit_log(&self, customer_id: &str, limit: usize) -> Result<Vec<AuditRecord>> {
+        credits::audit_log(&self.pool, customer_id, limit).await
+    }
+
+    async fn record_notification(&self, n: UsageNotification) -> Result<bool> {
+        credits::record_notification(&self.pool, &n).await
+    }
+
+    async fn notifications(&self, customer_id: &str) -> Result<Vec<UsageNotification>> {
+        credits::notifications(&self.pool, customer_id).await
+    }
+
+    async fn put_flag_override(&self, o: FlagOverride) -> Result<()> {
+        credits::put_flag_override(&self.pool, &o).await
+    }
+
+    async fn delete_flag_override(&self, customer_id: &str, flag: &str) -> Result<bool> {
+        credits::delete_flag_override(&self.pool, customer_id, flag).await
+    }
+
+    async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>> {
+        credits::flag_overrides(&self.pool, customer_id).await
+    }
+}

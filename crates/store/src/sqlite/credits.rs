@@ -1,0 +1,379 @@
+//! Credits, notifications, flag overrides and the audit log on SQLite. Credit changes run as jobs
+//! of the single writer thread, so the check and the debit can never interleave with another
+//! change.
+
+use std::str::FromStr;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use rust_decimal::Decimal;
+
+use super::writer::Writer;
+use crate::credits::{expire_entry_id, plan};
+use crate::time::{from_ms, to_ms};
+use crate::{
+    AuditRecord, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome,
+    CreditRequest, FlagOverride, Result, StoreError, UsageNotification,
+};
+
+fn dec(s: &str) -> rusqlite::Result<Decimal> {
+    Decimal::from_str(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+const ENTRY_COLS: &str = "seq, id, customer_id, kind, amount, balance_after, expires_at, reason,
+    idempotency_key, actor, metric, quantity, event_id, created_at";
+
+fn entry_row(r: &Row<'_>) -> rusqlite::Result<CreditEntryRecord> {
+    Ok(CreditEntryRecord {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        customer_id: r.get(2)?,
+        kind: r.get(3)?,
+        amount: dec(&r.get::<_, String>(4)?)?,
+        balance_after: dec(&r.get::<_, String>(5)?)?,
+        expires_at: r.get::<_, Option<i64>>(6)?.map(from_ms),
+        reason: r.get(7)?,
+        idempotency_key: r.get(8)?,
+        actor: r.get(9)?,
+        metric: r.get(10)?,
+        quantity: r
+            .get::<_, Option<String>>(11)?
+            .as_deref()
+            .map(dec)
+            .transpose()?,
+        event_id: r.get(12)?,
+        created_at: from_ms(r.get(13)?),
+    })
+}
+
+fn entry_by_id(conn: &Connection, id: &str) -> Result<CreditEntryRecord> {
+    let sql = format!("SELECT {ENTRY_COLS} FROM credit_entries WHERE id = ?1");
+    conn.prepare_cached(&sql)?
+        .query_row([id], entry_row)
+        .optional()?
+        .ok_or_else(|| StoreError::Database(format!("credit entry {id} is missing")))
+}
+
+fn open_buckets(conn: &Connection, customer: &str) -> Result<Vec<CreditBucketRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT entry_id, kind, amount, remaining, created_at, expires_at FROM credit_buckets
+         WHERE customer_id = ?1 AND open = 1",
+    )?;
+    let rows = stmt.query_map([customer], |r| {
+        Ok(CreditBucketRecord {
+            entry_id: r.get(0)?,
+            kind: r.get(1)?,
+            amount: dec(&r.get::<_, String>(2)?)?,
+            remaining: dec(&r.get::<_, String>(3)?)?,
+            created_at: from_ms(r.get(4)?),
+            expires_at: r.get::<_, Option<i64>>(5)?.map(from_ms),
+        })
+    })?;
+    let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    out.sort_by(|a, b| (a.created_at, &a.entry_id).cmp(&(b.created_at, &b.entry_id)));
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_entry(
+    conn: &Connection,
+    id: &str,
+    req: &CreditRequest,
+    kind: &str,
+    amount: Decimal,
+    balance_after: Decimal,
+    main: bool,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO credit_entries (id, customer_id, kind, amount, balance_after, expires_at,
+            reason, idempotency_key, actor, metric, quantity, event_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        id,
+        req.customer_id,
+        kind,
+        amount.normalize().to_string(),
+        balance_after.normalize().to_string(),
+        if main {
+            req.expires_at.map(to_ms)
+        } else {
+            None
+        },
+        if main { req.reason.clone() } else { None },
+        if main {
+            req.idempotency_key.clone()
+        } else {
+            None
+        },
+        if main {
+            req.actor.clone()
+        } else {
+            Some("system".to_owned())
+        },
+        if main {
+            req.event.as_ref().map(|e| e.metric.clone())
+        } else {
+            None
+        },
+        if main {
+            req.quantity.map(|q| q.normalize().to_string())
+        } else {
+            None
+        },
+        if main {
+            req.event.as_ref().map(|e| e.event_id.clone())
+        } else {
+            None
+        },
+        to_ms(req.now)
+    ])?;
+    Ok(())
+}
+
+/// Runs on the writer thread, inside the group transaction (its own savepoint).
+pub(crate) fn apply(w: &mut Writer, mut req: CreditRequest) -> Result<CreditOutcome> {
+    let outcome = apply_ledger(&w.conn, &req)?;
+    if let (CreditOutcome::Applied(_), Some(ev)) = (&outcome, req.event.take()) {
+        super::events::ingest(w, vec![ev])?;
+    }
+    Ok(outcome)
+}
+
+fn apply_ledger(conn: &Connection, req: &CreditRequest) -> Result<CreditOutcome> {
+    let exists: bool = conn
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM customers WHERE id = ?1)")?
+        .query_row([&req.customer_id], |r| r.get(0))?;
+    if !exists {
+        return Err(StoreError::Invalid(format!(
+            "no customer {:?}",
+            req.customer_id
+        )));
+    }
+    if let Some(key) = &req.idempotency_key {
+        let seen: Option<(String, String)> = conn
+            .prepare_cached(
+                "SELECT fingerprint, entry_id FROM credit_idempotency
+                 WHERE customer_id = ?1 AND key = ?2",
+            )?
+            .query_row(params![req.customer_id, key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        if let Some((fingerprint, entry_id)) = seen {
+            if fingerprint != req.fingerprint {
+                return Ok(CreditOutcome::IdempotencyConflict);
+            }
+            return Ok(CreditOutcome::Replayed(entry_by_id(conn, &entry_id)?));
+        }
+    }
+    let buckets = open_buckets(conn, &req.customer_id)?;
+    let p = match plan(&buckets, req)? {
+        Ok(p) => p,
+        Err(outcome) => return Ok(outcome),
+    };
+    let mut set_bucket = conn.prepare_cached(
+        "UPDATE credit_buckets SET remaining = ?2, open = ?3 WHERE entry_id = ?1",
+    )?;
+    // Expired credits are written off before the request, each as its own entry (they were
+    // already outside the usable balance).
+    for (bucket, amount) in &p.expirations {
+        insert_entry(
+            conn,
+            &expire_entry_id(bucket),
+            req,
+            "expire",
+            -*amount,
+            p.balance_before,
+            false,
+        )?;
+        set_bucket.execute(params![bucket, "0", 0])?;
+    }
+    for (bucket, remaining) in &p.draws {
+        let open = i64::from(*remaining > Decimal::ZERO);
+        set_bucket.execute(params![bucket, remaining.normalize().to_string(), open])?;
+    }
+    insert_entry(
+        conn,
+        &req.entry_id,
+        req,
+        req.kind.as_str(),
+        req.amount,
+        p.balance_after,
+        true,
+    )?;
+    if p.opens_bucket {
+        conn.prepare_cached(
+            "INSERT INTO credit_buckets (entry_id, customer_id, kind, amount, remaining, open,
+                created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?4, 1, ?5, ?6)",
+        )?
+        .execute(params![
+            req.entry_id,
+            req.customer_id,
+            req.kind.as_str(),
+            req.amount.normalize().to_string(),
+            to_ms(req.now),
+            req.expires_at.map(to_ms)
+        ])?;
+    }
+    if let Some(key) = &req.idempotency_key {
+        conn.prepare_cached(
+            "INSERT INTO credit_idempotency (customer_id, key, fingerprint, entry_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            req.customer_id,
+            key,
+            req.fingerprint,
+            req.entry_id,
+            to_ms(req.now)
+        ])?;
+    }
+    if req.audit {
+        let details = serde_json::json!({
+            "kind": req.kind.as_str(),
+            "amount": req.amount.normalize().to_string(),
+            "reason": req.reason,
+            "expires_at": req.expires_at,
+            "balance_after": p.balance_after.normalize().to_string(),
+        });
+        conn.prepare_cached(
+            "INSERT INTO audit_log (at, actor, action, customer_id, object_id, idempotency_key, details)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            to_ms(req.now),
+            req.actor,
+            format!("credits.{}", req.kind.as_str()),
+            req.customer_id,
+            req.entry_id,
+            req.idempotency_key,
+            details.to_string()
+        ])?;
+    }
+    Ok(CreditOutcome::Applied(entry_by_id(conn, &req.entry_id)?))
+}
+
+pub(crate) fn account(
+    conn: &Connection,
+    customer: &str,
+    limit: usize,
+    before_seq: Option<i64>,
+) -> Result<CreditAccount> {
+    let buckets = open_buckets(conn, customer)?;
+    let sql = format!(
+        "SELECT {ENTRY_COLS} FROM credit_entries WHERE customer_id = ?1 AND seq < ?2
+         ORDER BY seq DESC LIMIT ?3"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(
+        params![customer, before_seq.unwrap_or(i64::MAX), limit as i64 + 1],
+        entry_row,
+    )?;
+    let mut entries = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let has_more = entries.len() > limit;
+    entries.truncate(limit);
+    Ok(CreditAccount {
+        buckets,
+        entries,
+        has_more,
+    })
+}
+
+pub(crate) fn audit_log(
+    conn: &Connection,
+    customer: &str,
+    limit: usize,
+) -> Result<Vec<AuditRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, at, actor, action, customer_id, object_id, idempotency_key, details
+         FROM audit_log WHERE customer_id = ?1 ORDER BY seq DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![customer, limit as i64], |r| {
+        Ok(AuditRecord {
+            seq: r.get(0)?,
+            at: from_ms(r.get(1)?),
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            customer_id: r.get(4)?,
+            object_id: r.get(5)?,
+            idempotency_key: r.get(6)?,
+            details: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+pub(crate) fn record_notification(conn: &Connection, n: &UsageNotification) -> Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO usage_notifications (id, customer_id, metric, period_start,
+                threshold, used, \"limit\", created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            n.id,
+            n.customer_id,
+            n.metric,
+            to_ms(n.period_start),
+            n.threshold,
+            n.used.normalize().to_string(),
+            n.limit.normalize().to_string(),
+            to_ms(n.created_at)
+        ])?;
+    Ok(inserted == 1)
+}
+
+pub(crate) fn notifications(conn: &Connection, customer: &str) -> Result<Vec<UsageNotification>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, customer_id, metric, period_start, threshold, used, \"limit\", created_at,
+            delivered_at FROM usage_notifications WHERE customer_id = ?1 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([customer], |r| {
+        Ok(UsageNotification {
+            id: r.get(0)?,
+            customer_id: r.get(1)?,
+            metric: r.get(2)?,
+            period_start: from_ms(r.get(3)?),
+            threshold: r.get(4)?,
+            used: dec(&r.get::<_, String>(5)?)?,
+            limit: dec(&r.get::<_, String>(6)?)?,
+            created_at: from_ms(r.get(7)?),
+            delivered_at: r.get::<_, Option<i64>>(8)?.map(from_ms),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+pub(crate) fn put_flag_override(conn: &Connection, o: &FlagOverride) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO flag_overrides (customer_id, flag, enabled, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (customer_id, flag) DO UPDATE SET enabled = excluded.enabled,
+            updated_at = excluded.updated_at",
+    )?
+    .execute(params![o.customer_id, o.flag, o.enabled, to_ms(o.updated_at)])?;
+    Ok(())
+}
+
+pub(crate) fn delete_flag_override(conn: &Connection, customer: &str, flag: &str) -> Result<bool> {
+    let n = conn
+        .prepare_cached("DELETE FROM flag_overrides WHERE customer_id = ?1 AND flag = ?2")?
+        .execute(params![customer, flag])?;
+    Ok(n > 0)
+}
+
+pub(crate) fn flag_overrides(conn: &Connection, customer: &str) -> Result<Vec<FlagOverride>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT customer_id, flag, enabled, updated_at FROM flag_overrides
+         WHERE customer_id = ?1 ORDER BY flag",
+    )?;
+    let rows = stmt.query_map([customer], |r| {
+        Ok(FlagOverride {
+            customer_id: r.get(0)?,
+            flag: r.get(1)?,
+            enabled: r.get(2)?,
+            updated_at: from_ms(r.get(3)?),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}

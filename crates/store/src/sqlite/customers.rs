@@ -1,0 +1,121 @@
+//! Customers and their subscription.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::time::{from_ms, to_ms};
+use crate::{Customer, CustomerUpsert, Result, Subscription, SubscriptionUpsert};
+
+const CUSTOMER_COLS: &str = "id, email, name, metadata, billing_anchor, created_at, updated_at";
+
+fn customer_row(r: &Row<'_>) -> rusqlite::Result<Customer> {
+    let metadata: String = r.get(3)?;
+    Ok(Customer {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        name: r.get(2)?,
+        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        billing_anchor: from_ms(r.get(4)?),
+        created_at: from_ms(r.get(5)?),
+        updated_at: from_ms(r.get(6)?),
+    })
+}
+
+pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<Customer>> {
+    let sql = format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([id], customer_row)
+        .optional()?)
+}
+
+pub(crate) fn upsert(conn: &Connection, c: &CustomerUpsert) -> Result<(Customer, bool)> {
+    let existed = get(conn, &c.id)?.is_some();
+    let now = to_ms(c.now);
+    let metadata = c.metadata.as_ref().map(|m| m.to_string());
+    conn.prepare_cached(
+        "INSERT INTO customers (id, email, name, metadata, billing_anchor, created_at, updated_at)
+         VALUES (?1, ?2, ?3, COALESCE(?4, '{}'), ?5, ?5, ?5)
+         ON CONFLICT (id) DO UPDATE SET
+            email = COALESCE(excluded.email, email),
+            name = COALESCE(excluded.name, name),
+            metadata = COALESCE(?4, metadata),
+            updated_at = excluded.updated_at",
+    )?
+    .execute(params![c.id, c.email, c.name, metadata, now])?;
+    let customer = get(conn, &c.id)?
+        .ok_or_else(|| crate::StoreError::Database("customer vanished after upsert".into()))?;
+    Ok((customer, !existed))
+}
+
+pub(crate) fn anchors(conn: &Connection, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {
+    let mut stmt = conn.prepare_cached("SELECT billing_anchor FROM customers WHERE id = ?1")?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(ms) = stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
+            out.push((id.clone(), from_ms(ms)));
+        }
+    }
+    Ok(out)
+}
+
+const SUB_COLS: &str = "id, customer_id, plan, interval, status, source, created_at, updated_at";
+
+fn sub_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
+    Ok(Subscription {
+        id: r.get(0)?,
+        customer_id: r.get(1)?,
+        plan: r.get(2)?,
+        interval: r.get(3)?,
+        status: r.get(4)?,
+        source: r.get(5)?,
+        created_at: from_ms(r.get(6)?),
+        updated_at: from_ms(r.get(7)?),
+    })
+}
+
+pub(crate) fn put_subscription(conn: &Connection, s: &SubscriptionUpsert) -> Result<Subscription> {
+    if get(conn, &s.customer_id)?.is_none() {
+        return Err(crate::StoreError::Invalid(format!(
+            "no customer {:?}",
+            s.customer_id
+        )));
+    }
+    let now = to_ms(s.now);
+    conn.prepare_cached(
+        "INSERT INTO subscriptions (id, customer_id, plan, interval, status, source, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+         ON CONFLICT (customer_id) DO UPDATE SET
+            plan = excluded.plan, interval = excluded.interval, status = excluded.status,
+            source = excluded.source, updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        format!("sub_{}", s.customer_id),
+        s.customer_id,
+        s.plan,
+        s.interval,
+        s.status,
+        s.source,
+        now
+    ])?;
+    get_subscription(conn, &s.customer_id)?
+        .ok_or_else(|| crate::StoreError::Database("subscription vanished after upsert".into()))
+}
+
+pub(crate) fn get_subscription(
+    conn: &Connection,
+    customer_id: &str,
+) -> Result<Option<Subscription>> {
+    let sql = format!("SELECT {SUB_COLS} FROM subscriptions WHERE customer_id = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([customer_id], sub_row)
+        .optional()?)
+}
+
+pub(crate) fn list_subscriptions(conn: &Connection) -> Result<Vec<Subscription>> {
+    let sql = format!("SELECT {SUB_COLS} FROM subscriptions ORDER BY customer_id");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([], sub_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}

@@ -1,0 +1,269 @@
+//! The single writer thread: drains queued jobs, runs each in a savepoint of one transaction,
+//! commits once, then answers every job.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::events::{flush_rollups, RollupKey};
+use crate::rollup::RollupDelta;
+use crate::{Result, StoreError};
+
+/// Most jobs committed together; bounds the latency of the first job of a group.
+const MAX_GROUP_JOBS: usize = 512;
+
+/// A unit of work for the writer.
+pub(crate) trait WriteJob: Send {
+    /// Runs inside the open transaction; `false` means the job failed and its savepoint is rolled
+    /// back.
+    fn run(&mut self, w: &mut Writer) -> bool;
+    /// Answers the caller once the transaction's fate is known.
+    fn finish(self: Box<Self>, commit: std::result::Result<(), String>);
+    /// Whether the job reads or writes rollups directly (then the group's pending rollup deltas
+    /// are written first).
+    fn touches_rollups(&self) -> bool;
+}
+
+pub(crate) struct FnJob<T, F> {
+    f: Option<F>,
+    touches_rollups: bool,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> FnJob<T, F> {
+    pub fn new(f: F, reply: oneshot::Sender<Result<T>>, touches_rollups: bool) -> Self {
+        FnJob {
+            f: Some(f),
+            touches_rollups,
+            result: None,
+            reply,
+        }
+    }
+}
+
+impl<T, F> WriteJob for FnJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
+{
+    fn run(&mut self, w: &mut Writer) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        let r = f(w);
+        let ok = r.is_ok();
+        self.result = Some(r);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: std::result::Result<(), String>) {
+        let out = match (self.result, commit) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (_, Err(m)) => Err(StoreError::Database(m)),
+            (None, Ok(())) => Err(StoreError::Closed),
+        };
+        let _ = self.reply.send(out);
+    }
+
+    fn touches_rollups(&self) -> bool {
+        self.touches_rollups
+    }
+}
+
+/// Passes a 128-bit hash through as the bucket hash (it is already uniformly distributed).
+#[derive(Default)]
+pub(crate) struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+/// Shards of the dedup set: each grows on its own, so a resize copies 1/256 of the set (no pause
+/// of the writer and no doubling of the memory at once when a big set grows).
+const DEDUP_SHARDS: usize = 256;
+
+type KeySet = HashSet<u128, BuildHasherDefault<PassThrough>>;
+
+/// The set of `(customer, event id)` keys of every stored event.
+pub(crate) struct Dedup {
+    shards: Vec<KeySet>,
+    k1: RandomState,
+    k2: RandomState,
+}
+
+impl Dedup {
+    fn new() -> Self {
+        Dedup {
+            shards: (0..DEDUP_SHARDS).map(|_| KeySet::default()).collect(),
+            k1: RandomState::new(),
+            k2: RandomState::new(),
+        }
+    }
+
+    /// Keyed 128-bit hash of `(customer, event id)`; `str` hashing is prefix-free, so distinct
+    /// pairs give distinct inputs.
+    pub fn key(&self, customer: &str, event_id: &str) -> u128 {
+        let a = self.k1.hash_one((customer, event_id));
+        let b = self.k2.hash_one((customer, event_id));
+        (u128::from(a) << 64) | u128::from(b)
+    }
+
+    fn shard(&mut self, key: u128) -> &mut KeySet {
+        &mut self.shards[(key >> 120) as usize % DEDUP_SHARDS]
+    }
+
+    /// Adds a key; `false` when it was already present.
+    pub fn insert(&mut self, key: u128) -> bool {
+        self.shard(key).insert(key)
+    }
+
+    pub fn remove(&mut self, key: u128) {
+        self.shard(key).remove(&key);
+    }
+}
+
+/// State owned by the writer thread.
+pub(crate) struct Writer {
+    pub conn: Connection,
+    /// False for admin stores (no ingest lock, no dedup set).
+    pub can_ingest: bool,
+    pub dedup: Dedup,
+    /// Dedup keys added by jobs of the open transaction, forgotten again if the commit fails.
+    pub group_added: Vec<u128>,
+    /// Rollup deltas of the open transaction's ingest jobs, written once per group (before the
+    /// commit, or before a job that reads rollups).
+    pub pending_rollups: BTreeMap<RollupKey, RollupDelta>,
+}
+
+impl Writer {
+    /// `ingest`: whether this writer may ingest events (then the dedup set is loaded).
+    pub fn new(conn: Connection, ingest: bool) -> Result<Writer> {
+        let mut dedup = Dedup::new();
+        if ingest {
+            let mut stmt = conn.prepare("SELECT customer_id, event_id FROM events")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let c: String = row.get(0)?;
+                let e: String = row.get(1)?;
+                let k = dedup.key(&c, &e);
+                dedup.insert(k);
+            }
+        }
+        Ok(Writer {
+            conn,
+            can_ingest: ingest,
+            dedup,
+            group_added: Vec::new(),
+            pending_rollups: BTreeMap::new(),
+        })
+    }
+
+    pub fn run(mut self, mut rx: mpsc::Receiver<Box<dyn WriteJob>>) {
+        let mut jobs: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_GROUP_JOBS);
+        while let Some(first) = rx.blocking_recv() {
+            jobs.push(first);
+            while jobs.len() < MAX_GROUP_JOBS {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            let commit = self.run_group(&mut jobs);
+            for job in jobs.drain(..) {
+                job.finish(commit.clone());
+            }
+        }
+    }
+
+    /// Runs a parameterless statement through the statement cache.
+    fn exec(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(|_| ())
+    }
+
+    fn run_group(&mut self, jobs: &mut [Box<dyn WriteJob>]) -> std::result::Result<(), String> {
+        self.group_added.clear();
+        self.exec("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+        let mut failed: Option<String> = None;
+        for job in jobs.iter_mut() {
+            if job.touches_rollups() && !self.pending_rollups.is_empty() {
+                if let Err(e) = flush_rollups(&self.conn, &mut self.pending_rollups) {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+            if let Err(e) = self.exec("SAVEPOINT job") {
+                failed = Some(e.to_string());
+                break;
+            }
+            let ok = job.run(self);
+            let end = if ok {
+                self.exec("RELEASE job")
+            } else {
+                self.exec("ROLLBACK TO job")
+                    .and_then(|()| self.exec("RELEASE job"))
+            };
+            if let Err(e) = end {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+        if failed.is_none() {
+            if let Err(e) = flush_rollups(&self.conn, &mut self.pending_rollups) {
+                failed = Some(e.to_string());
+            }
+        }
+        let outcome = match failed {
+            Some(m) => Err(m),
+            None => self.exec("COMMIT").map_err(|e| e.to_string()),
+        };
+        if outcome.is_err() {
+            self.pending_rollups.clear();
+            let _ = self.conn.execute_batch("ROLLBACK");
+            for k in std::mem::take(&mut self.group_added) {
+                self.dedup.remove(k);
+            }
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dedup;
+
+    #[test]
+    fn dedup_keys_pairs_exactly() {
+        let mut d = Dedup::new();
+        let k = d.key("c1", "e1");
+        assert!(d.insert(k));
+        assert!(!d.insert(k));
+        assert_ne!(
+            d.key("c1", "e1x"),
+            d.key("c1e", "1x"),
+            "pairs are prefix-free"
+        );
+        assert_ne!(k, d.key("c2", "e1"));
+        d.remove(k);
+        assert!(d.insert(k));
+        let n = 10_000;
+        let fresh = (0..n)
+            .filter(|i| d.insert(d.key("c", &i.to_string())))
+            .count();
+        assert_eq!(fresh, n);
+    }
+}

@@ -1,0 +1,420 @@
+//! One suite, run against both backends: every test below exists once per backend.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use tally_store::{
+    CustomerUpsert, NewApiKey, NewEvent, NewInvoice, Store, StoreError, SubscriptionUpsert,
+};
+
+struct Ctx {
+    store: Arc<dyn Store>,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Option<Ctx> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("tally.db").display());
+    let store = tally_store::connect(&url).await.expect("open sqlite");
+    Some(Ctx {
+        store,
+        url,
+        _dir: Some(dir),
+    })
+}
+
+async fn postgres() -> Option<Ctx> {
+    let url = tally_store::testing::fresh_postgres_url().await?;
+    let store = tally_store::connect(&url).await.expect("open postgres");
+    Some(Ctx {
+        store,
+        url,
+        _dir: None,
+    })
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(ctx) = super::sqlite().await { super::$name(ctx).await }
+            })*
+        }
+        mod on_postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(ctx) = super::postgres().await { super::$name(ctx).await }
+            })*
+        }
+    };
+}
+
+suite!(
+    customers_are_created_then_updated,
+    subscriptions_need_a_customer_and_are_replaced,
+    ingest_counts_duplicates_within_and_across_batches,
+    concurrent_identical_batches_count_once,
+    rollups_keep_every_aggregation,
+    dedup_survives_reopening,
+    a_period_is_invoiced_once_and_late_events_move_to_the_next,
+    api_keys_are_found_by_hash_until_revoked,
+    migrations_are_idempotent,
+);
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 15, 0, 0, 0).unwrap()
+}
+
+async fn customer(store: &dyn Store, id: &str) {
+    store
+        .upsert_customer(CustomerUpsert {
+            id: id.into(),
+            email: None,
+            name: None,
+            metadata: None,
+            now: t0(),
+        })
+        .await
+        .expect("customer");
+}
+
+fn ev(customer: &str, id: &str, metric: &str, value: Decimal, at: DateTime<Utc>) -> NewEvent {
+    NewEvent {
+        customer_id: customer.into(),
+        event_id: id.into(),
+        metric: metric.into(),
+        value,
+        timestamp: at,
+        properties: None,
+        period_start: t0(),
+        unique_key: None,
+    }
+}
+
+async fn customers_are_created_then_updated(ctx: Ctx) {
+    let s = &*ctx.store;
+    let (c, created) = s
+        .upsert_customer(CustomerUpsert {
+            id: "cus_1".into(),
+            email: Some("a@example.com".into()),
+            name: Some("Ada".into()),
+            metadata: Some(serde_json::json!({"tier": "gold"})),
+            now: t0(),
+        })
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(c.billing_anchor, t0());
+    let later = t0() + Duration::days(3);
+    let (c2, created) = s
+        .upsert_customer(CustomerUpsert {
+            id: "cus_1".into(),
+            email: Some("b@example.com".into()),
+            name: None,
+            metadata: None,
+            now: later,
+        })
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(c2.email.as_deref(), Some("b@example.com"));
+    assert_eq!(c2.name.as_deref(), Some("Ada"));
+    assert_eq!(c2.metadata, serde_json::json!({"tier": "gold"}));
+    assert_eq!(c2.billing_anchor, t0(), "the anchor never moves");
+    assert_eq!(c2.updated_at, later);
+    assert_eq!(s.get_customer("cus_1").await.unwrap(), Some(c2));
+    assert_eq!(s.get_customer("nobody").await.unwrap(), None);
+    let anchors = s
+        .customer_anchors(&["cus_1".into(), "nobody".into()])
+        .await
+        .unwrap();
+    assert_eq!(anchors, vec![("cus_1".to_string(), t0())]);
+}
+
+fn sub(customer: &str, plan: &str) -> SubscriptionUpsert {
+    SubscriptionUpsert {
+        customer_id: customer.into(),
+        plan: plan.into(),
+        interval: "month".into(),
+        status: "active".into(),
+        source: "local".into(),
+        now: t0(),
+    }
+}
+
+async fn subscriptions_need_a_customer_and_are_replaced(ctx: Ctx) {
+    let s = &*ctx.store;
+    let err = s.put_subscription(sub("ghost", "pro")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    customer(s, "cus_1").await;
+    s.put_subscription(sub("cus_1", "starter")).await.unwrap();
+    let got = s.put_subscription(sub("cus_1", "pro")).await.unwrap();
+    assert_eq!(got.plan, "pro");
+    assert_eq!(got.id, "sub_cus_1");
+    let all = s.list_subscriptions().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(s.get_subscription("cus_1").await.unwrap(), Some(got));
+}
+
+async fn ingest_counts_duplicates_within_and_across_batches(ctx: Ctx) {
+    let s = &*ctx.store;
+    customer(s, "cus_1").await;
+    let batch = vec![
+        ev("cus_1", "e1", "api_calls", dec!(1.5), t0()),
+        ev("cus_1", "e2", "api_calls", dec!(2.25), t0()),
+        ev("cus_1", "e1", "api_calls", dec!(100), t0()),
+    ];
+    let out = s.ingest(batch.clone()).await.unwrap();
+    assert_eq!((out.accepted, out.duplicates), (2, 1));
+    let out = s.ingest(batch).await.unwrap();
+    assert_eq!((out.accepted, out.duplicates), (0, 3));
+    assert_eq!(s.event_count().await.unwrap(), 2);
+    assert_eq!(s.event_ids("cus_1").await.unwrap(), vec!["e1", "e2"]);
+    let usage = s.usage("cus_1", t0()).await.unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].sum, dec!(3.75));
+    assert_eq!(usage[0].count, 2);
+    // The same event id for another customer is a different event.
+    customer(s, "cus_2").await;
+    let out = s
+        .ingest(vec![ev("cus_2", "e1", "api_calls", dec!(1), t0())])
+        .await
+        .unwrap();
+    assert_eq!(out.accepted, 1);
+    // A batch naming an unknown customer stores nothing.
+    let err = s
+        .ingest(vec![
+            ev("cus_1", "e9", "api_calls", dec!(1), t0()),
+            ev("ghost", "e1", "api_calls", dec!(1), t0()),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    assert_eq!(s.event_count().await.unwrap(), 3);
+    let out = s
+        .ingest(vec![ev("cus_1", "e9", "api_calls", dec!(1), t0())])
+        .await
+        .unwrap();
+    assert_eq!(out.accepted, 1, "a failed batch leaves no dedup trace");
+}
+
+async fn concurrent_identical_batches_count_once(ctx: Ctx) {
+    let s = ctx.store.clone();
+    customer(&*s, "cus_1").await;
+    let batch: Vec<NewEvent> = (0..200)
+        .map(|i| ev("cus_1", &format!("e{i}"), "api_calls", dec!(1), t0()))
+        .collect();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        let b = batch.clone();
+        tasks.push(tokio::spawn(async move { s.ingest(b).await.unwrap() }));
+    }
+    let mut accepted = 0;
+    let mut duplicates = 0;
+    for t in tasks {
+        let o = t.await.unwrap();
+        accepted += o.accepted;
+        duplicates += o.duplicates;
+    }
+    assert_eq!(accepted, 200);
+    assert_eq!(duplicates, 7 * 200);
+    let usage = s.usage("cus_1", t0()).await.unwrap();
+    assert_eq!(usage[0].sum, dec!(200));
+    assert_eq!(usage[0].count, 200);
+    assert_eq!(s.event_count().await.unwrap(), 200);
+}
+
+async fn rollups_keep_every_aggregation(ctx: Ctx) {
+    let s = &*ctx.store;
+    customer(s, "cus_1").await;
+    let mut batch = vec![
+        ev("cus_1", "a", "seats", dec!(3), t0() + Duration::hours(2)),
+        ev("cus_1", "b", "seats", dec!(7), t0() + Duration::hours(1)),
+    ];
+    for (i, user) in ["u1", "u2", "u1"].iter().enumerate() {
+        let mut e = ev("cus_1", &format!("mau{i}"), "mau", dec!(1), t0());
+        e.unique_key = Some((*user).into());
+        batch.push(e);
+    }
+    s.ingest(batch).await.unwrap();
+    let mut e = ev("cus_1", "c", "seats", dec!(5), t0() + Duration::hours(3));
+    e.properties = Some(serde_json::json!({"region": "eu"}));
+    let mut u = ev("cus_1", "mau9", "mau", dec!(1), t0());
+    u.unique_key = Some("u3".into());
+    s.ingest(vec![e, u]).await.unwrap();
+    let usage = s.usage("cus_1", t0()).await.unwrap();
+    let seats = usage.iter().find(|r| r.metric == "seats").unwrap();
+    assert_eq!(seats.sum, dec!(15));
+    assert_eq!(seats.count, 3);
+    assert_eq!(seats.max, Some(dec!(7)));
+    assert_eq!(seats.latest, Some(dec!(5)));
+    assert_eq!(seats.latest_at, Some(t0() + Duration::hours(3)));
+    let mau = usage.iter().find(|r| r.metric == "mau").unwrap();
+    assert_eq!(mau.unique_count, 3);
+    assert_eq!(mau.count, 4);
+}
+
+async fn dedup_survives_reopening(ctx: Ctx) {
+    customer(&*ctx.store, "cus_1").await;
+    let batch = vec![
+        ev("cus_1", "e1", "api_calls", dec!(1), t0()),
+        ev("cus_1", "e2", "api_calls", dec!(1), t0()),
+    ];
+    ctx.store.ingest(batch.clone()).await.unwrap();
+    ctx.store.close().await;
+    drop(ctx.store);
+    let reopened = tally_store::connect(&ctx.url).await.unwrap();
+    let out = reopened.ingest(batch).await.unwrap();
+    assert_eq!((out.accepted, out.duplicates), (0, 2));
+    let out = reopened
+        .ingest(vec![ev("cus_1", "e3", "api_calls", dec!(1), t0())])
+        .await
+        .unwrap();
+    assert_eq!(out.accepted, 1);
+    assert_eq!(reopened.usage("cus_1", t0()).await.unwrap()[0].sum, dec!(3));
+}
+
+fn invoice_for(total: i64) -> tally_store::InvoiceBuilder {
+    Box::new(move |usage| {
+        let used: Decimal = usage.iter().map(|r| r.sum).sum();
+        Ok(NewInvoice {
+            id: format!("in_{total}"),
+            customer_id: String::new(),
+            plan: "pro".into(),
+            interval: "month".into(),
+            period_start: t0(),
+            period_end: t0(),
+            currency: "eur".into(),
+            subtotal: total,
+            discount: 0,
+            total,
+            body: serde_json::json!({ "used": used.to_string() }),
+            created_at: t0(),
+        })
+    })
+}
+
+async fn a_period_is_invoiced_once_and_late_events_move_to_the_next(ctx: Ctx) {
+    let s = &*ctx.store;
+    customer(s, "cus_1").await;
+    let p1 = t0();
+    let p2 = t0() + Duration::days(31);
+    s.ingest(vec![ev("cus_1", "e1", "api_calls", dec!(4), p1)])
+        .await
+        .unwrap();
+    let inv = s
+        .close_period("cus_1", p1, p2, invoice_for(1000))
+        .await
+        .unwrap()
+        .expect("first close writes the invoice");
+    assert_eq!(inv.customer_id, "cus_1");
+    assert_eq!(inv.period_start, p1);
+    assert_eq!(inv.period_end, p2);
+    assert_eq!(inv.body, serde_json::json!({"used": "4"}));
+    assert!(s
+        .close_period("cus_1", p1, p2, invoice_for(2000))
+        .await
+        .unwrap()
+        .is_none());
+    let invoices = s.list_invoices("cus_1").await.unwrap();
+    assert_eq!(invoices.len(), 1);
+    assert_eq!(invoices[0].total, 1000);
+
+    // A late event of the invoiced period lands in the next period, labelled by its origin.
+    s.ingest(vec![ev("cus_1", "late", "api_calls", dec!(2), p1)])
+        .await
+        .unwrap();
+    assert_eq!(s.usage("cus_1", p1).await.unwrap()[0].sum, dec!(4));
+    let next = s.usage("cus_1", p2).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(next[0].is_adjustment());
+    assert_eq!(next[0].usage_period_start, p1);
+    assert_eq!(next[0].billed_period_start, p2);
+    assert_eq!(next[0].sum, dec!(2));
+}
+
+async fn api_keys_are_found_by_hash_until_revoked(ctx: Ctx) {
+    let s = &*ctx.store;
+    let hash = tally_store::hash_api_secret("tly_secret");
+    s.create_api_key(NewApiKey {
+        id: "key_1".into(),
+        name: "ci".into(),
+        role: "admin".into(),
+        secret_hash: hash.clone(),
+        created_at: t0(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.find_api_key(&hash).await.unwrap().unwrap().id, "key_1");
+    assert!(s.find_api_key("nope").await.unwrap().is_none());
+    assert!(s.revoke_api_key("key_1", t0()).await.unwrap());
+    assert!(!s.revoke_api_key("key_1", t0()).await.unwrap());
+    assert!(s.find_api_key(&hash).await.unwrap().is_none());
+    assert_eq!(s.list_api_keys().await.unwrap()[0].revoked_at, Some(t0()));
+}
+
+async fn migrations_are_idempotent(ctx: Ctx) {
+    customer(&*ctx.store, "cus_1").await;
+    let again = tally_store::connect_admin(&ctx.url).await.unwrap();
+    assert!(again.get_customer("cus_1").await.unwrap().is_some());
+    again.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_urls_take_a_durability_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.db");
+    let store = tally_store::connect(&format!("sqlite://{}?synchronous=full", path.display()))
+        .await
+        .unwrap();
+    customer(&*store, "c").await;
+    store.close().await;
+    let err = tally_store::connect(&format!("sqlite://{}?cache=big", path.display()))
+        .await
+        .err()
+        .expect("unknown option");
+    assert!(err.to_string().contains("synchronous=normal|full"), "{err}");
+    let err = tally_store::connect("mysql://x")
+        .await
+        .err()
+        .expect("bad scheme");
+    assert!(matches!(err, StoreError::InvalidUrl(_)));
+}
+
+#[tokio::test]
+async fn only_one_process_ingests_into_a_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tally.db").display());
+    let first = tally_store::connect(&url).await.unwrap();
+    customer(&*first, "c1").await;
+    let err = tally_store::connect(&url)
+        .await
+        .err()
+        .expect("second ingesting store");
+    assert!(
+        err.to_string().contains("in use by another Tally process"),
+        "{err}"
+    );
+    // An admin store works beside it but cannot ingest.
+    let admin = tally_store::connect_admin(&url).await.unwrap();
+    assert!(admin.get_customer("c1").await.unwrap().is_some());
+    let err = admin
+        .ingest(vec![ev("c1", "e1", "api_calls", dec!(1), t0())])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    admin.close().await;
+    // Once the first store is closed, another may ingest.
+    first.close().await;
+    let next = tally_store::connect(&url).await.unwrap();
+    let out = next
+        .ingest(vec![ev("c1", "e1", "api_calls", dec!(1), t0())])
+        .await
+        .unwrap();
+    assert_eq!(out.accepted, 1);
+}
