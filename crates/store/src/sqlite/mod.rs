@@ -156,6 +156,8 @@ fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection> {
     conn.pragma_update(None, "cache_size", -32_000)?;
     // Checkpoints run on their own thread (see the module documentation).
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // Heavy ingest can outrun checkpoints and grow the WAL; shrink it back once it is reset.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     Ok(conn)
 }
 
