@@ -5,11 +5,18 @@ use rusqlite::{params, Connection};
 
 use crate::{Result, StoreError};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "leases",
+        include_str!("../../migrations/sqlite/0002_leases.sql"),
+    ),
+];
 
 /// The schema version the code expects.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

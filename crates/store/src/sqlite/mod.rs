@@ -42,6 +42,7 @@ mod api_keys;
 mod customers;
 mod events;
 mod invoices;
+mod leases;
 mod migrate;
 mod writer;
 
@@ -386,6 +387,18 @@ impl Store for SqliteStore {
     async fn list_invoices(&self, customer_id: &str) -> Result<Vec<StoredInvoice>> {
         let id = customer_id.to_owned();
         self.read(move |c| invoices::list(c, &id)).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write(move |w| leases::acquire(&w.conn, &name, &holder, now, until))
+            .await
     }
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
