@@ -36,7 +36,19 @@ PG_DIR="$(mktemp -d /tmp/tally-pg.XXXXXX)"
 chmod 755 "$PG_DIR"
 if [ "${#RUN_AS[@]}" -gt 0 ]; then chown "$PG_USER" "$PG_DIR"; fi
 
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
+# A free loopback port: nothing answers a connection attempt on it.
+free_port() {
+    local p
+    for _ in $(seq 1 50); do
+        p=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+PORT="$(free_port)"
 
 cleanup() {
     "${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true

@@ -27,6 +27,8 @@ pub struct AppState {
     /// id: a key is looked up in the database at most every [`KEY_CACHE_TTL`], so a revoked key
     /// stops working within that time.
     pub key_cache: Arc<RwLock<HashMap<String, (Instant, String)>>>,
+    /// This process's id among the processes sharing a database (for leases).
+    pub instance_id: Arc<str>,
 }
 
 /// How long a stored key's validity is cached.
@@ -42,6 +44,15 @@ impl AppState {
             anchors: Arc::new(RwLock::new(HashMap::new())),
             credits: Arc::default(),
             key_cache: Arc::new(RwLock::new(HashMap::new())),
+            instance_id: instance_id().into(),
         }
     }
+}
+
+/// A random id for this process.
+fn instance_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 8];
+    rand::rng().fill_bytes(&mut b);
+    format!("tally_{}_{}", std::process::id(), hex::encode(b))
 }

@@ -122,6 +122,19 @@ pub trait Store: Send + Sync + 'static {
     /// Closed invoices of a customer, newest first.
     async fn list_invoices(&self, customer_id: &str) -> Result<Vec<StoredInvoice>>;
 
+    // --- leases ----------------------------------------------------------------------------
+
+    /// Takes or renews the lease `name` for `holder` until `until`, if it is free, expired at
+    /// `now`, or already held by `holder`. Returns whether `holder` holds it now. Used so that one of
+    /// several processes sharing a database runs the period closer.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool>;
+
     // --- API keys --------------------------------------------------------------------------
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey>;

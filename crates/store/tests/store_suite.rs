@@ -63,6 +63,7 @@ suite!(
     a_period_is_invoiced_once_and_late_events_move_to_the_next,
     api_keys_are_found_by_hash_until_revoked,
     migrations_are_idempotent,
+    leases_have_one_holder_until_they_expire,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -417,4 +418,35 @@ async fn only_one_process_ingests_into_a_sqlite_file() {
         .await
         .unwrap();
     assert_eq!(out.accepted, 1);
+}
+
+async fn leases_have_one_holder_until_they_expire(ctx: Ctx) {
+    let s = &*ctx.store;
+    let later = t0() + Duration::seconds(60);
+    assert!(s.acquire_lease("closer", "a", t0(), later).await.unwrap());
+    assert!(!s
+        .acquire_lease("closer", "b", t0() + Duration::seconds(30), later)
+        .await
+        .unwrap());
+    // The holder renews.
+    let renewed = t0() + Duration::seconds(120);
+    assert!(s
+        .acquire_lease("closer", "a", t0() + Duration::seconds(30), renewed)
+        .await
+        .unwrap());
+    assert!(!s
+        .acquire_lease("closer", "b", later, later + Duration::seconds(60))
+        .await
+        .unwrap());
+    // Once expired, another takes it.
+    assert!(s
+        .acquire_lease("closer", "b", renewed, renewed + Duration::seconds(60))
+        .await
+        .unwrap());
+    assert!(!s
+        .acquire_lease("closer", "a", renewed, renewed + Duration::seconds(60))
+        .await
+        .unwrap());
+    // Leases are independent by name.
+    assert!(s.acquire_lease("other", "a", t0(), later).await.unwrap());
 }

@@ -12,6 +12,9 @@ use super::usage::{self, billed_plan};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// The lease naming the process that closes periods.
+pub const CLOSER_LEASE: &str = "period_closer";
+
 /// Runs [`close_due`] every `close_every` until `stop` turns true.
 pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
@@ -34,6 +37,18 @@ pub async fn close_due(
 ) -> Result<Vec<StoredInvoice>, ApiError> {
     let grace =
         chrono::Duration::from_std(state.config.grace).unwrap_or(chrono::Duration::hours(1));
+    // One closer among the processes sharing a database; the lease outlives a few ticks so a
+    // crashed leader is replaced soon. (Invoices are unique per customer and period anyway.)
+    let lease = chrono::Duration::from_std(state.config.close_every * 3)
+        .unwrap_or(chrono::Duration::minutes(3))
+        .max(chrono::Duration::seconds(60));
+    if !state
+        .store
+        .acquire_lease(CLOSER_LEASE, &state.instance_id, now, now + lease)
+        .await?
+    {
+        return Ok(Vec::new());
+    }
     let mut written = Vec::new();
     for sub in state.store.list_subscriptions().await? {
         let Some(customer) = state.store.get_customer(&sub.customer_id).await? else {

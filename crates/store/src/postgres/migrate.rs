@@ -12,8 +12,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         2,
+        "leases",
+        include_str!("../../migrations/postgres/0002_leases.sql"),
+    ),
+    (
+        3,
         "credits",
-        include_str!("../../migrations/postgres/0002_credits.sql"),
+        include_str!("../../migrations/postgres/0003_credits.sql"),
     ),
 ];
 

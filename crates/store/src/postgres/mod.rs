@@ -131,6 +131,26 @@ impl Store for PgStore {
         invoices::list(&self.pool, customer_id).await
     }
 
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt(
+                "INSERT INTO leases (name, holder, until) VALUES ($1, $2, $4)
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until
+                 WHERE leases.until <= $3 OR leases.holder = EXCLUDED.holder
+                 RETURNING holder",
+                &[&name, &holder, &now, &until],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
         api_keys::create(&self.pool, &key).await
     }

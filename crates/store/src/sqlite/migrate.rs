@@ -13,8 +13,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         2,
+        "leases",
+        include_str!("../../migrations/sqlite/0002_leases.sql"),
+    ),
+    (
+        3,
         "credits",
-        include_str!("../../migrations/sqlite/0002_credits.sql"),
+        include_str!("../../migrations/sqlite/0003_credits.sql"),
     ),
 ];
 
