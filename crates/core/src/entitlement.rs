@@ -23,8 +23,12 @@ pub enum Reason {
     FeatureDisabled,
     /// The plan does not declare the feature.
     FeatureNotInPlan,
-    /// The metric has no limit on this plan.
+    /// The metric has no limit on this plan, and usage after the request stays within the
+    /// included quantity (or the allowance is unlimited, or nothing beyond it is charged).
     Unlimited,
+    /// The metric has no limit, but usage after the request goes beyond the included quantity:
+    /// allowed, and the excess is billed as overage.
+    Overage,
     /// Usage after the request stays within the limit.
     WithinLimit,
     /// A hard limit would be exceeded.
@@ -66,6 +70,9 @@ pub struct EntitlementDecision {
     pub level: UsageLevel,
     /// Credits the request costs, when the metric is paid with credits.
     pub credits_required: Option<Decimal>,
+    /// Whether usage after the request goes beyond the included quantity into a billed overage
+    /// charge (a soft limit, or no limit at all).
+    pub overage: bool,
 }
 
 /// Checks a boolean or numeric feature of a plan.
@@ -88,6 +95,7 @@ pub fn check_feature(plan: &Plan, feature: &str) -> EntitlementDecision {
         percent: None,
         level: UsageLevel::Ok,
         credits_required: None,
+        overage: false,
     }
 }
 
@@ -140,12 +148,21 @@ pub fn check_metric(check: &MetricCheck<'_>) -> EntitlementDecision {
         .credit_cost
         .map(|c| c.saturating_mul(check.quantity.max(Decimal::ZERO)));
 
+    // Usage after the request beyond a finite included quantity, priced by an overage charge.
+    let overage = pm.is_some_and(|pm| {
+        pm.overage.is_some()
+            && match pm.included {
+                Allowance::Quantity(q) => after > q,
+                Allowance::Unlimited => false,
+            }
+    });
     let (allowed, reason) = match limit {
         Some(l) if after > l.quantity && l.enforcement == Enforcement::Hard => {
             (false, Reason::LimitExceeded)
         }
         Some(l) if after > l.quantity => (true, Reason::SoftLimitExceeded),
         Some(_) => (true, Reason::WithinLimit),
+        None if overage => (true, Reason::Overage),
         None => (true, Reason::Unlimited),
     };
     let (allowed, reason) = match credits_required {
@@ -163,6 +180,7 @@ pub fn check_metric(check: &MetricCheck<'_>) -> EntitlementDecision {
         percent,
         level,
         credits_required,
+        overage: allowed && overage,
     }
 }
 
@@ -259,6 +277,7 @@ mod tests {
                 percent: Some(dec!(66.67)),
                 level: UsageLevel::Ok,
                 credits_required: None,
+                overage: false,
             }
         );
         let d = check_metric(&MetricCheck {
@@ -350,6 +369,57 @@ mod tests {
             ..check
         });
         assert_eq!((d.allowed, d.reason), (true, Reason::Unlimited));
+    }
+
+    #[test]
+    fn usage_beyond_the_included_quantity_without_a_limit_is_overage() {
+        let catalog = Catalog::parse(
+            include_str!("../../../catalogs/magicbox.toml"),
+            "magicbox.toml",
+        )
+        .expect("catalog");
+        let (Some(pro), Some(compute)) = (catalog.plan("pro"), catalog.metric("compute_hours"))
+        else {
+            panic!("Magic Box has pro and compute_hours");
+        };
+        let check = MetricCheck {
+            plan: pro,
+            metric: compute,
+            used: dec!(299),
+            quantity: dec!(1),
+            credit_balance: dec!(0),
+        };
+        let d = check_metric(&check);
+        assert_eq!(
+            (d.allowed, d.reason, d.overage),
+            (true, Reason::Unlimited, false)
+        );
+        assert_eq!((d.limit, d.percent), (None, Some(dec!(99.67))));
+        let d = check_metric(&MetricCheck {
+            used: dec!(350),
+            ..check
+        });
+        assert_eq!(
+            (d.allowed, d.reason, d.overage),
+            (true, Reason::Overage, true)
+        );
+        assert_eq!(
+            (d.limit, d.remaining, d.percent),
+            (None, None, Some(dec!(116.67)))
+        );
+        // Enterprise: unlimited compute hours, never overage.
+        let Some(enterprise) = catalog.plan("enterprise") else {
+            panic!("Magic Box has enterprise");
+        };
+        let d = check_metric(&MetricCheck {
+            plan: enterprise,
+            used: dec!(100000),
+            ..check
+        });
+        assert_eq!(
+            (d.allowed, d.reason, d.overage),
+            (true, Reason::Unlimited, false)
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_core::catalog::{Allowance, Metric, MetricKind, Plan};
-use tally_core::entitlement::{check_feature, check_metric, MetricCheck, Reason};
+use tally_core::entitlement::{check_feature, check_metric, MetricCheck};
 use tally_core::period::{allowance_period, Period};
 use tally_store::{Customer, NewEvent, Subscription, UsageNotification};
 use tokio::sync::watch;
@@ -208,7 +208,7 @@ pub async fn check_at(
         remaining: d.remaining.map(|r| r.normalize()),
         percent: d.percent.map(|p| p.normalize()),
         level: snake(d.level),
-        overage: d.reason == Reason::SoftLimitExceeded,
+        overage: d.overage,
         credits_required: d.credits_required.map(|c| c.normalize()),
         credit_balance: credit_balance.map(|b| b.normalize()),
         plan: Some(plan.id.clone()),
