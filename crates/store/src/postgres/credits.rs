@@ -203,14 +203,25 @@ async fn try_apply(
         tx.execute(&set_bucket, &[bucket, &Decimal::ZERO, &false])
             .await?;
     }
-    for (bucket, remaining) in &p.draws {
-        let open = *remaining > Decimal::ZERO;
-        tx.execute(&set_bucket, &[bucket, remaining, &open]).await?;
-    }
     let metric = req.event.as_ref().map(|e| e.metric.clone());
     let event_id = req.event.as_ref().map(|e| e.event_id.clone());
-    let entry = tx
-        .query_one(
+    let idempotency = tx
+        .prepare_cached(
+            "INSERT INTO credit_idempotency (customer_id, key, fingerprint, entry_id, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    // The bucket draws, the entry and the idempotency key: independent writes under the lock,
+    // sent at once (one round trip).
+    let draws = futures_util::future::join_all(p.draws.iter().map(|(bucket, remaining)| {
+        let set_bucket = &set_bucket;
+        async move {
+            let open = *remaining > Decimal::ZERO;
+            tx.execute(set_bucket, &[bucket, remaining, &open]).await
+        }
+    }));
+    let insert = async {
+        tx.query_one(
             &insert_entry,
             &[
                 &req.entry_id,
@@ -228,7 +239,34 @@ async fn try_apply(
                 &req.now,
             ],
         )
-        .await?;
+        .await
+    };
+    let remember = async {
+        match &req.idempotency_key {
+            Some(key) => tx
+                .execute(
+                    &idempotency,
+                    &[&customer, key, &req.fingerprint, &req.entry_id, &req.now],
+                )
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    };
+    let (draws, entry, remembered) = futures_util::future::join3(draws, insert, remember).await;
+    // After a failed statement the later ones fail with "transaction aborted": report the cause
+    // (a retryable one first).
+    let mut errors: Vec<tokio_postgres::Error> =
+        draws.into_iter().filter_map(|r| r.err()).collect();
+    let entry = match (entry, remembered) {
+        (Ok(e), Ok(_)) if errors.is_empty() => e,
+        (e, r) => {
+            errors.extend(e.err());
+            errors.extend(r.err());
+            let i = errors.iter().position(is_retryable).unwrap_or(0);
+            return Err(errors.swap_remove(i).into());
+        }
+    };
     let entry = entry_row(&entry);
     if p.opens_bucket {
         tx.execute(
@@ -245,17 +283,6 @@ async fn try_apply(
                 &req.now,
                 &req.expires_at,
             ],
-        )
-        .await?;
-    }
-    if let Some(key) = &req.idempotency_key {
-        tx.execute(
-            &tx.prepare_cached(
-                "INSERT INTO credit_idempotency (customer_id, key, fingerprint, entry_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .await?,
-            &[&customer, key, &req.fingerprint, &req.entry_id, &req.now],
         )
         .await?;
     }
