@@ -33,6 +33,10 @@
 //! close), so the rollups are exact at every commit.
 //!
 //! **Readers** use their own connections from a small pool, on the blocking thread pool.
+//! Usage rollups read by a store that holds the ingest lock are also kept in memory (see
+//! `usage_cache`): the writer invalidates what each group changed after its commit and before
+//! answering it, so entitlement checks usually need no database read and still see every
+//! acknowledged event.
 //!
 //! **Checkpoints off the write path.** Automatic WAL checkpoints would run inside the writer's
 //! commits and stall every waiting request for the duration of a database-file fsync; instead a
