@@ -11,9 +11,20 @@ use tally_store::Store;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
-/// Shared state: cheap to clone.
+/// Shared state: cheap to clone (one reference count: handlers and middleware clone it several
+/// times per request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct SharedState {
     pub store: Arc<dyn Store>,
     pub catalog: Arc<Catalog>,
     pub config: Arc<Config>,
@@ -36,7 +47,7 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 
 impl AppState {
     pub fn new(config: Config, store: Arc<dyn Store>) -> AppState {
-        AppState {
+        AppState(Arc::new(SharedState {
             store,
             catalog: config.catalog.clone(),
             config: Arc::new(config),
@@ -45,7 +56,7 @@ impl AppState {
             credits: Arc::default(),
             key_cache: Arc::new(RwLock::new(HashMap::new())),
             instance_id: instance_id().into(),
-        }
+        }))
     }
 }
 

@@ -937,3 +937,84 @@ async fn a_gauge_keeps_its_last_level_into_later_periods() {
     assert_eq!((r.used, r.allowed), (Some(dec!(0)), true));
     app.server.shutdown().await.unwrap();
 }
+
+/// Ingests one event at a time and checks right after each acknowledgement, while other tasks
+/// keep checking the same customer (so the rollups are cached and re-read all the time): every
+/// check must see every event acknowledged before it started.
+async fn checks_read_their_writes(app: &App) {
+    app.customer("ryw", None).await;
+    let check = || async {
+        let (s, b) = app
+            .post(
+                "/v1/entitlements/check",
+                json!({"customer": "ryw", "metric": "builds"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["used"].as_str().unwrap().parse::<u64>().unwrap()
+    };
+    assert_eq!(check().await, 0);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut background = Vec::new();
+    for _ in 0..4 {
+        let (http, url, stop) = (
+            app.http.clone(),
+            app.url("/v1/entitlements/check"),
+            stop.clone(),
+        );
+        background.push(tokio::spawn(async move {
+            let mut last = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let b: Value = http
+                    .post(&url)
+                    .bearer_auth(KEY)
+                    .json(&json!({"customer": "ryw", "metric": "builds"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let used = b["used"].as_str().unwrap().parse::<u64>().unwrap();
+                assert!(used >= last, "usage went back from {last} to {used}");
+                last = used;
+            }
+        }));
+    }
+    for i in 1..=60u64 {
+        let (s, b) = app
+            .post(
+                "/v1/events",
+                json!({"events": [{"id": format!("ryw{i}"), "customer": "ryw", "metric": "builds",
+                                   "value": 1}]}),
+            )
+            .await;
+        assert!(s.is_success(), "{b}");
+        assert_eq!(
+            check().await,
+            i,
+            "a check right after event {i} was acknowledged"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in background {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checks_read_their_writes_on_sqlite() {
+    let app = app().await;
+    checks_read_their_writes(&app).await;
+    app.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checks_read_their_writes_on_postgres() {
+    let Some(url) = tally_store::testing::fresh_postgres_url().await else {
+        return;
+    };
+    let app = app_on(url, None, |_| {}).await;
+    checks_read_their_writes(&app).await;
+    app.server.shutdown().await.unwrap();
+}

@@ -49,25 +49,25 @@ async fn entry_by_id<C: GenericClient>(c: &C, id: &str) -> Result<CreditEntryRec
         .ok_or_else(|| StoreError::Database(format!("credit entry {id} is missing")))
 }
 
+const OPEN_BUCKETS: &str =
+    "SELECT entry_id, kind, amount, remaining, created_at, expires_at FROM credit_buckets
+     WHERE customer_id = $1 AND open ORDER BY created_at, entry_id";
+
+fn bucket_row(r: &Row) -> CreditBucketRecord {
+    CreditBucketRecord {
+        entry_id: r.get(0),
+        kind: r.get(1),
+        amount: r.get::<_, Decimal>(2).normalize(),
+        remaining: r.get::<_, Decimal>(3).normalize(),
+        created_at: r.get(4),
+        expires_at: r.get(5),
+    }
+}
+
 async fn open_buckets<C: GenericClient>(c: &C, customer: &str) -> Result<Vec<CreditBucketRecord>> {
-    let stmt = c
-        .prepare_cached(
-            "SELECT entry_id, kind, amount, remaining, created_at, expires_at FROM credit_buckets
-             WHERE customer_id = $1 AND open ORDER BY created_at, entry_id",
-        )
-        .await?;
+    let stmt = c.prepare_cached(OPEN_BUCKETS).await?;
     let rows = c.query(&stmt, &[&customer]).await?;
-    Ok(rows
-        .iter()
-        .map(|r| CreditBucketRecord {
-            entry_id: r.get(0),
-            kind: r.get(1),
-            amount: r.get::<_, Decimal>(2).normalize(),
-            remaining: r.get::<_, Decimal>(3).normalize(),
-            created_at: r.get(4),
-            expires_at: r.get(5),
-        })
-        .collect())
+    Ok(rows.iter().map(bucket_row).collect())
 }
 
 pub(crate) async fn apply(pool: &Pool, req: CreditRequest) -> Result<CreditOutcome> {
@@ -118,32 +118,37 @@ async fn try_apply(
     req: &CreditRequest,
 ) -> std::result::Result<CreditOutcome, Failure> {
     let customer = req.customer_id.as_str();
-    // Lock the customer's credit account (made on first use); no row means no such customer.
-    let locked = tx
-        .query_opt(
-            &tx.prepare_cached(
-                "INSERT INTO credit_accounts (customer_id) SELECT id FROM customers WHERE id = $1
-                 ON CONFLICT (customer_id) DO UPDATE SET customer_id = EXCLUDED.customer_id
-                 RETURNING customer_id",
-            )
-            .await?,
-            &[&customer],
+    // Lock the customer's credit account (made on first use; no row means no such customer), look
+    // the idempotency key up and read the open buckets: three statements sent at once (pipelined,
+    // one round trip). PostgreSQL runs them in order, so both reads run after the lock is held and
+    // (read committed) see every change committed before it.
+    let lock = tx
+        .prepare_cached(
+            "INSERT INTO credit_accounts (customer_id) SELECT id FROM customers WHERE id = $1
+             ON CONFLICT (customer_id) DO UPDATE SET customer_id = EXCLUDED.customer_id
+             RETURNING customer_id",
         )
         .await?;
-    if locked.is_none() {
+    let seen_stmt = tx
+        .prepare_cached(
+            "SELECT fingerprint, entry_id FROM credit_idempotency
+             WHERE customer_id = $1 AND key = $2",
+        )
+        .await?;
+    let buckets_stmt = tx.prepare_cached(OPEN_BUCKETS).await?;
+    let key = req.idempotency_key.as_deref().unwrap_or("");
+    // join3 polls its futures in order, so the statements are sent in this order.
+    let (locked, seen, bucket_rows) = futures_util::future::join3(
+        tx.query_opt(&lock, &[&customer]),
+        tx.query_opt(&seen_stmt, &[&customer, &key]),
+        tx.query(&buckets_stmt, &[&customer]),
+    )
+    .await;
+    if locked?.is_none() {
         return Err(StoreError::Invalid(format!("no customer {customer:?}")).into());
     }
-    if let Some(key) = &req.idempotency_key {
-        let seen = tx
-            .query_opt(
-                &tx.prepare_cached(
-                    "SELECT fingerprint, entry_id FROM credit_idempotency
-                     WHERE customer_id = $1 AND key = $2",
-                )
-                .await?,
-                &[&customer, key],
-            )
-            .await?;
+    let (seen, bucket_rows) = (seen?, bucket_rows?);
+    if req.idempotency_key.is_some() {
         if let Some(row) = seen {
             let fingerprint: String = row.get(0);
             if fingerprint != req.fingerprint {
@@ -153,7 +158,7 @@ async fn try_apply(
             return Ok(CreditOutcome::Replayed(entry_by_id(tx, &entry_id).await?));
         }
     }
-    let buckets = open_buckets(tx, customer).await?;
+    let buckets: Vec<CreditBucketRecord> = bucket_rows.iter().map(bucket_row).collect();
     let p = match plan(&buckets, req)? {
         Ok(p) => p,
         Err(outcome) => return Ok(outcome),
@@ -198,14 +203,25 @@ async fn try_apply(
         tx.execute(&set_bucket, &[bucket, &Decimal::ZERO, &false])
             .await?;
     }
-    for (bucket, remaining) in &p.draws {
-        let open = *remaining > Decimal::ZERO;
-        tx.execute(&set_bucket, &[bucket, remaining, &open]).await?;
-    }
     let metric = req.event.as_ref().map(|e| e.metric.clone());
     let event_id = req.event.as_ref().map(|e| e.event_id.clone());
-    let entry = tx
-        .query_one(
+    let idempotency = tx
+        .prepare_cached(
+            "INSERT INTO credit_idempotency (customer_id, key, fingerprint, entry_id, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    // The bucket draws, the entry and the idempotency key: independent writes under the lock,
+    // sent at once (one round trip).
+    let draws = futures_util::future::join_all(p.draws.iter().map(|(bucket, remaining)| {
+        let set_bucket = &set_bucket;
+        async move {
+            let open = *remaining > Decimal::ZERO;
+            tx.execute(set_bucket, &[bucket, remaining, &open]).await
+        }
+    }));
+    let insert = async {
+        tx.query_one(
             &insert_entry,
             &[
                 &req.entry_id,
@@ -223,7 +239,34 @@ async fn try_apply(
                 &req.now,
             ],
         )
-        .await?;
+        .await
+    };
+    let remember = async {
+        match &req.idempotency_key {
+            Some(key) => tx
+                .execute(
+                    &idempotency,
+                    &[&customer, key, &req.fingerprint, &req.entry_id, &req.now],
+                )
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    };
+    let (draws, entry, remembered) = futures_util::future::join3(draws, insert, remember).await;
+    // After a failed statement the later ones fail with "transaction aborted": report the cause
+    // (a retryable one first).
+    let mut errors: Vec<tokio_postgres::Error> =
+        draws.into_iter().filter_map(|r| r.err()).collect();
+    let entry = match (entry, remembered) {
+        (Ok(e), Ok(_)) if errors.is_empty() => e,
+        (e, r) => {
+            errors.extend(e.err());
+            errors.extend(r.err());
+            let i = errors.iter().position(is_retryable).unwrap_or(0);
+            return Err(errors.swap_remove(i).into());
+        }
+    };
     let entry = entry_row(&entry);
     if p.opens_bucket {
         tx.execute(
@@ -240,17 +283,6 @@ async fn try_apply(
                 &req.now,
                 &req.expires_at,
             ],
-        )
-        .await?;
-    }
-    if let Some(key) = &req.idempotency_key {
-        tx.execute(
-            &tx.prepare_cached(
-                "INSERT INTO credit_idempotency (customer_id, key, fingerprint, entry_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .await?,
-            &[&customer, key, &req.fingerprint, &req.entry_id, &req.now],
         )
         .await?;
     }

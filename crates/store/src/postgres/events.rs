@@ -190,14 +190,15 @@ pub(crate) async fn usage<C: GenericClient>(
     customer_id: &str,
     billed: DateTime<Utc>,
 ) -> Result<Vec<UsageRollup>> {
-    let rows = c
-        .query(
+    // A statement prepared once per connection: one round trip per read (entitlement checks).
+    let stmt = c
+        .prepare_cached(
             "SELECT metric, usage_period_start, sum, count, max, latest, latest_at, unique_count
              FROM usage_rollups WHERE customer_id = $1 AND billed_period_start = $2
              ORDER BY metric, usage_period_start",
-            &[&customer_id, &billed],
         )
         .await?;
+    let rows = c.query(&stmt, &[&customer_id, &billed]).await?;
     Ok(rows
         .iter()
         .map(|r| UsageRollup {

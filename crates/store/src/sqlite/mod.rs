@@ -33,6 +33,10 @@
 //! close), so the rollups are exact at every commit.
 //!
 //! **Readers** use their own connections from a small pool, on the blocking thread pool.
+//! Usage rollups read by a store that holds the ingest lock are also kept in memory (see
+//! `usage_cache`): the writer invalidates what each group changed after its commit and before
+//! answering it, so entitlement checks usually need no database read and still see every
+//! acknowledged event.
 //!
 //! **Checkpoints off the write path.** Automatic WAL checkpoints would run inside the writer's
 //! commits and stall every waiting request for the duration of a database-file fsync; instead a
@@ -45,6 +49,7 @@ mod events;
 mod invoices;
 mod leases;
 mod migrate;
+mod usage_cache;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +69,7 @@ use crate::{
     AuditRecord, CreditAccount, CreditOutcome, CreditRequest, FlagOverride, UsageNotification,
 };
 pub use migrate::SCHEMA_VERSION;
+use usage_cache::UsageCache;
 use writer::{FnJob, Writer};
 
 const MAX_IDLE_READERS: usize = 8;
@@ -77,6 +83,8 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     /// The ingest lock, held while this store may ingest.
     ingest_lock: Mutex<Option<std::fs::File>>,
+    /// Rollups in memory; only while this process holds the ingest lock (see `usage_cache`).
+    usage_cache: Option<Arc<UsageCache>>,
 }
 
 /// Takes the exclusive ingest lock of the database at `path`.
@@ -206,10 +214,15 @@ impl SqliteStore {
                 };
                 let mut conn = open_writer(&p, sync)?;
                 migrate::run(&mut conn)?;
-                Ok((Writer::new(conn, ingest)?, lock))
+                let mut writer = Writer::new(conn, ingest)?;
+                if ingest {
+                    writer.usage_cache = Some(Arc::new(UsageCache::default()));
+                }
+                Ok((writer, lock))
             })
             .await
             .map_err(|e| StoreError::Database(e.to_string()))??;
+        let usage_cache = writer.usage_cache.clone();
         let (tx, rx) = mpsc::channel(4096);
         let thread = std::thread::Builder::new()
             .name("tally-sqlite-writer".into())
@@ -230,6 +243,7 @@ impl SqliteStore {
             checkpointer: Mutex::new(Some((stop, checkpointer))),
             ingest_lock: Mutex::new(ingest_lock),
             readers: Arc::new(Mutex::new(Vec::new())),
+            usage_cache,
         })
     }
 
@@ -363,8 +377,24 @@ impl Store for SqliteStore {
     }
 
     async fn usage(&self, customer_id: &str, billed: DateTime<Utc>) -> Result<Vec<UsageRollup>> {
+        let Some(cache) = &self.usage_cache else {
+            let id = customer_id.to_owned();
+            return self.read(move |c| events::usage(c, &id, billed)).await;
+        };
+        let ms = billed.timestamp_millis();
+        let generation = match cache.get(customer_id, ms) {
+            Ok(rows) => return Ok(rows.as_ref().clone()),
+            Err(g) => g,
+        };
         let id = customer_id.to_owned();
-        self.read(move |c| events::usage(c, &id, billed)).await
+        let rows = self.read(move |c| events::usage(c, &id, billed)).await?;
+        cache.insert(
+            customer_id.to_owned(),
+            ms,
+            generation,
+            Arc::new(rows.clone()),
+        );
+        Ok(rows)
     }
 
     async fn event_ids(&self, customer_id: &str) -> Result<Vec<String>> {

@@ -4,11 +4,13 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::{flush_rollups, RollupKey};
+use super::usage_cache::UsageCache;
 use crate::rollup::RollupDelta;
 use crate::{Result, StoreError};
 
@@ -148,6 +150,11 @@ pub(crate) struct Writer {
     /// Rollup deltas of the open transaction's ingest jobs, written once per group (before the
     /// commit, or before a job that reads rollups).
     pub pending_rollups: BTreeMap<RollupKey, RollupDelta>,
+    /// The readers' cache of rollups; every `(customer, billed period)` whose rollups the group
+    /// wrote is invalidated after the commit and before any job of the group is answered.
+    pub usage_cache: Option<Arc<UsageCache>>,
+    /// `(customer, billed period start)` of the rollup rows written by the open transaction.
+    touched: Vec<(String, i64)>,
 }
 
 impl Writer {
@@ -170,6 +177,8 @@ impl Writer {
             dedup,
             group_added: Vec::new(),
             pending_rollups: BTreeMap::new(),
+            usage_cache: None,
+            touched: Vec::new(),
         })
     }
 
@@ -184,10 +193,32 @@ impl Writer {
                 }
             }
             let commit = self.run_group(&mut jobs);
+            // Invalidate before answering: a read that starts after an acknowledged write never
+            // sees the rollups from before it.
+            if let Some(cache) = &self.usage_cache {
+                cache.invalidate(&mut self.touched);
+            }
+            self.touched.clear();
             for job in jobs.drain(..) {
                 job.finish(commit.clone());
             }
         }
+    }
+
+    /// Writes the pending rollup deltas, remembering which `(customer, billed period)` changed.
+    fn flush(&mut self) -> Result<()> {
+        if self.usage_cache.is_some() {
+            for (customer, billed, _, _) in self.pending_rollups.keys() {
+                if self
+                    .touched
+                    .last()
+                    .is_none_or(|(c, b)| c != customer || b != billed)
+                {
+                    self.touched.push((customer.clone(), *billed));
+                }
+            }
+        }
+        flush_rollups(&self.conn, &mut self.pending_rollups)
     }
 
     /// Runs a parameterless statement through the statement cache.
@@ -201,7 +232,7 @@ impl Writer {
         let mut failed: Option<String> = None;
         for job in jobs.iter_mut() {
             if job.touches_rollups() && !self.pending_rollups.is_empty() {
-                if let Err(e) = flush_rollups(&self.conn, &mut self.pending_rollups) {
+                if let Err(e) = self.flush() {
                     failed = Some(e.to_string());
                     break;
                 }
@@ -223,7 +254,7 @@ impl Writer {
             }
         }
         if failed.is_none() {
-            if let Err(e) = flush_rollups(&self.conn, &mut self.pending_rollups) {
+            if let Err(e) = self.flush() {
                 failed = Some(e.to_string());
             }
         }
