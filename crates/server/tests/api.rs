@@ -5,35 +5,11 @@ use std::collections::BTreeMap;
 use reqwest::{Client, StatusCode};
 use rust_decimal_macros::dec;
 use serde_json::{json, Value};
-use tally_server::{Config, Server};
+use tally_server::Config;
 
-const KEY: &str = "test-admin-key-0123456789";
+mod common;
 
-struct App {
-    server: Server,
-    base: String,
-    http: Client,
-    _dir: tempfile::TempDir,
-}
-
-async fn app_with(f: impl FnOnce(&mut Config)) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(format!(
-        "sqlite://{}",
-        dir.path().join("tally.db").display()
-    ))
-    .unwrap();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.admin_key = Some(KEY.into());
-    f(&mut config);
-    let server = tally_server::spawn(config).await.unwrap();
-    App {
-        base: format!("http://{}", server.addr()),
-        server,
-        http: Client::new(),
-        _dir: dir,
-    }
-}
+use common::{app_with, App, KEY};
 
 async fn app() -> App {
     app_with(|_| {}).await
@@ -88,43 +64,6 @@ on_both!(
 );
 
 impl App {
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::PUT, path, body).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::POST, path, body).await
-    }
-
     async fn customer(&self, id: &str, plan: Option<&str>) {
         let (s, _) = self.put(&format!("/v1/customers/{id}"), json!({})).await;
         assert_eq!(s, StatusCode::CREATED);

@@ -4,38 +4,28 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde_json::{json, Value};
 use tally_server::config::parse_catalog;
 use tally_server::service::entitlements::{check_at, CheckInput};
-use tally_server::{Config, Server};
+use tally_server::Config;
 use tally_store::{NewEvent, SubscriptionUpsert};
 
-const KEY: &str = "credits-test-admin-key-0123";
+mod common;
+
+use common::{app_on_url, App, KEY};
+
 const CATALOG: &str = include_str!("fixtures/credits.toml");
 
-struct App {
-    server: Server,
-    base: String,
-    http: Client,
-    _dir: Option<tempfile::TempDir>,
-}
-
+/// The app on `url` with the credits catalog; `f` adjusts the config last.
 async fn app_on(url: String, dir: Option<tempfile::TempDir>, f: impl FnOnce(&mut Config)) -> App {
-    let mut config = Config::new(url).unwrap();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.admin_key = Some(KEY.into());
-    config.catalog = Arc::new(parse_catalog(CATALOG, "fixtures/credits.toml").unwrap());
-    f(&mut config);
-    let server = tally_server::spawn(config).await.unwrap();
-    App {
-        base: format!("http://{}", server.addr()),
-        server,
-        http: Client::new(),
-        _dir: dir,
-    }
+    app_on_url(url, dir, |config| {
+        config.catalog = Arc::new(parse_catalog(CATALOG, "fixtures/credits.toml").unwrap());
+        f(config)
+    })
+    .await
 }
 
 async fn app_with(f: impl FnOnce(&mut Config)) -> App {
@@ -49,43 +39,6 @@ async fn app() -> App {
 }
 
 impl App {
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::PUT, path, body).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::POST, path, body).await
-    }
-
     async fn customer(&self, id: &str, plan: Option<&str>) {
         let (s, _) = self.put(&format!("/v1/customers/{id}"), json!({})).await;
         assert!(s.is_success(), "{s}");
