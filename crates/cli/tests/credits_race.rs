@@ -2,33 +2,23 @@
 //! between them, race for a balance of 1,000 credits. Fails (never skips) under `CI` when
 //! `TALLY_TEST_POSTGRES_URL` is missing.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-const KEY: &str = "credits-race-admin-key-0123";
+mod common;
 
-/// Starts `tally serve` on a random port; returns the child and its base URL.
-fn serve(db: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
-        .env("TALLY_API_KEY", KEY)
-        .env("TALLY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tally serve");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("tally listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, url)
+use common::{put, serve, KEY};
+
+/// Consume request `i` of the race (7 credits, idempotency key `race-{i}`) sent to `base`.
+async fn consume(http: &reqwest::Client, base: &str, i: usize) -> reqwest::Response {
+    http.post(format!("{base}/v1/customers/racer/credits/consume"))
+        .bearer_auth(KEY)
+        .json(&json!({"amount": 7, "idempotency_key": format!("race-{i}")}))
+        .send()
+        .await
+        .unwrap()
 }
 
 struct Servers(Vec<Child>);
@@ -51,21 +41,9 @@ async fn two_processes_on_postgres_never_overdraw() {
     let (b, url_b) = serve(&db);
     let _servers = Servers(vec![a, b]);
     let http = reqwest::Client::new();
-    let put = |url: String, body: Value| {
-        let http = http.clone();
-        async move {
-            let r = http
-                .put(url)
-                .bearer_auth(KEY)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "{}", r.status());
-        }
-    };
-    put(format!("{url_a}/v1/customers/racer"), json!({})).await;
+    put(&http, format!("{url_a}/v1/customers/racer"), json!({})).await;
     put(
+        &http,
         format!("{url_a}/v1/customers/racer/subscription"),
         json!({"plan": "pro"}),
     )
@@ -88,13 +66,7 @@ async fn two_processes_on_postgres_never_overdraw() {
             url_b.clone()
         };
         tasks.push(tokio::spawn(async move {
-            let r = http
-                .post(format!("{base}/v1/customers/racer/credits/consume"))
-                .bearer_auth(KEY)
-                .json(&json!({"amount": 7, "idempotency_key": format!("race-{i}")}))
-                .send()
-                .await
-                .unwrap();
+            let r = consume(&http, &base, i).await;
             let s = r.status().as_u16();
             (s, r.json::<Value>().await.unwrap())
         }));
@@ -140,14 +112,7 @@ async fn two_processes_on_postgres_never_overdraw() {
             url_a.clone()
         };
         replays.push(tokio::spawn(async move {
-            http.post(format!("{base}/v1/customers/racer/credits/consume"))
-                .bearer_auth(KEY)
-                .json(&json!({"amount": 7, "idempotency_key": format!("race-{i}")}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            consume(&http, &base, i).await.status().as_u16()
         }));
     }
     let mut replayed_ok = 0;

@@ -1,53 +1,17 @@
 //! Runs the real `tally` binary: crash safety of ingestion (kill -9), import and usage summary.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod common;
+
+use common::{put, serve, tally, KEY};
+
 /// Event ids of a batch that got a 2xx, and the batch.
 type Acked = (Vec<String>, Value);
-
-const KEY: &str = "kill9-test-admin-key-0123";
-
-fn tally() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tally"))
-}
-
-/// Starts `tally serve` on a random port; returns the child and its base URL.
-fn serve(db: &str) -> (Child, String) {
-    let mut child = tally()
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
-        .env("TALLY_API_KEY", KEY)
-        .env("TALLY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tally serve");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("tally listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, url)
-}
-
-async fn put(http: &reqwest::Client, url: String, body: Value) {
-    let r = http
-        .put(url)
-        .bearer_auth(KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-}
 
 fn batch(worker: usize, n: usize, size: usize) -> (Vec<String>, Value) {
     let ids: Vec<String> = (0..size).map(|i| format!("w{worker}-b{n}-e{i}")).collect();
