@@ -1,52 +1,15 @@
 //! The credit ledger, notification outbox and flag overrides, run against both backends.
 
-use std::sync::Arc;
-
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tally_core::credits::EntryKind;
-use tally_store::{
-    CreditOutcome, CreditRequest, CustomerUpsert, FlagOverride, NewEvent, Store, UsageNotification,
-};
+use tally_store::{CreditOutcome, CreditRequest, FlagOverride, NewEvent, UsageNotification};
 
-struct Ctx {
-    store: Arc<dyn Store>,
-    _dir: Option<tempfile::TempDir>,
-}
+#[macro_use]
+mod common;
 
-async fn sqlite() -> Option<Ctx> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("tally.db").display());
-    let store = tally_store::connect(&url).await.expect("open sqlite");
-    Some(Ctx {
-        store,
-        _dir: Some(dir),
-    })
-}
-
-async fn postgres() -> Option<Ctx> {
-    let url = tally_store::testing::fresh_postgres_url().await?;
-    let store = tally_store::connect(&url).await.expect("open postgres");
-    Some(Ctx { store, _dir: None })
-}
-
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(ctx) = super::sqlite().await { super::$name(ctx).await }
-            })*
-        }
-        mod on_postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(ctx) = super::postgres().await { super::$name(ctx).await }
-            })*
-        }
-    };
-}
+use common::{customer, t0, Ctx};
 
 suite!(
     expiring_grants_are_consumed_first_and_expired_credits_written_off,
@@ -57,23 +20,6 @@ suite!(
     notifications_are_queued_once,
     flag_overrides_are_set_and_removed,
 );
-
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 15, 0, 0, 0).unwrap()
-}
-
-async fn customer(store: &dyn Store, id: &str) {
-    store
-        .upsert_customer(CustomerUpsert {
-            id: id.into(),
-            email: None,
-            name: None,
-            metadata: None,
-            now: t0(),
-        })
-        .await
-        .expect("customer");
-}
 
 fn req(id: &str, kind: EntryKind, amount: Decimal, at: DateTime<Utc>) -> CreditRequest {
     CreditRequest {

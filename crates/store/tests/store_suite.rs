@@ -1,57 +1,16 @@
 //! One suite, run against both backends: every test below exists once per backend.
 
-use std::sync::Arc;
-
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tally_store::{
-    CustomerUpsert, NewApiKey, NewEvent, NewInvoice, Store, StoreError, SubscriptionUpsert,
+    CustomerUpsert, NewApiKey, NewEvent, NewInvoice, StoreError, SubscriptionUpsert,
 };
 
-struct Ctx {
-    store: Arc<dyn Store>,
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
+#[macro_use]
+mod common;
 
-async fn sqlite() -> Option<Ctx> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("tally.db").display());
-    let store = tally_store::connect(&url).await.expect("open sqlite");
-    Some(Ctx {
-        store,
-        url,
-        _dir: Some(dir),
-    })
-}
-
-async fn postgres() -> Option<Ctx> {
-    let url = tally_store::testing::fresh_postgres_url().await?;
-    let store = tally_store::connect(&url).await.expect("open postgres");
-    Some(Ctx {
-        store,
-        url,
-        _dir: None,
-    })
-}
-
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(ctx) = super::sqlite().await { super::$name(ctx).await }
-            })*
-        }
-        mod on_postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(ctx) = super::postgres().await { super::$name(ctx).await }
-            })*
-        }
-    };
-}
+use common::{customer, t0, Ctx};
 
 suite!(
     customers_are_created_then_updated,
@@ -65,23 +24,6 @@ suite!(
     migrations_are_idempotent,
     leases_have_one_holder_until_they_expire,
 );
-
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 15, 0, 0, 0).unwrap()
-}
-
-async fn customer(store: &dyn Store, id: &str) {
-    store
-        .upsert_customer(CustomerUpsert {
-            id: id.into(),
-            email: None,
-            name: None,
-            metadata: None,
-            now: t0(),
-        })
-        .await
-        .expect("customer");
-}
 
 fn ev(customer: &str, id: &str, metric: &str, value: Decimal, at: DateTime<Utc>) -> NewEvent {
     NewEvent {
