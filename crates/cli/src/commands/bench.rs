@@ -7,14 +7,15 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use chrono::Utc;
 
+use super::bench_load::{percentile, spawn_child, spawn_server, Conn};
 use super::common::runtime;
 
 const KEY: &str = "bench-admin-key-0123456789";
@@ -127,115 +128,6 @@ fn raw_insert(path: &Path, rows: u64, customers: u64) -> anyhow::Result<f64> {
     Ok(rows as f64 / start.elapsed().as_secs_f64())
 }
 
-fn spawn_server(db: &str) -> anyhow::Result<(Child, String)> {
-    spawn_child(&["serve", "--listen", "127.0.0.1:0", "--database-url", db])
-}
-
-/// Starts `tally ARGS…` and reads the address it prints.
-fn spawn_child(args: &[&str]) -> anyhow::Result<(Child, String)> {
-    use std::io::BufRead;
-    let exe = std::env::current_exe().context("cannot find the tally binary")?;
-    let mut child = std::process::Command::new(exe)
-        .args(args)
-        .env("TALLY_API_KEY", KEY)
-        .env("TALLY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start tally serve")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
-    let url = line
-        .trim()
-        .strip_prefix("tally listening on ")
-        .map(str::to_owned)
-        .with_context(|| format!("unexpected output from tally serve: {line:?}"))?;
-    Ok((child, url))
-}
-
-/// A minimal HTTP/1.1 keep-alive client, so that the load generator spends as little of the
-/// shared CPU as possible (the server under test runs on the same machine).
-struct Conn {
-    stream: tokio::io::BufReader<tokio::net::TcpStream>,
-    host: String,
-    buf: Vec<u8>,
-    line: String,
-}
-
-impl Conn {
-    async fn open(base: &str) -> anyhow::Result<Conn> {
-        let host = base
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
-        let tcp = tokio::net::TcpStream::connect(&host).await?;
-        tcp.set_nodelay(true)?;
-        Ok(Conn {
-            stream: tokio::io::BufReader::new(tcp),
-            host,
-            buf: Vec::with_capacity(16 * 1024),
-            line: String::new(),
-        })
-    }
-
-    /// Sends a request and returns the status and body.
-    async fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: &str,
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-        self.buf.clear();
-        let _ = write!(
-            Fmt(&mut self.buf),
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.host,
-            body.len()
-        );
-        self.buf.extend_from_slice(body.as_bytes());
-        self.stream.get_mut().write_all(&self.buf).await?;
-        let mut status = 0u16;
-        let mut length = 0usize;
-        let mut first = true;
-        loop {
-            self.line.clear();
-            if self.stream.read_line(&mut self.line).await? == 0 {
-                bail!("connection closed");
-            }
-            let l = self.line.trim_end();
-            if first {
-                status = l
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                first = false;
-            } else if l.is_empty() {
-                break;
-            } else if let Some((k, v)) = l.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut out = vec![0u8; length];
-        self.stream.read_exact(&mut out).await?;
-        Ok((status, out))
-    }
-}
-
-/// `fmt::Write` into a byte buffer.
-struct Fmt<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Fmt<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
 /// The `accepted` count of an ingest answer.
 fn accepted_of(body: &[u8]) -> u64 {
     serde_json::from_slice::<serde_json::Value>(body)
@@ -259,14 +151,6 @@ fn batch_body(first: u64, n: u64, customers: u64, ts: &str) -> String {
     }
     s.push_str("]}");
     s
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -295,7 +179,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     settle();
     eprintln!("HTTP hello-world limit at {} req/s …", args.rate);
-    let (mut hello, hello_base) = spawn_child(&["bench", "--hello-world-server"])?;
+    let (mut hello, hello_base) = spawn_child(&["bench", "--hello-world-server"], KEY)?;
     let hello_result = runtime()?.block_on(async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let ts = Utc::now().to_rfc3339();
@@ -320,7 +204,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(db_path.with_extension(ext));
     }
     let db = format!("sqlite://{}", db_path.display());
-    let (mut child, base) = spawn_server(&db)?;
+    let (mut child, base) = spawn_server(&db, KEY)?;
     let pid = child.id();
     let raw_path = dir.join("raw.db");
     let result = runtime()?.block_on(measure(&args, &base, pid, &raw_path));
@@ -451,7 +335,7 @@ async fn measure(
     let rss_idle_kb = rss_kb(pid);
 
     eprintln!("creating {} customers …", args.customers);
-    let mut conn = Conn::open(base).await?;
+    let mut conn = Conn::open(base, KEY).await?;
     for c in 0..args.customers {
         let (status, _) = conn
             .send("PUT", &format!("/v1/customers/cus_{c}"), "{}")
@@ -506,7 +390,7 @@ async fn measure(
         let base = base.to_owned();
         let (batch, events, customers) = (args.batch, args.events, args.customers);
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(&base).await?;
+            let mut conn = Conn::open(&base, KEY).await?;
             loop {
                 let b = next.fetch_add(1, Ordering::Relaxed);
                 if b >= batches {
@@ -590,7 +474,7 @@ async fn single_events(
         let ts = ts.to_owned();
         let tag = tag.to_owned();
         workers.push(tokio::spawn(async move {
-            let mut conn = Conn::open(&base).await?;
+            let mut conn = Conn::open(&base, KEY).await?;
             let mut lat = Vec::with_capacity((total / conns + 1) as usize);
             let mut i = w;
             while i < total {

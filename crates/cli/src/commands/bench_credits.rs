@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
+use super::bench_load::{percentile, spawn_child, spawn_server, Conn};
 use super::common::runtime;
 
 const KEY: &str = "bench-credits-admin-key-0123";
@@ -35,33 +36,6 @@ pub struct CreditBenchArgs {
     pub postgres_url: Option<String>,
 }
 
-fn spawn_server(db: &str) -> anyhow::Result<(std::process::Child, String)> {
-    spawn(&["serve", "--listen", "127.0.0.1:0", "--database-url", db])
-}
-
-/// Starts the `tally` binary with `args` and reads the address it prints.
-fn spawn(args: &[&str]) -> anyhow::Result<(std::process::Child, String)> {
-    use std::io::BufRead;
-    let exe = std::env::current_exe().context("cannot find the tally binary")?;
-    let mut child = std::process::Command::new(exe)
-        .args(args)
-        .env("TALLY_API_KEY", KEY)
-        .env("TALLY_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .context("cannot start tally serve")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
-    let url = line
-        .trim()
-        .strip_prefix("tally listening on ")
-        .map(str::to_owned)
-        .with_context(|| format!("unexpected output from tally serve: {line:?}"))?;
-    Ok((child, url))
-}
-
 /// Kills the server child when dropped.
 struct Child(std::process::Child);
 
@@ -79,9 +53,9 @@ pub fn report(args: &CreditBenchArgs) -> anyhow::Result<String> {
     std::fs::create_dir_all(&dir)?;
     let db = format!("sqlite://{}", dir.join("credits.db").display());
     let out = (|| -> anyhow::Result<String> {
-        let (child, base) = spawn_server(&db)?;
+        let (child, base) = spawn_server(&db, KEY)?;
         let _child = Child(child);
-        let (hello_child, hello) = spawn(&["bench", "--hello-world-server"])?;
+        let (hello_child, hello) = spawn_child(&["bench", "--hello-world-server"], KEY)?;
         let _hello_child = Child(hello_child);
         let rt = runtime()?;
         let (conns, secs) = (args.check_connections, args.check_seconds);
@@ -137,7 +111,7 @@ pub fn report(args: &CreditBenchArgs) -> anyhow::Result<String> {
             )
         );
         if let Some(pg) = &args.postgres_url {
-            let (child, base) = spawn_server(pg)?;
+            let (child, base) = spawn_server(pg, KEY)?;
             let _child = Child(child);
             let tag = format!("pg{}", std::process::id());
             let run = rt.block_on(consumption(&base, KEY, conns, secs, &tag))?;
@@ -186,87 +160,6 @@ impl Run {
             self.requests
         )
     }
-}
-
-/// A minimal HTTP/1.1 keep-alive client (the load generator shares the machine's cores).
-struct Conn {
-    stream: tokio::io::BufReader<tokio::net::TcpStream>,
-    host: String,
-    key: String,
-    buf: Vec<u8>,
-    line: String,
-}
-
-impl Conn {
-    async fn open(base: &str, key: &str) -> anyhow::Result<Conn> {
-        let host = base
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
-        let tcp = tokio::net::TcpStream::connect(&host).await?;
-        tcp.set_nodelay(true)?;
-        Ok(Conn {
-            stream: tokio::io::BufReader::new(tcp),
-            host,
-            key: key.to_owned(),
-            buf: Vec::with_capacity(4096),
-            line: String::new(),
-        })
-    }
-
-    async fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: &str,
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-        self.buf.clear();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.host,
-            self.key,
-            body.len()
-        );
-        self.buf.extend_from_slice(head.as_bytes());
-        self.buf.extend_from_slice(body.as_bytes());
-        self.stream.get_mut().write_all(&self.buf).await?;
-        let mut status = 0u16;
-        let mut length = 0usize;
-        let mut first = true;
-        loop {
-            self.line.clear();
-            if self.stream.read_line(&mut self.line).await? == 0 {
-                bail!("connection closed");
-            }
-            let l = self.line.trim_end();
-            if first {
-                status = l
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                first = false;
-            } else if l.is_empty() {
-                break;
-            } else if let Some((k, v)) = l.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut out = vec![0u8; length];
-        self.stream.read_exact(&mut out).await?;
-        Ok((status, out))
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 /// Sends requests from `conns` connections back to back for `secs` seconds; `request(i)` gives

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_credits;
+mod bench_load;
 pub mod catalog;
 pub mod common;
 pub mod events;
