@@ -10,7 +10,7 @@ use deadpool_postgres::{GenericClient, Pool, Transaction};
 use rust_decimal::Decimal;
 use tokio_postgres::Row;
 
-use super::is_retryable;
+use super::{is_retryable, Failure};
 use crate::credits::{expire_entry_id, plan};
 use crate::{
     AuditRecord, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome,
@@ -93,23 +93,6 @@ pub(crate) async fn apply(pool: &Pool, req: CreditRequest) -> Result<CreditOutco
             Err(Failure::Pg(e)) => return Err(e.into()),
             Err(Failure::Store(e)) => return Err(e),
         }
-    }
-}
-
-enum Failure {
-    Pg(tokio_postgres::Error),
-    Store(StoreError),
-}
-
-impl From<tokio_postgres::Error> for Failure {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Failure::Pg(e)
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        Failure::Store(e)
     }
 }
 

@@ -7,7 +7,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use super::is_retryable;
+use super::{is_retryable, Failure};
 use crate::rollup::RollupDelta;
 use crate::{IngestOutcome, NewEvent, Result, StoreError, UsageRollup};
 
@@ -40,29 +40,6 @@ pub(crate) async fn ingest(pool: &Pool, events: Vec<NewEvent>) -> Result<IngestO
             Err(Failure::Pg(e)) => return Err(e.into()),
             Err(Failure::Store(e)) => return Err(e),
         }
-    }
-}
-
-enum Failure {
-    Pg(tokio_postgres::Error),
-    Store(StoreError),
-}
-
-impl From<tokio_postgres::Error> for Failure {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Failure::Pg(e)
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        Failure::Store(e)
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for Failure {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        Failure::Store(e.into())
     }
 }
 

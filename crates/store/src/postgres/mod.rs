@@ -60,6 +60,31 @@ pub(crate) fn is_retryable(e: &tokio_postgres::Error) -> bool {
     })
 }
 
+/// Why one attempt of a retried transaction failed: a PostgreSQL error (retried when
+/// [`is_retryable`]) or a store error (returned as is).
+pub(crate) enum Failure {
+    Pg(tokio_postgres::Error),
+    Store(crate::StoreError),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Pg(e)
+    }
+}
+
+impl From<crate::StoreError> for Failure {
+    fn from(e: crate::StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Failure {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Failure::Store(e.into())
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> Backend {
