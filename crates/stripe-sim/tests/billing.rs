@@ -498,15 +498,7 @@ async fn portal_cancels_at_period_end_switches_prices_and_period_end_cancels() {
         )
         .await;
     let url = ps["url"].as_str().unwrap().to_string();
-    let html = env
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = env.html(&url).await;
     assert!(
         html.contains("Switch to Premium")
             && html.contains("Cancel subscription")
@@ -1015,26 +1007,8 @@ async fn tiered_volume_and_package_prices() {
     let env = start().await;
     let prod = env.post("/v1/products", &[("name", "Storage")]).await;
     let pid = prod["id"].as_str().unwrap();
-    let gb = env
-        .post(
-            "/v1/billing/meters",
-            &[
-                ("display_name", "GB"),
-                ("event_name", "gb"),
-                ("default_aggregation[formula]", "sum"),
-            ],
-        )
-        .await;
-    let calls = env
-        .post(
-            "/v1/billing/meters",
-            &[
-                ("display_name", "Calls"),
-                ("event_name", "calls"),
-                ("default_aggregation[formula]", "sum"),
-            ],
-        )
-        .await;
+    let gb = env.sum_meter("GB", "gb").await;
+    let calls = env.sum_meter("Calls", "calls").await;
     let graduated = env
         .post(
             "/v1/prices",

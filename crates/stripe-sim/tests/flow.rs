@@ -38,16 +38,7 @@ async fn checkout_renewal_with_usage_then_failed_payments() {
             ],
         )
         .await;
-    let meter = env
-        .post(
-            "/v1/billing/meters",
-            &[
-                ("display_name", "API calls"),
-                ("event_name", "api_call"),
-                ("default_aggregation[formula]", "sum"),
-            ],
-        )
-        .await;
+    let meter = env.sum_meter("API calls", "api_call").await;
     let metered = env
         .post(
             "/v1/prices",
@@ -95,15 +86,7 @@ async fn checkout_renewal_with_usage_then_failed_payments() {
     assert_eq!(sess["status"], "open");
     assert_eq!(sess["amount_total"], 2000);
     let url = sess["url"].as_str().unwrap().to_string();
-    let page = env
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = env.html(&url).await;
     assert!(
         page.contains("Subscribe") && page.contains("$20.00"),
         "{page}"
@@ -293,15 +276,7 @@ async fn checkout_renewal_with_usage_then_failed_payments() {
         )
         .await;
     let purl = ps["url"].as_str().unwrap().to_string();
-    let html = env
-        .http
-        .get(&purl)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = env.html(&purl).await;
     assert!(html.contains("visa •••• 4242"), "{html}");
     let r = env
         .http
@@ -315,15 +290,7 @@ async fn checkout_renewal_with_usage_then_failed_payments() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 303);
-    let html = env
-        .http
-        .get(&purl)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = env.html(&purl).await;
     assert!(html.contains("visa •••• 0341"), "{html}");
 
     let mar1 = 1_772_323_200; // 2026-03-01

@@ -48,16 +48,7 @@ fn fixture(name: &str) -> Value {
 #[tokio::test]
 async fn events_match_real_envelopes_and_objects() {
     let env = start().await;
-    let meter = env
-        .post(
-            "/v1/billing/meters",
-            &[
-                ("display_name", "Calls"),
-                ("event_name", "calls"),
-                ("default_aggregation[formula]", "sum"),
-            ],
-        )
-        .await;
+    let meter = env.sum_meter("Calls", "calls").await;
     let price = env
         .post(
             "/v1/prices",

@@ -101,29 +101,16 @@ impl Env {
         v
     }
 
-    /// Types of the events of one object family, oldest first, from `GET /v1/events`.
+    /// Types of every event, oldest first, from `GET /v1/events`.
     pub async fn event_types(&self) -> Vec<String> {
-        let mut all = vec![];
-        let mut after: Option<String> = None;
-        loop {
-            let mut path = "/v1/events?limit=100".to_string();
-            if let Some(a) = &after {
-                path.push_str(&format!("&starting_after={a}"));
-            }
-            let page = self.get(&path).await;
-            let data = page["data"].as_array().unwrap().clone();
-            after = data.last().map(|e| e["id"].as_str().unwrap().to_string());
-            all.extend(data);
-            if !page["has_more"].as_bool().unwrap() {
-                break;
-            }
-        }
-        all.reverse();
-        all.iter()
+        self.events()
+            .await
+            .iter()
             .map(|e| e["type"].as_str().unwrap().to_string())
             .collect()
     }
 
+    /// Every event, oldest first, paging through `GET /v1/events`.
     pub async fn events(&self) -> Vec<Value> {
         let mut all = vec![];
         let mut after: Option<String> = None;
@@ -142,6 +129,31 @@ impl Env {
         }
         all.reverse();
         all
+    }
+
+    /// Creates a billing meter that sums its events' values.
+    pub async fn sum_meter(&self, display_name: &str, event_name: &str) -> Value {
+        self.post(
+            "/v1/billing/meters",
+            &[
+                ("display_name", display_name),
+                ("event_name", event_name),
+                ("default_aggregation[formula]", "sum"),
+            ],
+        )
+        .await
+    }
+
+    /// GETs a hosted page (checkout, portal) without credentials; returns its body.
+    pub async fn html(&self, url: &str) -> String {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn clock(&self, t: i64) -> String {
