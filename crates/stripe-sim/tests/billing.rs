@@ -3,7 +3,6 @@
 
 mod common;
 use common::*;
-use reqwest::Method;
 use serde_json::Value;
 
 const APR1: i64 = JAN1 + 90 * DAY;
@@ -399,15 +398,13 @@ async fn coupons_and_promotion_codes() {
     assert_eq!(env.get("/v1/coupons/ONCE10").await["times_redeemed"], 1);
     assert_eq!(env.get("/v1/coupons/ONCE10").await["valid"], false);
     let (st, v) = env
-        .req(
-            Method::POST,
+        .try_post(
             "/v1/subscriptions",
             &[
                 ("customer", &cid),
                 ("items[0][price]", &basic),
                 ("discounts[0][coupon]", "ONCE10"),
             ],
-            None,
         )
         .await;
     assert_eq!(
@@ -424,15 +421,13 @@ async fn coupons_and_promotion_codes() {
         )
         .await;
     let (st, _) = env
-        .req(
-            Method::POST,
+        .try_post(
             "/v1/subscriptions",
             &[
                 ("customer", &cid),
                 ("items[0][price]", &basic),
                 ("discounts[0][coupon]", expired["id"].as_str().unwrap()),
             ],
-            None,
         )
         .await;
     assert_eq!(st, 400);
@@ -659,8 +654,7 @@ async fn checkout_declines_and_failing_cards() {
 
     // Off-session top-up with a card that attaches but fails later.
     let (st, e) = env
-        .req(
-            Method::POST,
+        .try_post(
             "/v1/payment_intents",
             &[
                 ("amount", "2500"),
@@ -673,7 +667,6 @@ async fn checkout_declines_and_failing_cards() {
                 ("off_session", "true"),
                 ("confirm", "true"),
             ],
-            None,
         )
         .await;
     assert_eq!(st, 402);
@@ -746,12 +739,7 @@ async fn payment_intents_and_refunds() {
         (Some(5000), Some(true))
     );
     let (st, v) = env
-        .req(
-            Method::POST,
-            "/v1/refunds",
-            &[("charge", ch["id"].as_str().unwrap())],
-            None,
-        )
+        .try_post("/v1/refunds", &[("charge", ch["id"].as_str().unwrap())])
         .await;
     assert_eq!(
         (st, v["error"]["code"].as_str()),
@@ -850,15 +838,13 @@ async fn error_if_incomplete_refuses_and_leaves_no_subscription() {
         .await;
     let cid = c["id"].as_str().unwrap();
     let (st, e) = env
-        .req(
-            Method::POST,
+        .try_post(
             "/v1/subscriptions",
             &[
                 ("customer", cid),
                 ("items[0][price]", &basic),
                 ("payment_behavior", "error_if_incomplete"),
             ],
-            None,
         )
         .await;
     assert_eq!(
@@ -1068,8 +1054,7 @@ async fn tiered_volume_and_package_prices() {
         )
         .await;
     let (st, _) = env
-        .req(
-            Method::POST,
+        .try_post(
             "/v1/prices",
             &[
                 ("product", pid),
@@ -1079,7 +1064,6 @@ async fn tiered_volume_and_package_prices() {
                 ("tiers[0][up_to]", "10"),
                 ("tiers[0][unit_amount]", "5"),
             ],
-            None,
         )
         .await;
     assert_eq!(st, 400, "the last tier must be up_to=inf");
@@ -1175,11 +1159,9 @@ async fn default_incomplete_waits_for_the_payment_intent_to_be_confirmed() {
         .unwrap()
         .starts_with(pi["id"].as_str().unwrap()));
     let (st, e) = env
-        .req(
-            Method::POST,
+        .try_post(
             &format!("/v1/payment_intents/{}/confirm", pi["id"].as_str().unwrap()),
             &[("payment_method", "pm_card_chargeDeclined")],
-            None,
         )
         .await;
     assert_eq!(

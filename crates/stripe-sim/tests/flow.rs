@@ -161,8 +161,7 @@ async fn checkout_renewal_with_usage_then_failed_payments() {
         .await;
     }
     let (st, dup) = env
-        .req(
-            reqwest::Method::POST,
+        .try_post(
             "/v1/billing/meter_events",
             &[
                 ("event_name", "api_call"),
@@ -170,7 +169,6 @@ async fn checkout_renewal_with_usage_then_failed_payments() {
                 ("payload[value]", "999"),
                 ("identifier", "a"),
             ],
-            None,
         )
         .await;
     assert_eq!(st, 400, "{dup}");
@@ -197,8 +195,7 @@ async fn checkout_renewal_with_usage_then_failed_payments() {
     )
     .await;
     let (st, fut) = env
-        .req(
-            reqwest::Method::POST,
+        .try_post(
             "/v1/billing/meter_events",
             &[
                 ("event_name", "api_call"),
@@ -206,7 +203,6 @@ async fn checkout_renewal_with_usage_then_failed_payments() {
                 ("payload[value]", "1"),
                 ("timestamp", &(JAN1 + 10 * DAY + 301).to_string()),
             ],
-            None,
         )
         .await;
     assert_eq!(

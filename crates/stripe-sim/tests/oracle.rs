@@ -559,8 +559,7 @@ async fn every_response_deserializes_into_async_stripe_types() {
         .await,
     );
     let (st, err) = env
-        .req(
-            reqwest::Method::POST,
+        .try_post(
             "/v1/payment_intents",
             &[
                 ("amount", "5000"),
@@ -568,7 +567,6 @@ async fn every_response_deserializes_into_async_stripe_types() {
                 ("payment_method", "pm_card_chargeDeclinedInsufficientFunds"),
                 ("confirm", "true"),
             ],
-            None,
         )
         .await;
     assert_eq!(st, 402);
@@ -769,9 +767,7 @@ async fn every_response_deserializes_into_async_stripe_types() {
         &env.delete(&format!("/v1/customers/{}", other["id"].as_str().unwrap()))
             .await,
     );
-    let (st, missing) = env
-        .req(reqwest::Method::GET, "/v1/customers/cus_missing", &[], None)
-        .await;
+    let (st, missing) = env.try_get("/v1/customers/cus_missing").await;
     assert_eq!(st, 404);
     check::<stripe_shared::ApiErrors>("resource_missing", &missing["error"]);
     obj(

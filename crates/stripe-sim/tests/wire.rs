@@ -43,12 +43,10 @@ async fn authentication_and_error_shapes() {
         .unwrap()
         .starts_with("req_"));
 
-    let (st, v) = env.req(Method::GET, "/v1/nothing_here", &[], None).await;
+    let (st, v) = env.try_get("/v1/nothing_here").await;
     assert_eq!(st, 404);
     assert_eq!(v["error"]["type"], "invalid_request_error");
-    let (st, v) = env
-        .req(Method::GET, "/v1/customers/cus_nope", &[], None)
-        .await;
+    let (st, v) = env.try_get("/v1/customers/cus_nope").await;
     assert_eq!(
         (
             st,
@@ -59,34 +57,24 @@ async fn authentication_and_error_shapes() {
     );
     assert_eq!(v["error"]["message"], "No such customer: 'cus_nope'");
     let (st, v) = env
-        .req(
-            Method::POST,
+        .try_post(
             "/v1/subscriptions",
             &[("customer", "cus_nope"), ("items[0][price]", "price_x")],
-            None,
         )
         .await;
     assert_eq!((st, v["error"]["param"].as_str()), (404, Some("customer")));
     let (st, v) = env
-        .req(
-            Method::POST,
-            "/v1/customers",
-            &[("emial", "typo@example.com")],
-            None,
-        )
+        .try_post("/v1/customers", &[("emial", "typo@example.com")])
         .await;
     assert_eq!((st, v["error"]["param"].as_str()), (400, Some("emial")));
     assert_eq!(v["error"]["message"], "Received unknown parameter: emial");
-    let (st, v) = env
-        .req(Method::POST, "/v1/prices", &[("currency", "usd")], None)
-        .await;
+    let (st, v) = env.try_post("/v1/prices", &[("currency", "usd")]).await;
     assert_eq!(
         (st, v["error"]["code"].as_str()),
         (400, Some("parameter_missing"))
     );
     let (st, v) = env
-        .req(
-            Method::POST,
+        .try_post(
             "/v1/payment_intents",
             &[
                 ("amount", "2000"),
@@ -94,7 +82,6 @@ async fn authentication_and_error_shapes() {
                 ("payment_method", "pm_card_chargeDeclined"),
                 ("confirm", "true"),
             ],
-            None,
         )
         .await;
     assert_eq!(st, 402);
@@ -260,15 +247,10 @@ async fn pagination_expansion_and_search() {
     assert_eq!(sub["latest_invoice"]["object"], "invoice");
     assert_eq!(sub["items"]["data"][0]["price"]["product"]["name"], "Basic");
     let (st, v) = env
-        .req(
-            Method::GET,
-            &format!(
-                "/v1/subscriptions/{}?expand[]=nonsense",
-                sub["id"].as_str().unwrap()
-            ),
-            &[],
-            None,
-        )
+        .try_get(&format!(
+            "/v1/subscriptions/{}?expand[]=nonsense",
+            sub["id"].as_str().unwrap()
+        ))
         .await;
     assert_eq!((st, v["error"]["param"].as_str()), (400, Some("expand")));
     let subs = env
@@ -324,8 +306,7 @@ async fn prices_lookup_keys_and_transfer() {
         (Some("one_time"), true)
     );
     let (st, v) = env
-        .req(
-            Method::POST,
+        .try_post(
             "/v1/prices",
             &[
                 ("product", pid),
@@ -334,7 +315,6 @@ async fn prices_lookup_keys_and_transfer() {
                 ("recurring[interval]", "month"),
                 ("lookup_key", "team_monthly"),
             ],
-            None,
         )
         .await;
     assert_eq!(
@@ -372,8 +352,7 @@ async fn prices_lookup_keys_and_transfer() {
     want.sort();
     assert_eq!(got, want);
     let (st, v) = env
-        .req(
-            Method::POST,
+        .try_post(
             "/v1/prices",
             &[
                 ("product", pid),
@@ -382,7 +361,6 @@ async fn prices_lookup_keys_and_transfer() {
                 ("recurring[interval]", "month"),
                 ("recurring[usage_type]", "metered"),
             ],
-            None,
         )
         .await;
     assert_eq!(
@@ -390,8 +368,7 @@ async fn prices_lookup_keys_and_transfer() {
         (400, Some("recurring[meter]"))
     );
     let (st, v) = env
-        .req(
-            Method::POST,
+        .try_post(
             "/v1/prices",
             &[
                 ("product", pid),
@@ -400,7 +377,6 @@ async fn prices_lookup_keys_and_transfer() {
                 ("recurring[interval]", "month"),
                 ("recurring[aggregate_usage]", "sum"),
             ],
-            None,
         )
         .await;
     assert_eq!(st, 400, "{v}");
@@ -441,7 +417,7 @@ async fn request_faults_rate_limit_error_and_hang() {
     }
     env.post("/v1/customers", &[]).await;
     faults(json!({"path": "/v1/customers", "kind": "500"})).await;
-    let (st, v) = env.req(Method::GET, "/v1/customers", &[], None).await;
+    let (st, v) = env.try_get("/v1/customers").await;
     assert_eq!((st, v["error"]["type"].as_str()), (500, Some("api_error")));
     env.get("/v1/customers").await;
     faults(json!({"path": "/v1/customers", "kind": "timeout", "hang_ms": 600})).await;
@@ -539,15 +515,13 @@ async fn meter_event_rules_and_summaries() {
         )
         .await;
     let (st, _) = env
-        .req(
-            Method::POST,
+        .try_post(
             "/v1/billing/meters",
             &[
                 ("display_name", "Dup"),
                 ("event_name", "tokens"),
                 ("default_aggregation[formula]", "sum"),
             ],
-            None,
         )
         .await;
     assert_eq!(st, 400);
@@ -557,8 +531,7 @@ async fn meter_event_rules_and_summaries() {
     let post = |ts: i64, v: &str, id: &str| {
         let (env, cid, v, id) = (&env, cid.to_string(), v.to_string(), id.to_string());
         async move {
-            env.req(
-                Method::POST,
+            env.try_post(
                 "/v1/billing/meter_events",
                 &[
                     ("event_name", "tokens"),
@@ -567,7 +540,6 @@ async fn meter_event_rules_and_summaries() {
                     ("identifier", &id),
                     ("timestamp", &ts.to_string()),
                 ],
-                None,
             )
             .await
         }

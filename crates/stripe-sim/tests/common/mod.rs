@@ -83,14 +83,24 @@ impl Env {
         (status, v)
     }
 
+    /// POSTs without an idempotency key and without asserting success: (status, body).
+    pub async fn try_post(&self, path: &str, pairs: &[(&str, &str)]) -> (u16, Value) {
+        self.req(reqwest::Method::POST, path, pairs, None).await
+    }
+
     pub async fn post(&self, path: &str, pairs: &[(&str, &str)]) -> Value {
-        let (st, v) = self.req(reqwest::Method::POST, path, pairs, None).await;
+        let (st, v) = self.try_post(path, pairs).await;
         assert_eq!(st, 200, "POST {path} {pairs:?} -> {v}");
         v
     }
 
+    /// GETs without asserting success: (status, body).
+    pub async fn try_get(&self, path: &str) -> (u16, Value) {
+        self.req(reqwest::Method::GET, path, &[], None).await
+    }
+
     pub async fn get(&self, path: &str) -> Value {
-        let (st, v) = self.req(reqwest::Method::GET, path, &[], None).await;
+        let (st, v) = self.try_get(path).await;
         assert_eq!(st, 200, "GET {path} -> {v}");
         v
     }
