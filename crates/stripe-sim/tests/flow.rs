@@ -16,12 +16,7 @@ fn types_since(all: &[Value], from: usize) -> Vec<String> {
 async fn checkout_renewal_with_usage_then_failed_payments() {
     let env = start().await;
     let rx = Receiver::start(0).await;
-    let ep = env
-        .post(
-            "/v1/webhook_endpoints",
-            &[("url", &rx.url()), ("enabled_events[]", "*")],
-        )
-        .await;
+    let ep = env.webhook_endpoint(&rx, &["*"]).await;
     assert!(ep["secret"].as_str().unwrap().starts_with("whsec_"));
 
     let prod = env.post("/v1/products", &[("name", "Pro")]).await;

@@ -83,12 +83,7 @@ async fn every_response_deserializes_into_async_stripe_types() {
             .or_default() += 1;
     };
 
-    let we = env
-        .post(
-            "/v1/webhook_endpoints",
-            &[("url", &rx.url()), ("enabled_events[]", "*")],
-        )
-        .await;
+    let we = env.webhook_endpoint(&rx, &["*"]).await;
     obj("webhook endpoint", &we);
     obj(
         "webhook endpoint retrieve",

@@ -62,15 +62,14 @@ async fn deliveries_verify_with_the_official_python_sdk() {
     // The receiver refuses the first two deliveries: they must be retried, re-signed, and verify.
     let rx = Receiver::start(2).await;
     let ep = env
-        .post(
-            "/v1/webhook_endpoints",
+        .webhook_endpoint(
+            &rx,
             &[
-                ("url", &rx.url()),
-                ("enabled_events[]", "customer.created"),
-                ("enabled_events[]", "customer.updated"),
-                ("enabled_events[]", "checkout.session.completed"),
-                ("enabled_events[]", "invoice.paid"),
-                ("enabled_events[]", "customer.subscription.created"),
+                "customer.created",
+                "customer.updated",
+                "checkout.session.completed",
+                "invoice.paid",
+                "customer.subscription.created",
             ],
         )
         .await;

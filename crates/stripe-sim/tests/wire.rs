@@ -385,21 +385,9 @@ async fn prices_lookup_keys_and_transfer() {
 #[tokio::test]
 async fn request_faults_rate_limit_error_and_hang() {
     let env = start().await;
-    let faults = |body: Value| {
-        let http = env.http.clone();
-        let url = format!("{}/_sim/faults", env.base);
-        async move {
-            http.post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
     assert_eq!(
-        faults(json!({"path": "/v1/customers", "method": "POST", "kind": "429", "count": 2})).await,
+        env.fault(json!({"path": "/v1/customers", "method": "POST", "kind": "429", "count": 2}))
+            .await,
         200
     );
     for _ in 0..2 {
@@ -416,11 +404,13 @@ async fn request_faults_rate_limit_error_and_hang() {
         assert_eq!(v["error"]["code"], "rate_limit");
     }
     env.post("/v1/customers", &[]).await;
-    faults(json!({"path": "/v1/customers", "kind": "500"})).await;
+    env.fault(json!({"path": "/v1/customers", "kind": "500"}))
+        .await;
     let (st, v) = env.try_get("/v1/customers").await;
     assert_eq!((st, v["error"]["type"].as_str()), (500, Some("api_error")));
     env.get("/v1/customers").await;
-    faults(json!({"path": "/v1/customers", "kind": "timeout", "hang_ms": 600})).await;
+    env.fault(json!({"path": "/v1/customers", "kind": "timeout", "hang_ms": 600}))
+        .await;
     let t = Instant::now();
     let r = env
         .http
@@ -431,18 +421,14 @@ async fn request_faults_rate_limit_error_and_hang() {
         .await;
     assert!(r.is_err(), "the client times out");
     assert!(t.elapsed() < Duration::from_millis(500));
-    assert_eq!(faults(json!({"kind": "explode"})).await, 400);
+    assert_eq!(env.fault(json!({"kind": "explode"})).await, 400);
 }
 
 #[tokio::test]
 async fn webhooks_retry_with_backoff_and_faults_drop_duplicate_reorder() {
     let env = start().await;
     let rx = Receiver::start(3).await;
-    env.post(
-        "/v1/webhook_endpoints",
-        &[("url", &rx.url()), ("enabled_events[]", "customer.created")],
-    )
-    .await;
+    env.webhook_endpoint(&rx, &["customer.created"]).await;
     let c = env
         .post("/v1/customers", &[("email", "r@example.com")])
         .await;
@@ -462,18 +448,9 @@ async fn webhooks_retry_with_backoff_and_faults_drop_duplicate_reorder() {
     );
 
     let rx2 = Receiver::start(0).await;
-    env.post(
-        "/v1/webhook_endpoints",
-        &[("url", &rx2.url()), ("enabled_events[]", "product.created")],
-    )
-    .await;
+    env.webhook_endpoint(&rx2, &["product.created"]).await;
     for (kind, n) in [("drop", 1), ("duplicate", 1), ("reorder", 1)] {
-        env.http
-            .post(format!("{}/_sim/faults", env.base))
-            .json(&json!({"kind": kind, "count": n}))
-            .send()
-            .await
-            .unwrap();
+        env.fault(json!({"kind": kind, "count": n})).await;
     }
     let mut ids = vec![];
     for name in ["dropped", "twice", "late", "early"] {
@@ -593,14 +570,10 @@ async fn a_webhook_endpoint_can_be_registered_at_start() {
 #[tokio::test]
 async fn a_request_that_hangs_past_the_client_timeout_still_happens_once() {
     let env = start().await;
-    env.http
-        .post(format!("{}/_sim/faults", env.base))
-        .json(
-            &json!({"path": "/v1/customers", "method": "POST", "kind": "timeout", "hang_ms": 300}),
-        )
-        .send()
-        .await
-        .unwrap();
+    env.fault(
+        json!({"path": "/v1/customers", "method": "POST", "kind": "timeout", "hang_ms": 300}),
+    )
+    .await;
     let r = env
         .http
         .post(format!("{}/v1/customers", env.base))

@@ -141,6 +141,26 @@ impl Env {
         all
     }
 
+    /// Injects a fault through `POST /_sim/faults`; returns the HTTP status.
+    pub async fn fault(&self, body: Value) -> u16 {
+        self.http
+            .post(format!("{}/_sim/faults", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Registers a webhook endpoint delivering `events` (`"*"` for all) to `rx`.
+    pub async fn webhook_endpoint(&self, rx: &Receiver, events: &[&str]) -> Value {
+        let url = rx.url();
+        let mut pairs = vec![("url", url.as_str())];
+        pairs.extend(events.iter().map(|e| ("enabled_events[]", *e)));
+        self.post("/v1/webhook_endpoints", &pairs).await
+    }
+
     /// Creates a billing meter that sums its events' values.
     pub async fn sum_meter(&self, display_name: &str, event_name: &str) -> Value {
         self.post(
