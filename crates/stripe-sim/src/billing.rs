@@ -431,6 +431,50 @@ impl Sim {
             })
     }
 
+    /// A new payment intent with a fresh id, sequence number and client secret: awaiting a
+    /// payment method, nothing received, no description, metadata or invoice. Not stored yet:
+    /// the caller fills in the rest and hands it to [`Sim::add_payment_intent`].
+    pub(crate) fn draft_payment_intent(
+        &mut self,
+        amount: i64,
+        currency: &str,
+        customer: Option<String>,
+        now: i64,
+    ) -> PaymentIntent {
+        let id = new_id("pi");
+        let seq = self.w.next_seq();
+        PaymentIntent {
+            id: id.clone(),
+            seq,
+            created: now,
+            amount,
+            currency: currency.to_string(),
+            customer,
+            status: "requires_payment_method".into(),
+            payment_method: None,
+            description: None,
+            metadata: Meta::new(),
+            latest_charge: None,
+            last_payment_error: None,
+            invoice: None,
+            amount_received: 0,
+            canceled_at: None,
+            cancellation_reason: None,
+            setup_future_usage: None,
+            receipt_email: None,
+            client_secret: format!("{id}_secret_{}", crate::util::random_chars(24)),
+        }
+    }
+
+    /// Stores a new payment intent and emits `payment_intent.created`; returns its id.
+    pub(crate) fn add_payment_intent(&mut self, pi: PaymentIntent, now: i64) -> String {
+        let id = pi.id.clone();
+        self.w.payment_intents.insert(id.clone(), pi);
+        let v = self.r_payment_intent(&self.w.payment_intents[&id]);
+        self.emit("payment_intent.created", v, None, now);
+        id
+    }
+
     /// An unconfirmed payment intent for an invoice.
     fn new_invoice_intent(
         &mut self,
@@ -441,37 +485,16 @@ impl Sim {
         currency: &str,
         now: i64,
     ) -> String {
-        let id = new_id("pi");
-        let seq = self.w.next_seq();
-        let pi = PaymentIntent {
-            id: id.clone(),
-            seq,
-            created: now,
-            amount,
-            currency: currency.to_string(),
-            customer: Some(customer.to_string()),
-            status: if pm.is_some() {
-                "requires_confirmation".into()
-            } else {
-                "requires_payment_method".into()
-            },
-            payment_method: pm,
-            description: Some("Subscription creation".into()),
-            metadata: Meta::new(),
-            latest_charge: None,
-            last_payment_error: None,
-            invoice: Some(inv.to_string()),
-            amount_received: 0,
-            canceled_at: None,
-            cancellation_reason: None,
-            setup_future_usage: None,
-            receipt_email: None,
-            client_secret: format!("{id}_secret_{}", crate::util::random_chars(24)),
+        let mut pi = self.draft_payment_intent(amount, currency, Some(customer.to_string()), now);
+        pi.status = if pm.is_some() {
+            "requires_confirmation".into()
+        } else {
+            "requires_payment_method".into()
         };
-        self.w.payment_intents.insert(id.clone(), pi);
-        let v = self.r_payment_intent(&self.w.payment_intents[&id]);
-        self.emit("payment_intent.created", v, None, now);
-        id
+        pi.payment_method = pm;
+        pi.description = Some("Subscription creation".into());
+        pi.invoice = Some(inv.to_string());
+        self.add_payment_intent(pi, now)
     }
 
     /// One charge attempt on a payment intent (created if needed). Emits the payment intent and
@@ -492,33 +515,12 @@ impl Sim {
         let pi_id = match pi_id {
             Some(p) if self.w.payment_intents.contains_key(&p) => p,
             _ => {
-                let id = new_id("pi");
-                let seq = self.w.next_seq();
-                let pi = PaymentIntent {
-                    id: id.clone(),
-                    seq,
-                    created: now,
-                    amount,
-                    currency: currency.to_string(),
-                    customer: customer.map(str::to_string),
-                    status: "requires_payment_method".into(),
-                    payment_method: None,
-                    description: description.clone(),
-                    metadata,
-                    latest_charge: None,
-                    last_payment_error: None,
-                    invoice: invoice.map(str::to_string),
-                    amount_received: 0,
-                    canceled_at: None,
-                    cancellation_reason: None,
-                    setup_future_usage: None,
-                    receipt_email: None,
-                    client_secret: format!("{id}_secret_{}", crate::util::random_chars(24)),
-                };
-                self.w.payment_intents.insert(id.clone(), pi);
-                let v = self.r_payment_intent(&self.w.payment_intents[&id]);
-                self.emit("payment_intent.created", v, None, now);
-                id
+                let mut pi =
+                    self.draft_payment_intent(amount, currency, customer.map(str::to_string), now);
+                pi.description = description.clone();
+                pi.metadata = metadata;
+                pi.invoice = invoice.map(str::to_string);
+                self.add_payment_intent(pi, now)
             }
         };
         let card = pm.and_then(|p| self.w.payment_methods.get(p)).cloned();

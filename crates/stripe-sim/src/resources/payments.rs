@@ -2,8 +2,8 @@ use super::newest_first;
 use crate::error::ApiError;
 use crate::form::Params;
 use crate::sim::{paginate, Sim};
-use crate::state::{CardBehavior, Meta, PaymentIntent, PaymentMethod, Refund};
-use crate::util::{new_id, random_chars, wall_now};
+use crate::state::{CardBehavior, Meta, PaymentMethod, Refund};
+use crate::util::{new_id, wall_now};
 use serde_json::Value;
 
 /// Stripe's test card numbers, by behaviour.
@@ -273,35 +273,12 @@ fn new_pi(
     p: &Params,
     now: i64,
 ) -> Result<String, ApiError> {
-    let id = new_id("pi");
-    let seq = s.w.next_seq();
-    s.w.payment_intents.insert(
-        id.clone(),
-        PaymentIntent {
-            id: id.clone(),
-            seq,
-            created: now,
-            amount,
-            currency: currency.to_string(),
-            customer,
-            status: "requires_payment_method".into(),
-            payment_method: None,
-            description: p.str("description")?,
-            metadata: p.metadata()?,
-            latest_charge: None,
-            last_payment_error: None,
-            invoice: None,
-            amount_received: 0,
-            canceled_at: None,
-            cancellation_reason: None,
-            setup_future_usage: p.str("setup_future_usage")?,
-            receipt_email: p.str("receipt_email")?,
-            client_secret: format!("{id}_secret_{}", random_chars(24)),
-        },
-    );
-    let v = s.r_payment_intent(&s.w.payment_intents[&id]);
-    s.emit("payment_intent.created", v, None, now);
-    Ok(id)
+    let mut pi = s.draft_payment_intent(amount, currency, customer, now);
+    pi.description = p.str("description")?;
+    pi.metadata = p.metadata()?;
+    pi.setup_future_usage = p.str("setup_future_usage")?;
+    pi.receipt_email = p.str("receipt_email")?;
+    Ok(s.add_payment_intent(pi, now))
 }
 
 pub fn create_pi(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
