@@ -5,6 +5,7 @@ use crate::billing::currency_symbol;
 use crate::form::{parse, Params};
 use crate::resources::checkout::{complete, CardForm};
 use crate::sim::{Shared, Sim};
+use crate::state::Price;
 use crate::util::ymd;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -45,6 +46,23 @@ fn page(title: &str, body: &str) -> String {
     format!("<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body><p class=\"muted\">Stripe simulator · test mode</p>{body}</body></html>", esc(title))
 }
 
+/// 404 with a "No such {what}" page.
+fn not_found(what: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html(page("Not found", &format!("<h1>No such {what}</h1>"))),
+    )
+        .into_response()
+}
+
+/// The name of a price's product; empty if the product is gone.
+fn product_name(s: &Sim, p: &Price) -> String {
+    s.w.products
+        .get(&p.product)
+        .map(|x| x.name.clone())
+        .unwrap_or_default()
+}
+
 fn redirect(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
 }
@@ -56,11 +74,7 @@ fn checkout_html(s: &Sim, id: &str, error: Option<&str>) -> Option<String> {
         let Some(p) = s.w.prices.get(&l.price) else {
             continue;
         };
-        let name =
-            s.w.products
-                .get(&p.product)
-                .map(|x| x.name.clone())
-                .unwrap_or_default();
+        let name = product_name(s, p);
         let per = p
             .recurring
             .as_ref()
@@ -143,11 +157,7 @@ pub async fn checkout_get(State(shared): State<Shared>, Path(id): Path<String>) 
     crate::resources::checkout::expire_if_due(&mut s, &id);
     match checkout_html(&s, &id, None) {
         Some(h) => Html(h).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            Html(page("Not found", "<h1>No such checkout session</h1>")),
-        )
-            .into_response(),
+        None => not_found("checkout session"),
     }
 }
 
@@ -187,11 +197,7 @@ pub async fn checkout_post(
         Ok(url) => redirect(&url),
         Err(msg) => match checkout_html(&s, &id, Some(&msg)) {
             Some(h) => (StatusCode::PAYMENT_REQUIRED, Html(h)).into_response(),
-            None => (
-                StatusCode::NOT_FOUND,
-                Html(page("Not found", "<h1>No such checkout session</h1>")),
-            )
-                .into_response(),
+            None => not_found("checkout session"),
         },
     }
 }
@@ -227,11 +233,7 @@ fn portal_html(s: &Sim, id: &str, notice: Option<&str>) -> Option<String> {
             let Some(p) = s.w.prices.get(&it.price) else {
                 continue;
             };
-            let name =
-                s.w.products
-                    .get(&p.product)
-                    .map(|x| x.name.clone())
-                    .unwrap_or_default();
+            let name = product_name(s, p);
             let amt = if p.unit_amount.is_whole() {
                 money(p.unit_amount.round(), &p.currency)
             } else {
@@ -264,11 +266,7 @@ fn portal_html(s: &Sim, id: &str, notice: Option<&str>) -> Option<String> {
                     let Some(p) = s.w.prices.get(pr) else {
                         continue;
                     };
-                    let name =
-                        s.w.products
-                            .get(&p.product)
-                            .map(|x| x.name.clone())
-                            .unwrap_or_default();
+                    let name = product_name(s, p);
                     let per = p
                         .recurring
                         .as_ref()
@@ -331,11 +329,7 @@ pub async fn portal_get(State(shared): State<Shared>, Path(id): Path<String>) ->
     };
     match portal_html(&s, &id, None) {
         Some(h) => Html(h).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            Html(page("Not found", "<h1>No such portal session</h1>")),
-        )
-            .into_response(),
+        None => not_found("portal session"),
     }
 }
 
@@ -465,11 +459,7 @@ pub async fn portal_post(
         Ok(()) => redirect(&format!("/p/session/{id}")),
         Err(msg) => match portal_html(&s, &id, Some(&msg)) {
             Some(h) => (StatusCode::BAD_REQUEST, Html(h)).into_response(),
-            None => (
-                StatusCode::NOT_FOUND,
-                Html(page("Not found", "<h1>No such portal session</h1>")),
-            )
-                .into_response(),
+            None => not_found("portal session"),
         },
     }
 }
@@ -480,11 +470,7 @@ pub async fn invoice_get(State(shared): State<Shared>, Path(id): Path<String>) -
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let Some(i) = s.w.invoices.get(&id) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Html(page("Not found", "<h1>No such invoice</h1>")),
-        )
-            .into_response();
+        return not_found("invoice");
     };
     let mut rows = String::new();
     for l in &i.lines {
