@@ -280,15 +280,7 @@ pub fn create(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
         &discounts,
         now,
     );
-    let pm = match p.str("default_payment_method")? {
-        Some(x) => Some(crate::resources::payments::resolve_pm(
-            s,
-            &x,
-            "default_payment_method",
-            now,
-        )?),
-        None => None,
-    };
+    let pm = crate::resources::payments::param_pm(s, p, "default_payment_method", now)?;
     let collection = p
         .str("collection_method")?
         .unwrap_or_else(|| "charge_automatically".into());
@@ -445,15 +437,7 @@ pub fn pay(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
         s.pay_out_of_band(id, now);
         return Ok(s.r_invoice(&s.w.invoices[id], false));
     }
-    let pm = match p.str("payment_method")? {
-        Some(x) => Some(crate::resources::payments::resolve_pm(
-            s,
-            &x,
-            "payment_method",
-            now,
-        )?),
-        None => None,
-    };
+    let pm = crate::resources::payments::param_pm(s, p, "payment_method", now)?;
     s.pay_invoice(id, now, pm, false)?;
     Ok(s.r_invoice(&s.w.invoices[id], false))
 }

@@ -143,6 +143,19 @@ pub fn resolve_pm(s: &mut Sim, id: &str, param: &str, now: i64) -> Result<String
     }
 }
 
+/// The payment method named by the optional parameter `param`, resolved like [`resolve_pm`].
+pub fn param_pm(
+    s: &mut Sim,
+    p: &Params,
+    param: &str,
+    now: i64,
+) -> Result<Option<String>, ApiError> {
+    match p.str(param)? {
+        Some(x) => Ok(Some(resolve_pm(s, &x, param, now)?)),
+        None => Ok(None),
+    }
+}
+
 /// Attaches a payment method to a customer. Cards that always decline fail here, as in Stripe.
 pub fn attach(
     s: &mut Sim,
@@ -323,10 +336,7 @@ pub fn create_pi(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
         s.customer(c, "customer")?;
     }
     let now = s.now_for(customer.as_deref());
-    let pm = match p.str("payment_method")? {
-        Some(x) => Some(resolve_pm(s, &x, "payment_method", now)?),
-        None => None,
-    };
+    let pm = param_pm(s, p, "payment_method", now)?;
     if let (Some(pm), Some(c)) = (&pm, &customer) {
         let owner = s.w.payment_methods[pm].customer.clone();
         if owner.as_ref().is_some_and(|o| o != c) {
@@ -404,10 +414,7 @@ pub fn confirm_pi(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> 
         ));
     }
     let now = s.now_for(pi.customer.as_deref());
-    let pm = match p.str("payment_method")? {
-        Some(x) => Some(resolve_pm(s, &x, "payment_method", now)?),
-        None => None,
-    };
+    let pm = param_pm(s, p, "payment_method", now)?;
     confirm(s, id, pm, now)
 }
 
@@ -427,10 +434,7 @@ pub fn update_pi(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
             .ok_or_else(|| ApiError::no_such("payment_intent", id, "intent"))?
             .clone();
     let now = s.now_for(pi.customer.as_deref());
-    let pm = match p.str("payment_method")? {
-        Some(x) => Some(resolve_pm(s, &x, "payment_method", now)?),
-        None => None,
-    };
+    let pm = param_pm(s, p, "payment_method", now)?;
     let Some(x) = s.w.payment_intents.get_mut(id) else {
         return Err(ApiError::no_such("payment_intent", id, "intent"));
     };

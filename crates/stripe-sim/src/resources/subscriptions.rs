@@ -99,15 +99,7 @@ pub fn create(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
             None => None,
         },
     };
-    let pm = match p.str("default_payment_method")? {
-        Some(x) => Some(crate::resources::payments::resolve_pm(
-            s,
-            &x,
-            "default_payment_method",
-            now,
-        )?),
-        None => None,
-    };
+    let pm = crate::resources::payments::param_pm(s, p, "default_payment_method", now)?;
     let behavior = p
         .str("payment_behavior")?
         .unwrap_or_else(|| "allow_incomplete".into());
