@@ -78,6 +78,37 @@ impl Sim {
         }
     }
 
+    /// A subscription item's line for [start, end): `quantity` of its price.
+    fn sub_item_line(
+        sub: &Subscription,
+        it: &SubItem,
+        p: &Price,
+        quantity: Dec,
+        description: String,
+        start: i64,
+        end: i64,
+    ) -> Line {
+        Line {
+            id: new_id("il"),
+            amount: p.amount_for(quantity),
+            currency: p.currency.clone(),
+            description: Some(description),
+            period_start: start,
+            period_end: end,
+            proration: false,
+            quantity,
+            unit_amount: p.unit_amount,
+            price: Some(p.id.clone()),
+            product: Some(p.product.clone()),
+            invoice_item: None,
+            subscription: Some(sub.id.clone()),
+            subscription_item: Some(it.id.clone()),
+            discountable: true,
+            discount_amounts: vec![],
+            metadata: it.metadata.clone(),
+        }
+    }
+
     /// A licensed subscription line for one period.
     fn licensed_line(
         &self,
@@ -88,29 +119,20 @@ impl Sim {
     ) -> Option<Line> {
         let p = self.w.prices.get(&it.price)?;
         let q = it.quantity.unwrap_or(1);
-        Some(Line {
-            id: new_id("il"),
-            amount: p.amount_for(Dec::from_int(q)),
-            currency: p.currency.clone(),
-            description: Some(format!(
-                "{q} × {} ({})",
-                self.product_name(&p.id),
-                self.price_label(p)
-            )),
-            period_start: start,
-            period_end: end,
-            proration: false,
-            quantity: Dec::from_int(q),
-            unit_amount: p.unit_amount,
-            price: Some(p.id.clone()),
-            product: Some(p.product.clone()),
-            invoice_item: None,
-            subscription: Some(sub.id.clone()),
-            subscription_item: Some(it.id.clone()),
-            discountable: true,
-            discount_amounts: vec![],
-            metadata: it.metadata.clone(),
-        })
+        let description = format!(
+            "{q} × {} ({})",
+            self.product_name(&p.id),
+            self.price_label(p)
+        );
+        Some(Self::sub_item_line(
+            sub,
+            it,
+            p,
+            Dec::from_int(q),
+            description,
+            start,
+            end,
+        ))
     }
 
     /// Aggregated meter usage of a customer over [start, end).
@@ -141,30 +163,13 @@ impl Sim {
         let p = self.w.prices.get(&it.price)?;
         let meter = p.recurring.as_ref()?.meter.clone()?;
         let q = self.usage(&meter, &sub.customer, start, end);
-        Some(Line {
-            id: new_id("il"),
-            amount: p.amount_for(q),
-            currency: p.currency.clone(),
-            description: Some(format!(
-                "{} (usage {} – {})",
-                self.product_name(&p.id),
-                ymd(start),
-                ymd(end)
-            )),
-            period_start: start,
-            period_end: end,
-            proration: false,
-            quantity: q,
-            unit_amount: p.unit_amount,
-            price: Some(p.id.clone()),
-            product: Some(p.product.clone()),
-            invoice_item: None,
-            subscription: Some(sub.id.clone()),
-            subscription_item: Some(it.id.clone()),
-            discountable: true,
-            discount_amounts: vec![],
-            metadata: it.metadata.clone(),
-        })
+        let description = format!(
+            "{} (usage {} – {})",
+            self.product_name(&p.id),
+            ymd(start),
+            ymd(end)
+        );
+        Some(Self::sub_item_line(sub, it, p, q, description, start, end))
     }
 
     fn item_line(&self, ii: &InvoiceItem) -> Line {
