@@ -179,15 +179,7 @@ pub fn update(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
             ));
         }
     }
-    let proration = p
-        .str("proration_behavior")?
-        .unwrap_or_else(|| "create_prorations".into());
-    if !["create_prorations", "always_invoice", "none"].contains(&proration.as_str()) {
-        return Err(ApiError::invalid(
-            "Invalid proration_behavior: must be one of always_invoice, create_prorations, or none",
-            Some("proration_behavior".into()),
-        ));
-    }
+    let proration = proration_of(p)?;
     let proration_time = p.i64("proration_date")?.unwrap_or(now);
     let mut changes = vec![];
     for it in p.list("items")?.iter() {
