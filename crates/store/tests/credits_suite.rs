@@ -15,6 +15,7 @@ suite!(
     expiring_grants_are_consumed_first_and_expired_credits_written_off,
     a_short_balance_changes_nothing,
     idempotency_keys_replay_or_conflict,
+    idempotency_keys_survive_reopening,
     consumption_by_metric_records_the_event_in_the_same_transaction,
     concurrent_debits_never_overdraw,
     notifications_are_queued_once,
@@ -182,6 +183,70 @@ async fn idempotency_keys_replay_or_conflict(ctx: Ctx) {
     let acct = s.credit_account("c1", 10, None).await.unwrap();
     assert_eq!(acct.entries.len(), 1);
     assert_eq!(acct.balance(t0()), dec!(10));
+}
+
+async fn idempotency_keys_survive_reopening(ctx: Ctx) {
+    customer(&*ctx.store, "c1").await;
+    customer(&*ctx.store, "c2").await;
+    let grant = applied(
+        ctx.store
+            .credit_apply(req("g", EntryKind::Grant, dec!(10), t0()))
+            .await
+            .unwrap(),
+    );
+    let used = applied(
+        ctx.store
+            .credit_apply(req("u", EntryKind::Consume, dec!(-4), t0()))
+            .await
+            .unwrap(),
+    );
+    // Refused for a short balance: the key stays free, across the restart too.
+    let short = ctx
+        .store
+        .credit_apply(req("x", EntryKind::Consume, dec!(-7), t0()))
+        .await
+        .unwrap();
+    assert!(matches!(short, CreditOutcome::Insufficient { .. }));
+    ctx.store.close().await;
+    drop(ctx.store);
+    let s = tally_store::connect(&ctx.url).await.unwrap();
+    for (first, id, amount) in [(&grant, "g", dec!(10)), (&used, "u", dec!(-4))] {
+        let kind = if amount > Decimal::ZERO {
+            EntryKind::Grant
+        } else {
+            EntryKind::Consume
+        };
+        let mut again = req(id, kind, amount, t0());
+        again.entry_id = format!("{id}-retry");
+        assert_eq!(
+            s.credit_apply(again).await.unwrap(),
+            CreditOutcome::Replayed(first.clone())
+        );
+        let mut different = req(id, kind, amount * dec!(2), t0());
+        different.entry_id = format!("{id}-other");
+        assert_eq!(
+            s.credit_apply(different).await.unwrap(),
+            CreditOutcome::IdempotencyConflict
+        );
+    }
+    // The same key for another customer is another request.
+    let mut other = req("g", EntryKind::Grant, dec!(10), t0());
+    other.customer_id = "c2".into();
+    other.entry_id = "g-c2".into();
+    applied(s.credit_apply(other).await.unwrap());
+    applied(
+        s.credit_apply(req("g2", EntryKind::Grant, dec!(1), t0()))
+            .await
+            .unwrap(),
+    );
+    let e = applied(
+        s.credit_apply(req("x", EntryKind::Consume, dec!(-7), t0()))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(e.balance_after, dec!(0));
+    let acct = s.credit_account("c1", 10, None).await.unwrap();
+    assert_eq!(acct.entries.len(), 4);
 }
 
 async fn consumption_by_metric_records_the_event_in_the_same_transaction(ctx: Ctx) {

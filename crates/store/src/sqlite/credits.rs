@@ -87,8 +87,8 @@ fn insert_entry(
 ) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO credit_entries (id, customer_id, kind, amount, balance_after, expires_at,
-            reason, idempotency_key, actor, metric, quantity, event_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            reason, idempotency_key, actor, metric, quantity, event_id, created_at, fingerprint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         id,
@@ -127,21 +127,52 @@ fn insert_entry(
         } else {
             None
         },
-        to_ms(req.now)
+        to_ms(req.now),
+        if main && req.idempotency_key.is_some() {
+            Some(req.fingerprint.as_str())
+        } else {
+            None
+        }
     ])?;
     Ok(())
 }
 
 /// Runs on the writer thread, inside the group transaction (its own savepoint).
+///
+/// Idempotency keys are found through the writer's in-memory index (`credit_keys`), which points
+/// at the ledger entry that first used the key; the key is added only once the whole job
+/// succeeded (and forgotten again if the group's commit fails), so a failed or insufficient
+/// request does not use it up.
 pub(crate) fn apply(w: &mut Writer, mut req: CreditRequest) -> Result<CreditOutcome> {
-    let outcome = apply_ledger(&w.conn, &req)?;
-    if let (CreditOutcome::Applied(_), Some(ev)) = (&outcome, req.event.take()) {
-        super::events::ingest(w, vec![ev])?;
+    if !w.can_ingest {
+        return Err(StoreError::Invalid(
+            "this store was opened for administration and cannot change credits".into(),
+        ));
+    }
+    let hash = req
+        .idempotency_key
+        .as_deref()
+        .map(|k| w.dedup.key(&req.customer_id, k));
+    let seen = hash.and_then(|h| w.credit_keys.get(&h).copied());
+    let outcome = apply_ledger(&w.conn, &req, seen)?;
+    if let CreditOutcome::Applied(entry) = &outcome {
+        if let Some(ev) = req.event.take() {
+            super::events::ingest(w, vec![ev])?;
+        }
+        if let Some(h) = hash {
+            w.credit_keys.insert(h, entry.seq);
+            w.group_credit_keys.push(h);
+        }
     }
     Ok(outcome)
 }
 
-fn apply_ledger(conn: &Connection, req: &CreditRequest) -> Result<CreditOutcome> {
+/// `seen`: the `seq` of the entry that first used the request's idempotency key, if any.
+fn apply_ledger(
+    conn: &Connection,
+    req: &CreditRequest,
+    seen: Option<i64>,
+) -> Result<CreditOutcome> {
     let exists: bool = conn
         .prepare_cached("SELECT EXISTS(SELECT 1 FROM customers WHERE id = ?1)")?
         .query_row([&req.customer_id], |r| r.get(0))?;
@@ -151,22 +182,25 @@ fn apply_ledger(conn: &Connection, req: &CreditRequest) -> Result<CreditOutcome>
             req.customer_id
         )));
     }
-    if let Some(key) = &req.idempotency_key {
-        let seen: Option<(String, String)> = conn
-            .prepare_cached(
-                "SELECT fingerprint, entry_id FROM credit_idempotency
-                 WHERE customer_id = ?1 AND key = ?2",
-            )?
-            .query_row(params![req.customer_id, key], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+    if let Some(seq) = seen {
+        let sql = format!("SELECT {ENTRY_COLS}, fingerprint FROM credit_entries WHERE seq = ?1");
+        let (entry, fingerprint) = conn
+            .prepare_cached(&sql)?
+            .query_row([seq], |r| {
+                Ok((entry_row(r)?, r.get::<_, Option<String>>(14)?))
             })
-            .optional()?;
-        if let Some((fingerprint, entry_id)) = seen {
-            if fingerprint != req.fingerprint {
-                return Ok(CreditOutcome::IdempotencyConflict);
-            }
-            return Ok(CreditOutcome::Replayed(entry_by_id(conn, &entry_id)?));
+            .optional()?
+            .ok_or_else(|| StoreError::Database(format!("credit entry #{seq} is missing")))?;
+        // The index holds hashes: check that the entry really is this customer's and key's.
+        if entry.customer_id != req.customer_id || entry.idempotency_key != req.idempotency_key {
+            return Err(StoreError::Database(format!(
+                "credit idempotency index points at entry #{seq} of another key"
+            )));
         }
+        if fingerprint.as_deref() != Some(req.fingerprint.as_str()) {
+            return Ok(CreditOutcome::IdempotencyConflict);
+        }
+        return Ok(CreditOutcome::Replayed(entry));
     }
     let buckets = open_buckets(conn, &req.customer_id)?;
     let p = match plan(&buckets, req)? {
@@ -190,9 +224,17 @@ fn apply_ledger(conn: &Connection, req: &CreditRequest) -> Result<CreditOutcome>
         )?;
         set_bucket.execute(params![bucket, "0", 0])?;
     }
+    // A draw that leaves credits in the bucket does not name `open` (the bucket was open): so
+    // SQLite leaves the `credit_buckets_open` index alone instead of rewriting its entry.
+    let mut draw =
+        conn.prepare_cached("UPDATE credit_buckets SET remaining = ?2 WHERE entry_id = ?1")?;
     for (bucket, remaining) in &p.draws {
-        let open = i64::from(*remaining > Decimal::ZERO);
-        set_bucket.execute(params![bucket, remaining.normalize().to_string(), open])?;
+        let remaining_text = remaining.normalize().to_string();
+        if *remaining > Decimal::ZERO {
+            draw.execute(params![bucket, remaining_text])?;
+        } else {
+            set_bucket.execute(params![bucket, remaining_text, 0])?;
+        }
     }
     insert_entry(
         conn,
@@ -215,19 +257,6 @@ fn apply_ledger(conn: &Connection, req: &CreditRequest) -> Result<CreditOutcome>
             req.amount.normalize().to_string(),
             to_ms(req.now),
             req.expires_at.map(to_ms)
-        ])?;
-    }
-    if let Some(key) = &req.idempotency_key {
-        conn.prepare_cached(
-            "INSERT INTO credit_idempotency (customer_id, key, fingerprint, entry_id, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![
-            req.customer_id,
-            key,
-            req.fingerprint,
-            req.entry_id,
-            to_ms(req.now)
         ])?;
     }
     if req.audit {

@@ -21,6 +21,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "credits",
         include_str!("../../migrations/sqlite/0003_credits.sql"),
     ),
+    (
+        4,
+        "credit_keys",
+        include_str!("../../migrations/sqlite/0004_credit_keys.sql"),
+    ),
 ];
 
 /// The schema version the code expects.
@@ -55,4 +60,57 @@ pub(crate) fn run(conn: &mut Connection) -> Result<()> {
         tx.commit().map_err(fail)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::{run, MIGRATIONS};
+    use crate::sqlite::writer::Writer;
+
+    /// Keys stored by schema 3 (`credit_idempotency`) are carried into the ledger and found again
+    /// by the writer's index.
+    #[test]
+    fn credit_keys_move_into_the_ledger() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (
+                version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        for (version, name, sql) in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                rusqlite::params![version, name],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO customers (id, billing_anchor, created_at, updated_at) VALUES ('c1', 0, 0, 0);
+             INSERT INTO credit_entries (id, customer_id, kind, amount, balance_after,
+                idempotency_key, created_at) VALUES ('ce_1', 'c1', 'grant', '10', '10', 'k1', 0);
+             INSERT INTO credit_entries (id, customer_id, kind, amount, balance_after, created_at)
+                VALUES ('ce_2', 'c1', 'expire', '-10', '0', 0);
+             INSERT INTO credit_idempotency VALUES ('c1', 'k1', 'fp1', 'ce_1', 0);",
+        )
+        .unwrap();
+        run(&mut conn).unwrap();
+        let fps: Vec<(String, Option<String>)> = conn
+            .prepare("SELECT id, fingerprint FROM credit_entries ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            fps,
+            vec![("ce_1".into(), Some("fp1".into())), ("ce_2".into(), None)]
+        );
+        let w = Writer::new(conn, true).unwrap();
+        let k = w.dedup.key("c1", "k1");
+        assert_eq!(w.credit_keys.get(&k), Some(&1));
+        assert_eq!(w.credit_keys.len(), 1);
+    }
 }

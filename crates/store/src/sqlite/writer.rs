@@ -2,7 +2,7 @@
 //! commits once, then answers every job.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -147,6 +147,11 @@ pub(crate) struct Writer {
     pub dedup: Dedup,
     /// Dedup keys added by jobs of the open transaction, forgotten again if the commit fails.
     pub group_added: Vec<u128>,
+    /// Keyed hash of `(customer, idempotency key)` → `seq` of the ledger entry that first used the
+    /// key: authoritative for the same reason as `dedup` (only ingesting stores apply credits).
+    pub credit_keys: HashMap<u128, i64, BuildHasherDefault<PassThrough>>,
+    /// Credit keys added by jobs of the open transaction, forgotten again if the commit fails.
+    pub group_credit_keys: Vec<u128>,
     /// Rollup deltas of the open transaction's ingest jobs, written once per group (before the
     /// commit, or before a job that reads rollups).
     pub pending_rollups: BTreeMap<RollupKey, RollupDelta>,
@@ -171,11 +176,27 @@ impl Writer {
                 dedup.insert(k);
             }
         }
+        let mut credit_keys = HashMap::default();
+        if ingest {
+            let mut stmt = conn.prepare(
+                "SELECT seq, customer_id, idempotency_key FROM credit_entries
+                 WHERE idempotency_key IS NOT NULL",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let seq: i64 = row.get(0)?;
+                let c: String = row.get(1)?;
+                let k: String = row.get(2)?;
+                credit_keys.insert(dedup.key(&c, &k), seq);
+            }
+        }
         Ok(Writer {
             conn,
             can_ingest: ingest,
             dedup,
             group_added: Vec::new(),
+            credit_keys,
+            group_credit_keys: Vec::new(),
             pending_rollups: BTreeMap::new(),
             usage_cache: None,
             touched: Vec::new(),
@@ -228,6 +249,7 @@ impl Writer {
 
     fn run_group(&mut self, jobs: &mut [Box<dyn WriteJob>]) -> std::result::Result<(), String> {
         self.group_added.clear();
+        self.group_credit_keys.clear();
         self.exec("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
         let mut failed: Option<String> = None;
         for job in jobs.iter_mut() {
@@ -267,6 +289,9 @@ impl Writer {
             let _ = self.conn.execute_batch("ROLLBACK");
             for k in std::mem::take(&mut self.group_added) {
                 self.dedup.remove(k);
+            }
+            for k in std::mem::take(&mut self.group_credit_keys) {
+                self.credit_keys.remove(&k);
             }
         }
         outcome
