@@ -74,6 +74,7 @@ pub struct CheckResult {
     pub allowed: bool,
     /// feature_enabled, feature_disabled, feature_not_in_plan, unlimited, within_limit,
     /// limit_exceeded, soft_limit_exceeded (allowed; the excess is billed as overage),
+    /// overage (no limit; allowed, usage beyond the included quantity is billed),
     /// insufficient_credits, no_subscription.
     pub reason: String,
     #[schema(value_type = Option<String>)]
@@ -86,7 +87,8 @@ pub struct CheckResult {
     pub percent: Option<Decimal>,
     /// ok, warning or at_limit.
     pub level: String,
-    /// Whether usage beyond the limit is billed as overage (soft limits).
+    /// Whether usage after the request goes beyond the included quantity into a billed overage
+    /// charge (a soft limit, or no limit at all).
     pub overage: bool,
     /// Credits the request costs, when the metric is paid with credits.
     #[schema(value_type = Option<String>)]
