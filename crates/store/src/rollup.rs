@@ -19,15 +19,25 @@ pub(crate) struct RollupDelta {
 
 impl RollupDelta {
     pub fn add_event(&mut self, e: &NewEvent) -> Result<(), StoreError> {
+        self.add(&e.metric, e.value, e.timestamp)
+    }
+
+    /// Adds one event of `metric` with `value` at `at`.
+    pub fn add(
+        &mut self,
+        metric: &str,
+        value: Decimal,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.sum = self
             .sum
-            .checked_add(e.value)
-            .ok_or_else(|| StoreError::Invalid(format!("usage of {} overflows", e.metric)))?;
+            .checked_add(value)
+            .ok_or_else(|| StoreError::Invalid(format!("usage of {metric} overflows")))?;
         self.count += 1;
-        self.max = Some(self.max.map_or(e.value, |m| m.max(e.value)));
+        self.max = Some(self.max.map_or(value, |m| m.max(value)));
         // Ties go to the later ingested event.
-        if self.latest.is_none_or(|(at, _)| e.timestamp >= at) {
-            self.latest = Some((e.timestamp, e.value));
+        if self.latest.is_none_or(|(t, _)| at >= t) {
+            self.latest = Some((at, value));
         }
         Ok(())
     }

@@ -157,7 +157,8 @@ pub(crate) fn apply(w: &mut Writer, mut req: CreditRequest) -> Result<CreditOutc
     let outcome = apply_ledger(&w.conn, &req, seen)?;
     if let CreditOutcome::Applied(entry) = &outcome {
         if let Some(ev) = req.event.take() {
-            super::events::ingest(w, vec![ev])?;
+            let batch = super::events::prepare(&w.dedup.hasher, vec![ev])?;
+            super::events::ingest(w, batch)?;
         }
         if let Some(h) = hash {
             w.credit_keys.insert(h, entry.seq);

@@ -7,24 +7,84 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
 
-use super::writer::Writer;
+use super::writer::{KeyHasher, Writer};
 use crate::rollup::RollupDelta;
 use crate::time::{from_ms, to_ms};
 use crate::{IngestOutcome, NewEvent, Result, StoreError, UsageRollup};
 
-pub(crate) fn ingest(w: &mut Writer, events: Vec<NewEvent>) -> Result<IngestOutcome> {
+/// An event ready for the writer: everything that needs no database (its dedup key, the text of
+/// its value and properties, its times in ms) is computed by the caller, off the writer thread.
+pub(crate) struct PreparedEvent {
+    key: u128,
+    customer_id: String,
+    event_id: String,
+    metric: String,
+    value: Decimal,
+    value_text: String,
+    timestamp: DateTime<Utc>,
+    ts_ms: i64,
+    properties: Option<String>,
+    usage_ps: i64,
+    unique_key: Option<String>,
+}
+
+/// `(customer, metric, usage period start)`: a rollup row before its billed period is known.
+type UsageKey = (String, String, i64);
+
+/// A batch prepared by [`prepare`].
+pub(crate) struct PreparedBatch {
+    events: Vec<PreparedEvent>,
+    /// What the whole batch adds to each rollup when none of its events is a duplicate (the
+    /// usual case; otherwise the writer sums the new events again).
+    deltas: Vec<(UsageKey, RollupDelta)>,
+}
+
+/// Hashes, formats and sums a batch (on the caller's thread).
+pub(crate) fn prepare(hasher: &KeyHasher, events: Vec<NewEvent>) -> Result<PreparedBatch> {
+    let mut sums: HashMap<(&str, &str, i64), RollupDelta> = HashMap::new();
+    for e in &events {
+        sums.entry((&e.customer_id, &e.metric, to_ms(e.period_start)))
+            .or_default()
+            .add(&e.metric, e.value, e.timestamp)?;
+    }
+    let deltas = sums
+        .into_iter()
+        .map(|((c, m, ps), d)| ((c.to_owned(), m.to_owned(), ps), d))
+        .collect();
+    let events = events
+        .into_iter()
+        .map(|e| PreparedEvent {
+            key: hasher.key(&e.customer_id, &e.event_id),
+            value_text: e.value.to_string(),
+            ts_ms: to_ms(e.timestamp),
+            properties: e.properties.as_ref().map(|p| p.to_string()),
+            usage_ps: to_ms(e.period_start),
+            customer_id: e.customer_id,
+            event_id: e.event_id,
+            metric: e.metric,
+            value: e.value,
+            timestamp: e.timestamp,
+            unique_key: e.unique_key,
+        })
+        .collect();
+    Ok(PreparedBatch { events, deltas })
+}
+
+/// Stores a batch inside the writer's transaction: new events are appended, duplicates counted,
+/// and what the new events add to each rollup is merged into the group's pending rollups.
+pub(crate) fn ingest(w: &mut Writer, batch: PreparedBatch) -> Result<IngestOutcome> {
     if !w.can_ingest {
         return Err(StoreError::Invalid(
             "this store was opened for administration and cannot ingest events".into(),
         ));
     }
+    let PreparedBatch { events, deltas } = batch;
     let total = events.len();
-    let mut added = Vec::with_capacity(events.len());
-    let mut fresh = Vec::with_capacity(events.len());
+    let mut added = Vec::with_capacity(total);
+    let mut fresh = Vec::with_capacity(total);
     for e in events {
-        let k = w.dedup.key(&e.customer_id, &e.event_id);
-        if w.dedup.insert(k) {
-            added.push(k);
+        if w.dedup.insert(e.key) {
+            added.push(e.key);
             fresh.push(e);
         }
     }
@@ -32,22 +92,19 @@ pub(crate) fn ingest(w: &mut Writer, events: Vec<NewEvent>) -> Result<IngestOutc
         accepted: fresh.len() as u64,
         duplicates: (total - fresh.len()) as u64,
     };
-    // Merged into the group's pending rollups only if every step succeeded, so a failed job
-    // leaves no trace (its rows are rolled back with its savepoint).
-    let merged = apply(&w.conn, &fresh).and_then(|deltas| {
-        deltas
-            .into_iter()
-            .map(|(key, delta)| {
-                let mut row = w.pending_rollups.get(&key).cloned().unwrap_or_default();
-                row.merge(&delta)?;
-                Ok((key, row))
-            })
-            .collect::<Result<Vec<_>>>()
-    });
+    // Added to the writer's rollups only if every step succeeded, so a failed job leaves no trace
+    // (its rows are rolled back with its savepoint).
+    let deltas = if fresh.len() == total {
+        Ok(deltas)
+    } else {
+        sum_again(&fresh)
+    };
+    let merged = deltas
+        .and_then(|deltas| apply(w, &fresh, deltas))
+        .and_then(|deltas| w.rollups.add(&w.conn, deltas));
     match merged {
-        Ok(rows) => {
+        Ok(()) => {
             w.group_added.extend(added);
-            w.pending_rollups.extend(rows);
             Ok(outcome)
         }
         Err(e) => {
@@ -59,132 +116,113 @@ pub(crate) fn ingest(w: &mut Writer, events: Vec<NewEvent>) -> Result<IngestOutc
     }
 }
 
+/// Like [`prepare`]'s deltas, over the new events of a batch that held duplicates.
+fn sum_again(events: &[PreparedEvent]) -> Result<Vec<(UsageKey, RollupDelta)>> {
+    let mut deltas: BTreeMap<UsageKey, RollupDelta> = BTreeMap::new();
+    for e in events {
+        deltas
+            .entry((e.customer_id.clone(), e.metric.clone(), e.usage_ps))
+            .or_default()
+            .add(&e.metric, e.value, e.timestamp)?;
+    }
+    Ok(deltas.into_iter().collect())
+}
+
 /// (customer, billed period start, metric, usage period start).
 pub(crate) type RollupKey = (String, i64, String, i64);
 
-/// Appends the events and returns what they add to each rollup.
-fn apply(conn: &Connection, events: &[NewEvent]) -> Result<BTreeMap<RollupKey, RollupDelta>> {
-    let mut deltas: BTreeMap<RollupKey, RollupDelta> = BTreeMap::new();
+/// The customer's `billed_through` (ms), from the writer's cache or the database.
+fn billed_through(w: &mut Writer, customer_id: &str) -> Result<Option<i64>> {
+    if let Some(bt) = w.billed_through.get(customer_id) {
+        return Ok(*bt);
+    }
+    let bt: Option<i64> = w
+        .conn
+        .prepare_cached("SELECT billed_through FROM customers WHERE id = ?1")?
+        .query_row([customer_id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::Invalid(format!("no customer {customer_id:?}")))?;
+    w.billed_through.insert(customer_id.to_owned(), bt);
+    Ok(bt)
+}
+
+/// Usage of an invoiced period is billed in the first period not yet invoiced.
+fn billed_period(billed_through: Option<i64>, usage_ps: i64) -> i64 {
+    match billed_through {
+        Some(b) if usage_ps < b => b,
+        _ => usage_ps,
+    }
+}
+
+/// Appends the new events and returns what they add to each rollup, by billed period.
+fn apply(
+    w: &mut Writer,
+    events: &[PreparedEvent],
+    deltas: Vec<(UsageKey, RollupDelta)>,
+) -> Result<Vec<(RollupKey, RollupDelta)>> {
     if events.is_empty() {
-        return Ok(deltas);
+        return Ok(Vec::new());
     }
     let now = to_ms(Utc::now());
-    let mut billed_through: HashMap<&str, Option<i64>> = HashMap::new();
-    let mut bt_stmt = conn.prepare_cached("SELECT billed_through FROM customers WHERE id = ?1")?;
-    let mut insert = conn.prepare_cached(
+    let mut out = Vec::with_capacity(deltas.len());
+    for ((customer, metric, usage_ps), delta) in deltas {
+        let billed_ps = billed_period(billed_through(w, &customer)?, usage_ps);
+        out.push(((customer, billed_ps, metric, usage_ps), delta));
+    }
+    let mut insert = w.conn.prepare_cached(
         "INSERT INTO events (customer_id, event_id, metric, value, ts, properties,
             usage_period_start, billed_period_start, ingested_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
-    let mut unique = conn.prepare_cached(
-        "INSERT OR IGNORE INTO usage_unique_values (customer_id, metric, usage_period_start, value)
-         VALUES (?1, ?2, ?3, ?4)",
-    )?;
     for e in events {
-        let bt = match billed_through.get(e.customer_id.as_str()) {
-            Some(bt) => *bt,
-            None => {
-                let bt: Option<i64> = bt_stmt
-                    .query_row([&e.customer_id], |r| r.get(0))
-                    .optional()?
-                    .ok_or_else(|| {
-                        StoreError::Invalid(format!("no customer {:?}", e.customer_id))
-                    })?;
-                billed_through.insert(&e.customer_id, bt);
-                bt
-            }
-        };
-        let usage_ps = to_ms(e.period_start);
-        // Usage of an invoiced period is billed in the first period not yet invoiced.
-        let billed_ps = match bt {
-            Some(b) if usage_ps < b => b,
-            _ => usage_ps,
-        };
-        let props = e.properties.as_ref().map(|p| p.to_string());
+        let billed_ps = billed_period(
+            w.billed_through.get(&e.customer_id).copied().flatten(),
+            e.usage_ps,
+        );
         insert.execute(params![
             e.customer_id,
             e.event_id,
             e.metric,
-            e.value.to_string(),
-            to_ms(e.timestamp),
-            props,
-            usage_ps,
+            e.value_text,
+            e.ts_ms,
+            e.properties,
+            e.usage_ps,
             billed_ps,
             now
         ])?;
-        let d = deltas
-            .entry((e.customer_id.clone(), billed_ps, e.metric.clone(), usage_ps))
-            .or_default();
-        d.add_event(e)?;
-        if let Some(u) = &e.unique_key {
-            if unique.execute(params![e.customer_id, e.metric, usage_ps, u])? == 1 {
-                d.unique_count += 1;
+    }
+    if events.iter().any(|e| e.unique_key.is_some()) {
+        // Distinct values cannot be counted again from the events: write the rollups now.
+        w.write_rollups_now = true;
+        let mut unique = w.conn.prepare_cached(
+            "INSERT OR IGNORE INTO usage_unique_values (customer_id, metric, usage_period_start, value)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let index: HashMap<(&str, &str, i64), usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, ((c, _, m, ps), _))| ((c.as_str(), m.as_str(), *ps), i))
+            .collect();
+        let mut counted = vec![0i64; out.len()];
+        for e in events {
+            let Some(u) = &e.unique_key else { continue };
+            if unique.execute(params![e.customer_id, e.metric, e.usage_ps, u])? == 1 {
+                if let Some(&i) =
+                    index.get(&(e.customer_id.as_str(), e.metric.as_str(), e.usage_ps))
+                {
+                    counted[i] += 1;
+                }
             }
         }
+        drop(index);
+        for (i, n) in counted.into_iter().enumerate() {
+            out[i].1.unique_count += n;
+        }
     }
-    Ok(deltas)
+    Ok(out)
 }
 
-/// Adds the pending rollup deltas of the group to the stored rollups (one read and one write per
-/// rollup row touched by the whole group).
-pub(crate) fn flush_rollups(
-    conn: &Connection,
-    pending: &mut BTreeMap<RollupKey, RollupDelta>,
-) -> Result<()> {
-    let deltas = std::mem::take(pending);
-    let mut read = conn.prepare_cached(
-        "SELECT sum, count, max, latest, latest_at, unique_count FROM usage_rollups
-         WHERE customer_id = ?1 AND billed_period_start = ?2 AND metric = ?3 AND usage_period_start = ?4",
-    )?;
-    let mut write = conn.prepare_cached(
-        "INSERT OR REPLACE INTO usage_rollups (customer_id, billed_period_start, metric,
-            usage_period_start, sum, count, max, latest, latest_at, unique_count)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?;
-    for ((customer, billed_ps, metric, usage_ps), delta) in deltas {
-        let stored = read
-            .query_row(params![customer, billed_ps, metric, usage_ps], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            })
-            .optional()?;
-        let mut row = match stored {
-            Some((sum, count, max, latest, latest_at, uniq)) => RollupDelta {
-                sum: dec(&sum)?,
-                count,
-                max: max.as_deref().map(dec).transpose()?,
-                latest: match (latest_at, latest) {
-                    (Some(at), Some(v)) => Some((from_ms(at), dec(&v)?)),
-                    _ => None,
-                },
-                unique_count: uniq,
-            },
-            None => RollupDelta::default(),
-        };
-        row.merge(&delta)?;
-        write.execute(params![
-            customer,
-            billed_ps,
-            metric,
-            usage_ps,
-            row.sum.to_string(),
-            row.count,
-            row.max.map(|m| m.to_string()),
-            row.latest.map(|(_, v)| v.to_string()),
-            row.latest.map(|(at, _)| to_ms(at)),
-            row.unique_count
-        ])?;
-    }
-    Ok(())
-}
-
-fn dec(s: &str) -> Result<Decimal> {
+pub(crate) fn dec(s: &str) -> Result<Decimal> {
     Decimal::from_str(s).map_err(|e| StoreError::Database(format!("bad decimal {s:?}: {e}")))
 }
 

@@ -26,6 +26,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "credit_keys",
         include_str!("../../migrations/sqlite/0004_credit_keys.sql"),
     ),
+    (
+        5,
+        "rollup_watermark",
+        include_str!("../../migrations/sqlite/0005_rollup_watermark.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

@@ -27,16 +27,19 @@
 //! (released by the OS if the process dies). Operator commands that do not ingest open the file with
 //! [`SqliteStore::open_admin`]: no lock, no dedup set, and [`Store::ingest`] refused.
 //!
-//! **Rollups once per group.** Each ingest job appends its events and computes what they add to
-//! each rollup row; the writer merges those deltas over the whole group and writes each touched
-//! rollup row once, just before the commit (or before a job that reads rollups, such as a period
-//! close), so the rollups are exact at every commit.
+//! **Rollups about once a second.** Each ingest job appends its events and adds what they add to
+//! each rollup row to the writer's in-memory rows; the changed rows are written to `usage_rollups`
+//! about once a second (and before a job that reads that table, such as a period close, when a
+//! group counted distinct values, and at shutdown), with a watermark: the last event they include.
+//! The events table is the log: when the store opens, the usage of every event after the watermark
+//! is added again, so a crash loses nothing (see `rollups`).
 //!
 //! **Readers** use their own connections from a small pool, on the blocking thread pool.
 //! Usage rollups read by a store that holds the ingest lock are also kept in memory (see
 //! `usage_cache`): the writer invalidates what each group changed after its commit and before
-//! answering it, so entitlement checks usually need no database read and still see every
-//! acknowledged event.
+//! answering it, and publishes there the rows it has not written yet, so entitlement checks
+//! usually need no database read and still see every acknowledged event. Another process (an
+//! operator command) reads `usage_rollups` as last written: at most about a second behind.
 //!
 //! **Checkpoints off the write path.** Automatic WAL checkpoints would run inside the writer's
 //! commits and stall every waiting request for the duration of a database-file fsync; instead a
@@ -49,6 +52,7 @@ mod events;
 mod invoices;
 mod leases;
 mod migrate;
+mod rollups;
 mod usage_cache;
 mod writer;
 
@@ -69,7 +73,7 @@ use crate::{
     AuditRecord, CreditAccount, CreditOutcome, CreditRequest, FlagOverride, UsageNotification,
 };
 pub use migrate::SCHEMA_VERSION;
-use usage_cache::UsageCache;
+use usage_cache::{Lookup, UsageCache};
 use writer::{FnJob, Writer};
 
 const MAX_IDLE_READERS: usize = 8;
@@ -85,6 +89,8 @@ pub struct SqliteStore {
     ingest_lock: Mutex<Option<std::fs::File>>,
     /// Rollups in memory; only while this process holds the ingest lock (see `usage_cache`).
     usage_cache: Option<Arc<UsageCache>>,
+    /// The writer's dedup hash, so that callers hash their events before queueing them.
+    hasher: Arc<writer::KeyHasher>,
 }
 
 /// Takes the exclusive ingest lock of the database at `path`.
@@ -223,6 +229,7 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Database(e.to_string()))??;
         let usage_cache = writer.usage_cache.clone();
+        let hasher = writer.dedup.hasher.clone();
         let (tx, rx) = mpsc::channel(4096);
         let thread = std::thread::Builder::new()
             .name("tally-sqlite-writer".into())
@@ -244,6 +251,7 @@ impl SqliteStore {
             ingest_lock: Mutex::new(ingest_lock),
             readers: Arc::new(Mutex::new(Vec::new())),
             usage_cache,
+            hasher,
         })
     }
 
@@ -253,11 +261,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
     {
-        self.submit(f, true).await
+        self.submit(f, false).await
     }
 
-    /// Queues a job for the writer; `touches_rollups` is false only for event ingest, whose
-    /// rollup deltas the writer applies once per group.
+    /// Queues a job for the writer; `reads_rollups`: the job reads `usage_rollups`, which the
+    /// writer then brings up to date first (it otherwise writes them about once a second).
     async fn submit<T, F>(&self, f: F, touches_rollups: bool) -> Result<T>
     where
         T: Send + 'static,
@@ -373,7 +381,8 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(IngestOutcome::default());
         }
-        self.submit(move |w| events::ingest(w, events), false).await
+        let batch = events::prepare(&self.hasher, events)?;
+        self.submit(move |w| events::ingest(w, batch), false).await
     }
 
     async fn usage(&self, customer_id: &str, billed: DateTime<Utc>) -> Result<Vec<UsageRollup>> {
@@ -382,12 +391,16 @@ impl Store for SqliteStore {
             return self.read(move |c| events::usage(c, &id, billed)).await;
         };
         let ms = billed.timestamp_millis();
-        let generation = match cache.get(customer_id, ms) {
-            Ok(rows) => return Ok(rows.as_ref().clone()),
-            Err(g) => g,
+        let (generation, unflushed) = match cache.get(customer_id, ms) {
+            Lookup::Hit(rows) => return Ok(rows.as_ref().clone()),
+            Lookup::Miss {
+                generation,
+                unflushed,
+            } => (generation, unflushed),
         };
         let id = customer_id.to_owned();
-        let rows = self.read(move |c| events::usage(c, &id, billed)).await?;
+        let stored = self.read(move |c| events::usage(c, &id, billed)).await?;
+        let rows = usage_cache::merge(stored, unflushed);
         cache.insert(
             customer_id.to_owned(),
             ms,
@@ -414,8 +427,16 @@ impl Store for SqliteStore {
         build: InvoiceBuilder,
     ) -> Result<Option<StoredInvoice>> {
         let id = customer_id.to_owned();
-        self.write(move |w| invoices::close_period(&w.conn, &id, period_start, period_end, build))
-            .await
+        self.submit(
+            move |w| {
+                let closed = invoices::close_period(&w.conn, &id, period_start, period_end, build);
+                // The close moves billed_through: read it again at the next ingest.
+                w.billed_through.remove(&id);
+                closed
+            },
+            true,
+        )
+        .await
     }
 
     async fn list_invoices(&self, customer_id: &str) -> Result<Vec<StoredInvoice>> {

@@ -2,16 +2,16 @@
 //! commits once, then answers every job.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::events::{flush_rollups, RollupKey};
+use super::rollups::{self, Rollups};
 use super::usage_cache::UsageCache;
-use crate::rollup::RollupDelta;
 use crate::{Result, StoreError};
 
 /// Most jobs committed together; bounds the latency of the first job of a group.
@@ -101,17 +101,16 @@ const DEDUP_SHARDS: usize = 256;
 
 type KeySet = HashSet<u128, BuildHasherDefault<PassThrough>>;
 
-/// The set of `(customer, event id)` keys of every stored event.
-pub(crate) struct Dedup {
-    shards: Vec<KeySet>,
+/// The keyed 128-bit hash of `(customer, id)` pairs; shared with the store so that callers hash
+/// their events before queueing them (off the writer thread).
+pub(crate) struct KeyHasher {
     k1: RandomState,
     k2: RandomState,
 }
 
-impl Dedup {
+impl KeyHasher {
     fn new() -> Self {
-        Dedup {
-            shards: (0..DEDUP_SHARDS).map(|_| KeySet::default()).collect(),
+        KeyHasher {
             k1: RandomState::new(),
             k2: RandomState::new(),
         }
@@ -123,6 +122,25 @@ impl Dedup {
         let a = self.k1.hash_one((customer, event_id));
         let b = self.k2.hash_one((customer, event_id));
         (u128::from(a) << 64) | u128::from(b)
+    }
+}
+
+/// The set of `(customer, event id)` keys of every stored event.
+pub(crate) struct Dedup {
+    shards: Vec<KeySet>,
+    pub hasher: Arc<KeyHasher>,
+}
+
+impl Dedup {
+    fn new() -> Self {
+        Dedup {
+            shards: (0..DEDUP_SHARDS).map(|_| KeySet::default()).collect(),
+            hasher: Arc::new(KeyHasher::new()),
+        }
+    }
+
+    pub fn key(&self, customer: &str, event_id: &str) -> u128 {
+        self.hasher.key(customer, event_id)
     }
 
     fn shard(&mut self, key: u128) -> &mut KeySet {
@@ -152,15 +170,31 @@ pub(crate) struct Writer {
     pub credit_keys: HashMap<u128, i64, BuildHasherDefault<PassThrough>>,
     /// Credit keys added by jobs of the open transaction, forgotten again if the commit fails.
     pub group_credit_keys: Vec<u128>,
-    /// Rollup deltas of the open transaction's ingest jobs, written once per group (before the
-    /// commit, or before a job that reads rollups).
-    pub pending_rollups: BTreeMap<RollupKey, RollupDelta>,
     /// The readers' cache of rollups; every `(customer, billed period)` whose rollups the group
-    /// wrote is invalidated after the commit and before any job of the group is answered.
+    /// changed is invalidated after the commit and before any job of the group is answered, and
+    /// the rows not yet written to `usage_rollups` are published there.
     pub usage_cache: Option<Arc<UsageCache>>,
-    /// `(customer, billed period start)` of the rollup rows written by the open transaction.
-    touched: Vec<(String, i64)>,
+    /// Each customer's `billed_through` (ms) as last read; only a period close changes it (and
+    /// forgets the entry), so ingest needs no customer read per batch.
+    pub billed_through: HashMap<String, Option<i64>, foldhash::fast::RandomState>,
+    /// Current value of the rollup rows (see `rollups`).
+    pub rollups: Rollups,
+    /// The open transaction must write every dirty rollup before it commits (it stored usage a
+    /// replay could not rebuild: distinct values of `unique_count` metrics).
+    pub write_rollups_now: bool,
+    /// When dirty rollups were last written.
+    last_write: Instant,
+    /// A commit failed: the in-memory rollups were dropped and must be rebuilt from the events.
+    needs_replay: bool,
+    /// The open transaction rebuilt the rollups from the events.
+    replayed: bool,
+    /// `PRAGMA data_version` at the last group: it changes when another connection commits (an
+    /// operator command), and then `billed_through` is read again.
+    data_version: i64,
 }
+
+/// How often changed rollups are written to `usage_rollups` under steady ingest (see `rollups`).
+const WRITE_ROLLUPS_EVERY: Duration = Duration::from_secs(1);
 
 impl Writer {
     /// `ingest`: whether this writer may ingest events (then the dedup set is loaded).
@@ -197,16 +231,56 @@ impl Writer {
             group_added: Vec::new(),
             credit_keys,
             group_credit_keys: Vec::new(),
-            pending_rollups: BTreeMap::new(),
             usage_cache: None,
-            touched: Vec::new(),
+            billed_through: HashMap::default(),
+            rollups: Rollups::default(),
+            write_rollups_now: false,
+            last_write: Instant::now(),
+            needs_replay: false,
+            replayed: false,
+            data_version: 0,
+        })
+        .and_then(|w| {
+            if ingest {
+                // Usage of events committed after the last rollup write (a crash) is added now.
+                w.exec("BEGIN IMMEDIATE")?;
+                match rollups::replay(&w.conn) {
+                    Ok(()) => w.exec("COMMIT")?,
+                    Err(e) => {
+                        let _ = w.conn.execute_batch("ROLLBACK");
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(w)
         })
     }
 
     pub fn run(mut self, mut rx: mpsc::Receiver<Box<dyn WriteJob>>) {
         let mut jobs: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_GROUP_JOBS);
-        while let Some(first) = rx.blocking_recv() {
-            jobs.push(first);
+        // A small runtime of this thread's own, only to wait for jobs with a timeout: dirty
+        // rollups are written within about a second even when ingest stops.
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "the SQLite writer cannot start");
+                return;
+            }
+        };
+        loop {
+            let wait = if self.rollups.dirty_len() == 0 && !self.needs_replay {
+                Duration::from_secs(3600)
+            } else {
+                WRITE_ROLLUPS_EVERY.saturating_sub(self.last_write.elapsed())
+            };
+            match rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+                Ok(Some(first)) => jobs.push(first),
+                Ok(None) => break,
+                Err(_) => {}
+            }
             while jobs.len() < MAX_GROUP_JOBS {
                 match rx.try_recv() {
                     Ok(j) => jobs.push(j),
@@ -214,32 +288,57 @@ impl Writer {
                 }
             }
             let commit = self.run_group(&mut jobs);
-            // Invalidate before answering: a read that starts after an acknowledged write never
-            // sees the rollups from before it.
-            if let Some(cache) = &self.usage_cache {
-                cache.invalidate(&mut self.touched);
-            }
-            self.touched.clear();
+            self.after_commit(commit.is_ok());
             for job in jobs.drain(..) {
                 job.finish(commit.clone());
             }
         }
+        // Shutting down: write what is still only in memory.
+        self.write_rollups_now = true;
+        let commit = self.run_group(&mut []);
+        self.after_commit(commit.is_ok());
+        if let Err(e) = commit {
+            tracing::warn!(error = %e, "rollups not written at shutdown; rebuilt from the events at the next start");
+        }
     }
 
-    /// Writes the pending rollup deltas, remembering which `(customer, billed period)` changed.
-    fn flush(&mut self) -> Result<()> {
-        if self.usage_cache.is_some() {
-            for (customer, billed, _, _) in self.pending_rollups.keys() {
-                if self
-                    .touched
-                    .last()
-                    .is_none_or(|(c, b)| c != customer || b != billed)
-                {
-                    self.touched.push((customer.clone(), *billed));
-                }
+    /// Publishes the group's rollup changes to the readers' cache, before any job is answered:
+    /// a read that starts after an acknowledged write never sees the rollups from before it.
+    fn after_commit(&mut self, committed: bool) {
+        let mut changes = self.rollups.take_changes(committed);
+        if let Some(cache) = &self.usage_cache {
+            if committed {
+                cache.publish(changes.unwritten, &changes.written, self.replayed);
             }
+            cache.invalidate(&mut changes.touched);
         }
-        flush_rollups(&self.conn, &mut self.pending_rollups)
+    }
+
+    /// Writes every dirty rollup row (see `rollups`).
+    fn write_dirty(&mut self) -> Result<()> {
+        self.rollups.write_dirty(&self.conn)?;
+        self.last_write = Instant::now();
+        Ok(())
+    }
+
+    /// Forgets every rollup in memory after a failed commit; the next group rebuilds them.
+    fn forget_rollups(&mut self) {
+        self.rollups.forget();
+        self.billed_through.clear();
+        self.needs_replay = true;
+    }
+
+    /// Reads `billed_through` again when another connection committed since the last group.
+    fn check_data_version(&mut self) -> rusqlite::Result<()> {
+        let v: i64 = self
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        if v != self.data_version {
+            self.data_version = v;
+            self.billed_through.clear();
+        }
+        Ok(())
     }
 
     /// Runs a parameterless statement through the statement cache.
@@ -250,11 +349,21 @@ impl Writer {
     fn run_group(&mut self, jobs: &mut [Box<dyn WriteJob>]) -> std::result::Result<(), String> {
         self.group_added.clear();
         self.group_credit_keys.clear();
+        self.replayed = false;
         self.exec("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
-        let mut failed: Option<String> = None;
+        let mut failed: Option<String> = self.check_data_version().err().map(|e| e.to_string());
+        if failed.is_none() && self.needs_replay {
+            match rollups::replay(&self.conn) {
+                Ok(()) => self.replayed = true,
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
         for job in jobs.iter_mut() {
-            if job.touches_rollups() && !self.pending_rollups.is_empty() {
-                if let Err(e) = self.flush() {
+            if failed.is_some() {
+                break;
+            }
+            if job.touches_rollups() {
+                if let Err(e) = self.write_dirty() {
                     failed = Some(e.to_string());
                     break;
                 }
@@ -272,26 +381,34 @@ impl Writer {
             };
             if let Err(e) = end {
                 failed = Some(e.to_string());
-                break;
             }
         }
         if failed.is_none() {
-            if let Err(e) = self.flush() {
-                failed = Some(e.to_string());
+            let due = self.write_rollups_now
+                || self.rollups.dirty_len() >= rollups::MAX_DIRTY
+                || self.last_write.elapsed() >= WRITE_ROLLUPS_EVERY;
+            if due {
+                if let Err(e) = self.write_dirty() {
+                    failed = Some(e.to_string());
+                }
             }
         }
+        self.write_rollups_now = false;
         let outcome = match failed {
             Some(m) => Err(m),
             None => self.exec("COMMIT").map_err(|e| e.to_string()),
         };
-        if outcome.is_err() {
-            self.pending_rollups.clear();
-            let _ = self.conn.execute_batch("ROLLBACK");
-            for k in std::mem::take(&mut self.group_added) {
-                self.dedup.remove(k);
-            }
-            for k in std::mem::take(&mut self.group_credit_keys) {
-                self.credit_keys.remove(&k);
+        match &outcome {
+            Ok(()) => self.needs_replay = false,
+            Err(_) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.forget_rollups();
+                for k in std::mem::take(&mut self.group_added) {
+                    self.dedup.remove(k);
+                }
+                for k in std::mem::take(&mut self.group_credit_keys) {
+                    self.credit_keys.remove(&k);
+                }
             }
         }
         outcome

@@ -1,6 +1,6 @@
 //! Shared by the store suites: opening a fresh store on each backend, the macro that runs every
 //! test once per backend, and the fixtures both suites use.
-#![allow(dead_code)] // each suite uses a different subset
+#![allow(dead_code, unused_macros)] // each suite uses a different subset
 
 use std::sync::Arc;
 
