@@ -38,18 +38,29 @@ impl PgStore {
     /// Connects to `url`, checks the connection and applies pending migrations (serialized across
     /// processes by an advisory lock).
     pub async fn connect(url: &str) -> Result<PgStore> {
-        let cfg = Config {
-            url: Some(url.to_owned()),
-            ..Config::default()
-        };
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1), NoTls)
-            .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        let pool = pool(url)?;
         let mut client = pool.get().await?;
         migrate::run(&mut client).await?;
         drop(client);
         Ok(PgStore { pool })
     }
+}
+
+fn pool(url: &str) -> Result<Pool> {
+    let cfg = Config {
+        url: Some(url.to_owned()),
+        ..Config::default()
+    };
+    cfg.create_pool(Some(Runtime::Tokio1), NoTls)
+        .map_err(|e| StoreError::InvalidUrl(e.to_string()))
+}
+
+/// Applies the migrations up to and including `version` only, without opening a store (tests of a
+/// later migration start from an older schema).
+pub(crate) async fn migrate_to(url: &str, version: i64) -> Result<()> {
+    let pool = pool(url)?;
+    let mut client = pool.get().await?;
+    migrate::run_to(&mut client, version).await
 }
 
 /// Whether a failed transaction may simply be retried.
