@@ -2,9 +2,12 @@
 //!
 //! Dedup is the unique constraint on `events (customer_id, event_id)` with
 //! `INSERT … ON CONFLICT DO NOTHING`: a concurrent identical batch waits for the first one's
-//! transaction and then inserts nothing. Rollups are upserted with SQL arithmetic on NUMERIC in the
-//! same transaction. Ingest holds `FOR SHARE` locks on the batch's customers and period close takes
-//! `FOR UPDATE`, so no event slips into a period between reading its usage and writing its invoice.
+//! transaction and then inserts nothing. `events` is partitioned by `HASH (customer_id)`, so that
+//! constraint (which contains the partition key) holds across partitions and every query of one
+//! customer reads one partition (migration 0004). Rollups are upserted with SQL arithmetic on
+//! NUMERIC in the same transaction. Ingest holds `FOR SHARE` locks on the batch's customers and
+//! period close takes `FOR UPDATE`, so no event slips into a period between reading its usage and
+//! writing its invoice.
 //! Rows are locked in key order to avoid deadlocks; a deadlock or serialization failure is retried.
 //! PostgreSQL flushes the WAL of concurrent commits together, so concurrent requests share fsyncs.
 
