@@ -35,6 +35,13 @@ pub async fn fresh_postgres_url() -> Option<String> {
     Some(with_database(&admin, &name))
 }
 
+/// Brings the PostgreSQL database at `url` to schema `version` (applying migrations up to and
+/// including it, no further), so a test can write rows under an older schema and then open the store
+/// to migrate them.
+pub async fn postgres_migrate_to(url: &str, version: i64) -> crate::Result<()> {
+    crate::postgres::migrate_to(url, version).await
+}
+
 /// Replaces the database name in a `postgres://…/db?params` URL.
 fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {

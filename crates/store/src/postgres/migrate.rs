@@ -20,6 +20,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "credits",
         include_str!("../../migrations/postgres/0003_credits.sql"),
     ),
+    (
+        4,
+        "events_partitioned",
+        include_str!("../../migrations/postgres/0004_events_partitioned.sql"),
+    ),
 ];
 
 /// The schema version the code expects.
@@ -29,7 +34,12 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 const MIGRATION_LOCK: i64 = 0x0074_616c_6c79;
 
 pub(crate) async fn run(client: &mut Client) -> Result<()> {
-    for (version, name, sql) in MIGRATIONS {
+    run_to(client, SCHEMA_VERSION).await
+}
+
+/// Applies the pending migrations up to and including `last` (tests start from older schemas).
+pub(crate) async fn run_to(client: &mut Client, last: i64) -> Result<()> {
+    for (version, name, sql) in MIGRATIONS.iter().take_while(|(v, _, _)| *v <= last) {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;

@@ -2,9 +2,12 @@
 //!
 //! Dedup is the unique constraint on `events (customer_id, event_id)` with
 //! `INSERT … ON CONFLICT DO NOTHING`: a concurrent identical batch waits for the first one's
-//! transaction and then inserts nothing. Rollups are upserted with SQL arithmetic on NUMERIC in the
-//! same transaction. Ingest holds `FOR SHARE` locks on the batch's customers and period close takes
-//! `FOR UPDATE`, so no event slips into a period between reading its usage and writing its invoice.
+//! transaction and then inserts nothing. `events` is partitioned by `HASH (customer_id)`, so that
+//! constraint (which contains the partition key) holds across partitions and every query of one
+//! customer reads one partition (migration 0004). Rollups are upserted with SQL arithmetic on
+//! NUMERIC in the same transaction. Ingest holds `FOR SHARE` locks on the batch's customers and
+//! period close takes `FOR UPDATE`, so no event slips into a period between reading its usage and
+//! writing its invoice.
 //! Rows are locked in key order to avoid deadlocks; a deadlock or serialization failure is retried.
 //! PostgreSQL flushes the WAL of concurrent commits together, so concurrent requests share fsyncs.
 
@@ -38,18 +41,29 @@ impl PgStore {
     /// Connects to `url`, checks the connection and applies pending migrations (serialized across
     /// processes by an advisory lock).
     pub async fn connect(url: &str) -> Result<PgStore> {
-        let cfg = Config {
-            url: Some(url.to_owned()),
-            ..Config::default()
-        };
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1), NoTls)
-            .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        let pool = pool(url)?;
         let mut client = pool.get().await?;
         migrate::run(&mut client).await?;
         drop(client);
         Ok(PgStore { pool })
     }
+}
+
+fn pool(url: &str) -> Result<Pool> {
+    let cfg = Config {
+        url: Some(url.to_owned()),
+        ..Config::default()
+    };
+    cfg.create_pool(Some(Runtime::Tokio1), NoTls)
+        .map_err(|e| StoreError::InvalidUrl(e.to_string()))
+}
+
+/// Applies the migrations up to and including `version` only, without opening a store (tests of a
+/// later migration start from an older schema).
+pub(crate) async fn migrate_to(url: &str, version: i64) -> Result<()> {
+    let pool = pool(url)?;
+    let mut client = pool.get().await?;
+    migrate::run_to(&mut client, version).await
 }
 
 /// Whether a failed transaction may simply be retried.
