@@ -101,7 +101,10 @@ pub(crate) fn ingest(w: &mut Writer, batch: PreparedBatch) -> Result<IngestOutco
     };
     let merged = deltas
         .and_then(|deltas| apply(w, &fresh, deltas))
-        .and_then(|deltas| w.rollups.add(&w.conn, deltas));
+        .and_then(|deltas| {
+            let mut rollups = w.rollups.lock().unwrap_or_else(|p| p.into_inner());
+            rollups.add(&w.conn, deltas)
+        });
     match merged {
         Ok(()) => {
             w.group_added.extend(added);

@@ -37,8 +37,8 @@
 //! **Readers** use their own connections from a small pool, on the blocking thread pool.
 //! Usage rollups read by a store that holds the ingest lock are also kept in memory (see
 //! `usage_cache`): the writer invalidates what each group changed after its commit and before
-//! answering it, and publishes there the rows it has not written yet, so entitlement checks
-//! usually need no database read and still see every acknowledged event. Another process (an
+//! answering it, and readers lay the committed rows it has not written yet over what they read,
+//! so entitlement checks usually need no database read and still see every acknowledged event. Another process (an
 //! operator command) reads `usage_rollups` as last written: at most about a second behind.
 //!
 //! **Checkpoints off the write path.** Automatic WAL checkpoints would run inside the writer's
@@ -91,6 +91,8 @@ pub struct SqliteStore {
     usage_cache: Option<Arc<UsageCache>>,
     /// The writer's dedup hash, so that callers hash their events before queueing them.
     hasher: Arc<writer::KeyHasher>,
+    /// The writer's rollup rows, for the committed usage it has not written yet.
+    rollups: Arc<Mutex<rollups::Rollups>>,
 }
 
 /// Takes the exclusive ingest lock of the database at `path`.
@@ -230,6 +232,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Database(e.to_string()))??;
         let usage_cache = writer.usage_cache.clone();
         let hasher = writer.dedup.hasher.clone();
+        let rollups = writer.rollups.clone();
         let (tx, rx) = mpsc::channel(4096);
         let thread = std::thread::Builder::new()
             .name("tally-sqlite-writer".into())
@@ -252,6 +255,7 @@ impl SqliteStore {
             readers: Arc::new(Mutex::new(Vec::new())),
             usage_cache,
             hasher,
+            rollups,
         })
     }
 
@@ -391,16 +395,19 @@ impl Store for SqliteStore {
             return self.read(move |c| events::usage(c, &id, billed)).await;
         };
         let ms = billed.timestamp_millis();
-        let (generation, unflushed) = match cache.get(customer_id, ms) {
+        let generation = match cache.get(customer_id, ms) {
             Lookup::Hit(rows) => return Ok(rows.as_ref().clone()),
-            Lookup::Miss {
-                generation,
-                unflushed,
-            } => (generation, unflushed),
+            Lookup::Miss(generation) => generation,
         };
+        // The writer's rows first, then the table (see `usage_cache`).
+        let unwritten = self
+            .rollups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwritten(customer_id, ms);
         let id = customer_id.to_owned();
         let stored = self.read(move |c| events::usage(c, &id, billed)).await?;
-        let rows = usage_cache::merge(stored, unflushed);
+        let rows = usage_cache::merge(stored, unwritten);
         cache.insert(
             customer_id.to_owned(),
             ms,

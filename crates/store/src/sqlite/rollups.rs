@@ -1,5 +1,5 @@
-//! The writer's view of `usage_rollups`: the current value of every rollup row it has touched,
-//! written to the table about once a second rather than at every commit.
+//! The current value of every rollup row the writer has touched, written to `usage_rollups`
+//! about once a second rather than at every commit.
 //!
 //! Writing each changed rollup row at every group commit costs a B-tree update per row, about a
 //! third of the writer's time under steady ingest over many customers. Instead the writer keeps
@@ -7,8 +7,10 @@
 //! usage includes) when a second has passed, when many are waiting, before a job that reads the
 //! table (a period close), when a group stored distinct values of a `unique_count` metric (those
 //! cannot be counted again from the events), and at shutdown. The events table is the log: after
-//! a crash, or a failed commit, the usage of every event after the watermark is added again
-//! ([`replay`]). Readers in the same process see the unwritten rows through the usage cache.
+//! a crash the usage of every event after the watermark is added again ([`replay`]).
+//!
+//! Readers of the same process take the committed rows not yet written from here (shared behind a
+//! mutex) before they read the table, and keep for each row whichever has more events.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,8 +31,11 @@ pub(crate) const MAX_DIRTY: usize = 50_000;
 
 struct Row {
     key: RollupKey,
+    /// The value including the open transaction.
     value: RollupDelta,
-    /// Changed since last written to `usage_rollups`.
+    /// The value as of the last commit, when `usage_rollups` does not hold it.
+    committed: Option<RollupDelta>,
+    /// `value` is not what `usage_rollups` holds.
     dirty: bool,
     /// Changed by the open transaction.
     changed: bool,
@@ -40,22 +45,12 @@ struct Row {
 #[derive(Default)]
 pub(crate) struct Rollups {
     index: HashMap<RollupKey, usize, Fast>,
+    by_customer: HashMap<String, Vec<usize>, Fast>,
     rows: Vec<Row>,
     dirty: Vec<usize>,
     changed: Vec<usize>,
-    /// Keys written to `usage_rollups` by the open transaction.
-    written: Vec<RollupKey>,
-}
-
-/// What a committed (or failed) group changed, for the readers' cache.
-#[derive(Default)]
-pub(crate) struct Changes {
-    /// `(customer, billed period start)` of every changed row.
-    pub touched: Vec<(String, i64)>,
-    /// Changed rows not yet in `usage_rollups`, with their customer.
-    pub unwritten: Vec<(String, UsageRollup)>,
-    /// Keys whose rows `usage_rollups` now holds.
-    pub written: Vec<RollupKey>,
+    /// Rows written to `usage_rollups` by the open transaction.
+    written: Vec<usize>,
 }
 
 impl Rollups {
@@ -69,15 +64,27 @@ impl Rollups {
             return Ok(i);
         }
         let value = read_rollup(conn, &key)?;
+        let i = self.push(key, value);
+        Ok(i)
+    }
+
+    fn push(&mut self, key: RollupKey, value: RollupDelta) -> usize {
         let i = self.rows.len();
+        match self.by_customer.get_mut(key.0.as_str()) {
+            Some(slots) => slots.push(i),
+            None => {
+                self.by_customer.insert(key.0.clone(), vec![i]);
+            }
+        }
+        self.index.insert(key.clone(), i);
         self.rows.push(Row {
-            key: key.clone(),
+            key,
             value,
+            committed: None,
             dirty: false,
             changed: false,
         });
-        self.index.insert(key, i);
-        Ok(i)
+        i
     }
 
     /// Adds a job's deltas: all of them or (on overflow or a failed read) none.
@@ -115,43 +122,66 @@ impl Rollups {
             write_rollup(conn, &row.key, &row.value)?;
         }
         for i in std::mem::take(&mut self.dirty) {
-            let row = &mut self.rows[i];
-            row.dirty = false;
-            self.written.push(row.key.clone());
+            self.rows[i].dirty = false;
+            self.written.push(i);
         }
         set_watermark(conn)
     }
 
-    /// What the open transaction changed; call once it committed (or failed, then [`forget`]).
-    pub fn take_changes(&mut self, committed: bool) -> Changes {
-        let mut changes = Changes {
-            written: std::mem::take(&mut self.written),
-            ..Changes::default()
-        };
-        for i in std::mem::take(&mut self.changed) {
-            let Some(row) = self.rows.get_mut(i) else {
-                continue;
-            };
+    /// Ends the open transaction's changes: a commit makes them what readers see; a failure
+    /// returns every row to its state at the last commit. Calls `touched` with the `(customer,
+    /// billed period start)` of every row the transaction changed.
+    pub fn end_group(&mut self, committed: bool, mut touched: impl FnMut(&str, i64)) {
+        let changed = std::mem::take(&mut self.changed);
+        let written = std::mem::take(&mut self.written);
+        for &i in &changed {
+            let row = &mut self.rows[i];
             row.changed = false;
-            changes.touched.push((row.key.0.clone(), row.key.1));
-            if committed && row.dirty {
-                changes
-                    .unwritten
-                    .push((row.key.0.clone(), to_usage(&row.key, &row.value)));
-            }
+            touched(&row.key.0, row.key.1);
         }
-        changes.touched.sort_unstable();
-        changes.touched.dedup();
+        if !committed {
+            self.roll_back();
+            return;
+        }
+        for i in written.into_iter().chain(changed) {
+            let row = &mut self.rows[i];
+            row.committed = row.dirty.then(|| row.value.clone());
+        }
         if self.dirty.is_empty() && self.rows.len() > MAX_ROWS {
             *self = Rollups::default();
         }
-        changes
     }
 
-    /// Drops everything after a failed commit (the rows held uncommitted usage); the table is
-    /// brought up to date again by [`replay`].
-    pub fn forget(&mut self) {
+    /// Keeps the rows whose last committed value is not in `usage_rollups` (at that value, to be
+    /// written) and forgets the others (the table holds their last committed value).
+    fn roll_back(&mut self) {
+        let rows = std::mem::take(&mut self.rows);
         *self = Rollups::default();
+        for row in rows {
+            if let Some(c) = row.committed {
+                let i = self.push(row.key, c.clone());
+                self.rows[i].committed = Some(c);
+                self.rows[i].dirty = true;
+                self.dirty.push(i);
+            }
+        }
+    }
+
+    /// The customer's committed rows of one billed period that `usage_rollups` does not hold yet.
+    pub fn unwritten(&self, customer: &str, billed: i64) -> Vec<UsageRollup> {
+        let Some(slots) = self.by_customer.get(customer) else {
+            return Vec::new();
+        };
+        slots
+            .iter()
+            .filter_map(|&i| {
+                let row = &self.rows[i];
+                match &row.committed {
+                    Some(c) if row.key.1 == billed => Some(to_usage(&row.key, c)),
+                    _ => None,
+                }
+            })
+            .collect()
     }
 }
 

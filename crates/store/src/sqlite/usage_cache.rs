@@ -9,10 +9,10 @@
 //! may predate that commit). So a read that starts after a write was acknowledged never sees the
 //! rollups from before that write.
 //!
-//! It also holds the rollup rows the writer has committed events for but not yet written to
-//! `usage_rollups` (the writer writes rollups about once a second, see `writer`): a reader takes
-//! them together with the generation, before it reads the database, and for each row keeps
-//! whichever of the two has the higher event count (counts only grow, so that one is newer).
+//! Rows whose committed usage the writer has not written to `usage_rollups` yet come from the
+//! writer's rollups (see `rollups`): a reader takes them after the generation and before it reads
+//! the database, and [`merge`] keeps for each row whichever has more events (counts only grow, so
+//! that one is newer).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,29 +22,28 @@ use crate::UsageRollup;
 /// Entries kept at most; the cache is emptied when it would grow past this.
 const MAX_ENTRIES: usize = 100_000;
 
+type Fast = foldhash::fast::RandomState;
+
 #[derive(Default)]
 struct Inner {
     generation: u64,
-    map: HashMap<(String, i64), Arc<Vec<UsageRollup>>>,
-    /// Rows with committed usage not yet in `usage_rollups`, by `(customer, billed period)`.
-    unflushed: HashMap<(String, i64), Vec<UsageRollup>>,
+    len: usize,
+    /// customer → billed period start → rollups.
+    map: HashMap<String, HashMap<i64, Arc<Vec<UsageRollup>>, Fast>, Fast>,
 }
 
 /// What a reader finds in the cache.
 pub(crate) enum Lookup {
     Hit(Arc<Vec<UsageRollup>>),
-    /// Read the database, then [`merge`] these rows in and [`UsageCache::insert`] with the
-    /// generation.
-    Miss {
-        generation: u64,
-        unflushed: Vec<UsageRollup>,
-    },
+    /// Read the database, [`merge`] the writer's unwritten rows in, and
+    /// [`UsageCache::insert`] with this generation.
+    Miss(u64),
 }
 
-/// Rows read from the database with the writer's unflushed rows laid over them: for each
+/// Rows read from the database with the writer's unwritten rows laid over them: for each
 /// `(metric, usage period)` the row with more events wins. Sorted like the database read.
-pub(crate) fn merge(mut rows: Vec<UsageRollup>, unflushed: Vec<UsageRollup>) -> Vec<UsageRollup> {
-    for u in unflushed {
+pub(crate) fn merge(mut rows: Vec<UsageRollup>, unwritten: Vec<UsageRollup>) -> Vec<UsageRollup> {
+    for u in unwritten {
         match rows
             .iter_mut()
             .find(|r| r.metric == u.metric && r.usage_period_start == u.usage_period_start)
@@ -65,25 +64,21 @@ pub(crate) struct UsageCache {
 }
 
 impl UsageCache {
-    /// The cached rollups, or what a reader needs to read them from the database.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached rollups, or the generation to read them with.
     pub fn get(&self, customer: &str, billed: i64) -> Lookup {
-        let inner = match self.inner.lock() {
-            Ok(i) => i,
-            Err(p) => p.into_inner(),
-        };
-        // The tuple key needs an owned String to look up; customers ids are short.
-        let key = (customer.to_owned(), billed);
-        match inner.map.get(&key) {
+        let inner = self.lock();
+        match inner.map.get(customer).and_then(|m| m.get(&billed)) {
             Some(v) => Lookup::Hit(v.clone()),
-            None => Lookup::Miss {
-                generation: inner.generation,
-                unflushed: inner.unflushed.get(&key).cloned().unwrap_or_default(),
-            },
+            None => Lookup::Miss(inner.generation),
         }
     }
 
-    /// Caches rollups read from the database since [`UsageCache::get`] returned `generation`,
-    /// unless a commit happened in between.
+    /// Caches rollups read since [`UsageCache::get`] returned `generation`, unless a commit
+    /// happened in between.
     pub fn insert(
         &self,
         customer: String,
@@ -91,77 +86,49 @@ impl UsageCache {
         generation: u64,
         rows: Arc<Vec<UsageRollup>>,
     ) {
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
-        };
+        let mut inner = self.lock();
         if inner.generation != generation {
             return;
         }
-        if inner.map.len() >= MAX_ENTRIES {
+        if inner.len >= MAX_ENTRIES {
             inner.map.clear();
+            inner.len = 0;
         }
-        inner.map.insert((customer, billed), rows);
-    }
-
-    /// Called by the writer after a commit: `set` are rows with committed usage not yet written
-    /// to `usage_rollups`, `written` the keys `(customer, billed, metric, usage period)` whose
-    /// rows now are. `clear` forgets every unflushed row (the database holds them all).
-    pub fn publish(
-        &self,
-        set: Vec<(String, UsageRollup)>,
-        written: &[(String, i64, String, i64)],
-        clear: bool,
-    ) {
-        if set.is_empty() && written.is_empty() && !clear {
-            return;
-        }
-        let mut inner = match self.inner.lock() {
-            Ok(i) => i,
-            Err(p) => p.into_inner(),
-        };
-        if clear {
-            inner.unflushed.clear();
-        }
-        for (customer, row) in set {
-            let billed = row.billed_period_start.timestamp_millis();
-            let rows = inner.unflushed.entry((customer, billed)).or_default();
-            match rows
-                .iter_mut()
-                .find(|r| r.metric == row.metric && r.usage_period_start == row.usage_period_start)
-            {
-                Some(r) => *r = row,
-                None => rows.push(row),
-            }
-        }
-        for (customer, billed, metric, usage_ps) in written {
-            let key = (customer.clone(), *billed);
-            if let Some(rows) = inner.unflushed.get_mut(&key) {
-                rows.retain(|r| {
-                    &r.metric != metric || r.usage_period_start.timestamp_millis() != *usage_ps
-                });
-                if rows.is_empty() {
-                    inner.unflushed.remove(&key);
-                }
-            }
+        if inner
+            .map
+            .entry(customer)
+            .or_default()
+            .insert(billed, rows)
+            .is_none()
+        {
+            inner.len += 1;
         }
     }
 
-    /// Called by the writer after every group (committed or not) that changed rollups, before
-    /// answering it.
-    pub fn invalidate(&self, touched: &mut Vec<(String, i64)>) {
-        if touched.is_empty() {
-            return;
-        }
-        let mut inner = match self.inner.lock() {
-            Ok(i) => i,
-            Err(p) => p.into_inner(),
-        };
+    /// Called by the writer after every group, before answering it: starts a new generation and
+    /// removes the entries the group changed.
+    pub fn invalidate(&self) -> Invalidation<'_> {
+        let mut inner = self.lock();
         inner.generation = inner.generation.wrapping_add(1);
         if inner.generation == u64::MAX {
             inner.generation = 0;
         }
-        for k in touched.drain(..) {
-            inner.map.remove(&k);
+        Invalidation { inner }
+    }
+}
+
+/// See [`UsageCache::invalidate`].
+pub(crate) struct Invalidation<'a> {
+    inner: std::sync::MutexGuard<'a, Inner>,
+}
+
+impl Invalidation<'_> {
+    pub fn remove(&mut self, customer: &str, billed: i64) {
+        let inner = &mut *self.inner;
+        if let Some(m) = inner.map.get_mut(customer) {
+            if m.remove(&billed).is_some() {
+                inner.len -= 1;
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -171,23 +171,18 @@ pub(crate) struct Writer {
     /// Credit keys added by jobs of the open transaction, forgotten again if the commit fails.
     pub group_credit_keys: Vec<u128>,
     /// The readers' cache of rollups; every `(customer, billed period)` whose rollups the group
-    /// changed is invalidated after the commit and before any job of the group is answered, and
-    /// the rows not yet written to `usage_rollups` are published there.
+    /// changed is invalidated after the commit and before any job of the group is answered.
     pub usage_cache: Option<Arc<UsageCache>>,
     /// Each customer's `billed_through` (ms) as last read; only a period close changes it (and
     /// forgets the entry), so ingest needs no customer read per batch.
     pub billed_through: HashMap<String, Option<i64>, foldhash::fast::RandomState>,
-    /// Current value of the rollup rows (see `rollups`).
-    pub rollups: Rollups,
+    /// Current value of the rollup rows (see `rollups`), shared with the store's readers.
+    pub rollups: Arc<Mutex<Rollups>>,
     /// The open transaction must write every dirty rollup before it commits (it stored usage a
     /// replay could not rebuild: distinct values of `unique_count` metrics).
     pub write_rollups_now: bool,
     /// When dirty rollups were last written.
     last_write: Instant,
-    /// A commit failed: the in-memory rollups were dropped and must be rebuilt from the events.
-    needs_replay: bool,
-    /// The open transaction rebuilt the rollups from the events.
-    replayed: bool,
     /// `PRAGMA data_version` at the last group: it changes when another connection commits (an
     /// operator command), and then `billed_through` is read again.
     data_version: i64,
@@ -233,11 +228,9 @@ impl Writer {
             group_credit_keys: Vec::new(),
             usage_cache: None,
             billed_through: HashMap::default(),
-            rollups: Rollups::default(),
+            rollups: Arc::default(),
             write_rollups_now: false,
             last_write: Instant::now(),
-            needs_replay: false,
-            replayed: false,
             data_version: 0,
         })
         .and_then(|w| {
@@ -271,7 +264,7 @@ impl Writer {
             }
         };
         loop {
-            let wait = if self.rollups.dirty_len() == 0 && !self.needs_replay {
+            let wait = if self.rollups().dirty_len() == 0 {
                 Duration::from_secs(3600)
             } else {
                 WRITE_ROLLUPS_EVERY.saturating_sub(self.last_write.elapsed())
@@ -302,30 +295,39 @@ impl Writer {
         }
     }
 
-    /// Publishes the group's rollup changes to the readers' cache, before any job is answered:
-    /// a read that starts after an acknowledged write never sees the rollups from before it.
+    /// The rollup rows (a reader that panicked holding them cannot leave them half-changed: readers
+    /// only read).
+    pub fn rollups(&self) -> MutexGuard<'_, Rollups> {
+        self.rollups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the group's rollup changes visible to readers (or undoes them if the commit failed),
+    /// and invalidates the cached usage they change, before any job is answered: a read that
+    /// starts after an acknowledged write never sees the rollups from before it.
     fn after_commit(&mut self, committed: bool) {
-        let mut changes = self.rollups.take_changes(committed);
-        if let Some(cache) = &self.usage_cache {
-            if committed {
-                cache.publish(changes.unwritten, &changes.written, self.replayed);
+        let mut rollups = self.rollups.lock().unwrap_or_else(|p| p.into_inner());
+        match &self.usage_cache {
+            Some(cache) => {
+                let mut cached = cache.invalidate();
+                rollups.end_group(committed, |customer, billed| {
+                    cached.remove(customer, billed)
+                });
             }
-            cache.invalidate(&mut changes.touched);
+            None => rollups.end_group(committed, |_, _| {}),
+        }
+        drop(rollups);
+        if !committed {
+            self.billed_through.clear();
         }
     }
 
     /// Writes every dirty rollup row (see `rollups`).
     fn write_dirty(&mut self) -> Result<()> {
-        self.rollups.write_dirty(&self.conn)?;
+        let mut rollups = self.rollups.lock().unwrap_or_else(|p| p.into_inner());
+        rollups.write_dirty(&self.conn)?;
+        drop(rollups);
         self.last_write = Instant::now();
         Ok(())
-    }
-
-    /// Forgets every rollup in memory after a failed commit; the next group rebuilds them.
-    fn forget_rollups(&mut self) {
-        self.rollups.forget();
-        self.billed_through.clear();
-        self.needs_replay = true;
     }
 
     /// Reads `billed_through` again when another connection committed since the last group.
@@ -349,15 +351,8 @@ impl Writer {
     fn run_group(&mut self, jobs: &mut [Box<dyn WriteJob>]) -> std::result::Result<(), String> {
         self.group_added.clear();
         self.group_credit_keys.clear();
-        self.replayed = false;
         self.exec("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
         let mut failed: Option<String> = self.check_data_version().err().map(|e| e.to_string());
-        if failed.is_none() && self.needs_replay {
-            match rollups::replay(&self.conn) {
-                Ok(()) => self.replayed = true,
-                Err(e) => failed = Some(e.to_string()),
-            }
-        }
         for job in jobs.iter_mut() {
             if failed.is_some() {
                 break;
@@ -385,7 +380,7 @@ impl Writer {
         }
         if failed.is_none() {
             let due = self.write_rollups_now
-                || self.rollups.dirty_len() >= rollups::MAX_DIRTY
+                || self.rollups().dirty_len() >= rollups::MAX_DIRTY
                 || self.last_write.elapsed() >= WRITE_ROLLUPS_EVERY;
             if due {
                 if let Err(e) = self.write_dirty() {
@@ -399,10 +394,9 @@ impl Writer {
             None => self.exec("COMMIT").map_err(|e| e.to_string()),
         };
         match &outcome {
-            Ok(()) => self.needs_replay = false,
+            Ok(()) => {}
             Err(_) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
-                self.forget_rollups();
                 for k in std::mem::take(&mut self.group_added) {
                     self.dedup.remove(k);
                 }
