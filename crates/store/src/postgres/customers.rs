@@ -26,6 +26,27 @@ pub(crate) async fn get(pool: &Pool, id: &str) -> Result<Option<Customer>> {
     Ok(c.query_opt(&sql, &[&id]).await?.as_ref().map(customer_row))
 }
 
+pub(crate) async fn list_after(
+    pool: &Pool,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Customer>> {
+    let c = pool.get().await?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = match after {
+        Some(after) => {
+            let sql =
+                format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id > $1 ORDER BY id LIMIT $2");
+            c.query(&sql, &[&after, &limit]).await?
+        }
+        None => {
+            let sql = format!("SELECT {CUSTOMER_COLS} FROM customers ORDER BY id LIMIT $1");
+            c.query(&sql, &[&limit]).await?
+        }
+    };
+    Ok(rows.iter().map(customer_row).collect())
+}
+
 pub(crate) async fn upsert(pool: &Pool, u: &CustomerUpsert) -> Result<(Customer, bool)> {
     let c = pool.get().await?;
     let sql = format!(

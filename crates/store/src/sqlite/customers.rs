@@ -29,6 +29,31 @@ pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<Customer>> {
         .optional()?)
 }
 
+pub(crate) fn list_after(
+    conn: &Connection,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Customer>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Two statements rather than `?1 IS NULL OR id > ?1`, so both are a range scan of the key.
+    let rows = match after {
+        Some(after) => {
+            let sql =
+                format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id > ?1 ORDER BY id LIMIT ?2");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![after, limit], customer_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        }
+        None => {
+            let sql = format!("SELECT {CUSTOMER_COLS} FROM customers ORDER BY id LIMIT ?1");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![limit], customer_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        }
+    };
+    Ok(rows)
+}
+
 pub(crate) fn upsert(conn: &Connection, c: &CustomerUpsert) -> Result<(Customer, bool)> {
     let existed = get(conn, &c.id)?.is_some();
     let now = to_ms(c.now);
