@@ -1,26 +1,38 @@
-//! The period closer: for each subscription, every allowance period that ended more than the grace
-//! window ago gets its invoice written, exactly once (unique per customer and period; the store
-//! rates inside its transaction so no event slips in between). Events of a closed period that
-//! arrive later are billed in the next invoice as labelled adjustments.
+//! The period closer: for each subscription, and for each customer without one when the catalog has
+//! a free plan, every allowance period that ended more than the grace window ago gets its invoice
+//! written, exactly once (unique per customer and period; the store rates inside its transaction
+//! so no event slips in between). Free-plan periods total zero (the free plan must not charge) and
+//! are invoiced all the same, so the closed invoices are complete and `billed_through` moves on.
+//! Events of a closed period that arrive later are billed in the next invoice as labelled
+//! adjustments.
 
 use chrono::{DateTime, Utc};
 use tally_core::period::allowance_period;
-use tally_store::{NewInvoice, StoredInvoice};
+use tally_store::{Customer, NewInvoice, StoredInvoice};
 use tokio::sync::watch;
 
-use super::usage::{self, billed_plan};
+use super::usage::{self, billed_plan, BilledPlan};
 use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The lease naming the process that closes periods.
 pub const CLOSER_LEASE: &str = "period_closer";
 
+/// How many customers the closer reads at a time when it walks every customer.
+const CUSTOMER_PAGE: usize = 500;
+
 /// Runs [`close_due`] every `close_every` until `stop` turns true.
 pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         loop {
-            if let Err(e) = close_due(&state, Utc::now()).await {
-                tracing::warn!(error = %e, "period close failed; retrying at the next tick");
+            // Invoices are counted, not kept: a month's invoices of every customer may be many.
+            let mut count = 0usize;
+            match close_due_each(&state, Utc::now(), |_| count += 1).await {
+                Ok(()) if count > 0 => tracing::info!(invoices = count, "periods closed"),
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "period close failed; retrying at the next tick")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(state.config.close_every) => {}
@@ -35,6 +47,17 @@ pub async fn close_due(
     state: &AppState,
     now: DateTime<Utc>,
 ) -> Result<Vec<StoredInvoice>, ApiError> {
+    let mut written = Vec::new();
+    close_due_each(state, now, |inv| written.push(inv)).await?;
+    Ok(written)
+}
+
+/// Like [`close_due`], handing each invoice written to `on_written` instead of collecting them.
+pub async fn close_due_each(
+    state: &AppState,
+    now: DateTime<Utc>,
+    mut on_written: impl FnMut(StoredInvoice) + Send,
+) -> Result<(), ApiError> {
     let grace =
         chrono::Duration::from_std(state.config.grace).unwrap_or(chrono::Duration::hours(1));
     // One closer among the processes sharing a database; the lease outlives a few ticks so a
@@ -47,65 +70,125 @@ pub async fn close_due(
         .acquire_lease(CLOSER_LEASE, &state.instance_id, now, now + lease)
         .await?
     {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let mut written = Vec::new();
     for sub in state.store.list_subscriptions().await? {
         let Some(customer) = state.store.get_customer(&sub.customer_id).await? else {
             continue;
         };
-        let anchor = customer.billing_anchor;
-        let mut start = match state.store.list_invoices(&customer.id).await?.first() {
-            Some(last) => last.period_end,
-            None => allowance_period(anchor, sub.created_at).start,
+        let Some(billed) = billed_plan(&state.catalog, Some(&sub)) else {
+            tracing::warn!(customer = %customer.id, plan = %sub.plan, "plan not in the catalog; not closing");
+            continue;
         };
+        let due = DuePeriods {
+            now,
+            grace,
+            since: sub.created_at,
+        };
+        close_customer(state, &customer, &billed, due, &mut on_written).await?;
+    }
+    // Customers without a subscription are billed on the free plan, if the catalog has one. They
+    // are read a page at a time, so the closer never holds all of them in memory.
+    if let Some(free) = billed_plan(&state.catalog, None) {
+        let mut after: Option<String> = None;
         loop {
-            let period = allowance_period(anchor, start);
-            if period.end + grace > now {
-                break;
-            }
-            let Some(billed) = billed_plan(&state.catalog, Some(&sub)) else {
-                tracing::warn!(customer = %customer.id, plan = %sub.plan, "plan not in the catalog; not closing");
+            let page = state
+                .store
+                .list_customers_after(after.as_deref(), CUSTOMER_PAGE)
+                .await?;
+            let Some(last) = page.last() else {
                 break;
             };
-            let pre = usage::period_usage(state, &customer, period).await?;
-            let catalog = state.catalog.clone();
-            let customer_id = customer.id.clone();
-            let build: tally_store::InvoiceBuilder = Box::new(move |rows| {
-                // Late rows read again inside the transaction; origins were loaded just before.
-                let mut usage = pre;
-                usage.late = rows.iter().filter(|r| r.is_adjustment()).cloned().collect();
-                for r in rows.iter().filter(|r| !r.is_adjustment()) {
-                    if let Some(m) = catalog.metric(&r.metric) {
-                        usage.used.insert(r.metric.clone(), usage::aggregate(m, r));
-                    }
+            after = Some(last.id.clone());
+            for customer in &page {
+                // A subscription (even a canceled one) is closed by the loop above.
+                if state.store.get_subscription(&customer.id).await?.is_some() {
+                    continue;
                 }
-                let inv = usage::rate_period(&catalog, &billed, anchor, period, &usage)?;
-                Ok(NewInvoice {
-                    id: format!("in_{}_{}", period.start.format("%Y%m%d%H%M%S"), customer_id),
-                    customer_id: customer_id.clone(),
-                    plan: inv.plan.clone(),
-                    interval: inv.interval.as_str().to_owned(),
-                    period_start: period.start,
-                    period_end: period.end,
-                    currency: inv.currency.code().to_owned(),
-                    subtotal: inv.subtotal,
-                    discount: inv.discount,
-                    total: inv.total,
-                    body: serde_json::to_value(&inv).map_err(|e| e.to_string())?,
-                    created_at: Utc::now(),
-                })
-            });
-            if let Some(inv) = state
-                .store
-                .close_period(&customer.id, period.start, period.end, build)
-                .await?
-            {
-                tracing::info!(customer = %customer.id, invoice = %inv.id, total = inv.total, "period closed");
-                written.push(inv);
+                let due = DuePeriods {
+                    now,
+                    grace,
+                    since: customer.created_at,
+                };
+                close_customer(state, customer, &free, due, &mut on_written).await?;
             }
-            start = period.end;
+            if page.len() < CUSTOMER_PAGE {
+                break;
+            }
         }
     }
-    Ok(written)
+    Ok(())
+}
+
+/// Which allowance periods of a customer are due for closing.
+#[derive(Debug, Clone, Copy)]
+struct DuePeriods {
+    now: DateTime<Utc>,
+    /// A period closes once it ended this long ago.
+    grace: chrono::Duration,
+    /// Without an invoice yet, closing starts at the period containing this instant (when the
+    /// customer started being billed on its plan).
+    since: DateTime<Utc>,
+}
+
+/// Writes the invoice of every due period of one customer billed on `billed`, from the end of its
+/// last invoice on, and hands each to `on_written` (a period another process closed first is
+/// skipped).
+async fn close_customer(
+    state: &AppState,
+    customer: &Customer,
+    billed: &BilledPlan,
+    due: DuePeriods,
+    on_written: &mut (impl FnMut(StoredInvoice) + Send),
+) -> Result<(), ApiError> {
+    let anchor = customer.billing_anchor;
+    let mut start = match state.store.list_invoices(&customer.id).await?.first() {
+        Some(last) => last.period_end,
+        None => allowance_period(anchor, due.since).start,
+    };
+    loop {
+        let period = allowance_period(anchor, start);
+        if period.end + due.grace > due.now {
+            break;
+        }
+        let pre = usage::period_usage(state, customer, period).await?;
+        let catalog = state.catalog.clone();
+        let billed = billed.clone();
+        let customer_id = customer.id.clone();
+        let build: tally_store::InvoiceBuilder = Box::new(move |rows| {
+            // Late rows read again inside the transaction; origins were loaded just before.
+            let mut usage = pre;
+            usage.late = rows.iter().filter(|r| r.is_adjustment()).cloned().collect();
+            for r in rows.iter().filter(|r| !r.is_adjustment()) {
+                if let Some(m) = catalog.metric(&r.metric) {
+                    usage.used.insert(r.metric.clone(), usage::aggregate(m, r));
+                }
+            }
+            let inv = usage::rate_period(&catalog, &billed, anchor, period, &usage)?;
+            Ok(NewInvoice {
+                id: format!("in_{}_{}", period.start.format("%Y%m%d%H%M%S"), customer_id),
+                customer_id: customer_id.clone(),
+                plan: inv.plan.clone(),
+                interval: inv.interval.as_str().to_owned(),
+                period_start: period.start,
+                period_end: period.end,
+                currency: inv.currency.code().to_owned(),
+                subtotal: inv.subtotal,
+                discount: inv.discount,
+                total: inv.total,
+                body: serde_json::to_value(&inv).map_err(|e| e.to_string())?,
+                created_at: Utc::now(),
+            })
+        });
+        if let Some(inv) = state
+            .store
+            .close_period(&customer.id, period.start, period.end, build)
+            .await?
+        {
+            tracing::info!(customer = %customer.id, invoice = %inv.id, total = inv.total, "period closed");
+            on_written(inv);
+        }
+        start = period.end;
+    }
+    Ok(())
 }
