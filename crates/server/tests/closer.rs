@@ -19,6 +19,7 @@ on_both_backends!(
     free_customers_are_invoiced_once_per_period_and_late_usage_is_adjusted,
     a_customer_created_mid_period_is_first_invoiced_for_the_period_it_was_created_in,
     free_periods_without_charges_are_invoiced_at_zero_and_no_free_plan_invoices_nothing,
+    periods_before_a_subscription_are_billed_on_the_free_plan,
 );
 
 /// A free plan that charges overage and passes API spend through, beside a paid plan.
@@ -399,4 +400,51 @@ async fn free_periods_without_charges_are_invoiced_at_zero_and_no_free_plan_invo
     .await;
     assert!(b.close_at(p2.end + Duration::hours(2)).await.is_empty());
     assert!(b.invoices("nosub").await.is_empty());
+}
+
+async fn periods_before_a_subscription_are_billed_on_the_free_plan(db: Db) {
+    let Some(a) = app_with_catalog(db, Some(charging_free_catalog())).await else {
+        return;
+    };
+    let t0 = ago(Duration::days(1));
+    let (p1, p2, p3) = (nth_period(t0, 0), nth_period(t0, 1), nth_period(t0, 2));
+    for c in ["early_sub", "late_sub"] {
+        a.customer_at(c, t0).await;
+        a.usage_at(c, c, "compute_hours", "14", t0 + Duration::hours(1))
+            .await;
+    }
+    // Subscribed after p1 ended but within its grace window, before any invoice was written.
+    a.subscribe_at("early_sub", "pro", p1.end + Duration::minutes(20))
+        .await;
+    let written = a.close_at(p1.end + Duration::hours(2)).await;
+    assert_eq!(
+        summary(&written),
+        vec![
+            // Free: 4 h over 10 included × 0.25.
+            ("early_sub".into(), p1.start, 100),
+            ("late_sub".into(), p1.start, 100),
+        ]
+    );
+    // Subscribed within p2's grace window, after p1's free invoice.
+    a.subscribe_at("late_sub", "pro", p2.end + Duration::minutes(20))
+        .await;
+    let written = a.close_at(p3.end + Duration::hours(2)).await;
+    assert_eq!(
+        summary(&written),
+        vec![
+            ("early_sub".into(), p2.start, 2000),
+            ("early_sub".into(), p3.start, 2000),
+            ("late_sub".into(), p2.start, 0),
+            ("late_sub".into(), p3.start, 2000),
+        ]
+    );
+    let plans = |inv: Vec<Value>| -> Vec<String> {
+        inv.iter()
+            .rev()
+            .map(|i| i["plan"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(plans(a.invoices("early_sub").await), ["free", "pro", "pro"]);
+    assert_eq!(plans(a.invoices("late_sub").await), ["free", "free", "pro"]);
+    assert!(a.close_at(p3.end + Duration::hours(2)).await.is_empty());
 }

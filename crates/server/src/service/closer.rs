@@ -1,8 +1,9 @@
 //! The period closer: for each subscription, and for each customer without one when the catalog has
-//! a free plan, every allowance period that ended more than the grace window ago gets its invoice
-//! written, exactly once (unique per customer and period; the store rates inside its transaction
-//! so no event slips in between). Free-plan periods total zero (the free plan must not charge) and
-//! are invoiced all the same, so the closed invoices are complete and `billed_through` moves on.
+//! a free plan (on which a subscribed customer's periods before its subscription are billed too),
+//! every allowance period that ended more than the grace window ago gets its invoice written,
+//! exactly once (unique per customer and period; the store rates inside its transaction so no
+//! event slips in between). Free-plan periods total zero (the free plan must not charge) and are
+//! invoiced all the same, so the closed invoices are complete and `billed_through` moves on.
 //! Events of a closed period that arrive later are billed in the next invoice as labelled
 //! adjustments.
 
@@ -72,6 +73,8 @@ pub async fn close_due_each(
     {
         return Ok(());
     }
+    let due = DuePeriods { now, grace };
+    let free = billed_plan(&state.catalog, None);
     for sub in state.store.list_subscriptions().await? {
         let Some(customer) = state.store.get_customer(&sub.customer_id).await? else {
             continue;
@@ -80,16 +83,17 @@ pub async fn close_due_each(
             tracing::warn!(customer = %customer.id, plan = %sub.plan, "plan not in the catalog; not closing");
             continue;
         };
-        let due = DuePeriods {
-            now,
-            grace,
-            since: sub.created_at,
+        // Before its subscription, the customer was billed on the free plan, if there is one.
+        let plans = PlanSchedule {
+            plan: &billed,
+            from: allowance_period(customer.billing_anchor, sub.created_at).start,
+            before: free.as_ref(),
         };
-        close_customer(state, &customer, &billed, due, &mut on_written).await?;
+        close_customer(state, &customer, plans, due, &mut on_written).await?;
     }
     // Customers without a subscription are billed on the free plan, if the catalog has one. They
     // are read a page at a time, so the closer never holds all of them in memory.
-    if let Some(free) = billed_plan(&state.catalog, None) {
+    if let Some(free) = &free {
         let mut after: Option<String> = None;
         loop {
             let page = state
@@ -105,12 +109,12 @@ pub async fn close_due_each(
                 if state.store.get_subscription(&customer.id).await?.is_some() {
                     continue;
                 }
-                let due = DuePeriods {
-                    now,
-                    grace,
-                    since: customer.created_at,
+                let plans = PlanSchedule {
+                    plan: free,
+                    from: allowance_period(customer.billing_anchor, customer.created_at).start,
+                    before: None,
                 };
-                close_customer(state, customer, &free, due, &mut on_written).await?;
+                close_customer(state, customer, plans, due, &mut on_written).await?;
             }
             if page.len() < CUSTOMER_PAGE {
                 break;
@@ -120,37 +124,54 @@ pub async fn close_due_each(
     Ok(())
 }
 
-/// Which allowance periods of a customer are due for closing.
+/// When periods are due for closing.
 #[derive(Debug, Clone, Copy)]
 struct DuePeriods {
     now: DateTime<Utc>,
     /// A period closes once it ended this long ago.
     grace: chrono::Duration,
-    /// Without an invoice yet, closing starts at the period containing this instant (when the
-    /// customer started being billed on its plan).
-    since: DateTime<Utc>,
 }
 
-/// Writes the invoice of every due period of one customer billed on `billed`, from the end of its
-/// last invoice on, and hands each to `on_written` (a period another process closed first is
-/// skipped).
+/// The plans a customer's periods are billed on.
+#[derive(Debug, Clone, Copy)]
+struct PlanSchedule<'a> {
+    /// The plan of the periods from `from` on.
+    plan: &'a BilledPlan,
+    /// The start of the first period billed on `plan` (the one in which it was taken).
+    from: DateTime<Utc>,
+    /// The plan of the earlier periods, since the customer was created; without one they are
+    /// not invoiced.
+    before: Option<&'a BilledPlan>,
+}
+
+/// Writes the invoice of every due period of one customer, from the end of its last invoice on (or
+/// its first billed period), and hands each to `on_written` (a period another process closed first
+/// is skipped).
 async fn close_customer(
     state: &AppState,
     customer: &Customer,
-    billed: &BilledPlan,
+    plans: PlanSchedule<'_>,
     due: DuePeriods,
     on_written: &mut (impl FnMut(StoredInvoice) + Send),
 ) -> Result<(), ApiError> {
     let anchor = customer.billing_anchor;
+    let first = match plans.before {
+        Some(_) => allowance_period(anchor, customer.created_at).start,
+        None => plans.from,
+    };
     let mut start = match state.store.list_invoices(&customer.id).await?.first() {
-        Some(last) => last.period_end,
-        None => allowance_period(anchor, due.since).start,
+        Some(last) => last.period_end.max(first),
+        None => first,
     };
     loop {
         let period = allowance_period(anchor, start);
         if period.end + due.grace > due.now {
             break;
         }
+        let billed = match plans.before {
+            Some(before) if period.start < plans.from => before,
+            _ => plans.plan,
+        };
         let pre = usage::period_usage(state, customer, period).await?;
         let catalog = state.catalog.clone();
         let billed = billed.clone();
