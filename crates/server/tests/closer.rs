@@ -20,6 +20,7 @@ on_both_backends!(
     a_customer_created_mid_period_is_first_invoiced_for_the_period_it_was_created_in,
     free_periods_without_charges_are_invoiced_at_zero_and_no_free_plan_invoices_nothing,
     periods_before_a_subscription_are_billed_on_the_free_plan,
+    every_customer_is_closed_once_across_pages,
 );
 
 /// A free plan that charges overage and passes API spend through, beside a paid plan.
@@ -447,4 +448,41 @@ async fn periods_before_a_subscription_are_billed_on_the_free_plan(db: Db) {
     assert_eq!(plans(a.invoices("early_sub").await), ["free", "pro", "pro"]);
     assert_eq!(plans(a.invoices("late_sub").await), ["free", "free", "pro"]);
     assert!(a.close_at(p3.end + Duration::hours(2)).await.is_empty());
+}
+
+async fn every_customer_is_closed_once_across_pages(db: Db) {
+    let Some(a) = app_with_catalog(db, Some(charging_free_catalog())).await else {
+        return;
+    };
+    // More customers than the closer reads at a time (500), some of them subscribed, one of those
+    // the only customer of the second page.
+    let t0 = ago(Duration::days(1));
+    let ids: Vec<String> = (0..=500).map(|i| format!("c{i:04}")).collect();
+    for id in &ids {
+        a.customer_at(id, t0).await;
+    }
+    for id in ["c0250", "c0500"] {
+        a.subscribe_at(id, "pro", t0).await;
+    }
+    let after_p1 = nth_period(t0, 0).end + Duration::hours(2);
+    let written = a.close_at(after_p1).await;
+    assert_eq!(written.len(), ids.len());
+    let closed: std::collections::BTreeSet<&str> =
+        written.iter().map(|i| i.customer_id.as_str()).collect();
+    assert_eq!(closed.len(), ids.len(), "each customer once");
+    let pro: Vec<(&str, i64)> = written
+        .iter()
+        .filter(|i| i.plan == "pro")
+        .map(|i| (i.customer_id.as_str(), i.total))
+        .collect();
+    assert_eq!(pro.len(), 2);
+    assert!(pro.contains(&("c0250", 2000)) && pro.contains(&("c0500", 2000)));
+    assert!(written
+        .iter()
+        .filter(|i| i.plan == "free")
+        .all(|i| i.total == 0));
+    assert!(
+        a.close_at(after_p1).await.is_empty(),
+        "a rerun writes nothing"
+    );
 }

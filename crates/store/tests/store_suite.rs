@@ -285,6 +285,8 @@ async fn a_period_is_invoiced_once_and_late_events_move_to_the_next(ctx: Ctx) {
     s.ingest(vec![ev("cus_1", "e1", "api_calls", dec!(4), p1)])
         .await
         .unwrap();
+    let billed_through = |c: Option<tally_store::Customer>| c.and_then(|c| c.billed_through);
+    assert_eq!(billed_through(s.get_customer("cus_1").await.unwrap()), None);
     let inv = s
         .close_period("cus_1", p1, p2, invoice_for(1000))
         .await
@@ -302,6 +304,13 @@ async fn a_period_is_invoiced_once_and_late_events_move_to_the_next(ctx: Ctx) {
     let invoices = s.list_invoices("cus_1").await.unwrap();
     assert_eq!(invoices.len(), 1);
     assert_eq!(invoices[0].total, 1000);
+    // Where the closer resumes, also as customers are listed.
+    assert_eq!(
+        billed_through(s.get_customer("cus_1").await.unwrap()),
+        Some(p2)
+    );
+    let listed = s.list_customers_after(None, 1).await.unwrap();
+    assert_eq!(billed_through(listed.into_iter().next()), Some(p2));
 
     // A late event of the invoiced period lands in the next period, labelled by its origin.
     s.ingest(vec![ev("cus_1", "late", "api_calls", dec!(2), p1)])

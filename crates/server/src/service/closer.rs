@@ -8,7 +8,7 @@
 //! adjustments.
 
 use chrono::{DateTime, Utc};
-use tally_core::period::allowance_period;
+use tally_core::period::{allowance_period, Period};
 use tally_store::{Customer, NewInvoice, StoredInvoice};
 use tokio::sync::watch;
 
@@ -105,15 +105,19 @@ pub async fn close_due_each(
             };
             after = Some(last.id.clone());
             for customer in &page {
-                // A subscription (even a canceled one) is closed by the loop above.
-                if state.store.get_subscription(&customer.id).await?.is_some() {
-                    continue;
-                }
                 let plans = PlanSchedule {
                     plan: free,
                     from: allowance_period(customer.billing_anchor, customer.created_at).start,
                     before: None,
                 };
+                // Most customers have nothing due at a given tick: they cost no query.
+                if !due.is_due(plans.next_open_period(customer)) {
+                    continue;
+                }
+                // A subscription (even a canceled one) is closed by the loop above.
+                if state.store.get_subscription(&customer.id).await?.is_some() {
+                    continue;
+                }
                 close_customer(state, customer, plans, due, &mut on_written).await?;
             }
             if page.len() < CUSTOMER_PAGE {
@@ -132,6 +136,12 @@ struct DuePeriods {
     grace: chrono::Duration,
 }
 
+impl DuePeriods {
+    fn is_due(self, period: Period) -> bool {
+        period.end + self.grace <= self.now
+    }
+}
+
 /// The plans a customer's periods are billed on.
 #[derive(Debug, Clone, Copy)]
 struct PlanSchedule<'a> {
@@ -144,9 +154,29 @@ struct PlanSchedule<'a> {
     before: Option<&'a BilledPlan>,
 }
 
+impl PlanSchedule<'_> {
+    /// The customer's first period without an invoice that is billed at all.
+    fn next_open_period(&self, customer: &Customer) -> Period {
+        let anchor = customer.billing_anchor;
+        let first = match self.before {
+            Some(_) => allowance_period(anchor, customer.created_at).start,
+            None => self.from,
+        };
+        let start = customer.billed_through.map_or(first, |b| b.max(first));
+        allowance_period(anchor, start)
+    }
+
+    fn plan_of(&self, period: Period) -> &BilledPlan {
+        match self.before {
+            Some(before) if period.start < self.from => before,
+            _ => self.plan,
+        }
+    }
+}
+
 /// Writes the invoice of every due period of one customer, from the end of its last invoice on (or
 /// its first billed period), and hands each to `on_written` (a period another process closed first
-/// is skipped).
+/// is skipped). `customer` carries where its invoices end: a stale value costs a skipped close.
 async fn close_customer(
     state: &AppState,
     customer: &Customer,
@@ -155,26 +185,11 @@ async fn close_customer(
     on_written: &mut (impl FnMut(StoredInvoice) + Send),
 ) -> Result<(), ApiError> {
     let anchor = customer.billing_anchor;
-    let first = match plans.before {
-        Some(_) => allowance_period(anchor, customer.created_at).start,
-        None => plans.from,
-    };
-    let mut start = match state.store.list_invoices(&customer.id).await?.first() {
-        Some(last) => last.period_end.max(first),
-        None => first,
-    };
-    loop {
-        let period = allowance_period(anchor, start);
-        if period.end + due.grace > due.now {
-            break;
-        }
-        let billed = match plans.before {
-            Some(before) if period.start < plans.from => before,
-            _ => plans.plan,
-        };
+    let mut period = plans.next_open_period(customer);
+    while due.is_due(period) {
         let pre = usage::period_usage(state, customer, period).await?;
         let catalog = state.catalog.clone();
-        let billed = billed.clone();
+        let billed = plans.plan_of(period).clone();
         let customer_id = customer.id.clone();
         let build: tally_store::InvoiceBuilder = Box::new(move |rows| {
             // Late rows read again inside the transaction; origins were loaded just before.
@@ -209,7 +224,7 @@ async fn close_customer(
             tracing::info!(customer = %customer.id, invoice = %inv.id, total = inv.total, "period closed");
             on_written(inv);
         }
-        start = period.end;
+        period = allowance_period(anchor, period.end);
     }
     Ok(())
 }

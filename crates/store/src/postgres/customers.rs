@@ -6,7 +6,8 @@ use tokio_postgres::Row;
 
 use crate::{Customer, CustomerUpsert, Result, StoreError, Subscription, SubscriptionUpsert};
 
-const CUSTOMER_COLS: &str = "id, email, name, metadata, billing_anchor, created_at, updated_at";
+const CUSTOMER_COLS: &str =
+    "id, email, name, metadata, billing_anchor, created_at, updated_at, billed_through";
 
 fn customer_row(r: &Row) -> Customer {
     Customer {
@@ -17,6 +18,7 @@ fn customer_row(r: &Row) -> Customer {
         billing_anchor: r.get(4),
         created_at: r.get(5),
         updated_at: r.get(6),
+        billed_through: r.get(7),
     }
 }
 
@@ -62,7 +64,7 @@ pub(crate) async fn upsert(pool: &Pool, u: &CustomerUpsert) -> Result<(Customer,
     let row = c
         .query_one(&sql, &[&u.id, &u.email, &u.name, &u.metadata, &u.now])
         .await?;
-    Ok((customer_row(&row), row.get(7)))
+    Ok((customer_row(&row), row.get(8)))
 }
 
 pub(crate) async fn anchors(pool: &Pool, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {

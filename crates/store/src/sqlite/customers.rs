@@ -6,7 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::time::{from_ms, to_ms};
 use crate::{Customer, CustomerUpsert, Result, Subscription, SubscriptionUpsert};
 
-const CUSTOMER_COLS: &str = "id, email, name, metadata, billing_anchor, created_at, updated_at";
+const CUSTOMER_COLS: &str =
+    "id, email, name, metadata, billing_anchor, created_at, updated_at, billed_through";
 
 fn customer_row(r: &Row<'_>) -> rusqlite::Result<Customer> {
     let metadata: String = r.get(3)?;
@@ -18,6 +19,7 @@ fn customer_row(r: &Row<'_>) -> rusqlite::Result<Customer> {
         billing_anchor: from_ms(r.get(4)?),
         created_at: from_ms(r.get(5)?),
         updated_at: from_ms(r.get(6)?),
+        billed_through: r.get::<_, Option<i64>>(7)?.map(from_ms),
     })
 }
 
