@@ -72,6 +72,17 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_customer(&self, id: &str) -> Result<Option<Customer>>;
 
+    /// At most `limit` customers in id order, starting after the id `after` (from the first
+    /// customer when `None`): keyset pagination, so a walk over every customer holds one page at a
+    /// time, and customers created during the walk never make another one appear twice or be
+    /// skipped. Ids are compared as the database orders them (bytewise on SQLite, the database's
+    /// collation on PostgreSQL).
+    async fn list_customers_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Customer>>;
+
     /// The customers among `ids` that exist, with their allowance anchor (for event validation).
     async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>>;
 

@@ -30,6 +30,11 @@ pub struct Customer {
     pub billing_anchor: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The end of the customer's last invoiced allowance period (`None` before its first invoice):
+    /// where the period closer resumes, and before which events are late. Not part of the API's
+    /// customer.
+    #[serde(skip)]
+    pub billed_through: Option<DateTime<Utc>>,
 }
 
 /// Create-or-update of a customer. `None` fields keep their stored value on update.

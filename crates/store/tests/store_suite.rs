@@ -14,6 +14,7 @@ use common::{customer, t0, Ctx};
 
 suite!(
     customers_are_created_then_updated,
+    customers_are_listed_in_pages_by_id,
     subscriptions_need_a_customer_and_are_replaced,
     ingest_counts_duplicates_within_and_across_batches,
     concurrent_identical_batches_count_once,
@@ -76,6 +77,40 @@ async fn customers_are_created_then_updated(ctx: Ctx) {
         .await
         .unwrap();
     assert_eq!(anchors, vec![("cus_1".to_string(), t0())]);
+}
+
+async fn customers_are_listed_in_pages_by_id(ctx: Ctx) {
+    let s = &*ctx.store;
+    assert!(s.list_customers_after(None, 10).await.unwrap().is_empty());
+    // Created out of order; lowercase letters and digits sort the same under every collation.
+    for id in ["c05", "c01", "c07", "c03", "c02", "c06", "c04"] {
+        customer(s, id).await;
+    }
+    let mut walked = Vec::new();
+    let mut pages = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.list_customers_after(after.as_deref(), 3).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        pages += 1;
+        walked.extend(page.into_iter().map(|c| c.id));
+    }
+    assert_eq!(walked, ["c01", "c02", "c03", "c04", "c05", "c06", "c07"]);
+    assert_eq!(pages, 3, "3 + 3 + 1");
+
+    // A page holds whole customers, and the cursor need not be an existing id.
+    let page = s.list_customers_after(Some("c035"), 2).await.unwrap();
+    let ids: Vec<&str> = page.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["c04", "c05"]);
+    assert_eq!(Some(page[0].clone()), s.get_customer("c04").await.unwrap());
+    assert!(s
+        .list_customers_after(Some("c07"), 5)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s.list_customers_after(None, 0).await.unwrap().is_empty());
 }
 
 fn sub(customer: &str, plan: &str) -> SubscriptionUpsert {
@@ -250,6 +285,8 @@ async fn a_period_is_invoiced_once_and_late_events_move_to_the_next(ctx: Ctx) {
     s.ingest(vec![ev("cus_1", "e1", "api_calls", dec!(4), p1)])
         .await
         .unwrap();
+    let billed_through = |c: Option<tally_store::Customer>| c.and_then(|c| c.billed_through);
+    assert_eq!(billed_through(s.get_customer("cus_1").await.unwrap()), None);
     let inv = s
         .close_period("cus_1", p1, p2, invoice_for(1000))
         .await
@@ -267,6 +304,13 @@ async fn a_period_is_invoiced_once_and_late_events_move_to_the_next(ctx: Ctx) {
     let invoices = s.list_invoices("cus_1").await.unwrap();
     assert_eq!(invoices.len(), 1);
     assert_eq!(invoices[0].total, 1000);
+    // Where the closer resumes, also as customers are listed.
+    assert_eq!(
+        billed_through(s.get_customer("cus_1").await.unwrap()),
+        Some(p2)
+    );
+    let listed = s.list_customers_after(None, 1).await.unwrap();
+    assert_eq!(billed_through(listed.into_iter().next()), Some(p2));
 
     // A late event of the invoiced period lands in the next period, labelled by its origin.
     s.ingest(vec![ev("cus_1", "late", "api_calls", dec!(2), p1)])

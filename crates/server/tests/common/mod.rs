@@ -89,3 +89,44 @@ impl App {
         self.send(reqwest::Method::POST, path, body).await
     }
 }
+
+/// The database a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// The app on `db`; `None` when PostgreSQL is not configured outside CI (see
+/// `tally_store::testing`).
+pub async fn app_on(db: Db, f: impl FnOnce(&mut tally_server::Config)) -> Option<App> {
+    match db {
+        Db::Sqlite => Some(app_with(f).await),
+        Db::Postgres => {
+            let url = tally_store::testing::fresh_postgres_url().await?;
+            Some(
+                app_with(move |c| {
+                    c.database_url = url;
+                    f(c)
+                })
+                .await,
+            )
+        }
+    }
+}
+
+/// Runs each listed `async fn(Db)` once on SQLite and once on PostgreSQL (with `#[macro_use]` on
+/// `mod common` and [`Db`] in scope at the test file's root).
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::Db::Sqlite).await })*
+        }
+        mod on_postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::Db::Postgres).await })*
+        }
+    };
+}

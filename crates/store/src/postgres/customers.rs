@@ -6,7 +6,8 @@ use tokio_postgres::Row;
 
 use crate::{Customer, CustomerUpsert, Result, StoreError, Subscription, SubscriptionUpsert};
 
-const CUSTOMER_COLS: &str = "id, email, name, metadata, billing_anchor, created_at, updated_at";
+const CUSTOMER_COLS: &str =
+    "id, email, name, metadata, billing_anchor, created_at, updated_at, billed_through";
 
 fn customer_row(r: &Row) -> Customer {
     Customer {
@@ -17,6 +18,7 @@ fn customer_row(r: &Row) -> Customer {
         billing_anchor: r.get(4),
         created_at: r.get(5),
         updated_at: r.get(6),
+        billed_through: r.get(7),
     }
 }
 
@@ -24,6 +26,27 @@ pub(crate) async fn get(pool: &Pool, id: &str) -> Result<Option<Customer>> {
     let c = pool.get().await?;
     let sql = format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id = $1");
     Ok(c.query_opt(&sql, &[&id]).await?.as_ref().map(customer_row))
+}
+
+pub(crate) async fn list_after(
+    pool: &Pool,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Customer>> {
+    let c = pool.get().await?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = match after {
+        Some(after) => {
+            let sql =
+                format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id > $1 ORDER BY id LIMIT $2");
+            c.query(&sql, &[&after, &limit]).await?
+        }
+        None => {
+            let sql = format!("SELECT {CUSTOMER_COLS} FROM customers ORDER BY id LIMIT $1");
+            c.query(&sql, &[&limit]).await?
+        }
+    };
+    Ok(rows.iter().map(customer_row).collect())
 }
 
 pub(crate) async fn upsert(pool: &Pool, u: &CustomerUpsert) -> Result<(Customer, bool)> {
@@ -41,7 +64,7 @@ pub(crate) async fn upsert(pool: &Pool, u: &CustomerUpsert) -> Result<(Customer,
     let row = c
         .query_one(&sql, &[&u.id, &u.email, &u.name, &u.metadata, &u.now])
         .await?;
-    Ok((customer_row(&row), row.get(7)))
+    Ok((customer_row(&row), row.get(8)))
 }
 
 pub(crate) async fn anchors(pool: &Pool, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {

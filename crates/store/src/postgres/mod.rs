@@ -123,6 +123,14 @@ impl Store for PgStore {
         customers::get(&self.pool, id).await
     }
 
+    async fn list_customers_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Customer>> {
+        customers::list_after(&self.pool, after, limit).await
+    }
+
     async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {
         customers::anchors(&self.pool, ids).await
     }

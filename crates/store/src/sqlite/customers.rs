@@ -6,7 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::time::{from_ms, to_ms};
 use crate::{Customer, CustomerUpsert, Result, Subscription, SubscriptionUpsert};
 
-const CUSTOMER_COLS: &str = "id, email, name, metadata, billing_anchor, created_at, updated_at";
+const CUSTOMER_COLS: &str =
+    "id, email, name, metadata, billing_anchor, created_at, updated_at, billed_through";
 
 fn customer_row(r: &Row<'_>) -> rusqlite::Result<Customer> {
     let metadata: String = r.get(3)?;
@@ -18,6 +19,7 @@ fn customer_row(r: &Row<'_>) -> rusqlite::Result<Customer> {
         billing_anchor: from_ms(r.get(4)?),
         created_at: from_ms(r.get(5)?),
         updated_at: from_ms(r.get(6)?),
+        billed_through: r.get::<_, Option<i64>>(7)?.map(from_ms),
     })
 }
 
@@ -27,6 +29,31 @@ pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<Customer>> {
         .prepare_cached(&sql)?
         .query_row([id], customer_row)
         .optional()?)
+}
+
+pub(crate) fn list_after(
+    conn: &Connection,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Customer>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Two statements rather than `?1 IS NULL OR id > ?1`, so both are a range scan of the key.
+    let rows = match after {
+        Some(after) => {
+            let sql =
+                format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id > ?1 ORDER BY id LIMIT ?2");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![after, limit], customer_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        }
+        None => {
+            let sql = format!("SELECT {CUSTOMER_COLS} FROM customers ORDER BY id LIMIT ?1");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![limit], customer_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        }
+    };
+    Ok(rows)
 }
 
 pub(crate) fn upsert(conn: &Connection, c: &CustomerUpsert) -> Result<(Customer, bool)> {

@@ -361,6 +361,16 @@ impl Store for SqliteStore {
         self.read(move |c| customers::get(c, &id)).await
     }
 
+    async fn list_customers_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Customer>> {
+        let after = after.map(str::to_owned);
+        self.read(move |c| customers::list_after(c, after.as_deref(), limit))
+            .await
+    }
+
     async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {
         let ids = ids.to_vec();
         self.read(move |c| customers::anchors(c, &ids)).await
