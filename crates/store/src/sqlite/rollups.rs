@@ -311,3 +311,65 @@ fn to_usage(key: &RollupKey, row: &RollupDelta) -> UsageRollup {
         unique_count: row.unique_count,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    fn delta(n: i64) -> RollupDelta {
+        let mut d = RollupDelta::default();
+        let at = Utc.with_ymd_and_hms(2026, 1, 15, 0, 0, 0).unwrap();
+        for _ in 0..n {
+            d.add("calls", Decimal::ONE, at).unwrap();
+        }
+        d
+    }
+
+    fn key(customer: &str) -> RollupKey {
+        (customer.into(), 0, "calls".into(), 0)
+    }
+
+    fn counts(r: &Rollups, customer: &str) -> Vec<i64> {
+        r.unwritten(customer, 0).iter().map(|u| u.count).collect()
+    }
+
+    #[test]
+    fn readers_see_committed_rows_and_a_failed_commit_undoes_the_rest() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrate::run(&mut conn).unwrap();
+        let mut r = Rollups::default();
+        let mut touched = Vec::new();
+
+        r.add(&conn, vec![(key("a"), delta(2)), (key("b"), delta(1))])
+            .unwrap();
+        assert!(counts(&r, "a").is_empty(), "nothing committed yet");
+        r.end_group(true, |c, b| touched.push((c.to_owned(), b)));
+        assert_eq!(touched.len(), 2);
+        assert_eq!((counts(&r, "a"), counts(&r, "b")), (vec![2], vec![1]));
+
+        // Written, then more usage for a: b is in the table, a is not.
+        r.write_dirty(&conn).unwrap();
+        r.add(&conn, vec![(key("a"), delta(3))]).unwrap();
+        r.end_group(true, |_, _| {});
+        assert_eq!((counts(&r, "a"), counts(&r, "b")), (vec![5], vec![]));
+        assert_eq!(read_rollup(&conn, &key("b")).unwrap().count, 1);
+
+        // A group that fails: its additions vanish, the last committed values stay.
+        r.add(&conn, vec![(key("a"), delta(10)), (key("b"), delta(10))])
+            .unwrap();
+        r.end_group(false, |_, _| {});
+        assert_eq!((counts(&r, "a"), counts(&r, "b")), (vec![5], vec![]));
+        assert_eq!(r.dirty_len(), 1);
+        r.add(&conn, vec![(key("b"), delta(1))]).unwrap();
+        r.end_group(true, |_, _| {});
+        assert_eq!(counts(&r, "b"), vec![2], "b read again from the table");
+        r.write_dirty(&conn).unwrap();
+        r.end_group(true, |_, _| {});
+        assert_eq!(read_rollup(&conn, &key("a")).unwrap().count, 5);
+        assert_eq!(read_rollup(&conn, &key("b")).unwrap().count, 2);
+        assert!(counts(&r, "a").is_empty());
+    }
+}
