@@ -1,6 +1,6 @@
 //! Event ingest (append + rollups in the writer's transaction) and usage reads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -12,103 +12,160 @@ use crate::rollup::RollupDelta;
 use crate::time::{from_ms, to_ms};
 use crate::{IngestOutcome, NewEvent, Result, StoreError, UsageRollup};
 
+/// A byte range of [`PreparedBatch::text`].
+#[derive(Clone, Copy)]
+struct Span(u32, u32);
+
 /// An event ready for the writer: everything that needs no database (its dedup key, the text of
 /// its value and properties, its times in ms) is computed by the caller, off the writer thread.
-pub(crate) struct PreparedEvent {
+struct PreparedEvent {
     key: u128,
-    customer_id: String,
-    event_id: String,
-    metric: String,
+    customer_id: Span,
+    event_id: Span,
+    metric: Span,
+    value_text: Span,
     value: Decimal,
-    value_text: String,
     timestamp: DateTime<Utc>,
     ts_ms: i64,
-    properties: Option<String>,
     usage_ps: i64,
+    properties: Option<String>,
     unique_key: Option<String>,
 }
 
-/// `(customer, metric, usage period start)`: a rollup row before its billed period is known.
-type UsageKey = (String, String, i64);
+/// What a batch adds to one `(customer, metric, usage period)`.
+struct PreparedDelta {
+    customer_id: Span,
+    metric: Span,
+    usage_ps: i64,
+    delta: RollupDelta,
+}
 
-/// A batch prepared by [`prepare`].
+/// A batch prepared by [`prepare`]: the strings of all its events in one buffer, so that the
+/// writer allocates nothing per event. The writer hands it back for the caller to free.
 pub(crate) struct PreparedBatch {
+    text: String,
     events: Vec<PreparedEvent>,
     /// What the whole batch adds to each rollup when none of its events is a duplicate (the
     /// usual case; otherwise the writer sums the new events again).
-    deltas: Vec<(UsageKey, RollupDelta)>,
+    deltas: Vec<PreparedDelta>,
+}
+
+impl PreparedBatch {
+    fn str(&self, s: Span) -> &str {
+        self.text
+            .get(s.0 as usize..s.1 as usize)
+            .unwrap_or_default()
+    }
+}
+
+fn push_text(text: &mut String, s: &str) -> Span {
+    let start = text.len() as u32;
+    text.push_str(s);
+    Span(start, text.len() as u32)
 }
 
 /// Hashes, formats and sums a batch (on the caller's thread).
 pub(crate) fn prepare(hasher: &KeyHasher, events: Vec<NewEvent>) -> Result<PreparedBatch> {
-    let mut sums: HashMap<(&str, &str, i64), RollupDelta> = HashMap::new();
+    let mut text = String::with_capacity(
+        events
+            .iter()
+            .map(|e| e.customer_id.len() + e.event_id.len() + e.metric.len() + 8)
+            .sum(),
+    );
+    let mut out = Vec::with_capacity(events.len());
     for e in &events {
-        sums.entry((&e.customer_id, &e.metric, to_ms(e.period_start)))
-            .or_default()
-            .add(&e.metric, e.value, e.timestamp)?;
-    }
-    let deltas = sums
-        .into_iter()
-        .map(|((c, m, ps), d)| ((c.to_owned(), m.to_owned(), ps), d))
-        .collect();
-    let events = events
-        .into_iter()
-        .map(|e| PreparedEvent {
+        let value_text = e.value.to_string();
+        out.push(PreparedEvent {
             key: hasher.key(&e.customer_id, &e.event_id),
-            value_text: e.value.to_string(),
-            ts_ms: to_ms(e.timestamp),
-            properties: e.properties.as_ref().map(|p| p.to_string()),
-            usage_ps: to_ms(e.period_start),
-            customer_id: e.customer_id,
-            event_id: e.event_id,
-            metric: e.metric,
+            customer_id: push_text(&mut text, &e.customer_id),
+            event_id: push_text(&mut text, &e.event_id),
+            metric: push_text(&mut text, &e.metric),
+            value_text: push_text(&mut text, &value_text),
             value: e.value,
             timestamp: e.timestamp,
-            unique_key: e.unique_key,
-        })
-        .collect();
-    Ok(PreparedBatch { events, deltas })
+            ts_ms: to_ms(e.timestamp),
+            usage_ps: to_ms(e.period_start),
+            properties: e.properties.as_ref().map(|p| p.to_string()),
+            unique_key: e.unique_key.clone(),
+        });
+    }
+    let mut batch = PreparedBatch {
+        text,
+        events: out,
+        deltas: Vec::new(),
+    };
+    batch.deltas = sum(&batch, |_| true)?;
+    Ok(batch)
+}
+
+/// What the events of `batch` that `keep` adds to each `(customer, metric, usage period)`.
+fn sum(batch: &PreparedBatch, mut keep: impl FnMut(usize) -> bool) -> Result<Vec<PreparedDelta>> {
+    let mut at: HashMap<(&str, &str, i64), usize, foldhash::fast::RandomState> = HashMap::default();
+    let mut deltas: Vec<PreparedDelta> = Vec::new();
+    for (i, e) in batch.events.iter().enumerate() {
+        if !keep(i) {
+            continue;
+        }
+        let metric = batch.str(e.metric);
+        let k = (batch.str(e.customer_id), metric, e.usage_ps);
+        let d = match at.get(&k) {
+            Some(&j) => j,
+            None => {
+                at.insert(k, deltas.len());
+                deltas.push(PreparedDelta {
+                    customer_id: e.customer_id,
+                    metric: e.metric,
+                    usage_ps: e.usage_ps,
+                    delta: RollupDelta::default(),
+                });
+                deltas.len() - 1
+            }
+        };
+        deltas[d].delta.add(metric, e.value, e.timestamp)?;
+    }
+    Ok(deltas)
 }
 
 /// Stores a batch inside the writer's transaction: new events are appended, duplicates counted,
-/// and what the new events add to each rollup is merged into the group's pending rollups.
-pub(crate) fn ingest(w: &mut Writer, batch: PreparedBatch) -> Result<IngestOutcome> {
+/// and what the new events add to each rollup is added to the writer's rollups. Returns the
+/// batch too, for the caller to free.
+pub(crate) fn ingest(
+    w: &mut Writer,
+    mut batch: PreparedBatch,
+) -> Result<(IngestOutcome, PreparedBatch)> {
     if !w.can_ingest {
         return Err(StoreError::Invalid(
             "this store was opened for administration and cannot ingest events".into(),
         ));
     }
-    let PreparedBatch { events, deltas } = batch;
-    let total = events.len();
+    let total = batch.events.len();
     let mut added = Vec::with_capacity(total);
-    let mut fresh = Vec::with_capacity(total);
-    for e in events {
-        if w.dedup.insert(e.key) {
+    let mut is_new = Vec::with_capacity(total);
+    for e in &batch.events {
+        let new = w.dedup.insert(e.key);
+        if new {
             added.push(e.key);
-            fresh.push(e);
         }
+        is_new.push(new);
     }
     let outcome = IngestOutcome {
-        accepted: fresh.len() as u64,
-        duplicates: (total - fresh.len()) as u64,
+        accepted: added.len() as u64,
+        duplicates: (total - added.len()) as u64,
     };
     // Added to the writer's rollups only if every step succeeded, so a failed job leaves no trace
     // (its rows are rolled back with its savepoint).
-    let deltas = if fresh.len() == total {
-        Ok(deltas)
-    } else {
-        sum_again(&fresh)
-    };
-    let merged = deltas
-        .and_then(|deltas| apply(w, &fresh, deltas))
-        .and_then(|deltas| {
-            let mut rollups = w.rollups.lock().unwrap_or_else(|p| p.into_inner());
-            rollups.add(&w.conn, deltas)
-        });
-    match merged {
+    let mut result = Ok(());
+    if added.len() < total {
+        match sum(&batch, |i| is_new[i]) {
+            Ok(d) => batch.deltas = d,
+            Err(e) => result = Err(e),
+        }
+    }
+    let result = result.and_then(|()| apply(w, &batch, &is_new));
+    match result {
         Ok(()) => {
             w.group_added.extend(added);
-            Ok(outcome)
+            Ok((outcome, batch))
         }
         Err(e) => {
             for k in added {
@@ -117,18 +174,6 @@ pub(crate) fn ingest(w: &mut Writer, batch: PreparedBatch) -> Result<IngestOutco
             Err(e)
         }
     }
-}
-
-/// Like [`prepare`]'s deltas, over the new events of a batch that held duplicates.
-fn sum_again(events: &[PreparedEvent]) -> Result<Vec<(UsageKey, RollupDelta)>> {
-    let mut deltas: BTreeMap<UsageKey, RollupDelta> = BTreeMap::new();
-    for e in events {
-        deltas
-            .entry((e.customer_id.clone(), e.metric.clone(), e.usage_ps))
-            .or_default()
-            .add(&e.metric, e.value, e.timestamp)?;
-    }
-    Ok(deltas.into_iter().collect())
 }
 
 /// (customer, billed period start, metric, usage period start).
@@ -157,72 +202,85 @@ fn billed_period(billed_through: Option<i64>, usage_ps: i64) -> i64 {
     }
 }
 
-/// Appends the new events and returns what they add to each rollup, by billed period.
-fn apply(
-    w: &mut Writer,
-    events: &[PreparedEvent],
-    deltas: Vec<(UsageKey, RollupDelta)>,
-) -> Result<Vec<(RollupKey, RollupDelta)>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
+/// Appends the new events and adds what they add to each rollup (by billed period) to the
+/// writer's rollups.
+fn apply(w: &mut Writer, batch: &PreparedBatch, is_new: &[bool]) -> Result<()> {
+    if !is_new.iter().any(|n| *n) {
+        return Ok(());
     }
     let now = to_ms(Utc::now());
-    let mut out = Vec::with_capacity(deltas.len());
-    for ((customer, metric, usage_ps), delta) in deltas {
-        let billed_ps = billed_period(billed_through(w, &customer)?, usage_ps);
-        out.push(((customer, billed_ps, metric, usage_ps), delta));
+    let mut deltas = Vec::with_capacity(batch.deltas.len());
+    for d in &batch.deltas {
+        let customer = batch.str(d.customer_id);
+        let billed_ps = billed_period(billed_through(w, customer)?, d.usage_ps);
+        deltas.push((
+            customer,
+            billed_ps,
+            batch.str(d.metric),
+            d.usage_ps,
+            &d.delta,
+        ));
     }
     let mut insert = w.conn.prepare_cached(
         "INSERT INTO events (customer_id, event_id, metric, value, ts, properties,
             usage_period_start, billed_period_start, ingested_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
-    for e in events {
-        let billed_ps = billed_period(
-            w.billed_through.get(&e.customer_id).copied().flatten(),
-            e.usage_ps,
-        );
+    let new_events = || {
+        batch
+            .events
+            .iter()
+            .zip(is_new)
+            .filter(|(_, n)| **n)
+            .map(|(e, _)| e)
+    };
+    for e in new_events() {
+        let customer = batch.str(e.customer_id);
+        let bt = w.billed_through.get(customer).copied().flatten();
         insert.execute(params![
-            e.customer_id,
-            e.event_id,
-            e.metric,
-            e.value_text,
+            customer,
+            batch.str(e.event_id),
+            batch.str(e.metric),
+            batch.str(e.value_text),
             e.ts_ms,
             e.properties,
             e.usage_ps,
-            billed_ps,
+            billed_period(bt, e.usage_ps),
             now
         ])?;
     }
-    if events.iter().any(|e| e.unique_key.is_some()) {
+    let mut counted = vec![0i64; deltas.len()];
+    if new_events().any(|e| e.unique_key.is_some()) {
+        let index: HashMap<(&str, &str, i64), usize, foldhash::fast::RandomState> = deltas
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _, m, ps, _))| ((*c, *m, *ps), i))
+            .collect();
         // Distinct values cannot be counted again from the events: write the rollups now.
         w.write_rollups_now = true;
         let mut unique = w.conn.prepare_cached(
             "INSERT OR IGNORE INTO usage_unique_values (customer_id, metric, usage_period_start, value)
              VALUES (?1, ?2, ?3, ?4)",
         )?;
-        let index: HashMap<(&str, &str, i64), usize> = out
-            .iter()
-            .enumerate()
-            .map(|(i, ((c, _, m, ps), _))| ((c.as_str(), m.as_str(), *ps), i))
-            .collect();
-        let mut counted = vec![0i64; out.len()];
-        for e in events {
+        for e in new_events() {
             let Some(u) = &e.unique_key else { continue };
-            if unique.execute(params![e.customer_id, e.metric, e.usage_ps, u])? == 1 {
-                if let Some(&i) =
-                    index.get(&(e.customer_id.as_str(), e.metric.as_str(), e.usage_ps))
-                {
+            let (customer, metric) = (batch.str(e.customer_id), batch.str(e.metric));
+            if unique.execute(params![customer, metric, e.usage_ps, u])? == 1 {
+                if let Some(&i) = index.get(&(customer, metric, e.usage_ps)) {
                     counted[i] += 1;
                 }
             }
         }
-        drop(index);
-        for (i, n) in counted.into_iter().enumerate() {
-            out[i].1.unique_count += n;
-        }
     }
-    Ok(out)
+    let mut rollups = w.rollups.lock().unwrap_or_else(|p| p.into_inner());
+    rollups.add(
+        &w.conn,
+        deltas.into_iter().zip(counted).map(|((c, b, m, u, d), n)| {
+            let mut d = d.clone();
+            d.unique_count += n;
+            (c, b, m, u, d)
+        }),
+    )
 }
 
 pub(crate) fn dec(s: &str) -> Result<Decimal> {

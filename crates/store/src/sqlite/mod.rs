@@ -396,7 +396,12 @@ impl Store for SqliteStore {
             return Ok(IngestOutcome::default());
         }
         let batch = events::prepare(&self.hasher, events)?;
-        self.submit(move |w| events::ingest(w, batch), false).await
+        // The batch comes back to be freed here, off the writer thread.
+        let (outcome, batch) = self
+            .submit(move |w| events::ingest(w, batch), false)
+            .await?;
+        drop(batch);
+        Ok(outcome)
     }
 
     async fn usage(&self, customer_id: &str, billed: DateTime<Utc>) -> Result<Vec<UsageRollup>> {

@@ -23,6 +23,16 @@ use crate::{Result, UsageRollup};
 
 type Fast = foldhash::fast::RandomState;
 
+/// A [`RollupKey`] by reference: looks rows up without allocating (hashes like the owned key).
+#[derive(Hash)]
+struct KeyRef<'a>(&'a str, i64, &'a str, i64);
+
+impl hashbrown::Equivalent<RollupKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &RollupKey) -> bool {
+        self.0 == key.0 && self.1 == key.1 && self.2 == key.2 && self.3 == key.3
+    }
+}
+
 /// Rows remembered beyond the unwritten ones; past it the written ones are dropped.
 const MAX_ROWS: usize = 200_000;
 
@@ -44,7 +54,7 @@ struct Row {
 /// See the module documentation.
 #[derive(Default)]
 pub(crate) struct Rollups {
-    index: HashMap<RollupKey, usize, Fast>,
+    index: hashbrown::HashMap<RollupKey, usize, Fast>,
     by_customer: HashMap<String, Vec<usize>, Fast>,
     rows: Vec<Row>,
     dirty: Vec<usize>,
@@ -58,14 +68,14 @@ impl Rollups {
         self.dirty.len()
     }
 
-    /// The slot of `key`, read from the table when the writer does not hold it yet.
-    fn slot(&mut self, conn: &Connection, key: RollupKey) -> Result<usize> {
-        if let Some(&i) = self.index.get(&key) {
+    /// The slot of a key, read from the table when the writer does not hold it yet.
+    fn slot(&mut self, conn: &Connection, c: &str, b: i64, m: &str, u: i64) -> Result<usize> {
+        if let Some(&i) = self.index.get(&KeyRef(c, b, m, u)) {
             return Ok(i);
         }
+        let key = (c.to_owned(), b, m.to_owned(), u);
         let value = read_rollup(conn, &key)?;
-        let i = self.push(key, value);
-        Ok(i)
+        Ok(self.push(key, value))
     }
 
     fn push(&mut self, key: RollupKey, value: RollupDelta) -> usize {
@@ -87,11 +97,17 @@ impl Rollups {
         i
     }
 
-    /// Adds a job's deltas: all of them or (on overflow or a failed read) none.
-    pub fn add(&mut self, conn: &Connection, deltas: Vec<(RollupKey, RollupDelta)>) -> Result<()> {
-        let mut staged = Vec::with_capacity(deltas.len());
-        for (key, delta) in deltas {
-            let i = self.slot(conn, key)?;
+    /// Adds a job's deltas, each `(customer, billed period, metric, usage period, delta)`: all of
+    /// them or (on overflow or a failed read) none.
+    pub fn add<'a>(
+        &mut self,
+        conn: &Connection,
+        deltas: impl IntoIterator<Item = (&'a str, i64, &'a str, i64, RollupDelta)>,
+    ) -> Result<()> {
+        let deltas = deltas.into_iter();
+        let mut staged = Vec::with_capacity(deltas.size_hint().0);
+        for (c, b, m, u, delta) in deltas {
+            let i = self.slot(conn, c, b, m, u)?;
             let mut value = self.rows[i].value.clone();
             value.merge(&delta)?;
             staged.push((i, value));
@@ -328,6 +344,10 @@ mod tests {
         d
     }
 
+    fn add(customer: &str, n: i64) -> (&str, i64, &'static str, i64, RollupDelta) {
+        (customer, 0, "calls", 0, delta(n))
+    }
+
     fn key(customer: &str) -> RollupKey {
         (customer.into(), 0, "calls".into(), 0)
     }
@@ -343,8 +363,7 @@ mod tests {
         let mut r = Rollups::default();
         let mut touched = Vec::new();
 
-        r.add(&conn, vec![(key("a"), delta(2)), (key("b"), delta(1))])
-            .unwrap();
+        r.add(&conn, vec![add("a", 2), add("b", 1)]).unwrap();
         assert!(counts(&r, "a").is_empty(), "nothing committed yet");
         r.end_group(true, |c, b| touched.push((c.to_owned(), b)));
         assert_eq!(touched.len(), 2);
@@ -352,18 +371,17 @@ mod tests {
 
         // Written, then more usage for a: b is in the table, a is not.
         r.write_dirty(&conn).unwrap();
-        r.add(&conn, vec![(key("a"), delta(3))]).unwrap();
+        r.add(&conn, vec![add("a", 3)]).unwrap();
         r.end_group(true, |_, _| {});
         assert_eq!((counts(&r, "a"), counts(&r, "b")), (vec![5], vec![]));
         assert_eq!(read_rollup(&conn, &key("b")).unwrap().count, 1);
 
         // A group that fails: its additions vanish, the last committed values stay.
-        r.add(&conn, vec![(key("a"), delta(10)), (key("b"), delta(10))])
-            .unwrap();
+        r.add(&conn, vec![add("a", 10), add("b", 10)]).unwrap();
         r.end_group(false, |_, _| {});
         assert_eq!((counts(&r, "a"), counts(&r, "b")), (vec![5], vec![]));
         assert_eq!(r.dirty_len(), 1);
-        r.add(&conn, vec![(key("b"), delta(1))]).unwrap();
+        r.add(&conn, vec![add("b", 1)]).unwrap();
         r.end_group(true, |_, _| {});
         assert_eq!(counts(&r, "b"), vec![2], "b read again from the table");
         r.write_dirty(&conn).unwrap();
