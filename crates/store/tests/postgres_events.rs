@@ -7,7 +7,6 @@ use rust_decimal_macros::dec;
 use tally_store::NewEvent;
 use tokio_postgres::{Client, NoTls};
 
-#[allow(unused_macros)] // `suite!` runs a test on both backends; these run on one
 mod common;
 
 use common::{customer, t0};
