@@ -128,6 +128,68 @@ fn raw_insert(path: &Path, rows: u64, customers: u64) -> anyhow::Result<f64> {
     Ok(rows as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The store alone, without HTTP: the same rows in batches of `batch` from `clients` tasks straight
+/// into a SQLite store (validation, dedup, append, rollups, group commit). What the HTTP path adds
+/// on top is parsing, validation and the network.
+async fn store_ingest(
+    path: &Path,
+    rows: u64,
+    batch: u64,
+    clients: u64,
+    customers: u64,
+) -> anyhow::Result<f64> {
+    use tally_store::{CustomerUpsert, NewEvent};
+    let store = tally_store::connect(&format!("sqlite://{}", path.display())).await?;
+    let now = Utc::now();
+    for c in 0..customers {
+        store
+            .upsert_customer(CustomerUpsert {
+                id: format!("cus_{c}"),
+                email: None,
+                name: None,
+                metadata: None,
+                now,
+            })
+            .await?;
+    }
+    let period_start = tally_core::period::allowance_period(now, now).start;
+    let next = Arc::new(AtomicU64::new(0));
+    let batches = rows.div_ceil(batch);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (store, next) = (store.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= batches {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let first = b * batch;
+                let events = (first..(first + batch).min(rows))
+                    .map(|i| NewEvent {
+                        customer_id: format!("cus_{}", i % customers),
+                        event_id: format!("evt_{i:016x}"),
+                        metric: "compute_hours".into(),
+                        value: rust_decimal::Decimal::ONE,
+                        timestamp: now,
+                        properties: None,
+                        period_start,
+                        unique_key: None,
+                    })
+                    .collect();
+                store.ingest(events).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let rate = rows as f64 / start.elapsed().as_secs_f64();
+    store.close().await;
+    Ok(rate)
+}
+
 /// The `accepted` count of an ingest answer.
 fn accepted_of(body: &[u8]) -> u64 {
     serde_json::from_slice::<serde_json::Value>(body)
@@ -226,6 +288,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let _ = writeln!(
         out,
+        "{:<48} {:>12.0} ev/s {:>14.2}",
+        format!("store ingest, no HTTP ({} per batch)", args.batch),
+        m.store,
+        m.store / raw
+    );
+    let _ = writeln!(
+        out,
         "{:<48} {:>12.0} ev/s {:>13.2} (target ≥ 150k ev/s and ≥ 0.60)",
         format!("batched HTTP ingest ({} events stored)", m.stored),
         m.batched,
@@ -309,6 +378,7 @@ fn machine() -> String {
 
 struct Measured {
     raw: f64,
+    store: f64,
     batched: f64,
     stored: u64,
     fresh_p50: Duration,
@@ -364,6 +434,21 @@ async fn measure(
         rate
     })
     .await??;
+
+    eprintln!("store ingest (no HTTP) of {} rows …", args.raw_rows);
+    let store_path = raw_path.with_file_name("store.db");
+    let store = store_ingest(
+        &store_path,
+        args.raw_rows,
+        args.batch,
+        args.clients,
+        args.customers,
+    )
+    .await?;
+    for ext in ["db", "db-wal", "db-shm", "db-ingest.lock"] {
+        let _ = std::fs::remove_file(store_path.with_extension(ext));
+    }
+    settle();
 
     // Batched ingest: clients take the next batch number until every event is sent.
     eprintln!(
@@ -435,6 +520,7 @@ async fn measure(
     sampler.abort();
     Ok(Measured {
         raw,
+        store,
         batched,
         stored,
         fresh_p50: percentile(&fresh_lat, 0.50),
