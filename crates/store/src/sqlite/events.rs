@@ -318,6 +318,78 @@ pub(crate) fn usage(
     Ok(out)
 }
 
+/// Like [`usage`], for a process that does not ingest (an operator command next to a server): the
+/// stored rollups plus the usage of the events after their watermark, which the ingesting
+/// process may not have written to the rollups yet (or, after a crash, will add when it starts).
+/// One read transaction, so both come from the same snapshot.
+pub(crate) fn usage_with_tail(
+    conn: &Connection,
+    customer_id: &str,
+    billed: DateTime<Utc>,
+) -> Result<Vec<UsageRollup>> {
+    let tx = conn.unchecked_transaction()?;
+    let mut rows = usage(&tx, customer_id, billed)?;
+    let through: i64 = tx.query_row(
+        "SELECT through_seq FROM rollup_watermark WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT metric, usage_period_start, value, ts FROM events
+         WHERE seq > ?1 AND customer_id = ?2 AND billed_period_start = ?3 ORDER BY seq",
+    )?;
+    let mut tail = stmt.query(params![through, customer_id, to_ms(billed)])?;
+    let mut deltas: HashMap<(String, i64), RollupDelta> = HashMap::new();
+    while let Some(r) = tail.next()? {
+        let metric: String = r.get(0)?;
+        let value = dec(&r.get::<_, String>(2)?)?;
+        let at = from_ms(r.get(3)?);
+        deltas
+            .entry((metric.clone(), r.get(1)?))
+            .or_default()
+            .add(&metric, value, at)?;
+    }
+    for ((metric, usage_ps), d) in deltas {
+        let usage_period_start = from_ms(usage_ps);
+        let i = match rows
+            .iter()
+            .position(|r| r.metric == metric && r.usage_period_start == usage_period_start)
+        {
+            Some(i) => i,
+            None => {
+                rows.push(UsageRollup {
+                    metric,
+                    usage_period_start,
+                    billed_period_start: billed,
+                    sum: Decimal::ZERO,
+                    count: 0,
+                    max: None,
+                    latest: None,
+                    latest_at: None,
+                    unique_count: 0,
+                });
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[i];
+        let mut stored = RollupDelta {
+            sum: row.sum,
+            count: row.count,
+            max: row.max,
+            latest: row.latest_at.zip(row.latest),
+            unique_count: row.unique_count,
+        };
+        stored.merge(&d)?;
+        row.sum = stored.sum;
+        row.count = stored.count;
+        row.max = stored.max;
+        row.latest_at = stored.latest.map(|(at, _)| at);
+        row.latest = stored.latest.map(|(_, v)| v);
+    }
+    rows.sort_by(|a, b| (&a.metric, a.usage_period_start).cmp(&(&b.metric, b.usage_period_start)));
+    Ok(rows)
+}
+
 pub(crate) fn event_ids(conn: &Connection, customer_id: &str) -> Result<Vec<String>> {
     let mut stmt =
         conn.prepare_cached("SELECT event_id FROM events WHERE customer_id = ?1 ORDER BY seq")?;

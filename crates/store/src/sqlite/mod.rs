@@ -407,7 +407,9 @@ impl Store for SqliteStore {
     async fn usage(&self, customer_id: &str, billed: DateTime<Utc>) -> Result<Vec<UsageRollup>> {
         let Some(cache) = &self.usage_cache else {
             let id = customer_id.to_owned();
-            return self.read(move |c| events::usage(c, &id, billed)).await;
+            return self
+                .read(move |c| events::usage_with_tail(c, &id, billed))
+                .await;
         };
         let ms = billed.timestamp_millis();
         let generation = match cache.get(customer_id, ms) {
