@@ -39,7 +39,7 @@
 //! `usage_cache`): the writer invalidates what each group changed after its commit and before
 //! answering it, and readers lay the committed rows it has not written yet over what they read,
 //! so entitlement checks usually need no database read and still see every acknowledged event. Another process (an
-//! operator command) reads `usage_rollups` as last written: at most about a second behind.
+//! operator command) adds the events after the rollups' watermark to what it reads.
 //!
 //! **Checkpoints off the write path.** Automatic WAL checkpoints would run inside the writer's
 //! commits and stall every waiting request for the duration of a database-file fsync; instead a
