@@ -6,7 +6,7 @@
 //! a subscription past due (or unpaid) for longer than `--past-due-grace` gets the free plan's
 //! entitlements. Without any plan the check is denied with reason `no_subscription`.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +16,7 @@ use serde_json::Value;
 use tally_core::catalog::{Allowance, Metric, MetricKind, Plan};
 use tally_core::entitlement::{check_feature, check_metric, MetricCheck};
 use tally_core::period::{allowance_period, Period};
-use tally_store::{Customer, NewEvent, Subscription, UsageNotification};
+use tally_store::{Customer, Subscription, UsageNotification};
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
@@ -339,46 +339,63 @@ pub async fn record_thresholds(
 /// How often usage changed by ingestion is compared with the thresholds.
 pub const NOTIFY_EVERY: Duration = Duration::from_secs(1);
 
-/// The distinct `(customer, metric)` of a batch whose metric has a limit or an included quantity
+/// The `(customer, metric)` of a batch's events whose metric has a limit or an included quantity
 /// on some plan (the only ones with thresholds).
-pub fn touched(state: &AppState, events: &[NewEvent]) -> Vec<(String, String)> {
-    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+pub fn touched<'b>(state: &AppState, usage: &'b [(Cow<'b, str>, &'b str)]) -> Vec<(&'b str, &'b str)> {
+    // Whether a metric has thresholds is asked once per metric of the batch, not per event.
+    let mut known: Vec<(&str, bool)> = Vec::new();
     let mut out = Vec::new();
-    for e in events {
-        if seen.insert((e.customer_id.as_str(), e.metric.as_str()))
-            && state
-                .catalog
-                .plans()
-                .iter()
-                .any(|p| reference(p, &e.metric).is_some())
-        {
-            out.push((e.customer_id.clone(), e.metric.clone()));
+    for (customer, metric) in usage {
+        let has = match known.iter().find(|(m, _)| m == metric) {
+            Some((_, has)) => *has,
+            None => {
+                let has = state
+                    .catalog
+                    .plans()
+                    .iter()
+                    .any(|p| reference(p, metric).is_some());
+                known.push((metric, has));
+                has
+            }
+        };
+        if has {
+            out.push((&**customer, *metric));
         }
     }
     out
 }
 
 /// Marks usage as changed; the notifier compares it with the thresholds within [`NOTIFY_EVERY`].
-pub fn usage_changed(state: &AppState, touched: Vec<(String, String)>) {
+pub fn usage_changed(state: &AppState, touched: &[(&str, &str)]) {
     if touched.is_empty() {
         return;
     }
     if let Ok(mut d) = state.credits.dirty.lock() {
-        d.extend(touched);
+        // Copies only what is not marked yet: between two rounds of the notifier the same
+        // customers come back batch after batch.
+        for (customer, metric) in touched {
+            match d.get_mut(*customer) {
+                Some(metrics) => {
+                    if !metrics.iter().any(|m| m == metric) {
+                        metrics.push((*metric).to_owned());
+                    }
+                }
+                None => {
+                    d.insert((*customer).to_owned(), vec![(*metric).to_owned()]);
+                }
+            }
+        }
     }
 }
 
 /// Queues the threshold notifications of every `(customer, metric)` whose usage changed.
 pub async fn notify_changed(state: &AppState, now: DateTime<Utc>) -> Result<usize, ApiError> {
-    let dirty: Vec<(String, String)> = match state.credits.dirty.lock() {
-        Ok(mut d) => d.drain().collect(),
-        Err(_) => return Ok(0),
-    };
-    let n = dirty.len();
-    let mut by_customer: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for (c, m) in dirty {
-        by_customer.entry(c).or_default().push(m);
-    }
+    let by_customer: std::collections::BTreeMap<String, Vec<String>> =
+        match state.credits.dirty.lock() {
+            Ok(mut d) => d.drain().collect(),
+            Err(_) => return Ok(0),
+        };
+    let n = by_customer.values().map(Vec::len).sum();
     for (customer, metrics) in by_customer {
         let (c, sub) = super::credits::customer_and_subscription(state, &customer).await?;
         let Some((plan, _)) = effective_plan(state, sub.as_ref(), now) else {

@@ -1,56 +1,95 @@
 //! Usage event ingestion: parse and validate a batch completely before it reaches the store, so a
 //! batch with any invalid event stores nothing and every invalid index is explained.
+//!
+//! A batch is read in one pass into events that borrow their text from the body. Only when that
+//! fails is the body read again as a list of raw values, each parsed on its own, so that every
+//! malformed event is reported at its index exactly as before.
 
-use std::collections::{BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use tally_core::catalog::{Aggregation, Catalog};
+use tally_core::catalog::{Aggregation, Catalog, Metric};
 use tally_core::period::allowance_period;
 use tally_store::{IngestOutcome, NewEvent, MAX_ID_LEN};
 
 use crate::config::MAX_EVENTS_PER_BATCH;
 use crate::error::{ApiError, InvalidItem};
-use crate::state::AppState;
+use crate::state::{AppState, CustomerAnchor};
+
+use super::rfc3339;
 
 /// How far in the future an event's timestamp may be.
 pub const MAX_FUTURE: Duration = Duration::minutes(5);
 
+/// A string field as sent: borrowed from the body, or owned when it had escapes.
+pub struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            // The same words as `String`'s, so that error messages do not change.
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_string(V)
+    }
+}
+
 /// One event as sent, before validation. Fields are optional so that each missing one is
 /// reported for its index rather than failing the whole body.
 #[derive(Deserialize)]
-struct WireEvent<'a> {
-    id: Option<String>,
-    customer: Option<String>,
-    metric: Option<String>,
+pub struct WireEvent<'a> {
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    customer: Option<Text<'a>>,
+    #[serde(borrow)]
+    metric: Option<Text<'a>>,
     #[serde(borrow)]
     value: Option<&'a RawValue>,
-    timestamp: Option<String>,
+    #[serde(borrow)]
+    timestamp: Option<Text<'a>>,
     properties: Option<Value>,
 }
 
 /// An event that passed the checks that need no database.
-pub struct CheckedEvent {
-    pub id: String,
-    pub customer: String,
-    pub metric: String,
-    pub value: Decimal,
-    pub timestamp: DateTime<Utc>,
-    pub properties: Option<Value>,
-    pub unique_key: Option<String>,
+struct CheckedEvent<'a, 'c> {
+    id: Cow<'a, str>,
+    customer: Cow<'a, str>,
+    metric: &'c Metric,
+    value: Decimal,
+    timestamp: DateTime<Utc>,
+    properties: Option<Value>,
+    unique_key: Option<String>,
 }
 
 /// Parses a decimal from a JSON number's text or a JSON string, never through a float.
 pub fn parse_decimal(raw: &RawValue) -> Result<Decimal, String> {
     let text = raw.get().trim();
-    let s: String = if text.starts_with('"') {
-        serde_json::from_str::<String>(text).map_err(|e| e.to_string())?
+    let s: Cow<'_, str> = if text.starts_with('"') {
+        Cow::Owned(serde_json::from_str::<String>(text).map_err(|e| e.to_string())?)
     } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        text.to_owned()
+        Cow::Borrowed(text)
     } else {
         return Err(format!(
             "value must be a number or a numeric string, got {text}"
@@ -74,21 +113,48 @@ fn invalid(index: usize, code: &'static str, param: &'static str, message: Strin
     }
 }
 
-/// Checks one event against the catalog and the clock.
-fn check(
-    index: usize,
-    raw: &RawValue,
-    catalog: &Catalog,
-    now: DateTime<Utc>,
-) -> Result<CheckedEvent, InvalidItem> {
-    let w: WireEvent<'_> = serde_json::from_str(raw.get()).map_err(|e| InvalidItem {
+/// The catalog's metrics by id, remembering the last one found: a batch nearly always names one
+/// or two metrics, and the catalog looks metrics up by scanning.
+struct Metrics<'c> {
+    catalog: &'c Catalog,
+    last: Option<&'c Metric>,
+}
+
+impl<'c> Metrics<'c> {
+    fn get(&mut self, id: &str) -> Option<&'c Metric> {
+        match self.last {
+            Some(m) if m.id == id => Some(m),
+            _ => {
+                let m = self.catalog.metric(id);
+                if m.is_some() {
+                    self.last = m;
+                }
+                m
+            }
+        }
+    }
+}
+
+/// One event of a body that is not an array of well-formed events, parsed on its own.
+fn parse_event(index: usize, raw: &RawValue) -> Result<WireEvent<'_>, InvalidItem> {
+    serde_json::from_str(raw.get()).map_err(|e| InvalidItem {
         index,
         code: "malformed_event",
         message: format!("the event is not an object of the documented fields: {e}"),
         param: None,
-    })?;
+    })
+}
+
+/// Checks one event against the catalog and the clock (`latest`: the last timestamp allowed).
+fn check<'a, 'c>(
+    index: usize,
+    w: WireEvent<'a>,
+    metrics: &mut Metrics<'c>,
+    now: DateTime<Utc>,
+    latest: DateTime<Utc>,
+) -> Result<CheckedEvent<'a, 'c>, InvalidItem> {
     let id = match w.id {
-        Some(id) if !id.is_empty() && id.len() <= MAX_ID_LEN => id,
+        Some(Text(id)) if !id.is_empty() && id.len() <= MAX_ID_LEN => id,
         Some(_) => {
             return Err(invalid(
                 index,
@@ -100,13 +166,13 @@ fn check(
         None => return Err(invalid(index, "missing_id", "id", "id is required".into())),
     };
     let customer = match w.customer {
-        Some(c) if tally_store::is_valid_customer_id(&c) => c,
-        Some(c) => {
+        Some(Text(c)) if tally_store::is_valid_customer_id(&c) => c,
+        Some(Text(c)) => {
             return Err(invalid(
                 index,
                 "unknown_customer",
                 "customer",
-                format!("{c:?} is not a valid customer id"),
+                format!("{:?} is not a valid customer id", &*c),
             ))
         }
         None => {
@@ -118,7 +184,7 @@ fn check(
             ))
         }
     };
-    let Some(metric_id) = w.metric else {
+    let Some(Text(metric_id)) = w.metric else {
         return Err(invalid(
             index,
             "missing_metric",
@@ -126,12 +192,12 @@ fn check(
             "metric is required".into(),
         ));
     };
-    let Some(metric) = catalog.metric(&metric_id) else {
+    let Some(metric) = metrics.get(&metric_id) else {
         return Err(invalid(
             index,
             "unknown_metric",
             "metric",
-            format!("the catalog has no metric {metric_id:?}"),
+            format!("the catalog has no metric {:?}", &*metric_id),
         ));
     };
     // Count metrics need no value; one event counts one.
@@ -144,23 +210,21 @@ fn check(
             index,
             "negative_value",
             "value",
-            format!("metric {metric_id:?} does not allow negative values"),
+            format!("metric {:?} does not allow negative values", &*metric_id),
         ));
     }
     let timestamp = match w.timestamp {
-        Some(t) => DateTime::parse_from_rfc3339(&t)
-            .map_err(|_| {
-                invalid(
-                    index,
-                    "invalid_timestamp",
-                    "timestamp",
-                    format!("{t:?} is not an RFC 3339 timestamp"),
-                )
-            })?
-            .with_timezone(&Utc),
+        Some(Text(t)) => rfc3339::parse_utc(&t).ok_or_else(|| {
+            invalid(
+                index,
+                "invalid_timestamp",
+                "timestamp",
+                format!("{:?} is not an RFC 3339 timestamp", &*t),
+            )
+        })?,
         None => now,
     };
-    if timestamp > now + MAX_FUTURE {
+    if timestamp > latest {
         return Err(invalid(
             index,
             "timestamp_in_future",
@@ -188,7 +252,7 @@ fn check(
                         index,
                         "missing_property",
                         "properties",
-                        format!("metric {metric_id:?} counts distinct values of property {prop:?}, which is missing"),
+                        format!("metric {:?} counts distinct values of property {prop:?}, which is missing", &*metric_id),
                     ))
                 }
             }
@@ -198,7 +262,7 @@ fn check(
     Ok(CheckedEvent {
         id,
         customer,
-        metric: metric_id,
+        metric,
         value,
         timestamp,
         properties: w.properties,
@@ -206,11 +270,97 @@ fn check(
     })
 }
 
-/// The body of `POST /v1/events`.
+/// The body of `POST /v1/events` as a list of raw values (see [`Batch::from_body`]).
 #[derive(Deserialize)]
 pub struct WireBatch<'a> {
     #[serde(borrow)]
     pub events: Option<Vec<&'a RawValue>>,
+}
+
+/// The body of `POST /v1/events` read in one pass.
+#[derive(Deserialize)]
+struct ParsedBody<'a> {
+    #[serde(borrow)]
+    events: Option<Events<'a>>,
+}
+
+/// The events of a body, in a list with room for a typical batch from the start (JSON arrays do
+/// not tell their length, and growing the list one doubling at a time copies every event).
+struct Events<'a>(Vec<WireEvent<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Events<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Events<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Events<'a>, A::Error> {
+                let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0).max(128));
+                while let Some(e) = seq.next_element()? {
+                    events.push(e);
+                }
+                Ok(Events(events))
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
+/// The events of a request body.
+pub enum Batch<'a> {
+    /// Every event was a well-formed object of the documented fields.
+    Parsed(Vec<WireEvent<'a>>),
+    /// Anything else: each event is parsed on its own during validation.
+    Raw(Vec<&'a RawValue>),
+}
+
+impl<'a> Batch<'a> {
+    /// Reads a body `{"events": [...]}`; `None` when it has no `events`.
+    pub fn from_body(body: &'a [u8]) -> Result<Option<Batch<'a>>, serde_json::Error> {
+        // Checking UTF-8 once for the whole body is much cheaper than string by string.
+        let parsed = std::str::from_utf8(body)
+            .ok()
+            .and_then(|text| serde_json::from_str::<ParsedBody<'a>>(text).ok());
+        if let Some(b) = parsed {
+            return Ok(b.events.map(|e| Batch::Parsed(e.0)));
+        }
+        let b: WireBatch<'a> = serde_json::from_slice(body)?;
+        Ok(b.events.map(Batch::Raw))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Batch::Parsed(v) => v.len(),
+            Batch::Raw(v) => v.len(),
+        }
+    }
+}
+
+/// A valid batch, ready for the store.
+pub struct ValidBatch<'a> {
+    pub events: Vec<NewEvent>,
+    /// Each event's customer and metric, borrowed from the body and the catalog, so that what
+    /// changed can be told after `events` went to the store.
+    pub usage: Vec<(Cow<'a, str>, &'a str)>,
+}
+
+fn check_size(n: usize) -> Result<(), ApiError> {
+    if n == 0 {
+        return Err(
+            ApiError::bad_request("empty_batch", "events must contain at least one event")
+                .with_param("events"),
+        );
+    }
+    if n > MAX_EVENTS_PER_BATCH {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!("a batch holds at most {MAX_EVENTS_PER_BATCH} events, this one has {n}"),
+        )
+        .with_param("events"));
+    }
+    Ok(())
 }
 
 /// Validates a batch completely: every invalid event is reported, or every event is returned with
@@ -220,113 +370,173 @@ pub async fn validate(
     events: &[&RawValue],
     now: DateTime<Utc>,
 ) -> Result<Vec<NewEvent>, ApiError> {
-    if events.is_empty() {
-        return Err(
-            ApiError::bad_request("empty_batch", "events must contain at least one event")
-                .with_param("events"),
-        );
-    }
-    if events.len() > MAX_EVENTS_PER_BATCH {
-        return Err(ApiError::bad_request(
-            "batch_too_large",
-            format!(
-                "a batch holds at most {MAX_EVENTS_PER_BATCH} events, this one has {}",
-                events.len()
-            ),
-        )
-        .with_param("events"));
-    }
+    let batch = Batch::Raw(events.to_vec());
+    Ok(validate_batch(state, batch, now).await?.events)
+}
+
+/// [`validate`] for a batch read by [`Batch::from_body`].
+pub async fn validate_batch<'a>(
+    state: &'a AppState,
+    batch: Batch<'a>,
+    now: DateTime<Utc>,
+) -> Result<ValidBatch<'a>, ApiError> {
+    let n = batch.len();
+    check_size(n)?;
+    let latest = now + MAX_FUTURE;
+    let mut metrics = Metrics {
+        catalog: &state.catalog,
+        last: None,
+    };
     let mut problems = Vec::new();
-    let mut checked = Vec::with_capacity(events.len());
-    for (i, raw) in events.iter().enumerate() {
-        match check(i, raw, &state.catalog, now) {
+    let mut checked = Vec::with_capacity(n);
+    let mut take = |i: usize, w: Result<WireEvent<'a>, InvalidItem>| {
+        match w.and_then(|w| check(i, w, &mut metrics, now, latest)) {
             Ok(e) => checked.push((i, e)),
             Err(p) => problems.push(p),
         }
+    };
+    match batch {
+        Batch::Parsed(events) => {
+            for (i, w) in events.into_iter().enumerate() {
+                take(i, Ok(w));
+            }
+        }
+        Batch::Raw(events) => {
+            for (i, raw) in events.into_iter().enumerate() {
+                take(i, parse_event(i, raw));
+            }
+        }
     }
-    let wanted: BTreeSet<&str> = checked.iter().map(|(_, e)| e.customer.as_str()).collect();
-    let anchors = anchors(state, wanted.into_iter()).await?;
-    let mut out = Vec::with_capacity(checked.len());
-    for (i, e) in checked {
-        let Some(anchor) = anchors.get(&e.customer) else {
+    let ids: Vec<&str> = checked.iter().map(|(_, e)| &*e.customer).collect();
+    let anchors = anchors(state, &ids, now).await?;
+    drop(ids);
+    let mut out = ValidBatch {
+        events: Vec::with_capacity(checked.len()),
+        usage: Vec::with_capacity(checked.len()),
+    };
+    let mut current = Vec::new();
+    for ((i, e), anchor) in checked.into_iter().zip(anchors) {
+        let Some(anchor) = anchor else {
             problems.push(invalid(
                 i,
                 "unknown_customer",
                 "customer",
                 format!(
                     "no customer {:?}: create it with PUT /v1/customers/{{id}} first",
-                    e.customer
+                    &*e.customer
                 ),
             ));
             continue;
         };
-        out.push(NewEvent {
-            period_start: allowance_period(*anchor, e.timestamp).start,
-            customer_id: e.customer,
-            event_id: e.id,
-            metric: e.metric,
+        let period = if anchor.period.contains(e.timestamp) {
+            anchor.period
+        } else {
+            let p = allowance_period(anchor.at, e.timestamp);
+            if p.contains(now) {
+                current.push((out.events.len(), p));
+            }
+            p
+        };
+        out.events.push(NewEvent {
+            period_start: period.start,
+            customer_id: e.customer.to_string(),
+            event_id: e.id.into_owned(),
+            metric: e.metric.id.clone(),
             value: e.value,
             timestamp: e.timestamp,
             properties: e.properties,
             unique_key: e.unique_key,
         });
+        out.usage.push((e.customer, &e.metric.id));
     }
     if !problems.is_empty() {
         problems.sort_by_key(|p| p.index);
-        state.metrics.add_rejected(events.len() as u64);
+        state.metrics.add_rejected(n as u64);
         return Err(ApiError::unprocessable(
             "invalid_events",
             format!(
-                "{} of {} events are invalid; nothing was stored",
+                "{} of {n} events are invalid; nothing was stored",
                 problems.len(),
-                events.len()
             ),
         )
         .with_param("events")
         .with_invalid(problems));
     }
+    if !current.is_empty() {
+        // A customer's period turned over since it was cached.
+        if let Ok(mut cache) = state.anchors.write() {
+            for (i, p) in current {
+                if let Some(a) = cache.get_mut(&*out.usage[i].0) {
+                    a.period = p;
+                }
+            }
+        }
+    }
     Ok(out)
 }
 
-/// Allowance anchors of the given customers that exist (cached; see [`AppState::anchors`]).
-pub async fn anchors<'a>(
+/// Allowance anchors of the given customers, `None` for those that do not exist (cached; see
+/// [`AppState::anchors`]).
+async fn anchors(
     state: &AppState,
-    ids: impl Iterator<Item = &'a str>,
-) -> Result<HashMap<String, DateTime<Utc>>, ApiError> {
-    let mut found = HashMap::new();
+    ids: &[&str],
+    now: DateTime<Utc>,
+) -> Result<Vec<Option<CustomerAnchor>>, ApiError> {
     let mut missing = Vec::new();
-    {
+    let mut found = {
         let cache = state
             .anchors
             .read()
             .map_err(|_| ApiError::internal("anchor cache poisoned"))?;
-        for id in ids {
-            match cache.get(id) {
-                Some(a) => {
-                    found.insert(id.to_owned(), *a);
+        ids.iter()
+            .map(|id| {
+                let a = cache.get(*id).copied();
+                if a.is_none() {
+                    missing.push(*id);
                 }
-                None => missing.push(id.to_owned()),
-            }
-        }
-    }
+                a
+            })
+            .collect::<Vec<_>>()
+    };
     if !missing.is_empty() {
-        let fetched = state.store.customer_anchors(&missing).await?;
+        missing.sort_unstable();
+        missing.dedup();
+        let missing: Vec<String> = missing.into_iter().map(str::to_owned).collect();
+        let fetched: HashMap<String, CustomerAnchor> = state
+            .store
+            .customer_anchors(&missing)
+            .await?
+            .into_iter()
+            .map(|(id, at)| {
+                let period = allowance_period(at, now);
+                (id, CustomerAnchor { at, period })
+            })
+            .collect();
         if let Ok(mut cache) = state.anchors.write() {
             for (id, a) in &fetched {
-                cache.insert(id.clone(), *a);
+                cache.entry(id.clone()).or_insert(*a);
             }
         }
-        found.extend(fetched);
+        for (slot, id) in found.iter_mut().zip(ids) {
+            if slot.is_none() {
+                *slot = fetched.get(*id).copied();
+            }
+        }
     }
     Ok(found)
 }
 
 /// Validates and stores a batch; answers once it is durable.
 pub async fn ingest(state: &AppState, events: &[&RawValue]) -> Result<IngestOutcome, ApiError> {
-    let batch = validate(state, events, Utc::now()).await?;
-    let touched = super::entitlements::touched(state, &batch);
-    let outcome = state.store.ingest(batch).await?;
-    super::entitlements::usage_changed(state, touched);
+    ingest_batch(state, Batch::Raw(events.to_vec())).await
+}
+
+/// [`ingest`] for a batch read by [`Batch::from_body`].
+pub async fn ingest_batch(state: &AppState, batch: Batch<'_>) -> Result<IngestOutcome, ApiError> {
+    let batch = validate_batch(state, batch, Utc::now()).await?;
+    let touched = super::entitlements::touched(state, &batch.usage);
+    let outcome = state.store.ingest(batch.events).await?;
+    super::entitlements::usage_changed(state, &touched);
     state
         .metrics
         .add_events(outcome.accepted, outcome.duplicates);

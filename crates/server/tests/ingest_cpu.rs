@@ -1,0 +1,84 @@
+//! CPU cost of the HTTP side of `POST /v1/events` without the store's writer: parsing a batch
+//! like the benchmark's, validation, anchors, allowance periods and the entitlement bookkeeping.
+//! Ignored by default; run under callgrind to count instructions:
+//!
+//! ```text
+//! TALLY_CPU_BATCHES=2000 valgrind --tool=callgrind target/release/deps/ingest_cpu-* \
+//!     --ignored --exact validate_batches
+//! ```
+//!
+//! and subtract a run with `TALLY_CPU_BATCHES=0` (the setup) to get the cost of the batches.
+
+use std::fmt::Write;
+
+use chrono::Utc;
+use tally_server::service::{entitlements, events};
+use tally_server::{AppState, Config};
+use tally_store::CustomerUpsert;
+
+/// The benchmark's batch (see `batch_body` in `crates/cli/src/commands/bench.rs`).
+fn batch_body(first: u64, n: u64, customers: u64, ts: &str) -> String {
+    let mut s = String::with_capacity(n as usize * 110 + 16);
+    s.push_str("{\"events\":[");
+    for i in first..first + n {
+        if i > first {
+            s.push(',');
+        }
+        let _ = write!(
+            s,
+            "{{\"id\":\"evt_{i:016x}\",\"customer\":\"cus_{}\",\"metric\":\"compute_hours\",\"value\":1,\"timestamp\":\"{ts}\"}}",
+            i % customers
+        );
+    }
+    s.push_str("]}");
+    s
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore]
+async fn validate_batches() {
+    let batches: u64 = std::env::var("TALLY_CPU_BATCHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let customers = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tally.db").display());
+    let store = tally_store::connect(&url).await.unwrap();
+    let now = Utc::now();
+    for c in 0..customers {
+        store
+            .upsert_customer(CustomerUpsert {
+                id: format!("cus_{c}"),
+                email: None,
+                name: None,
+                metadata: None,
+                now,
+            })
+            .await
+            .unwrap();
+    }
+    let state = AppState::new(Config::new(url).unwrap(), store);
+    let ts = now.to_rfc3339();
+    let bodies: Vec<String> = (0..10)
+        .map(|b| batch_body(b * 100, 100, customers, &ts))
+        .collect();
+    // Warm the anchor cache.
+    for body in &bodies {
+        let batch = events::Batch::from_body(body.as_bytes()).unwrap().unwrap();
+        events::validate_batch(&state, batch, now).await.unwrap();
+    }
+    let mut stored = 0;
+    for b in 0..batches {
+        let body = &bodies[(b % 10) as usize];
+        // What `events::ingest_batch` does, without the store.
+        let batch = events::Batch::from_body(body.as_bytes()).unwrap().unwrap();
+        let valid = events::validate_batch(&state, batch, now).await.unwrap();
+        let touched = entitlements::touched(&state, &valid.usage);
+        stored += valid.events.len();
+        drop(valid.events);
+        entitlements::usage_changed(&state, &touched);
+    }
+    assert_eq!(stored as u64, batches * 100);
+    state.store.close().await;
+}
