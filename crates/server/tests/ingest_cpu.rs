@@ -65,15 +65,17 @@ async fn validate_batches() {
         .collect();
     // Warm the anchor cache.
     for body in &bodies {
-        let batch = events::Batch::from_body(body.as_bytes()).unwrap().unwrap();
-        events::validate_batch(&state, batch, now).await.unwrap();
+        events::validate_body(&state, body.as_bytes(), now)
+            .await
+            .unwrap();
     }
     let mut stored = 0;
     for b in 0..batches {
         let body = &bodies[(b % 10) as usize];
-        // What `events::ingest_batch` does, without the store.
-        let batch = events::Batch::from_body(body.as_bytes()).unwrap().unwrap();
-        let valid = events::validate_batch(&state, batch, now).await.unwrap();
+        // What `events::ingest_body` does, without the store.
+        let valid = events::validate_body(&state, body.as_bytes(), now)
+            .await
+            .unwrap();
         let touched = entitlements::touched(&state, &valid.usage);
         stored += valid.events.len();
         drop(valid.events);

@@ -44,7 +44,7 @@ pub struct Shared {
     /// Customer and subscription per customer id, for entitlement checks (see [`PLAN_TTL`]).
     plans: Mutex<HashMap<String, CachedPlan>>,
     /// Customer → metrics whose usage changed since the notifier last looked.
-    pub(crate) dirty: Mutex<HashMap<String, Vec<String>>>,
+    pub(crate) dirty: Mutex<HashMap<String, super::entitlements::ChangedMetrics>>,
 }
 
 /// When it was read, the customer, its subscription.

@@ -341,7 +341,10 @@ pub const NOTIFY_EVERY: Duration = Duration::from_secs(1);
 
 /// The `(customer, metric)` of a batch's events whose metric has a limit or an included quantity
 /// on some plan (the only ones with thresholds).
-pub fn touched<'b>(state: &AppState, usage: &'b [(Cow<'b, str>, &'b str)]) -> Vec<(&'b str, &'b str)> {
+pub fn touched<'b>(
+    state: &AppState,
+    usage: &'b [(Cow<'b, str>, &'b str)],
+) -> Vec<(&'b str, &'b str)> {
     // Whether a metric has thresholds is asked once per metric of the batch, not per event.
     let mut known: Vec<(&str, bool)> = Vec::new();
     let mut out = Vec::new();
@@ -365,23 +368,59 @@ pub fn touched<'b>(state: &AppState, usage: &'b [(Cow<'b, str>, &'b str)]) -> Ve
     out
 }
 
+/// Metrics whose usage changed, by position in the catalog's metrics: a bit each for the first
+/// 64, a list beyond (marking one is then a bit operation, not a comparison of names).
+#[derive(Debug, Default)]
+pub struct ChangedMetrics {
+    first: u64,
+    more: Vec<usize>,
+}
+
+impl ChangedMetrics {
+    fn insert(&mut self, i: usize) {
+        if i < 64 {
+            self.first |= 1 << i;
+        } else if !self.more.contains(&i) {
+            self.more.push(i);
+        }
+    }
+
+    fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..64)
+            .filter(|b| self.first & (1 << b) != 0)
+            .chain(self.more.iter().copied())
+    }
+}
+
 /// Marks usage as changed; the notifier compares it with the thresholds within [`NOTIFY_EVERY`].
+/// Metrics the catalog does not have are ignored (they have no thresholds).
 pub fn usage_changed(state: &AppState, touched: &[(&str, &str)]) {
     if touched.is_empty() {
         return;
     }
+    let metrics = state.catalog.metrics();
+    // A batch nearly always names one metric: its position is looked up once.
+    let mut last: Option<(&str, usize)> = None;
     if let Ok(mut d) = state.credits.dirty.lock() {
-        // Copies only what is not marked yet: between two rounds of the notifier the same
-        // customers come back batch after batch.
         for (customer, metric) in touched {
-            match d.get_mut(*customer) {
-                Some(metrics) => {
-                    if !metrics.iter().any(|m| m == metric) {
-                        metrics.push((*metric).to_owned());
+            let i = match last {
+                Some((m, i)) if std::ptr::eq(m, *metric) || m == *metric => i,
+                _ => match metrics.iter().position(|m| m.id == *metric) {
+                    Some(i) => {
+                        last = Some((metric, i));
+                        i
                     }
-                }
+                    None => continue,
+                },
+            };
+            // Copies the customer's id only the first time it is marked between two rounds of
+            // the notifier.
+            match d.get_mut(*customer) {
+                Some(changed) => changed.insert(i),
                 None => {
-                    d.insert((*customer).to_owned(), vec![(*metric).to_owned()]);
+                    let mut changed = ChangedMetrics::default();
+                    changed.insert(i);
+                    d.insert((*customer).to_owned(), changed);
                 }
             }
         }
@@ -390,22 +429,26 @@ pub fn usage_changed(state: &AppState, touched: &[(&str, &str)]) {
 
 /// Queues the threshold notifications of every `(customer, metric)` whose usage changed.
 pub async fn notify_changed(state: &AppState, now: DateTime<Utc>) -> Result<usize, ApiError> {
-    let by_customer: std::collections::BTreeMap<String, Vec<String>> =
+    let by_customer: std::collections::BTreeMap<String, ChangedMetrics> =
         match state.credits.dirty.lock() {
             Ok(mut d) => d.drain().collect(),
             Err(_) => return Ok(0),
         };
-    let n = by_customer.values().map(Vec::len).sum();
-    for (customer, metrics) in by_customer {
+    let n = by_customer.values().map(|m| m.positions().count()).sum();
+    let catalog = state.catalog.metrics();
+    for (customer, changed) in by_customer {
         let (c, sub) = super::credits::customer_and_subscription(state, &customer).await?;
         let Some((plan, _)) = effective_plan(state, sub.as_ref(), now) else {
             continue;
         };
         let period = allowance_period(c.billing_anchor, now);
         let usage = usage::period_usage(state, &c, period).await?;
-        for m in metrics {
-            let used = usage.used.get(&m).copied().unwrap_or(Decimal::ZERO);
-            record_thresholds(state, &c.id, &plan, &m, period.start, used, now).await?;
+        for i in changed.positions() {
+            let Some(m) = catalog.get(i).map(|m| &m.id) else {
+                continue;
+            };
+            let used = usage.used.get(m).copied().unwrap_or(Decimal::ZERO);
+            record_thresholds(state, &c.id, &plan, m, period.start, used, now).await?;
         }
     }
     Ok(n)

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tally_core::catalog::{Aggregation, Catalog, Metric};
-use tally_core::period::allowance_period;
+use tally_core::period::{allowance_period, Period};
 use tally_store::{IngestOutcome, NewEvent, MAX_ID_LEN};
 
 use crate::config::MAX_EVENTS_PER_BATCH;
@@ -25,6 +25,8 @@ use crate::error::{ApiError, InvalidItem};
 use crate::state::{AppState, CustomerAnchor};
 
 use super::rfc3339;
+
+mod common_shape;
 
 /// How far in the future an event's timestamp may be.
 pub const MAX_FUTURE: Duration = Duration::minutes(5);
@@ -55,6 +57,16 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
+/// A JSON value's text as sent (a `value` is read as a decimal from its text, never through a
+/// float).
+pub struct RawText<'a>(&'a str);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawText<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(|r| RawText(r.get()))
+    }
+}
+
 /// One event as sent, before validation. Fields are optional so that each missing one is
 /// reported for its index rather than failing the whole body.
 #[derive(Deserialize)]
@@ -66,7 +78,7 @@ pub struct WireEvent<'a> {
     #[serde(borrow)]
     metric: Option<Text<'a>>,
     #[serde(borrow)]
-    value: Option<&'a RawValue>,
+    value: Option<RawText<'a>>,
     #[serde(borrow)]
     timestamp: Option<Text<'a>>,
     properties: Option<Value>,
@@ -85,7 +97,12 @@ struct CheckedEvent<'a, 'c> {
 
 /// Parses a decimal from a JSON number's text or a JSON string, never through a float.
 pub fn parse_decimal(raw: &RawValue) -> Result<Decimal, String> {
-    let text = raw.get().trim();
+    parse_decimal_text(raw.get())
+}
+
+/// [`parse_decimal`] of a JSON value's text.
+fn parse_decimal_text(text: &str) -> Result<Decimal, String> {
+    let text = text.trim();
     let s: Cow<'_, str> = if text.starts_with('"') {
         Cow::Owned(serde_json::from_str::<String>(text).map_err(|e| e.to_string())?)
     } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
@@ -202,7 +219,9 @@ fn check<'a, 'c>(
     };
     // Count metrics need no value; one event counts one.
     let value = match w.value {
-        Some(raw) => parse_decimal(raw).map_err(|m| invalid(index, "invalid_value", "value", m))?,
+        Some(RawText(raw)) => {
+            parse_decimal_text(raw).map_err(|m| invalid(index, "invalid_value", "value", m))?
+        }
         None => Decimal::ONE,
     };
     if value.is_sign_negative() && !value.is_zero() && !metric.allow_negative {
@@ -252,7 +271,10 @@ fn check<'a, 'c>(
                         index,
                         "missing_property",
                         "properties",
-                        format!("metric {:?} counts distinct values of property {prop:?}, which is missing", &*metric_id),
+                        format!(
+                        "metric {:?} counts distinct values of property {prop:?}, which is missing",
+                        &*metric_id
+                    ),
                     ))
                 }
             }
@@ -270,14 +292,14 @@ fn check<'a, 'c>(
     })
 }
 
-/// The body of `POST /v1/events` as a list of raw values (see [`Batch::from_body`]).
+/// The body of `POST /v1/events` as a list of raw values, each parsed on its own.
 #[derive(Deserialize)]
-pub struct WireBatch<'a> {
+struct WireBatch<'a> {
     #[serde(borrow)]
-    pub events: Option<Vec<&'a RawValue>>,
+    events: Option<Vec<&'a RawValue>>,
 }
 
-/// The body of `POST /v1/events` read in one pass.
+/// The body of `POST /v1/events` read by serde_json in one pass.
 #[derive(Deserialize)]
 struct ParsedBody<'a> {
     #[serde(borrow)]
@@ -308,8 +330,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Events<'a> {
     }
 }
 
-/// The events of a request body.
-pub enum Batch<'a> {
+/// The events of a request body, read by serde_json.
+enum Batch<'a> {
     /// Every event was a well-formed object of the documented fields.
     Parsed(Vec<WireEvent<'a>>),
     /// Anything else: each event is parsed on its own during validation.
@@ -317,24 +339,23 @@ pub enum Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// Reads a body `{"events": [...]}`; `None` when it has no `events`.
-    pub fn from_body(body: &'a [u8]) -> Result<Option<Batch<'a>>, serde_json::Error> {
+    /// Reads a body `{"events": [...]}` (400 when it is not JSON or has no `events`).
+    fn from_body(body: &'a [u8]) -> Result<Batch<'a>, ApiError> {
         // Checking UTF-8 once for the whole body is much cheaper than string by string.
         let parsed = std::str::from_utf8(body)
             .ok()
             .and_then(|text| serde_json::from_str::<ParsedBody<'a>>(text).ok());
-        if let Some(b) = parsed {
-            return Ok(b.events.map(|e| Batch::Parsed(e.0)));
-        }
-        let b: WireBatch<'a> = serde_json::from_slice(body)?;
-        Ok(b.events.map(Batch::Raw))
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Batch::Parsed(v) => v.len(),
-            Batch::Raw(v) => v.len(),
-        }
+        let batch = match parsed {
+            Some(b) => b.events.map(|e| Batch::Parsed(e.0)),
+            None => serde_json::from_slice::<WireBatch<'a>>(body)
+                .map_err(|e| ApiError::malformed_json(&e))?
+                .events
+                .map(Batch::Raw),
+        };
+        batch.ok_or_else(|| {
+            ApiError::bad_request("missing_events", "the body must be {\"events\": [...]}")
+                .with_param("events")
+        })
     }
 }
 
@@ -370,75 +391,153 @@ pub async fn validate(
     events: &[&RawValue],
     now: DateTime<Utc>,
 ) -> Result<Vec<NewEvent>, ApiError> {
-    let batch = Batch::Raw(events.to_vec());
-    Ok(validate_batch(state, batch, now).await?.events)
+    let b = read_batch(state, Batch::Raw(events.to_vec()), now)?;
+    Ok(b.finish(state, events.len()).await?.events)
 }
 
-/// [`validate`] for a batch read by [`Batch::from_body`].
-pub async fn validate_batch<'a>(
+/// Validates the body of `POST /v1/events`, `{"events": [...]}`, as [`validate`] does.
+///
+/// A body of the common shape is validated while it is read (see [`common_shape`]); any other
+/// is read by serde_json first.
+pub async fn validate_body<'a>(
+    state: &'a AppState,
+    body: &'a [u8],
+    now: DateTime<Utc>,
+) -> Result<ValidBatch<'a>, ApiError> {
+    let common = std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| read_common(state, text, now).transpose())
+        .transpose()?;
+    let (b, n) = match common {
+        Some((b, n)) => {
+            check_size(n)?;
+            (b, n)
+        }
+        None => {
+            let batch = Batch::from_body(body)?;
+            let n = batch.len();
+            (read_batch(state, batch, now)?, n)
+        }
+    };
+    b.finish(state, n).await
+}
+
+/// Reads and checks a body of the common shape, or `None` when it is not of that shape.
+fn read_common<'a>(
+    state: &'a AppState,
+    text: &'a str,
+    now: DateTime<Utc>,
+) -> Result<Option<(Builder<'a>, usize)>, ApiError> {
+    let mut b = Builder::new(state, now);
+    let cache = state
+        .anchors
+        .read()
+        .map_err(|_| ApiError::internal("anchor cache poisoned"))?;
+    Ok(common_shape::parse(text, |i, w| b.add(i, Ok(w), &cache)).map(|n| (b, n)))
+}
+
+/// Checks every event of a batch read by serde_json.
+fn read_batch<'a>(
     state: &'a AppState,
     batch: Batch<'a>,
     now: DateTime<Utc>,
-) -> Result<ValidBatch<'a>, ApiError> {
-    let n = batch.len();
-    check_size(n)?;
-    let latest = now + MAX_FUTURE;
-    let mut metrics = Metrics {
-        catalog: &state.catalog,
-        last: None,
-    };
-    let mut problems = Vec::new();
-    let mut checked = Vec::with_capacity(n);
-    let mut take = |i: usize, w: Result<WireEvent<'a>, InvalidItem>| {
-        match w.and_then(|w| check(i, w, &mut metrics, now, latest)) {
-            Ok(e) => checked.push((i, e)),
-            Err(p) => problems.push(p),
-        }
-    };
+) -> Result<Builder<'a>, ApiError> {
+    check_size(batch.len())?;
+    let mut b = Builder::new(state, now);
+    let cache = state
+        .anchors
+        .read()
+        .map_err(|_| ApiError::internal("anchor cache poisoned"))?;
     match batch {
         Batch::Parsed(events) => {
             for (i, w) in events.into_iter().enumerate() {
-                take(i, Ok(w));
+                b.add(i, Ok(w), &cache);
             }
         }
         Batch::Raw(events) => {
             for (i, raw) in events.into_iter().enumerate() {
-                take(i, parse_event(i, raw));
+                b.add(i, parse_event(i, raw), &cache);
             }
         }
     }
-    let ids: Vec<&str> = checked.iter().map(|(_, e)| &*e.customer).collect();
-    let anchors = anchors(state, &ids, now).await?;
-    drop(ids);
-    let mut out = ValidBatch {
-        events: Vec::with_capacity(checked.len()),
-        usage: Vec::with_capacity(checked.len()),
-    };
-    let mut current = Vec::new();
-    for ((i, e), anchor) in checked.into_iter().zip(anchors) {
-        let Some(anchor) = anchor else {
-            problems.push(invalid(
-                i,
-                "unknown_customer",
-                "customer",
-                format!(
-                    "no customer {:?}: create it with PUT /v1/customers/{{id}} first",
-                    &*e.customer
-                ),
-            ));
-            continue;
+    Ok(b)
+}
+
+impl Batch<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Batch::Parsed(v) => v.len(),
+            Batch::Raw(v) => v.len(),
+        }
+    }
+}
+
+/// A batch being validated, event by event, in order.
+struct Builder<'a> {
+    metrics: Metrics<'a>,
+    now: DateTime<Utc>,
+    latest: DateTime<Utc>,
+    out: ValidBatch<'a>,
+    problems: Vec<InvalidItem>,
+    /// `(index, position in out)` of events whose customer is not in the anchor cache: their
+    /// period is filled in once the store has answered.
+    unanchored: Vec<(usize, usize)>,
+    /// `(position in out, period)`: customers whose current period is newer than the cached one.
+    current: Vec<(usize, Period)>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(state: &'a AppState, now: DateTime<Utc>) -> Self {
+        Builder {
+            metrics: Metrics {
+                catalog: &state.catalog,
+                last: None,
+            },
+            now,
+            latest: now + MAX_FUTURE,
+            out: ValidBatch {
+                events: Vec::new(),
+                usage: Vec::new(),
+            },
+            problems: Vec::new(),
+            unanchored: Vec::new(),
+            current: Vec::new(),
+        }
+    }
+
+    /// Checks event `i` and, when valid, adds it with its allowance period.
+    fn add(
+        &mut self,
+        i: usize,
+        w: Result<WireEvent<'a>, InvalidItem>,
+        cache: &HashMap<String, CustomerAnchor>,
+    ) {
+        let e = match w.and_then(|w| check(i, w, &mut self.metrics, self.now, self.latest)) {
+            Ok(e) => e,
+            Err(p) => return self.problems.push(p),
         };
-        let period = if anchor.period.contains(e.timestamp) {
-            anchor.period
-        } else {
-            let p = allowance_period(anchor.at, e.timestamp);
-            if p.contains(now) {
-                current.push((out.events.len(), p));
+        if self.out.events.capacity() == 0 {
+            self.out.events.reserve(128);
+            self.out.usage.reserve(128);
+        }
+        let k = self.out.events.len();
+        let period_start = match cache.get(&*e.customer) {
+            Some(a) if a.period.contains(e.timestamp) => a.period.start,
+            Some(a) => {
+                let p = allowance_period(a.at, e.timestamp);
+                if p.contains(self.now) {
+                    self.current.push((k, p));
+                }
+                p.start
             }
-            p
+            None => {
+                self.unanchored.push((i, k));
+                // Replaced once the anchor is known (or the batch is refused).
+                DateTime::UNIX_EPOCH
+            }
         };
-        out.events.push(NewEvent {
-            period_start: period.start,
+        self.out.events.push(NewEvent {
+            period_start,
             customer_id: e.customer.to_string(),
             event_id: e.id.into_owned(),
             metric: e.metric.id.clone(),
@@ -447,32 +546,65 @@ pub async fn validate_batch<'a>(
             properties: e.properties,
             unique_key: e.unique_key,
         });
-        out.usage.push((e.customer, &e.metric.id));
+        self.out.usage.push((e.customer, &e.metric.id));
     }
-    if !problems.is_empty() {
-        problems.sort_by_key(|p| p.index);
-        state.metrics.add_rejected(n as u64);
-        return Err(ApiError::unprocessable(
-            "invalid_events",
-            format!(
-                "{} of {n} events are invalid; nothing was stored",
-                problems.len(),
-            ),
-        )
-        .with_param("events")
-        .with_invalid(problems));
-    }
-    if !current.is_empty() {
-        // A customer's period turned over since it was cached.
-        if let Ok(mut cache) = state.anchors.write() {
-            for (i, p) in current {
-                if let Some(a) = cache.get_mut(&*out.usage[i].0) {
-                    a.period = p;
+
+    /// Looks up the customers not in the anchor cache, and answers the valid batch or every
+    /// problem of the `n` events.
+    async fn finish(self, state: &AppState, n: usize) -> Result<ValidBatch<'a>, ApiError> {
+        let Builder {
+            mut out,
+            mut problems,
+            unanchored,
+            current,
+            now,
+            ..
+        } = self;
+        if !unanchored.is_empty() {
+            let ids: Vec<&str> = unanchored.iter().map(|(_, k)| &*out.usage[*k].0).collect();
+            let found = anchors(state, &ids, now).await?;
+            for ((i, k), anchor) in unanchored.into_iter().zip(found) {
+                let e = &mut out.events[k];
+                match anchor {
+                    Some(a) if a.period.contains(e.timestamp) => e.period_start = a.period.start,
+                    Some(a) => e.period_start = allowance_period(a.at, e.timestamp).start,
+                    None => problems.push(invalid(
+                        i,
+                        "unknown_customer",
+                        "customer",
+                        format!(
+                            "no customer {:?}: create it with PUT /v1/customers/{{id}} first",
+                            e.customer_id
+                        ),
+                    )),
                 }
             }
         }
+        if !problems.is_empty() {
+            problems.sort_by_key(|p| p.index);
+            state.metrics.add_rejected(n as u64);
+            return Err(ApiError::unprocessable(
+                "invalid_events",
+                format!(
+                    "{} of {n} events are invalid; nothing was stored",
+                    problems.len(),
+                ),
+            )
+            .with_param("events")
+            .with_invalid(problems));
+        }
+        if !current.is_empty() {
+            // A customer's period turned over since it was cached.
+            if let Ok(mut cache) = state.anchors.write() {
+                for (k, p) in current {
+                    if let Some(a) = cache.get_mut(&*out.usage[k].0) {
+                        a.period = p;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// Allowance anchors of the given customers, `None` for those that do not exist (cached; see
@@ -528,12 +660,20 @@ async fn anchors(
 
 /// Validates and stores a batch; answers once it is durable.
 pub async fn ingest(state: &AppState, events: &[&RawValue]) -> Result<IngestOutcome, ApiError> {
-    ingest_batch(state, Batch::Raw(events.to_vec())).await
+    let now = Utc::now();
+    let batch = read_batch(state, Batch::Raw(events.to_vec()), now)?
+        .finish(state, events.len())
+        .await?;
+    store(state, batch).await
 }
 
-/// [`ingest`] for a batch read by [`Batch::from_body`].
-pub async fn ingest_batch(state: &AppState, batch: Batch<'_>) -> Result<IngestOutcome, ApiError> {
-    let batch = validate_batch(state, batch, Utc::now()).await?;
+/// [`ingest`] of the body of `POST /v1/events` (see [`validate_body`]).
+pub async fn ingest_body(state: &AppState, body: &[u8]) -> Result<IngestOutcome, ApiError> {
+    let batch = validate_body(state, body, Utc::now()).await?;
+    store(state, batch).await
+}
+
+async fn store(state: &AppState, batch: ValidBatch<'_>) -> Result<IngestOutcome, ApiError> {
     let touched = super::entitlements::touched(state, &batch.usage);
     let outcome = state.store.ingest(batch.events).await?;
     super::entitlements::usage_changed(state, &touched);

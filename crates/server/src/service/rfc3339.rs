@@ -17,13 +17,18 @@ pub fn parse_utc(s: &str) -> Option<DateTime<Utc>> {
 
 /// The common form only; `None` means "ask chrono" (which may still accept it).
 fn parse_common(b: &[u8]) -> Option<DateTime<Utc>> {
-    let digit = |i: usize| -> Option<i64> {
-        let d = b.get(i)?.wrapping_sub(b'0');
+    let head: &[u8; 19] = b.get(..19)?.try_into().ok()?;
+    let digit = |c: u8| -> Option<i64> {
+        let d = c.wrapping_sub(b'0');
         (d < 10).then_some(i64::from(d))
     };
-    let two = |i: usize| -> Option<i64> { Some(digit(i)? * 10 + digit(i + 1)?) };
-    let sep = |i: usize, c: u8| b.get(i) == Some(&c);
-    if !(sep(4, b'-') && sep(7, b'-') && sep(10, b'T') && sep(13, b':') && sep(16, b':')) {
+    let two = |i: usize| -> Option<i64> { Some(digit(head[i])? * 10 + digit(head[i + 1])?) };
+    if head[4] != b'-'
+        || head[7] != b'-'
+        || head[10] != b'T'
+        || head[13] != b':'
+        || head[16] != b':'
+    {
         return None;
     }
     let year = two(0)? * 100 + two(2)?;
@@ -39,28 +44,32 @@ fn parse_common(b: &[u8]) -> Option<DateTime<Utc>> {
     {
         return None;
     }
-    let mut i = 19;
+    let mut rest = &b[19..];
     let mut nanos: u32 = 0;
-    if sep(i, b'.') {
-        i += 1;
-        let start = i;
-        while let Some(d) = digit(i) {
-            // More than nanosecond precision: chrono decides what to keep.
-            if i - start == 9 {
-                return None;
-            }
-            nanos = nanos * 10 + d as u32;
-            i += 1;
-        }
-        let n = i - start;
-        if n == 0 {
+    if let [b'.', tail @ ..] = rest {
+        let n = tail.iter().take_while(|c| c.is_ascii_digit()).count();
+        // No digit, or more than nanosecond precision: chrono decides.
+        if n == 0 || n > 9 {
             return None;
         }
-        nanos *= 10u32.pow(9 - n as u32);
+        for c in &tail[..n] {
+            nanos = nanos * 10 + u32::from(c - b'0');
+        }
+        nanos *= [
+            1,
+            10,
+            100,
+            1_000,
+            10_000,
+            100_000,
+            1_000_000,
+            10_000_000,
+            100_000_000,
+        ][9 - n];
+        rest = &tail[n..];
     }
-    match b.get(i..)? {
-        b"Z" | b"+00:00" => {}
-        _ => return None,
+    if rest != b"Z" && rest != b"+00:00" {
+        return None;
     }
     let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
     DateTime::from_timestamp(secs, nanos)
