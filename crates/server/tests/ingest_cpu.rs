@@ -1,13 +1,15 @@
 //! CPU cost of the HTTP side of `POST /v1/events` without the store's writer: parsing a batch
 //! like the benchmark's, validation, anchors, allowance periods and the entitlement bookkeeping.
-//! Ignored by default; run under callgrind to count instructions:
+//! Ignored by default. Instruction counts do not depend on the load of the machine, so count them
+//! with callgrind:
 //!
 //! ```text
-//! TALLY_CPU_BATCHES=2000 valgrind --tool=callgrind target/release/deps/ingest_cpu-* \
+//! cargo test --release -p tally-server --test ingest_cpu --no-run
+//! TALLY_CPU_BATCHES=500 valgrind --tool=callgrind target/release/deps/ingest_cpu-<hash> \
 //!     --ignored --exact validate_batches
 //! ```
 //!
-//! and subtract a run with `TALLY_CPU_BATCHES=0` (the setup) to get the cost of the batches.
+//! and subtract a run with `TALLY_CPU_BATCHES=0` (the setup), then divide by 100 events per batch.
 
 use std::fmt::Write;
 

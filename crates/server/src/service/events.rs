@@ -130,25 +130,37 @@ fn invalid(index: usize, code: &'static str, param: &'static str, message: Strin
     }
 }
 
-/// The catalog's metrics by id, remembering the last one found: a batch nearly always names one
-/// or two metrics, and the catalog looks metrics up by scanning.
-struct Metrics<'c> {
-    catalog: &'c Catalog,
-    last: Option<&'c Metric>,
+/// What the previous event of a batch had: a batch nearly always names one or two metrics (which
+/// the catalog looks up by scanning), and often one timestamp for all its events.
+struct Memo<'a> {
+    catalog: &'a Catalog,
+    metric: Option<&'a Metric>,
+    timestamp: Option<(&'a str, DateTime<Utc>)>,
 }
 
-impl<'c> Metrics<'c> {
-    fn get(&mut self, id: &str) -> Option<&'c Metric> {
-        match self.last {
+impl<'a> Memo<'a> {
+    fn metric(&mut self, id: &str) -> Option<&'a Metric> {
+        match self.metric {
             Some(m) if m.id == id => Some(m),
             _ => {
                 let m = self.catalog.metric(id);
                 if m.is_some() {
-                    self.last = m;
+                    self.metric = m;
                 }
                 m
             }
         }
+    }
+
+    fn timestamp(&mut self, text: &'a str) -> Option<DateTime<Utc>> {
+        if let Some((t, at)) = self.timestamp {
+            if t == text {
+                return Some(at);
+            }
+        }
+        let at = rfc3339::parse_utc(text)?;
+        self.timestamp = Some((text, at));
+        Some(at)
     }
 }
 
@@ -163,13 +175,13 @@ fn parse_event(index: usize, raw: &RawValue) -> Result<WireEvent<'_>, InvalidIte
 }
 
 /// Checks one event against the catalog and the clock (`latest`: the last timestamp allowed).
-fn check<'a, 'c>(
+fn check<'a>(
     index: usize,
     w: WireEvent<'a>,
-    metrics: &mut Metrics<'c>,
+    memo: &mut Memo<'a>,
     now: DateTime<Utc>,
     latest: DateTime<Utc>,
-) -> Result<CheckedEvent<'a, 'c>, InvalidItem> {
+) -> Result<CheckedEvent<'a, 'a>, InvalidItem> {
     let id = match w.id {
         Some(Text(id)) if !id.is_empty() && id.len() <= MAX_ID_LEN => id,
         Some(_) => {
@@ -209,7 +221,7 @@ fn check<'a, 'c>(
             "metric is required".into(),
         ));
     };
-    let Some(metric) = metrics.get(&metric_id) else {
+    let Some(metric) = memo.metric(&metric_id) else {
         return Err(invalid(
             index,
             "unknown_metric",
@@ -233,7 +245,11 @@ fn check<'a, 'c>(
         ));
     }
     let timestamp = match w.timestamp {
-        Some(Text(t)) => rfc3339::parse_utc(&t).ok_or_else(|| {
+        Some(Text(t)) => match &t {
+            Cow::Borrowed(b) => memo.timestamp(b),
+            Cow::Owned(o) => rfc3339::parse_utc(o),
+        }
+        .ok_or_else(|| {
             invalid(
                 index,
                 "invalid_timestamp",
@@ -474,7 +490,7 @@ impl Batch<'_> {
 
 /// A batch being validated, event by event, in order.
 struct Builder<'a> {
-    metrics: Metrics<'a>,
+    memo: Memo<'a>,
     now: DateTime<Utc>,
     latest: DateTime<Utc>,
     out: ValidBatch<'a>,
@@ -489,9 +505,10 @@ struct Builder<'a> {
 impl<'a> Builder<'a> {
     fn new(state: &'a AppState, now: DateTime<Utc>) -> Self {
         Builder {
-            metrics: Metrics {
+            memo: Memo {
                 catalog: &state.catalog,
-                last: None,
+                metric: None,
+                timestamp: None,
             },
             now,
             latest: now + MAX_FUTURE,
@@ -512,7 +529,7 @@ impl<'a> Builder<'a> {
         w: Result<WireEvent<'a>, InvalidItem>,
         cache: &HashMap<String, CustomerAnchor>,
     ) {
-        let e = match w.and_then(|w| check(i, w, &mut self.metrics, self.now, self.latest)) {
+        let e = match w.and_then(|w| check(i, w, &mut self.memo, self.now, self.latest)) {
             Ok(e) => e,
             Err(p) => return self.problems.push(p),
         };

@@ -68,8 +68,9 @@ fn parse_common(b: &[u8]) -> Option<DateTime<Utc>> {
         ][9 - n];
         rest = &tail[n..];
     }
-    if rest != b"Z" && rest != b"+00:00" {
-        return None;
+    match rest {
+        [b'Z'] | [b'+', b'0', b'0', b':', b'0', b'0'] => {}
+        _ => return None,
     }
     let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
     DateTime::from_timestamp(secs, nanos)

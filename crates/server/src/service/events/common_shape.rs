@@ -57,6 +57,14 @@ pub(super) fn parse<'a>(
     (r.i == body.len()).then_some(n)
 }
 
+enum Field {
+    Id,
+    Customer,
+    Metric,
+    Value,
+    Timestamp,
+}
+
 struct Reader<'a> {
     s: &'a str,
     i: usize,
@@ -148,16 +156,16 @@ impl<'a> Reader<'a> {
             return Some(e);
         }
         loop {
-            let key = self.string()?;
+            let field = self.field()?;
             self.ws();
             self.eat(b':')?;
             self.ws();
-            let slot = match key {
-                "id" => &mut e.id,
-                "customer" => &mut e.customer,
-                "metric" => &mut e.metric,
-                "timestamp" => &mut e.timestamp,
-                "value" if e.value.is_none() => {
+            let slot = match field {
+                Field::Id => &mut e.id,
+                Field::Customer => &mut e.customer,
+                Field::Metric => &mut e.metric,
+                Field::Timestamp => &mut e.timestamp,
+                Field::Value if e.value.is_none() => {
                     let start = self.i;
                     let text = if self.peek() == Some(b'"') {
                         self.string()?;
@@ -171,7 +179,7 @@ impl<'a> Reader<'a> {
                     }
                     continue;
                 }
-                _ => return None,
+                Field::Value => return None,
             };
             if slot.is_some() {
                 return None;
@@ -181,6 +189,21 @@ impl<'a> Reader<'a> {
                 return Some(e);
             }
         }
+    }
+
+    /// The name of a field this reader takes, written plainly (`None` for any other name).
+    fn field(&mut self) -> Option<Field> {
+        let rest = self.s.as_bytes().get(self.i..)?;
+        let (field, len) = match rest.get(1)? {
+            b'i' if rest.starts_with(b"\"id\"") => (Field::Id, 4),
+            b'c' if rest.starts_with(b"\"customer\"") => (Field::Customer, 10),
+            b'm' if rest.starts_with(b"\"metric\"") => (Field::Metric, 8),
+            b'v' if rest.starts_with(b"\"value\"") => (Field::Value, 7),
+            b't' if rest.starts_with(b"\"timestamp\"") => (Field::Timestamp, 11),
+            _ => return None,
+        };
+        self.i += len;
+        Some(field)
     }
 
     /// After a member: `Some(true)` at the end of the object, `Some(false)` before another one.
