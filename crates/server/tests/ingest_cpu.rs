@@ -10,22 +10,31 @@
 //! ```
 //!
 //! and subtract a run with `TALLY_CPU_BATCHES=0` (the setup), then divide by 100 events per batch.
+//! The benchmark's events of a batch share one timestamp; `TALLY_CPU_DISTINCT_TIMESTAMPS=1` gives
+//! each event its own.
 
 use std::fmt::Write;
 
-use chrono::Utc;
+use chrono::{DateTime, Duration, Utc};
 use tally_server::service::{entitlements, events};
 use tally_server::{AppState, Config};
 use tally_store::CustomerUpsert;
 
-/// The benchmark's batch (see `batch_body` in `crates/cli/src/commands/bench.rs`).
-fn batch_body(first: u64, n: u64, customers: u64, ts: &str) -> String {
+/// The benchmark's batch (see `batch_body` in `crates/cli/src/commands/bench.rs`), optionally with
+/// a distinct timestamp per event.
+fn batch_body(first: u64, n: u64, customers: u64, now: DateTime<Utc>, distinct: bool) -> String {
     let mut s = String::with_capacity(n as usize * 110 + 16);
     s.push_str("{\"events\":[");
     for i in first..first + n {
         if i > first {
             s.push(',');
         }
+        let at = if distinct {
+            now - Duration::microseconds(i as i64 * 1237)
+        } else {
+            now
+        };
+        let ts = at.to_rfc3339();
         let _ = write!(
             s,
             "{{\"id\":\"evt_{i:016x}\",\"customer\":\"cus_{}\",\"metric\":\"compute_hours\",\"value\":1,\"timestamp\":\"{ts}\"}}",
@@ -55,15 +64,16 @@ async fn validate_batches() {
                 email: None,
                 name: None,
                 metadata: None,
-                now,
+                // Anchored a day ago, so that every event falls in the current period.
+                now: now - Duration::days(1),
             })
             .await
             .unwrap();
     }
     let state = AppState::new(Config::new(url).unwrap(), store);
-    let ts = now.to_rfc3339();
+    let distinct = std::env::var("TALLY_CPU_DISTINCT_TIMESTAMPS").is_ok_and(|v| v == "1");
     let bodies: Vec<String> = (0..10)
-        .map(|b| batch_body(b * 100, 100, customers, &ts))
+        .map(|b| batch_body(b * 100, 100, customers, now, distinct))
         .collect();
     // Warm the anchor cache.
     for body in &bodies {

@@ -32,7 +32,7 @@ mod common_shape;
 pub const MAX_FUTURE: Duration = Duration::minutes(5);
 
 /// A string field as sent: borrowed from the body, or owned when it had escapes.
-pub struct Text<'a>(Cow<'a, str>);
+struct Text<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -59,7 +59,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 
 /// A JSON value's text as sent (a `value` is read as a decimal from its text, never through a
 /// float).
-pub struct RawText<'a>(&'a str);
+struct RawText<'a>(&'a str);
 
 impl<'de: 'a, 'a> Deserialize<'de> for RawText<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -70,7 +70,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawText<'a> {
 /// One event as sent, before validation. Fields are optional so that each missing one is
 /// reported for its index rather than failing the whole body.
 #[derive(Deserialize)]
-pub struct WireEvent<'a> {
+struct WireEvent<'a> {
     #[serde(borrow)]
     id: Option<Text<'a>>,
     #[serde(borrow)]
@@ -373,6 +373,13 @@ impl<'a> Batch<'a> {
                 .with_param("events")
         })
     }
+
+    fn len(&self) -> usize {
+        match self {
+            Batch::Parsed(v) => v.len(),
+            Batch::Raw(v) => v.len(),
+        }
+    }
 }
 
 /// A valid batch, ready for the store.
@@ -422,8 +429,7 @@ pub async fn validate_body<'a>(
 ) -> Result<ValidBatch<'a>, ApiError> {
     let common = std::str::from_utf8(body)
         .ok()
-        .and_then(|text| read_common(state, text, now).transpose())
-        .transpose()?;
+        .and_then(|text| read_common(state, text, now));
     let (b, n) = match common {
         Some((b, n)) => {
             check_size(n)?;
@@ -438,18 +444,17 @@ pub async fn validate_body<'a>(
     b.finish(state, n).await
 }
 
-/// Reads and checks a body of the common shape, or `None` when it is not of that shape.
+/// Reads and checks a body of the common shape, or `None` when it is not of that shape (or the
+/// anchor cache is unusable: the general path reports that, after the body's own errors).
 fn read_common<'a>(
     state: &'a AppState,
     text: &'a str,
     now: DateTime<Utc>,
-) -> Result<Option<(Builder<'a>, usize)>, ApiError> {
+) -> Option<(Builder<'a>, usize)> {
     let mut b = Builder::new(state, now);
-    let cache = state
-        .anchors
-        .read()
-        .map_err(|_| ApiError::internal("anchor cache poisoned"))?;
-    Ok(common_shape::parse(text, |i, w| b.add(i, Ok(w), &cache)).map(|n| (b, n)))
+    let cache = state.anchors.read().ok()?;
+    let n = common_shape::parse(text, |i, w| b.add(i, Ok(w), &cache))?;
+    Some((b, n))
 }
 
 /// Checks every event of a batch read by serde_json.
@@ -477,15 +482,6 @@ fn read_batch<'a>(
         }
     }
     Ok(b)
-}
-
-impl Batch<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Batch::Parsed(v) => v.len(),
-            Batch::Raw(v) => v.len(),
-        }
-    }
 }
 
 /// A batch being validated, event by event, in order.
