@@ -81,6 +81,14 @@ impl ApiError {
         )
     }
 
+    /// `400 malformed_json`: a body that is not JSON of the shape the request needs.
+    pub fn malformed_json(e: &serde_json::Error) -> Self {
+        Self::bad_request(
+            "malformed_json",
+            format!("the body is not valid JSON for this request: {e}"),
+        )
+    }
+
     /// 422: well-formed but semantically invalid.
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tally_core::catalog::Catalog;
+use tally_core::period::Period;
 use tally_store::Store;
 
 use crate::config::Config;
@@ -31,7 +32,7 @@ pub struct SharedState {
     pub metrics: Arc<Metrics>,
     /// Customer id → allowance anchor. Customers are never deleted and anchors never change, so
     /// entries never go stale; misses go to the store (other processes may create customers).
-    pub anchors: Arc<RwLock<HashMap<String, DateTime<Utc>>>>,
+    pub anchors: Arc<RwLock<HashMap<String, CustomerAnchor>>>,
     /// In-memory state of credits, entitlements and rate limits.
     pub credits: Arc<crate::service::credits::Shared>,
     /// Hashes of stored API keys recently found valid, with when they were checked and the key's
@@ -40,6 +41,16 @@ pub struct SharedState {
     pub key_cache: Arc<RwLock<HashMap<String, (Instant, String)>>>,
     /// This process's id among the processes sharing a database (for leases).
     pub instance_id: Arc<str>,
+}
+
+/// A customer's allowance anchor, with its current allowance period so that events of that
+/// period need no calendar arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CustomerAnchor {
+    pub at: DateTime<Utc>,
+    /// The allowance period (of `at`) containing the time it was computed, updated when a batch
+    /// finds that the current period has moved on.
+    pub period: Period,
 }
 
 /// How long a stored key's validity is cached.

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::JsonBody;
 use crate::error::{ApiError, ErrorBody};
-use crate::service::events::{self, WireBatch};
+use crate::service::events;
 use crate::state::AppState;
 
 /// Body of a successful ingest.
@@ -58,15 +58,7 @@ pub async fn ingest(
     State(state): State<AppState>,
     body: JsonBody,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let batch: WireBatch<'_> = body.parse()?;
-    let Some(list) = batch.events else {
-        return Err(ApiError::bad_request(
-            "missing_events",
-            "the body must be {\"events\": [...]}",
-        )
-        .with_param("events"));
-    };
-    let out = events::ingest(&state, &list).await?;
+    let out = events::ingest_body(&state, &body.0).await?;
     Ok(Json(IngestResponse {
         accepted: out.accepted,
         duplicates: out.duplicates,

@@ -141,12 +141,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 impl JsonBody {
     /// Parses the body into `T`.
     pub fn parse<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.0).map_err(|e| {
-            ApiError::bad_request(
-                "malformed_json",
-                format!("the body is not valid JSON for this request: {e}"),
-            )
-        })
+        serde_json::from_slice(&self.0).map_err(|e| ApiError::malformed_json(&e))
     }
 
     /// Parses the body into an owned `T`.

@@ -43,8 +43,8 @@ pub struct Shared {
     pub limiter: Limiter,
     /// Customer and subscription per customer id, for entitlement checks (see [`PLAN_TTL`]).
     plans: Mutex<HashMap<String, CachedPlan>>,
-    /// `(customer, metric)` whose usage changed since the notifier last looked.
-    pub(crate) dirty: Mutex<HashSet<(String, String)>>,
+    /// Customer → metrics whose usage changed since the notifier last looked.
+    pub(crate) dirty: Mutex<HashMap<String, super::entitlements::ChangedMetrics>>,
 }
 
 /// When it was read, the customer, its subscription.
@@ -681,7 +681,7 @@ pub async fn consume(
         CreditOutcome::Applied(e) => {
             if let Some(m) = &e.metric {
                 state.metrics.add_events(1, 0);
-                super::entitlements::usage_changed(state, vec![(c.id.clone(), m.clone())]);
+                super::entitlements::usage_changed(state, &[(c.id.as_str(), m.as_str())]);
             }
             Ok(Applied::New(e.into()))
         }

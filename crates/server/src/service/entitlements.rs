@@ -6,7 +6,7 @@
 //! a subscription past due (or unpaid) for longer than `--past-due-grace` gets the free plan's
 //! entitlements. Without any plan the check is denied with reason `no_subscription`.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +16,7 @@ use serde_json::Value;
 use tally_core::catalog::{Allowance, Metric, MetricKind, Plan};
 use tally_core::entitlement::{check_feature, check_metric, MetricCheck};
 use tally_core::period::{allowance_period, Period};
-use tally_store::{Customer, NewEvent, Subscription, UsageNotification};
+use tally_store::{Customer, Subscription, UsageNotification};
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
@@ -339,56 +339,116 @@ pub async fn record_thresholds(
 /// How often usage changed by ingestion is compared with the thresholds.
 pub const NOTIFY_EVERY: Duration = Duration::from_secs(1);
 
-/// The distinct `(customer, metric)` of a batch whose metric has a limit or an included quantity
+/// The `(customer, metric)` of a batch's events whose metric has a limit or an included quantity
 /// on some plan (the only ones with thresholds).
-pub fn touched(state: &AppState, events: &[NewEvent]) -> Vec<(String, String)> {
-    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+pub fn touched<'b>(
+    state: &AppState,
+    usage: &'b [(Cow<'b, str>, &'b str)],
+) -> Vec<(&'b str, &'b str)> {
+    // Whether a metric has thresholds is asked once per metric of the batch, not per event.
+    let mut known: Vec<(&str, bool)> = Vec::new();
     let mut out = Vec::new();
-    for e in events {
-        if seen.insert((e.customer_id.as_str(), e.metric.as_str()))
-            && state
-                .catalog
-                .plans()
-                .iter()
-                .any(|p| reference(p, &e.metric).is_some())
-        {
-            out.push((e.customer_id.clone(), e.metric.clone()));
+    for (customer, metric) in usage {
+        let has = match known.iter().find(|(m, _)| m == metric) {
+            Some((_, has)) => *has,
+            None => {
+                let has = state
+                    .catalog
+                    .plans()
+                    .iter()
+                    .any(|p| reference(p, metric).is_some());
+                known.push((metric, has));
+                has
+            }
+        };
+        if has {
+            out.push((&**customer, *metric));
         }
     }
     out
 }
 
+/// Metrics whose usage changed, by position in the catalog's metrics: a bit each for the first
+/// 64, a list beyond (marking one is then a bit operation, not a comparison of names).
+#[derive(Debug, Default)]
+pub struct ChangedMetrics {
+    first: u64,
+    more: Vec<usize>,
+}
+
+impl ChangedMetrics {
+    fn insert(&mut self, i: usize) {
+        if i < 64 {
+            self.first |= 1 << i;
+        } else if !self.more.contains(&i) {
+            self.more.push(i);
+        }
+    }
+
+    fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..64)
+            .filter(|b| self.first & (1 << b) != 0)
+            .chain(self.more.iter().copied())
+    }
+}
+
 /// Marks usage as changed; the notifier compares it with the thresholds within [`NOTIFY_EVERY`].
-pub fn usage_changed(state: &AppState, touched: Vec<(String, String)>) {
+/// Metrics the catalog does not have are ignored (they have no thresholds).
+pub fn usage_changed(state: &AppState, touched: &[(&str, &str)]) {
     if touched.is_empty() {
         return;
     }
+    let metrics = state.catalog.metrics();
+    // A batch nearly always names one metric: its position is looked up once.
+    let mut last: Option<(&str, usize)> = None;
     if let Ok(mut d) = state.credits.dirty.lock() {
-        d.extend(touched);
+        for (customer, metric) in touched {
+            let i = match last {
+                Some((m, i)) if std::ptr::eq(m, *metric) || m == *metric => i,
+                _ => match metrics.iter().position(|m| m.id == *metric) {
+                    Some(i) => {
+                        last = Some((metric, i));
+                        i
+                    }
+                    None => continue,
+                },
+            };
+            // Copies the customer's id only the first time it is marked between two rounds of
+            // the notifier.
+            match d.get_mut(*customer) {
+                Some(changed) => changed.insert(i),
+                None => {
+                    let mut changed = ChangedMetrics::default();
+                    changed.insert(i);
+                    d.insert((*customer).to_owned(), changed);
+                }
+            }
+        }
     }
 }
 
 /// Queues the threshold notifications of every `(customer, metric)` whose usage changed.
 pub async fn notify_changed(state: &AppState, now: DateTime<Utc>) -> Result<usize, ApiError> {
-    let dirty: Vec<(String, String)> = match state.credits.dirty.lock() {
-        Ok(mut d) => d.drain().collect(),
-        Err(_) => return Ok(0),
-    };
-    let n = dirty.len();
-    let mut by_customer: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for (c, m) in dirty {
-        by_customer.entry(c).or_default().push(m);
-    }
-    for (customer, metrics) in by_customer {
+    let by_customer: std::collections::BTreeMap<String, ChangedMetrics> =
+        match state.credits.dirty.lock() {
+            Ok(mut d) => d.drain().collect(),
+            Err(_) => return Ok(0),
+        };
+    let n = by_customer.values().map(|m| m.positions().count()).sum();
+    let catalog = state.catalog.metrics();
+    for (customer, changed) in by_customer {
         let (c, sub) = super::credits::customer_and_subscription(state, &customer).await?;
         let Some((plan, _)) = effective_plan(state, sub.as_ref(), now) else {
             continue;
         };
         let period = allowance_period(c.billing_anchor, now);
         let usage = usage::period_usage(state, &c, period).await?;
-        for m in metrics {
-            let used = usage.used.get(&m).copied().unwrap_or(Decimal::ZERO);
-            record_thresholds(state, &c.id, &plan, &m, period.start, used, now).await?;
+        for i in changed.positions() {
+            let Some(m) = catalog.get(i).map(|m| &m.id) else {
+                continue;
+            };
+            let used = usage.used.get(m).copied().unwrap_or(Decimal::ZERO);
+            record_thresholds(state, &c.id, &plan, m, period.start, used, now).await?;
         }
     }
     Ok(n)

@@ -7,4 +7,5 @@ pub mod entitlements;
 pub mod events;
 pub mod flags;
 pub mod keys;
+pub mod rfc3339;
 pub mod usage;
