@@ -74,6 +74,16 @@ impl Conn {
         path: &str,
         body: &str,
     ) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.send_bytes(method, path, body.as_bytes()).await
+    }
+
+    /// [`Conn::send`] with a body of bytes.
+    pub(crate) async fn send_bytes(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
         self.buf.clear();
         let _ = write!(
@@ -83,7 +93,7 @@ impl Conn {
             self.key,
             body.len()
         );
-        self.buf.extend_from_slice(body.as_bytes());
+        self.buf.extend_from_slice(body);
         self.stream.get_mut().write_all(&self.buf).await?;
         let mut status = 0u16;
         let mut length = 0usize;

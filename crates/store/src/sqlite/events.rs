@@ -272,7 +272,7 @@ fn apply(w: &mut Writer, batch: &PreparedBatch, is_new: &[bool]) -> Result<()> {
             }
         }
     }
-    let mut rollups = w.rollups.lock().unwrap_or_else(|p| p.into_inner());
+    let mut rollups = w.rollups_mut();
     rollups.add(
         &w.conn,
         deltas.into_iter().zip(counted).map(|((c, b, m, u, d), n)| {

@@ -92,7 +92,7 @@ pub struct SqliteStore {
     /// The writer's dedup hash, so that callers hash their events before queueing them.
     hasher: Arc<writer::KeyHasher>,
     /// The writer's rollup rows, for the committed usage it has not written yet.
-    rollups: Arc<Mutex<rollups::Rollups>>,
+    rollups: Arc<std::sync::RwLock<rollups::Rollups>>,
 }
 
 /// Takes the exclusive ingest lock of the database at `path`.
@@ -419,7 +419,7 @@ impl Store for SqliteStore {
         // The writer's rows first, then the table (see `usage_cache`).
         let unwritten = self
             .rollups
-            .lock()
+            .read()
             .unwrap_or_else(|p| p.into_inner())
             .unwritten(customer_id, ms);
         let id = customer_id.to_owned();

@@ -127,15 +127,21 @@ impl Rollups {
         Ok(())
     }
 
-    /// Writes every unwritten row and moves the watermark to the last stored event, so that
-    /// `usage_rollups` is exact within the open transaction.
-    pub fn write_dirty(&mut self, conn: &Connection) -> Result<()> {
-        if self.dirty.is_empty() {
-            return Ok(());
-        }
+    /// Writes every unwritten row; then [`Rollups::mark_written`] (the writer holds only a read
+    /// lock meanwhile, so readers are not held up by the database writes).
+    pub fn write_dirty(&self, conn: &Connection) -> Result<()> {
         for &i in &self.dirty {
             let row = &self.rows[i];
             write_rollup(conn, &row.key, &row.value)?;
+        }
+        Ok(())
+    }
+
+    /// Records that the rows [`Rollups::write_dirty`] wrote are in `usage_rollups`, and moves the
+    /// watermark to the last stored event, so that the table is exact within the open transaction.
+    pub fn mark_written(&mut self, conn: &Connection) -> Result<()> {
+        if self.dirty.is_empty() {
+            return Ok(());
         }
         for i in std::mem::take(&mut self.dirty) {
             self.rows[i].dirty = false;
@@ -352,6 +358,11 @@ mod tests {
         (customer.into(), 0, "calls".into(), 0)
     }
 
+    fn write(r: &mut Rollups, conn: &Connection) {
+        r.write_dirty(conn).unwrap();
+        r.mark_written(conn).unwrap();
+    }
+
     fn counts(r: &Rollups, customer: &str) -> Vec<i64> {
         r.unwritten(customer, 0).iter().map(|u| u.count).collect()
     }
@@ -370,7 +381,7 @@ mod tests {
         assert_eq!((counts(&r, "a"), counts(&r, "b")), (vec![2], vec![1]));
 
         // Written, then more usage for a: b is in the table, a is not.
-        r.write_dirty(&conn).unwrap();
+        write(&mut r, &conn);
         r.add(&conn, vec![add("a", 3)]).unwrap();
         r.end_group(true, |_, _| {});
         assert_eq!((counts(&r, "a"), counts(&r, "b")), (vec![5], vec![]));
@@ -384,7 +395,7 @@ mod tests {
         r.add(&conn, vec![add("b", 1)]).unwrap();
         r.end_group(true, |_, _| {});
         assert_eq!(counts(&r, "b"), vec![2], "b read again from the table");
-        r.write_dirty(&conn).unwrap();
+        write(&mut r, &conn);
         r.end_group(true, |_, _| {});
         assert_eq!(read_rollup(&conn, &key("a")).unwrap().count, 5);
         assert_eq!(read_rollup(&conn, &key("b")).unwrap().count, 2);

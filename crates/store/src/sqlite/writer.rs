@@ -3,8 +3,8 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -101,27 +101,30 @@ const DEDUP_SHARDS: usize = 256;
 
 type KeySet = HashSet<u128, BuildHasherDefault<PassThrough>>;
 
-/// The keyed 128-bit hash of `(customer, id)` pairs; shared with the store so that callers hash
-/// their events before queueing them (off the writer thread).
+/// The keyed 128-bit hash of `(customer, id)` pairs (SipHash-1-3 with 128-bit output, random keys
+/// per process); shared with the store so that callers hash their events before queueing them
+/// (off the writer thread).
 pub(crate) struct KeyHasher {
-    k1: RandomState,
-    k2: RandomState,
+    k0: u64,
+    k1: u64,
 }
 
 impl KeyHasher {
     fn new() -> Self {
+        // Random per process: std seeds every RandomState from the OS.
         KeyHasher {
-            k1: RandomState::new(),
-            k2: RandomState::new(),
+            k0: RandomState::new().hash_one(0u8),
+            k1: RandomState::new().hash_one(1u8),
         }
     }
 
     /// Keyed 128-bit hash of `(customer, event id)`; `str` hashing is prefix-free, so distinct
     /// pairs give distinct inputs.
     pub fn key(&self, customer: &str, event_id: &str) -> u128 {
-        let a = self.k1.hash_one((customer, event_id));
-        let b = self.k2.hash_one((customer, event_id));
-        (u128::from(a) << 64) | u128::from(b)
+        use siphasher::sip128::Hasher128;
+        let mut h = siphasher::sip128::SipHasher13::new_with_keys(self.k0, self.k1);
+        (customer, event_id).hash(&mut h);
+        h.finish128().as_u128()
     }
 }
 
@@ -176,8 +179,10 @@ pub(crate) struct Writer {
     /// Each customer's `billed_through` (ms) as last read; only a period close changes it (and
     /// forgets the entry), so ingest needs no customer read per batch.
     pub billed_through: HashMap<String, Option<i64>, foldhash::fast::RandomState>,
-    /// Current value of the rollup rows (see `rollups`), shared with the store's readers.
-    pub rollups: Arc<Mutex<Rollups>>,
+    /// Current value of the rollup rows (see `rollups`), shared with the store's readers (who
+    /// only read them: the writer holds the write lock only to change rows in memory, never
+    /// across database writes).
+    pub rollups: Arc<RwLock<Rollups>>,
     /// The open transaction must write every dirty rollup before it commits (it stored usage a
     /// replay could not rebuild: distinct values of `unique_count` metrics).
     pub write_rollups_now: bool,
@@ -295,17 +300,21 @@ impl Writer {
         }
     }
 
-    /// The rollup rows (a reader that panicked holding them cannot leave them half-changed: readers
-    /// only read).
-    pub fn rollups(&self) -> MutexGuard<'_, Rollups> {
-        self.rollups.lock().unwrap_or_else(|p| p.into_inner())
+    /// The rollup rows, to read (a reader that panicked holding them cannot have changed them).
+    pub fn rollups(&self) -> RwLockReadGuard<'_, Rollups> {
+        self.rollups.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The rollup rows, to change (only the writer thread does).
+    pub fn rollups_mut(&self) -> RwLockWriteGuard<'_, Rollups> {
+        self.rollups.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Makes the group's rollup changes visible to readers (or undoes them if the commit failed),
     /// and invalidates the cached usage they change, before any job is answered: a read that
     /// starts after an acknowledged write never sees the rollups from before it.
     fn after_commit(&mut self, committed: bool) {
-        let mut rollups = self.rollups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rollups = self.rollups_mut();
         match &self.usage_cache {
             Some(cache) => {
                 let mut cached = cache.invalidate();
@@ -323,9 +332,9 @@ impl Writer {
 
     /// Writes every dirty rollup row (see `rollups`).
     fn write_dirty(&mut self) -> Result<()> {
-        let mut rollups = self.rollups.lock().unwrap_or_else(|p| p.into_inner());
-        rollups.write_dirty(&self.conn)?;
-        drop(rollups);
+        // Readers go on while the rows are written: only the writer changes them.
+        self.rollups().write_dirty(&self.conn)?;
+        self.rollups_mut().mark_written(&self.conn)?;
         self.last_write = Instant::now();
         Ok(())
     }
