@@ -48,6 +48,8 @@ pub(crate) struct PreparedBatch {
     /// What the whole batch adds to each rollup when none of its events is a duplicate (the
     /// usual case; otherwise the writer sums the new events again).
     deltas: Vec<PreparedDelta>,
+    /// For each event, its entry in `deltas`.
+    delta_of: Vec<u32>,
 }
 
 impl PreparedBatch {
@@ -93,17 +95,24 @@ pub(crate) fn prepare(hasher: &KeyHasher, events: Vec<NewEvent>) -> Result<Prepa
         text,
         events: out,
         deltas: Vec::new(),
+        delta_of: Vec::new(),
     };
-    batch.deltas = sum(&batch, |_| true)?;
+    (batch.deltas, batch.delta_of) = sum(&batch, |_| true)?;
     Ok(batch)
 }
 
-/// What the events of `batch` that `keep` adds to each `(customer, metric, usage period)`.
-fn sum(batch: &PreparedBatch, mut keep: impl FnMut(usize) -> bool) -> Result<Vec<PreparedDelta>> {
+/// What the events of `batch` that `keep` adds to each `(customer, metric, usage period)`, and
+/// each event's entry among them (`u32::MAX` for the others).
+fn sum(
+    batch: &PreparedBatch,
+    mut keep: impl FnMut(usize) -> bool,
+) -> Result<(Vec<PreparedDelta>, Vec<u32>)> {
     let mut at: HashMap<(&str, &str, i64), usize, foldhash::fast::RandomState> = HashMap::default();
     let mut deltas: Vec<PreparedDelta> = Vec::new();
+    let mut delta_of = Vec::with_capacity(batch.events.len());
     for (i, e) in batch.events.iter().enumerate() {
         if !keep(i) {
+            delta_of.push(u32::MAX);
             continue;
         }
         let metric = batch.str(e.metric);
@@ -122,8 +131,9 @@ fn sum(batch: &PreparedBatch, mut keep: impl FnMut(usize) -> bool) -> Result<Vec
             }
         };
         deltas[d].delta.add(metric, e.value, e.timestamp)?;
+        delta_of.push(d as u32);
     }
-    Ok(deltas)
+    Ok((deltas, delta_of))
 }
 
 /// Stores a batch inside the writer's transaction: new events are appended, duplicates counted,
@@ -142,6 +152,9 @@ pub(crate) fn ingest(
     let mut added = Vec::with_capacity(total);
     let mut is_new = Vec::with_capacity(total);
     for e in &batch.events {
+        w.dedup.prefetch(e.key);
+    }
+    for e in &batch.events {
         let new = w.dedup.insert(e.key);
         if new {
             added.push(e.key);
@@ -157,7 +170,7 @@ pub(crate) fn ingest(
     let mut result = Ok(());
     if added.len() < total {
         match sum(&batch, |i| is_new[i]) {
-            Ok(d) => batch.deltas = d,
+            Ok((d, of)) => (batch.deltas, batch.delta_of) = (d, of),
             Err(e) => result = Err(e),
         }
     }
@@ -226,17 +239,18 @@ fn apply(w: &mut Writer, batch: &PreparedBatch, is_new: &[bool]) -> Result<()> {
             usage_period_start, billed_period_start, ingested_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
+    // Each new event with the index of its rollup delta.
     let new_events = || {
         batch
             .events
             .iter()
+            .zip(&batch.delta_of)
             .zip(is_new)
             .filter(|(_, n)| **n)
-            .map(|(e, _)| e)
+            .map(|((e, d), _)| (e, *d as usize))
     };
-    for e in new_events() {
+    for (e, d) in new_events() {
         let customer = batch.str(e.customer_id);
-        let bt = w.billed_through.get(customer).copied().flatten();
         insert.execute(params![
             customer,
             batch.str(e.event_id),
@@ -245,30 +259,23 @@ fn apply(w: &mut Writer, batch: &PreparedBatch, is_new: &[bool]) -> Result<()> {
             e.ts_ms,
             e.properties,
             e.usage_ps,
-            billed_period(bt, e.usage_ps),
+            deltas[d].1,
             now
         ])?;
     }
     let mut counted = vec![0i64; deltas.len()];
-    if new_events().any(|e| e.unique_key.is_some()) {
-        let index: HashMap<(&str, &str, i64), usize, foldhash::fast::RandomState> = deltas
-            .iter()
-            .enumerate()
-            .map(|(i, (c, _, m, ps, _))| ((*c, *m, *ps), i))
-            .collect();
+    if new_events().any(|(e, _)| e.unique_key.is_some()) {
         // Distinct values cannot be counted again from the events: write the rollups now.
         w.write_rollups_now = true;
         let mut unique = w.conn.prepare_cached(
             "INSERT OR IGNORE INTO usage_unique_values (customer_id, metric, usage_period_start, value)
              VALUES (?1, ?2, ?3, ?4)",
         )?;
-        for e in new_events() {
+        for (e, d) in new_events() {
             let Some(u) = &e.unique_key else { continue };
             let (customer, metric) = (batch.str(e.customer_id), batch.str(e.metric));
             if unique.execute(params![customer, metric, e.usage_ps, u])? == 1 {
-                if let Some(&i) = index.get(&(customer, metric, e.usage_ps)) {
-                    counted[i] += 1;
-                }
+                counted[d] += 1;
             }
         }
     }
