@@ -447,7 +447,9 @@ async fn measure(
         }
     }
 
-    // Single events on the fresh database first.
+    // Single events on the fresh database first, once earlier disk writes (a previous run's
+    // files, the customers just created) are on disk.
+    tokio::task::spawn_blocking(settle).await?;
     let ts = Utc::now().to_rfc3339();
     let (mut fresh_lat, _) =
         single_events(base, args.rate, args.seconds, args.customers, &ts, "fresh").await?;
