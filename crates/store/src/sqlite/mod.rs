@@ -20,7 +20,8 @@
 //! of the file, that set is authoritative: an event is new exactly when its hash is absent, and it
 //! is added in the same job that inserts the row (removed again if the job or the commit fails).
 //! With 128 bits the chance that two different events collide is about n²/2¹²⁹ (≈10⁻²⁵ for 10⁸
-//! events). Cost: about 35 bytes of memory per stored event and a scan of `events` at start.
+//! events). Cost: 20–40 bytes of memory per stored event (open-addressing tables of the hashes
+//! themselves, see `writer`) and a scan of `events` at start.
 //!
 //! **One ingesting process.** That set is only authoritative if no other process appends events,
 //! so a store that may ingest holds an exclusive lock on `<file>-ingest.lock` for its lifetime
