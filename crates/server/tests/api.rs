@@ -5,56 +5,17 @@ use std::collections::BTreeMap;
 use reqwest::{Client, StatusCode};
 use rust_decimal_macros::dec;
 use serde_json::{json, Value};
-use tally_server::Config;
 
+#[macro_use]
 mod common;
 
-use common::{app_with, App, KEY};
+use common::{app_on, app_with, App, Db, KEY};
 
 async fn app() -> App {
     app_with(|_| {}).await
 }
 
-/// The database a test runs on.
-#[derive(Clone, Copy)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-/// The app on `db`; `None` when PostgreSQL is not configured outside CI (see
-/// `tally_store::testing`).
-async fn app_on(db: Db, f: impl FnOnce(&mut Config)) -> Option<App> {
-    match db {
-        Db::Sqlite => Some(app_with(f).await),
-        Db::Postgres => {
-            let url = tally_store::testing::fresh_postgres_url().await?;
-            Some(
-                app_with(move |c| {
-                    c.database_url = url;
-                    f(c)
-                })
-                .await,
-            )
-        }
-    }
-}
-
-/// Runs each listed test on SQLite and on PostgreSQL.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() { super::$name(super::Db::Sqlite).await })*
-        }
-        mod on_postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() { super::$name(super::Db::Postgres).await })*
-        }
-    };
-}
-
-on_both!(
+on_both_backends!(
     events_are_counted_once_and_resends_are_duplicates,
     bad_requests_get_their_status_and_store_nothing,
     an_invalid_event_rejects_the_batch_and_every_reason_is_listed,
