@@ -401,12 +401,15 @@ impl Writer {
                 job.finish(commit.clone());
             }
         }
-        // Shutting down: write what is still only in memory.
-        self.write_rollups_now = true;
-        let commit = self.run_group(&mut []);
-        self.after_commit(commit.is_ok());
-        if let Err(e) = commit {
-            tracing::warn!(error = %e, "rollups not written at shutdown; rebuilt from the events at the next start");
+        // Shutting down: write what is still only in memory (an operator command that never
+        // ingested has nothing to write and takes no write lock).
+        if self.rollups().dirty_len() > 0 {
+            self.write_rollups_now = true;
+            let commit = self.run_group(&mut []);
+            self.after_commit(commit.is_ok());
+            if let Err(e) = commit {
+                tracing::warn!(error = %e, "rollups not written at shutdown; rebuilt from the events at the next start");
+            }
         }
     }
 
