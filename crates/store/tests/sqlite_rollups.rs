@@ -5,7 +5,8 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use common::{customer, t0};
@@ -42,14 +43,22 @@ async fn usage_of(store: &dyn Store, metric: &str) -> (i64, Decimal) {
         .map_or((0, Decimal::ZERO), |r| (r.count, r.sum))
 }
 
-#[tokio::test]
-async fn acknowledged_usage_is_read_at_once_and_rebuilt_after_a_crash() {
+fn url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// An ingesting store on a new file with customer `c1`, and where the file is.
+async fn live_store() -> (tempfile::TempDir, PathBuf, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("live.db");
-    let store = tally_store::connect(&format!("sqlite://{}", live.display()))
-        .await
-        .unwrap();
+    let store = tally_store::connect(&url(&live)).await.unwrap();
     customer(store.as_ref(), "c1").await;
+    (dir, live, store)
+}
+
+#[tokio::test]
+async fn acknowledged_usage_is_read_at_once_and_rebuilt_after_a_crash() {
+    let (dir, live, store) = live_store().await;
     let at = t0() + Duration::hours(1);
     // 3 batches: 300 events of values 1..=300, one resent.
     for b in 0..3u64 {
@@ -68,9 +77,7 @@ async fn acknowledged_usage_is_read_at_once_and_rebuilt_after_a_crash() {
 
     // An operator command next to the running store reads the same.
     {
-        let admin = tally_store::connect_admin(&format!("sqlite://{}", live.display()))
-            .await
-            .unwrap();
+        let admin = tally_store::connect_admin(&url(&live)).await.unwrap();
         assert_eq!(
             usage_of(admin.as_ref(), "calls").await,
             (300, Decimal::from(45_150))
@@ -81,10 +88,10 @@ async fn acknowledged_usage_is_read_at_once_and_rebuilt_after_a_crash() {
     // A crash image: rollups may lag behind the events in it.
     let crashed = dir.path().join("crashed.db");
     copy_db(&live, &crashed);
-    let url = format!("sqlite://{}", crashed.display());
+    let crashed_url = url(&crashed);
     {
         // An operator command adds the events after the watermark to what it reads.
-        let admin = tally_store::connect_admin(&url).await.unwrap();
+        let admin = tally_store::connect_admin(&crashed_url).await.unwrap();
         assert_eq!(
             usage_of(admin.as_ref(), "calls").await,
             (300, Decimal::from(45_150))
@@ -92,7 +99,7 @@ async fn acknowledged_usage_is_read_at_once_and_rebuilt_after_a_crash() {
         admin.close().await;
     }
     // Opening it to ingest adds the usage of the events after the watermark.
-    let reopened = tally_store::connect(&url).await.unwrap();
+    let reopened = tally_store::connect(&crashed_url).await.unwrap();
     assert_eq!(
         usage_of(reopened.as_ref(), "calls").await,
         (300, Decimal::from(45_150))
@@ -106,7 +113,7 @@ async fn acknowledged_usage_is_read_at_once_and_rebuilt_after_a_crash() {
         .await
         .unwrap();
     reopened.close().await;
-    let again = tally_store::connect(&url).await.unwrap();
+    let again = tally_store::connect(&crashed_url).await.unwrap();
     assert_eq!(
         usage_of(again.as_ref(), "calls").await,
         (301, Decimal::from(45_200))
@@ -115,9 +122,7 @@ async fn acknowledged_usage_is_read_at_once_and_rebuilt_after_a_crash() {
 
     // The live store, closed cleanly, wrote its rollups: an admin store reads them exactly.
     store.close().await;
-    let admin = tally_store::connect_admin(&format!("sqlite://{}", live.display()))
-        .await
-        .unwrap();
+    let admin = tally_store::connect_admin(&url(&live)).await.unwrap();
     assert_eq!(
         usage_of(admin.as_ref(), "calls").await,
         (300, Decimal::from(45_150))
@@ -126,12 +131,7 @@ async fn acknowledged_usage_is_read_at_once_and_rebuilt_after_a_crash() {
 
 #[tokio::test]
 async fn distinct_counts_are_written_before_the_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live.db");
-    let store = tally_store::connect(&format!("sqlite://{}", live.display()))
-        .await
-        .unwrap();
-    customer(store.as_ref(), "c1").await;
+    let (dir, live, store) = live_store().await;
     let at = t0() + Duration::hours(1);
     let batch = (1..=10)
         .map(|i| ev(i, 1, at, Some(if i % 2 == 0 { "alice" } else { "bob" })))
@@ -140,9 +140,7 @@ async fn distinct_counts_are_written_before_the_commit() {
     // No replay could count distinct values again, so they are in usage_rollups already.
     let crashed = dir.path().join("crashed.db");
     copy_db(&live, &crashed);
-    let admin = tally_store::connect_admin(&format!("sqlite://{}", crashed.display()))
-        .await
-        .unwrap();
+    let admin = tally_store::connect_admin(&url(&crashed)).await.unwrap();
     let rows = admin.usage("c1", t0()).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].count, rows[0].unique_count), (10, 2));
