@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tally_core::catalog::Catalog;
+use tally_store::clock::{Clock, SharedClock};
 
 /// The example catalog compiled into the binary, used when no catalog is given.
 pub const EXAMPLE_CATALOG: &str = include_str!("../../../catalogs/magicbox.toml");
@@ -34,6 +35,8 @@ pub struct Config {
     pub past_due_grace: Duration,
     /// Request rate limits (see [`crate::ratelimit`]).
     pub rate_limits: crate::ratelimit::RateLimits,
+    /// Where "now" comes from: the system clock, or one that tests and demos move.
+    pub clock: SharedClock,
 }
 
 impl std::fmt::Debug for Config {
@@ -49,6 +52,7 @@ impl std::fmt::Debug for Config {
             .field("environment", &self.environment)
             .field("past_due_grace", &self.past_due_grace)
             .field("rate_limits", &self.rate_limits)
+            .field("clock_offset", &self.clock.offset())
             .finish()
     }
 }
@@ -79,6 +83,7 @@ impl Config {
             environment: "production".into(),
             past_due_grace: Duration::from_secs(7 * 86_400),
             rate_limits: crate::ratelimit::RateLimits::default(),
+            clock: Clock::system(),
         })
     }
 
@@ -137,14 +142,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 1h or 2d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let per_unit: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("{s:?} has an unknown unit: use s, m, h or d")),
     };
-    Ok(Duration::from_secs(secs))
+    n.checked_mul(per_unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long a duration"))
 }
 
 #[cfg(test)]
@@ -159,6 +166,7 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999999999d").is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tally_core::catalog::Catalog;
 use tally_core::period::Period;
+use tally_store::clock::SharedClock;
 use tally_store::Store;
 
 use crate::config::Config;
@@ -29,6 +30,8 @@ pub struct SharedState {
     pub store: Arc<dyn Store>,
     pub catalog: Arc<Catalog>,
     pub config: Arc<Config>,
+    /// The one clock "now" is read from (see [`tally_store::clock`]).
+    pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
     /// Customer id → allowance anchor. Customers are never deleted and anchors never change, so
     /// entries never go stale; misses go to the store (other processes may create customers).
@@ -61,6 +64,7 @@ impl AppState {
         AppState(Arc::new(SharedState {
             store,
             catalog: config.catalog.clone(),
+            clock: config.clock.clone(),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             anchors: Arc::new(RwLock::new(HashMap::new())),

@@ -7,6 +7,7 @@
 //! and dedup of `(customer, event id)` does not cost a random page write per event (see
 //! [`sqlite`] for the in-memory dedup set and [`postgres`] for the unique constraint).
 
+pub mod clock;
 pub mod credits;
 mod error;
 pub mod model;

@@ -74,6 +74,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             &args.rate_limit,
         )
         .map_err(anyhow::Error::msg)?,
+        clock: tally_store::clock::Clock::system(),
     };
     config.validate()?;
     if config.admin_key.is_none() {

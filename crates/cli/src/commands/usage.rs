@@ -73,7 +73,7 @@ fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow!(e.message))?;
         let period = match &args.period {
             Some(ym) => period_starting_in(customer.billing_anchor, ym)?,
-            None => allowance_period(customer.billing_anchor, Utc::now()),
+            None => allowance_period(customer.billing_anchor, state.clock.now()),
         };
         let sub = store.get_subscription(&customer.id).await?;
         let billed = usage::billed_plan(&state.catalog, sub.as_ref());

@@ -28,7 +28,7 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) {
         loop {
             // Invoices are counted, not kept: a month's invoices of every customer may be many.
             let mut count = 0usize;
-            match close_due_each(&state, Utc::now(), |_| count += 1).await {
+            match close_due_each(&state, state.clock.now(), |_| count += 1).await {
                 Ok(()) if count > 0 => tracing::info!(invoices = count, "periods closed"),
                 Ok(()) => {}
                 Err(e) => {
@@ -191,6 +191,7 @@ async fn close_customer(
         let catalog = state.catalog.clone();
         let billed = plans.plan_of(period).clone();
         let customer_id = customer.id.clone();
+        let created_at = state.clock.now();
         let build: tally_store::InvoiceBuilder = Box::new(move |rows| {
             // Late rows read again inside the transaction; origins were loaded just before.
             let mut usage = pre;
@@ -213,7 +214,7 @@ async fn close_customer(
                 discount: inv.discount,
                 total: inv.total,
                 body: serde_json::to_value(&inv).map_err(|e| e.to_string())?,
-                created_at: Utc::now(),
+                created_at,
             })
         });
         if let Some(inv) = state

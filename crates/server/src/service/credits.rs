@@ -142,10 +142,10 @@ fn check_key(key: &Option<String>) -> Result<String, ApiError> {
 /// A new ledger entry id: the time in milliseconds (12 hex digits) then 80 random bits. Ids
 /// made close in time sort together, so the entries of one group commit insert into the same
 /// page of the `id` index rather than one random page each.
-fn new_id(prefix: &str) -> String {
+fn new_id(prefix: &str, now: DateTime<Utc>) -> String {
     let mut b = [0u8; 10];
     rand::rng().fill_bytes(&mut b);
-    let ms = Utc::now().timestamp_millis().max(0) as u64 & 0xffff_ffff_ffff;
+    let ms = now.timestamp_millis().max(0) as u64 & 0xffff_ffff_ffff;
     format!("{prefix}_{ms:012x}{}", hex::encode(b))
 }
 
@@ -259,7 +259,7 @@ pub async fn ensure_plan_grant(
         let outcome = state
             .store
             .credit_apply(CreditRequest {
-                entry_id: new_id("ce"),
+                entry_id: new_id("ce", state.clock.now()),
                 customer_id: c.id.clone(),
                 kind: EntryKind::Grant,
                 amount,
@@ -309,7 +309,7 @@ pub async fn get(
     before: Option<i64>,
 ) -> Result<CreditsView, ApiError> {
     let c = customer(state, id).await?;
-    let now = Utc::now();
+    let now = state.clock.now();
     ensure_plan_grant(state, &c, now).await?;
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
@@ -450,7 +450,7 @@ pub async fn grant(
             .into())
         }
     };
-    let now = Utc::now();
+    let now = state.clock.now();
     CreditEntry {
         id: "request".into(),
         kind,
@@ -475,7 +475,7 @@ pub async fn grant(
     let outcome = state
         .store
         .credit_apply(CreditRequest {
-            entry_id: new_id("ce"),
+            entry_id: new_id("ce", state.clock.now()),
             customer_id: c.id.clone(),
             kind,
             amount,
@@ -567,7 +567,7 @@ pub async fn consume(
 ) -> Result<Applied<ConsumeResult>, CreditFailure> {
     check_id(id)?;
     let key = check_key(&input.idempotency_key)?;
-    let now = Utc::now();
+    let now = state.clock.now();
     let (amount, metric, quantity) = match (&input.amount, &input.metric) {
         (Some(a), None) => {
             if input.quantity.is_some() || input.event_id.is_some() || input.properties.is_some() {
@@ -662,7 +662,7 @@ pub async fn consume(
     let outcome = state
         .store
         .credit_apply(CreditRequest {
-            entry_id: new_id("ce"),
+            entry_id: new_id("ce", state.clock.now()),
             customer_id: c.id.clone(),
             kind: EntryKind::Consume,
             amount: -amount,

@@ -80,7 +80,7 @@ pub async fn put(
             email: input.email,
             name: input.name,
             metadata: input.metadata,
-            now: Utc::now(),
+            now: state.clock.now(),
         })
         .await?;
     Ok(out)
@@ -136,7 +136,7 @@ pub async fn put_subscription(
             interval: interval.as_str().to_owned(),
             status: "active".into(),
             source: "local".into(),
-            now: Utc::now(),
+            now: state.clock.now(),
         })
         .await?;
     state.credits.forget(id);
@@ -220,7 +220,7 @@ pub async fn billing(state: &AppState, id: &str) -> Result<BillingSummary, ApiEr
     let c = usage::customer(state, id).await?;
     let sub = state.store.get_subscription(id).await?;
     let billed = usage::billed_plan(&state.catalog, sub.as_ref());
-    let period = tally_core::period::allowance_period(c.billing_anchor, Utc::now());
+    let period = tally_core::period::allowance_period(c.billing_anchor, state.clock.now());
     let period_usage = usage::period_usage(state, &c, period).await?;
     let report = usage::report(&state.catalog, &c, billed.as_ref(), period, &period_usage);
     let upcoming = match &billed {
@@ -234,7 +234,7 @@ pub async fn billing(state: &AppState, id: &str) -> Result<BillingSummary, ApiEr
     };
     let mut invoices = state.store.list_invoices(id).await?;
     invoices.truncate(12);
-    let balance = super::credits::balance(state, &c, Utc::now()).await?;
+    let balance = super::credits::balance(state, &c, state.clock.now()).await?;
     Ok(BillingSummary {
         plan: billed.map(|b| b.plan.id),
         subscription: sub,

@@ -111,7 +111,7 @@ fn snake<T: Serialize>(v: T) -> String {
 
 /// `POST /v1/entitlements/check` at the current time.
 pub async fn check(state: &AppState, input: CheckInput) -> Result<CheckResult, ApiError> {
-    check_at(state, input, Utc::now()).await
+    check_at(state, input, state.clock.now()).await
 }
 
 /// An entitlement check at `now`.
@@ -462,7 +462,7 @@ pub fn spawn_notifier(state: AppState, mut stop: watch::Receiver<bool>) {
                 _ = tokio::time::sleep(NOTIFY_EVERY) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            if let Err(e) = notify_changed(&state, Utc::now()).await {
+            if let Err(e) = notify_changed(&state, state.clock.now()).await {
                 tracing::warn!(error = %e, "usage threshold notifications failed; retrying");
             }
         }

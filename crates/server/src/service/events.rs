@@ -673,7 +673,7 @@ async fn anchors(
 
 /// Validates and stores a batch; answers once it is durable.
 pub async fn ingest(state: &AppState, events: &[&RawValue]) -> Result<IngestOutcome, ApiError> {
-    let now = Utc::now();
+    let now = state.clock.now();
     let batch = read_batch(state, Batch::Raw(events.to_vec()), now)?
         .finish(state, events.len())
         .await?;
@@ -682,7 +682,7 @@ pub async fn ingest(state: &AppState, events: &[&RawValue]) -> Result<IngestOutc
 
 /// [`ingest`] of the body of `POST /v1/events` (see [`validate_body`]).
 pub async fn ingest_body(state: &AppState, body: &[u8]) -> Result<IngestOutcome, ApiError> {
-    let batch = validate_body(state, body, Utc::now()).await?;
+    let batch = validate_body(state, body, state.clock.now()).await?;
     store(state, batch).await
 }
 

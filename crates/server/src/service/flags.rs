@@ -1,7 +1,6 @@
 //! Feature flags: the catalog's flags evaluated for a customer in the server's environment
 //! (`--environment`), with per-customer overrides set through the API taking precedence.
 
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tally_core::flags::evaluate;
 use tally_store::FlagOverride;
@@ -105,7 +104,7 @@ pub async fn put_override(
         customer_id: customer.to_owned(),
         flag: flag.to_owned(),
         enabled: input.enabled,
-        updated_at: Utc::now(),
+        updated_at: state.clock.now(),
     };
     state.store.put_flag_override(o.clone()).await?;
     Ok(o)

@@ -372,7 +372,7 @@ pub async fn usage_at(
 /// `GET /v1/customers/{id}/usage`.
 pub async fn current_usage(state: &AppState, customer_id: &str) -> Result<UsageReport, ApiError> {
     let c = customer(state, customer_id).await?;
-    let (billed, period, usage) = usage_at(state, &c, Utc::now()).await?;
+    let (billed, period, usage) = usage_at(state, &c, state.clock.now()).await?;
     Ok(report(&state.catalog, &c, billed.as_ref(), period, &usage))
 }
 
@@ -392,7 +392,7 @@ pub async fn upcoming_invoice(
     customer_id: &str,
 ) -> Result<UpcomingInvoice, ApiError> {
     let c = customer(state, customer_id).await?;
-    let (billed, period, usage) = usage_at(state, &c, Utc::now()).await?;
+    let (billed, period, usage) = usage_at(state, &c, state.clock.now()).await?;
     let billed = billed.ok_or_else(|| {
         ApiError::not_found(
             "no_subscription",
