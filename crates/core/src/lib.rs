@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod business;
 pub mod catalog;
 pub mod coupon;
 pub mod credits;
