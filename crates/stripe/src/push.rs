@@ -1,0 +1,1 @@
+//! Catalog push (see push.rs).
