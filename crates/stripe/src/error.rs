@@ -163,3 +163,71 @@ pub(crate) fn from_body(status: u16, body: &str) -> ErrorKind {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripe_error_bodies_map_to_kinds() {
+        let card = r#"{"error":{"type":"card_error","code":"card_declined","decline_code":"insufficient_funds","message":"Your card has insufficient funds.","param":""}}"#;
+        assert_eq!(
+            from_body(402, card),
+            ErrorKind::CardDeclined {
+                code: Some("card_declined".into()),
+                decline_code: Some("insufficient_funds".into()),
+                message: "Your card has insufficient funds.".into(),
+            }
+        );
+        let invalid = r#"{"error":{"type":"invalid_request_error","code":"resource_already_exists","message":"Coupon already exists.","param":"id"}}"#;
+        let k = from_body(400, invalid);
+        assert!(k.is_already_exists());
+        assert_eq!(
+            k,
+            ErrorKind::InvalidRequest {
+                param: Some("id".into()),
+                code: Some("resource_already_exists".into()),
+                message: "Coupon already exists.".into(),
+            }
+        );
+        let idem = r#"{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters"}}"#;
+        assert!(matches!(
+            from_body(400, idem),
+            ErrorKind::IdempotencyConflict { .. }
+        ));
+        let missing = r#"{"error":{"type":"invalid_request_error","code":"resource_missing","message":"No such customer: 'cus_x'","param":"id"}}"#;
+        assert!(from_body(404, missing).is_not_found());
+        let lock = r#"{"error":{"type":"invalid_request_error","code":"lock_timeout","message":"locked"}}"#;
+        assert_eq!(
+            from_body(429, lock),
+            ErrorKind::RateLimited {
+                message: "locked".into()
+            }
+        );
+        assert_eq!(
+            from_body(
+                401,
+                r#"{"error":{"type":"invalid_request_error","message":"Invalid API Key"}}"#
+            ),
+            ErrorKind::Authentication {
+                message: "Invalid API Key".into()
+            }
+        );
+        assert_eq!(
+            from_body(
+                403,
+                r#"{"error":{"type":"invalid_request_error","message":"no"}}"#
+            ),
+            ErrorKind::PermissionDenied {
+                message: "no".into()
+            }
+        );
+        assert_eq!(
+            from_body(502, "<html>bad gateway</html>"),
+            ErrorKind::Unavailable {
+                status: 502,
+                message: "<html>bad gateway</html>".into()
+            }
+        );
+    }
+}
