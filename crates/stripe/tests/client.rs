@@ -510,4 +510,86 @@ async fn subscription_lifecycle_through_the_gateway() {
         .as_deref()
         .unwrap()
         .starts_with("req_"));
+
+    // Expire the checkout session, refund the first invoice's charge and rename the customer:
+    // the events parse into their domain kinds.
+    let post = |path: String, form: Vec<(&'static str, String)>| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(path)
+                .bearer_auth(KEY)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    post(
+        format!(
+            "{}/v1/checkout/sessions/{}/expire",
+            sim.base_url(),
+            session.id
+        ),
+        vec![],
+    )
+    .await;
+    let charges = http
+        .get(format!("{}/v1/charges?customer={cus}", sim.base_url()))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let charge = charges["data"][0]["id"].as_str().unwrap().to_string();
+    post(
+        format!("{}/v1/refunds", sim.base_url()),
+        vec![("charge", charge.clone())],
+    )
+    .await;
+    c.update_customer(
+        &cus,
+        &CustomerParams {
+            name: Some("Renamed".into()),
+            ..Default::default()
+        },
+        &k("rename"),
+    )
+    .await
+    .unwrap();
+    let page = c
+        .events(&EventFilter {
+            types: vec![
+                "checkout.session.expired".into(),
+                "charge.refunded".into(),
+                "customer.updated".into(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(page.data.len(), 3, "{:#?}", page.data);
+    let EventKind::CustomerUpdated(cu) = &page.data[0].kind else {
+        panic!("{:?}", page.data[0].kind)
+    };
+    assert_eq!(cu.name.as_deref(), Some("Renamed"));
+    assert!(page.data[0].changed.contains("name"));
+    let EventKind::ChargeRefunded(ch) = &page.data[1].kind else {
+        panic!("{:?}", page.data[1].kind)
+    };
+    assert_eq!(ch.id, charge);
+    assert_eq!(
+        (ch.amount, ch.amount_refunded, ch.refunded),
+        (2000, 2000, true)
+    );
+    let EventKind::CheckoutExpired(cs) = &page.data[2].kind else {
+        panic!("{:?}", page.data[2].kind)
+    };
+    assert_eq!(cs.id, session.id);
+    assert_eq!(cs.status.as_deref(), Some("expired"));
 }
