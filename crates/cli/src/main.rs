@@ -36,6 +36,9 @@ enum Command {
     /// Show usage.
     #[command(subcommand)]
     Usage(commands::usage::UsageCommand),
+    /// Push a catalog to Stripe.
+    #[command(subcommand)]
+    Stripe(commands::stripe::StripeCommand),
     /// Measure ingestion throughput, latency and memory beside the raw SQLite limit.
     Bench(commands::bench::BenchArgs),
 }
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Events(cmd) => commands::events::run(cmd),
         Command::Usage(cmd) => commands::usage::run(cmd),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Stripe(cmd) => commands::stripe::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -134,31 +134,101 @@ async fn process(
         Ok(k) => k,
         Err(e) => return error_response(&e, &request_id),
     };
-    let fault = shared
-        .lock()
-        .ok()
-        .and_then(|mut s| s.faults.take_http_fault(method.as_str(), &path));
+    let idem_header = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let fault = shared.lock().ok().and_then(|mut s| {
+        s.faults.log.push(format!("{method} {path}"));
+        s.faults.take_http_fault(method.as_str(), &path)
+    });
+    // A request held by a `timeout` fault owns its idempotency slot until it finishes, so that a
+    // client's retry meanwhile gets 409 (as on Stripe) rather than executing a second time.
+    let mut holding: Option<String> = None;
     if let Some(f) = fault {
-        match f.kind {
-            crate::faults::HttpFaultKind::RateLimit => {
+        use crate::faults::HttpFaultKind as K;
+        let injected = match f.kind {
+            K::RateLimit => {
                 let mut e = ApiError::new(429, "invalid_request_error", Some("rate_limit"), "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.");
                 e.param = None;
-                return error_response(&e, &request_id);
+                Some(e)
             }
-            crate::faults::HttpFaultKind::ServerError => {
-                let e = ApiError::new(
-                    500,
-                    "api_error",
-                    None,
-                    "An unknown error occurred (injected by the simulator).",
-                );
-                return error_response(&e, &request_id);
-            }
-            crate::faults::HttpFaultKind::Hang => {
+            K::LockTimeout => Some(ApiError::new(
+                429,
+                "invalid_request_error",
+                Some("lock_timeout"),
+                "This object cannot be accessed right now because another API request or Stripe process is currently accessing it.",
+            )),
+            K::Conflict => Some(ApiError::new(
+                409,
+                "invalid_request_error",
+                None,
+                "The request conflicts with another request (injected by the simulator).",
+            )),
+            K::ServerError => Some(ApiError::new(
+                500,
+                "api_error",
+                None,
+                "An unknown error occurred (injected by the simulator).",
+            )),
+            K::Hang => {
+                if let (Some(k), true) = (&idem_header, method == Method::POST) {
+                    let slot = format!("{key}\u{0}{k}");
+                    if let Ok(mut s) = shared.lock() {
+                        s.faults.in_flight.insert(slot.clone());
+                    }
+                    holding = Some(slot);
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(f.hang_ms)).await;
+                None
             }
+        };
+        if let Some(e) = injected {
+            let mut r = error_response(&e, &request_id);
+            if let Some(retry) = f.should_retry {
+                r.headers_mut().insert(
+                    "stripe-should-retry",
+                    HeaderValue::from_static(if retry { "true" } else { "false" }),
+                );
+            }
+            return r;
         }
     }
+    let response = execute(
+        &shared,
+        &method,
+        &uri,
+        &path,
+        &headers,
+        &body,
+        &key,
+        &request_id,
+        holding.as_deref(),
+    );
+    if let Some(slot) = holding {
+        if let Ok(mut s) = shared.lock() {
+            s.faults.in_flight.remove(&slot);
+        }
+    }
+    response
+}
+
+/// Runs an API request after authentication and fault injection: idempotency, routing, expansion.
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    key: &str,
+    request_id: &str,
+    holding: Option<&str>,
+) -> Response {
+    let method = method.clone();
+    let path = path.to_string();
+    let request_id = request_id.to_string();
     let raw = if method == Method::GET || method == Method::DELETE {
         uri.query().unwrap_or("").as_bytes().to_vec()
     } else {
@@ -195,6 +265,11 @@ async fn process(
             let slot = format!("{key}\u{0}{k}");
             let cutoff = wall_now() - 24 * 3600;
             sim.w.idempotency.retain(|_, v| v.created > cutoff);
+            if holding != Some(slot.as_str()) && sim.faults.in_flight.contains(&slot) {
+                let mut e = ApiError::idempotency("There is currently another in-progress request using this Idempotency-Key (that probably means you submitted twice, and the other request is still going through). Please try again later.");
+                e.status = 409;
+                return error_response(&e, &request_id);
+            }
             if let Some(prev) = sim.w.idempotency.get(&slot) {
                 if prev.fingerprint != fingerprint {
                     let e = ApiError::idempotency(format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{k}' if you meant to execute a different request."));

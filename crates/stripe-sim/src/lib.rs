@@ -81,7 +81,9 @@ async fn faults_delete(State(shared): State<Shared>) -> Response {
     let Ok(mut s) = shared.lock() else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    s.faults = Default::default();
+    // Pending faults only: the request log and in-flight keys describe what already happened.
+    s.faults.http.clear();
+    s.faults.webhooks.clear();
     Json(serde_json::json!({"cleared": true})).into_response()
 }
 

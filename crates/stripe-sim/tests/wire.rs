@@ -612,3 +612,95 @@ async fn a_request_that_hangs_past_the_client_timeout_still_happens_once() {
         1
     );
 }
+
+#[tokio::test]
+async fn lock_timeouts_conflicts_retry_overrides_delayed_faults_and_the_request_log() {
+    let env = start().await;
+    env.fault(json!({"path": "/v1/products", "kind": "lock_timeout"}))
+        .await;
+    env.fault(json!({"path": "/v1/products", "kind": "409"}))
+        .await;
+    env.fault(json!({"path": "/v1/products", "kind": "500", "should_retry": false}))
+        .await;
+    let (st, v) = env.try_get("/v1/products").await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (429, Some("lock_timeout"))
+    );
+    let (st, _) = env.try_get("/v1/products").await;
+    assert_eq!(st, 409);
+    let r = env
+        .http
+        .get(format!("{}/v1/products", env.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 500);
+    assert_eq!(r.headers().get("stripe-should-retry").unwrap(), "false");
+    env.get("/v1/products").await;
+
+    // `after`: two requests pass, the third fails.
+    env.fault(json!({"path": "/v1/customers", "method": "POST", "kind": "500", "after": 2}))
+        .await;
+    let (a, _) = env.req(Method::POST, "/v1/customers", &[], None).await;
+    let (b, _) = env.req(Method::POST, "/v1/customers", &[], None).await;
+    let (c, _) = env.req(Method::POST, "/v1/customers", &[], None).await;
+    let (d, _) = env.req(Method::POST, "/v1/customers", &[], None).await;
+    assert_eq!((a, b, c, d), (200, 200, 500, 200));
+
+    let log = env.sim.with(|s| s.faults.log.clone()).unwrap();
+    assert_eq!(log.iter().filter(|l| *l == "GET /v1/products").count(), 4);
+    assert_eq!(log.iter().filter(|l| *l == "POST /v1/customers").count(), 4);
+}
+
+#[tokio::test]
+async fn a_retry_while_the_first_request_is_held_answers_409() {
+    let env = start().await;
+    env.fault(
+        json!({"path": "/v1/customers", "method": "POST", "kind": "timeout", "hang_ms": 400}),
+    )
+    .await;
+    let http = env.http.clone();
+    let url = format!("{}/v1/customers", env.base);
+    let first = tokio::spawn(async move {
+        http.post(url)
+            .bearer_auth(KEY)
+            .header("Idempotency-Key", "held-1")
+            .form(&[("email", "held@example.com")])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = env
+        .http
+        .post(format!("{}/v1/customers", env.base))
+        .bearer_auth(KEY)
+        .header("Idempotency-Key", "held-1")
+        .form(&[("email", "held@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    assert_eq!(r.headers().get("stripe-should-retry").unwrap(), "true");
+    assert_eq!(first.await.unwrap(), 200);
+    let (st, _) = env
+        .req(
+            Method::POST,
+            "/v1/customers",
+            &[("email", "held@example.com")],
+            Some("held-1"),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        env.get("/v1/customers").await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -10,6 +10,7 @@ pub mod invoice;
 pub mod keys;
 pub mod migrate;
 pub mod serve;
+pub mod stripe;
 pub mod usage;
 
 use std::path::Path;

@@ -1,0 +1,375 @@
+//! Tally's view of Stripe objects: small structs with the fields Tally uses. Built from the wire
+//! shapes in `wire`, which never leave this crate.
+
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+
+/// Metadata of a Stripe object (Tally's ids live here).
+pub type Metadata = BTreeMap<String, String>;
+
+/// A customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    /// `cus_…`.
+    pub id: String,
+    /// Email address.
+    pub email: Option<String>,
+    /// Name.
+    pub name: Option<String>,
+    /// Metadata.
+    pub metadata: Metadata,
+}
+
+/// A product.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Product {
+    /// `prod_…` or a custom id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Whether it can be sold.
+    pub active: bool,
+    /// Metadata.
+    pub metadata: Metadata,
+}
+
+/// A billing interval of a recurring price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Interval {
+    /// Daily.
+    Day,
+    /// Weekly.
+    Week,
+    /// Monthly.
+    Month,
+    /// Yearly.
+    Year,
+}
+
+impl Interval {
+    /// Stripe's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interval::Day => "day",
+            Interval::Week => "week",
+            Interval::Month => "month",
+            Interval::Year => "year",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Interval> {
+        Some(match s {
+            "day" => Interval::Day,
+            "week" => Interval::Week,
+            "month" => Interval::Month,
+            "year" => Interval::Year,
+            _ => return None,
+        })
+    }
+}
+
+/// The recurrence of a price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recurring {
+    /// Interval.
+    pub interval: Interval,
+    /// Number of intervals per period.
+    pub interval_count: u32,
+}
+
+/// A price (immutable in Stripe except `active`, `lookup_key`, `metadata`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    /// `price_…`.
+    pub id: String,
+    /// Product id.
+    pub product: String,
+    /// Whether new purchases may use it.
+    pub active: bool,
+    /// Lowercase ISO currency.
+    pub currency: String,
+    /// Amount in minor units (None for tiered or decimal prices).
+    pub unit_amount: Option<i64>,
+    /// Recurrence; None for one-time prices.
+    pub recurring: Option<Recurring>,
+    /// Lookup key.
+    pub lookup_key: Option<String>,
+    /// Metadata.
+    pub metadata: Metadata,
+}
+
+/// What a coupon takes off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CouponDiscount {
+    /// Percent off, up to two decimals.
+    Percent(Decimal),
+    /// A fixed amount in minor units of `currency`.
+    Amount {
+        /// Minor units.
+        amount: i64,
+        /// Lowercase ISO currency.
+        currency: String,
+    },
+}
+
+/// How long a redeemed coupon applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CouponDuration {
+    /// The first invoice.
+    Once,
+    /// N months.
+    Repeating {
+        /// Months.
+        months: u32,
+    },
+    /// Every invoice.
+    Forever,
+}
+
+/// A coupon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coupon {
+    /// Id (custom ids allowed).
+    pub id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Percent or amount off.
+    pub discount: CouponDiscount,
+    /// Duration.
+    pub duration: CouponDuration,
+    /// Redemption limit.
+    pub max_redemptions: Option<u32>,
+    /// Last redemption instant (unix seconds).
+    pub redeem_by: Option<i64>,
+    /// Products the coupon is limited to; empty means all.
+    pub applies_to_products: Vec<String>,
+    /// Whether it can still be redeemed.
+    pub valid: bool,
+    /// Metadata.
+    pub metadata: Metadata,
+}
+
+/// A promotion code: a customer-facing code for a coupon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotionCode {
+    /// `promo_…`.
+    pub id: String,
+    /// The code customers type.
+    pub code: String,
+    /// Coupon id.
+    pub coupon: String,
+    /// Whether it can be redeemed.
+    pub active: bool,
+    /// Metadata.
+    pub metadata: Metadata,
+}
+
+/// A Customer Portal configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalConfiguration {
+    /// `bpc_…`.
+    pub id: String,
+    /// Whether it can be used.
+    pub active: bool,
+    /// Whether it is the account's default.
+    pub is_default: bool,
+    /// Metadata.
+    pub metadata: Metadata,
+}
+
+/// A Checkout Session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutSession {
+    /// `cs_…`.
+    pub id: String,
+    /// Hosted page while open.
+    pub url: Option<String>,
+    /// `subscription` or `payment`.
+    pub mode: String,
+    /// `open`, `complete`, `expired`.
+    pub status: Option<String>,
+    /// `paid`, `unpaid`, `no_payment_required`.
+    pub payment_status: Option<String>,
+    /// Customer id.
+    pub customer: Option<String>,
+    /// Subscription id (subscription mode).
+    pub subscription: Option<String>,
+    /// Payment intent id (payment mode).
+    pub payment_intent: Option<String>,
+    /// Tally's reference.
+    pub client_reference_id: Option<String>,
+    /// Total in minor units.
+    pub amount_total: Option<i64>,
+    /// Currency.
+    pub currency: Option<String>,
+    /// Metadata.
+    pub metadata: Metadata,
+}
+
+/// A Customer Portal session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalSession {
+    /// `bps_…`.
+    pub id: String,
+    /// Where to send the customer.
+    pub url: String,
+}
+
+/// Status of a Stripe subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionStatus {
+    /// First payment pending.
+    Incomplete,
+    /// First payment never made.
+    IncompleteExpired,
+    /// In a trial.
+    Trialing,
+    /// Paid up.
+    Active,
+    /// A renewal payment failed; retrying.
+    PastDue,
+    /// Ended.
+    Canceled,
+    /// Retries exhausted, kept open.
+    Unpaid,
+    /// Paused.
+    Paused,
+    /// A status this version does not know.
+    Other(String),
+}
+
+impl SubscriptionStatus {
+    pub(crate) fn parse(s: &str) -> SubscriptionStatus {
+        match s {
+            "incomplete" => SubscriptionStatus::Incomplete,
+            "incomplete_expired" => SubscriptionStatus::IncompleteExpired,
+            "trialing" => SubscriptionStatus::Trialing,
+            "active" => SubscriptionStatus::Active,
+            "past_due" => SubscriptionStatus::PastDue,
+            "canceled" => SubscriptionStatus::Canceled,
+            "unpaid" => SubscriptionStatus::Unpaid,
+            "paused" => SubscriptionStatus::Paused,
+            other => SubscriptionStatus::Other(other.to_string()),
+        }
+    }
+}
+
+/// An item of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionItem {
+    /// `si_…`.
+    pub id: String,
+    /// Price id.
+    pub price: String,
+    /// Lookup key of the price.
+    pub lookup_key: Option<String>,
+    /// Quantity (None for metered prices).
+    pub quantity: Option<u64>,
+    /// Start of the current period (unix seconds).
+    pub current_period_start: i64,
+    /// End of the current period (unix seconds).
+    pub current_period_end: i64,
+}
+
+/// A subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// `sub_…`.
+    pub id: String,
+    /// Customer id.
+    pub customer: String,
+    /// Status.
+    pub status: SubscriptionStatus,
+    /// Cancels at the end of the period.
+    pub cancel_at_period_end: bool,
+    /// Scheduled cancellation (unix seconds).
+    pub cancel_at: Option<i64>,
+    /// When it was canceled.
+    pub canceled_at: Option<i64>,
+    /// End of the trial.
+    pub trial_end: Option<i64>,
+    /// Items.
+    pub items: Vec<SubscriptionItem>,
+    /// Latest invoice id.
+    pub latest_invoice: Option<String>,
+    /// Metadata.
+    pub metadata: Metadata,
+}
+
+/// A line of an invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceLine {
+    /// `il_…` (absent on some previews).
+    pub id: Option<String>,
+    /// Amount in minor units.
+    pub amount: i64,
+    /// Description.
+    pub description: Option<String>,
+    /// Price id.
+    pub price: Option<String>,
+    /// Quantity.
+    pub quantity: Option<u64>,
+    /// Period start (unix seconds).
+    pub period_start: Option<i64>,
+    /// Period end (unix seconds).
+    pub period_end: Option<i64>,
+}
+
+/// An invoice, or a preview of one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoice {
+    /// `in_…` (absent on previews).
+    pub id: Option<String>,
+    /// Customer id.
+    pub customer: Option<String>,
+    /// Subscription id (from `parent.subscription_details`).
+    pub subscription: Option<String>,
+    /// `draft`, `open`, `paid`, `uncollectible`, `void`.
+    pub status: Option<String>,
+    /// Why it was created (`subscription_cycle`, …).
+    pub billing_reason: Option<String>,
+    /// Currency.
+    pub currency: String,
+    /// Before discounts.
+    pub subtotal: i64,
+    /// After discounts.
+    pub total: i64,
+    /// Still to collect at finalization.
+    pub amount_due: i64,
+    /// Collected.
+    pub amount_paid: i64,
+    /// Outstanding.
+    pub amount_remaining: i64,
+    /// Lines (the first page).
+    pub lines: Vec<InvoiceLine>,
+    /// Metadata.
+    pub metadata: Metadata,
+}
+
+/// A charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// `ch_…`.
+    pub id: String,
+    /// Amount in minor units.
+    pub amount: i64,
+    /// Refunded so far.
+    pub amount_refunded: i64,
+    /// Currency.
+    pub currency: String,
+    /// Customer id.
+    pub customer: Option<String>,
+    /// Payment intent id.
+    pub payment_intent: Option<String>,
+    /// Fully refunded.
+    pub refunded: bool,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// Items, newest first.
+    pub data: Vec<T>,
+    /// Whether more follow (pass the last id as `starting_after`).
+    pub has_more: bool,
+}

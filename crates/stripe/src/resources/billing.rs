@@ -1,0 +1,290 @@
+//! Checkout, portal sessions, subscriptions, invoice previews and events.
+
+use super::{found, seg};
+use crate::event::{Event, ParseError};
+use crate::form::Form;
+use crate::model::{CheckoutSession, Invoice, Metadata, Page, PortalSession, Subscription};
+use crate::{wire, Client, Error, ErrorKind, IdempotencyKey, Stripe};
+
+/// What a Checkout Session sells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckoutMode {
+    /// A subscription to recurring prices.
+    Subscription,
+    /// A one-time payment (credit packs).
+    Payment,
+}
+
+/// A new Checkout Session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCheckoutSession {
+    /// Mode.
+    pub mode: CheckoutMode,
+    /// Existing customer id.
+    pub customer: Option<String>,
+    /// (price id, quantity) per line.
+    pub line_items: Vec<(String, u64)>,
+    /// Where Stripe sends the customer after paying; may contain `{CHECKOUT_SESSION_ID}`.
+    pub success_url: String,
+    /// Where the back link goes.
+    pub cancel_url: Option<String>,
+    /// Tally's reference (the pending checkout row).
+    pub client_reference_id: Option<String>,
+    /// Let customers type promotion codes.
+    pub allow_promotion_codes: bool,
+    /// Trial length (subscription mode).
+    pub trial_period_days: Option<u32>,
+    /// Metadata of the session.
+    pub metadata: Metadata,
+    /// Metadata copied onto the subscription (subscription mode).
+    pub subscription_metadata: Metadata,
+}
+
+/// One item change of a subscription update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemChange {
+    /// Add a price.
+    Add {
+        /// Price id.
+        price: String,
+        /// Quantity (None for metered prices).
+        quantity: Option<u64>,
+    },
+    /// Switch an existing item to another price and/or quantity.
+    Change {
+        /// `si_…`.
+        item: String,
+        /// New price.
+        price: Option<String>,
+        /// New quantity.
+        quantity: Option<u64>,
+    },
+    /// Remove an item.
+    Remove {
+        /// `si_…`.
+        item: String,
+    },
+}
+
+/// Changes to a subscription.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionUpdate {
+    /// Item changes.
+    pub items: Vec<ItemChange>,
+    /// `create_prorations`, `always_invoice` or `none`.
+    pub proration_behavior: Option<String>,
+    /// Cancel (or keep) at the period end.
+    pub cancel_at_period_end: Option<bool>,
+    /// Metadata entries to set.
+    pub metadata: Metadata,
+}
+
+fn items_form(f: &mut Form, prefix: &str, items: &[ItemChange]) {
+    for (i, c) in items.iter().enumerate() {
+        match c {
+            ItemChange::Add { price, quantity } => {
+                f.set(format!("{prefix}[{i}][price]"), price)
+                    .opt(format!("{prefix}[{i}][quantity]"), *quantity);
+            }
+            ItemChange::Change {
+                item,
+                price,
+                quantity,
+            } => {
+                f.set(format!("{prefix}[{i}][id]"), item)
+                    .opt(format!("{prefix}[{i}][price]"), price.as_ref())
+                    .opt(format!("{prefix}[{i}][quantity]"), *quantity);
+            }
+            ItemChange::Remove { item } => {
+                f.set(format!("{prefix}[{i}][id]"), item)
+                    .set(format!("{prefix}[{i}][deleted]"), true);
+            }
+        }
+    }
+}
+
+/// What to preview (`POST /v1/invoices/create_preview`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvoicePreview {
+    /// Customer id.
+    pub customer: Option<String>,
+    /// Subscription id.
+    pub subscription: Option<String>,
+    /// Proposed item changes.
+    pub items: Vec<ItemChange>,
+    /// Proration behaviour of the proposed change.
+    pub proration_behavior: Option<String>,
+    /// Instant the proration is computed for (unix seconds), so that the preview and the later
+    /// update agree.
+    pub proration_date: Option<i64>,
+}
+
+/// Filter of `GET /v1/events`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only these types.
+    pub types: Vec<String>,
+    /// Created at or after (unix seconds).
+    pub created_gte: Option<i64>,
+    /// The page after this event id.
+    pub starting_after: Option<String>,
+    /// Page size (1–100).
+    pub limit: Option<u32>,
+}
+
+impl Client {
+    /// `POST /v1/checkout/sessions`.
+    pub async fn create_checkout_session(
+        &self,
+        s: &NewCheckoutSession,
+        key: &IdempotencyKey,
+    ) -> Result<Stripe<CheckoutSession>, Error> {
+        let mut f = Form::new();
+        f.set(
+            "mode",
+            match s.mode {
+                CheckoutMode::Subscription => "subscription",
+                CheckoutMode::Payment => "payment",
+            },
+        )
+        .opt("customer", s.customer.as_ref());
+        for (i, (price, qty)) in s.line_items.iter().enumerate() {
+            f.set(format!("line_items[{i}][price]"), price)
+                .set(format!("line_items[{i}][quantity]"), qty);
+        }
+        f.set("success_url", &s.success_url)
+            .opt("cancel_url", s.cancel_url.as_ref())
+            .opt("client_reference_id", s.client_reference_id.as_ref());
+        if s.allow_promotion_codes {
+            f.set("allow_promotion_codes", true);
+        }
+        f.opt("subscription_data[trial_period_days]", s.trial_period_days)
+            .map("subscription_data[metadata]", &s.subscription_metadata)
+            .map("metadata", &s.metadata);
+        let r = self
+            .post::<wire::CheckoutSession>("/v1/checkout/sessions", &f, key)
+            .await?;
+        Ok(r.map(CheckoutSession::from))
+    }
+
+    /// `POST /v1/billing_portal/sessions`.
+    pub async fn create_portal_session(
+        &self,
+        customer: &str,
+        return_url: Option<&str>,
+        configuration: Option<&str>,
+        key: &IdempotencyKey,
+    ) -> Result<Stripe<PortalSession>, Error> {
+        let mut f = Form::new();
+        f.set("customer", customer)
+            .opt("return_url", return_url)
+            .opt("configuration", configuration);
+        let r = self
+            .post::<wire::PortalSession>("/v1/billing_portal/sessions", &f, key)
+            .await?;
+        Ok(r.map(|s| PortalSession {
+            id: s.id,
+            url: s.url,
+        }))
+    }
+
+    /// `GET /v1/subscriptions/{id}`; None when it does not exist.
+    pub async fn subscription(&self, id: &str) -> Result<Option<Stripe<Subscription>>, Error> {
+        let path = format!("/v1/subscriptions/{}", seg(id));
+        let r = found(self.get::<wire::Subscription>(&path, &Form::new()).await)?;
+        Ok(r.map(|r| r.map(Subscription::from)))
+    }
+
+    /// `POST /v1/subscriptions/{id}`.
+    pub async fn update_subscription(
+        &self,
+        id: &str,
+        u: &SubscriptionUpdate,
+        key: &IdempotencyKey,
+    ) -> Result<Stripe<Subscription>, Error> {
+        let mut f = Form::new();
+        items_form(&mut f, "items", &u.items);
+        f.opt("proration_behavior", u.proration_behavior.as_ref())
+            .opt("cancel_at_period_end", u.cancel_at_period_end)
+            .map("metadata", &u.metadata);
+        let path = format!("/v1/subscriptions/{}", seg(id));
+        let r = self.post::<wire::Subscription>(&path, &f, key).await?;
+        Ok(r.map(Subscription::from))
+    }
+
+    /// Cancels now (`DELETE /v1/subscriptions/{id}`); `invoice_now` bills pending usage and
+    /// prorations at once.
+    pub async fn cancel_subscription(
+        &self,
+        id: &str,
+        invoice_now: bool,
+        prorate: bool,
+    ) -> Result<Stripe<Subscription>, Error> {
+        let mut q = Form::new();
+        if invoice_now {
+            q.set("invoice_now", true);
+        }
+        if prorate {
+            q.set("prorate", true);
+        }
+        let path = format!("/v1/subscriptions/{}", seg(id));
+        let r = self.delete::<wire::Subscription>(&path, &q).await?;
+        Ok(r.map(Subscription::from))
+    }
+
+    /// `POST /v1/invoices/create_preview`. It creates nothing, but it is a POST, so it carries a
+    /// key like every other (derive it from the preview's content).
+    pub async fn preview_invoice(
+        &self,
+        p: &InvoicePreview,
+        key: &IdempotencyKey,
+    ) -> Result<Stripe<Invoice>, Error> {
+        let mut f = Form::new();
+        f.opt("customer", p.customer.as_ref())
+            .opt("subscription", p.subscription.as_ref());
+        items_form(&mut f, "subscription_details[items]", &p.items);
+        f.opt(
+            "subscription_details[proration_behavior]",
+            p.proration_behavior.as_ref(),
+        )
+        .opt("subscription_details[proration_date]", p.proration_date);
+        let r = self
+            .post::<wire::Invoice>("/v1/invoices/create_preview", &f, key)
+            .await?;
+        Ok(r.map(Invoice::from))
+    }
+
+    /// One page of `GET /v1/events`, newest first, parsed into domain events.
+    pub async fn events(&self, filter: &EventFilter) -> Result<Stripe<Page<Event>>, Error> {
+        let mut q = Form::new();
+        q.list("types", &filter.types)
+            .opt("created[gte]", filter.created_gte)
+            .opt("starting_after", filter.starting_after.as_ref())
+            .set("limit", filter.limit.unwrap_or(100).clamp(1, 100));
+        let r = self
+            .get::<wire::List<wire::Event>>("/v1/events", &q)
+            .await?;
+        let meta = r.meta;
+        let mut data = Vec::with_capacity(r.value.data.len());
+        for e in r.value.data {
+            match Event::from_wire(e) {
+                Ok(ev) => data.push(ev),
+                Err(ParseError { id, message }) => {
+                    return Err(Error {
+                        kind: ErrorKind::Decode(format!("event {id:?}: {message}")),
+                        request_id: meta.request_id,
+                        status: Some(200),
+                        attempts: meta.attempts,
+                    })
+                }
+            }
+        }
+        Ok(Stripe {
+            value: Page {
+                data,
+                has_more: r.value.has_more,
+            },
+            meta,
+        })
+    }
+}
