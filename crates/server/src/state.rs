@@ -11,6 +11,7 @@ use tally_store::Store;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::service::keys::Caller;
 
 /// Shared state: cheap to clone (one reference count: handlers and middleware clone it several
 /// times per request).
@@ -36,9 +37,11 @@ pub struct SharedState {
     /// In-memory state of credits, entitlements and rate limits.
     pub credits: Arc<crate::service::credits::Shared>,
     /// Hashes of stored API keys recently found valid, with when they were checked and the key's
-    /// id: a key is looked up in the database at most every [`KEY_CACHE_TTL`], so a revoked key
-    /// stops working within that time.
-    pub key_cache: Arc<RwLock<HashMap<String, (Instant, String)>>>,
+    /// id, scope and customer: a key is looked up in the database at most every
+    /// [`KEY_CACHE_TTL`], so a revoked key stops working within that time.
+    pub key_cache: Arc<RwLock<HashMap<String, (Instant, Caller)>>>,
+    /// The caller of `TALLY_API_KEY`, when it is set.
+    pub env_caller: Option<Caller>,
     /// This process's id among the processes sharing a database (for leases).
     pub instance_id: Arc<str>,
 }
@@ -58,7 +61,9 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 
 impl AppState {
     pub fn new(config: Config, store: Arc<dyn Store>) -> AppState {
+        let env_caller = config.admin_key.as_deref().map(Caller::env);
         AppState(Arc::new(SharedState {
+            env_caller,
             store,
             catalog: config.catalog.clone(),
             config: Arc::new(config),

@@ -1,13 +1,14 @@
 //! `POST /v1/events`.
 
 use axum::extract::State;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::JsonBody;
 use crate::error::{ApiError, ErrorBody};
 use crate::service::events;
+use crate::service::keys::Caller;
 use crate::state::AppState;
 
 /// Body of a successful ingest.
@@ -56,11 +57,44 @@ pub struct EventBatch {
     ))]
 pub async fn ingest(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: JsonBody,
 ) -> Result<Json<IngestResponse>, ApiError> {
+    if caller.customer.is_some() {
+        check_batch_customers(&caller, &body.0)?;
+    }
     let out = events::ingest_body(&state, &body.0).await?;
     Ok(Json(IngestResponse {
         accepted: out.accepted,
         duplicates: out.duplicates,
     }))
+}
+
+/// For a key limited to one customer: 403 unless every event of the batch names that customer.
+/// Only the `customer` fields are read here (other keys skip this); a body this cannot read is
+/// left to the ingest path, which rejects it whole.
+fn check_batch_customers(caller: &Caller, body: &[u8]) -> Result<(), ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Batch {
+        events: Vec<Event>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Event {
+        #[serde(default)]
+        customer: Option<serde_json::Value>,
+    }
+    let Ok(batch) = serde_json::from_slice::<Batch>(body) else {
+        return Ok(());
+    };
+    for (i, e) in batch.events.iter().enumerate() {
+        let named = match &e.customer {
+            Some(serde_json::Value::String(s)) => s.as_str(),
+            // Missing or not a string: invalid, rejected whole by the ingest path.
+            _ => continue,
+        };
+        caller
+            .check_customer(named)
+            .map_err(|e| e.with_param(format!("events[{i}].customer")))?;
+    }
+    Ok(())
 }

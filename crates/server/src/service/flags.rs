@@ -4,6 +4,7 @@
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tally_core::flags::evaluate;
+use tally_store::AuditContext;
 use tally_store::FlagOverride;
 use utoipa::ToSchema;
 
@@ -97,6 +98,7 @@ pub async fn put_override(
     customer: &str,
     flag: &str,
     input: OverrideInput,
+    audit: AuditContext,
 ) -> Result<FlagOverride, ApiError> {
     check_id(customer)?;
     known_flag(state, flag)?;
@@ -107,7 +109,10 @@ pub async fn put_override(
         enabled: input.enabled,
         updated_at: Utc::now(),
     };
-    state.store.put_flag_override(o.clone()).await?;
+    state
+        .store
+        .put_flag_override_audited(o.clone(), Some(audit))
+        .await?;
     Ok(o)
 }
 
@@ -117,9 +122,13 @@ pub async fn delete_override(
     state: &AppState,
     customer: &str,
     flag: &str,
+    audit: AuditContext,
 ) -> Result<bool, ApiError> {
     check_id(customer)?;
     known_flag(state, flag)?;
     usage::customer(state, customer).await?;
-    Ok(state.store.delete_flag_override(customer, flag).await?)
+    Ok(state
+        .store
+        .delete_flag_override_audited(customer, flag, Some(audit))
+        .await?)
 }

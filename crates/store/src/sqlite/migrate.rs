@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rollup_watermark",
         include_str!("../../migrations/sqlite/0005_rollup_watermark.sql"),
     ),
+    (
+        6,
+        "scoped_keys_audit",
+        include_str!("../../migrations/sqlite/0006_scoped_keys_audit.sql"),
+    ),
 ];
 
 /// The schema version the code expects.
