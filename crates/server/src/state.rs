@@ -1,6 +1,7 @@
 //! State shared by handlers and workers.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,8 @@ pub struct SharedState {
     /// id, scope and customer: a key is looked up in the database at most every
     /// [`KEY_CACHE_TTL`], so a revoked key stops working within that time.
     pub key_cache: Arc<RwLock<HashMap<String, (Instant, Caller)>>>,
+    /// Database lookups of API keys so far (cache misses of well-formed secrets).
+    pub key_lookups: Arc<AtomicU64>,
     /// The caller of `TALLY_API_KEY`, when it is set.
     pub env_caller: Option<Caller>,
     /// This process's id among the processes sharing a database (for leases).
@@ -71,6 +74,7 @@ impl AppState {
             anchors: Arc::new(RwLock::new(HashMap::new())),
             credits: Arc::default(),
             key_cache: Arc::new(RwLock::new(HashMap::new())),
+            key_lookups: Arc::default(),
             instance_id: instance_id().into(),
         }))
     }

@@ -11,6 +11,7 @@ use tally_store::{hash_api_secret, ApiKey, AuditContext, NewApiKey, Store, Store
 
 use crate::error::ApiError;
 use crate::state::{AppState, KEY_CACHE_TTL};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Prefix of every secret Tally generates, so leaked keys are recognisable.
@@ -237,6 +238,7 @@ pub async fn authenticate(state: &AppState, header: Option<&str>) -> Result<Call
     if let Some(caller) = fresh {
         return Ok(caller);
     }
+    state.key_lookups.fetch_add(1, Ordering::Relaxed);
     match state
         .store
         .find_api_key(&hash)
