@@ -238,10 +238,13 @@ async fn replaying_grants_and_consumes_changes_nothing() {
     let ids = app.server.state().store.event_ids("c1").await.unwrap();
     assert_eq!(ids, vec!["consume:k2".to_owned()], "{usage}");
 
-    // The audit log has both admin entries with the key that made them.
+    // The audit log has both admin entries with the key that made them (after the customer's
+    // creation and subscription).
     let (_, audit) = app.get("/v1/customers/c1/audit").await;
     let data = audit["data"].as_array().unwrap();
-    assert_eq!(data.len(), 2, "{audit}");
+    assert_eq!(data.len(), 4, "{audit}");
+    assert_eq!(data[2]["action"], "subscription.created");
+    assert_eq!(data[3]["action"], "customer.created");
     assert_eq!(data[0]["action"], "credits.adjust");
     assert_eq!(data[0]["actor"], env_actor());
     assert_eq!(data[0]["idempotency_key"], "g2");

@@ -181,7 +181,8 @@ fn routes() -> Vec<Route> {
             true,
             ok,
             |c| {
-                let body = json!({"amount": "5", "reason": "matrix", "idempotency_key": "matrix-grant"});
+                let body =
+                    json!({"amount": "5", "reason": "matrix", "idempotency_key": "matrix-grant"});
                 (format!("/v1/customers/{c}/credits/grants"), Some(body))
             },
         ),
