@@ -29,7 +29,7 @@ pub struct CreditEntryRecord {
     pub expires_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
     pub idempotency_key: Option<String>,
-    /// The API key that made the entry (`env` for `TALLY_API_KEY`, `system` for plan grants).
+    /// The API key that made the entry (`env_…` for `TALLY_API_KEY`, `system` for plan grants).
     pub actor: Option<String>,
     pub metric: Option<String>,
     pub quantity: Option<Decimal>,

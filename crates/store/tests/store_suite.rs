@@ -534,6 +534,33 @@ async fn every_audited_change_writes_one_row_and_repeats_none(ctx: Ctx) {
         .await
         .unwrap();
     assert!(none.records.is_empty());
+    // A row on its own (an action outside the database, e.g. a call to Stripe).
+    s.record_audit(tally_store::AuditEntry {
+        action: "refund.created".into(),
+        target_type: "refund".into(),
+        target_id: "re_1".into(),
+        customer_id: None,
+        before: None,
+        after: Some(serde_json::json!({"amount": 500})),
+        context: by("key_b", Some("r1")),
+    })
+    .await
+    .unwrap();
+    let by_b = s
+        .audit_log(AuditFilter {
+            actor: Some("key_b".into()),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_b.records.len(), 2);
+    let refund = &by_b.records[0];
+    assert_eq!(refund.action, "refund.created");
+    assert_eq!(refund.target.id.as_deref(), Some("re_1"));
+    assert_eq!(refund.customer_id, None);
+    assert_eq!(refund.after, Some(serde_json::json!({"amount": 500})));
+    assert_eq!(refund.idempotency_key.as_deref(), Some("r1"));
     let other = s
         .audit_log(AuditFilter {
             customer_id: Some("cus_2".into()),
