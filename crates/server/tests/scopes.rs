@@ -58,6 +58,9 @@ impl App {
     }
 }
 
+/// A status and, for a 403, its error code.
+type Answer = (StatusCode, Option<String>);
+
 /// What a route needs, as documented in docs/api.md.
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Needs {
@@ -326,7 +329,7 @@ async fn every_route_answers_every_scope_as_documented(db: Db) {
                 own
             }
         };
-        let cases: [(&str, &str, &str, (StatusCode, Option<String>)); 8] = [
+        let cases: [(&str, &str, &str, Answer); 8] = [
             ("admin", KEY, "c1", by_scope(Scope::Admin)),
             ("app", &app_key, "c1", by_scope(Scope::App)),
             ("read", &read_key, "c1", by_scope(Scope::Read)),
@@ -386,6 +389,21 @@ async fn every_route_answers_every_scope_as_documented(db: Db) {
         !ids.contains(&"x1".to_owned()),
         "nothing of the batch is stored"
     );
+    // A batch it cannot read is refused whole (fail closed).
+    for body in [
+        json!({"events": "x"}),
+        json!({"events": [{"id": "y", "customer": 7}]}),
+    ] {
+        let (s, b) = app
+            .call(&c1_key, Method::POST, "/v1/events", Some(&body), None)
+            .await;
+        let want = if body["events"].is_array() {
+            (StatusCode::FORBIDDEN, "customer_forbidden")
+        } else {
+            (StatusCode::BAD_REQUEST, "malformed_json")
+        };
+        assert_eq!((s, b["error"]["code"].as_str().unwrap()), want, "{b}");
+    }
     app.server.shutdown().await.unwrap();
 }
 

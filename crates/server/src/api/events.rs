@@ -71,8 +71,8 @@ pub async fn ingest(
 }
 
 /// For a key limited to one customer: 403 unless every event of the batch names that customer.
-/// Only the `customer` fields are read here (other keys skip this); a body this cannot read is
-/// left to the ingest path, which rejects it whole.
+/// Only the `customer` fields are read here (other keys skip this). A body this cannot read is
+/// refused as malformed (fail closed): no valid batch is unreadable here.
 fn check_batch_customers(caller: &Caller, body: &[u8]) -> Result<(), ApiError> {
     #[derive(serde::Deserialize)]
     struct Batch {
@@ -83,14 +83,18 @@ fn check_batch_customers(caller: &Caller, body: &[u8]) -> Result<(), ApiError> {
         #[serde(default)]
         customer: Option<serde_json::Value>,
     }
-    let Ok(batch) = serde_json::from_slice::<Batch>(body) else {
-        return Ok(());
-    };
+    let batch: Batch = serde_json::from_slice(body).map_err(|e| ApiError::malformed_json(&e))?;
     for (i, e) in batch.events.iter().enumerate() {
         let named = match &e.customer {
             Some(serde_json::Value::String(s)) => s.as_str(),
-            // Missing or not a string: invalid, rejected whole by the ingest path.
-            _ => continue,
+            // Missing: invalid, rejected whole by the ingest path.
+            None => continue,
+            Some(_) => {
+                return Err(ApiError::customer_forbidden(
+                    "every event's customer must be this API key's customer",
+                )
+                .with_param(format!("events[{i}].customer")))
+            }
         };
         caller
             .check_customer(named)
