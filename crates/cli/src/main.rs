@@ -30,6 +30,8 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
+    /// Show the audit log (every change made by an operator or an API key), newest first.
+    Audit(commands::audit::AuditArgs),
     /// Import usage events.
     #[command(subcommand)]
     Events(commands::events::EventsCommand),
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Migrate(args) => commands::migrate::run(args),
         Command::Keys(cmd) => commands::keys::run(cmd),
+        Command::Audit(args) => commands::audit::run(args),
         Command::Events(cmd) => commands::events::run(cmd),
         Command::Usage(cmd) => commands::usage::run(cmd),
         Command::Bench(args) => commands::bench::run(args),

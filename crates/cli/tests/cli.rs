@@ -397,3 +397,109 @@ fn invoice_preview_explains_mistakes() {
         stderr(&o)
     );
 }
+
+#[test]
+fn keys_have_scopes_and_every_key_change_is_audited_as_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("tally.db").display());
+    let o = tally(&[
+        "keys",
+        "create",
+        "--name",
+        "shop",
+        "--scope",
+        "app",
+        "--customer",
+        "c1",
+        "--database-url",
+        &db,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let secret = stdout(&o);
+    assert_eq!(secret.trim().len(), 52);
+    assert!(secret.starts_with("tly_"));
+    assert!(
+        stderr(&o).contains("scope app, customer c1"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = tally(&[
+        "keys",
+        "create",
+        "--scope",
+        "admin",
+        "--customer",
+        "c1",
+        "--database-url",
+        &db,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("an admin key cannot be limited to one customer"));
+    let o = tally(&["keys", "create", "--scope", "owner", "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("\"owner\" is not a scope: use admin, app or read"));
+
+    let o = tally(&["keys", "list", "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(0));
+    let list = stdout(&o);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["ID", "NAME", "SCOPE", "CUSTOMER", "CREATED", "REVOKED"]
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(&row[1..4], ["shop", "app", "c1"]);
+    let id = row[0].to_owned();
+
+    let o = tally(&["keys", "revoke", &id, "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(0));
+    let o = tally(&["keys", "revoke", &id, "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(1));
+
+    let o = tally(&["audit", "--json", "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let rows = rows.as_array().unwrap();
+    let summary: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["actor"].as_str().unwrap(),
+                r["target"]["id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("api_key.revoked", "cli", id.as_str()),
+            ("api_key.created", "cli", id.as_str())
+        ]
+    );
+    assert_eq!(rows[0]["customer"], "c1");
+    assert_eq!(rows[0]["before"]["revoked_at"], serde_json::Value::Null);
+    assert!(rows[0]["after"]["revoked_at"].is_string());
+
+    let o = tally(&[
+        "audit",
+        "--actor",
+        "cli",
+        "--customer",
+        "c1",
+        "--database-url",
+        &db,
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let table = stdout(&o);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(table.lines().nth(1).unwrap().contains("api_key.revoked"));
+    let o = tally(&["audit", "--customer", "c2", "--database-url", &db]);
+    assert_eq!(stdout(&o).lines().count(), 1);
+    let o = tally(&["audit", "--since", "yesterday", "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--since \"yesterday\" is not an RFC 3339 instant"));
+}

@@ -102,10 +102,12 @@ impl Config {
             problems
                 .push("--database-url sqlite:// needs a file path, e.g. sqlite://tally.db".into());
         }
-        if let Some(k) = &self.admin_key {
-            if k.len() < 16 {
-                problems.push("TALLY_API_KEY must be at least 16 characters long".into());
-            }
+        if let Some(problem) = self
+            .admin_key
+            .as_deref()
+            .and_then(crate::service::keys::env_key_problem)
+        {
+            problems.push(problem);
         }
         if self.max_body_bytes < 1024 {
             problems.push(format!(
@@ -179,5 +181,21 @@ mod tests {
         assert!(msg.contains("sqlite://"));
         assert!(msg.contains("TALLY_API_KEY"));
         assert!(msg.contains("--max-body-bytes"));
+    }
+
+    #[test]
+    fn an_env_key_that_is_short_or_has_whitespace_is_refused() {
+        let mut c = Config::new("sqlite://tally.db").unwrap();
+        for bad in [
+            " ".repeat(20),
+            " ".repeat(40),
+            format!("{} x", "k".repeat(31)),
+        ] {
+            c.admin_key = Some(bad.clone());
+            let msg = c.validate().unwrap_err().to_string();
+            assert!(msg.starts_with("TALLY_API_KEY must be"), "{bad:?}: {msg}");
+        }
+        c.admin_key = Some("k".repeat(32));
+        assert!(c.validate().is_ok());
     }
 }

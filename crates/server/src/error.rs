@@ -117,6 +117,26 @@ impl ApiError {
         )
     }
 
+    /// 403: the API key's scope does not allow the route.
+    pub fn insufficient_scope(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "insufficient_scope",
+            message.into(),
+        )
+    }
+
+    /// 403: the API key is limited to another customer.
+    pub fn customer_forbidden(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "customer_forbidden",
+            message.into(),
+        )
+    }
+
     /// 409: e.g. an idempotency key reused with a different request.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(

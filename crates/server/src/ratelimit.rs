@@ -124,7 +124,7 @@ impl RateLimits {
     }
 }
 
-/// The authenticated caller: the API key's id, or `env` for `TALLY_API_KEY`.
+/// The authenticated caller: the API key's id (`env_…` for `TALLY_API_KEY`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor(pub String);
 

@@ -1,6 +1,7 @@
 //! State shared by handlers and workers.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use tally_store::Store;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::service::keys::Caller;
 
 /// Shared state: cheap to clone (one reference count: handlers and middleware clone it several
 /// times per request).
@@ -39,9 +41,13 @@ pub struct SharedState {
     /// In-memory state of credits, entitlements and rate limits.
     pub credits: Arc<crate::service::credits::Shared>,
     /// Hashes of stored API keys recently found valid, with when they were checked and the key's
-    /// id: a key is looked up in the database at most every [`KEY_CACHE_TTL`], so a revoked key
-    /// stops working within that time.
-    pub key_cache: Arc<RwLock<HashMap<String, (Instant, String)>>>,
+    /// id, scope and customer: a key is looked up in the database at most every
+    /// [`KEY_CACHE_TTL`], so a revoked key stops working within that time.
+    pub key_cache: Arc<RwLock<HashMap<String, (Instant, Caller)>>>,
+    /// Database lookups of API keys so far (cache misses of well-formed secrets).
+    pub key_lookups: Arc<AtomicU64>,
+    /// The caller of `TALLY_API_KEY`, when it is set.
+    pub env_caller: Option<Caller>,
     /// This process's id among the processes sharing a database (for leases).
     pub instance_id: Arc<str>,
 }
@@ -61,7 +67,9 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 
 impl AppState {
     pub fn new(config: Config, store: Arc<dyn Store>) -> AppState {
+        let env_caller = config.admin_key.as_deref().map(Caller::env);
         AppState(Arc::new(SharedState {
+            env_caller,
             store,
             catalog: config.catalog.clone(),
             clock: config.clock.clone(),
@@ -70,6 +78,7 @@ impl AppState {
             anchors: Arc::new(RwLock::new(HashMap::new())),
             credits: Arc::default(),
             key_cache: Arc::new(RwLock::new(HashMap::new())),
+            key_lookups: Arc::default(),
             instance_id: instance_id().into(),
         }))
     }

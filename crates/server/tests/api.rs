@@ -128,9 +128,16 @@ async fn every_v1_call_needs_a_valid_key() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
-    let (key, secret) = tally_server::service::keys::create(&*a.server.state().store, "ci")
-        .await
-        .unwrap();
+    let (key, secret) = tally_server::service::keys::create(
+        &*a.server.state().store,
+        "ci",
+        tally_server::service::keys::Scope::Admin,
+        None,
+        None,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     assert!(secret.starts_with("tly_"));
     let r = a
         .http

@@ -181,7 +181,7 @@ async fn replaying_grants_and_consumes_changes_nothing() {
     let (s, first_grant) = app.grant("c1", "50", "g1").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(first_grant["amount"], "50");
-    assert_eq!(first_grant["actor"], "env");
+    assert_eq!(first_grant["actor"], env_actor());
     let (_, g2) = app.grant("c1", "-5", "g2").await;
     assert_eq!(g2["kind"], "adjust");
     let consume = |key: &str, amount: &str| json!({"amount": amount, "idempotency_key": key});
@@ -238,15 +238,18 @@ async fn replaying_grants_and_consumes_changes_nothing() {
     let ids = app.server.state().store.event_ids("c1").await.unwrap();
     assert_eq!(ids, vec!["consume:k2".to_owned()], "{usage}");
 
-    // The audit log has both admin entries with the key that made them.
+    // The audit log has both admin entries with the key that made them (after the customer's
+    // creation and subscription).
     let (_, audit) = app.get("/v1/customers/c1/audit").await;
     let data = audit["data"].as_array().unwrap();
-    assert_eq!(data.len(), 2, "{audit}");
+    assert_eq!(data.len(), 4, "{audit}");
+    assert_eq!(data[2]["action"], "subscription.created");
+    assert_eq!(data[3]["action"], "customer.created");
     assert_eq!(data[0]["action"], "credits.adjust");
-    assert_eq!(data[0]["actor"], "env");
+    assert_eq!(data[0]["actor"], env_actor());
     assert_eq!(data[0]["idempotency_key"], "g2");
     assert_eq!(data[1]["action"], "credits.grant");
-    assert_eq!(data[1]["details"]["reason"], "test top-up");
+    assert_eq!(data[1]["after"]["reason"], "test top-up");
     app.server.shutdown().await.unwrap();
 }
 
@@ -970,4 +973,9 @@ async fn checks_read_their_writes_on_postgres() {
     let app = app_on(url, None, |_| {}).await;
     checks_read_their_writes(&app).await;
     app.server.shutdown().await.unwrap();
+}
+
+/// The audit and ledger actor of the test apps' `TALLY_API_KEY`.
+fn env_actor() -> String {
+    tally_server::service::keys::Caller::env(common::KEY).key_id
 }

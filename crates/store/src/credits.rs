@@ -1,6 +1,6 @@
-//! Prepaid-credit ledger records, usage-threshold notifications, feature-flag overrides and the
-//! audit log; plus the backend-independent step that turns a credit request into the rows to
-//! write (the ledger's rules themselves live in `tally_core::credits`).
+//! Prepaid-credit ledger records, usage-threshold notifications and feature-flag overrides; plus
+//! the backend-independent step that turns a credit request into the rows to write (the ledger's
+//! rules themselves live in `tally_core::credits`).
 //!
 //! Credits are exact decimals (`NUMERIC` on PostgreSQL, decimal `TEXT` on SQLite). Each entry that
 //! adds credits opens a *bucket* whose `remaining` is decremented by consumption; the balance is
@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use tally_core::credits::{allocate, CreditBucket, CreditError, EntryKind};
 
-use crate::{NewEvent, Result, StoreError};
+use crate::{AuditContext, AuditEntry, NewEvent, Result, StoreError};
 
 /// One stored ledger entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,7 +29,7 @@ pub struct CreditEntryRecord {
     pub expires_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
     pub idempotency_key: Option<String>,
-    /// The API key that made the entry (`env` for `TALLY_API_KEY`, `system` for plan grants).
+    /// The API key that made the entry (`env_…` for `TALLY_API_KEY`, `system` for plan grants).
     pub actor: Option<String>,
     pub metric: Option<String>,
     pub quantity: Option<Decimal>,
@@ -140,19 +140,6 @@ pub struct UsageNotification {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
-/// An audit log record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuditRecord {
-    pub seq: i64,
-    pub at: DateTime<Utc>,
-    pub actor: Option<String>,
-    pub action: String,
-    pub customer_id: Option<String>,
-    pub object_id: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub details: serde_json::Value,
-}
-
 /// A per-customer feature-flag override.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FlagOverride {
@@ -174,6 +161,34 @@ pub(crate) struct CreditPlan {
     pub balance_before: Decimal,
     /// Balance after the request.
     pub balance_after: Decimal,
+}
+
+/// The audit row of an admin grant or adjustment (`req.audit`).
+pub(crate) fn audit_entry(req: &CreditRequest, p: &CreditPlan) -> Option<AuditEntry> {
+    if !req.audit {
+        return None;
+    }
+    Some(AuditEntry {
+        action: format!("credits.{}", req.kind.as_str()),
+        target_type: "credit_entry".into(),
+        target_id: req.entry_id.clone(),
+        customer_id: Some(req.customer_id.clone()),
+        before: Some(serde_json::json!({
+            "balance": p.balance_before.normalize().to_string(),
+        })),
+        after: Some(serde_json::json!({
+            "kind": req.kind.as_str(),
+            "amount": req.amount.normalize().to_string(),
+            "reason": req.reason,
+            "expires_at": req.expires_at,
+            "balance": p.balance_after.normalize().to_string(),
+        })),
+        context: AuditContext {
+            actor: req.actor.clone().unwrap_or_default(),
+            idempotency_key: req.idempotency_key.clone(),
+            at: req.now,
+        },
+    })
 }
 
 /// Applies the ledger rules: expired credits are written off, a positive amount opens a bucket,

@@ -7,6 +7,7 @@
 //! and dedup of `(customer, event id)` does not cost a random page write per event (see
 //! [`sqlite`] for the in-memory dedup set and [`postgres`] for the unique constraint).
 
+pub mod audit;
 pub mod clock;
 pub mod credits;
 mod error;
@@ -22,9 +23,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use audit::{AuditContext, AuditEntry, AuditFilter, AuditPage, AuditRecord, AuditTarget};
 pub use credits::{
-    AuditRecord, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome,
-    CreditRequest, FlagOverride, UsageNotification,
+    CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome, CreditRequest,
+    FlagOverride, UsageNotification,
 };
 pub use error::StoreError;
 pub use model::*;
@@ -68,8 +70,19 @@ pub trait Store: Send + Sync + 'static {
 
     // --- customers -------------------------------------------------------------------------
 
-    /// Creates or updates a customer. Returns the customer and whether it was created.
-    async fn upsert_customer(&self, customer: CustomerUpsert) -> Result<(Customer, bool)>;
+    /// Creates or updates a customer, unaudited (seeding and tests). Returns the customer and
+    /// whether it was created.
+    async fn upsert_customer(&self, customer: CustomerUpsert) -> Result<(Customer, bool)> {
+        self.upsert_customer_audited(customer, None).await
+    }
+
+    /// Creates or updates a customer; with `audit`, records the change (`customer.created` or
+    /// `customer.updated`, unless nothing changed) in the same transaction.
+    async fn upsert_customer_audited(
+        &self,
+        customer: CustomerUpsert,
+        audit: Option<AuditContext>,
+    ) -> Result<(Customer, bool)>;
 
     async fn get_customer(&self, id: &str) -> Result<Option<Customer>>;
 
@@ -89,8 +102,19 @@ pub trait Store: Send + Sync + 'static {
 
     // --- subscriptions ---------------------------------------------------------------------
 
-    /// Sets the customer's (single, current) subscription.
-    async fn put_subscription(&self, sub: SubscriptionUpsert) -> Result<Subscription>;
+    /// Sets the customer's (single, current) subscription, unaudited (Stripe sync and tests).
+    async fn put_subscription(&self, sub: SubscriptionUpsert) -> Result<Subscription> {
+        self.put_subscription_audited(sub, None).await
+    }
+
+    /// Sets the customer's subscription; with `audit`, records the change
+    /// (`subscription.created` or `subscription.updated`, unless nothing changed) in the same
+    /// transaction.
+    async fn put_subscription_audited(
+        &self,
+        sub: SubscriptionUpsert,
+        audit: Option<AuditContext>,
+    ) -> Result<Subscription>;
 
     async fn get_subscription(&self, customer_id: &str) -> Result<Option<Subscription>>;
 
@@ -149,7 +173,16 @@ pub trait Store: Send + Sync + 'static {
 
     // --- API keys --------------------------------------------------------------------------
 
-    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey>;
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
+        self.create_api_key_audited(key, None).await
+    }
+
+    /// Creates a key; with `audit`, records `api_key.created` in the same transaction.
+    async fn create_api_key_audited(
+        &self,
+        key: NewApiKey,
+        audit: Option<AuditContext>,
+    ) -> Result<ApiKey>;
 
     /// The active key whose secret hashes to `secret_hash`.
     async fn find_api_key(&self, secret_hash: &str) -> Result<Option<ApiKey>>;
@@ -157,7 +190,18 @@ pub trait Store: Send + Sync + 'static {
     async fn list_api_keys(&self) -> Result<Vec<ApiKey>>;
 
     /// Revokes a key; returns whether an active key was revoked.
-    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        self.revoke_api_key_audited(id, at, None).await
+    }
+
+    /// Revokes a key; with `audit`, records `api_key.revoked` in the same transaction when an
+    /// active key was revoked.
+    async fn revoke_api_key_audited(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<bool>;
 
     // --- credits, notifications, flag overrides (see [`credits`]) -------------------------
 
@@ -175,8 +219,14 @@ pub trait Store: Send + Sync + 'static {
         before_seq: Option<i64>,
     ) -> Result<CreditAccount>;
 
-    /// Audit log records of a customer, newest first.
-    async fn audit_log(&self, customer_id: &str, limit: usize) -> Result<Vec<AuditRecord>>;
+    // --- audit log (see [`audit`]) --------------------------------------------------------
+
+    /// Writes one audit row on its own, for actions whose change is not in this database (e.g. a
+    /// call to Stripe). Changes stored here are audited by their own method, in their transaction.
+    async fn record_audit(&self, entry: AuditEntry) -> Result<()>;
+
+    /// A page of audit rows matching `filter`, newest first.
+    async fn audit_log(&self, filter: AuditFilter) -> Result<AuditPage>;
 
     /// Queues a threshold notification unless one exists for the same customer, metric, period
     /// and threshold. Returns whether it was queued.
@@ -185,11 +235,33 @@ pub trait Store: Send + Sync + 'static {
     /// Queued notifications of a customer, oldest first.
     async fn notifications(&self, customer_id: &str) -> Result<Vec<UsageNotification>>;
 
-    /// Sets a customer's override of a flag.
-    async fn put_flag_override(&self, o: FlagOverride) -> Result<()>;
+    /// Sets a customer's override of a flag, unaudited.
+    async fn put_flag_override(&self, o: FlagOverride) -> Result<()> {
+        self.put_flag_override_audited(o, None).await
+    }
 
-    /// Removes a customer's override of a flag; returns whether one existed.
-    async fn delete_flag_override(&self, customer_id: &str, flag: &str) -> Result<bool>;
+    /// Sets a customer's override of a flag; with `audit`, records `flag_override.created` or
+    /// `flag_override.updated` (unless nothing changed) in the same transaction.
+    async fn put_flag_override_audited(
+        &self,
+        o: FlagOverride,
+        audit: Option<AuditContext>,
+    ) -> Result<()>;
+
+    /// Removes a customer's override of a flag, unaudited; returns whether one existed.
+    async fn delete_flag_override(&self, customer_id: &str, flag: &str) -> Result<bool> {
+        self.delete_flag_override_audited(customer_id, flag, None)
+            .await
+    }
+
+    /// Removes a customer's override of a flag; with `audit`, records `flag_override.deleted`
+    /// in the same transaction when one existed.
+    async fn delete_flag_override_audited(
+        &self,
+        customer_id: &str,
+        flag: &str,
+        audit: Option<AuditContext>,
+    ) -> Result<bool>;
 
     /// The customer's flag overrides.
     async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>>;

@@ -145,8 +145,10 @@ pub type StoredInvoice = NewInvoice;
 pub struct ApiKey {
     pub id: String,
     pub name: String,
-    /// `admin` (all routes) — more roles come with later features.
-    pub role: String,
+    /// What the key may do: `admin`, `app` or `read` (the server defines each).
+    pub scope: String,
+    /// The one customer the key may act for; `None`: every customer.
+    pub customer_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -156,7 +158,8 @@ pub struct ApiKey {
 pub struct NewApiKey {
     pub id: String,
     pub name: String,
-    pub role: String,
+    pub scope: String,
+    pub customer_id: Option<String>,
     pub secret_hash: String,
     pub created_at: DateTime<Utc>,
 }

@@ -4,7 +4,8 @@ use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tally_store::{
-    CustomerUpsert, NewApiKey, NewEvent, NewInvoice, StoreError, SubscriptionUpsert,
+    AuditContext, AuditFilter, CustomerUpsert, NewApiKey, NewEvent, NewInvoice, StoreError,
+    SubscriptionUpsert,
 };
 
 #[macro_use]
@@ -22,6 +23,7 @@ suite!(
     dedup_survives_reopening,
     a_period_is_invoiced_once_and_late_events_move_to_the_next,
     api_keys_are_found_by_hash_until_revoked,
+    every_audited_change_writes_one_row_and_repeats_none,
     migrations_are_idempotent,
     leases_have_one_holder_until_they_expire,
 );
@@ -328,21 +330,246 @@ async fn a_period_is_invoiced_once_and_late_events_move_to_the_next(ctx: Ctx) {
 async fn api_keys_are_found_by_hash_until_revoked(ctx: Ctx) {
     let s = &*ctx.store;
     let hash = tally_store::hash_api_secret("tly_secret");
-    s.create_api_key(NewApiKey {
-        id: "key_1".into(),
-        name: "ci".into(),
-        role: "admin".into(),
-        secret_hash: hash.clone(),
-        created_at: t0(),
+    let by = |at| AuditContext {
+        actor: "cli".into(),
+        idempotency_key: None,
+        at,
+    };
+    s.create_api_key_audited(
+        NewApiKey {
+            id: "key_1".into(),
+            name: "ci".into(),
+            scope: "app".into(),
+            customer_id: Some("cus_1".into()),
+            secret_hash: hash.clone(),
+            created_at: t0(),
+        },
+        Some(by(t0())),
+    )
+    .await
+    .unwrap();
+    let found = s.find_api_key(&hash).await.unwrap().unwrap();
+    assert_eq!(found.id, "key_1");
+    assert_eq!(found.scope, "app");
+    assert_eq!(found.customer_id.as_deref(), Some("cus_1"));
+    assert!(s.find_api_key("nope").await.unwrap().is_none());
+    let t1 = t0() + chrono::Duration::seconds(1);
+    assert!(s
+        .revoke_api_key_audited("key_1", t1, Some(by(t1)))
+        .await
+        .unwrap());
+    assert!(!s
+        .revoke_api_key_audited("key_1", t1, Some(by(t1)))
+        .await
+        .unwrap());
+    assert!(s.find_api_key(&hash).await.unwrap().is_none());
+    assert_eq!(s.list_api_keys().await.unwrap()[0].revoked_at, Some(t1));
+
+    // One row per change (the second revocation changed nothing), newest first.
+    let page = s
+        .audit_log(AuditFilter {
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = page.records.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["api_key.revoked", "api_key.created"]);
+    assert!(!page.has_more);
+    let revoked = &page.records[0];
+    assert_eq!(revoked.actor.as_deref(), Some("cli"));
+    assert_eq!(revoked.target.kind, "api_key");
+    assert_eq!(revoked.target.id.as_deref(), Some("key_1"));
+    assert_eq!(revoked.customer_id.as_deref(), Some("cus_1"));
+    assert_eq!(revoked.at, t1);
+    assert_eq!(
+        revoked.before.as_ref().unwrap()["revoked_at"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        revoked.after.as_ref().unwrap()["revoked_at"],
+        serde_json::json!(t1)
+    );
+    assert_eq!(page.records[1].before, None);
+    assert_eq!(page.records[1].after.as_ref().unwrap()["scope"], "app");
+}
+
+async fn every_audited_change_writes_one_row_and_repeats_none(ctx: Ctx) {
+    let s = &*ctx.store;
+    let by = |actor: &str, key: Option<&str>| AuditContext {
+        actor: actor.into(),
+        idempotency_key: key.map(str::to_owned),
+        at: t0(),
+    };
+    let upsert = |name: &str| CustomerUpsert {
+        id: "cus_1".into(),
+        email: None,
+        name: Some(name.into()),
+        metadata: None,
+        now: t0(),
+    };
+    s.upsert_customer_audited(upsert("A"), Some(by("key_a", Some("i1"))))
+        .await
+        .unwrap();
+    // The same change again (a retry) changes nothing and records nothing.
+    s.upsert_customer_audited(upsert("A"), Some(by("key_a", Some("i1"))))
+        .await
+        .unwrap();
+    s.upsert_customer_audited(upsert("B"), Some(by("key_b", None)))
+        .await
+        .unwrap();
+    // Unaudited writes (seeding, Stripe sync) record nothing.
+    s.upsert_customer(upsert("C")).await.unwrap();
+    s.put_subscription_audited(sub("cus_1", "pro"), Some(by("key_a", None)))
+        .await
+        .unwrap();
+    s.put_subscription_audited(sub("cus_1", "pro"), Some(by("key_a", None)))
+        .await
+        .unwrap();
+    s.put_subscription_audited(sub("cus_1", "starter"), Some(by("key_a", None)))
+        .await
+        .unwrap();
+    // A failed change records nothing.
+    assert!(s
+        .put_subscription_audited(sub("ghost", "pro"), Some(by("key_a", None)))
+        .await
+        .is_err());
+    let flag = |enabled| tally_store::FlagOverride {
+        customer_id: "cus_1".into(),
+        flag: "beta".into(),
+        enabled,
+        updated_at: t0(),
+    };
+    s.put_flag_override_audited(flag(true), Some(by("key_a", None)))
+        .await
+        .unwrap();
+    s.put_flag_override_audited(flag(true), Some(by("key_a", None)))
+        .await
+        .unwrap();
+    assert!(s
+        .delete_flag_override_audited("cus_1", "beta", Some(by("key_a", None)))
+        .await
+        .unwrap());
+    assert!(!s
+        .delete_flag_override_audited("cus_1", "beta", Some(by("key_a", None)))
+        .await
+        .unwrap());
+
+    let all = s
+        .audit_log(AuditFilter {
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = all.records.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "flag_override.deleted",
+            "flag_override.created",
+            "subscription.updated",
+            "subscription.created",
+            "customer.updated",
+            "customer.created",
+        ]
+    );
+    let created = &all.records[5];
+    assert_eq!(created.idempotency_key.as_deref(), Some("i1"));
+    assert_eq!(created.before, None);
+    assert_eq!(created.after.as_ref().unwrap()["name"], "A");
+    let updated = &all.records[4];
+    assert_eq!(updated.actor.as_deref(), Some("key_b"));
+    assert_eq!(updated.before.as_ref().unwrap()["name"], "A");
+    assert_eq!(updated.after.as_ref().unwrap()["name"], "B");
+    let plan_change = &all.records[2];
+    assert_eq!(plan_change.target.id.as_deref(), Some("sub_cus_1"));
+    assert_eq!(plan_change.before.as_ref().unwrap()["plan"], "pro");
+    assert_eq!(plan_change.after.as_ref().unwrap()["plan"], "starter");
+    assert_eq!(all.records[0].after, None);
+    assert_eq!(all.records[0].before.as_ref().unwrap()["enabled"], true);
+
+    // Filters and pages.
+    let by_b = s
+        .audit_log(AuditFilter {
+            actor: Some("key_b".into()),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_b.records.len(), 1);
+    let first = s
+        .audit_log(AuditFilter {
+            customer_id: Some("cus_1".into()),
+            limit: 4,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.records.len(), 4);
+    assert!(first.has_more);
+    let last_seq = tally_store::audit::audit_seq(&first.records[3].id).unwrap();
+    let second = s
+        .audit_log(AuditFilter {
+            customer_id: Some("cus_1".into()),
+            before_seq: Some(last_seq),
+            limit: 4,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = second.records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [all.records[4].id.as_str(), all.records[5].id.as_str()]
+    );
+    assert!(!second.has_more);
+    let none = s
+        .audit_log(AuditFilter {
+            since: Some(t0() + chrono::Duration::seconds(1)),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.records.is_empty());
+    // A row on its own (an action outside the database, e.g. a call to Stripe).
+    s.record_audit(tally_store::AuditEntry {
+        action: "refund.created".into(),
+        target_type: "refund".into(),
+        target_id: "re_1".into(),
+        customer_id: None,
+        before: None,
+        after: Some(serde_json::json!({"amount": 500})),
+        context: by("key_b", Some("r1")),
     })
     .await
     .unwrap();
-    assert_eq!(s.find_api_key(&hash).await.unwrap().unwrap().id, "key_1");
-    assert!(s.find_api_key("nope").await.unwrap().is_none());
-    assert!(s.revoke_api_key("key_1", t0()).await.unwrap());
-    assert!(!s.revoke_api_key("key_1", t0()).await.unwrap());
-    assert!(s.find_api_key(&hash).await.unwrap().is_none());
-    assert_eq!(s.list_api_keys().await.unwrap()[0].revoked_at, Some(t0()));
+    let by_b = s
+        .audit_log(AuditFilter {
+            actor: Some("key_b".into()),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_b.records.len(), 2);
+    let refund = &by_b.records[0];
+    assert_eq!(refund.action, "refund.created");
+    assert_eq!(refund.target.id.as_deref(), Some("re_1"));
+    assert_eq!(refund.customer_id, None);
+    assert_eq!(refund.after, Some(serde_json::json!({"amount": 500})));
+    assert_eq!(refund.idempotency_key.as_deref(), Some("r1"));
+    let other = s
+        .audit_log(AuditFilter {
+            customer_id: Some("cus_2".into()),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(other.records.is_empty());
 }
 
 async fn migrations_are_idempotent(ctx: Ctx) {

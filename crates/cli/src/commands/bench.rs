@@ -18,7 +18,7 @@ use chrono::Utc;
 use super::bench_load::{percentile, spawn_child, spawn_server, Conn};
 use super::common::runtime;
 
-const KEY: &str = "bench-admin-key-0123456789";
+const KEY: &str = "bench-admin-key-0123456789abcdefghij";
 
 /// How late the load generator's timer may wake before a request counts as queued behind a slow
 /// answer (tokio's timer has millisecond resolution).

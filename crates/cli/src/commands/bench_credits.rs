@@ -13,7 +13,7 @@ use anyhow::bail;
 use super::bench_load::{percentile, spawn_child, spawn_server, Conn};
 use super::common::runtime;
 
-const KEY: &str = "bench-credits-admin-key-0123";
+const KEY: &str = "bench-credits-admin-key-0123456789ab";
 
 /// Options of the entitlement and credit part of `tally bench`.
 #[derive(clap::Args)]

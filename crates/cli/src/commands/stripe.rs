@@ -44,8 +44,8 @@ fn run_push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let catalog = require_catalog(&args.catalog)?;
     let cfg = Config::from_env().map_err(anyhow::Error::msg)?;
     let client = Client::new(cfg).context("cannot build the Stripe client")?;
-    // The wall clock is read here, once, for the whole push.
-    let now = chrono::Utc::now().timestamp();
+    // One instant for the whole push.
+    let now = tally_store::clock::Clock::system().now().timestamp();
     let outcome = runtime()?.block_on(push(&client, &catalog, args.commit, now));
     let (report, failure) = match outcome {
         Ok(r) => (r, None),

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 /// The admin key `tally serve` is started with.
-pub const KEY: &str = "serve-test-admin-key-0123";
+pub const KEY: &str = "serve-test-admin-key-0123456789abcdef";
 
 /// The `tally` binary under test.
 pub fn tally() -> Command {

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use serde::Serialize;
-use tally_store::{AuditRecord, UsageNotification};
+use tally_store::{AuditFilter, AuditRecord, UsageNotification};
 use utoipa::{OpenApi, ToSchema};
 
 use super::JsonBody;
@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         grant,
         consume,
         audit,
+        super::audit::list,
         notifications,
         super::entitlements::check,
         super::flags::list,
@@ -204,7 +205,8 @@ pub struct List<T> {
     pub data: Vec<T>,
 }
 
-/// The customer's audit log (admin credit grants and adjustments), newest first.
+/// The customer's rows of the audit log, newest first (admin keys only; `GET /v1/audit` filters
+/// and pages).
 #[utoipa::path(get, path = "/v1/customers/{id}/audit", tag = "credits", security(("bearer" = [])),
     params(("id" = String, Path), ("limit" = Option<usize>, Query, description = "1–1000 (100)")),
     responses((status = 200, description = "{\"data\": [audit records]}"), (status = 404, body = ErrorBody)))]
@@ -219,9 +221,15 @@ pub async fn audit(
         return Err(ApiError::bad_request("invalid_limit", "limit is 1–1000").with_param("limit"));
     }
     usage::customer(&state, &id).await?;
-    Ok(Json(List {
-        data: state.store.audit_log(&id, limit).await?,
-    }))
+    let page = state
+        .store
+        .audit_log(AuditFilter {
+            customer_id: Some(id),
+            limit,
+            ..AuditFilter::default()
+        })
+        .await?;
+    Ok(Json(List { data: page.records }))
 }
 
 /// Usage-threshold notifications queued for the customer (the outbox), oldest first.

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use tally_store::{Customer, Subscription};
 
+use super::audit::AuditedBy;
 use super::JsonBody;
 use crate::error::{ApiError, ErrorBody};
 use crate::service::customers::{self, BillingSummary, CustomerInput, SubscriptionInput};
@@ -20,10 +21,11 @@ use crate::state::AppState;
 pub async fn put(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    AuditedBy(audit): AuditedBy,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<Customer>), ApiError> {
     let input: CustomerInput = body.parse()?;
-    let (c, created) = customers::put(&state, &id, input).await?;
+    let (c, created) = customers::put(&state, &id, input, audit).await?;
     let code = if created {
         StatusCode::CREATED
     } else {
@@ -52,10 +54,13 @@ pub async fn get(
 pub async fn put_subscription(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    AuditedBy(audit): AuditedBy,
     body: JsonBody,
 ) -> Result<Json<Subscription>, ApiError> {
     let input: SubscriptionInput = body.parse()?;
-    Ok(Json(customers::put_subscription(&state, &id, input).await?))
+    Ok(Json(
+        customers::put_subscription(&state, &id, input, audit).await?,
+    ))
 }
 
 /// The customer's subscription.

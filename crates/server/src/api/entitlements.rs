@@ -1,11 +1,12 @@
 //! `POST /v1/entitlements/check`.
 
 use axum::extract::State;
-use axum::Json;
+use axum::{Extension, Json};
 
 use super::JsonBody;
 use crate::error::{ApiError, ErrorBody};
 use crate::service::entitlements::{self, CheckInput, CheckResult};
+use crate::service::keys::Caller;
 use crate::state::AppState;
 
 /// May the customer use a feature, or `quantity` more of a metric? Hard limits deny, soft limits
@@ -17,8 +18,12 @@ use crate::state::AppState;
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn check(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: JsonBody,
 ) -> Result<Json<CheckResult>, ApiError> {
     let input: CheckInput = body.parse()?;
+    caller
+        .check_customer(&input.customer)
+        .map_err(|e| e.with_param("customer"))?;
     Ok(Json(entitlements::check(&state, input).await?))
 }

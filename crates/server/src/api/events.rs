@@ -1,13 +1,14 @@
 //! `POST /v1/events`.
 
 use axum::extract::State;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::JsonBody;
 use crate::error::{ApiError, ErrorBody};
 use crate::service::events;
+use crate::service::keys::Caller;
 use crate::state::AppState;
 
 /// Body of a successful ingest.
@@ -56,11 +57,48 @@ pub struct EventBatch {
     ))]
 pub async fn ingest(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: JsonBody,
 ) -> Result<Json<IngestResponse>, ApiError> {
+    if caller.customer.is_some() {
+        check_batch_customers(&caller, &body.0)?;
+    }
     let out = events::ingest_body(&state, &body.0).await?;
     Ok(Json(IngestResponse {
         accepted: out.accepted,
         duplicates: out.duplicates,
     }))
+}
+
+/// For a key limited to one customer: 403 unless every event of the batch names that customer.
+/// Only the `customer` fields are read here (other keys skip this). A body this cannot read is
+/// refused as malformed (fail closed): no valid batch is unreadable here.
+fn check_batch_customers(caller: &Caller, body: &[u8]) -> Result<(), ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Batch {
+        events: Vec<Event>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Event {
+        #[serde(default)]
+        customer: Option<serde_json::Value>,
+    }
+    let batch: Batch = serde_json::from_slice(body).map_err(|e| ApiError::malformed_json(&e))?;
+    for (i, e) in batch.events.iter().enumerate() {
+        let named = match &e.customer {
+            Some(serde_json::Value::String(s)) => s.as_str(),
+            // Missing: invalid, rejected whole by the ingest path.
+            None => continue,
+            Some(_) => {
+                return Err(ApiError::customer_forbidden(
+                    "every event's customer must be this API key's customer",
+                )
+                .with_param(format!("events[{i}].customer")))
+            }
+        };
+        caller
+            .check_customer(named)
+            .map_err(|e| e.with_param(format!("events[{i}].customer")))?;
+    }
+    Ok(())
 }

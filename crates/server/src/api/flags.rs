@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use tally_store::FlagOverride;
 
+use super::audit::AuditedBy;
 use super::credits::query_param;
 use super::JsonBody;
 use crate::error::{ApiError, ErrorBody};
@@ -34,10 +35,13 @@ pub async fn list(
 pub async fn put_override(
     State(state): State<AppState>,
     Path((id, flag)): Path<(String, String)>,
+    AuditedBy(audit): AuditedBy,
     body: JsonBody,
 ) -> Result<Json<FlagOverride>, ApiError> {
     let input: OverrideInput = body.parse()?;
-    Ok(Json(flags::put_override(&state, &id, &flag, input).await?))
+    Ok(Json(
+        flags::put_override(&state, &id, &flag, input, audit).await?,
+    ))
 }
 
 /// Removes a customer's override: the flag follows the catalog again. 204 whether or not one
@@ -48,7 +52,8 @@ pub async fn put_override(
 pub async fn delete_override(
     State(state): State<AppState>,
     Path((id, flag)): Path<(String, String)>,
+    AuditedBy(audit): AuditedBy,
 ) -> Result<StatusCode, ApiError> {
-    flags::delete_override(&state, &id, &flag).await?;
+    flags::delete_override(&state, &id, &flag, audit).await?;
     Ok(StatusCode::NO_CONTENT)
 }

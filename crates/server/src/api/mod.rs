@@ -1,6 +1,7 @@
 //! The HTTP layer: one module per resource. Handlers parse, call one service function, and shape
 //! the response; errors become JSON through [`ApiError`].
 
+pub mod audit;
 pub mod credits;
 pub mod customers;
 pub mod entitlements;
@@ -13,16 +14,18 @@ pub mod plans;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, RawPathParams, Request, State};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::RequestExt;
 use axum::Router;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::service;
+use crate::service::keys::Access;
 use crate::state::AppState;
 
 /// Builds the whole router.
@@ -45,6 +48,7 @@ pub fn router(state: AppState) -> Router {
             get(invoices::upcoming),
         )
         .route("/v1/events", post(events::ingest))
+        .route("/v1/audit", get(audit::list))
         .merge(credits::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -72,18 +76,87 @@ async fn not_found() -> ApiError {
     ApiError::not_found("route_not_found", "no such route")
 }
 
+/// Authenticates the key, then checks that its scope allows the route and, for a key limited to
+/// one customer, that the route's path `{id}` and `customer` query parameter name that customer
+/// (handlers check `customer` fields of bodies).
 async fn require_api_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    match service::keys::authenticate(&state, header).await {
-        Ok(actor) => {
-            req.extensions_mut().insert(crate::ratelimit::Actor(actor));
-            next.run(req).await
-        }
-        Err(e) => e.into_response(),
+    let caller = match service::keys::authenticate(&state, header).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", |p| p.as_str());
+    let Some(access) = required_access(req.method(), route) else {
+        // Deny by default: a route without a rule is a bug, caught by the scope matrix test.
+        return ApiError::insufficient_scope(format!("{route} has no scope rule")).into_response();
+    };
+    if !caller.scope.allows(access) {
+        return ApiError::insufficient_scope(format!(
+            "this API key's scope ({}) does not allow {} {route}",
+            caller.scope.as_str(),
+            req.method()
+        ))
+        .into_response();
     }
+    if caller.customer.is_some() {
+        let params = match req.extract_parts::<RawPathParams>().await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        };
+        let query = req.uri().query().map(str::to_owned);
+        let named = params
+            .iter()
+            .filter(|(k, _)| *k == "id")
+            .map(|(_, v)| v)
+            .chain(credits::query_param(&query, "customer"));
+        for customer in named {
+            if let Err(e) = caller.check_customer(customer) {
+                return e.into_response();
+            }
+        }
+    }
+    req.extensions_mut()
+        .insert(crate::ratelimit::Actor(caller.key_id.clone()));
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// The access each `/v1` route needs (`None`: no rule, denied). `read` keys may only `GET`;
+/// `app` keys get what an app's backend needs on its hot path (events, entitlement checks,
+/// credit consumption, customer upserts at signup); everything else is `admin`.
+pub fn required_access(method: &Method, route: &str) -> Option<Access> {
+    let access = match (method.as_str(), route) {
+        (
+            "GET",
+            "/v1/plans"
+            | "/v1/customers/{id}"
+            | "/v1/customers/{id}/subscription"
+            | "/v1/customers/{id}/billing"
+            | "/v1/customers/{id}/usage"
+            | "/v1/customers/{id}/invoices"
+            | "/v1/customers/{id}/invoices/upcoming"
+            | "/v1/customers/{id}/credits"
+            | "/v1/customers/{id}/notifications"
+            | "/v1/flags",
+        ) => Access::Read,
+        ("GET", "/v1/audit" | "/v1/customers/{id}/audit") => Access::Admin,
+        (
+            "POST",
+            "/v1/events" | "/v1/entitlements/check" | "/v1/customers/{id}/credits/consume",
+        )
+        | ("PUT", "/v1/customers/{id}") => Access::App,
+        ("POST", "/v1/customers/{id}/credits/grants")
+        | ("PUT", "/v1/customers/{id}/subscription" | "/v1/customers/{id}/flags/{flag}")
+        | ("DELETE", "/v1/customers/{id}/flags/{flag}") => Access::Admin,
+        _ => return None,
+    };
+    Some(access)
 }
 
 async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {

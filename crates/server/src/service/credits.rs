@@ -163,7 +163,7 @@ pub struct EntryView {
     pub expires_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
     pub idempotency_key: Option<String>,
-    /// The API key that made the entry (`env` for TALLY_API_KEY, `system` for plan grants and
+    /// The API key that made the entry (`env_…` for TALLY_API_KEY, `system` for plan grants and
     /// expiries).
     pub actor: Option<String>,
     pub metric: Option<String>,

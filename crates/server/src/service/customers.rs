@@ -4,6 +4,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_core::period::Interval;
+use tally_store::AuditContext;
 use tally_store::{Customer, CustomerUpsert, StoredInvoice, Subscription, SubscriptionUpsert};
 use utoipa::ToSchema;
 
@@ -40,6 +41,7 @@ pub async fn put(
     state: &AppState,
     id: &str,
     input: CustomerInput,
+    audit: AuditContext,
 ) -> Result<(Customer, bool), ApiError> {
     check_id(id)?;
     if let Some(e) = &input.email {
@@ -75,13 +77,16 @@ pub async fn put(
     }
     let out = state
         .store
-        .upsert_customer(CustomerUpsert {
-            id: id.to_owned(),
-            email: input.email,
-            name: input.name,
-            metadata: input.metadata,
-            now: state.clock.now(),
-        })
+        .upsert_customer_audited(
+            CustomerUpsert {
+                id: id.to_owned(),
+                email: input.email,
+                name: input.name,
+                metadata: input.metadata,
+                now: state.clock.now(),
+            },
+            Some(audit),
+        )
         .await?;
     Ok(out)
 }
@@ -106,6 +111,7 @@ pub async fn put_subscription(
     state: &AppState,
     id: &str,
     input: SubscriptionInput,
+    audit: AuditContext,
 ) -> Result<Subscription, ApiError> {
     check_id(id)?;
     let plan = state.catalog.plan(&input.plan).ok_or_else(|| {
@@ -130,14 +136,17 @@ pub async fn put_subscription(
     usage::customer(state, id).await?;
     let sub = state
         .store
-        .put_subscription(SubscriptionUpsert {
-            customer_id: id.to_owned(),
-            plan: plan.id.clone(),
-            interval: interval.as_str().to_owned(),
-            status: "active".into(),
-            source: "local".into(),
-            now: state.clock.now(),
-        })
+        .put_subscription_audited(
+            SubscriptionUpsert {
+                customer_id: id.to_owned(),
+                plan: plan.id.clone(),
+                interval: interval.as_str().to_owned(),
+                status: "active".into(),
+                source: "local".into(),
+                now: state.clock.now(),
+            },
+            Some(audit),
+        )
         .await?;
     state.credits.forget(id);
     Ok(sub)

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use tally_core::flags::evaluate;
+use tally_store::AuditContext;
 use tally_store::FlagOverride;
 use utoipa::ToSchema;
 
@@ -96,6 +97,7 @@ pub async fn put_override(
     customer: &str,
     flag: &str,
     input: OverrideInput,
+    audit: AuditContext,
 ) -> Result<FlagOverride, ApiError> {
     check_id(customer)?;
     known_flag(state, flag)?;
@@ -106,7 +108,10 @@ pub async fn put_override(
         enabled: input.enabled,
         updated_at: state.clock.now(),
     };
-    state.store.put_flag_override(o.clone()).await?;
+    state
+        .store
+        .put_flag_override_audited(o.clone(), Some(audit))
+        .await?;
     Ok(o)
 }
 
@@ -116,9 +121,13 @@ pub async fn delete_override(
     state: &AppState,
     customer: &str,
     flag: &str,
+    audit: AuditContext,
 ) -> Result<bool, ApiError> {
     check_id(customer)?;
     known_flag(state, flag)?;
     usage::customer(state, customer).await?;
-    Ok(state.store.delete_flag_override(customer, flag).await?)
+    Ok(state
+        .store
+        .delete_flag_override_audited(customer, flag, Some(audit))
+        .await?)
 }

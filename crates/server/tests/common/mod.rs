@@ -9,7 +9,7 @@ use serde_json::Value;
 use tally_server::{Config, Server};
 
 /// The admin key every test app is configured with.
-pub const KEY: &str = "test-admin-key-0123456789";
+pub const KEY: &str = "test-admin-key-0123456789abcdefghij";
 
 pub struct App {
     pub server: Server,

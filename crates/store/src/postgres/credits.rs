@@ -1,4 +1,4 @@
-//! Credits, notifications, flag overrides and the audit log on PostgreSQL.
+//! Credits, notifications and flag overrides on PostgreSQL.
 //!
 //! Every credit change first locks the customer's row of `credit_accounts` (`FOR UPDATE`), then
 //! checks the idempotency key, reads the open buckets, debits and writes the entry, all in one
@@ -11,9 +11,9 @@ use rust_decimal::Decimal;
 use tokio_postgres::Row;
 
 use super::{is_retryable, Failure};
-use crate::credits::{expire_entry_id, plan};
+use crate::credits::{audit_entry, expire_entry_id, plan};
 use crate::{
-    AuditRecord, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome,
+    AuditContext, AuditEntry, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome,
     CreditRequest, FlagOverride, NewEvent, Result, StoreError, UsageNotification,
 };
 
@@ -269,29 +269,8 @@ async fn try_apply(
         )
         .await?;
     }
-    if req.audit {
-        let details = serde_json::json!({
-            "kind": req.kind.as_str(),
-            "amount": req.amount.normalize().to_string(),
-            "reason": req.reason,
-            "expires_at": req.expires_at,
-            "balance_after": p.balance_after.normalize().to_string(),
-        });
-        let action = format!("credits.{}", req.kind.as_str());
-        tx.execute(
-            "INSERT INTO audit_log (at, actor, action, customer_id, object_id, idempotency_key, details)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &req.now,
-                &req.actor,
-                &action,
-                &customer,
-                &req.entry_id,
-                &req.idempotency_key,
-                &details,
-            ],
-        )
-        .await?;
+    if let Some(e) = audit_entry(req, &p) {
+        super::audit::insert(tx, &e).await?;
     }
     if let Some(ev) = &req.event {
         // Period close locks the customer FOR UPDATE: no event slips into a period being invoiced.
@@ -411,34 +390,6 @@ pub(crate) async fn account(
     })
 }
 
-pub(crate) async fn audit_log(
-    pool: &Pool,
-    customer: &str,
-    limit: usize,
-) -> Result<Vec<AuditRecord>> {
-    let c = pool.get().await?;
-    let rows = c
-        .query(
-            "SELECT seq, at, actor, action, customer_id, object_id, idempotency_key, details
-             FROM audit_log WHERE customer_id = $1 ORDER BY seq DESC LIMIT $2",
-            &[&customer, &(limit as i64)],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| AuditRecord {
-            seq: r.get(0),
-            at: r.get(1),
-            actor: r.get(2),
-            action: r.get(3),
-            customer_id: r.get(4),
-            object_id: r.get(5),
-            idempotency_key: r.get(6),
-            details: r.get(7),
-        })
-        .collect())
-}
-
 pub(crate) async fn record_notification(pool: &Pool, n: &UsageNotification) -> Result<bool> {
     let c = pool.get().await?;
     let threshold = n.threshold as i32;
@@ -487,26 +438,91 @@ pub(crate) async fn notifications(pool: &Pool, customer: &str) -> Result<Vec<Usa
         .collect())
 }
 
-pub(crate) async fn put_flag_override(pool: &Pool, o: &FlagOverride) -> Result<()> {
-    let c = pool.get().await?;
-    c.execute(
+async fn flag_override<C: GenericClient>(
+    c: &C,
+    customer: &str,
+    flag: &str,
+) -> Result<Option<FlagOverride>> {
+    Ok(c.query_opt(
+        "SELECT customer_id, flag, enabled, updated_at FROM flag_overrides
+             WHERE customer_id = $1 AND flag = $2 FOR UPDATE",
+        &[&customer, &flag],
+    )
+    .await?
+    .as_ref()
+    .map(override_row))
+}
+
+fn override_row(r: &Row) -> FlagOverride {
+    FlagOverride {
+        customer_id: r.get(0),
+        flag: r.get(1),
+        enabled: r.get(2),
+        updated_at: r.get(3),
+    }
+}
+
+async fn audit_override<C: GenericClient>(
+    c: &C,
+    audit: Option<AuditContext>,
+    customer: &str,
+    flag: &str,
+    before: Option<FlagOverride>,
+    after: Option<FlagOverride>,
+) -> Result<()> {
+    if let Some(e) = audit.and_then(|ctx| {
+        AuditEntry::of_change(
+            ctx,
+            "flag_override",
+            &format!("{customer}/{flag}"),
+            Some(customer),
+            before.map(|o| serde_json::json!(o)),
+            after.map(|o| serde_json::json!(o)),
+        )
+    }) {
+        super::audit::insert(c, &e).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn put_flag_override(
+    pool: &Pool,
+    o: &FlagOverride,
+    audit: Option<AuditContext>,
+) -> Result<()> {
+    let mut c = pool.get().await?;
+    let tx = c.transaction().await?;
+    let before = flag_override(&tx, &o.customer_id, &o.flag).await?;
+    tx.execute(
         "INSERT INTO flag_overrides (customer_id, flag, enabled, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (customer_id, flag) DO UPDATE SET enabled = EXCLUDED.enabled,
             updated_at = EXCLUDED.updated_at",
         &[&o.customer_id, &o.flag, &o.enabled, &o.updated_at],
     )
     .await?;
+    let after = flag_override(&tx, &o.customer_id, &o.flag).await?;
+    audit_override(&tx, audit, &o.customer_id, &o.flag, before, after).await?;
+    tx.commit().await?;
     Ok(())
 }
 
-pub(crate) async fn delete_flag_override(pool: &Pool, customer: &str, flag: &str) -> Result<bool> {
-    let c = pool.get().await?;
-    let n = c
+pub(crate) async fn delete_flag_override(
+    pool: &Pool,
+    customer: &str,
+    flag: &str,
+    audit: Option<AuditContext>,
+) -> Result<bool> {
+    let mut c = pool.get().await?;
+    let tx = c.transaction().await?;
+    let before = flag_override(&tx, customer, flag).await?;
+    let n = tx
         .execute(
             "DELETE FROM flag_overrides WHERE customer_id = $1 AND flag = $2",
             &[&customer, &flag],
         )
         .await?;
+    audit_override(&tx, audit, customer, flag, before, None).await?;
+    tx.commit().await?;
     Ok(n > 0)
 }
 
@@ -519,13 +535,5 @@ pub(crate) async fn flag_overrides(pool: &Pool, customer: &str) -> Result<Vec<Fl
             &[&customer],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| FlagOverride {
-            customer_id: r.get(0),
-            flag: r.get(1),
-            enabled: r.get(2),
-            updated_at: r.get(3),
-        })
-        .collect())
+    Ok(rows.iter().map(override_row).collect())
 }

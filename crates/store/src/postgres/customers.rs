@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 
-use crate::{Customer, CustomerUpsert, Result, StoreError, Subscription, SubscriptionUpsert};
+use crate::{
+    AuditContext, AuditEntry, Customer, CustomerUpsert, Result, StoreError, Subscription,
+    SubscriptionUpsert,
+};
 
 const CUSTOMER_COLS: &str =
     "id, email, name, metadata, billing_anchor, created_at, updated_at, billed_through";
@@ -49,8 +52,23 @@ pub(crate) async fn list_after(
     Ok(rows.iter().map(customer_row).collect())
 }
 
-pub(crate) async fn upsert(pool: &Pool, u: &CustomerUpsert) -> Result<(Customer, bool)> {
-    let c = pool.get().await?;
+pub(crate) async fn upsert(
+    pool: &Pool,
+    u: &CustomerUpsert,
+    audit: Option<AuditContext>,
+) -> Result<(Customer, bool)> {
+    let mut c = pool.get().await?;
+    let c = c.transaction().await?;
+    let before = match &audit {
+        Some(_) => {
+            let sql = format!("SELECT {CUSTOMER_COLS} FROM customers WHERE id = $1 FOR UPDATE");
+            c.query_opt(&sql, &[&u.id])
+                .await?
+                .as_ref()
+                .map(customer_row)
+        }
+        None => None,
+    };
     let sql = format!(
         "INSERT INTO customers (id, email, name, metadata, billing_anchor, created_at, updated_at)
          VALUES ($1, $2, $3, COALESCE($4, '{{}}'::jsonb), $5, $5, $5)
@@ -64,7 +82,21 @@ pub(crate) async fn upsert(pool: &Pool, u: &CustomerUpsert) -> Result<(Customer,
     let row = c
         .query_one(&sql, &[&u.id, &u.email, &u.name, &u.metadata, &u.now])
         .await?;
-    Ok((customer_row(&row), row.get(8)))
+    let customer = customer_row(&row);
+    if let Some(e) = audit.and_then(|ctx| {
+        AuditEntry::of_change(
+            ctx,
+            "customer",
+            &customer.id,
+            Some(&customer.id),
+            before.map(|b| serde_json::json!(b)),
+            Some(serde_json::json!(customer)),
+        )
+    }) {
+        super::audit::insert(&c, &e).await?;
+    }
+    c.commit().await?;
+    Ok((customer, row.get(8)))
 }
 
 pub(crate) async fn anchors(pool: &Pool, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {
@@ -93,8 +125,13 @@ fn sub_row(r: &Row) -> Subscription {
     }
 }
 
-pub(crate) async fn put_subscription(pool: &Pool, s: &SubscriptionUpsert) -> Result<Subscription> {
-    let c = pool.get().await?;
+pub(crate) async fn put_subscription(
+    pool: &Pool,
+    s: &SubscriptionUpsert,
+    audit: Option<AuditContext>,
+) -> Result<Subscription> {
+    let mut c = pool.get().await?;
+    let c = c.transaction().await?;
     if c.query_opt("SELECT 1 FROM customers WHERE id = $1", &[&s.customer_id])
         .await?
         .is_none()
@@ -104,6 +141,12 @@ pub(crate) async fn put_subscription(pool: &Pool, s: &SubscriptionUpsert) -> Res
             s.customer_id
         )));
     }
+    let sql = format!("SELECT {SUB_COLS} FROM subscriptions WHERE customer_id = $1 FOR UPDATE");
+    let before = c
+        .query_opt(&sql, &[&s.customer_id])
+        .await?
+        .as_ref()
+        .map(sub_row);
     let sql = format!(
         "INSERT INTO subscriptions (id, customer_id, plan, interval, status, source, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
@@ -127,7 +170,21 @@ pub(crate) async fn put_subscription(pool: &Pool, s: &SubscriptionUpsert) -> Res
             ],
         )
         .await?;
-    Ok(sub_row(&row))
+    let sub = sub_row(&row);
+    if let Some(e) = audit.and_then(|ctx| {
+        AuditEntry::of_change(
+            ctx,
+            "subscription",
+            &sub.id,
+            Some(&sub.customer_id),
+            before.map(|b| serde_json::json!(b)),
+            Some(serde_json::json!(sub)),
+        )
+    }) {
+        super::audit::insert(&c, &e).await?;
+    }
+    c.commit().await?;
+    Ok(sub)
 }
 
 pub(crate) async fn get_subscription(

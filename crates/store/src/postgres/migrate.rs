@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events_partitioned",
         include_str!("../../migrations/postgres/0004_events_partitioned.sql"),
     ),
+    (
+        5,
+        "scoped_keys_audit",
+        include_str!("../../migrations/postgres/0005_scoped_keys_audit.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

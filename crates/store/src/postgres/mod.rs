@@ -12,6 +12,7 @@
 //! PostgreSQL flushes the WAL of concurrent commits together, so concurrent requests share fsyncs.
 
 mod api_keys;
+mod audit;
 mod credits;
 mod customers;
 mod events;
@@ -28,7 +29,8 @@ use crate::{
     Result, Store, StoreError, StoredInvoice, Subscription, SubscriptionUpsert, UsageRollup,
 };
 use crate::{
-    AuditRecord, CreditAccount, CreditOutcome, CreditRequest, FlagOverride, UsageNotification,
+    AuditContext, AuditEntry, AuditFilter, AuditPage, CreditAccount, CreditOutcome, CreditRequest,
+    FlagOverride, UsageNotification,
 };
 pub use migrate::SCHEMA_VERSION;
 
@@ -115,8 +117,12 @@ impl Store for PgStore {
         self.pool.close();
     }
 
-    async fn upsert_customer(&self, c: CustomerUpsert) -> Result<(Customer, bool)> {
-        customers::upsert(&self.pool, &c).await
+    async fn upsert_customer_audited(
+        &self,
+        c: CustomerUpsert,
+        audit: Option<AuditContext>,
+    ) -> Result<(Customer, bool)> {
+        customers::upsert(&self.pool, &c, audit).await
     }
 
     async fn get_customer(&self, id: &str) -> Result<Option<Customer>> {
@@ -135,8 +141,12 @@ impl Store for PgStore {
         customers::anchors(&self.pool, ids).await
     }
 
-    async fn put_subscription(&self, s: SubscriptionUpsert) -> Result<Subscription> {
-        customers::put_subscription(&self.pool, &s).await
+    async fn put_subscription_audited(
+        &self,
+        s: SubscriptionUpsert,
+        audit: Option<AuditContext>,
+    ) -> Result<Subscription> {
+        customers::put_subscription(&self.pool, &s, audit).await
     }
 
     async fn get_subscription(&self, customer_id: &str) -> Result<Option<Subscription>> {
@@ -198,8 +208,12 @@ impl Store for PgStore {
         Ok(row.is_some())
     }
 
-    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
-        api_keys::create(&self.pool, &key).await
+    async fn create_api_key_audited(
+        &self,
+        key: NewApiKey,
+        audit: Option<AuditContext>,
+    ) -> Result<ApiKey> {
+        api_keys::create(&self.pool, &key, audit).await
     }
 
     async fn find_api_key(&self, secret_hash: &str) -> Result<Option<ApiKey>> {
@@ -210,8 +224,13 @@ impl Store for PgStore {
         api_keys::list(&self.pool).await
     }
 
-    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
-        api_keys::revoke(&self.pool, id, at).await
+    async fn revoke_api_key_audited(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<bool> {
+        api_keys::revoke(&self.pool, id, at, audit).await
     }
 
     async fn credit_apply(&self, req: CreditRequest) -> Result<CreditOutcome> {
@@ -227,8 +246,13 @@ impl Store for PgStore {
         credits::account(&self.pool, customer_id, limit, before_seq).await
     }
 
-    async fn audit_log(&self, customer_id: &str, limit: usize) -> Result<Vec<AuditRecord>> {
-        credits::audit_log(&self.pool, customer_id, limit).await
+    async fn record_audit(&self, entry: AuditEntry) -> Result<()> {
+        let c = self.pool.get().await?;
+        audit::insert(&c, &entry).await
+    }
+
+    async fn audit_log(&self, filter: AuditFilter) -> Result<AuditPage> {
+        audit::list(&self.pool, &filter).await
     }
 
     async fn record_notification(&self, n: UsageNotification) -> Result<bool> {
@@ -239,12 +263,21 @@ impl Store for PgStore {
         credits::notifications(&self.pool, customer_id).await
     }
 
-    async fn put_flag_override(&self, o: FlagOverride) -> Result<()> {
-        credits::put_flag_override(&self.pool, &o).await
+    async fn put_flag_override_audited(
+        &self,
+        o: FlagOverride,
+        audit: Option<AuditContext>,
+    ) -> Result<()> {
+        credits::put_flag_override(&self.pool, &o, audit).await
     }
 
-    async fn delete_flag_override(&self, customer_id: &str, flag: &str) -> Result<bool> {
-        credits::delete_flag_override(&self.pool, customer_id, flag).await
+    async fn delete_flag_override_audited(
+        &self,
+        customer_id: &str,
+        flag: &str,
+        audit: Option<AuditContext>,
+    ) -> Result<bool> {
+        credits::delete_flag_override(&self.pool, customer_id, flag, audit).await
     }
 
     async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>> {

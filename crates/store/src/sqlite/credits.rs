@@ -1,4 +1,4 @@
-//! Credits, notifications, flag overrides and the audit log on SQLite. Credit changes run as jobs
+//! Credits, notifications and flag overrides on SQLite. Credit changes run as jobs
 //! of the single writer thread, so the check and the debit can never interleave with another
 //! change.
 
@@ -8,10 +8,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use rust_decimal::Decimal;
 
 use super::writer::Writer;
-use crate::credits::{expire_entry_id, plan};
+use crate::credits::{audit_entry, expire_entry_id, plan};
 use crate::time::{from_ms, to_ms};
 use crate::{
-    AuditRecord, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome,
+    AuditContext, AuditEntry, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome,
     CreditRequest, FlagOverride, Result, StoreError, UsageNotification,
 };
 
@@ -260,27 +260,8 @@ fn apply_ledger(
             req.expires_at.map(to_ms)
         ])?;
     }
-    if req.audit {
-        let details = serde_json::json!({
-            "kind": req.kind.as_str(),
-            "amount": req.amount.normalize().to_string(),
-            "reason": req.reason,
-            "expires_at": req.expires_at,
-            "balance_after": p.balance_after.normalize().to_string(),
-        });
-        conn.prepare_cached(
-            "INSERT INTO audit_log (at, actor, action, customer_id, object_id, idempotency_key, details)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            to_ms(req.now),
-            req.actor,
-            format!("credits.{}", req.kind.as_str()),
-            req.customer_id,
-            req.entry_id,
-            req.idempotency_key,
-            details.to_string()
-        ])?;
+    if let Some(e) = audit_entry(req, &p) {
+        super::audit::insert(conn, &e)?;
     }
     Ok(CreditOutcome::Applied(entry_by_id(conn, &req.entry_id)?))
 }
@@ -309,30 +290,6 @@ pub(crate) fn account(
         entries,
         has_more,
     })
-}
-
-pub(crate) fn audit_log(
-    conn: &Connection,
-    customer: &str,
-    limit: usize,
-) -> Result<Vec<AuditRecord>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, at, actor, action, customer_id, object_id, idempotency_key, details
-         FROM audit_log WHERE customer_id = ?1 ORDER BY seq DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![customer, limit as i64], |r| {
-        Ok(AuditRecord {
-            seq: r.get(0)?,
-            at: from_ms(r.get(1)?),
-            actor: r.get(2)?,
-            action: r.get(3)?,
-            customer_id: r.get(4)?,
-            object_id: r.get(5)?,
-            idempotency_key: r.get(6)?,
-            details: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 pub(crate) fn record_notification(conn: &Connection, n: &UsageNotification) -> Result<bool> {
@@ -375,20 +332,75 @@ pub(crate) fn notifications(conn: &Connection, customer: &str) -> Result<Vec<Usa
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-pub(crate) fn put_flag_override(conn: &Connection, o: &FlagOverride) -> Result<()> {
+fn flag_override(conn: &Connection, customer: &str, flag: &str) -> Result<Option<FlagOverride>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT customer_id, flag, enabled, updated_at FROM flag_overrides
+             WHERE customer_id = ?1 AND flag = ?2",
+        )?
+        .query_row([customer, flag], override_row)
+        .optional()?)
+}
+
+fn override_row(r: &Row<'_>) -> rusqlite::Result<FlagOverride> {
+    Ok(FlagOverride {
+        customer_id: r.get(0)?,
+        flag: r.get(1)?,
+        enabled: r.get(2)?,
+        updated_at: from_ms(r.get(3)?),
+    })
+}
+
+fn audit_override(
+    conn: &Connection,
+    audit: Option<AuditContext>,
+    customer: &str,
+    flag: &str,
+    before: Option<FlagOverride>,
+    after: Option<FlagOverride>,
+) -> Result<()> {
+    if let Some(e) = audit.and_then(|ctx| {
+        AuditEntry::of_change(
+            ctx,
+            "flag_override",
+            &format!("{customer}/{flag}"),
+            Some(customer),
+            before.map(|o| serde_json::json!(o)),
+            after.map(|o| serde_json::json!(o)),
+        )
+    }) {
+        super::audit::insert(conn, &e)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn put_flag_override(
+    conn: &Connection,
+    o: &FlagOverride,
+    audit: Option<AuditContext>,
+) -> Result<()> {
+    let before = flag_override(conn, &o.customer_id, &o.flag)?;
     conn.prepare_cached(
         "INSERT INTO flag_overrides (customer_id, flag, enabled, updated_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (customer_id, flag) DO UPDATE SET enabled = excluded.enabled,
             updated_at = excluded.updated_at",
     )?
     .execute(params![o.customer_id, o.flag, o.enabled, to_ms(o.updated_at)])?;
-    Ok(())
+    let after = flag_override(conn, &o.customer_id, &o.flag)?;
+    audit_override(conn, audit, &o.customer_id, &o.flag, before, after)
 }
 
-pub(crate) fn delete_flag_override(conn: &Connection, customer: &str, flag: &str) -> Result<bool> {
+pub(crate) fn delete_flag_override(
+    conn: &Connection,
+    customer: &str,
+    flag: &str,
+    audit: Option<AuditContext>,
+) -> Result<bool> {
+    let before = flag_override(conn, customer, flag)?;
     let n = conn
         .prepare_cached("DELETE FROM flag_overrides WHERE customer_id = ?1 AND flag = ?2")?
         .execute(params![customer, flag])?;
+    audit_override(conn, audit, customer, flag, before, None)?;
     Ok(n > 0)
 }
 
@@ -397,13 +409,6 @@ pub(crate) fn flag_overrides(conn: &Connection, customer: &str) -> Result<Vec<Fl
         "SELECT customer_id, flag, enabled, updated_at FROM flag_overrides
          WHERE customer_id = ?1 ORDER BY flag",
     )?;
-    let rows = stmt.query_map([customer], |r| {
-        Ok(FlagOverride {
-            customer_id: r.get(0)?,
-            flag: r.get(1)?,
-            enabled: r.get(2)?,
-            updated_at: from_ms(r.get(3)?),
-        })
-    })?;
+    let rows = stmt.query_map([customer], override_row)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }

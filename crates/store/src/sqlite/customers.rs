@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::time::{from_ms, to_ms};
-use crate::{Customer, CustomerUpsert, Result, Subscription, SubscriptionUpsert};
+use crate::{
+    AuditContext, AuditEntry, Customer, CustomerUpsert, Result, Subscription, SubscriptionUpsert,
+};
 
 const CUSTOMER_COLS: &str =
     "id, email, name, metadata, billing_anchor, created_at, updated_at, billed_through";
@@ -56,8 +58,13 @@ pub(crate) fn list_after(
     Ok(rows)
 }
 
-pub(crate) fn upsert(conn: &Connection, c: &CustomerUpsert) -> Result<(Customer, bool)> {
-    let existed = get(conn, &c.id)?.is_some();
+pub(crate) fn upsert(
+    conn: &Connection,
+    c: &CustomerUpsert,
+    audit: Option<AuditContext>,
+) -> Result<(Customer, bool)> {
+    let before = get(conn, &c.id)?;
+    let existed = before.is_some();
     let now = to_ms(c.now);
     let metadata = c.metadata.as_ref().map(|m| m.to_string());
     conn.prepare_cached(
@@ -72,6 +79,18 @@ pub(crate) fn upsert(conn: &Connection, c: &CustomerUpsert) -> Result<(Customer,
     .execute(params![c.id, c.email, c.name, metadata, now])?;
     let customer = get(conn, &c.id)?
         .ok_or_else(|| crate::StoreError::Database("customer vanished after upsert".into()))?;
+    if let Some(e) = audit.and_then(|ctx| {
+        AuditEntry::of_change(
+            ctx,
+            "customer",
+            &customer.id,
+            Some(&customer.id),
+            before.map(|b| serde_json::json!(b)),
+            Some(serde_json::json!(customer)),
+        )
+    }) {
+        super::audit::insert(conn, &e)?;
+    }
     Ok((customer, !existed))
 }
 
@@ -101,13 +120,18 @@ fn sub_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
     })
 }
 
-pub(crate) fn put_subscription(conn: &Connection, s: &SubscriptionUpsert) -> Result<Subscription> {
+pub(crate) fn put_subscription(
+    conn: &Connection,
+    s: &SubscriptionUpsert,
+    audit: Option<AuditContext>,
+) -> Result<Subscription> {
     if get(conn, &s.customer_id)?.is_none() {
         return Err(crate::StoreError::Invalid(format!(
             "no customer {:?}",
             s.customer_id
         )));
     }
+    let before = get_subscription(conn, &s.customer_id)?;
     let now = to_ms(s.now);
     conn.prepare_cached(
         "INSERT INTO subscriptions (id, customer_id, plan, interval, status, source, created_at, updated_at)
@@ -125,8 +149,21 @@ pub(crate) fn put_subscription(conn: &Connection, s: &SubscriptionUpsert) -> Res
         s.source,
         now
     ])?;
-    get_subscription(conn, &s.customer_id)?
-        .ok_or_else(|| crate::StoreError::Database("subscription vanished after upsert".into()))
+    let sub = get_subscription(conn, &s.customer_id)?
+        .ok_or_else(|| crate::StoreError::Database("subscription vanished after upsert".into()))?;
+    if let Some(e) = audit.and_then(|ctx| {
+        AuditEntry::of_change(
+            ctx,
+            "subscription",
+            &sub.id,
+            Some(&sub.customer_id),
+            before.map(|b| serde_json::json!(b)),
+            Some(serde_json::json!(sub)),
+        )
+    }) {
+        super::audit::insert(conn, &e)?;
+    }
+    Ok(sub)
 }
 
 pub(crate) fn get_subscription(

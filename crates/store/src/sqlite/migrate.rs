@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rollup_watermark",
         include_str!("../../migrations/sqlite/0005_rollup_watermark.sql"),
     ),
+    (
+        6,
+        "scoped_keys_audit",
+        include_str!("../../migrations/sqlite/0006_scoped_keys_audit.sql"),
+    ),
 ];
 
 /// The schema version the code expects.
@@ -117,5 +122,54 @@ mod tests {
         let k = w.dedup.key("c1", "k1");
         assert_eq!(w.credit_keys.get(&k), Some(&1));
         assert_eq!(w.credit_keys.len(), 1);
+    }
+
+    /// Keys made before scopes were all admin keys and stay so; audit rows of credit grants keep
+    /// their details as their `after` state.
+    #[test]
+    fn keys_become_admin_keys_and_audit_rows_keep_their_details() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (
+                version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        for (version, name, sql) in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                rusqlite::params![version, name],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO api_keys (id, name, role, secret_hash, created_at)
+                VALUES ('key_old', 'ci', 'admin', 'h', 0);
+             INSERT INTO audit_log (at, actor, action, customer_id, object_id, idempotency_key,
+                details) VALUES (0, 'env', 'credits.grant', 'c1', 'ce_1', 'g1', '{\"amount\":\"5\"}');",
+        )
+        .unwrap();
+        run(&mut conn).unwrap();
+        let keys = crate::sqlite::api_keys::list(&conn).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].scope, "admin");
+        assert_eq!(keys[0].customer_id, None);
+        let page = crate::sqlite::audit::list(
+            &conn,
+            &crate::AuditFilter {
+                limit: 10,
+                ..crate::AuditFilter::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(page.records.len(), 1);
+        let r = &page.records[0];
+        assert_eq!(r.id, "aud_1");
+        assert_eq!(r.action, "credits.grant");
+        assert_eq!(r.target.kind, "credit_entry");
+        assert_eq!(r.target.id.as_deref(), Some("ce_1"));
+        assert_eq!(r.before, None);
+        assert_eq!(r.after, Some(serde_json::json!({"amount": "5"})));
+        assert_eq!(r.idempotency_key.as_deref(), Some("g1"));
     }
 }

@@ -47,6 +47,7 @@
 //! separate thread runs passive checkpoints (which do not block the writer) twice a second.
 
 mod api_keys;
+mod audit;
 mod credits;
 mod customers;
 mod events;
@@ -71,7 +72,8 @@ use crate::{
     Result, Store, StoreError, StoredInvoice, Subscription, SubscriptionUpsert, UsageRollup,
 };
 use crate::{
-    AuditRecord, CreditAccount, CreditOutcome, CreditRequest, FlagOverride, UsageNotification,
+    AuditContext, AuditEntry, AuditFilter, AuditPage, CreditAccount, CreditOutcome, CreditRequest,
+    FlagOverride, UsageNotification,
 };
 pub use migrate::SCHEMA_VERSION;
 use usage_cache::{Lookup, UsageCache};
@@ -353,8 +355,13 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn upsert_customer(&self, c: CustomerUpsert) -> Result<(Customer, bool)> {
-        self.write(move |w| customers::upsert(&w.conn, &c)).await
+    async fn upsert_customer_audited(
+        &self,
+        c: CustomerUpsert,
+        audit: Option<AuditContext>,
+    ) -> Result<(Customer, bool)> {
+        self.write(move |w| customers::upsert(&w.conn, &c, audit))
+            .await
     }
 
     async fn get_customer(&self, id: &str) -> Result<Option<Customer>> {
@@ -377,8 +384,12 @@ impl Store for SqliteStore {
         self.read(move |c| customers::anchors(c, &ids)).await
     }
 
-    async fn put_subscription(&self, s: SubscriptionUpsert) -> Result<Subscription> {
-        self.write(move |w| customers::put_subscription(&w.conn, &s))
+    async fn put_subscription_audited(
+        &self,
+        s: SubscriptionUpsert,
+        audit: Option<AuditContext>,
+    ) -> Result<Subscription> {
+        self.write(move |w| customers::put_subscription(&w.conn, &s, audit))
             .await
     }
 
@@ -481,8 +492,13 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
-        self.write(move |w| api_keys::create(&w.conn, &key)).await
+    async fn create_api_key_audited(
+        &self,
+        key: NewApiKey,
+        audit: Option<AuditContext>,
+    ) -> Result<ApiKey> {
+        self.write(move |w| api_keys::create(&w.conn, &key, audit))
+            .await
     }
 
     async fn find_api_key(&self, secret_hash: &str) -> Result<Option<ApiKey>> {
@@ -494,9 +510,14 @@ impl Store for SqliteStore {
         self.read(api_keys::list).await
     }
 
-    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+    async fn revoke_api_key_audited(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<bool> {
         let id = id.to_owned();
-        self.write(move |w| api_keys::revoke(&w.conn, &id, at))
+        self.write(move |w| api_keys::revoke(&w.conn, &id, at, audit))
             .await
     }
 
@@ -516,9 +537,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn audit_log(&self, customer_id: &str, limit: usize) -> Result<Vec<AuditRecord>> {
-        let id = customer_id.to_owned();
-        self.read(move |c| credits::audit_log(c, &id, limit)).await
+    async fn record_audit(&self, entry: AuditEntry) -> Result<()> {
+        self.write(move |w| audit::insert(&w.conn, &entry)).await
+    }
+
+    async fn audit_log(&self, filter: AuditFilter) -> Result<AuditPage> {
+        self.read(move |c| audit::list(c, &filter)).await
     }
 
     async fn record_notification(&self, n: UsageNotification) -> Result<bool> {
@@ -531,14 +555,23 @@ impl Store for SqliteStore {
         self.read(move |c| credits::notifications(c, &id)).await
     }
 
-    async fn put_flag_override(&self, o: FlagOverride) -> Result<()> {
-        self.write(move |w| credits::put_flag_override(&w.conn, &o))
+    async fn put_flag_override_audited(
+        &self,
+        o: FlagOverride,
+        audit: Option<AuditContext>,
+    ) -> Result<()> {
+        self.write(move |w| credits::put_flag_override(&w.conn, &o, audit))
             .await
     }
 
-    async fn delete_flag_override(&self, customer_id: &str, flag: &str) -> Result<bool> {
+    async fn delete_flag_override_audited(
+        &self,
+        customer_id: &str,
+        flag: &str,
+        audit: Option<AuditContext>,
+    ) -> Result<bool> {
         let (id, flag) = (customer_id.to_owned(), flag.to_owned());
-        self.write(move |w| credits::delete_flag_override(&w.conn, &id, &flag))
+        self.write(move |w| credits::delete_flag_override(&w.conn, &id, &flag, audit))
             .await
     }
 
