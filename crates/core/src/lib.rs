@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod coupon;
 pub mod credits;
+pub mod decimal;
 pub mod entitlement;
 pub mod flags;
 pub mod money;
