@@ -205,7 +205,7 @@ pub fn crossed_thresholds(
 
 /// Whether `used` is at least `percent` % of a positive `limit`, compared exactly: the
 /// percentage rounded for display (199.99999 of 200 shows as 100.00 %) decides nothing.
-fn reaches(used: Decimal, limit: Decimal, percent: u32) -> bool {
+pub fn reaches(used: Decimal, limit: Decimal, percent: u32) -> bool {
     let percent = Decimal::from(percent);
     match (
         used.checked_mul(Decimal::ONE_HUNDRED),

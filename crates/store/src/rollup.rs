@@ -29,10 +29,10 @@ impl RollupDelta {
         value: Decimal,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.sum = self
-            .sum
-            .checked_add(value)
-            .ok_or_else(|| StoreError::Invalid(format!("usage of {metric} overflows")))?;
+        // Exactly or not at all: Decimal's `+` rounds a sum beyond 28 digits.
+        self.sum = tally_core::decimal::add(self.sum, value).ok_or_else(|| {
+            StoreError::Invalid(format!("usage of {metric} is too large to sum exactly"))
+        })?;
         self.count += 1;
         self.max = Some(self.max.map_or(value, |m| m.max(value)));
         // Ties go to the later ingested event.
@@ -44,10 +44,8 @@ impl RollupDelta {
 
     /// Adds `other` (the newer delta) to `self` (the stored row).
     pub fn merge(&mut self, other: &RollupDelta) -> Result<(), StoreError> {
-        self.sum = self
-            .sum
-            .checked_add(other.sum)
-            .ok_or_else(|| StoreError::Invalid("usage overflows".into()))?;
+        self.sum = tally_core::decimal::add(self.sum, other.sum)
+            .ok_or_else(|| StoreError::Invalid("usage is too large to sum exactly".into()))?;
         self.count += other.count;
         self.max = match (self.max, other.max) {
             (Some(a), Some(b)) => Some(a.max(b)),

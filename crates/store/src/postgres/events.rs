@@ -176,20 +176,26 @@ pub(crate) async fn usage<C: GenericClient>(
         )
         .await?;
     let rows = c.query(&stmt, &[&customer_id, &billed]).await?;
-    Ok(rows
-        .iter()
-        .map(|r| UsageRollup {
-            metric: r.get(0),
-            usage_period_start: r.get(1),
-            billed_period_start: billed,
-            sum: r.get(2),
-            count: r.get(3),
-            max: r.get(4),
-            latest: r.get(5),
-            latest_at: r.get(6),
-            unique_count: r.get(7),
+    // NUMERIC sums are exact and unbounded; one beyond what a Decimal holds is an error, not a
+    // panic.
+    let beyond = |e: tokio_postgres::Error| {
+        crate::StoreError::Invalid(format!("usage is too large to read exactly: {e}"))
+    };
+    rows.iter()
+        .map(|r| {
+            Ok(UsageRollup {
+                metric: r.get(0),
+                usage_period_start: r.get(1),
+                billed_period_start: billed,
+                sum: r.try_get(2).map_err(beyond)?,
+                count: r.get(3),
+                max: r.try_get(4).map_err(beyond)?,
+                latest: r.try_get(5).map_err(beyond)?,
+                latest_at: r.get(6),
+                unique_count: r.get(7),
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub(crate) async fn event_ids(pool: &Pool, customer_id: &str) -> Result<Vec<String>> {
