@@ -4,7 +4,9 @@
 //! **Grammar** (event values, catalog numbers, credit amounts, CLI quantities): an optional `-`,
 //! an integer part (`0`, or digits without a leading zero) and an optional fraction (`.` and at
 //! least one digit). Nothing else: no `+`, no `_`, no spaces, no trailing or leading `.`, no
-//! exponent (`1e3` is refused, not rounded).
+//! exponent. A JSON *number* may also carry JSON's exponent (`1e-9`, as JSON serializers write
+//! small floats): [`parse_json_number`] reads it exactly, and the limits apply to the value it
+//! denotes as if written out (`1e3` is `1000`, four significant digits). A string never takes one.
 //!
 //! **Limits** are counted on the text as written: integer digits (the lone `0` of `0.5` counts
 //! none), fraction digits (trailing zeros count: they state precision), and significant digits
@@ -106,7 +108,13 @@ pub fn parse(text: &str, limits: &Limits) -> Result<Decimal, DecimalError> {
     check_counts(
         len_u32(int.len()),
         len_u32(frac.len()),
-        len_u32(int.len() + frac.iter().skip_while(|b| int.is_empty() && **b == b'0').count()),
+        len_u32(
+            int.len()
+                + frac
+                    .iter()
+                    .skip_while(|b| int.is_empty() && **b == b'0')
+                    .count(),
+        ),
         limits,
     )?;
     let mut m: i128 = 0;
@@ -121,9 +129,92 @@ pub fn parse(text: &str, limits: &Limits) -> Result<Decimal, DecimalError> {
     if negative {
         m = -m;
     }
-    Decimal::try_from_i128_with_scale(m, len_u32(frac.len())).map_err(|_| {
-        DecimalError::TooManySignificantDigits(limits.max_significant_digits.min(28))
-    })
+    Decimal::try_from_i128_with_scale(m, len_u32(frac.len()))
+        .map_err(|_| DecimalError::TooManySignificantDigits(limits.max_significant_digits.min(28)))
+}
+
+/// Parses the text of a JSON number: the grammar of [`parse`] plus JSON's optional exponent
+/// (`e` or `E`, an optional sign, digits), read exactly; the limits apply to the value as if it
+/// were written out without the exponent. Never allocates.
+pub fn parse_json_number(text: &str, limits: &Limits) -> Result<Decimal, DecimalError> {
+    let Some(at) = text.find(['e', 'E']) else {
+        return parse(text, limits);
+    };
+    let (base, exp) = (&text[..at], &text[at + 1..]);
+    // The base alone, unbounded but for its length, checks the grammar.
+    let unbounded = Limits {
+        max_integer_digits: u32::MAX,
+        max_fraction_digits: u32::MAX,
+        max_significant_digits: u32::MAX,
+        negative: true,
+    };
+    let bytes = base.as_bytes();
+    let negative = bytes.first() == Some(&b'-');
+    match parse(base, &unbounded) {
+        Ok(_) | Err(DecimalError::TooManySignificantDigits(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let exp_digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+    if exp_digits.is_empty() || !exp_digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DecimalError::Syntax);
+    }
+    // Any exponent beyond this puts every non-zero value beyond every limit.
+    let magnitude: i64 = if exp_digits.len() > 6 {
+        1_000_000
+    } else {
+        exp_digits.parse().unwrap_or(1_000_000)
+    };
+    let e = if exp.starts_with('-') {
+        -magnitude
+    } else {
+        magnitude
+    };
+    let unsigned = if negative { &bytes[1..] } else { bytes };
+    let (int, frac) = match unsigned.iter().position(|b| *b == b'.') {
+        Some(p) => (&unsigned[..p], &unsigned[p + 1..]),
+        None => (unsigned, &[][..]),
+    };
+    let all = || int.iter().chain(frac);
+    let lead = all().take_while(|b| **b == b'0').count();
+    let n = int.len() + frac.len() - lead;
+    if n == 0 {
+        return Ok(Decimal::ZERO);
+    }
+    if negative && !limits.negative {
+        return Err(DecimalError::Negative);
+    }
+    // Where the point falls among the significant digits.
+    let point = i64::try_from(int.len()).unwrap_or(i64::MAX) - i64::try_from(lead).unwrap_or(0) + e;
+    let n_i = i64::try_from(n).unwrap_or(i64::MAX);
+    let int_digits = point.max(0);
+    let frac_digits = (n_i - point).max(0);
+    let significant = n_i + (point - n_i).max(0);
+    let clamp = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
+    check_counts(
+        clamp(int_digits),
+        clamp(frac_digits),
+        clamp(significant),
+        limits,
+    )?;
+    let mut m: i128 = 0;
+    for b in all().skip(lead) {
+        m = m
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(i128::from(b - b'0')))
+            .ok_or(DecimalError::TooManySignificantDigits(
+                limits.max_significant_digits,
+            ))?;
+    }
+    if point > n_i {
+        m = pow10(clamp(point - n_i))
+            .and_then(|p| m.checked_mul(p))
+            .ok_or(DecimalError::TooLarge(limits.max_integer_digits))?;
+    }
+    if negative {
+        m = -m;
+    }
+    Decimal::try_from_i128_with_scale(m, clamp(frac_digits))
+        .map_err(|_| DecimalError::TooManySignificantDigits(limits.max_significant_digits.min(28)))
 }
 
 fn len_u32(n: usize) -> u32 {
@@ -407,7 +498,11 @@ mod tests {
             "", "-", "+5", " 5 ", "5 ", "1_000", "5.", ".5", "1e3", "1E3", "01", "-01", "--1",
             "0x10", "NaN", "inf", "1.2.3", "1,5", "½", "٣",
         ] {
-            assert_eq!(parse(bad, &EVENT_VALUE), Err(DecimalError::Syntax), "{bad:?}");
+            assert_eq!(
+                parse(bad, &EVENT_VALUE),
+                Err(DecimalError::Syntax),
+                "{bad:?}"
+            );
         }
     }
 
@@ -426,11 +521,24 @@ mod tests {
         // Leading zeros of a fraction are not significant; trailing ones are.
         assert!(parse("0.000000123", &EVENT_VALUE).is_ok());
         assert_eq!(
-            parse("-1", &Limits { negative: false, ..EVENT_VALUE }),
+            parse(
+                "-1",
+                &Limits {
+                    negative: false,
+                    ..EVENT_VALUE
+                }
+            ),
             Err(DecimalError::Negative)
         );
         assert_eq!(
-            parse("-0.0", &Limits { negative: false, ..EVENT_VALUE }).map(|v| v.is_zero()),
+            parse(
+                "-0.0",
+                &Limits {
+                    negative: false,
+                    ..EVENT_VALUE
+                }
+            )
+            .map(|v| v.is_zero()),
             Ok(true)
         );
         // A very long text is refused without building its number.
@@ -439,9 +547,56 @@ mod tests {
     }
 
     #[test]
+    fn json_numbers_may_carry_an_exponent() {
+        use DecimalError::*;
+        let ok = |t: &str| parse_json_number(t, &EVENT_VALUE).map(|v| v.to_string());
+        for (text, want) in [
+            ("1e3", "1000"),
+            ("1E+3", "1000"),
+            ("-2.5e-1", "-0.25"),
+            ("1e-9", "0.000000001"),
+            ("0.00012e2", "0.012"),
+            ("1.50e1", "15.0"),
+            ("0e999999999999", "0"),
+            ("12.5", "12.5"),
+        ] {
+            assert_eq!(ok(text), Ok(want.to_string()), "{text}");
+        }
+        for (text, want) in [
+            ("1e15", TooLarge(15)),
+            ("1e-10", TooManyFractionDigits(9)),
+            ("7.922816251426434e+28", TooLarge(15)),
+            ("1e99999999999999999999", TooLarge(15)),
+            ("1e-99999999999999999999", TooManyFractionDigits(9)),
+            ("1e", Syntax),
+            ("1e+", Syntax),
+            ("e3", Syntax),
+            ("1.e3", Syntax),
+            ("+1e3", Syntax),
+            ("1e3.5", Syntax),
+            ("1ee3", Syntax),
+        ] {
+            assert_eq!(parse_json_number(text, &EVENT_VALUE), Err(want), "{text}");
+        }
+        // Plain text takes no exponent.
+        assert_eq!(parse("1e3", &EVENT_VALUE), Err(Syntax));
+    }
+
+    #[test]
     fn check_counts_digits_as_parse_does() {
-        for text in ["0", "5", "-2.50", "0.000000001", "999999999999999", "1000000000000000"] {
-            assert_eq!(check(d(text), &EVENT_VALUE).is_ok(), parse(text, &EVENT_VALUE).is_ok(), "{text}");
+        for text in [
+            "0",
+            "5",
+            "-2.50",
+            "0.000000001",
+            "999999999999999",
+            "1000000000000000",
+        ] {
+            assert_eq!(
+                check(d(text), &EVENT_VALUE).is_ok(),
+                parse(text, &EVENT_VALUE).is_ok(),
+                "{text}"
+            );
         }
     }
 
@@ -476,7 +631,13 @@ mod tests {
         assert!(e("1.10") == e("1.1"));
         assert!(e("0.999") < e("1"));
         assert!(e("-2") < e("-1.5"));
-        assert_eq!(e("7").div_ceil(e("2.5")).map(|q| q.round_to(0)), Some(Some(3)));
-        assert_eq!(e("5").div_ceil(e("2.5")).map(|q| q.round_to(0)), Some(Some(2)));
+        assert_eq!(
+            e("7").div_ceil(e("2.5")).map(|q| q.round_to(0)),
+            Some(Some(3))
+        );
+        assert_eq!(
+            e("5").div_ceil(e("2.5")).map(|q| q.round_to(0)),
+            Some(Some(2))
+        );
     }
 }

@@ -362,7 +362,9 @@ fn reports_a_bad_decimal_string() {
          .digits; no +, _, spaces or exponent)"
     );
     for bad in ["+5", " 5", "1_000", "5.", "1e3"] {
-        let e = errors(&format!("[plans.a]\nprices.month = {{ amount = \"{bad}\" }}\n"));
+        let e = errors(&format!(
+            "[plans.a]\nprices.month = {{ amount = \"{bad}\" }}\n"
+        ));
         assert!(e.contains("is not a decimal number"), "{bad}: {e}");
     }
 }

@@ -104,11 +104,12 @@ const CREDIT_AMOUNT: Limits = Limits {
 /// grammar (see [`tally_core::decimal`]), never through a float.
 pub fn parse_amount(v: &Value, field: &'static str) -> Result<Decimal, ApiError> {
     let number;
-    let text = match v {
-        Value::String(s) => s.as_str(),
+    let (text, parsed) = match v {
+        Value::String(s) => (s.as_str(), decimal::parse(s, &CREDIT_AMOUNT)),
         Value::Number(n) => {
             number = n.to_string();
-            number.as_str()
+            let d = decimal::parse_json_number(&number, &CREDIT_AMOUNT);
+            (number.as_str(), d)
         }
         _ => {
             return Err(ApiError::bad_request(
@@ -118,7 +119,7 @@ pub fn parse_amount(v: &Value, field: &'static str) -> Result<Decimal, ApiError>
             .with_param(field))
         }
     };
-    let d = match decimal::parse(text, &CREDIT_AMOUNT) {
+    let d = match parsed {
         Ok(d) => d.normalize(),
         Err(e @ DecimalError::Syntax) => {
             return Err(

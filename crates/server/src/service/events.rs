@@ -106,18 +106,18 @@ struct CheckedEvent<'a, 'c> {
 /// a float; allocates only to describe an error.
 fn parse_value(text: &str) -> Result<Decimal, String> {
     let text = text.trim_matches([' ', '\n', '\t', '\r']);
-    let number = match text.strip_prefix('"') {
+    let parsed = match text.strip_prefix('"') {
         // No character of the grammar needs an escape: a string with one is not a number.
         Some(s) => match s.strip_suffix('"') {
-            Some(inner) if !inner.contains('\\') => inner,
-            _ => return Err(format!("value {text} {}", DecimalError::Syntax)),
+            Some(inner) if !inner.contains('\\') => decimal::parse(inner, &EVENT_VALUE),
+            _ => Err(DecimalError::Syntax),
         },
         None if text == "null" => {
             return Err("value must not be null (leave it out to count one)".into());
         }
-        None => text,
+        None => decimal::parse_json_number(text, &EVENT_VALUE),
     };
-    decimal::parse(number, &EVENT_VALUE).map_err(|e| format!("value {text} {e}"))
+    parsed.map_err(|e| format!("value {text} {e}"))
 }
 
 fn invalid(index: usize, code: &'static str, param: &'static str, message: String) -> InvalidItem {
@@ -721,12 +721,29 @@ mod tests {
     fn values_follow_the_one_decimal_grammar() {
         let ok = |t: &str| parse_value(t).map(|v| v.to_string());
         assert_eq!(ok("0.1"), Ok("0.1".into()));
-        assert_eq!(ok("\"123456789.123456789\""), Ok("123456789.123456789".into()));
+        assert_eq!(
+            ok("\"123456789.123456789\""),
+            Ok("123456789.123456789".into())
+        );
         assert_eq!(ok("-2.50"), Ok("-2.50".into()));
+        assert_eq!(ok("1e3"), Ok("1000".into()));
         for bad in [
-            "\"NaN\"", "\"Infinity\"", "\"abc\"", "true", "null", "[1]", "\"\"", "1e3",
-            "\"1_000\"", "\"+5\"", "\" 5 \"", "\"5.\"", "\"\\u0035\"", "{}",
-            "79228162514264337593543950335", "0.123456789012345678901234567890",
+            "\"NaN\"",
+            "\"Infinity\"",
+            "\"abc\"",
+            "true",
+            "null",
+            "[1]",
+            "\"\"",
+            "\"1e3\"",
+            "\"1_000\"",
+            "\"+5\"",
+            "\" 5 \"",
+            "\"5.\"",
+            "\"\\u0035\"",
+            "{}",
+            "79228162514264337593543950335",
+            "0.123456789012345678901234567890",
         ] {
             assert!(parse_value(bad).is_err(), "{bad}");
         }
