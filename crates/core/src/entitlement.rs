@@ -176,7 +176,9 @@ pub fn check_metric(check: &MetricCheck<'_>) -> EntitlementDecision {
         reason,
         used: Some(check.used),
         limit: limit.map(|l| l.quantity),
-        remaining: limit.map(|l| (l.quantity - check.used).max(Decimal::ZERO)),
+        // Saturating only beyond Decimal's range, which callers refuse before asking (see
+        // `decimal::sub`); never a panic.
+        remaining: limit.map(|l| l.quantity.saturating_sub(check.used).max(Decimal::ZERO)),
         percent,
         level,
         credits_required,

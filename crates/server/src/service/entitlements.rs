@@ -14,7 +14,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_core::catalog::{Allowance, Metric, MetricKind, Plan};
-use tally_core::entitlement::{check_feature, check_metric, reaches, MetricCheck};
+use tally_core::decimal;
+use tally_core::entitlement::{check_feature, check_metric, percent_of, reaches, MetricCheck};
 use tally_core::period::{allowance_period, Period};
 use tally_store::{Customer, Subscription, UsageNotification};
 use tokio::sync::watch;
@@ -185,6 +186,7 @@ pub async fn check_at(
         Some(_) => Some(super::credits::balance(state, &customer, now).await?),
         None => None,
     };
+    exact_enough(&plan, metric, used, quantity)?;
     let d = check_metric(&MetricCheck {
         plan: &plan,
         metric,
@@ -255,6 +257,29 @@ async fn used_of(
         }
     }
     Ok(Decimal::ZERO)
+}
+
+/// Answers `422 usage_out_of_range` when a figure of the check (usage after the request, the
+/// credits it needs, the percentage, what remains) cannot be computed exactly, so the decision never rests on a rounded
+/// or saturated number.
+fn exact_enough(
+    plan: &Plan,
+    metric: &Metric,
+    used: Decimal,
+    quantity: Decimal,
+) -> Result<(), ApiError> {
+    let out = || usage::out_of_range(&metric.id);
+    decimal::add(used, quantity).ok_or_else(out)?;
+    if let Some(cost) = metric.credit_cost {
+        decimal::mul(cost, quantity).ok_or_else(out)?;
+    }
+    if let Some(r) = reference(plan, &metric.id) {
+        percent_of(used, r).ok_or_else(out)?;
+    }
+    if let Some(l) = plan.metrics.get(&metric.id).and_then(|pm| pm.limit) {
+        decimal::sub(l.quantity, used).ok_or_else(out)?;
+    }
+    Ok(())
 }
 
 /// The quantity percentages refer to: the limit, or a finite included quantity.
