@@ -237,13 +237,19 @@ async fn documented(state: &AppState, body: &[u8]) -> Result<(), TestCaseError> 
     }
     if std::str::from_utf8(body).is_ok() {
         let before = per_event(state, body, now).await;
-        prop_assert_eq!(show(one_pass), show(before));
+        match (&one_pass, &before) {
+            // serde_json names the struct it expected, which differs between the two readers.
+            (Err(a), Err(b)) if a.code == "malformed_json" => {
+                prop_assert_eq!((a.status, a.code), (b.status, b.code));
+            }
+            _ => prop_assert_eq!(show(one_pass), show(before)),
+        }
     }
     Ok(())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
     fn random_bytes_answer_a_documented_error(
@@ -289,7 +295,7 @@ proptest! {
                     prop_assert!(tally_core::decimal::check(v, &tally_core::decimal::EVENT_VALUE).is_ok());
                     let text = match &json {
                         Some(serde_json::Value::String(s)) => s.clone(),
-                        _ => value.clone(),
+                        _ => value.trim().to_owned(),
                     };
                     let reference = rust_decimal::Decimal::from_scientific(&text)
                         .or_else(|_| text.parse::<rust_decimal::Decimal>())
