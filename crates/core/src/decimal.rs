@@ -407,9 +407,15 @@ impl Exact {
 
     /// The same number as a [`Decimal`], `None` when it needs more than a `Decimal` holds.
     pub fn to_decimal(self) -> Option<Decimal> {
+        // Decimal's mantissa is 96 bits.
+        const MAX_MANTISSA: u128 = (1 << 96) - 1;
         let mut e = self;
-        // Trailing zeros beyond Decimal's 28 places can go without changing the value.
-        while e.scale > 28 && e.mantissa % 10 == 0 {
+        // Trailing zeros of the fraction can go without changing the value, when Decimal has no
+        // room for them.
+        while (e.scale > 28 || e.mantissa.unsigned_abs() > MAX_MANTISSA)
+            && e.scale > 0
+            && e.mantissa % 10 == 0
+        {
             e.mantissa /= 10;
             e.scale -= 1;
         }
@@ -433,28 +439,17 @@ impl PartialOrd for Exact {
 
 impl Ord for Exact {
     fn cmp(&self, other: &Exact) -> Ordering {
-        match self.aligned(*other) {
-            Some((a, b, _)) => a.cmp(&b),
-            // Aligning overflowed: the one with the larger integer part decides; compare the
-            // integer parts, then (equal) the remainders at the smaller scale.
-            None => {
-                let ia = self.mantissa / pow10(self.scale).unwrap_or(i128::MAX);
-                let ib = other.mantissa / pow10(other.scale).unwrap_or(i128::MAX);
-                ia.cmp(&ib).then_with(|| {
-                    let s = self.scale.min(other.scale);
-                    let fa = self.round_down_to(s);
-                    let fb = other.round_down_to(s);
-                    fa.cmp(&fb)
-                })
-            }
-        }
-    }
-}
-
-impl Exact {
-    /// Truncated toward zero to `dp` places (`dp ≤ scale`): only for ordering.
-    fn round_down_to(self, dp: u32) -> i128 {
-        self.mantissa / pow10(self.scale.saturating_sub(dp)).unwrap_or(i128::MAX)
+        // Integer parts first, then the fractions at the larger scale: a fraction is below
+        // 10^scale ≤ 10^38, so aligning it never overflows (aligning whole mantissas could).
+        let split = |e: &Exact| {
+            let unit = pow10(e.scale).unwrap_or(i128::MAX);
+            (e.mantissa / unit, e.mantissa % unit)
+        };
+        let ((ia, fa), (ib, fb)) = (split(self), split(other));
+        let scale = self.scale.max(other.scale);
+        let align = |f: i128, s: u32| f.saturating_mul(pow10(scale - s).unwrap_or(i128::MAX));
+        ia.cmp(&ib)
+            .then_with(|| align(fa, self.scale).cmp(&align(fb, other.scale)))
     }
 }
 

@@ -118,11 +118,26 @@ proptest! {
     }
 
     #[test]
-    fn exact_sums_never_round(a in any::<i64>(), sa in 0u32..28, b in any::<i64>(), sb in 0u32..28) {
+    fn exact_sums_never_round(a in any::<i64>(), sa in 0u32..29, b in any::<i64>(), sb in 0u32..29) {
         let x = Decimal::new(a, sa);
         let y = Decimal::new(b, sb);
         if let Some(sum) = decimal::add(x, y) {
             // Undoing the sum gives back each operand exactly.
+            prop_assert_eq!(decimal::sub(sum, y), Some(x));
+        }
+        // Ordering is exact at any scales (Decimal compares exactly too).
+        prop_assert_eq!(Exact::from(x).cmp(&Exact::from(y)), x.cmp(&y));
+    }
+
+    #[test]
+    fn exact_ordering_matches_decimal_across_the_whole_range(
+        a in any::<i128>(), sa in 0u32..29, b in any::<i128>(), sb in 0u32..29,
+    ) {
+        // 96-bit mantissas, Decimal's whole range.
+        let x = Decimal::from_i128_with_scale(a >> 32, sa);
+        let y = Decimal::from_i128_with_scale(b >> 32, sb);
+        prop_assert_eq!(Exact::from(x).cmp(&Exact::from(y)), x.cmp(&y));
+        if let Some(sum) = decimal::add(x, y) {
             prop_assert_eq!(decimal::sub(sum, y), Some(x));
         }
     }
