@@ -54,11 +54,12 @@ pub const CATALOG_NUMBER: Limits = Limits {
     negative: true,
 };
 
-/// A period's usage total given by hand (e.g. `tally invoice preview --usage`): what a sum of
-/// event values can reach while staying exact.
+/// A period's usage total of one metric (what the store keeps, and what
+/// `tally invoice preview --usage` takes): `|total| < 10^19`, held exactly by a [`Decimal`] (at
+/// most 28 significant digits). Far beyond any real total; a sum that would leave it is refused.
 pub const USAGE_TOTAL: Limits = Limits {
     max_integer_digits: 19,
-    max_fraction_digits: 9,
+    max_fraction_digits: 28,
     max_significant_digits: 28,
     negative: true,
 };

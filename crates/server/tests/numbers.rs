@@ -220,10 +220,10 @@ async fn events_from_before_the_customer_are_refused(db: Db) {
     app.server.shutdown().await.unwrap();
 }
 
-/// Usage stored before the limits existed (written straight to the store here) too large to
-/// compute with: the reads answer a documented 422, never a dropped connection, and the notifier
-/// still notifies the other customer.
-async fn usage_too_large_to_compute_answers_422_not_a_panic(db: Db) {
+/// Usage stored before the event limits existed (written straight to the store here) that a
+/// figure cannot be computed from exactly: the reads answer a documented 422, never a dropped
+/// connection or a rounded number, and the notifier still notifies the other customer.
+async fn usage_that_cannot_be_computed_exactly_answers_422_not_a_panic(db: Db) {
     let Some(app) = app(db).await else { return };
     app.customer("c4").await;
     app.customer("c5").await;
@@ -235,10 +235,11 @@ async fn usage_too_large_to_compute_answers_422_not_a_panic(db: Db) {
         stored.push(NewEvent {
             period_start: allowance_period(c.billing_anchor, now).start,
             customer_id: id.into(),
-            event_id: "huge".into(),
+            event_id: "legacy".into(),
             metric: "builds".into(),
+            // 28 decimal places: within a period total's limits, but 100 − it needs 31 digits.
             value: if id == "c4" {
-                Decimal::MAX
+                "0.1234567890123456789012345678".parse().unwrap()
             } else {
                 Decimal::from(96)
             },
@@ -256,7 +257,7 @@ async fn usage_too_large_to_compute_answers_422_not_a_panic(db: Db) {
             json!({
                 "type": "invalid_request_error",
                 "code": "usage_out_of_range",
-                "message": "the usage of builds is too large to compute exactly",
+                "message": "the usage of builds cannot be computed exactly within Tally's limits",
                 "param": "metric"
             }),
             "{path}"
@@ -335,11 +336,63 @@ async fn the_notifier_keeps_notifying_after_a_failing_customer(db: Db) {
     app.server.shutdown().await.unwrap();
 }
 
+/// A period's total stays below 10^19: a batch that would take it there is refused whole, with
+/// `422 usage_out_of_range`, and the stored figures stay as they were.
+async fn a_total_beyond_the_period_limit_is_refused_at_the_door(db: Db) {
+    let Some(app) = app(db).await else { return };
+    app.customer("c6").await;
+    app.customer("c7").await;
+    let state = app.server.state();
+    let c = state.store.get_customer("c6").await.unwrap().unwrap();
+    let now = Utc::now();
+    state
+        .store
+        .ingest(vec![NewEvent {
+            period_start: allowance_period(c.billing_anchor, now).start,
+            customer_id: "c6".into(),
+            event_id: "seed".into(),
+            metric: "builds".into(),
+            value: "9999999999999999999".parse().unwrap(),
+            timestamp: now,
+            properties: None,
+            unique_key: None,
+        }])
+        .await
+        .unwrap();
+    let (s, b) = app
+        .events(json!([
+            {"id": "x", "customer": "c7", "metric": "builds", "value": 2},
+            {"id": "y", "customer": "c6", "metric": "builds", "value": 1},
+        ]))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(
+        b["error"],
+        json!({
+            "type": "invalid_request_error",
+            "code": "usage_out_of_range",
+            "message": "the usage of builds in one period would reach 10^19 or need more than 28 \
+                        digits; nothing was stored"
+        })
+    );
+    assert_eq!(app.builds_used("c6").await, "9999999999999999999");
+    assert_eq!(app.builds_used("c7").await, "0");
+    // The same events are taken once the total has room.
+    let (s, b) = app
+        .events(json!([{"id": "x", "customer": "c7", "metric": "builds", "value": 2}]))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b, json!({"accepted": 1, "duplicates": 0}));
+    assert_eq!(app.builds_used("c7").await, "2");
+    app.server.shutdown().await.unwrap();
+}
+
 on_both_backends!(
+    a_total_beyond_the_period_limit_is_refused_at_the_door,
     values_outside_the_grammar_are_refused_and_nothing_is_stored,
     values_within_the_limits_are_stored_and_summed_exactly,
     events_from_before_the_customer_are_refused,
-    usage_too_large_to_compute_answers_422_not_a_panic,
+    usage_that_cannot_be_computed_exactly_answers_422_not_a_panic,
     the_notifier_keeps_notifying_after_a_failing_customer,
 );
 

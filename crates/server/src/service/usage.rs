@@ -294,7 +294,7 @@ pub async fn customer(state: &AppState, id: &str) -> Result<Customer, ApiError> 
 }
 
 fn not_exact(metric: &str) -> String {
-    format!("the usage of {metric} is too large to compute exactly")
+    format!("the usage of {metric} cannot be computed exactly within Tally's limits")
 }
 
 /// A usage figure Tally cannot compute exactly (see the value limits in docs/api.md).
