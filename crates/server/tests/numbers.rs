@@ -161,6 +161,43 @@ async fn values_outside_the_grammar_are_refused_and_nothing_is_stored(db: Db) {
     app.server.shutdown().await.unwrap();
 }
 
+/// The reported attack: one event of 79228162514264337593543950335 was taken with 200, and then
+/// the usage report, the billing summary and every entitlement check of the customer ended with
+/// an empty reply. It is refused at the door; every read answers.
+async fn the_reported_huge_value_is_refused_and_every_read_answers(db: Db) {
+    let Some(app) = app(db).await else { return };
+    app.customer("c0").await;
+    let (s, b) = app
+        .post_raw(
+            r#"{"events":[{"id":"e","customer":"c0","metric":"builds","value":79228162514264337593543950335}]}"#
+                .into(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["invalid"][0]["code"], "invalid_value");
+    assert_eq!(app.builds_used("c0").await, "0");
+    let (s, b) = app.get("/v1/customers/c0/billing").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    for _ in 0..2 {
+        let (s, b) = app
+            .post(
+                "/v1/entitlements/check",
+                json!({"customer": "c0", "metric": "builds", "quantity": 1}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(
+            (
+                b["allowed"].clone(),
+                b["used"].clone(),
+                b["percent"].clone()
+            ),
+            (json!(true), json!("0"), json!("0"))
+        );
+    }
+    app.server.shutdown().await.unwrap();
+}
+
 async fn values_within_the_limits_are_stored_and_summed_exactly(db: Db) {
     let Some(app) = app(db).await else { return };
     app.customer("c2").await;
@@ -388,6 +425,7 @@ async fn a_total_beyond_the_period_limit_is_refused_at_the_door(db: Db) {
 }
 
 on_both_backends!(
+    the_reported_huge_value_is_refused_and_every_read_answers,
     a_total_beyond_the_period_limit_is_refused_at_the_door,
     values_outside_the_grammar_are_refused_and_nothing_is_stored,
     values_within_the_limits_are_stored_and_summed_exactly,
