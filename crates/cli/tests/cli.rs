@@ -392,7 +392,10 @@ fn invoice_preview_explains_mistakes() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("\"1.5e3\" is not a decimal number"),
+        stderr(&o).contains(
+            "\"1.5e3\" is not a decimal number (digits, an optional leading - and .digits; \
+             no +, _, spaces or exponent)"
+        ),
         "{}",
         stderr(&o)
     );

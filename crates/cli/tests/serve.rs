@@ -185,6 +185,38 @@ async fn import_is_validated_deduplicated_and_summarised() {
     assert!(!ok);
     assert!(err.contains("line 1: no customer \"ghost\""), "{err}");
 
+    // Values follow the one decimal grammar and its limits, in CSV and JSON lines alike; a file
+    // with an invalid one stores nothing.
+    let strict_csv = dir.path().join("strict.csv");
+    std::fs::write(
+        &strict_csv,
+        format!("id,customer,metric,value,timestamp\ns1,c1,compute_hours,1_000,{now}\n"),
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["events", "import", strict_csv.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("value \"1_000\" is not a decimal number"),
+        "{err}"
+    );
+    let strict_jsonl = dir.path().join("strict.jsonl");
+    std::fs::write(
+        &strict_jsonl,
+        "{\"id\":\"s2\",\"customer\":\"c1\",\"metric\":\"compute_hours\",\"value\":null}\n\
+         {\"id\":\"s3\",\"customer\":\"c1\",\"metric\":\"compute_hours\",\"value\":0.1234567890}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["events", "import", strict_jsonl.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("line 1: value must not be null (leave it out to count one)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 2: value 0.1234567890 has too many decimal places: at most 9"),
+        "{err}"
+    );
+
     let (ok, out, err) = run(&["usage", "summary", "--customer", "c1", "--json"]);
     assert!(ok, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();

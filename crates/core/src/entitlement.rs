@@ -176,7 +176,9 @@ pub fn check_metric(check: &MetricCheck<'_>) -> EntitlementDecision {
         reason,
         used: Some(check.used),
         limit: limit.map(|l| l.quantity),
-        remaining: limit.map(|l| (l.quantity - check.used).max(Decimal::ZERO)),
+        // Saturating only beyond Decimal's range, which callers refuse before asking (see
+        // `decimal::sub`); never a panic.
+        remaining: limit.map(|l| l.quantity.saturating_sub(check.used).max(Decimal::ZERO)),
         percent,
         level,
         credits_required,
@@ -205,7 +207,7 @@ pub fn crossed_thresholds(
 
 /// Whether `used` is at least `percent` % of a positive `limit`, compared exactly: the
 /// percentage rounded for display (199.99999 of 200 shows as 100.00 %) decides nothing.
-fn reaches(used: Decimal, limit: Decimal, percent: u32) -> bool {
+pub fn reaches(used: Decimal, limit: Decimal, percent: u32) -> bool {
     let percent = Decimal::from(percent);
     match (
         used.checked_mul(Decimal::ONE_HUNDRED),

@@ -11,6 +11,7 @@ pub mod business;
 pub mod catalog;
 pub mod coupon;
 pub mod credits;
+pub mod decimal;
 pub mod entitlement;
 pub mod flags;
 pub mod money;

@@ -205,6 +205,7 @@ impl From<tally_store::StoreError> for ApiError {
         use tally_store::StoreError as E;
         match e {
             E::Invalid(m) => ApiError::unprocessable("invalid", m),
+            E::OutOfRange(m) => ApiError::unprocessable("usage_out_of_range", m),
             E::Closed => ApiError::unavailable("the server is shutting down"),
             other => {
                 tracing::error!(error = %other, "store error");

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub events_accepted: AtomicU64,
     pub events_duplicate: AtomicU64,
     pub events_rejected: AtomicU64,
+    /// Failed items of background workers (see `service::worker`), by worker.
+    worker_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -57,6 +59,19 @@ impl Metrics {
 
     pub fn add_rejected(&self, n: u64) {
         self.events_rejected.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_worker_failure(&self, worker: &'static str) {
+        if let Ok(mut w) = self.worker_failures.lock() {
+            *w.entry(worker).or_default() += 1;
+        }
+    }
+
+    /// Failed items of `worker` so far.
+    pub fn worker_failures(&self, worker: &str) -> u64 {
+        self.worker_failures
+            .lock()
+            .map_or(0, |w| w.get(worker).copied().unwrap_or(0))
     }
 
     /// The exposition text.
@@ -116,6 +131,17 @@ impl Metrics {
                 out,
                 "tally_events_total{{outcome=\"{outcome}\"}} {}",
                 c.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP tally_worker_failures_total Items a background worker failed and skipped.\n",
+        );
+        out.push_str("# TYPE tally_worker_failures_total counter\n");
+        for worker in ["closer", "notifier"] {
+            let _ = writeln!(
+                out,
+                "tally_worker_failures_total{{worker=\"{worker}\"}} {}",
+                self.worker_failures(worker)
             );
         }
         out

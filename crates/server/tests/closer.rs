@@ -21,6 +21,7 @@ on_both_backends!(
     free_periods_without_charges_are_invoiced_at_zero_and_no_free_plan_invoices_nothing,
     periods_before_a_subscription_are_billed_on_the_free_plan,
     every_customer_is_closed_once_across_pages_and_concurrent_closers,
+    a_customer_that_cannot_be_rated_is_counted_and_skipped,
 );
 
 /// A free plan that charges overage and passes API spend through, beside a paid plan.
@@ -487,4 +488,57 @@ async fn every_customer_is_closed_once_across_pages_and_concurrent_closers(db: D
         a.close_at(after_p1).await.is_empty(),
         "a rerun writes nothing"
     );
+}
+
+/// A customer whose period cannot be rated (usage stored before the value limits existed, written
+/// straight to the store here) is logged, counted in `tally_worker_failures_total{worker="closer"}`
+/// and skipped: the other customers are invoiced in the same run, and the failing one is tried
+/// again at the next.
+async fn a_customer_that_cannot_be_rated_is_counted_and_skipped(db: Db) {
+    let Some(a) = app_with_catalog(db, Some(charging_free_catalog())).await else {
+        return;
+    };
+    let t0 = ago(Duration::days(1));
+    let p1 = nth_period(t0, 0);
+    a.customer_at("a_huge", t0).await;
+    a.customer_at("b_fine", t0).await;
+    let state = a.server.state();
+    state
+        .store
+        .ingest(vec![tally_store::NewEvent {
+            period_start: p1.start,
+            customer_id: "a_huge".into(),
+            event_id: "huge".into(),
+            metric: "compute_hours".into(),
+            // Within a period total's limits, but 2.5 × 10^20 cents do not fit an invoice line.
+            value: "9999999999999999999".parse().unwrap(),
+            timestamp: t0 + Duration::hours(1),
+            properties: None,
+            unique_key: None,
+        }])
+        .await
+        .unwrap();
+    a.usage_at(
+        "f1",
+        "b_fine",
+        "compute_hours",
+        "14",
+        t0 + Duration::hours(1),
+    )
+    .await;
+    let failures = || {
+        state
+            .metrics
+            .worker_failures(tally_server::service::worker::CLOSER)
+    };
+    let before = failures();
+    let after_p1 = p1.end + Duration::hours(2);
+    let written = a.close_at(after_p1).await;
+    // 4 h over 10 included × 0.25.
+    assert_eq!(summary(&written), vec![("b_fine".into(), p1.start, 100)]);
+    assert_eq!(failures(), before + 1);
+    assert!(a.invoices("a_huge").await.is_empty());
+    assert!(a.close_at(after_p1).await.is_empty());
+    assert_eq!(failures(), before + 2);
+    a.server.shutdown().await.unwrap();
 }

@@ -169,9 +169,25 @@ fn member() -> impl Strategy<Value = String> {
         "-?(0|[1-9][0-9]{0,3})(\\.[0-9]{1,3})?([eE][+-]?[0-9])?",
         "\"-?[0-9]{1,3}(\\.[0-9])?\"",
         "[0-9.eE+-]{1,4}",
+        boundary_decimal(),
+        boundary_decimal().prop_map(|d| format!("\"{d}\"")),
+        "\"[-+0-9._eE ]{0,8}\"",
     ];
     let ws = prop_oneof![Just(""), Just(" "), Just("\n\t")];
     (key, ws, value).prop_map(|(k, w, v)| format!("\"{k}\"{w}:{w}{v}"))
+}
+
+/// Decimals around the limits of an event value (15 integer digits, 9 places, 18 significant
+/// digits), with and without an exponent.
+fn boundary_decimal() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "-?[1-9][0-9]{13,15}(\\.[0-9]{1,4})?",
+        "-?0\\.[0-9]{8,10}",
+        "-?[1-9][0-9]{8,9}\\.[0-9]{8,9}",
+        "-?[1-9](\\.[0-9]{1,3})?[eE][+-]?(9|1[0-6])",
+        Just("79228162514264337593543950335".to_owned()),
+        Just("0.123456789012345678901234567890".to_owned()),
+    ]
 }
 
 fn event() -> impl Strategy<Value = String> {
@@ -180,6 +196,143 @@ fn event() -> impl Strategy<Value = String> {
         1 => Just("5".to_owned()),
         1 => Just("{\"id\":\"e1\",}".to_owned()),
     ]
+}
+
+/// The codes `POST /v1/events` answers with (docs/api.md), for the batch and for each event.
+const BATCH_CODES: &[&str] = &[
+    "malformed_json",
+    "missing_events",
+    "empty_batch",
+    "batch_too_large",
+    "invalid_events",
+];
+const EVENT_CODES: &[&str] = &[
+    "missing_id",
+    "invalid_id",
+    "missing_customer",
+    "unknown_customer",
+    "missing_metric",
+    "unknown_metric",
+    "invalid_value",
+    "negative_value",
+    "invalid_timestamp",
+    "timestamp_in_future",
+    "timestamp_before_customer",
+    "invalid_properties",
+    "missing_property",
+    "malformed_event",
+];
+
+/// Reads `body` both ways, which must agree, and checks that an error is a documented one.
+async fn documented(state: &AppState, body: &[u8]) -> Result<(), TestCaseError> {
+    let now: DateTime<Utc> = "2026-11-21T10:00:00Z".parse().unwrap();
+    let one_pass = events::validate_body(state, body, now)
+        .await
+        .map(|b| b.events);
+    if let Err(e) = &one_pass {
+        prop_assert!(BATCH_CODES.contains(&e.code), "{}", e.code);
+        for item in &e.invalid {
+            prop_assert!(EVENT_CODES.contains(&item.code), "{}", item.code);
+        }
+    }
+    if std::str::from_utf8(body).is_ok() {
+        let before = per_event(state, body, now).await;
+        match (&one_pass, &before) {
+            // serde_json names the struct it expected, which differs between the two readers.
+            (Err(a), Err(b)) if a.code == "malformed_json" => {
+                prop_assert_eq!((a.status, a.code), (b.status, b.code));
+            }
+            _ => prop_assert_eq!(show(one_pass), show(before)),
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn random_bytes_answer_a_documented_error(
+        bytes in prop::collection::vec(any::<u8>(), 0..120),
+        wrap in any::<bool>(),
+    ) {
+        // Random bytes alone, and inside the envelope so that they reach the event reader.
+        let body = if wrap {
+            [&b"{\"events\":[{\"id\":\"e\",\"customer\":\"acme\",\"metric\":\"compute_hours\",\"value\":"[..], &bytes, b"}]}"].concat()
+        } else {
+            bytes
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let state = state(&dir).await;
+            let r = documented(&state, &body).await;
+            state.store.close().await;
+            r
+        })?;
+    }
+
+    #[test]
+    fn any_value_is_a_decimal_within_the_limits_or_an_invalid_value(
+        value in prop_oneof![boundary_decimal(), "[-+0-9._eE \"]{0,12}", Just("null".to_owned())],
+        extra in prop_oneof![Just(""), Just(",\"properties\":{}")],
+    ) {
+        let body = format!(
+            r#"{{"events":[{{"id":"e","customer":"acme","metric":"balance","value":{value}{extra}}}]}}"#
+        );
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let state = state(&dir).await;
+            documented(&state, body.as_bytes()).await?;
+            let now: DateTime<Utc> = "2026-11-21T10:00:00Z".parse().unwrap();
+            let r = events::validate_body(&state, body.as_bytes(), now).await.map(|b| b.events);
+            let json: Option<serde_json::Value> = serde_json::from_str(&value).ok();
+            match r {
+                Ok(events) => {
+                    // Taken: exactly the number written, within the limits.
+                    let v = events[0].value;
+                    prop_assert!(tally_core::decimal::check(v, &tally_core::decimal::EVENT_VALUE).is_ok());
+                    let text = match &json {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        _ => value.trim().to_owned(),
+                    };
+                    let reference = rust_decimal::Decimal::from_scientific(&text)
+                        .or_else(|_| text.parse::<rust_decimal::Decimal>())
+                        .unwrap();
+                    prop_assert_eq!(v, reference);
+                }
+                Err(e) if e.code == "invalid_events" => {
+                    prop_assert_eq!(e.invalid.len(), 1);
+                    prop_assert_eq!(e.invalid[0].code, "invalid_value");
+                }
+                Err(e) => prop_assert_eq!(e.code, "malformed_json"),
+            }
+            state.store.close().await;
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn a_credit_amount_never_panics(
+        text in prop_oneof![boundary_decimal(), "[-+0-9._eE ]{0,14}"],
+        as_string in any::<bool>(),
+    ) {
+        let v = if as_string {
+            Some(serde_json::Value::String(text.clone()))
+        } else {
+            serde_json::from_str::<serde_json::Value>(&text).ok()
+        };
+        if let Some(v) = v {
+            match tally_server::service::credits::parse_amount(&v, "amount") {
+                Ok(d) => {
+                    prop_assert!(d.abs() <= tally_server::service::credits::MAX_AMOUNT);
+                    prop_assert!(d.scale() <= tally_server::service::credits::MAX_SCALE);
+                }
+                Err(e) => prop_assert_eq!(e.code, "invalid_amount"),
+            }
+        }
+    }
 }
 
 proptest! {

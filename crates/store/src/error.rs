@@ -15,6 +15,9 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// A usage total would leave what Tally holds exactly (see `tally_core::decimal::USAGE_TOTAL`).
+    #[error("{0}")]
+    OutOfRange(String),
     #[error("the store is shutting down")]
     Closed,
 }

@@ -5,7 +5,25 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
+use tally_core::decimal::{self, USAGE_TOTAL};
+
 use crate::{NewEvent, StoreError};
+
+/// `a + b` as a period's usage total: exact and within [`USAGE_TOTAL`], or refused (Decimal's `+`
+/// would round a sum beyond 28 digits).
+pub(crate) fn total(a: Decimal, b: Decimal, metric: &str) -> Result<Decimal, StoreError> {
+    decimal::add(a, b)
+        .and_then(|s| decimal::check(s, &USAGE_TOTAL).ok())
+        .ok_or_else(|| out_of_range(metric))
+}
+
+/// The error of a usage total beyond [`USAGE_TOTAL`].
+pub(crate) fn out_of_range(metric: &str) -> StoreError {
+    StoreError::OutOfRange(format!(
+        "the usage of {metric} in one period would reach 10^19 or need more than 28 digits; \
+         nothing was stored"
+    ))
+}
 
 /// What a set of events adds to one rollup row.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,10 +47,7 @@ impl RollupDelta {
         value: Decimal,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.sum = self
-            .sum
-            .checked_add(value)
-            .ok_or_else(|| StoreError::Invalid(format!("usage of {metric} overflows")))?;
+        self.sum = total(self.sum, value, metric)?;
         self.count += 1;
         self.max = Some(self.max.map_or(value, |m| m.max(value)));
         // Ties go to the later ingested event.
@@ -42,12 +57,9 @@ impl RollupDelta {
         Ok(())
     }
 
-    /// Adds `other` (the newer delta) to `self` (the stored row).
-    pub fn merge(&mut self, other: &RollupDelta) -> Result<(), StoreError> {
-        self.sum = self
-            .sum
-            .checked_add(other.sum)
-            .ok_or_else(|| StoreError::Invalid("usage overflows".into()))?;
+    /// Adds `other` (the newer delta) to `self` (the stored row) of `metric`.
+    pub fn merge(&mut self, other: &RollupDelta, metric: &str) -> Result<(), StoreError> {
+        self.sum = total(self.sum, other.sum, metric)?;
         self.count += other.count;
         self.max = match (self.max, other.max) {
             (Some(a), Some(b)) => Some(a.max(b)),

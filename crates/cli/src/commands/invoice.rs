@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail};
 use clap::{Subcommand, ValueEnum};
 use rust_decimal::Decimal;
+use tally_core::decimal;
 use tally_core::period::Interval;
 use tally_core::rating::{rate, Invoice, LineKind, RatingInput};
 
@@ -77,12 +78,8 @@ fn parse_usage(s: &str) -> Result<(String, Decimal), String> {
     if metric.is_empty() {
         return Err(format!("expected METRIC=QUANTITY, got \"{s}\""));
     }
-    let qty = qty.trim();
-    if qty.contains(['e', 'E']) {
-        return Err(format!("\"{qty}\" is not a decimal number"));
-    }
-    let value =
-        Decimal::from_str_exact(qty).map_err(|_| format!("\"{qty}\" is not a decimal number"))?;
+    // Tally's one decimal grammar and the limits of a period's usage total.
+    let value = decimal::parse(qty, &decimal::USAGE_TOTAL).map_err(|e| format!("\"{qty}\" {e}"))?;
     Ok((metric.to_string(), value))
 }
 

@@ -82,6 +82,7 @@ fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow!(e.message))?;
         let report = usage::report(&state.catalog, &customer, billed.as_ref(), period, &u);
         store.close().await;
+        let report = report.map_err(|e| anyhow!(e.message))?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(ExitCode::SUCCESS);

@@ -8,6 +8,8 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::decimal::{self, DecimalError, CATALOG_NUMBER};
+
 pub(crate) type Map<T> = BTreeMap<Spanned<String>, Spanned<T>>;
 
 #[derive(Deserialize)]
@@ -155,39 +157,34 @@ impl<'de> Deserialize<'de> for Num {
 struct NumVisitor;
 
 fn parse_decimal<E: de::Error>(s: &str) -> Result<Decimal, E> {
-    let t = s.trim();
-    if t.is_empty() || t.contains(['e', 'E']) {
-        return Err(E::custom(format!("\"{s}\" is not a decimal number")));
-    }
-    Decimal::from_str_exact(t).map_err(|_| {
-        if looks_numeric(t) {
-            E::custom(format!("\"{s}\" {TOO_MANY_DIGITS}"))
-        } else {
-            E::custom(format!("\"{s}\" is not a decimal number"))
-        }
-    })
+    decimal::parse(s, &CATALOG_NUMBER).map_err(|e| E::custom(format!("\"{s}\" {e}")))
 }
 
-const TOO_MANY_DIGITS: &str = "has more digits than Tally can hold exactly (28 significant digits)";
-
-/// Digits with an optional sign and decimal point: a number, even if too long for a `Decimal`.
-fn looks_numeric(t: &str) -> bool {
-    let unsigned = t.strip_prefix(['-', '+']).unwrap_or(t);
-    unsigned.chars().any(|c| c.is_ascii_digit())
-        && unsigned
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == '.' || c == '_')
-        && unsigned.matches('.').count() <= 1
+fn decimal_from_i64<E: de::Error>(v: i64) -> Result<Decimal, E> {
+    decimal::check(Decimal::from(v), &CATALOG_NUMBER).map_err(|e| E::custom(format!("{v} {e}")))
 }
 
-/// A TOML integer beyond `i64` (toml reads those as `i128`), exactly or not at all.
+/// A TOML integer beyond `i64` (toml reads those as `i128`) is beyond the limits too.
 fn decimal_from_i128<E: de::Error>(v: i128) -> Result<Decimal, E> {
-    Decimal::try_from_i128_with_scale(v, 0).map_err(|_| E::custom(format!("{v} {TOO_MANY_DIGITS}")))
+    Decimal::try_from_i128_with_scale(v, 0)
+        .ok()
+        .and_then(|d| decimal::check(d, &CATALOG_NUMBER).ok())
+        .ok_or_else(|| {
+            E::custom(format!(
+                "{v} {}",
+                DecimalError::TooLarge(CATALOG_NUMBER.max_integer_digits)
+            ))
+        })
 }
 
 fn decimal_from_u128<E: de::Error>(v: u128) -> Result<Decimal, E> {
     i128::try_from(v)
-        .map_err(|_| E::custom(format!("{v} {TOO_MANY_DIGITS}")))
+        .map_err(|_| {
+            E::custom(format!(
+                "{v} {}",
+                DecimalError::TooLarge(CATALOG_NUMBER.max_integer_digits)
+            ))
+        })
         .and_then(decimal_from_i128)
 }
 
@@ -202,11 +199,11 @@ impl Visitor<'_> for NumVisitor {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Decimal, E> {
-        Ok(Decimal::from(v))
+        decimal_from_i64(v)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Decimal, E> {
-        Ok(Decimal::from(v))
+        decimal_from_u128(u128::from(v))
     }
 
     fn visit_i128<E: de::Error>(self, v: i128) -> Result<Decimal, E> {
@@ -248,11 +245,11 @@ impl Visitor<'_> for AllowanceVisitor {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawAllowance, E> {
-        Ok(RawAllowance::Quantity(Decimal::from(v)))
+        decimal_from_i64(v).map(RawAllowance::Quantity)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawAllowance, E> {
-        Ok(RawAllowance::Quantity(Decimal::from(v)))
+        decimal_from_u128(u128::from(v)).map(RawAllowance::Quantity)
     }
 
     fn visit_i128<E: de::Error>(self, v: i128) -> Result<RawAllowance, E> {
@@ -268,12 +265,16 @@ impl Visitor<'_> for AllowanceVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAllowance, E> {
-        if v.trim().eq_ignore_ascii_case("unlimited") {
+        if v == "unlimited" {
             return Ok(RawAllowance::Unlimited);
         }
-        parse_decimal::<E>(v)
-            .map(RawAllowance::Quantity)
-            .map_err(|_| E::custom(format!("\"{v}\" is neither \"unlimited\" nor a quantity")))
+        match decimal::parse(v, &CATALOG_NUMBER) {
+            Ok(q) => Ok(RawAllowance::Quantity(q)),
+            Err(DecimalError::Syntax) => Err(E::custom(format!(
+                "\"{v}\" is neither \"unlimited\" nor a quantity"
+            ))),
+            Err(e) => Err(E::custom(format!("\"{v}\" {e}"))),
+        }
     }
 }
 
@@ -303,11 +304,11 @@ impl Visitor<'_> for FeatureVisitor {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawFeature, E> {
-        Ok(RawFeature::Number(Decimal::from(v)))
+        decimal_from_i64(v).map(RawFeature::Number)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawFeature, E> {
-        Ok(RawFeature::Number(Decimal::from(v)))
+        decimal_from_u128(u128::from(v)).map(RawFeature::Number)
     }
 
     fn visit_i128<E: de::Error>(self, v: i128) -> Result<RawFeature, E> {

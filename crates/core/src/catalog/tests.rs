@@ -303,29 +303,34 @@ fn refuses_toml_floats() {
 
 #[test]
 fn reports_huge_numbers_plainly() {
-    // A TOML integer beyond i64 is read exactly and judged like any other amount.
+    // Catalog numbers have at most 15 integer digits, 12 decimal places and 18 significant
+    // digits, however they are written.
     let e = errors("[plans.a]\nprices.month = { amount = 99999999999999999999 }\n");
     assert_eq!(
         e,
-        "c.toml:9:27: price: 99999999999999999999 is too large for an amount of money"
+        "c.toml:9:27: 99999999999999999999 is too large: at most 15 integer digits"
     );
     let e = errors("[plans.a]\nprices.month = { amount = \"99999999999999999999\" }\n");
     assert_eq!(
         e,
-        "c.toml:9:27: price: 99999999999999999999 is too large for an amount of money"
+        "c.toml:9:27: \"99999999999999999999\" is too large: at most 15 integer digits"
     );
-    let e = errors("[plans.a]\nprices.month = { amount = \"123456789012345678901234567890\" }\n");
+    let e = errors("[plans.a]\nprices.month = { amount = \"1234567.1234567890123\" }\n");
     assert_eq!(
         e,
-        "c.toml:9:27: \"123456789012345678901234567890\" has more digits than Tally can hold \
-         exactly (28 significant digits)"
+        "c.toml:9:27: \"1234567.1234567890123\" has too many decimal places: at most 12"
+    );
+    let e = errors("[plans.a]\nprices.month = { amount = \"12345678.12345678901\" }\n");
+    assert_eq!(
+        e,
+        "c.toml:9:27: \"12345678.12345678901\" has too many significant digits: at most 18"
     );
     let e =
         errors("[plans.a]\nprices.month = { amount = 170141183460469231731687303715884105727 }\n");
     assert_eq!(
         e,
-        "c.toml:9:27: 170141183460469231731687303715884105727 has more digits than Tally can \
-         hold exactly (28 significant digits)"
+        "c.toml:9:27: 170141183460469231731687303715884105727 is too large: at most 15 integer \
+         digits"
     );
 }
 
@@ -351,7 +356,17 @@ fn lists_every_toml_float_at_once() {
 #[test]
 fn reports_a_bad_decimal_string() {
     let e = errors("[plans.a]\nprices.month = { amount = \"five\" }\n");
-    assert_eq!(e, "c.toml:9:27: \"five\" is not a decimal number");
+    assert_eq!(
+        e,
+        "c.toml:9:27: \"five\" is not a decimal number (digits, an optional leading - and \
+         .digits; no +, _, spaces or exponent)"
+    );
+    for bad in ["+5", " 5", "1_000", "5.", "1e3"] {
+        let e = errors(&format!(
+            "[plans.a]\nprices.month = {{ amount = \"{bad}\" }}\n"
+        ));
+        assert!(e.contains("is not a decimal number"), "{bad}: {e}");
+    }
 }
 
 #[test]

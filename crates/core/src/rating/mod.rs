@@ -27,7 +27,8 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 
 use crate::catalog::{Allowance, Charge, Coupon, Discount, Plan, PlanMetric, Tier};
-use crate::money::{try_round_to_minor, Currency};
+use crate::decimal::{self, Exact};
+use crate::money::Currency;
 use crate::period::{ceil_days, Interval, Period};
 
 /// Errors rating usage.
@@ -77,8 +78,8 @@ pub enum RatingError {
         /// End of the period.
         end: DateTime<Utc>,
     },
-    /// An amount is too large to represent.
-    #[error("the amount for {0} is too large")]
+    /// An amount is too large to compute exactly.
+    #[error("the amount for {0} is too large to compute exactly")]
     Overflow(String),
 }
 
@@ -197,9 +198,9 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Invoice, RatingError> {
             continue;
         };
         let used = input.usage.get(metric).copied().unwrap_or(Decimal::ZERO);
-        let billable = billable_quantity(used, pm.included);
+        let billable = billable_quantity(used, pm.included).ok_or_else(|| overflow(metric))?;
         let major = charge_amount(charge, billable).ok_or_else(|| overflow(metric))?;
-        let amount = try_round_to_minor(major, currency).map_err(|_| overflow(metric))?;
+        let amount = round_exact_to_minor(major, currency).ok_or_else(|| overflow(metric))?;
         lines.push(InvoiceLine {
             kind: LineKind::Usage,
             metric: Some(metric.clone()),
@@ -299,50 +300,58 @@ fn sum(lines: &[InvoiceLine]) -> Result<i64, RatingError> {
         .ok_or_else(|| overflow("the subtotal"))
 }
 
-/// Usage beyond the included quantity, never negative.
-pub fn billable_quantity(used: Decimal, included: Allowance) -> Decimal {
+/// Usage beyond the included quantity, never negative; `None` when the exact difference does not
+/// fit a [`Decimal`] (it is never rounded).
+pub fn billable_quantity(used: Decimal, included: Allowance) -> Option<Decimal> {
     match included {
-        Allowance::Unlimited => Decimal::ZERO,
-        Allowance::Quantity(q) => (used - q).max(Decimal::ZERO),
+        Allowance::Unlimited => Some(Decimal::ZERO),
+        Allowance::Quantity(q) => Some(decimal::sub(used, q)?.max(Decimal::ZERO)),
     }
 }
 
-/// The unrounded charge in major units for a billable quantity; `None` on overflow.
-pub fn charge_amount(charge: &Charge, billable: Decimal) -> Option<Decimal> {
+/// The exact, unrounded charge in major units for a billable quantity; `None` when it cannot be
+/// computed exactly (the caller answers an error rather than a rounded amount).
+///
+/// Computed with [`Exact`]: `Decimal`'s own products round to 28 digits, which can move the one
+/// rounding to the minor unit (99.99999999999999999999999999 × 0.00015 is 0.0149999…985, one
+/// cent, but rounds to 0.015 first and then to two).
+pub fn charge_amount(charge: &Charge, billable: Decimal) -> Option<Exact> {
     if billable <= Decimal::ZERO {
-        return Some(Decimal::ZERO);
+        return Some(Exact::ZERO);
     }
+    let q = Exact::from(billable);
     match charge {
-        Charge::PerUnit { unit_price } => billable.checked_mul(*unit_price),
-        Charge::Graduated { tiers } => graduated(tiers, billable),
-        Charge::Volume { tiers } => volume(tiers, billable),
+        Charge::PerUnit { unit_price } => q.checked_mul(Exact::from(*unit_price)),
+        Charge::Graduated { tiers } => graduated(tiers, q),
+        Charge::Volume { tiers } => volume(tiers, q),
         Charge::Package { size, price } => {
-            let mut packages = billable.checked_div(*size)?.ceil();
-            // The quotient is rounded to 28 digits, which can drop a started package's
-            // fraction; the packages must still cover the usage.
-            if packages.checked_mul(*size)? < billable {
-                packages = packages.checked_add(Decimal::ONE)?;
-            }
-            packages.checked_mul(*price)
+            let packages = q.div_ceil(Exact::from(*size))?;
+            packages.checked_mul(Exact::from(*price))
         }
         Charge::PassThrough { markup } => {
-            let factor = Decimal::ONE.checked_add(markup.checked_div(Decimal::ONE_HUNDRED)?)?;
-            billable.checked_mul(factor)
+            // q × (1 + markup / 100) = q × (100 + markup) / 100, exactly.
+            let factor = Exact::from(Decimal::ONE_HUNDRED).checked_add(Exact::from(*markup))?;
+            let scaled = q.checked_mul(factor)?;
+            scaled.checked_mul(Exact::new(1, 2)?)
         }
     }
 }
 
 /// Each tier prices the units within it; a tier's flat amount is due once any unit reaches it.
-fn graduated(tiers: &[Tier], billable: Decimal) -> Option<Decimal> {
-    let mut total = Decimal::ZERO;
-    let mut lower = Decimal::ZERO;
+fn graduated(tiers: &[Tier], billable: Exact) -> Option<Exact> {
+    let mut total = Exact::ZERO;
+    let mut lower = Exact::ZERO;
     for tier in tiers {
         if billable <= lower {
             break;
         }
-        let upper = tier.up_to.map_or(billable, |u| u.min(billable));
+        let upper = tier
+            .up_to
+            .map_or(billable, |u| Exact::from(u).min(billable));
         let units = upper.checked_sub(lower)?;
-        let tier_amount = units.checked_mul(tier.unit_price)?.checked_add(tier.flat)?;
+        let tier_amount = units
+            .checked_mul(Exact::from(tier.unit_price))?
+            .checked_add(Exact::from(tier.flat))?;
         total = total.checked_add(tier_amount)?;
         lower = upper;
     }
@@ -350,14 +359,22 @@ fn graduated(tiers: &[Tier], billable: Decimal) -> Option<Decimal> {
 }
 
 /// The tier containing the whole billable quantity prices every unit.
-fn volume(tiers: &[Tier], billable: Decimal) -> Option<Decimal> {
+fn volume(tiers: &[Tier], billable: Exact) -> Option<Exact> {
     let tier = tiers
         .iter()
-        .find(|t| t.up_to.is_none_or(|u| billable <= u))
+        .find(|t| t.up_to.is_none_or(|u| billable <= Exact::from(u)))
         .or(tiers.last())?;
     billable
-        .checked_mul(tier.unit_price)?
-        .checked_add(tier.flat)
+        .checked_mul(Exact::from(tier.unit_price))?
+        .checked_add(Exact::from(tier.flat))
+}
+
+/// An exact amount in major units rounded once, half away from zero, to the currency's minor
+/// unit; `None` beyond `i64`.
+pub fn round_exact_to_minor(major: Exact, currency: Currency) -> Option<i64> {
+    major
+        .round_to(currency.exponent())
+        .and_then(|m| i64::try_from(m).ok())
 }
 
 fn usage_description(pm: &PlanMetric, charge: &Charge, billable: Decimal, c: Currency) -> String {

@@ -516,3 +516,28 @@ fn proration_checks_the_period_and_currency() {
     .unwrap();
     assert_eq!((p.credit.amount, p.charge.amount), (-9900, 19900));
 }
+
+#[test]
+fn a_line_is_rounded_once_from_the_exact_product() {
+    // 99.99999999999999999999999999 × 0.00015 = 0.0149999999999999999999999999985: one cent.
+    // Decimal's own product rounds to 0.015 first, which would bill two.
+    let c = plan_with(
+        "{ model = \"per_unit\", unit_price = \"0.00015\" }",
+        "0",
+        "",
+    );
+    assert_eq!(usage_amount(&c, dec!(99.99999999999999999999999999)), 1);
+    assert_eq!(usage_amount(&c, dec!(100)), 2);
+}
+
+#[test]
+fn a_charge_that_cannot_be_computed_exactly_is_an_error() {
+    let c = plan_with(
+        "{ model = \"per_unit\", unit_price = \"0.000000000001\" }",
+        "0.000000000001",
+        "",
+    );
+    let u = usage(&[("m", Decimal::MAX)]);
+    let got = rate(&RatingInput::new(c.plan("p").unwrap(), Interval::Month, &u));
+    assert_eq!(got, Err(RatingError::Overflow("m".into())));
+}

@@ -13,6 +13,7 @@ use tally_store::{Customer, NewInvoice, StoredInvoice};
 use tokio::sync::watch;
 
 use super::usage::{self, billed_plan, BilledPlan};
+use super::worker;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -28,12 +29,15 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) {
         loop {
             // Invoices are counted, not kept: a month's invoices of every customer may be many.
             let mut count = 0usize;
-            match close_due_each(&state, state.clock.now(), |_| count += 1).await {
-                Ok(()) if count > 0 => tracing::info!(invoices = count, "periods closed"),
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "period close failed; retrying at the next tick")
-                }
+            // A round that fails outside any customer (e.g. the database is away) is logged and
+            // counted like an item, and retried at the next tick.
+            let round = close_due_each(&state, state.clock.now(), |_| count += 1);
+            if worker::run_item(&state, worker::CLOSER, "round", round)
+                .await
+                .is_some()
+                && count > 0
+            {
+                tracing::info!(invoices = count, "periods closed");
             }
             tokio::select! {
                 _ = tokio::time::sleep(state.config.close_every) => {}
@@ -44,6 +48,8 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) {
 }
 
 /// Writes the invoices of every period that ended before `now − grace`. Returns those written.
+/// A customer whose periods cannot be closed is logged, counted and skipped (see
+/// [`worker::run_item`]); the others are closed all the same.
 pub async fn close_due(
     state: &AppState,
     now: DateTime<Utc>,
@@ -89,7 +95,8 @@ pub async fn close_due_each(
             from: allowance_period(customer.billing_anchor, sub.created_at).start,
             before: free.as_ref(),
         };
-        close_customer(state, &customer, plans, due, &mut on_written).await?;
+        let work = close_customer(state, &customer, plans, due, &mut on_written);
+        worker::run_item(state, worker::CLOSER, &customer.id, work).await;
     }
     // Customers without a subscription are billed on the free plan, if the catalog has one. They
     // are read a page at a time, so the closer never holds all of them in memory.
@@ -118,7 +125,8 @@ pub async fn close_due_each(
                 if state.store.get_subscription(&customer.id).await?.is_some() {
                     continue;
                 }
-                close_customer(state, customer, plans, due, &mut on_written).await?;
+                let work = close_customer(state, customer, plans, due, &mut on_written);
+                worker::run_item(state, worker::CLOSER, &customer.id, work).await;
             }
             if page.len() < CUSTOMER_PAGE {
                 break;

@@ -15,6 +15,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_core::credits::{CreditEntry, EntryKind};
+use tally_core::decimal::{self, DecimalError, Limits};
 use tally_core::period::allowance_period;
 use tally_store::{CreditEntryRecord, CreditOutcome, CreditRequest, Customer, Subscription};
 use utoipa::ToSchema;
@@ -89,11 +90,27 @@ pub async fn customer_and_subscription(
     Ok((c, s))
 }
 
-/// Parses a credit amount or quantity given as a JSON number or string, never through a float.
+/// The limits of a credit amount or quantity in Tally's one decimal grammar (15 significant
+/// digits: every amount up to [`MAX_AMOUNT`] with [`MAX_SCALE`] places, and no more than a JSON
+/// number keeps exactly).
+const CREDIT_AMOUNT: Limits = Limits {
+    max_integer_digits: 10,
+    max_fraction_digits: MAX_SCALE,
+    max_significant_digits: 15,
+    negative: true,
+};
+
+/// Parses a credit amount or quantity given as a JSON number or string by Tally's one decimal
+/// grammar (see [`tally_core::decimal`]), never through a float.
 pub fn parse_amount(v: &Value, field: &'static str) -> Result<Decimal, ApiError> {
-    let text = match v {
-        Value::String(s) => s.trim().to_owned(),
-        Value::Number(n) => n.to_string(),
+    let number;
+    let (text, parsed) = match v {
+        Value::String(s) => (s.as_str(), decimal::parse(s, &CREDIT_AMOUNT)),
+        Value::Number(n) => {
+            number = n.to_string();
+            let d = decimal::parse_json_number(&number, &CREDIT_AMOUNT);
+            (number.as_str(), d)
+        }
         _ => {
             return Err(ApiError::bad_request(
                 "invalid_amount",
@@ -102,25 +119,28 @@ pub fn parse_amount(v: &Value, field: &'static str) -> Result<Decimal, ApiError>
             .with_param(field))
         }
     };
-    let d = text
-        .parse::<Decimal>()
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_amount",
-                format!("{field} {text:?} is not a decimal number"),
+    let d = match parsed {
+        Ok(d) => d.normalize(),
+        Err(e @ DecimalError::Syntax) => {
+            return Err(
+                ApiError::bad_request("invalid_amount", format!("{field} {text:?} {e}"))
+                    .with_param(field),
             )
-            .with_param(field)
-        })?
-        .normalize();
-    if d.scale() > MAX_SCALE || d.abs() > MAX_AMOUNT {
-        return Err(ApiError::unprocessable(
-            "invalid_amount",
-            format!("{field} has at most {MAX_SCALE} decimal places and is at most {MAX_AMOUNT}"),
-        )
-        .with_param(field));
+        }
+        Err(_) => return Err(amount_out_of_range(field)),
+    };
+    if d.abs() > MAX_AMOUNT {
+        return Err(amount_out_of_range(field));
     }
     Ok(d)
+}
+
+fn amount_out_of_range(field: &'static str) -> ApiError {
+    ApiError::unprocessable(
+        "invalid_amount",
+        format!("{field} has at most {MAX_SCALE} decimal places and is at most {MAX_AMOUNT}"),
+    )
+    .with_param(field)
 }
 
 fn check_key(key: &Option<String>) -> Result<String, ApiError> {
@@ -606,7 +626,9 @@ pub async fn consume(
                 .with_param("quantity")
                 .into());
             }
-            (cost * q, Some(metric.id.clone()), Some(q))
+            // Exactly, or not at all: Decimal's `*` would round (or panic) silently.
+            let amount = decimal::mul(cost, q).ok_or_else(|| amount_out_of_range("quantity"))?;
+            (amount, Some(metric.id.clone()), Some(q))
         }
         _ => {
             return Err(ApiError::bad_request(

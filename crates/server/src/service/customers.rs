@@ -231,7 +231,7 @@ pub async fn billing(state: &AppState, id: &str) -> Result<BillingSummary, ApiEr
     let billed = usage::billed_plan(&state.catalog, sub.as_ref());
     let period = tally_core::period::allowance_period(c.billing_anchor, state.clock.now());
     let period_usage = usage::period_usage(state, &c, period).await?;
-    let report = usage::report(&state.catalog, &c, billed.as_ref(), period, &period_usage);
+    let report = usage::report(&state.catalog, &c, billed.as_ref(), period, &period_usage)?;
     let upcoming = match &billed {
         Some(b) => Some(UpcomingInvoice {
             customer: c.id.clone(),

@@ -14,7 +14,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_core::catalog::{Allowance, Metric, MetricKind, Plan};
-use tally_core::entitlement::{check_feature, check_metric, MetricCheck};
+use tally_core::decimal;
+use tally_core::entitlement::{check_feature, check_metric, percent_of, reaches, MetricCheck};
 use tally_core::period::{allowance_period, Period};
 use tally_store::{Customer, Subscription, UsageNotification};
 use tokio::sync::watch;
@@ -22,7 +23,7 @@ use utoipa::ToSchema;
 
 use super::credits::parse_amount;
 use super::customers::check_id;
-use super::usage;
+use super::{usage, worker};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -185,6 +186,7 @@ pub async fn check_at(
         Some(_) => Some(super::credits::balance(state, &customer, now).await?),
         None => None,
     };
+    exact_enough(&plan, metric, used, quantity)?;
     let d = check_metric(&MetricCheck {
         plan: &plan,
         metric,
@@ -257,6 +259,29 @@ async fn used_of(
     Ok(Decimal::ZERO)
 }
 
+/// Answers `422 usage_out_of_range` when a figure of the check (usage after the request, the
+/// credits it needs, the percentage, what remains) cannot be computed exactly, so the decision never rests on a rounded
+/// or saturated number.
+fn exact_enough(
+    plan: &Plan,
+    metric: &Metric,
+    used: Decimal,
+    quantity: Decimal,
+) -> Result<(), ApiError> {
+    let out = || usage::out_of_range(&metric.id);
+    decimal::add(used, quantity).ok_or_else(out)?;
+    if let Some(cost) = metric.credit_cost {
+        decimal::mul(cost, quantity).ok_or_else(out)?;
+    }
+    if let Some(r) = reference(plan, &metric.id) {
+        percent_of(used, r).ok_or_else(out)?;
+    }
+    if let Some(l) = plan.metrics.get(&metric.id).and_then(|pm| pm.limit) {
+        decimal::sub(l.quantity, used).ok_or_else(out)?;
+    }
+    Ok(())
+}
+
 /// The quantity percentages refer to: the limit, or a finite included quantity.
 fn reference(plan: &Plan, metric: &str) -> Option<Decimal> {
     let pm = plan.metrics.get(metric)?;
@@ -287,9 +312,9 @@ pub async fn record_thresholds(
     let Some(pm) = plan.metrics.get(metric) else {
         return Ok(());
     };
-    let percent = used * Decimal::ONE_HUNDRED / limit;
     for t in &pm.warn_at_percent {
-        if percent < Decimal::from(*t) {
+        // Compared exactly and without overflow, whatever the usage.
+        if !reaches(used, limit, *t) {
             break;
         }
         let marker = (
@@ -428,33 +453,50 @@ pub fn usage_changed(state: &AppState, touched: &[(&str, &str)]) {
 }
 
 /// Queues the threshold notifications of every `(customer, metric)` whose usage changed.
-pub async fn notify_changed(state: &AppState, now: DateTime<Utc>) -> Result<usize, ApiError> {
+///
+/// Each customer is its own item (see [`worker::run_item`]): one that fails is logged, counted
+/// and skipped, and the others are notified all the same. Answers how many `(customer, metric)`
+/// were looked at.
+pub async fn notify_changed(state: &AppState, now: DateTime<Utc>) -> usize {
     let by_customer: std::collections::BTreeMap<String, ChangedMetrics> =
         match state.credits.dirty.lock() {
             Ok(mut d) => d.drain().collect(),
-            Err(_) => return Ok(0),
+            Err(_) => return 0,
         };
     let n = by_customer.values().map(|m| m.positions().count()).sum();
-    let catalog = state.catalog.metrics();
     for (customer, changed) in by_customer {
-        let (c, sub) = super::credits::customer_and_subscription(state, &customer).await?;
-        let Some((plan, _)) = effective_plan(state, sub.as_ref(), now) else {
-            continue;
-        };
-        let period = allowance_period(c.billing_anchor, now);
-        let usage = usage::period_usage(state, &c, period).await?;
-        for i in changed.positions() {
-            let Some(m) = catalog.get(i).map(|m| &m.id) else {
-                continue;
-            };
-            let used = usage.used.get(m).copied().unwrap_or(Decimal::ZERO);
-            record_thresholds(state, &c.id, &plan, m, period.start, used, now).await?;
-        }
+        let work = notify_customer(state, &customer, &changed, now);
+        worker::run_item(state, worker::NOTIFIER, &customer, work).await;
     }
-    Ok(n)
+    n
 }
 
-/// Runs [`notify_changed`] every [`NOTIFY_EVERY`] until `stop` turns true.
+/// [`notify_changed`] of one customer.
+async fn notify_customer(
+    state: &AppState,
+    customer: &str,
+    changed: &ChangedMetrics,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let catalog = state.catalog.metrics();
+    let (c, sub) = super::credits::customer_and_subscription(state, customer).await?;
+    let Some((plan, _)) = effective_plan(state, sub.as_ref(), now) else {
+        return Ok(());
+    };
+    let period = allowance_period(c.billing_anchor, now);
+    let usage = usage::period_usage(state, &c, period).await?;
+    for i in changed.positions() {
+        let Some(m) = catalog.get(i).map(|m| &m.id) else {
+            continue;
+        };
+        let used = usage.used.get(m).copied().unwrap_or(Decimal::ZERO);
+        record_thresholds(state, &c.id, &plan, m, period.start, used, now).await?;
+    }
+    Ok(())
+}
+
+/// Runs [`notify_changed`] every [`NOTIFY_EVERY`] until `stop` turns true. A round that panics
+/// outside any customer's item is logged and counted; the next round runs all the same.
 pub fn spawn_notifier(state: AppState, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         loop {
@@ -462,9 +504,8 @@ pub fn spawn_notifier(state: AppState, mut stop: watch::Receiver<bool>) {
                 _ = tokio::time::sleep(NOTIFY_EVERY) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            if let Err(e) = notify_changed(&state, state.clock.now()).await {
-                tracing::warn!(error = %e, "usage threshold notifications failed; retrying");
-            }
+            let round = async { Ok(notify_changed(&state, state.clock.now()).await) };
+            worker::run_item(&state, worker::NOTIFIER, "round", round).await;
         }
     });
 }

@@ -8,7 +8,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
@@ -17,6 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tally_core::catalog::{Aggregation, Catalog, Metric};
+use tally_core::decimal::{self, DecimalError, EVENT_VALUE};
 use tally_core::period::{allowance_period, Period};
 use tally_store::{IngestOutcome, NewEvent, MAX_ID_LEN};
 
@@ -67,6 +67,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawText<'a> {
     }
 }
 
+/// A field that is there, whatever its JSON value (serde reads `null` as a missing `Option`).
+fn present<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<RawText<'a>>, D::Error> {
+    RawText::deserialize(d).map(Some)
+}
+
 /// One event as sent, before validation. Fields are optional so that each missing one is
 /// reported for its index rather than failing the whole body.
 #[derive(Deserialize)]
@@ -77,7 +82,8 @@ struct WireEvent<'a> {
     customer: Option<Text<'a>>,
     #[serde(borrow)]
     metric: Option<Text<'a>>,
-    #[serde(borrow)]
+    /// Present (even as `null`, which is then an invalid value) or left out (one).
+    #[serde(borrow, default, deserialize_with = "present")]
     value: Option<RawText<'a>>,
     #[serde(borrow)]
     timestamp: Option<Text<'a>>,
@@ -95,30 +101,23 @@ struct CheckedEvent<'a, 'c> {
     unique_key: Option<String>,
 }
 
-/// Parses a decimal from a JSON number's text or a JSON string, never through a float.
-pub fn parse_decimal(raw: &RawValue) -> Result<Decimal, String> {
-    parse_decimal_text(raw.get())
-}
-
-/// [`parse_decimal`] of a JSON value's text.
-fn parse_decimal_text(text: &str) -> Result<Decimal, String> {
-    let text = text.trim();
-    let s: Cow<'_, str> = if text.starts_with('"') {
-        Cow::Owned(serde_json::from_str::<String>(text).map_err(|e| e.to_string())?)
-    } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        Cow::Borrowed(text)
-    } else {
-        return Err(format!(
-            "value must be a number or a numeric string, got {text}"
-        ));
+/// Parses an event's `value` from its JSON text (a number, or a string holding one) by the one
+/// decimal grammar of [`tally_core::decimal`], within [`EVENT_VALUE`]'s limits. Never goes through
+/// a float; allocates only to describe an error.
+fn parse_value(text: &str) -> Result<Decimal, String> {
+    let text = text.trim_matches([' ', '\n', '\t', '\r']);
+    let parsed = match text.strip_prefix('"') {
+        // No character of the grammar needs an escape: a string with one is not a number.
+        Some(s) => match s.strip_suffix('"') {
+            Some(inner) if !inner.contains('\\') => decimal::parse(inner, &EVENT_VALUE),
+            _ => Err(DecimalError::Syntax),
+        },
+        None if text == "null" => {
+            return Err("value must not be null (leave it out to count one)".into());
+        }
+        None => decimal::parse_json_number(text, &EVENT_VALUE),
     };
-    let s = s.trim();
-    let parsed = if s.contains(['e', 'E']) {
-        Decimal::from_scientific(s)
-    } else {
-        Decimal::from_str(s)
-    };
-    parsed.map_err(|_| format!("value {s:?} is not a finite decimal number"))
+    parsed.map_err(|e| format!("value {text} {e}"))
 }
 
 fn invalid(index: usize, code: &'static str, param: &'static str, message: String) -> InvalidItem {
@@ -128,6 +127,20 @@ fn invalid(index: usize, code: &'static str, param: &'static str, message: Strin
         message,
         param: Some(param),
     }
+}
+
+/// An event from before its customer existed: no allowance period of the customer holds it, so
+/// it would be stored and never billed.
+fn before_customer(index: usize, created: DateTime<Utc>) -> InvalidItem {
+    invalid(
+        index,
+        "timestamp_before_customer",
+        "timestamp",
+        format!(
+            "timestamp is before the customer was created ({})",
+            created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+    )
 }
 
 /// What the previous event of a batch had: a batch nearly always names one or two metrics (which
@@ -232,7 +245,7 @@ fn check<'a>(
     // Count metrics need no value; one event counts one.
     let value = match w.value {
         Some(RawText(raw)) => {
-            parse_decimal_text(raw).map_err(|m| invalid(index, "invalid_value", "value", m))?
+            parse_value(raw).map_err(|m| invalid(index, "invalid_value", "value", m))?
         }
         None => Decimal::ONE,
     };
@@ -535,6 +548,9 @@ impl<'a> Builder<'a> {
         }
         let k = self.out.events.len();
         let period_start = match cache.get(&*e.customer) {
+            Some(a) if e.timestamp < a.at => {
+                return self.problems.push(before_customer(i, a.at));
+            }
             Some(a) if a.period.contains(e.timestamp) => a.period.start,
             Some(a) => {
                 let p = allowance_period(a.at, e.timestamp);
@@ -579,6 +595,7 @@ impl<'a> Builder<'a> {
             for ((i, k), anchor) in unanchored.into_iter().zip(found) {
                 let e = &mut out.events[k];
                 match anchor {
+                    Some(a) if e.timestamp < a.at => problems.push(before_customer(i, a.at)),
                     Some(a) if a.period.contains(e.timestamp) => e.period_start = a.period.start,
                     Some(a) => e.period_start = allowance_period(a.at, e.timestamp).start,
                     None => problems.push(invalid(
@@ -700,21 +717,16 @@ async fn store(state: &AppState, batch: ValidBatch<'_>) -> Result<IngestOutcome,
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_owned()).unwrap()
-    }
-
     #[test]
-    fn decimals_never_go_through_floats() {
-        assert_eq!(parse_decimal(&raw("0.1")).unwrap().to_string(), "0.1");
+    fn values_follow_the_one_decimal_grammar() {
+        let ok = |t: &str| parse_value(t).map(|v| v.to_string());
+        assert_eq!(ok("0.1"), Ok("0.1".into()));
         assert_eq!(
-            parse_decimal(&raw("\"12345678901234567.891\""))
-                .unwrap()
-                .to_string(),
-            "12345678901234567.891"
+            ok("\"123456789.123456789\""),
+            Ok("123456789.123456789".into())
         );
-        assert_eq!(parse_decimal(&raw("1e3")).unwrap(), Decimal::from(1000));
-        assert_eq!(parse_decimal(&raw("-2.50")).unwrap().to_string(), "-2.50");
+        assert_eq!(ok("-2.50"), Ok("-2.50".into()));
+        assert_eq!(ok("1e3"), Ok("1000".into()));
         for bad in [
             "\"NaN\"",
             "\"Infinity\"",
@@ -723,8 +735,21 @@ mod tests {
             "null",
             "[1]",
             "\"\"",
+            "\"1e3\"",
+            "\"1_000\"",
+            "\"+5\"",
+            "\" 5 \"",
+            "\"5.\"",
+            "\"\\u0035\"",
+            "{}",
+            "79228162514264337593543950335",
+            "0.123456789012345678901234567890",
         ] {
-            assert!(parse_decimal(&raw(bad)).is_err(), "{bad}");
+            assert!(parse_value(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_value("null"),
+            Err("value must not be null (leave it out to count one)".into())
+        );
     }
 }

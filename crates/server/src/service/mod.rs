@@ -10,3 +10,4 @@ pub mod flags;
 pub mod keys;
 pub mod rfc3339;
 pub mod usage;
+pub mod worker;

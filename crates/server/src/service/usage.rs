@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tally_core::catalog::{Aggregation, Allowance, Catalog, Enforcement, Metric, MetricKind, Plan};
+use tally_core::decimal;
+use tally_core::entitlement::percent_of;
 use tally_core::period::{allowance_period, billing_period, Interval, Period};
 use tally_core::rating::{billable_quantity, rate, Invoice, InvoiceLine, LineKind, RatingInput};
 use tally_store::{Customer, Subscription, UsageRollup};
@@ -50,25 +52,26 @@ pub fn aggregate(metric: &Metric, r: &UsageRollup) -> Decimal {
     }
 }
 
-/// Combines an earlier rollup with a later one of the same metric and period.
-fn combine(a: &UsageRollup, b: &UsageRollup) -> UsageRollup {
+/// Combines an earlier rollup with a later one of the same metric and period; `None` when the
+/// sum cannot be held exactly.
+fn combine(a: &UsageRollup, b: &UsageRollup) -> Option<UsageRollup> {
     let latest_b = match (a.latest_at, b.latest_at) {
         (Some(x), Some(y)) => y >= x,
         (None, _) => true,
         (Some(_), None) => false,
     };
-    UsageRollup {
-        sum: a.sum + b.sum,
-        count: a.count + b.count,
+    Some(UsageRollup {
+        sum: decimal::add(a.sum, b.sum)?,
+        count: a.count.checked_add(b.count)?,
         max: match (a.max, b.max) {
             (Some(x), Some(y)) => Some(x.max(y)),
             (x, y) => x.or(y),
         },
         latest: if latest_b { b.latest } else { a.latest },
         latest_at: if latest_b { b.latest_at } else { a.latest_at },
-        unique_count: a.unique_count + b.unique_count,
+        unique_count: a.unique_count.checked_add(b.unique_count)?,
         ..a.clone()
-    }
+    })
 }
 
 /// Usage of one period: on-time aggregates per metric (gauges carried over), and late usage of
@@ -189,7 +192,10 @@ pub fn late_adjustments(
         })?;
         let before = origin_rows.iter().find(|r| r.metric == late.metric);
         let (before_used, after_used) = match before {
-            Some(b) => (aggregate(metric, b), aggregate(metric, &combine(b, late))),
+            Some(b) => {
+                let all = combine(b, late).ok_or_else(|| not_exact(&late.metric))?;
+                (aggregate(metric, b), aggregate(metric, &all))
+            }
             None => (Decimal::ZERO, aggregate(metric, late)),
         };
         let (a0, q0) = metric_charge(&billed.plan, billed.interval, &late.metric, before_used)?;
@@ -202,8 +208,10 @@ pub fn late_adjustments(
                 metric.name,
                 late.usage_period_start.format("%Y-%m-%d")
             ),
-            quantity: (q1 - q0).normalize(),
-            amount: a1 - a0,
+            quantity: decimal::sub(q1, q0)
+                .ok_or_else(|| not_exact(&late.metric))?
+                .normalize(),
+            amount: a1.checked_sub(a0).ok_or_else(|| not_exact(&late.metric))?,
         });
     }
     Ok(lines)
@@ -285,11 +293,23 @@ pub async fn customer(state: &AppState, id: &str) -> Result<Customer, ApiError> 
     })
 }
 
-fn percent(used: Decimal, of: Decimal) -> Option<Decimal> {
-    if of.is_zero() {
-        return None;
+fn not_exact(metric: &str) -> String {
+    format!("the usage of {metric} cannot be computed exactly within Tally's limits")
+}
+
+/// A usage figure Tally cannot compute exactly (see the value limits in docs/api.md).
+pub fn out_of_range(metric: &str) -> ApiError {
+    ApiError::unprocessable("usage_out_of_range", not_exact(metric)).with_param("metric")
+}
+
+/// `used` as a percentage of `of` (two decimals), `Ok(None)` without a positive `of`.
+fn percent(metric: &str, used: Decimal, of: Decimal) -> Result<Option<Decimal>, ApiError> {
+    if of <= Decimal::ZERO {
+        return Ok(None);
     }
-    Some((used * Decimal::ONE_HUNDRED / of).round_dp(2).normalize())
+    percent_of(used, of)
+        .map(|p| Some(p.normalize()))
+        .ok_or_else(|| out_of_range(metric))
 }
 
 /// Per-metric usage of `period` against the customer's plan.
@@ -299,7 +319,7 @@ pub fn report(
     billed: Option<&BilledPlan>,
     period: Period,
     usage: &PeriodUsage,
-) -> UsageReport {
+) -> Result<UsageReport, ApiError> {
     // The plan's metrics in catalog order, then any other metric with usage.
     let mut ids: Vec<String> = billed
         .map(|b| {
@@ -315,10 +335,12 @@ pub fn report(
             ids.push(m.id.clone());
         }
     }
-    let metrics = ids
-        .iter()
-        .filter_map(|id| {
-            let m = catalog.metric(id)?;
+    let mut metrics = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let Some(m) = catalog.metric(id) else {
+            continue;
+        };
+        {
             let used = usage.used.get(id).copied().unwrap_or(Decimal::ZERO);
             let pm = billed.and_then(|b| b.plan.metrics.get(id));
             let included = pm.map_or(Allowance::Quantity(Decimal::ZERO), |p| p.included);
@@ -327,7 +349,15 @@ pub fn report(
                 Allowance::Quantity(q) => Some(q),
                 Allowance::Unlimited => None,
             });
-            Some(MetricUsage {
+            let remaining = match cap {
+                Some(c) => Some(
+                    decimal::sub(c, used)
+                        .ok_or_else(|| out_of_range(id))?
+                        .max(Decimal::ZERO),
+                ),
+                None => None,
+            };
+            metrics.push(MetricUsage {
                 metric: id.clone(),
                 name: m.name.clone(),
                 unit: m.unit.clone(),
@@ -342,18 +372,21 @@ pub fn report(
                     Enforcement::Hard => "hard",
                     Enforcement::Soft => "soft",
                 }),
-                percent: cap.and_then(|c| percent(used, c)),
-                remaining: cap.map(|c| (c - used).max(Decimal::ZERO)),
-                overage: billable_quantity(used, included),
-            })
-        })
-        .collect();
-    UsageReport {
+                percent: match cap {
+                    Some(c) => percent(id, used, c)?,
+                    None => None,
+                },
+                remaining,
+                overage: billable_quantity(used, included).ok_or_else(|| out_of_range(id))?,
+            });
+        }
+    }
+    Ok(UsageReport {
         customer: customer.id.clone(),
         plan: billed.map(|b| b.plan.id.clone()),
         period: period.into(),
         metrics,
-    }
+    })
 }
 
 /// The customer's plan, allowance period at `at`, and that period's usage.
@@ -373,7 +406,7 @@ pub async fn usage_at(
 pub async fn current_usage(state: &AppState, customer_id: &str) -> Result<UsageReport, ApiError> {
     let c = customer(state, customer_id).await?;
     let (billed, period, usage) = usage_at(state, &c, state.clock.now()).await?;
-    Ok(report(&state.catalog, &c, billed.as_ref(), period, &usage))
+    report(&state.catalog, &c, billed.as_ref(), period, &usage)
 }
 
 /// The upcoming invoice: the current period rated so far.

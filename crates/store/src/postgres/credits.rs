@@ -330,7 +330,7 @@ async fn insert_event(
             .await? as i64;
     }
     let count = 1i64;
-    tx.execute(
+    let row = tx.query_one(
         "INSERT INTO usage_rollups (customer_id, billed_period_start, metric, usage_period_start,
             sum, count, max, latest, latest_at, unique_count)
          VALUES ($1, $2, $3, $4, $5, $6, $5, $5, $7, $8)
@@ -342,7 +342,8 @@ async fn insert_event(
                             OR EXCLUDED.latest_at >= usage_rollups.latest_at
                           THEN EXCLUDED.latest ELSE usage_rollups.latest END,
             latest_at = GREATEST(usage_rollups.latest_at, EXCLUDED.latest_at),
-            unique_count = usage_rollups.unique_count + EXCLUDED.unique_count",
+            unique_count = usage_rollups.unique_count + EXCLUDED.unique_count
+         RETURNING sum::text",
         &[
             &e.customer_id,
             &billed_ps,
@@ -355,6 +356,11 @@ async fn insert_event(
         ],
     )
     .await?;
+    // As an ingest does: a total beyond what Tally holds exactly is refused (rolled back).
+    let sum: String = row.try_get(0)?;
+    if tally_core::decimal::parse(&sum, &tally_core::decimal::USAGE_TOTAL).is_err() {
+        return Err(crate::rollup::out_of_range(&e.metric).into());
+    }
     Ok(())
 }
 

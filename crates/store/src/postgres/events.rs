@@ -7,6 +7,8 @@ use deadpool_postgres::{GenericClient, Pool};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+use tally_core::decimal::{self, USAGE_TOTAL};
+
 use super::{is_retryable, Failure};
 use crate::rollup::RollupDelta;
 use crate::{IngestOutcome, NewEvent, Result, StoreError, UsageRollup};
@@ -135,28 +137,36 @@ async fn try_ingest(pool: &Pool, batch: &[NewEvent]) -> std::result::Result<u64,
                                 OR EXCLUDED.latest_at >= usage_rollups.latest_at
                               THEN EXCLUDED.latest ELSE usage_rollups.latest END,
                 latest_at = GREATEST(usage_rollups.latest_at, EXCLUDED.latest_at),
-                unique_count = usage_rollups.unique_count + EXCLUDED.unique_count",
+                unique_count = usage_rollups.unique_count + EXCLUDED.unique_count
+             RETURNING sum::text",
         )
         .await?;
     for ((customer, billed_ps, metric, usage_ps), d) in &deltas {
         let latest = d.latest.map(|(_, v)| v);
         let latest_at = d.latest.map(|(at, _)| at);
-        tx.execute(
-            &upsert,
-            &[
-                customer,
-                billed_ps,
-                metric,
-                usage_ps,
-                &d.sum,
-                &d.count,
-                &d.max,
-                &latest,
-                &latest_at,
-                &d.unique_count,
-            ],
-        )
-        .await?;
+        let row = tx
+            .query_one(
+                &upsert,
+                &[
+                    customer,
+                    billed_ps,
+                    metric,
+                    usage_ps,
+                    &d.sum,
+                    &d.count,
+                    &d.max,
+                    &latest,
+                    &latest_at,
+                    &d.unique_count,
+                ],
+            )
+            .await?;
+        // NUMERIC sums exactly and without bound: a total beyond what Tally holds is refused
+        // here, the transaction rolling back, as SQLite's writer refuses it.
+        let sum: String = row.try_get(0)?;
+        if decimal::parse(&sum, &USAGE_TOTAL).is_err() {
+            return Err(crate::rollup::out_of_range(metric).into());
+        }
     }
     tx.commit().await?;
     Ok(fresh.len() as u64)
@@ -176,20 +186,26 @@ pub(crate) async fn usage<C: GenericClient>(
         )
         .await?;
     let rows = c.query(&stmt, &[&customer_id, &billed]).await?;
-    Ok(rows
-        .iter()
-        .map(|r| UsageRollup {
-            metric: r.get(0),
-            usage_period_start: r.get(1),
-            billed_period_start: billed,
-            sum: r.get(2),
-            count: r.get(3),
-            max: r.get(4),
-            latest: r.get(5),
-            latest_at: r.get(6),
-            unique_count: r.get(7),
+    // NUMERIC sums are exact and unbounded; one beyond what a Decimal holds is an error, not a
+    // panic.
+    let beyond = |e: tokio_postgres::Error| {
+        crate::StoreError::OutOfRange(format!("usage is too large to read exactly: {e}"))
+    };
+    rows.iter()
+        .map(|r| {
+            Ok(UsageRollup {
+                metric: r.get(0),
+                usage_period_start: r.get(1),
+                billed_period_start: billed,
+                sum: r.try_get(2).map_err(beyond)?,
+                count: r.get(3),
+                max: r.try_get(4).map_err(beyond)?,
+                latest: r.try_get(5).map_err(beyond)?,
+                latest_at: r.get(6),
+                unique_count: r.get(7),
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub(crate) async fn event_ids(pool: &Pool, customer_id: &str) -> Result<Vec<String>> {

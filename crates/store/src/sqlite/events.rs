@@ -386,7 +386,7 @@ pub(crate) fn usage_with_tail(
             latest: row.latest_at.zip(row.latest),
             unique_count: row.unique_count,
         };
-        stored.merge(&d)?;
+        stored.merge(&d, &row.metric)?;
         row.sum = stored.sum;
         row.count = stored.count;
         row.max = stored.max;

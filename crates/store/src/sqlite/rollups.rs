@@ -109,7 +109,7 @@ impl Rollups {
         for (c, b, m, u, delta) in deltas {
             let i = self.slot(conn, c, b, m, u)?;
             let mut value = self.rows[i].value.clone();
-            value.merge(&delta)?;
+            value.merge(&delta, m)?;
             staged.push((i, value));
         }
         for (i, value) in staged {
@@ -313,7 +313,7 @@ pub(crate) fn replay(conn: &Connection) -> Result<()> {
     }
     for (key, delta) in deltas {
         let mut row = read_rollup(conn, &key)?;
-        row.merge(&delta)?;
+        row.merge(&delta, &key.2)?;
         write_rollup(conn, &key, &row)?;
     }
     set_watermark(conn)
