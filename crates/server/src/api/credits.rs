@@ -1,7 +1,9 @@
 //! Prepaid credits: balance and ledger, grants and adjustments, consumption, audit log and the
 //! usage-threshold notification outbox. Also registers the entitlement and flag routes.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
+
+use super::Path;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};

@@ -1,6 +1,8 @@
 //! Customers, their local subscription, usage and billing summary.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use tally_store::{Customer, Subscription};

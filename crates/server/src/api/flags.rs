@@ -1,6 +1,8 @@
 //! Feature flags: evaluation for a customer and per-customer overrides.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
+
+use super::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use tally_store::FlagOverride;

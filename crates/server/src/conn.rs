@@ -1,0 +1,424 @@
+//! The connection layer: accepts TCP connections and serves HTTP/1.1 on them with hyper, with the
+//! protections `axum::serve` lacks.
+//!
+//! - **Header read timeout** (hyper's own): a client that does not finish its request headers in
+//!   time is disconnected.
+//! - **Idle timeout**: a connection without a request in flight (never sent one, or kept alive after
+//!   its last answer) is closed after this long.
+//! - **Connection cap**, by default below the process's file-descriptor limit. At the cap a new
+//!   connection evicts the connection that has been waiting longest without a request in flight
+//!   (half-open connections that never complete a request, idle keep-alive connections), so
+//!   slow or silent clients cannot lock real clients out. Only when every connection has a
+//!   request in flight is the newcomer refused, with a `503` in the documented shape.
+//!
+//! The request body deadline is enforced where bodies are read ([`crate::api::JsonBody`]).
+//!
+//! Graceful shutdown: stop accepting, let each connection finish its in-flight request (hyper's
+//! graceful shutdown), then return once every connection is closed.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
+use axum::response::Response;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tower::ServiceExt;
+
+use crate::metrics::Metrics;
+
+/// Descriptors kept free for everything but client connections: the listener, database files
+/// and connections, logs. At least this many, or an eighth of the limit if that is more.
+const FD_RESERVE_MIN: u64 = 64;
+
+/// Connection-level limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Time allowed for a request's headers.
+    pub header_timeout: Duration,
+    /// Time a connection may stay without a request in flight.
+    pub idle_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+}
+
+/// The process's soft limit on open file descriptors, if known.
+pub fn descriptor_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own and reads nothing else.
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+        if rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY {
+            return Some(lim.rlim_cur as u64);
+        }
+    }
+    None
+}
+
+/// The connection cap for `configured` (0: automatic): never more than the descriptor limit
+/// minus a reserve, so that the cap, not the kernel, turns clients away.
+pub fn effective_max_connections(configured: usize, fd_limit: Option<u64>) -> usize {
+    let by_fds = fd_limit.map(|l| {
+        let reserve = FD_RESERVE_MIN.max(l / 8);
+        usize::try_from(l.saturating_sub(reserve).max(1)).unwrap_or(usize::MAX)
+    });
+    match (configured, by_fds) {
+        (0, Some(f)) => f,
+        (0, None) => 10_000,
+        (c, Some(f)) => c.min(f),
+        (c, None) => c,
+    }
+}
+
+/// One open connection's bookkeeping.
+struct Slot {
+    /// Requests being answered on it (0 or 1 on HTTP/1.1).
+    in_flight: u32,
+    /// When it last had no request in flight (connected, or answered its last request).
+    waiting_since: Instant,
+    /// Closes it (eviction, idle timeout).
+    kill: Arc<Notify>,
+}
+
+/// Every open connection of one listener.
+#[derive(Default)]
+struct Registry {
+    conns: Mutex<HashMap<u64, Slot>>,
+    /// Signalled when the last connection closes (for shutdown).
+    empty: Notify,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
+        // A panic while holding the lock cannot leave the map inconsistent (single inserts and
+        // removals), so a poisoned lock is still usable.
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// What to do with a new connection.
+enum Admission {
+    Admitted(Arc<Notify>),
+    Refused,
+}
+
+impl Registry {
+    /// Registers connection `id`; at `max`, first evicts the connection waiting longest without
+    /// a request in flight, or refuses if every connection has one.
+    fn admit(&self, id: u64, max: usize, metrics: &Metrics) -> Admission {
+        let mut conns = self.lock();
+        if conns.len() >= max {
+            let oldest = conns
+                .iter()
+                .filter(|(_, s)| s.in_flight == 0)
+                .min_by_key(|(_, s)| s.waiting_since)
+                .map(|(id, _)| *id);
+            match oldest.and_then(|o| conns.remove(&o)) {
+                Some(evicted) => {
+                    evicted.kill.notify_one();
+                    metrics.connections_evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    return Admission::Refused;
+                }
+            }
+        }
+        let kill = Arc::new(Notify::new());
+        conns.insert(
+            id,
+            Slot {
+                in_flight: 0,
+                waiting_since: Instant::now(),
+                kill: kill.clone(),
+            },
+        );
+        Admission::Admitted(kill)
+    }
+
+    fn remove(&self, id: u64) {
+        let mut conns = self.lock();
+        conns.remove(&id);
+        if conns.is_empty() {
+            self.empty.notify_one();
+        }
+    }
+
+    fn set_busy(&self, id: u64, busy: bool) {
+        if let Some(s) = self.lock().get_mut(&id) {
+            if busy {
+                s.in_flight = s.in_flight.saturating_add(1);
+            } else {
+                s.in_flight = s.in_flight.saturating_sub(1);
+                s.waiting_since = Instant::now();
+            }
+        }
+    }
+
+    /// Closes connections that have waited without a request in flight longer than `idle`.
+    fn sweep(&self, idle: Duration) {
+        let mut conns = self.lock();
+        conns.retain(|_, s| {
+            let keep = s.in_flight > 0 || s.waiting_since.elapsed() < idle;
+            if !keep {
+                s.kill.notify_one();
+            }
+            keep
+        });
+    }
+}
+
+/// Removes a connection from the registry when its task ends, however it ends.
+struct Registered {
+    id: u64,
+    registry: Arc<Registry>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
+/// Marks a connection busy while a request is answered.
+struct InFlight {
+    id: u64,
+    registry: Arc<Registry>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.registry.set_busy(self.id, false);
+    }
+}
+
+/// The hyper service of one connection: the router, with the client's address in each request
+/// (`ConnectInfo<SocketAddr>`) and the connection marked busy while a request is answered.
+#[derive(Clone)]
+struct ConnService {
+    router: Router,
+    peer: SocketAddr,
+    id: u64,
+    registry: Arc<Registry>,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
+        self.registry.set_busy(self.id, true);
+        let guard = InFlight {
+            id: self.id,
+            registry: self.registry.clone(),
+        };
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let router = self.router.clone();
+        Box::pin(async move {
+            let res = router.oneshot(req).await;
+            drop(guard);
+            res
+        })
+    }
+}
+
+/// The answer to a connection refused at the cap, written straight to the socket.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+content-length: 110\r\nretry-after: 1\r\nconnection: close\r\n\r\n\
+{\"error\":{\"type\":\"api_error\",\"code\":\"too_many_connections\",\"message\":\"the server is at its connection limit\"}}";
+
+/// Serves `router` on `listener` until `stop` becomes `true`, then shuts down gracefully.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let registry = Arc::new(Registry::default());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let sweeper = {
+        let registry = registry.clone();
+        let every = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                registry.sweep(limits.idle_timeout);
+            }
+        })
+    };
+    let mut next_id: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => None,
+            r = listener.accept() => Some(r),
+        };
+        let (tcp, peer) = match accepted {
+            None => break,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                // Out of descriptors or a connection reset before it was accepted: keep serving
+                // the connections already open and try again shortly.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        next_id = next_id.wrapping_add(1);
+        let id = next_id;
+        let kill = match registry.admit(id, limits.max_connections, &metrics) {
+            Admission::Admitted(k) => k,
+            Admission::Refused => {
+                let _ = tcp.try_write(REFUSED);
+                continue;
+            }
+        };
+        // Small responses must not wait for delayed ACKs (Nagle): answer each write at once.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let registered = Registered {
+            id,
+            registry: registry.clone(),
+        };
+        let svc = ConnService {
+            router: router.clone(),
+            peer,
+            id,
+            registry: registry.clone(),
+        };
+        tokio::spawn(run_connection(
+            http.clone(),
+            tcp,
+            svc,
+            kill,
+            stop.clone(),
+            registered,
+        ));
+    }
+    drop(listener);
+    sweeper.abort();
+    // Wait until every connection has finished its in-flight request and closed.
+    loop {
+        let empty = registry.empty.notified();
+        if registry.len() == 0 {
+            break;
+        }
+        empty.await;
+    }
+    Ok(())
+}
+
+async fn run_connection(
+    http: hyper::server::conn::http1::Builder,
+    tcp: TcpStream,
+    svc: ConnService,
+    kill: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    registered: Registered,
+) {
+    let conn = http.serve_connection(TokioIo::new(tcp), svc);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            // Evicted or idle: dropping the connection closes it.
+            _ = kill.notified() => break,
+            r = stop.wait_for(|s| *s), if !stopping => {
+                drop(r);
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+    drop(registered);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_stays_below_the_descriptor_limit() {
+        assert_eq!(effective_max_connections(0, Some(1024)), 896);
+        assert_eq!(effective_max_connections(0, Some(256)), 192);
+        assert_eq!(effective_max_connections(100, Some(1024)), 100);
+        assert_eq!(effective_max_connections(5000, Some(1024)), 896);
+        assert_eq!(effective_max_connections(0, None), 10_000);
+        assert_eq!(effective_max_connections(0, Some(10)), 1);
+    }
+
+    #[test]
+    fn the_refusal_is_the_documented_json() {
+        let text = std::str::from_utf8(REFUSED).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "too_many_connections");
+        assert_eq!(v["error"]["type"], "api_error");
+    }
+
+    #[test]
+    fn at_the_cap_the_longest_waiting_idle_connection_is_evicted() {
+        let r = Registry::default();
+        let m = Metrics::default();
+        let Admission::Admitted(k1) = r.admit(1, 2, &m) else {
+            panic!()
+        };
+        std::thread::sleep(Duration::from_millis(2));
+        let Admission::Admitted(_k2) = r.admit(2, 2, &m) else {
+            panic!()
+        };
+        r.set_busy(2, true);
+        assert!(matches!(r.admit(3, 2, &m), Admission::Admitted(_)));
+        assert_eq!(r.len(), 2);
+        assert!(!r.lock().contains_key(&1));
+        // k1 was told to close.
+        assert!(futures_ready(k1.notified()));
+        r.set_busy(3, true);
+        assert!(matches!(r.admit(4, 2, &m), Admission::Refused));
+        assert_eq!(m.connections_evicted.load(Ordering::Relaxed), 1);
+        assert_eq!(m.connections_refused.load(Ordering::Relaxed), 1);
+    }
+
+    fn futures_ready(f: impl Future<Output = ()>) -> bool {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(50), f)
+                .await
+                .is_ok()
+        })
+    }
+}
