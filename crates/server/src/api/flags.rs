@@ -32,7 +32,8 @@ pub async fn list(
 #[utoipa::path(put, path = "/v1/customers/{id}/flags/{flag}", tag = "flags", security(("bearer" = [])),
     params(("id" = String, Path), ("flag" = String, Path)),
     request_body = OverrideInput,
-    responses((status = 200, description = "the override"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "the override", body = super::schemas::FlagOverride),
+        (status = 404, body = ErrorBody)))]
 pub async fn put_override(
     State(state): State<AppState>,
     Path((id, flag)): Path<(String, String)>,

@@ -9,6 +9,7 @@ pub mod flags;
 pub mod health;
 pub mod invoices;
 pub mod plans;
+pub mod schemas;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
