@@ -160,7 +160,10 @@ impl Config {
                 problems.push("TALLY_METRICS_TOKEN must be at least 16 characters long".into());
             }
         }
-        if self.metrics_listen.is_some_and(|m| m == self.listen && m.port() != 0) {
+        if self
+            .metrics_listen
+            .is_some_and(|m| m == self.listen && m.port() != 0)
+        {
             problems.push("--metrics-listen must differ from --listen".into());
         }
         if problems.is_empty() {

@@ -62,6 +62,8 @@ pub fn descriptor_limit() -> Option<u64> {
         // SAFETY: getrlimit writes into the struct we own and reads nothing else.
         let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
         if rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY {
+            // `rlim_t` is not `u64` on every platform.
+            #[allow(clippy::unnecessary_cast)]
             return Some(lim.rlim_cur as u64);
         }
     }
@@ -260,7 +262,8 @@ pub async fn serve(
         .keep_alive(true);
     let sweeper = {
         let registry = registry.clone();
-        let every = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let every =
+            (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

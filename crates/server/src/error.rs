@@ -242,7 +242,10 @@ mod tests {
     #[test]
     fn store_refusals_get_specific_codes() {
         assert_eq!(answer("no customer \"c1\""), (404, "customer_not_found"));
-        assert_eq!(answer("usage of api_calls overflows"), (422, "usage_overflow"));
+        assert_eq!(
+            answer("usage of api_calls overflows"),
+            (422, "usage_overflow")
+        );
         assert_eq!(answer("usage overflows"), (422, "usage_overflow"));
         assert_eq!(
             answer("this store was opened for administration and cannot ingest events"),
@@ -252,11 +255,11 @@ mod tests {
             answer("this store was opened for administration and cannot change credits"),
             (503, "unavailable")
         );
-        assert_eq!(answer("the amount must not be zero"), (422, "invalid_amount"));
-        assert_eq!(answer("g1: a grant adds credits"), (422, "invalid_amount"));
         assert_eq!(
-            ApiError::from(StoreError::Closed).code,
-            "unavailable"
+            answer("the amount must not be zero"),
+            (422, "invalid_amount")
         );
+        assert_eq!(answer("g1: a grant adds credits"), (422, "invalid_amount"));
+        assert_eq!(ApiError::from(StoreError::Closed).code, "unavailable");
     }
 }

@@ -56,8 +56,7 @@ impl Metrics {
     /// from [`method_label`], `status` from the server's own answers: every label is bounded.
     pub fn record(&self, method: &'static str, route: &str, status: u16, took: Duration) {
         if let Ok(mut r) = self.requests.lock() {
-            *r.entry((method, route.to_owned(), status))
-                .or_default() += 1;
+            *r.entry((method, route.to_owned(), status)).or_default() += 1;
         }
         if let Ok(mut l) = self.latency.lock() {
             let h = l.entry((method, route.to_owned())).or_default();

@@ -12,7 +12,10 @@ use crate::api;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tally API", description = "Usage-based billing: customers, usage events, invoices."),
+    info(
+        title = "Tally API",
+        description = "Usage-based billing: customers, usage events, invoices."
+    ),
     paths(
         api::health::health,
         api::health::metrics,
@@ -27,7 +30,11 @@ use crate::api;
         api::invoices::upcoming,
         api::invoices::list,
     ),
-    components(schemas(crate::error::ErrorBody, crate::error::ErrorObject, crate::error::InvalidItem))
+    components(schemas(
+        crate::error::ErrorBody,
+        crate::error::ErrorObject,
+        crate::error::InvalidItem
+    ))
 )]
 pub struct ApiDoc;
 
@@ -73,9 +80,18 @@ const CUSTOMER_ERRORS: [(&str, &str); 2] = [
 /// Answers of operations with a JSON request body.
 const BODY_ERRORS: [(&str, &str); 4] = [
     ("400", "malformed JSON or parameters (`malformed_json`, …)"),
-    ("408", "the body was not received in time (`request_timeout`)"),
-    ("413", "the body is over the server's limit (`body_too_large`)"),
-    ("415", "the body is not `application/json` (`unsupported_content_type`)"),
+    (
+        "408",
+        "the body was not received in time (`request_timeout`)",
+    ),
+    (
+        "413",
+        "the body is over the server's limit (`body_too_large`)",
+    ),
+    (
+        "415",
+        "the body is not `application/json` (`unsupported_content_type`)",
+    ),
 ];
 
 fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
@@ -98,7 +114,9 @@ fn customer_id_schema() -> utoipa::openapi::schema::Schema {
         .pattern(Some(CUSTOMER_ID_PATTERN))
         .min_length(Some(1))
         .max_length(Some(255))
-        .description(Some("The app's customer id: 1–255 of A–Z a–z 0–9 _ . : - @"))
+        .description(Some(
+            "The app's customer id: 1–255 of A–Z a–z 0–9 _ . : - @",
+        ))
         .into()
 }
 
@@ -143,7 +161,10 @@ fn complete(doc: &mut utoipa::openapi::OpenApi) {
                 }
             }
             if customer_param && !customer_path {
-                add.push(("400", "the customer id is not 1–255 of [A-Za-z0-9_.:@-] (`invalid_customer_id`)"));
+                add.push((
+                    "400",
+                    "the customer id is not 1–255 of [A-Za-z0-9_.:@-] (`invalid_customer_id`)",
+                ));
             }
             add_responses(op, &add);
         }

@@ -82,7 +82,13 @@ async fn a_wrong_method_is_405_with_allow_and_json() {
 async fn unknown_paths_and_unreadable_parameters_answer_json() {
     let app = app_with(|_| {}).await;
     for path in ["/nope", "/v1/nope", "/v1/customers/a/b/c/d", "/health/x"] {
-        let r = app.http.get(app.url(path)).bearer_auth(KEY).send().await.unwrap();
+        let r = app
+            .http
+            .get(app.url(path))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
         assert_eq!(r.headers()["content-type"], "application/json");
         assert_shape(&r.json().await.unwrap(), 404, "route_not_found");
@@ -148,12 +154,16 @@ async fn unfinished_headers_and_idle_connections_are_closed() {
     .await;
     // Headers never finished.
     let mut slow = TcpStream::connect(addr(&app)).await.unwrap();
-    slow.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
     // Nothing sent at all.
     let mut silent = TcpStream::connect(addr(&app)).await.unwrap();
     // Kept alive after one answer.
     let mut idle = TcpStream::connect(addr(&app)).await.unwrap();
-    idle.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut b = [0u8; 1024];
     let n = idle.read(&mut b).await.unwrap();
     assert!(b[..n].starts_with(b"HTTP/1.1 200"));
@@ -178,7 +188,9 @@ async fn at_the_cap_new_clients_evict_connections_without_a_request() {
     let mut held = Vec::new();
     for _ in 0..30 {
         let mut s = TcpStream::connect(addr(&app)).await.unwrap();
-        s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
         held.push(s);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -186,9 +198,21 @@ async fn at_the_cap_new_clients_evict_connections_without_a_request() {
     let http = reqwest::Client::new();
     let r = http.get(app.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = http.get(app.url("/v1/plans")).bearer_auth(KEY).send().await.unwrap();
+    let r = http
+        .get(app.url("/v1/plans"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let text = http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         text.contains("tally_http_connections_dropped_total{reason=\"evicted\"} 11\n"),
         "{text}"
@@ -209,8 +233,7 @@ async fn invented_methods_do_not_grow_the_metrics() {
     for i in 0..400 {
         let (status, _, body) = raw(
             addr(&app),
-            format!("M{i}THOD /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-                .as_bytes(),
+            format!("M{i}THOD /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
         )
         .await;
         assert_eq!(status, 405);
@@ -219,12 +242,21 @@ async fn invented_methods_do_not_grow_the_metrics() {
     for i in 0..50 {
         let (status, _, _) = raw(
             addr(&app),
-            format!("X{i} /nothing/{i} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+            format!("X{i} /nothing/{i} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await;
         assert_eq!(status, 404);
     }
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let labels: BTreeSet<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("tally_http_requests_total{"))
@@ -262,7 +294,11 @@ async fn failed_authentication_is_limited_before_any_key_lookup() {
     }
     let r = bad("tly_wrong-key-0000000000").await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=13).contains(&retry), "{retry}");
     let body: Value = r.json().await.unwrap();
     assert_shape(&body, 429, "too_many_failed_authentications");
@@ -324,7 +360,13 @@ async fn metrics_behind_a_token() {
     let r = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_shape(&r.json().await.unwrap(), 401, "invalid_metrics_token");
-    let r = app.http.get(app.url("/metrics")).bearer_auth(KEY).send().await.unwrap();
+    let r = app
+        .http
+        .get(app.url("/metrics"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = app
         .http
@@ -345,10 +387,21 @@ async fn metrics_on_their_own_address() {
     let r = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_shape(&r.json().await.unwrap(), 404, "route_not_found");
-    let r = app.http.get(format!("http://{m}/metrics")).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("http://{m}/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().contains("tally_events_total"));
-    let r = app.http.get(format!("http://{m}/v1/plans")).bearer_auth(KEY).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("http://{m}/v1/plans"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     app.server.shutdown().await.unwrap();
 }

@@ -41,7 +41,12 @@ async fn every_operation_lists_its_answers_with_schemas() {
     );
     let ops = operations(&doc);
     // Every route of the router (a new route must be documented to pass).
-    assert_eq!(ops.len(), 21, "{:?}", ops.iter().map(|o| (&o.0, &o.1)).collect::<Vec<_>>());
+    assert_eq!(
+        ops.len(),
+        21,
+        "{:?}",
+        ops.iter().map(|o| (&o.0, &o.1)).collect::<Vec<_>>()
+    );
     for (path, method, op) in &ops {
         let at = format!("{method} {path}");
         for (status, resp) in op["responses"].as_object().unwrap() {
@@ -88,12 +93,18 @@ async fn every_operation_lists_its_answers_with_schemas() {
                 .find(|p| p["name"] == "id")
                 .unwrap();
             assert_eq!(id["in"], "path");
-            assert_eq!(id["schema"]["pattern"], tally_server::openapi::CUSTOMER_ID_PATTERN);
+            assert_eq!(
+                id["schema"]["pattern"],
+                tally_server::openapi::CUSTOMER_ID_PATTERN
+            );
             assert_eq!(id["schema"]["maxLength"], 255);
             assert_eq!(id["schema"]["minLength"], 1);
         }
     }
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
 }
 
 /// The pattern's character class and length, read from the pattern itself.
@@ -139,7 +150,11 @@ fn the_customer_id_pattern_is_exactly_what_the_server_accepts() {
     }
     for n in [0, 1, 2, 254, 255, 256, 300] {
         let id = "a".repeat(n);
-        assert_eq!(pattern_accepts(&id), tally_store::is_valid_customer_id(&id), "{n}");
+        assert_eq!(
+            pattern_accepts(&id),
+            tally_store::is_valid_customer_id(&id),
+            "{n}"
+        );
     }
     assert!(pattern_accepts("cus_1.a:b@c-d"));
 }

@@ -35,7 +35,11 @@ fn schemathesis() -> PathBuf {
             .unwrap_or_else(|e| panic!("this test needs python3 with venv for Schemathesis: {e}"));
         assert!(st.success(), "python3 -m venv {} failed", dir.display());
         let st = Command::new(dir.join("bin").join("pip"))
-            .args(["install", "--quiet", &format!("schemathesis=={SCHEMATHESIS}")])
+            .args([
+                "install",
+                "--quiet",
+                &format!("schemathesis=={SCHEMATHESIS}"),
+            ])
             .status()
             .unwrap_or_else(|e| panic!("pip is needed to install Schemathesis: {e}"));
         assert!(

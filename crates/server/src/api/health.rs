@@ -74,7 +74,8 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
             .map(str::trim)
             .unwrap_or("");
         if !same(given.as_bytes(), token.as_bytes()) {
-            let mut e = ApiError::unauthorized("/metrics needs Authorization: Bearer <metrics token>");
+            let mut e =
+                ApiError::unauthorized("/metrics needs Authorization: Bearer <metrics token>");
             e.code = "invalid_metrics_token";
             return e.into_response();
         }

@@ -172,7 +172,11 @@ async fn json_errors(req: Request, next: Next) -> Response {
         StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", "rate_limited", "too many requests"),
         StatusCode::SERVICE_UNAVAILABLE => ("api_error", "unavailable", "try again later"),
         s if s.is_server_error() => ("api_error", "internal_error", "the server failed"),
-        _ => ("invalid_request_error", "invalid_request", "the request is invalid"),
+        _ => (
+            "invalid_request_error",
+            "invalid_request",
+            "the request is invalid",
+        ),
     };
     let message = if text.is_empty() {
         fallback.to_owned()
@@ -202,7 +206,10 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
-            Err(r) => Err(ApiError::bad_request("invalid_path_parameter", r.body_text())),
+            Err(r) => Err(ApiError::bad_request(
+                "invalid_path_parameter",
+                r.body_text(),
+            )),
         }
     }
 }
