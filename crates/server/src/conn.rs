@@ -163,6 +163,11 @@ impl Registry {
         }
     }
 
+    /// Whether connection `id` has no request in flight (or is gone).
+    fn is_waiting(&self, id: u64) -> bool {
+        self.lock().get(&id).is_none_or(|s| s.in_flight == 0)
+    }
+
     fn set_busy(&self, id: u64, busy: bool) {
         if let Some(s) = self.lock().get_mut(&id) {
             if busy {
@@ -358,6 +363,11 @@ async fn run_connection(
             _ = kill.notified() => break,
             r = stop.wait_for(|s| *s), if !stopping => {
                 drop(r);
+                // Without a request in flight there is nothing to finish: close now rather than
+                // wait for a slow client's headers.
+                if registered.registry.is_waiting(registered.id) {
+                    break;
+                }
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }

@@ -405,3 +405,52 @@ async fn metrics_on_their_own_address() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     app.server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_without_waiting_for_slow_clients() {
+    let app = app_with(|c| {
+        c.header_timeout = Duration::from_secs(60);
+        c.idle_timeout = Duration::from_secs(60);
+        c.body_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let (s, _) = app.put("/v1/customers/c1", json!({})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    // A client that never finishes its headers.
+    let mut slow = TcpStream::connect(addr(&app)).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // A request in flight: headers sent, body still arriving.
+    let mut busy = TcpStream::connect(addr(&app)).await.unwrap();
+    let body =
+        br#"{"events": [{"id": "e1", "customer": "c1", "metric": "compute_hours", "value": 2}]}"#;
+    busy.write_all(
+        format!(
+            "POST /v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    busy.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let state = app.server.state().clone();
+    let start = Instant::now();
+    let stopping = tokio::spawn(async move { app.server.shutdown().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    busy.write_all(&body[10..]).await.unwrap();
+    let (status, _, answer) = read_answer(&mut busy).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"accepted": 1, "duplicates": 0}));
+    stopping.await.unwrap().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(closed_within(&mut slow, Duration::from_secs(1)).await);
+    drop(state);
+}
