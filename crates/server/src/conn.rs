@@ -21,7 +21,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,26 +85,50 @@ pub fn effective_max_connections(configured: usize, fd_limit: Option<u64>) -> us
     }
 }
 
-/// One open connection's bookkeeping.
-struct Slot {
+/// One open connection's activity. Its service updates it per request with atomics, so answering
+/// a request never takes the registry's lock (only opening and closing connections do).
+struct Activity {
     /// Requests being answered on it (0 or 1 on HTTP/1.1).
-    in_flight: u32,
-    /// When it last had no request in flight (connected, or answered its last request).
-    waiting_since: Instant,
-    /// Closes it (eviction, idle timeout).
-    kill: Arc<Notify>,
+    in_flight: AtomicU32,
+    /// When it last had no request in flight (connected, or answered its last request), in
+    /// nanoseconds since the registry's epoch.
+    waiting_since: AtomicU64,
+    /// Closes it (eviction, idle timeout, shutdown).
+    kill: Notify,
+}
+
+impl Activity {
+    fn is_waiting(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
 }
 
 /// Every open connection of one listener.
-#[derive(Default)]
 struct Registry {
-    conns: Mutex<HashMap<u64, Slot>>,
+    epoch: Instant,
+    conns: Mutex<HashMap<u64, Arc<Activity>>>,
     /// Signalled when the last connection closes (for shutdown).
     empty: Notify,
 }
 
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            epoch: Instant::now(),
+            conns: Mutex::default(),
+            empty: Notify::new(),
+        }
+    }
+}
+
+/// What to do with a new connection.
+enum Admission {
+    Admitted(Arc<Activity>),
+    Refused,
+}
+
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
         // A panic while holding the lock cannot leave the map inconsistent (single inserts and
         // removals), so a poisoned lock is still usable.
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
@@ -113,15 +137,11 @@ impl Registry {
     fn len(&self) -> usize {
         self.lock().len()
     }
-}
 
-/// What to do with a new connection.
-enum Admission {
-    Admitted(Arc<Notify>),
-    Refused,
-}
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
 
-impl Registry {
     /// Registers connection `id`; at `max`, first evicts the connection waiting longest without
     /// a request in flight, or refuses if every connection has one.
     fn admit(&self, id: u64, max: usize, metrics: &Metrics) -> Admission {
@@ -129,8 +149,8 @@ impl Registry {
         if conns.len() >= max {
             let oldest = conns
                 .iter()
-                .filter(|(_, s)| s.in_flight == 0)
-                .min_by_key(|(_, s)| s.waiting_since)
+                .filter(|(_, a)| a.is_waiting())
+                .min_by_key(|(_, a)| a.waiting_since.load(Ordering::Acquire))
                 .map(|(id, _)| *id);
             match oldest.and_then(|o| conns.remove(&o)) {
                 Some(evicted) => {
@@ -143,16 +163,13 @@ impl Registry {
                 }
             }
         }
-        let kill = Arc::new(Notify::new());
-        conns.insert(
-            id,
-            Slot {
-                in_flight: 0,
-                waiting_since: Instant::now(),
-                kill: kill.clone(),
-            },
-        );
-        Admission::Admitted(kill)
+        let activity = Arc::new(Activity {
+            in_flight: AtomicU32::new(0),
+            waiting_since: AtomicU64::new(self.now()),
+            kill: Notify::new(),
+        });
+        conns.insert(id, activity.clone());
+        Admission::Admitted(activity)
     }
 
     fn remove(&self, id: u64) {
@@ -163,29 +180,16 @@ impl Registry {
         }
     }
 
-    /// Whether connection `id` has no request in flight (or is gone).
-    fn is_waiting(&self, id: u64) -> bool {
-        self.lock().get(&id).is_none_or(|s| s.in_flight == 0)
-    }
-
-    fn set_busy(&self, id: u64, busy: bool) {
-        if let Some(s) = self.lock().get_mut(&id) {
-            if busy {
-                s.in_flight = s.in_flight.saturating_add(1);
-            } else {
-                s.in_flight = s.in_flight.saturating_sub(1);
-                s.waiting_since = Instant::now();
-            }
-        }
-    }
-
     /// Closes connections that have waited without a request in flight longer than `idle`.
     fn sweep(&self, idle: Duration) {
+        let now = self.now();
+        let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
         let mut conns = self.lock();
-        conns.retain(|_, s| {
-            let keep = s.in_flight > 0 || s.waiting_since.elapsed() < idle;
+        conns.retain(|_, a| {
+            let waited = now.saturating_sub(a.waiting_since.load(Ordering::Acquire));
+            let keep = !a.is_waiting() || waited < idle;
             if !keep {
-                s.kill.notify_one();
+                a.kill.notify_one();
             }
             keep
         });
@@ -206,13 +210,27 @@ impl Drop for Registered {
 
 /// Marks a connection busy while a request is answered.
 struct InFlight {
-    id: u64,
+    activity: Arc<Activity>,
     registry: Arc<Registry>,
+}
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>, registry: &Arc<Registry>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            activity: activity.clone(),
+            registry: registry.clone(),
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.registry.set_busy(self.id, false);
+        // The time first, so that a connection seen waiting has its fresh waiting time.
+        self.activity
+            .waiting_since
+            .store(self.registry.now(), Ordering::Release);
+        self.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -222,7 +240,7 @@ impl Drop for InFlight {
 struct ConnService {
     router: Router,
     peer: SocketAddr,
-    id: u64,
+    activity: Arc<Activity>,
     registry: Arc<Registry>,
 }
 
@@ -232,11 +250,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
-        self.registry.set_busy(self.id, true);
-        let guard = InFlight {
-            id: self.id,
-            registry: self.registry.clone(),
-        };
+        let guard = InFlight::start(&self.activity, &self.registry);
         req.extensions_mut().insert(ConnectInfo(self.peer));
         let router = self.router.clone();
         Box::pin(async move {
@@ -297,8 +311,8 @@ pub async fn serve(
         };
         next_id = next_id.wrapping_add(1);
         let id = next_id;
-        let kill = match registry.admit(id, limits.max_connections, &metrics) {
-            Admission::Admitted(k) => k,
+        let activity = match registry.admit(id, limits.max_connections, &metrics) {
+            Admission::Admitted(a) => a,
             Admission::Refused => {
                 let _ = tcp.try_write(REFUSED);
                 continue;
@@ -315,14 +329,14 @@ pub async fn serve(
         let svc = ConnService {
             router: router.clone(),
             peer,
-            id,
+            activity: activity.clone(),
             registry: registry.clone(),
         };
         tokio::spawn(run_connection(
             http.clone(),
             tcp,
             svc,
-            kill,
+            activity,
             stop.clone(),
             registered,
         ));
@@ -344,7 +358,7 @@ async fn run_connection(
     http: hyper::server::conn::http1::Builder,
     tcp: TcpStream,
     svc: ConnService,
-    kill: Arc<Notify>,
+    activity: Arc<Activity>,
     mut stop: watch::Receiver<bool>,
     registered: Registered,
 ) {
@@ -360,12 +374,12 @@ async fn run_connection(
                 break;
             }
             // Evicted or idle: dropping the connection closes it.
-            _ = kill.notified() => break,
+            _ = activity.kill.notified() => break,
             r = stop.wait_for(|s| *s), if !stopping => {
                 drop(r);
                 // Without a request in flight there is nothing to finish: close now rather than
                 // wait for a slow client's headers.
-                if registered.registry.is_waiting(registered.id) {
+                if activity.is_waiting() {
                     break;
                 }
                 stopping = true;
@@ -404,22 +418,30 @@ mod tests {
     fn at_the_cap_the_longest_waiting_idle_connection_is_evicted() {
         let r = Registry::default();
         let m = Metrics::default();
-        let Admission::Admitted(k1) = r.admit(1, 2, &m) else {
+        let r = Arc::new(r);
+        let Admission::Admitted(a1) = r.admit(1, 2, &m) else {
             panic!()
         };
         std::thread::sleep(Duration::from_millis(2));
-        let Admission::Admitted(_k2) = r.admit(2, 2, &m) else {
+        let Admission::Admitted(a2) = r.admit(2, 2, &m) else {
             panic!()
         };
-        r.set_busy(2, true);
-        assert!(matches!(r.admit(3, 2, &m), Admission::Admitted(_)));
+        let _busy2 = InFlight::start(&a2, &r);
+        let Admission::Admitted(a3) = r.admit(3, 2, &m) else {
+            panic!()
+        };
         assert_eq!(r.len(), 2);
         assert!(!r.lock().contains_key(&1));
-        // k1 was told to close.
-        assert!(futures_ready(k1.notified()));
-        r.set_busy(3, true);
+        // The first was told to close.
+        assert!(futures_ready(a1.kill.notified()));
+        let busy3 = InFlight::start(&a3, &r);
         assert!(matches!(r.admit(4, 2, &m), Admission::Refused));
-        assert_eq!(m.connections_evicted.load(Ordering::Relaxed), 1);
+        // Once its request is answered, the third is evictable again.
+        drop(busy3);
+        assert!(a3.is_waiting());
+        assert!(matches!(r.admit(5, 2, &m), Admission::Admitted(_)));
+        assert!(!r.lock().contains_key(&3));
+        assert_eq!(m.connections_evicted.load(Ordering::Relaxed), 2);
         assert_eq!(m.connections_refused.load(Ordering::Relaxed), 1);
     }
 
