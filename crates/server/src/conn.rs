@@ -11,7 +11,10 @@
 //!   slow or silent clients cannot lock real clients out. Only when every connection has a
 //!   request in flight is the newcomer refused, with a `503` in the documented shape.
 //!
-//! The request body deadline is enforced where bodies are read ([`crate::api::JsonBody`]).
+//! - **Body deadline**: a request's whole body must arrive within the body timeout of its headers;
+//!   reading it later fails with [`BodyTimedOut`] (answered `408` by [`crate::api::JsonBody`]).
+//!   tower-http's body timeout restarts at every chunk, so a body trickling in a byte at a time
+//!   would never end: this one is a single deadline.
 //!
 //! Graceful shutdown: stop accepting, let each connection finish its in-flight request (hyper's
 //! graceful shutdown), then return once every connection is closed.
@@ -45,6 +48,8 @@ const FD_RESERVE_MIN: u64 = 64;
 pub struct ConnLimits {
     /// Time allowed for a request's headers.
     pub header_timeout: Duration,
+    /// Time allowed for a request's whole body, from its headers.
+    pub body_timeout: Duration,
     /// Time a connection may stay without a request in flight.
     pub idle_timeout: Duration,
     /// Most connections open at once.
@@ -242,6 +247,66 @@ struct ConnService {
     peer: SocketAddr,
     activity: Arc<Activity>,
     registry: Arc<Registry>,
+    body_timeout: Duration,
+}
+
+/// Reading a request body past its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was not received in time")]
+pub struct BodyTimedOut;
+
+impl BodyTimedOut {
+    /// Whether `e` or one of its sources is a [`BodyTimedOut`].
+    pub fn caused(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(e);
+        while let Some(e) = next {
+            if e.is::<BodyTimedOut>() {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
+/// A request body that fails with [`BodyTimedOut`] once its deadline passes. The timer is only
+/// made when a read has to wait, so bodies that are already there cost nothing.
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = hyper::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
@@ -252,6 +317,12 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
     fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
         let guard = InFlight::start(&self.activity, &self.registry);
         req.extensions_mut().insert(ConnectInfo(self.peer));
+        let deadline = tokio::time::Instant::now() + self.body_timeout;
+        let req = req.map(|inner| DeadlineBody {
+            inner,
+            deadline,
+            timer: None,
+        });
         let router = self.router.clone();
         Box::pin(async move {
             let res = router.oneshot(req).await;
@@ -331,6 +402,7 @@ pub async fn serve(
             peer,
             activity: activity.clone(),
             registry: registry.clone(),
+            body_timeout: limits.body_timeout,
         };
         tokio::spawn(run_connection(
             http.clone(),

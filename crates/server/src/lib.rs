@@ -122,6 +122,7 @@ pub async fn spawn_with_store(
     let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
     let limits = conn::ConnLimits {
         header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
         idle_timeout: config.idle_timeout,
         max_connections: conn::effective_max_connections(
             config.max_connections,

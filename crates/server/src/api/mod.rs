@@ -247,14 +247,14 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
     res
 }
 
-/// A JSON request body: checks the content type and the size limit (413) and the time limit
-/// (408, `--body-timeout`, counted from when the body is first read), then parses (400).
+/// A JSON request body: checks the content type, the size limit (413) and the time limit (408,
+/// `--body-timeout` from the request's headers, see [`crate::conn`]), then parses (400).
 pub struct JsonBody(pub Bytes);
 
-impl FromRequest<AppState> for JsonBody {
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -269,19 +269,15 @@ impl FromRequest<AppState> for JsonBody {
             e.status = StatusCode::UNSUPPORTED_MEDIA_TYPE;
             return Err(e);
         }
-        // A whole-body deadline: tower-http's body timeout restarts at every chunk, so a body
-        // trickling one byte at a time would never end.
-        let read = Bytes::from_request(req, state);
-        let Ok(read) = tokio::time::timeout(state.config.body_timeout, read).await else {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "invalid_request_error",
-                "request_timeout",
-                "the request body was not received in time (--body-timeout)".into(),
-            ));
-        };
-        let bytes = read.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if crate::conn::BodyTimedOut::caused(&r) {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    "request_timeout",
+                    "the request body was not received in time (--body-timeout)".into(),
+                )
+            } else if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 let mut e = ApiError::bad_request(
                     "body_too_large",
                     "the request body is larger than the server's limit (--max-body-bytes)",
