@@ -11,6 +11,16 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Without it, the PostgreSQL half of the store suite fails rather than skips.
 export CI="${CI:-true}"
 
+# Schemathesis (pinned, as in crates/server/tests/schemathesis.rs) fuzzes the API from its OpenAPI
+# document during the tests: install it once into a virtualenv under the target dir, then reuse it.
+SCHEMATHESIS_VERSION=4.32.5
+st_venv="$CARGO_TARGET_DIR/tmp/schemathesis-venv"
+if ! "$st_venv/bin/pip" show schemathesis 2>/dev/null | grep -qx "Version: $SCHEMATHESIS_VERSION"; then
+  mkdir -p "$CARGO_TARGET_DIR/tmp"
+  python3 -m venv "$st_venv"
+  "$st_venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 ./scripts/with-postgres.sh cargo test --workspace --locked

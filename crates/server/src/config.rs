@@ -37,6 +37,21 @@ pub struct Config {
     pub rate_limits: crate::ratelimit::RateLimits,
     /// Where "now" comes from: the system clock, or one that tests and demos move.
     pub clock: SharedClock,
+    /// Time allowed for a request's headers.
+    pub header_timeout: Duration,
+    /// Time allowed for a request's whole body (408 when over).
+    pub body_timeout: Duration,
+    /// A connection without a request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// Most connections open at once; 0: automatic (below the file-descriptor limit). Always capped
+    /// below the descriptor limit (see [`crate::conn`]).
+    pub max_connections: usize,
+    /// Failed authentications allowed per client address per minute (0: unlimited).
+    pub auth_failures_per_minute: u32,
+    /// Serve `/metrics` on this address instead of the API's.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `TALLY_METRICS_TOKEN`: when set, `/metrics` needs `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -53,6 +68,16 @@ impl std::fmt::Debug for Config {
             .field("past_due_grace", &self.past_due_grace)
             .field("rate_limits", &self.rate_limits)
             .field("clock_offset", &self.clock.offset())
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("auth_failures_per_minute", &self.auth_failures_per_minute)
+            .field("metrics_listen", &self.metrics_listen)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -84,6 +109,13 @@ impl Config {
             past_due_grace: Duration::from_secs(7 * 86_400),
             rate_limits: crate::ratelimit::RateLimits::default(),
             clock: Clock::system(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 0,
+            auth_failures_per_minute: 20,
+            metrics_listen: None,
+            metrics_token: None,
         })
     }
 
@@ -120,6 +152,26 @@ impl Config {
         }
         if self.close_every.is_zero() {
             problems.push("the period closer interval must be positive".into());
+        }
+        for (name, d) in [
+            ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
+            ("--idle-timeout", self.idle_timeout),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("{name} must be positive"));
+            }
+        }
+        if let Some(t) = &self.metrics_token {
+            if t.len() < 16 {
+                problems.push("TALLY_METRICS_TOKEN must be at least 16 characters long".into());
+            }
+        }
+        if self
+            .metrics_listen
+            .is_some_and(|m| m == self.listen && m.port() != 0)
+        {
+            problems.push("--metrics-listen must differ from --listen".into());
         }
         if problems.is_empty() {
             Ok(())
@@ -176,8 +228,12 @@ mod tests {
         let mut c = Config::new("mysql://x").unwrap();
         c.admin_key = Some("short".into());
         c.max_body_bytes = 10;
+        c.header_timeout = Duration::ZERO;
+        c.metrics_token = Some("short".into());
         let msg = c.validate().unwrap_err().to_string();
-        assert_eq!(msg.lines().count(), 3, "{msg}");
+        assert_eq!(msg.lines().count(), 5, "{msg}");
+        assert!(msg.contains("--header-timeout must be positive"));
+        assert!(msg.contains("TALLY_METRICS_TOKEN"));
         assert!(msg.contains("sqlite://"));
         assert!(msg.contains("TALLY_API_KEY"));
         assert!(msg.contains("--max-body-bytes"));

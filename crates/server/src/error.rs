@@ -204,7 +204,7 @@ impl From<tally_store::StoreError> for ApiError {
     fn from(e: tally_store::StoreError) -> Self {
         use tally_store::StoreError as E;
         match e {
-            E::Invalid(m) => ApiError::unprocessable("invalid", m),
+            E::Invalid(m) => invalid_in_store(m),
             E::OutOfRange(m) => ApiError::unprocessable("usage_out_of_range", m),
             E::Closed => ApiError::unavailable("the server is shutting down"),
             other => {
@@ -212,6 +212,26 @@ impl From<tally_store::StoreError> for ApiError {
                 ApiError::internal("a database error occurred; nothing was changed")
             }
         }
+    }
+}
+
+/// The answer to a request the store refused as invalid. The store says why in words only, so the
+/// kinds are told apart by their wording (each one is pinned by a test below).
+fn invalid_in_store(m: String) -> ApiError {
+    if m.starts_with("no customer ") {
+        ApiError::not_found("customer_not_found", m)
+    } else if m.contains("overflows") {
+        ApiError::unprocessable("usage_overflow", m)
+    } else if m.contains("cannot ingest")
+        || m.contains("cannot change credits")
+        || m.contains("in use by another Tally process")
+    {
+        tracing::error!(error = %m, "the store cannot write");
+        ApiError::unavailable(m)
+    } else {
+        // What remains are credit entries the ledger's rules refuse (zero amounts, wrong sign
+        // for the kind, expiring more than expired).
+        ApiError::unprocessable("invalid_amount", m).with_param("amount")
     }
 }
 
@@ -227,5 +247,40 @@ impl IntoResponse for ApiError {
             },
         };
         (self.status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_store::StoreError;
+
+    fn answer(m: &str) -> (u16, &'static str) {
+        let e = ApiError::from(StoreError::Invalid(m.into()));
+        (e.status.as_u16(), e.code)
+    }
+
+    #[test]
+    fn store_refusals_get_specific_codes() {
+        assert_eq!(answer("no customer \"c1\""), (404, "customer_not_found"));
+        assert_eq!(
+            answer("usage of api_calls overflows"),
+            (422, "usage_overflow")
+        );
+        assert_eq!(answer("usage overflows"), (422, "usage_overflow"));
+        assert_eq!(
+            answer("this store was opened for administration and cannot ingest events"),
+            (503, "unavailable")
+        );
+        assert_eq!(
+            answer("this store was opened for administration and cannot change credits"),
+            (503, "unavailable")
+        );
+        assert_eq!(
+            answer("the amount must not be zero"),
+            (422, "invalid_amount")
+        );
+        assert_eq!(answer("g1: a grant adds credits"), (422, "invalid_amount"));
+        assert_eq!(ApiError::from(StoreError::Closed).code, "unavailable");
     }
 }

@@ -5,7 +5,9 @@
 //! requests finish and waits until every acknowledged write is committed.
 
 pub mod api;
+pub mod auth_limit;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -40,6 +42,7 @@ pub enum StartError {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     state: AppState,
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
@@ -49,6 +52,11 @@ impl Server {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address `/metrics` is served on when it has its own (`--metrics-listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The server's shared state (store, catalog), e.g. for tests.
@@ -97,37 +105,63 @@ pub async fn spawn_with_store(
     store: Arc<dyn tally_store::Store>,
 ) -> Result<Server, StartError> {
     config.validate()?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: config.listen,
-        source,
-    })?;
+    let bind = |at: SocketAddr| async move {
+        let l = tokio::net::TcpListener::bind(at)
+            .await
+            .map_err(|source| StartError::Listen { addr: at, source })?;
+        let local = l
+            .local_addr()
+            .map_err(|source| StartError::Listen { addr: at, source })?;
+        Ok::<_, StartError>((l, local))
+    };
+    let (listener, addr) = bind(config.listen).await?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(bind(at).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
+    let limits = conn::ConnLimits {
+        header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: conn::effective_max_connections(
+            config.max_connections,
+            conn::descriptor_limit(),
+        ),
+    };
+    if config.max_connections > limits.max_connections {
+        tracing::warn!(
+            configured = config.max_connections,
+            used = limits.max_connections,
+            "--max-connections is above what the file-descriptor limit allows; lowered"
+        );
+    }
     let state = AppState::new(config, store);
-    let (stop, mut stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(false);
     service::closer::spawn(state.clone(), stop.subscribe());
     service::entitlements::spawn_notifier(state.clone(), stop.subscribe());
     let app = api::router(state.clone());
-    // Small responses must not wait for delayed ACKs (Nagle): answer each write at once.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
+    let metrics_task = metrics_listener.map(|(l, _)| {
+        tokio::spawn(conn::serve(
+            l,
+            api::metrics_router(state.clone()),
+            limits,
+            state.metrics.clone(),
+            stop.subscribe(),
+        ))
     });
+    let metrics = state.metrics.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .await
+        let out = conn::serve(listener, app, limits, metrics, stop_rx).await;
+        if let Some(t) = metrics_task {
+            t.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))?;
+        }
+        out
     });
-    tracing::info!(%addr, "tally listening");
+    tracing::info!(%addr, max_connections = limits.max_connections, "tally listening");
     Ok(Server {
         addr,
+        metrics_addr,
         state,
         stop,
         task,

@@ -22,24 +22,46 @@ struct Histogram {
 /// Counters and latency by route.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<(String, String), Histogram>>,
+    requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
+    latency: Mutex<BTreeMap<(&'static str, String), Histogram>>,
     pub events_accepted: AtomicU64,
     pub events_duplicate: AtomicU64,
     pub events_rejected: AtomicU64,
     /// Failed items of background workers (see `service::worker`), by worker.
     worker_failures: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connections closed to make room for a new one at the connection cap.
+    pub connections_evicted: AtomicU64,
+    /// Connections refused at the cap because every open one had a request in flight.
+    pub connections_refused: AtomicU64,
+}
+
+/// The `method` label: the standard methods by name, anything else as `other`, so that invented
+/// methods cannot add labels without bound.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::TRACE => "TRACE",
+        M::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 impl Metrics {
-    /// Records one request to `route` (the matched path pattern).
-    pub fn record(&self, method: &str, route: &str, status: u16, took: Duration) {
+    /// Records one request to `route` (the matched path pattern or `unmatched`); `method` comes
+    /// from [`method_label`], `status` from the server's own answers: every label is bounded.
+    pub fn record(&self, method: &'static str, route: &str, status: u16, took: Duration) {
         if let Ok(mut r) = self.requests.lock() {
-            *r.entry((method.to_owned(), route.to_owned(), status))
-                .or_default() += 1;
+            *r.entry((method, route.to_owned(), status)).or_default() += 1;
         }
         if let Ok(mut l) = self.latency.lock() {
-            let h = l.entry((method.to_owned(), route.to_owned())).or_default();
+            let h = l.entry((method, route.to_owned())).or_default();
             let secs = took.as_secs_f64();
             for (i, b) in BUCKETS.iter().enumerate() {
                 if secs <= *b {
@@ -130,6 +152,20 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "tally_events_total{{outcome=\"{outcome}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP tally_http_connections_dropped_total Connections closed at the connection cap: evicted to make room (idle or unfinished) or refused (all busy).\n",
+        );
+        out.push_str("# TYPE tally_http_connections_dropped_total counter\n");
+        for (reason, c) in [
+            ("evicted", &self.connections_evicted),
+            ("refused", &self.connections_refused),
+        ] {
+            let _ = writeln!(
+                out,
+                "tally_http_connections_dropped_total{{reason=\"{reason}\"}} {}",
                 c.load(Ordering::Relaxed)
             );
         }

@@ -46,6 +46,25 @@ pub struct ServeArgs {
     /// `POST /v1/checkout-sessions=5/1m:customer` (repeatable; replaces the defaults when given).
     #[arg(long = "rate-limit", env = "TALLY_RATE_LIMITS", value_delimiter = ',')]
     rate_limit: Vec<String>,
+    /// Time allowed for a request's headers; slower clients are disconnected.
+    #[arg(long, env = "TALLY_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: std::time::Duration,
+    /// Time allowed for a request's whole body; slower bodies get 408.
+    #[arg(long, env = "TALLY_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    body_timeout: std::time::Duration,
+    /// A connection without a request in flight is closed after this long.
+    #[arg(long, env = "TALLY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: std::time::Duration,
+    /// Most connections open at once (0: automatic, below the file-descriptor limit). At the cap
+    /// a new connection evicts the longest-waiting one without a request in flight.
+    #[arg(long, env = "TALLY_MAX_CONNECTIONS", default_value_t = 0)]
+    max_connections: usize,
+    /// Failed authentications allowed per client address per minute; more get 429 (0: unlimited).
+    #[arg(long, env = "TALLY_AUTH_FAILURE_LIMIT", default_value_t = 20)]
+    auth_failure_limit: u32,
+    /// Serve /metrics on this address instead of the API's (e.g. 127.0.0.1:9585).
+    #[arg(long, env = "TALLY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -75,6 +94,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         )
         .map_err(anyhow::Error::msg)?,
         clock: tally_store::clock::Clock::system(),
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
+        auth_failures_per_minute: args.auth_failure_limit,
+        metrics_listen: args.metrics_listen,
+        metrics_token: std::env::var("TALLY_METRICS_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
     };
     config.validate()?;
     if config.admin_key.is_none() {
@@ -85,6 +113,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         let server = tally_server::spawn(config).await?;
         println!("tally listening on http://{}", server.addr());
+        if let Some(m) = server.metrics_addr() {
+            println!("metrics on http://{m}/metrics");
+        }
         let stop = server.stop_handle();
         tokio::spawn(async move {
             shutdown_signal().await;

@@ -1,7 +1,9 @@
 //! Prepaid credits: balance and ledger, grants and adjustments, consumption, audit log and the
 //! usage-threshold notification outbox. Also registers the entitlement and flag routes.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
+
+use super::Path;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -209,7 +211,7 @@ pub struct List<T> {
 /// and pages).
 #[utoipa::path(get, path = "/v1/customers/{id}/audit", tag = "credits", security(("bearer" = [])),
     params(("id" = String, Path), ("limit" = Option<usize>, Query, description = "1–1000 (100)")),
-    responses((status = 200, description = "{\"data\": [audit records]}"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = super::schemas::AuditList), (status = 404, body = ErrorBody)))]
 pub async fn audit(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -235,7 +237,7 @@ pub async fn audit(
 /// Usage-threshold notifications queued for the customer (the outbox), oldest first.
 #[utoipa::path(get, path = "/v1/customers/{id}/notifications", tag = "entitlements", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, description = "{\"data\": [notifications]}"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = super::schemas::NotificationList), (status = 404, body = ErrorBody)))]
 pub async fn notifications(
     State(state): State<AppState>,
     Path(id): Path<String>,

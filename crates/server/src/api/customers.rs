@@ -1,6 +1,8 @@
 //! Customers, their local subscription, usage and billing summary.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use tally_store::{Customer, Subscription};
@@ -16,7 +18,8 @@ use crate::state::AppState;
 #[utoipa::path(put, path = "/v1/customers/{id}", tag = "customers", security(("bearer" = [])),
     params(("id" = String, Path, description = "The app's customer id: 1–255 of [A-Za-z0-9_.:@-]")),
     request_body = CustomerInput,
-    responses((status = 201, description = "created"), (status = 200, description = "updated"),
+    responses((status = 201, description = "created", body = super::schemas::Customer),
+        (status = 200, description = "updated", body = super::schemas::Customer),
         (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
@@ -37,7 +40,8 @@ pub async fn put(
 /// The customer.
 #[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, description = "the customer"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "the customer", body = super::schemas::Customer),
+        (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -49,8 +53,8 @@ pub async fn get(
 #[utoipa::path(put, path = "/v1/customers/{id}/subscription", tag = "customers", security(("bearer" = [])),
     params(("id" = String, Path)),
     request_body = SubscriptionInput,
-    responses((status = 200, description = "the subscription"), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "the subscription", body = super::schemas::Subscription),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_subscription(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -66,7 +70,8 @@ pub async fn put_subscription(
 /// The customer's subscription.
 #[utoipa::path(get, path = "/v1/customers/{id}/subscription", tag = "customers", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, description = "the subscription"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "the subscription", body = super::schemas::Subscription),
+        (status = 404, body = ErrorBody)))]
 pub async fn get_subscription(
     State(state): State<AppState>,
     Path(id): Path<String>,

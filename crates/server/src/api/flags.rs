@@ -1,6 +1,8 @@
 //! Feature flags: evaluation for a customer and per-customer overrides.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
+
+use super::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use tally_store::FlagOverride;
@@ -31,7 +33,8 @@ pub async fn list(
 #[utoipa::path(put, path = "/v1/customers/{id}/flags/{flag}", tag = "flags", security(("bearer" = [])),
     params(("id" = String, Path), ("flag" = String, Path)),
     request_body = OverrideInput,
-    responses((status = 200, description = "the override"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "the override", body = super::schemas::FlagOverride),
+        (status = 404, body = ErrorBody)))]
 pub async fn put_override(
     State(state): State<AppState>,
     Path((id, flag)): Path<(String, String)>,

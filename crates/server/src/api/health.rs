@@ -1,12 +1,13 @@
 //! Liveness and metrics.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// Status of one dependency.
@@ -58,12 +59,35 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     (code, Json(body))
 }
 
-/// Prometheus metrics: requests and latency by route, events by outcome.
+/// Prometheus metrics: requests and latency by route, events by outcome, connections dropped at
+/// the cap. Needs `Authorization: Bearer <TALLY_METRICS_TOKEN>` when that token is set.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, description = "TALLY_METRICS_TOKEN is set and was not given", body = ErrorBody)))]
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.config.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        if !same(given.as_bytes(), token.as_bytes()) {
+            let mut e =
+                ApiError::unauthorized("/metrics needs Authorization: Bearer <metrics token>");
+            e.code = "invalid_metrics_token";
+            return e.into_response();
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+        .into_response()
+}
+
+/// Constant-time comparison of two secrets.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

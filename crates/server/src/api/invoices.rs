@@ -1,6 +1,8 @@
 //! Upcoming and closed invoices.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::Path;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;

@@ -10,12 +10,19 @@ pub mod flags;
 pub mod health;
 pub mod invoices;
 pub mod plans;
+pub mod schemas;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, RawPathParams, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, RawPathParams,
+    Request, State,
+};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -23,6 +30,7 @@ use axum::RequestExt;
 use axum::Router;
 use serde::de::DeserializeOwned;
 
+use crate::auth_limit::AuthLimiter;
 use crate::error::ApiError;
 use crate::service;
 use crate::service::keys::Access;
@@ -57,19 +65,158 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(AuthLimiter::new(
+                state.config.auth_failures_per_minute,
+                std::time::Duration::from_secs(60),
+                crate::auth_limit::DEFAULT_CAPACITY,
+            )),
+            limit_failed_auth,
         ));
-    Router::new()
+    let mut app = Router::new()
         .route("/health", get(health::health))
-        .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(crate::openapi::document))
-        .merge(v1)
+        .route("/openapi.json", get(crate::openapi::document));
+    if state.config.metrics_listen.is_none() {
+        app = app.route("/metrics", get(health::metrics));
+    }
+    app.merge(v1)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
         ))
         .with_state(state)
+}
+
+/// The router of `--metrics-listen`: `/metrics` alone.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn(json_errors))
+        .with_state(state)
+}
+
+/// The client's address, when the connection layer provided it.
+fn client_ip(req: &Request) -> std::net::IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
+}
+
+/// Around [`require_api_key`]: a client address over its failed-authentication limit is answered
+/// 429 before its key is hashed or looked up; each 401 counts against it.
+async fn limit_failed_auth(
+    State(limiter): State<Arc<AuthLimiter>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ip = client_ip(&req);
+    if let Some(wait) = limiter.check(ip) {
+        let mut e = ApiError::too_many_requests(
+            "too many failed authentications from this address; retry later",
+        );
+        e.code = "too_many_failed_authentications";
+        let mut res = e.into_response();
+        let secs = wait.as_secs().saturating_add(1);
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return res;
+    }
+    let res = next.run(req).await;
+    if res.status() == StatusCode::UNAUTHORIZED {
+        limiter.failed(ip);
+    }
+    res
+}
+
+/// Answers that did not come from [`ApiError`] (the router's 405, extractor rejections) get the
+/// documented JSON shape; their headers (e.g. `Allow`) are kept. Successful answers pass through
+/// untouched.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let (kind, code, fallback) = match status {
+        StatusCode::NOT_FOUND => ("invalid_request_error", "route_not_found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "invalid_request_error",
+            "method_not_allowed",
+            "this route does not answer this method; see the Allow header",
+        ),
+        StatusCode::REQUEST_TIMEOUT => (
+            "invalid_request_error",
+            "request_timeout",
+            "the request was not received in time",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "invalid_request_error",
+            "body_too_large",
+            "the request body is larger than the server's limit (--max-body-bytes)",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "invalid_request_error",
+            "unsupported_content_type",
+            "the body must be JSON with Content-Type: application/json",
+        ),
+        StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", "rate_limited", "too many requests"),
+        StatusCode::SERVICE_UNAVAILABLE => ("api_error", "unavailable", "try again later"),
+        s if s.is_server_error() => ("api_error", "internal_error", "the server failed"),
+        _ => (
+            "invalid_request_error",
+            "invalid_request",
+            "the request is invalid",
+        ),
+    };
+    let message = if text.is_empty() {
+        fallback.to_owned()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, kind, code, message).into_response();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in parts.headers.drain().filter_map(|(n, v)| n.map(|n| (n, v))) {
+        out.headers_mut().append(name, value);
+    }
+    out
+}
+
+/// A path parameter; a value that cannot be read (e.g. percent-encoded bytes that are not
+/// UTF-8) is `400 invalid_path_parameter` in the documented shape.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(r) => Err(ApiError::bad_request(
+                "invalid_path_parameter",
+                r.body_text(),
+            )),
+        }
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -166,15 +313,16 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    let method = req.method().as_str().to_owned();
+    let method = crate::metrics::method_label(req.method());
     let res = next.run(req).await;
     state
         .metrics
-        .record(&method, &route, res.status().as_u16(), start.elapsed());
+        .record(method, &route, res.status().as_u16(), start.elapsed());
     res
 }
 
-/// A JSON request body: checks the content type and the size limit (413), then parses (400).
+/// A JSON request body: checks the content type, the size limit (413) and the time limit (408,
+/// `--body-timeout` from the request's headers, see [`crate::conn`]), then parses (400).
 pub struct JsonBody(pub Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
@@ -196,7 +344,14 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             return Err(e);
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            if crate::conn::BodyTimedOut::caused(&r) {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    "request_timeout",
+                    "the request body was not received in time (--body-timeout)".into(),
+                )
+            } else if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 let mut e = ApiError::bad_request(
                     "body_too_large",
                     "the request body is larger than the server's limit (--max-body-bytes)",
