@@ -411,6 +411,20 @@ async fn every_route_answers_every_scope_as_documented(db: Db) {
         };
         assert_eq!((s, b["error"]["code"].as_str().unwrap()), want, "{b}");
     }
+
+    // HEAD is checked as GET; a method a route does not have is 405 for an authenticated key.
+    let (s, _) = app
+        .call(&c1_key, Method::HEAD, "/v1/customers/c2/usage", None, None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = app
+        .call(&c1_key, Method::HEAD, "/v1/customers/c1/usage", None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = app
+        .call(&c1_key, Method::DELETE, "/v1/plans", None, None)
+        .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{b}");
     app.server.shutdown().await.unwrap();
 }
 

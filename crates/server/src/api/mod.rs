@@ -240,6 +240,13 @@ async fn require_api_key(State(state): State<AppState>, mut req: Request, next: 
         .get::<MatchedPath>()
         .map_or("", |p| p.as_str());
     let Some(access) = required_access(req.method(), route) else {
+        // A method the route does not have: the router answers 405 (to an authenticated caller).
+        if ROUTE_METHODS
+            .iter()
+            .any(|m| required_access(m, route).is_some())
+        {
+            return next.run(req).await;
+        }
         // Deny by default: a route without a rule is a bug, caught by the scope matrix test.
         return ApiError::insufficient_scope(format!("{route} has no scope rule")).into_response();
     };
@@ -274,11 +281,21 @@ async fn require_api_key(State(state): State<AppState>, mut req: Request, next: 
     next.run(req).await
 }
 
-/// The access each `/v1` route needs (`None`: no rule, denied). `read` keys may only `GET`;
-/// `app` keys get what an app's backend needs on its hot path (events, entitlement checks,
-/// credit consumption, customer upserts at signup); everything else is `admin`.
+/// The methods `/v1` routes are served with.
+const ROUTE_METHODS: [Method; 4] = [Method::GET, Method::POST, Method::PUT, Method::DELETE];
+
+/// The access each `/v1` route needs (`None`: no rule, denied). `read` keys may only `GET`
+/// (and `HEAD`, which the router answers like `GET`); `app` keys get what an app's backend
+/// needs on its hot path (events, entitlement checks, credit consumption, customer upserts at
+/// signup); everything else is `admin`.
+
 pub fn required_access(method: &Method, route: &str) -> Option<Access> {
-    let access = match (method.as_str(), route) {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    let access = match (method, route) {
         (
             "GET",
             "/v1/plans"
