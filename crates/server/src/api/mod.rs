@@ -288,7 +288,6 @@ const ROUTE_METHODS: [Method; 4] = [Method::GET, Method::POST, Method::PUT, Meth
 /// (and `HEAD`, which the router answers like `GET`); `app` keys get what an app's backend
 /// needs on its hot path (events, entitlement checks, credit consumption, customer upserts at
 /// signup); everything else is `admin`.
-
 pub fn required_access(method: &Method, route: &str) -> Option<Access> {
     let method = if method == Method::HEAD {
         "GET"
