@@ -46,18 +46,32 @@ pub struct FlagOverride {
     updated_at: DateTime<Utc>,
 }
 
-/// An audit log record.
+/// What an audit row is about.
+#[derive(ToSchema)]
+pub struct AuditTarget {
+    /// `customer`, `subscription`, `credit_entry`, `flag_override`, `api_key`, …
+    #[schema(rename = "type")]
+    kind: String,
+    id: Option<String>,
+}
+
+/// An audit log row: who changed what, when, and the state before and after.
 #[derive(ToSchema)]
 pub struct AuditRecord {
-    seq: i64,
+    /// `aud_<sequence number>`, ascending with time.
+    id: String,
     at: DateTime<Utc>,
+    /// The API key id (`key_…`, `env_…`) or `cli`.
     actor: Option<String>,
+    /// e.g. `customer.updated`.
     action: String,
-    customer_id: Option<String>,
-    object_id: Option<String>,
+    target: AuditTarget,
+    customer: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    before: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    after: Option<serde_json::Value>,
     idempotency_key: Option<String>,
-    #[schema(value_type = Object)]
-    details: serde_json::Value,
 }
 
 /// Body of `GET /v1/customers/{id}/audit`.
@@ -65,6 +79,14 @@ pub struct AuditRecord {
 pub struct AuditList {
     /// Newest first.
     data: Vec<AuditRecord>,
+}
+
+/// Body of `GET /v1/audit`: a page of audit rows, newest first.
+#[derive(ToSchema)]
+pub struct AuditPage {
+    data: Vec<AuditRecord>,
+    /// More rows follow: ask again with `starting_after` = the last row's id.
+    has_more: bool,
 }
 
 /// A usage-threshold notification in the outbox.
