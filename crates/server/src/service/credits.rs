@@ -162,7 +162,7 @@ fn check_key(key: &Option<String>) -> Result<String, ApiError> {
 /// A new ledger entry id: the time in milliseconds (12 hex digits) then 80 random bits. Ids
 /// made close in time sort together, so the entries of one group commit insert into the same
 /// page of the `id` index rather than one random page each.
-fn new_id(prefix: &str, now: DateTime<Utc>) -> String {
+pub(crate) fn new_id(prefix: &str, now: DateTime<Utc>) -> String {
     let mut b = [0u8; 10];
     rand::rng().fill_bytes(&mut b);
     let ms = now.timestamp_millis().max(0) as u64 & 0xffff_ffff_ffff;
