@@ -33,8 +33,10 @@ use crate::state::AppState;
 pub const WORKER: &str = "stripe_events";
 /// Events claimed per round.
 const BATCH: usize = 20;
-/// How long a claim keeps other processes off an event (taken over after a crash).
-const CLAIM: Duration = Duration::from_secs(60);
+/// How long a claim keeps other processes off an event: a process killed while applying it
+/// delays it by this long at most. Applying takes milliseconds (plus Stripe's retries); should it
+/// ever outlast the claim, another process applying the event as well changes nothing twice.
+pub const CLAIM: Duration = Duration::from_secs(15);
 /// How often the worker looks for events stored by other processes and for retries due.
 const POLL: Duration = Duration::from_millis(500);
 /// Attempts before a transient failure is parked.
@@ -464,6 +466,7 @@ async fn mirror(
         "latest_invoice": s.latest_invoice,
     });
     let now = state.clock.now();
+    let before = state.store.get_subscription(&customer).await?;
     let sub = state
         .store
         .put_stripe_subscription(StripeSubscriptionUpsert {
@@ -477,6 +480,14 @@ async fn mirror(
         })
         .await?;
     state.credits.forget(&customer);
+    let plan_of = |s: Option<&tally_store::Subscription>| {
+        crate::service::entitlements::effective_plan(state, s, now).map(|(p, _)| p.id)
+    };
+    if plan_of(before.as_ref()) != plan_of(Some(&sub)) {
+        if let Some(c) = state.store.get_customer(&customer).await? {
+            crate::service::credits::plan_changed(state, &c, now).await?;
+        }
+    }
     Ok(Some(format!(
         "subscription mirrored: {} {} {}",
         sub.plan, sub.interval, sub.status
@@ -522,27 +533,16 @@ async fn checkout_completed(
         return applied("credit pack checkout awaiting its payment");
     }
     // Idempotent by the Checkout Session: a repeated or replayed event grants nothing more.
-    let granted = crate::service::credits::grant(
+    let granted = crate::service::credits::grant_purchase(
         state,
         &customer,
-        Some("stripe".into()),
-        crate::service::credits::GrantInput {
-            amount: Value::String(pack.credits.normalize().to_string()),
-            reason: Some(format!("credit pack {} bought (Stripe Checkout {})", pack.id, s.id)),
-            idempotency_key: Some(format!("stripe_checkout:{}", s.id)),
-            kind: Some("purchase".into()),
-            expires_at: None,
-        },
+        pack.credits,
+        format!("credit pack {} bought (Stripe Checkout {})", pack.id, s.id),
+        format!("stripe_checkout:{}", s.id),
+        state.clock.now(),
     )
-    .await;
-    let new_grant = match granted {
-        Ok(crate::service::credits::Applied::New(_)) => true,
-        Ok(crate::service::credits::Applied::Replayed(_)) => false,
-        Err(crate::service::credits::CreditFailure::Api(e)) => return Err(e.into()),
-        Err(crate::service::credits::CreditFailure::Insufficient(_)) => {
-            return Err(Fail::Permanent("a grant cannot be short of credits".into()))
-        }
-    };
+    .await?;
+    let new_grant = matches!(granted, crate::service::credits::Applied::New(_));
     state
         .store
         .record_transaction(NewTransaction {
