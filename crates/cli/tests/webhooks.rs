@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tally_stripe::model::Metadata;
 use tally_stripe::{
-    CheckoutMode, Client, CustomerParams, EventFilter, IdempotencyKey, NewCheckoutSession,
-    RawEvent,
+    CheckoutMode, Client, CustomerParams, EventFilter, IdempotencyKey, NewCheckoutSession, RawEvent,
 };
 
 mod common;
@@ -79,8 +78,8 @@ async fn world() -> World {
     })
     .await
     .unwrap();
-    let stripe = Client::new(tally_stripe::Config::new(STRIPE_KEY).with_base_url(sim.base_url()))
-        .unwrap();
+    let stripe =
+        Client::new(tally_stripe::Config::new(STRIPE_KEY).with_base_url(sim.base_url())).unwrap();
     let src = std::fs::read_to_string(CATALOG).unwrap();
     let catalog = tally_core::catalog::Catalog::parse(&src, "localboxs.toml").unwrap();
     tally_stripe::push::push(&stripe, &catalog, true, chrono::Utc::now().timestamp())
@@ -116,7 +115,13 @@ impl World {
     }
 
     /// A paid checkout: `pack` (payment mode) or Pro monthly when `None`. Returns the session id.
-    async fn buy(&self, customer: &str, stripe_customer: &str, pack: Option<&str>, n: u32) -> String {
+    async fn buy(
+        &self,
+        customer: &str,
+        stripe_customer: &str,
+        pack: Option<&str>,
+        n: u32,
+    ) -> String {
         let mut metadata = Metadata::new();
         metadata.insert("tally_customer_id".into(), customer.into());
         let mut sub_meta = Metadata::new();
@@ -214,10 +219,22 @@ async fn deliver(http: &reqwest::Client, base: &str, e: &RawEvent) -> reqwest::R
 /// `tally webhooks list --json` on `db`.
 fn inbox(db: &str) -> Vec<Value> {
     let out = tally()
-        .args(["webhooks", "list", "--json", "--limit", "10000", "--database-url", db])
+        .args([
+            "webhooks",
+            "list",
+            "--json",
+            "--limit",
+            "10000",
+            "--database-url",
+            db,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -230,7 +247,10 @@ async fn settle(db: &str) -> Vec<Value> {
             return rows;
         }
         // A claim of the killed process holds its event up to 15 s.
-        assert!(start.elapsed() < Duration::from_secs(60), "not settled: {rows:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not settled: {rows:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -294,7 +314,10 @@ async fn two_processes_on_postgres_apply_each_event_once() {
         .count();
     assert_eq!(packs, 3);
     let sub = get(&http, format!("{url_a}/v1/customers/pg1/subscription")).await;
-    assert_eq!((sub["plan"].clone(), sub["status"].clone()), (json!("pro"), json!("active")));
+    assert_eq!(
+        (sub["plan"].clone(), sub["status"].clone()),
+        (json!("pro"), json!("active"))
+    );
 }
 
 /// `kill -9` of `tally serve` while webhooks arrive: after a restart, every event that was
@@ -347,8 +370,15 @@ async fn kill_9_while_webhooks_arrive(db: String) {
         .iter()
         .map(|r| r["event_id"].as_str().unwrap().to_owned())
         .collect();
-    assert!(acked.is_subset(&stored), "every acknowledged event is stored");
-    let txns = get(&http, format!("{url}/v1/customers/k9/transactions?limit=100")).await;
+    assert!(
+        acked.is_subset(&stored),
+        "every acknowledged event is stored"
+    );
+    let txns = get(
+        &http,
+        format!("{url}/v1/customers/k9/transactions?limit=100"),
+    )
+    .await;
     let granted: Vec<String> = txns["data"]
         .as_array()
         .unwrap()
@@ -371,7 +401,11 @@ async fn kill_9_while_webhooks_arrive(db: String) {
     }
     let credits = get(&http, format!("{url}/v1/customers/k9/credits")).await;
     let expected = 100 + 500 * granted.len();
-    assert_eq!(credits["balance"], expected.to_string(), "one grant per pack");
+    assert_eq!(
+        credits["balance"],
+        expected.to_string(),
+        "one grant per pack"
+    );
 
     // What the kill prevented from being delivered is backfilled; still one grant per pack.
     let out = tally()
@@ -388,7 +422,11 @@ async fn kill_9_while_webhooks_arrive(db: String) {
         .env("STRIPE_API_BASE", w.sim.base_url())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["read"], events.len());
     assert_eq!(report["stored"], events.len() - stored.len());
@@ -403,10 +441,24 @@ async fn kill_9_while_webhooks_arrive(db: String) {
         .args(["webhooks", "replay", first, "--database-url", &db])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1 event(s) to process again");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1 event(s) to process again"
+    );
     let out = tally()
-        .args(["webhooks", "replay", "--since", "2000-01-01T00:00:00Z", "--database-url", &db])
+        .args([
+            "webhooks",
+            "replay",
+            "--since",
+            "2000-01-01T00:00:00Z",
+            "--database-url",
+            &db,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());

@@ -15,8 +15,7 @@ use tally_server::config::parse_catalog;
 use tally_store::InboxFilter;
 use tally_stripe::model::Metadata;
 use tally_stripe::{
-    CheckoutMode, Client, CustomerParams, EventFilter, IdempotencyKey, NewCheckoutSession,
-    RawEvent,
+    CheckoutMode, Client, CustomerParams, EventFilter, IdempotencyKey, NewCheckoutSession, RawEvent,
 };
 
 #[macro_use]
@@ -79,7 +78,10 @@ fn sign(secret: &str, t: i64, body: &[u8]) -> String {
 impl Env {
     /// A Tally customer and its Stripe customer (with Tally's id in metadata).
     async fn customer(&self, id: &str) -> String {
-        let (s, b) = self.app.put(&format!("/v1/customers/{id}"), json!({})).await;
+        let (s, b) = self
+            .app
+            .put(&format!("/v1/customers/{id}"), json!({}))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         let mut metadata = Metadata::new();
         metadata.insert("tally_customer_id".into(), id.into());
@@ -212,8 +214,11 @@ impl Env {
 
     async fn deliver(&self, e: &RawEvent) -> (StatusCode, Value) {
         let now = chrono::Utc::now().timestamp();
-        self.deliver_raw(e.body.as_bytes(), Some(sign(SECRET, now, e.body.as_bytes())))
-            .await
+        self.deliver_raw(
+            e.body.as_bytes(),
+            Some(sign(SECRET, now, e.body.as_bytes())),
+        )
+        .await
     }
 
     /// Waits until the inbox has nothing pending.
@@ -375,10 +380,9 @@ async fn pro_checkout_and_pack(db: Db) {
         sub["stripe"]["current_period_start"].as_str().unwrap(),
     )
     .unwrap();
-    let end = chrono::DateTime::parse_from_rfc3339(
-        sub["stripe"]["current_period_end"].as_str().unwrap(),
-    )
-    .unwrap();
+    let end =
+        chrono::DateTime::parse_from_rfc3339(sub["stripe"]["current_period_end"].as_str().unwrap())
+            .unwrap();
     let days = (end - start).num_days();
     assert!((28..=31).contains(&days), "a month: {days} days");
     assert_eq!(env.balance("u1").await, "3000");
@@ -440,10 +444,7 @@ async fn pro_checkout_and_pack(db: Db) {
         .await;
     assert_eq!(p2["data"][0]["kind"], "subscription_payment");
     assert_eq!(p2["has_more"], false);
-    let (s, _) = env
-        .app
-        .get("/v1/customers/u1/transactions?limit=0")
-        .await;
+    let (s, _) = env.app.get("/v1/customers/u1/transactions?limit=0").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
     let (_, billing) = env.app.get("/v1/customers/u1/billing").await;
@@ -490,7 +491,11 @@ async fn declined_card(db: Db) {
     env.settle().await;
     let (s, _) = env.app.get("/v1/customers/u2/subscription").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert_eq!(env.balance("u2").await, "100", "the free plan's credits only");
+    assert_eq!(
+        env.balance("u2").await,
+        "100",
+        "the free plan's credits only"
+    );
     assert_eq!(env.purchases("u2").await, 0);
     env.sim.shutdown().await;
 }
@@ -502,10 +507,20 @@ async fn duplicates_reordering_and_backfill(db: Db) {
     let Some(clean) = env(db).await else { return };
     let cus = clean.customer("u3").await;
     clean
-        .checkout("u3", &cus, Checkout::Plan("pro", "month", "localboxs_pro_monthly"), "4242 4242 4242 4242")
+        .checkout(
+            "u3",
+            &cus,
+            Checkout::Plan("pro", "month", "localboxs_pro_monthly"),
+            "4242 4242 4242 4242",
+        )
         .await;
     clean
-        .checkout("u3", &cus, Checkout::Pack("credits_1000", "localboxs_credits_1000"), "4242 4242 4242 4242")
+        .checkout(
+            "u3",
+            &cus,
+            Checkout::Pack("credits_1000", "localboxs_credits_1000"),
+            "4242 4242 4242 4242",
+        )
         .await;
     for e in clean.events().await {
         clean.deliver(&e).await;
@@ -519,11 +534,21 @@ async fn duplicates_reordering_and_backfill(db: Db) {
     // dropped and then backfilled from Stripe's event list.
     let Some(env) = env(db).await else { return };
     let cus = env.customer("u3").await;
-    env.checkout("u3", &cus, Checkout::Plan("pro", "month", "localboxs_pro_monthly"), "4242 4242 4242 4242")
-        .await;
+    env.checkout(
+        "u3",
+        &cus,
+        Checkout::Plan("pro", "month", "localboxs_pro_monthly"),
+        "4242 4242 4242 4242",
+    )
+    .await;
     let since = chrono::Utc::now();
-    env.checkout("u3", &cus, Checkout::Pack("credits_1000", "localboxs_credits_1000"), "4242 4242 4242 4242")
-        .await;
+    env.checkout(
+        "u3",
+        &cus,
+        Checkout::Pack("credits_1000", "localboxs_credits_1000"),
+        "4242 4242 4242 4242",
+    )
+    .await;
     let events = env.events().await;
     let dropped = events
         .iter()
@@ -554,7 +579,10 @@ async fn duplicates_reordering_and_backfill(db: Db) {
     )
     .await
     .unwrap();
-    assert_eq!(report.stored, 1, "only the dropped event is new: {report:?}");
+    assert_eq!(
+        report.stored, 1,
+        "only the dropped event is new: {report:?}"
+    );
     env.settle().await;
     assert_eq!(end_state(&env, "u3").await, expected);
 
@@ -564,7 +592,11 @@ async fn duplicates_reordering_and_backfill(db: Db) {
         .server
         .state()
         .store
-        .inbox_replay(None, Some(since - chrono::Duration::days(1)), env.app.server.state().clock.now())
+        .inbox_replay(
+            None,
+            Some(since - chrono::Duration::days(1)),
+            env.app.server.state().clock.now(),
+        )
         .await
         .unwrap();
     assert_eq!(n as usize, distinct.len() + 1);
@@ -593,24 +625,39 @@ async fn endpoint_rejections(db: Db) {
     let mut tampered = body.to_vec();
     tampered[10] = b'X';
     let (s, b) = env.deliver_raw(&tampered, Some(good.clone())).await;
-    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "invalid_signature".into()));
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::BAD_REQUEST, "invalid_signature".into())
+    );
     // Wrong secret.
     let (s, b) = env
         .deliver_raw(body, Some(sign("whsec_wrong", now, body)))
         .await;
-    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "invalid_signature".into()));
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::BAD_REQUEST, "invalid_signature".into())
+    );
     // v0 only.
     let v0 = sign(SECRET, now, body).replace("v1=", "v0=");
     let (s, b) = env.deliver_raw(body, Some(v0)).await;
-    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "invalid_signature".into()));
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::BAD_REQUEST, "invalid_signature".into())
+    );
     // 301 s old.
     let (s, b) = env
         .deliver_raw(body, Some(sign(SECRET, now - 301, body)))
         .await;
-    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "invalid_signature".into()));
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::BAD_REQUEST, "invalid_signature".into())
+    );
     // Missing header.
     let (s, b) = env.deliver_raw(body, None).await;
-    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "missing_signature".into()));
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::BAD_REQUEST, "missing_signature".into())
+    );
     // A 10 MB body: answered 413 from its declared length, before it is read (a client that keeps
     // writing would see the connection closed, so the request is written by hand).
     {
@@ -634,7 +681,10 @@ async fn endpoint_rejections(db: Db) {
     // Malformed JSON, correctly signed.
     let bad = b"{not json";
     let (s, b) = env.deliver_raw(bad, Some(sign(SECRET, now, bad))).await;
-    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "malformed_event".into()));
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::BAD_REQUEST, "malformed_event".into())
+    );
     assert_eq!(env.inbox_count().await, 0, "nothing stored");
 
     // A rotation: two v1 signatures, the new secret's and the old one's; each alone works too.
@@ -667,12 +717,13 @@ async fn endpoint_rejections(db: Db) {
     let Some(none) = env_with(db, |c| c.stripe_webhook_secrets = Vec::new()).await else {
         return;
     };
-    let (s, b) = none
-        .deliver_raw(body, Some(sign(SECRET, now, body)))
-        .await;
+    let (s, b) = none.deliver_raw(body, Some(sign(SECRET, now, body))).await;
     assert_eq!(
         (s, code(&b)),
-        (StatusCode::SERVICE_UNAVAILABLE, "webhooks_not_configured".into())
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhooks_not_configured".into()
+        )
     );
     none.sim.shutdown().await;
 }

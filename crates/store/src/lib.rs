@@ -30,11 +30,11 @@ pub use credits::{
     FlagOverride, UsageNotification,
 };
 pub use error::StoreError;
+pub use model::*;
 pub use stripe::{
     InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent, NewTransaction, StripeSubscriptionUpsert,
     Transaction,
 };
-pub use model::*;
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -313,8 +313,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<u64>;
 
     /// Mirrors a Stripe subscription onto the customer's subscription (source `stripe`).
-    async fn put_stripe_subscription(&self, sub: StripeSubscriptionUpsert)
-        -> Result<Subscription>;
+    async fn put_stripe_subscription(&self, sub: StripeSubscriptionUpsert) -> Result<Subscription>;
 
     /// Records a transaction unless one with its key exists; returns whether it was new.
     async fn record_transaction(&self, t: NewTransaction) -> Result<bool>;

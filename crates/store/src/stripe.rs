@@ -50,7 +50,10 @@ pub enum InboxOutcome {
     /// Not Tally's, or a type Tally does not handle: done.
     Ignored(String),
     /// A transient failure: retried from `retry_at`.
-    Retry { error: String, retry_at: DateTime<Utc> },
+    Retry {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
     /// A permanent failure: parked with the reason.
     Parked(String),
 }

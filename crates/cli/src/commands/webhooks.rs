@@ -93,9 +93,7 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&rows)?);
             return Ok(ExitCode::SUCCESS);
         }
-        let mut t = Table::new(&[
-            "EVENT", "TYPE", "RECEIVED", "STATUS", "ATTEMPTS", "OUTCOME",
-        ]);
+        let mut t = Table::new(&["EVENT", "TYPE", "RECEIVED", "STATUS", "ATTEMPTS", "OUTCOME"]);
         for e in rows {
             t.row(vec![
                 e.event_id,
@@ -143,8 +141,7 @@ fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         let store = tally_store::connect_admin(&args.db.database_url).await?;
         let now = tally_store::clock::Clock::system().now();
         let report =
-            tally_server::service::stripe_events::backfill_into(&*store, &client, since, now)
-                .await;
+            tally_server::service::stripe_events::backfill_into(&*store, &client, since, now).await;
         store.close().await;
         let report = report.map_err(anyhow::Error::msg)?;
         if args.json {

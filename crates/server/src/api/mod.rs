@@ -57,10 +57,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/customers/{id}/invoices/upcoming",
             get(invoices::upcoming),
         )
-        .route(
-            "/v1/customers/{id}/transactions",
-            get(transactions::list),
-        )
+        .route("/v1/customers/{id}/transactions", get(transactions::list))
         .route("/v1/events", post(events::ingest))
         .route("/v1/audit", get(audit::list))
         .merge(credits::routes())

@@ -43,6 +43,7 @@ fn too_large() -> ApiError {
             description = "missing or invalid signature (`missing_signature`, `invalid_signature`), or not a Stripe event (`malformed_event`)"),
         (status = 408, body = ErrorBody, description = "the body was not received in time (`request_timeout`)"),
         (status = 413, body = ErrorBody, description = "the body is over the limit (`body_too_large`)"),
+        (status = 415, body = ErrorBody, description = "the body is not `application/json` (`unsupported_content_type`)"),
         (status = 503, body = ErrorBody,
             description = "STRIPE_WEBHOOK_SECRET is not set (`webhooks_not_configured`), or the server is shutting down (`unavailable`)"),
     ))]
@@ -50,6 +51,20 @@ pub async fn stripe(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<Json<WebhookReceived>, ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        let mut e = ApiError::bad_request(
+            "unsupported_content_type",
+            "Stripe's events are JSON with Content-Type: application/json",
+        );
+        e.status = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return Err(e);
+    }
     let limit = state.config.webhook_max_body_bytes;
     let declared = req
         .headers()

@@ -311,7 +311,11 @@ pub async fn ensure_plan_grant(
 /// bought through Stripe Checkout): when the period's monthly grant was made under another plan,
 /// the new plan's monthly credits are granted too, once per plan and period; when no grant was
 /// made yet, the period's grant is made now under the new plan.
-pub async fn plan_changed(state: &AppState, c: &Customer, now: DateTime<Utc>) -> Result<(), ApiError> {
+pub async fn plan_changed(
+    state: &AppState,
+    c: &Customer,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
     let period = allowance_period(c.billing_anchor, now);
     if let Ok(mut g) = state.credits.granted.lock() {
         g.remove(&(c.id.clone(), period.start.timestamp_millis()));
@@ -340,7 +344,11 @@ pub async fn plan_changed(state: &AppState, c: &Customer, now: DateTime<Utc>) ->
         now: now.max(period.start),
     };
     let base = format!("plan_grant:{}", period.start.to_rfc3339());
-    match state.store.credit_apply(request(base, reason.clone())).await? {
+    match state
+        .store
+        .credit_apply(request(base, reason.clone()))
+        .await?
+    {
         CreditOutcome::Replayed(first) if first.reason.as_deref() != Some(reason.as_str()) => {
             let key = format!("plan_grant:{}:{}", period.start.to_rfc3339(), plan.id);
             let why = format!("{reason} (changed during the period)");

@@ -330,10 +330,7 @@ impl Store for PgStore {
         stripe::replay(&self.pool, event_id, since, now).await
     }
 
-    async fn put_stripe_subscription(
-        &self,
-        sub: StripeSubscriptionUpsert,
-    ) -> Result<Subscription> {
+    async fn put_stripe_subscription(&self, sub: StripeSubscriptionUpsert) -> Result<Subscription> {
         stripe::put_subscription(&self.pool, &sub).await
     }
 

@@ -95,7 +95,9 @@ pub(crate) async fn finish(
     let (status, outcome_text, error, next) = match outcome {
         InboxOutcome::Applied(o) => ("applied", Some(o.as_str()), None, now),
         InboxOutcome::Ignored(o) => ("ignored", Some(o.as_str()), None, now),
-        InboxOutcome::Retry { error, retry_at } => ("pending", None, Some(error.as_str()), *retry_at),
+        InboxOutcome::Retry { error, retry_at } => {
+            ("pending", None, Some(error.as_str()), *retry_at)
+        }
         InboxOutcome::Parked(e) => ("parked", None, Some(e.as_str()), now),
     };
     let done = status != "pending";
@@ -277,6 +279,8 @@ pub(crate) async fn transactions(
          ORDER BY seq DESC LIMIT $3"
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = c.query(&sql, &[&customer_id, &starting_after, &limit]).await?;
+    let rows = c
+        .query(&sql, &[&customer_id, &starting_after, &limit])
+        .await?;
     Ok(rows.iter().map(txn_row).collect())
 }

@@ -633,10 +633,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn put_stripe_subscription(
-        &self,
-        sub: StripeSubscriptionUpsert,
-    ) -> Result<Subscription> {
+    async fn put_stripe_subscription(&self, sub: StripeSubscriptionUpsert) -> Result<Subscription> {
         self.write(move |w| stripe::put_subscription(&w.conn, &sub))
             .await
     }

@@ -150,7 +150,9 @@ pub(crate) fn replay(
     now: DateTime<Utc>,
 ) -> Result<u64> {
     if id.is_none() && since.is_none() {
-        return Err(StoreError::Invalid("replay needs an event id or an instant".into()));
+        return Err(StoreError::Invalid(
+            "replay needs an event id or an instant".into(),
+        ));
     }
     let n = conn
         .prepare_cached(
@@ -167,7 +169,10 @@ pub(crate) fn put_subscription(
     s: &StripeSubscriptionUpsert,
 ) -> Result<Subscription> {
     if customers::get(conn, &s.customer_id)?.is_none() {
-        return Err(StoreError::Invalid(format!("no customer {:?}", s.customer_id)));
+        return Err(StoreError::Invalid(format!(
+            "no customer {:?}",
+            s.customer_id
+        )));
     }
     let now = to_ms(s.now);
     // An instant already recorded is kept: the grace period counts from the first failure.

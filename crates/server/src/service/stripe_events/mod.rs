@@ -22,7 +22,9 @@ use tally_store::{
     InboxEvent, InboxOutcome, NewInboxEvent, NewTransaction, StoreError, StripeSubscriptionUpsert,
 };
 use tally_stripe::event::{Event, EventKind};
-use tally_stripe::model::{CheckoutSession, Invoice, Subscription as StripeSub, SubscriptionStatus};
+use tally_stripe::model::{
+    CheckoutSession, Invoice, Subscription as StripeSub, SubscriptionStatus,
+};
 use tally_stripe::RawEvent;
 use tokio::sync::watch;
 
@@ -274,14 +276,12 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
         | EventKind::SubscriptionUpdated {
             subscription: s, ..
         }
-        | EventKind::SubscriptionDeleted(s) => {
-            mirror(state, s, Some(instant(event.created)))
-                .await
-                .map(|o| match o {
+        | EventKind::SubscriptionDeleted(s) => mirror(state, s, Some(instant(event.created)))
+            .await
+            .map(|o| match o {
                 Some(what) => InboxOutcome::Applied(what),
                 None => InboxOutcome::Ignored("not a Tally customer's subscription".into()),
-            })
-        }
+            }),
         EventKind::SubscriptionTrialWillEnd(s) => {
             let Some(customer) = tally_customer_of_subscription(state, s).await? else {
                 return ignored("not a Tally customer's subscription");
@@ -372,7 +372,10 @@ async fn tally_customer_of_stripe_customer(
     };
     known_customer(
         state,
-        c.value.metadata.get("tally_customer_id").map(String::as_str),
+        c.value
+            .metadata
+            .get("tally_customer_id")
+            .map(String::as_str),
     )
     .await
 }
@@ -443,7 +446,11 @@ async fn mirror(
         let key = i.lookup_key.as_deref()?;
         plan_of_lookup_key(state, key).map(|(p, iv)| (i, p, iv))
     }) else {
-        let keys: Vec<_> = s.items.iter().filter_map(|i| i.lookup_key.clone()).collect();
+        let keys: Vec<_> = s
+            .items
+            .iter()
+            .filter_map(|i| i.lookup_key.clone())
+            .collect();
         return Err(Fail::Permanent(format!(
             "subscription {}: no price lookup key of the catalog among {keys:?} (run tally stripe push)",
             s.id

@@ -67,11 +67,10 @@ pub async fn list(
     crate::service::usage::customer(state, id).await?;
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be 1–{MAX_LIMIT}"),
-        )
-        .with_param("limit"));
+        return Err(
+            ApiError::bad_request("invalid_limit", format!("limit must be 1–{MAX_LIMIT}"))
+                .with_param("limit"),
+        );
     }
     if let Some(after) = starting_after {
         let first = state.store.transactions(id, usize::MAX, None).await?;
@@ -89,5 +88,8 @@ pub async fn list(
         .await?;
     let has_more = rows.len() > limit;
     rows.truncate(limit);
-    Ok((rows.into_iter().map(TransactionView::from).collect(), has_more))
+    Ok((
+        rows.into_iter().map(TransactionView::from).collect(),
+        has_more,
+    ))
 }
