@@ -40,6 +40,14 @@ async fn env(db: Db) -> Option<Env> {
 }
 
 async fn env_with(db: Db, f: impl FnOnce(&mut tally_server::Config)) -> Option<Env> {
+    env_on(db, CATALOG, f).await
+}
+
+async fn env_on(
+    db: Db,
+    catalog_src: &'static str,
+    f: impl FnOnce(&mut tally_server::Config),
+) -> Option<Env> {
     let sim = stripe_sim::spawn(stripe_sim::Config {
         port: 0,
         ..Default::default()
@@ -48,7 +56,7 @@ async fn env_with(db: Db, f: impl FnOnce(&mut tally_server::Config)) -> Option<E
     .unwrap();
     let base = sim.base_url();
     let app = app_on(db, |c| {
-        c.catalog = Arc::new(parse_catalog(CATALOG, "catalogs/localboxs.toml").unwrap());
+        c.catalog = Arc::new(parse_catalog(catalog_src, "catalog.toml").unwrap());
         c.stripe_webhook_secrets = vec![SECRET.into()];
         c.stripe_api_key = Some(STRIPE_KEY.into());
         c.stripe_api_base = base.clone();
@@ -56,7 +64,7 @@ async fn env_with(db: Db, f: impl FnOnce(&mut tally_server::Config)) -> Option<E
     })
     .await?;
     let stripe = Client::new(tally_stripe::Config::new(STRIPE_KEY).with_base_url(&base)).unwrap();
-    let catalog = parse_catalog(CATALOG, "catalogs/localboxs.toml").unwrap();
+    let catalog = parse_catalog(catalog_src, "catalog.toml").unwrap();
     tally_stripe::push::push(&stripe, &catalog, true, chrono::Utc::now().timestamp())
         .await
         .unwrap();
@@ -118,6 +126,18 @@ impl Env {
         what: Checkout,
         card: &str,
     ) -> (String, u16) {
+        self.checkout_with(customer, stripe_customer, what, card, None)
+            .await
+    }
+
+    async fn checkout_with(
+        &self,
+        customer: &str,
+        stripe_customer: &str,
+        what: Checkout,
+        card: &str,
+        promo: Option<&str>,
+    ) -> (String, u16) {
         let mut metadata = Metadata::new();
         metadata.insert("tally_customer_id".into(), customer.into());
         let mut sub_meta = Metadata::new();
@@ -144,7 +164,7 @@ impl Env {
                     success_url: "https://app.example/done".into(),
                     cancel_url: Some("https://app.example/cancel".into()),
                     client_reference_id: Some(customer.into()),
-                    allow_promotion_codes: false,
+                    allow_promotion_codes: promo.is_some(),
                     trial_period_days: None,
                     metadata,
                     subscription_metadata: sub_meta,
@@ -155,19 +175,17 @@ impl Env {
             .unwrap()
             .value;
         let url = s.url.clone().unwrap();
-        let r = self
-            .browser
-            .post(&url)
-            .form(&[
-                ("email", "buyer@example.com"),
-                ("name", "Ada Buyer"),
-                ("card_number", card),
-                ("card_expiry", "12 / 34"),
-                ("card_cvc", "123"),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let mut form = vec![
+            ("email", "buyer@example.com"),
+            ("name", "Ada Buyer"),
+            ("card_number", card),
+            ("card_expiry", "12 / 34"),
+            ("card_cvc", "123"),
+        ];
+        if let Some(p) = promo {
+            form.push(("promotion_code", p));
+        }
+        let r = self.browser.post(&url).form(&form).send().await.unwrap();
         (s.id, r.status().as_u16())
     }
 
@@ -817,10 +835,45 @@ async fn foreign_objects_are_ignored(db: Db) {
     env.sim.shutdown().await;
 }
 
+/// Magic Box: Pro yearly with the promotion code EARLYBIRD30 → mirrored as pro/year with the
+/// coupon; the payment is the discounted yearly price.
+async fn magicbox_yearly_with_promotion_code(db: Db) {
+    let Some(env) = env_on(db, include_str!("../../../catalogs/magicbox.toml"), |_| {}).await
+    else {
+        return;
+    };
+    let cus = env.customer("mb1").await;
+    let (_, st) = env
+        .checkout_with(
+            "mb1",
+            &cus,
+            Checkout::Plan("pro", "year", "magicbox_pro_yearly"),
+            "4242 4242 4242 4242",
+            Some("EARLYBIRD30"),
+        )
+        .await;
+    assert_eq!(st, 303);
+    for e in env.events().await {
+        env.deliver(&e).await;
+    }
+    env.settle().await;
+    let (_, sub) = env.app.get("/v1/customers/mb1/subscription").await;
+    assert_eq!(
+        (&sub["plan"], &sub["interval"], &sub["status"]),
+        (&json!("pro"), &json!("year"), &json!("active"))
+    );
+    assert_eq!(sub["stripe"]["coupon"], "EARLYBIRD30");
+    let (_, t) = env.app.get("/v1/customers/mb1/transactions").await;
+    assert_eq!(t["data"][0]["kind"], "subscription_payment");
+    assert_eq!(t["data"][0]["amount"], 139_300, "1,990.00 less 30 %");
+    env.sim.shutdown().await;
+}
+
 on_both_backends!(
     pro_checkout_and_pack,
     declined_card,
     duplicates_reordering_and_backfill,
     endpoint_rejections,
     foreign_objects_are_ignored,
+    magicbox_yearly_with_promotion_code,
 );

@@ -191,7 +191,10 @@ impl Client {
     /// `GET /v1/subscriptions/{id}`; None when it does not exist.
     pub async fn subscription(&self, id: &str) -> Result<Option<Stripe<Subscription>>, Error> {
         let path = format!("/v1/subscriptions/{}", seg(id));
-        let r = found(self.get::<wire::Subscription>(&path, &Form::new()).await)?;
+        // Discounts expanded, so that their coupons can be read.
+        let mut q = Form::new();
+        q.list("expand", &["discounts".to_string()]);
+        let r = found(self.get::<wire::Subscription>(&path, &q).await)?;
         Ok(r.map(|r| r.map(Subscription::from)))
     }
 

@@ -471,6 +471,8 @@ async fn mirror(
         "canceled_at": s.canceled_at.map(instant),
         "trial_end": s.trial_end.map(instant),
         "latest_invoice": s.latest_invoice,
+        // Mirrored so that Tally's own invoices can apply the discount Stripe applies.
+        "coupon": s.coupons.first(),
     });
     let now = state.clock.now();
     let before = state.store.get_subscription(&customer).await?;
