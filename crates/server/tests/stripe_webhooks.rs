@@ -869,6 +869,110 @@ async fn magicbox_yearly_with_promotion_code(db: Db) {
     env.sim.shutdown().await;
 }
 
+/// A signed synthetic event (as Stripe renders it) for `object`.
+fn synthetic(id: &str, kind: &str, created: i64, object: Value) -> RawEvent {
+    let body = json!({
+        "id": id, "object": "event", "type": kind, "created": created, "livemode": false,
+        "api_version": tally_stripe::API_VERSION, "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "data": {"object": object},
+    })
+    .to_string();
+    RawEvent::parse(body.as_bytes()).unwrap()
+}
+
+/// `invoice.payment_failed`: a `payment_failed` transaction, the subscription past due since the
+/// failure's instant, and `--past-due-grace` (7 days) counted from that instant: a failure 8 days
+/// ago restricts the customer to the free plan, one a day ago does not. Applied from the events
+/// alone (no Stripe API key).
+async fn payment_failed_starts_the_grace_period(db: Db) {
+    let Some(env) = env_with(db, |c| c.stripe_api_key = None).await else {
+        return;
+    };
+    let now = chrono::Utc::now().timestamp();
+    let day = 86_400;
+    for (customer, failed_days_ago) in [("late", 8), ("recent", 1)] {
+        env.app
+            .put(&format!("/v1/customers/{customer}"), json!({}))
+            .await;
+        let sub = json!({
+            "id": format!("sub_{customer}"), "object": "subscription",
+            "customer": format!("cus_{customer}"), "status": "active",
+            "cancel_at_period_end": false, "cancel_at": null, "canceled_at": null,
+            "trial_end": null, "latest_invoice": null,
+            "metadata": {"tally_customer_id": customer},
+            "items": {"object": "list", "has_more": false, "data": [{
+                "id": format!("si_{customer}"), "object": "subscription_item", "quantity": 1,
+                "current_period_start": now - 10 * day, "current_period_end": now + 20 * day,
+                "price": {"id": "price_pro", "object": "price", "product": "prod_pro",
+                          "active": true, "currency": "usd", "unit_amount": 2900,
+                          "lookup_key": "localboxs_pro_monthly", "metadata": {}}
+            }]},
+        });
+        let invoice = json!({
+            "id": format!("in_{customer}"), "object": "invoice",
+            "customer": format!("cus_{customer}"), "status": "open",
+            "billing_reason": "subscription_cycle", "currency": "usd",
+            "subtotal": 2900, "total": 2900, "amount_due": 2900, "amount_paid": 0,
+            "amount_remaining": 2900, "metadata": {"tally_customer_id": customer},
+            "parent": {"type": "subscription_details",
+                       "subscription_details": {"subscription": format!("sub_{customer}")}},
+            "lines": {"object": "list", "has_more": false, "data": []},
+        });
+        let failed_at = now - failed_days_ago * day;
+        for e in [
+            synthetic(
+                &format!("evt_{customer}_1"),
+                "customer.subscription.created",
+                now - 10 * day,
+                sub,
+            ),
+            synthetic(
+                &format!("evt_{customer}_2"),
+                "invoice.payment_failed",
+                failed_at,
+                invoice,
+            ),
+        ] {
+            let (s, b) = env.deliver(&e).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+        }
+        env.settle().await;
+        let (_, sub) = env
+            .app
+            .get(&format!("/v1/customers/{customer}/subscription"))
+            .await;
+        assert_eq!(sub["status"], "past_due", "{sub}");
+        let since =
+            chrono::DateTime::parse_from_rfc3339(sub["past_due_since"].as_str().unwrap()).unwrap();
+        assert_eq!(since.timestamp(), failed_at);
+        let (_, t) = env
+            .app
+            .get(&format!("/v1/customers/{customer}/transactions"))
+            .await;
+        assert_eq!(t["data"][0]["kind"], "payment_failed");
+        assert_eq!(t["data"][0]["status"], "failed");
+        assert_eq!(t["data"][0]["amount"], 2900);
+        let (_, check) = env
+            .app
+            .post(
+                "/v1/entitlements/check",
+                json!({"customer": customer, "feature": "team_members"}),
+            )
+            .await;
+        if failed_days_ago > 7 {
+            assert_eq!(
+                (&check["plan"], &check["restricted"]),
+                (&json!("free"), &json!("past_due")),
+                "{check}"
+            );
+        } else {
+            assert_eq!(check["plan"], "pro", "{check}");
+        }
+    }
+    env.sim.shutdown().await;
+}
+
 on_both_backends!(
     pro_checkout_and_pack,
     declined_card,
@@ -876,4 +980,5 @@ on_both_backends!(
     endpoint_rejections,
     foreign_objects_are_ignored,
     magicbox_yearly_with_promotion_code,
+    payment_failed_starts_the_grace_period,
 );
