@@ -41,6 +41,9 @@ enum Command {
     /// Push a catalog to Stripe.
     #[command(subcommand)]
     Stripe(commands::stripe::StripeCommand),
+    /// The Stripe webhook inbox: list, replay, backfill.
+    #[command(subcommand)]
+    Webhooks(commands::webhooks::WebhooksCommand),
     /// Measure ingestion throughput, latency and memory beside the raw SQLite limit.
     Bench(commands::bench::BenchArgs),
 }
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Usage(cmd) => commands::usage::run(cmd),
         Command::Bench(args) => commands::bench::run(args),
         Command::Stripe(cmd) => commands::stripe::run(cmd),
+        Command::Webhooks(cmd) => commands::webhooks::run(cmd),
     };
     match result {
         Ok(code) => code,

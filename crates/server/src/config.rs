@@ -52,6 +52,25 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `TALLY_METRICS_TOKEN`: when set, `/metrics` needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<String>,
+    /// `STRIPE_WEBHOOK_SECRET`: the signing secrets of `POST /webhooks/stripe` (several while one
+    /// is rolled); empty: the route answers 503.
+    pub stripe_webhook_secrets: Vec<String>,
+    /// `STRIPE_API_KEY`: Tally's key for Stripe's API (the webhook worker re-reads subscriptions
+    /// with it); `None`: events are applied from their payloads alone.
+    pub stripe_api_key: Option<String>,
+    /// `STRIPE_API_BASE`: Stripe's API base (the simulator's in tests and demos).
+    pub stripe_api_base: String,
+    /// Webhook deliveries larger than this get 413.
+    pub webhook_max_body_bytes: usize,
+}
+
+/// Splits `STRIPE_WEBHOOK_SECRET` (a comma-separated list during a rotation) into its secrets.
+pub fn parse_webhook_secrets(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl std::fmt::Debug for Config {
@@ -78,6 +97,13 @@ impl std::fmt::Debug for Config {
                 "metrics_token",
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("stripe_webhook_secrets", &self.stripe_webhook_secrets.len())
+            .field(
+                "stripe_api_key",
+                &self.stripe_api_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("stripe_api_base", &self.stripe_api_base)
+            .field("webhook_max_body_bytes", &self.webhook_max_body_bytes)
             .finish()
     }
 }
@@ -116,6 +142,10 @@ impl Config {
             auth_failures_per_minute: 20,
             metrics_listen: None,
             metrics_token: None,
+            stripe_webhook_secrets: Vec::new(),
+            stripe_api_key: None,
+            stripe_api_base: tally_stripe::DEFAULT_API_BASE.to_owned(),
+            webhook_max_body_bytes: 1 << 20,
         })
     }
 

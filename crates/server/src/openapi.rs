@@ -29,6 +29,8 @@ use crate::api;
         api::events::ingest,
         api::invoices::upcoming,
         api::invoices::list,
+        api::transactions::list,
+        api::webhooks::stripe,
     ),
     components(schemas(
         crate::error::ErrorBody,

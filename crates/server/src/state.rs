@@ -50,6 +50,10 @@ pub struct SharedState {
     pub env_caller: Option<Caller>,
     /// This process's id among the processes sharing a database (for leases).
     pub instance_id: Arc<str>,
+    /// Wakes the Stripe event worker when the webhook route stores a new event.
+    pub stripe_inbox: Arc<tokio::sync::Notify>,
+    /// Tally's Stripe client, when `STRIPE_API_KEY` is set.
+    pub stripe: Option<tally_stripe::Client>,
 }
 
 /// A customer's allowance anchor, with its current allowance period so that events of that
@@ -68,6 +72,12 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 impl AppState {
     pub fn new(config: Config, store: Arc<dyn Store>) -> AppState {
         let env_caller = config.admin_key.as_deref().map(Caller::env);
+        let stripe = config.stripe_api_key.as_ref().and_then(|key| {
+            let cfg = tally_stripe::Config::new(key.clone()).with_base_url(&config.stripe_api_base);
+            tally_stripe::Client::new(cfg)
+                .map_err(|e| tracing::error!(error = %e, "cannot build the Stripe client"))
+                .ok()
+        });
         AppState(Arc::new(SharedState {
             env_caller,
             store,
@@ -80,6 +90,8 @@ impl AppState {
             key_cache: Arc::new(RwLock::new(HashMap::new())),
             key_lookups: Arc::default(),
             instance_id: instance_id().into(),
+            stripe_inbox: Arc::default(),
+            stripe,
         }))
     }
 }

@@ -166,6 +166,14 @@ fn routes() -> Vec<Route> {
             ok,
             |c| (format!("/v1/customers/{c}/invoices/upcoming"), None),
         ),
+        r(
+            Method::GET,
+            "/v1/customers/{id}/transactions",
+            Read,
+            true,
+            ok,
+            |c| (format!("/v1/customers/{c}/transactions"), None),
+        ),
         r(Method::POST, "/v1/events", App, true, ok, |c| {
             let events = json!({"events": [
                 {"id": "m1", "customer": c, "metric": "builds", "value": 1},

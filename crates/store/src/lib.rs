@@ -15,6 +15,7 @@ pub mod model;
 pub mod postgres;
 mod rollup;
 pub mod sqlite;
+pub mod stripe;
 pub mod testing;
 mod time;
 
@@ -30,6 +31,10 @@ pub use credits::{
 };
 pub use error::StoreError;
 pub use model::*;
+pub use stripe::{
+    InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent, NewTransaction, StripeSubscriptionUpsert,
+    Transaction,
+};
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -265,6 +270,62 @@ pub trait Store: Send + Sync + 'static {
 
     /// The customer's flag overrides.
     async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>>;
+
+    // --- Stripe → Tally (see [`stripe`]) ---------------------------------------------------
+
+    /// Stores a verified Stripe event in the inbox, pending, in one transaction; returns whether
+    /// it was new (a repeated delivery of an event id stores nothing).
+    async fn inbox_insert(&self, event: NewInboxEvent) -> Result<bool>;
+
+    /// Claims up to `limit` pending events due at `now` for `holder` until `until`, oldest first,
+    /// never an event while an earlier unfinished event of the same Stripe object exists, and
+    /// never one another holder's unexpired claim covers (several processes may claim at once).
+    async fn inbox_claim(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<InboxEvent>>;
+
+    /// Records how processing an event claimed by `holder` ended and releases the claim.
+    async fn inbox_finish(
+        &self,
+        event_id: &str,
+        holder: &str,
+        outcome: InboxOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// Inbox events, newest received first.
+    async fn inbox_list(&self, filter: InboxFilter) -> Result<Vec<InboxEvent>>;
+
+    /// One inbox event.
+    async fn inbox_get(&self, event_id: &str) -> Result<Option<InboxEvent>>;
+
+    /// Makes events pending again (one by id, or every one received since an instant), to be
+    /// processed anew; returns how many. Processing is idempotent, so nothing is applied twice.
+    async fn inbox_replay(
+        &self,
+        event_id: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
+
+    /// Mirrors a Stripe subscription onto the customer's subscription (source `stripe`).
+    async fn put_stripe_subscription(&self, sub: StripeSubscriptionUpsert) -> Result<Subscription>;
+
+    /// Records a transaction unless one with its key exists; returns whether it was new.
+    async fn record_transaction(&self, t: NewTransaction) -> Result<bool>;
+
+    /// A customer's transactions, newest first, at most `limit`, after the transaction
+    /// `starting_after` (its id) when given.
+    async fn transactions(
+        &self,
+        customer_id: &str,
+        limit: usize,
+        starting_after: Option<&str>,
+    ) -> Result<Vec<Transaction>>;
 }
 
 /// Opens (and migrates) the store named by a database URL: `sqlite://PATH` (optionally

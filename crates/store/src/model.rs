@@ -61,6 +61,13 @@ pub struct Subscription {
     pub source: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Since when it is past due or unpaid (the grace period counts from here); `None` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub past_due_since: Option<DateTime<Utc>>,
+    /// The mirrored Stripe subscription (source `stripe`): its ids, current period,
+    /// cancel-at-period-end, trial end and coupon.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stripe: Option<Value>,
 }
 
 /// Assignment of a customer's subscription.

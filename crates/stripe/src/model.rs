@@ -294,6 +294,9 @@ pub struct Subscription {
     pub latest_invoice: Option<String>,
     /// Metadata.
     pub metadata: Metadata,
+    /// Coupons of the subscription's discounts; read with [`crate::Client::subscription`],
+    /// which expands them (unexpanded discounts, as in events, give none).
+    pub coupons: Vec<String>,
 }
 
 /// A line of an invoice.

@@ -342,6 +342,23 @@ pub(crate) struct Subscription {
     pub latest_invoice: Option<String>,
     #[serde(default, deserialize_with = "metadata")]
     pub metadata: Metadata,
+    /// Ids, or discount objects when expanded (`expand[]=discounts`).
+    #[serde(default)]
+    pub discounts: Vec<serde_json::Value>,
+}
+
+/// The coupon id of an expanded discount: `source.coupon` (current API) or `coupon` (older
+/// shapes), each an id or an object.
+fn discount_coupon(d: &serde_json::Value) -> Option<String> {
+    let c = d
+        .get("source")
+        .and_then(|s| s.get("coupon"))
+        .or_else(|| d.get("coupon"))?;
+    match c {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("id").and_then(|x| x.as_str()).map(str::to_string),
+        _ => None,
+    }
 }
 
 impl From<Subscription> for model::Subscription {
@@ -369,6 +386,7 @@ impl From<Subscription> for model::Subscription {
                 .collect(),
             latest_invoice: s.latest_invoice,
             metadata: s.metadata,
+            coupons: s.discounts.iter().filter_map(discount_coupon).collect(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod migrate;
 pub mod serve;
 pub mod stripe;
 pub mod usage;
+pub mod webhooks;
 
 use std::path::Path;
 

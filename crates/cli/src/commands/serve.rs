@@ -65,6 +65,12 @@ pub struct ServeArgs {
     /// Serve /metrics on this address instead of the API's (e.g. 127.0.0.1:9585).
     #[arg(long, env = "TALLY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Stripe's API base (e.g. the simulator's, http://127.0.0.1:12111).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = tally_stripe::DEFAULT_API_BASE)]
+    stripe_api_base: String,
+    /// Webhook deliveries (POST /webhooks/stripe) larger than this many bytes get 413.
+    #[arg(long, env = "TALLY_WEBHOOK_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    webhook_max_body_bytes: usize,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -103,8 +109,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics_token: std::env::var("TALLY_METRICS_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
+        // Secrets come from the environment only, never from flags (which `ps` shows).
+        stripe_webhook_secrets: std::env::var("STRIPE_WEBHOOK_SECRET")
+            .map(|v| tally_server::config::parse_webhook_secrets(&v))
+            .unwrap_or_default(),
+        stripe_api_key: std::env::var("STRIPE_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
+        stripe_api_base: args.stripe_api_base,
+        webhook_max_body_bytes: args.webhook_max_body_bytes,
     };
     config.validate()?;
+    if config.stripe_webhook_secrets.is_empty() {
+        eprintln!("note: STRIPE_WEBHOOK_SECRET is not set; POST /webhooks/stripe answers 503");
+    }
     if config.admin_key.is_none() {
         eprintln!(
             "note: TALLY_API_KEY is not set; only keys made with `tally keys create` are accepted"

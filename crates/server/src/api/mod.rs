@@ -11,6 +11,8 @@ pub mod health;
 pub mod invoices;
 pub mod plans;
 pub mod schemas;
+pub mod transactions;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,6 +57,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/customers/{id}/invoices/upcoming",
             get(invoices::upcoming),
         )
+        .route("/v1/customers/{id}/transactions", get(transactions::list))
         .route("/v1/events", post(events::ingest))
         .route("/v1/audit", get(audit::list))
         .merge(credits::routes())
@@ -76,7 +79,9 @@ pub fn router(state: AppState) -> Router {
         ));
     let mut app = Router::new()
         .route("/health", get(health::health))
-        .route("/openapi.json", get(crate::openapi::document));
+        .route("/openapi.json", get(crate::openapi::document))
+        // Stripe's endpoint: no API key (deliveries are signed), its own body limit.
+        .route("/webhooks/stripe", post(webhooks::stripe));
     if state.config.metrics_listen.is_none() {
         app = app.route("/metrics", get(health::metrics));
     }
@@ -304,6 +309,7 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
             | "/v1/customers/{id}/usage"
             | "/v1/customers/{id}/invoices"
             | "/v1/customers/{id}/invoices/upcoming"
+            | "/v1/customers/{id}/transactions"
             | "/v1/customers/{id}/credits"
             | "/v1/customers/{id}/notifications"
             | "/v1/flags",

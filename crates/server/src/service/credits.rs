@@ -162,7 +162,7 @@ fn check_key(key: &Option<String>) -> Result<String, ApiError> {
 /// A new ledger entry id: the time in milliseconds (12 hex digits) then 80 random bits. Ids
 /// made close in time sort together, so the entries of one group commit insert into the same
 /// page of the `id` index rather than one random page each.
-fn new_id(prefix: &str, now: DateTime<Utc>) -> String {
+pub(crate) fn new_id(prefix: &str, now: DateTime<Utc>) -> String {
     let mut b = [0u8; 10];
     rand::rng().fill_bytes(&mut b);
     let ms = now.timestamp_millis().max(0) as u64 & 0xffff_ffff_ffff;
@@ -305,6 +305,101 @@ pub async fn ensure_plan_grant(
         g.insert(marker);
     }
     Ok(())
+}
+
+/// After a subscription's plan changed in the middle of an allowance period (e.g. an upgrade
+/// bought through Stripe Checkout): when the period's monthly grant was made under another plan,
+/// the new plan's monthly credits are granted too, once per plan and period; when no grant was
+/// made yet, the period's grant is made now under the new plan.
+pub async fn plan_changed(
+    state: &AppState,
+    c: &Customer,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let period = allowance_period(c.billing_anchor, now);
+    if let Ok(mut g) = state.credits.granted.lock() {
+        g.remove(&(c.id.clone(), period.start.timestamp_millis()));
+    }
+    let sub = state.store.get_subscription(&c.id).await?;
+    let Some((plan, _)) = super::entitlements::effective_plan(state, sub.as_ref(), now) else {
+        return Ok(());
+    };
+    let Some(amount) = plan.monthly_credits.filter(|a| *a > Decimal::ZERO) else {
+        return Ok(());
+    };
+    let reason = format!("monthly credits of plan {}", plan.id);
+    let request = |key: String, reason: String| CreditRequest {
+        entry_id: new_id("ce", now),
+        customer_id: c.id.clone(),
+        kind: EntryKind::Grant,
+        amount,
+        expires_at: (!plan.credits_roll_over).then_some(period.end),
+        reason: Some(reason),
+        fingerprint: key.clone(),
+        idempotency_key: Some(key),
+        actor: Some("system".into()),
+        audit: false,
+        event: None,
+        quantity: None,
+        now: now.max(period.start),
+    };
+    let base = format!("plan_grant:{}", period.start.to_rfc3339());
+    match state
+        .store
+        .credit_apply(request(base, reason.clone()))
+        .await?
+    {
+        CreditOutcome::Replayed(first) if first.reason.as_deref() != Some(reason.as_str()) => {
+            let key = format!("plan_grant:{}:{}", period.start.to_rfc3339(), plan.id);
+            let why = format!("{reason} (changed during the period)");
+            state.store.credit_apply(request(key, why)).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Grants purchased credits (e.g. a credit pack paid through Stripe Checkout) once per
+/// `idempotency_key`, audited; unlike [`grant`], the plan's monthly grant is left to the next
+/// read of the balance, so the order in which Stripe's events are applied never changes which
+/// plan's monthly credits the customer gets.
+pub async fn grant_purchase(
+    state: &AppState,
+    customer_id: &str,
+    amount: Decimal,
+    reason: String,
+    idempotency_key: String,
+    now: DateTime<Utc>,
+) -> Result<Applied<EntryView>, ApiError> {
+    let fingerprint = format!("purchase|{amount}|{reason}");
+    let outcome = state
+        .store
+        .credit_apply(CreditRequest {
+            entry_id: new_id("ce", now),
+            customer_id: customer_id.to_owned(),
+            kind: EntryKind::Purchase,
+            amount,
+            expires_at: None,
+            reason: Some(reason),
+            idempotency_key: Some(idempotency_key),
+            fingerprint,
+            actor: Some("stripe".into()),
+            audit: true,
+            event: None,
+            quantity: None,
+            now,
+        })
+        .await?;
+    match outcome {
+        CreditOutcome::Applied(e) => Ok(Applied::New(e.into())),
+        CreditOutcome::Replayed(e) => Ok(Applied::Replayed(e.into())),
+        CreditOutcome::IdempotencyConflict => Err(ApiError::internal(
+            "the purchase's idempotency key was used for another grant",
+        )),
+        CreditOutcome::Insufficient { .. } => {
+            Err(ApiError::internal("a purchase cannot be short of credits"))
+        }
+    }
 }
 
 /// The customer's usable balance (after its monthly grant).

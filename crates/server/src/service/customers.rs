@@ -176,9 +176,9 @@ pub struct BillingSummary {
     /// Prepaid credits: `{"balance"}` (details at `GET /v1/customers/{id}/credits`).
     #[schema(value_type = Option<Object>)]
     pub credits: Option<Value>,
-    /// Recent payments (from Stripe, once connected).
-    #[schema(value_type = Vec<Object>)]
-    pub payments: Vec<Value>,
+    /// The most recent transactions (payments, credit-pack purchases, failed payments, refunds),
+    /// newest first; all of them at `GET /v1/customers/{id}/transactions`.
+    pub payments: Vec<super::stripe_events::transactions::TransactionView>,
 }
 
 /// A closed invoice on the wire.
@@ -252,7 +252,13 @@ pub async fn billing(state: &AppState, id: &str) -> Result<BillingSummary, ApiEr
         upcoming_invoice: upcoming,
         invoices: invoices.into_iter().map(InvoiceView::from).collect(),
         credits: Some(serde_json::json!({ "balance": balance.normalize().to_string() })),
-        payments: Vec::new(),
+        payments: state
+            .store
+            .transactions(id, 10, None)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
         customer: c,
     })
 }

@@ -45,7 +45,10 @@ pub fn effective_plan(
         let overdue = matches!(s.status.as_str(), "past_due" | "unpaid");
         let grace = chrono::Duration::from_std(state.config.past_due_grace)
             .unwrap_or(chrono::Duration::MAX);
-        if overdue && now - s.updated_at > grace {
+        // The grace period counts from the instant the subscription became past due (a failed
+        // payment); rows without one count from their last change.
+        let since = s.past_due_since.unwrap_or(s.updated_at);
+        if overdue && now - since > grace {
             let free = state.catalog.free_plan.as_deref()?;
             return state
                 .catalog

@@ -9,5 +9,6 @@ pub mod events;
 pub mod flags;
 pub mod keys;
 pub mod rfc3339;
+pub mod stripe_events;
 pub mod usage;
 pub mod worker;

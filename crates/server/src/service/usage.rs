@@ -29,7 +29,8 @@ pub struct BilledPlan {
 
 pub fn billed_plan(catalog: &Catalog, sub: Option<&Subscription>) -> Option<BilledPlan> {
     let (id, interval) = match sub {
-        Some(s) if s.status != "canceled" => (
+        // Canceled, never paid (incomplete) or paused subscriptions get the free plan.
+        Some(s) if !matches!(s.status.as_str(), "canceled" | "incomplete" | "paused") => (
             s.plan.as_str(),
             Interval::parse(&s.interval).unwrap_or(Interval::Month),
         ),

@@ -110,9 +110,10 @@ pub(crate) async fn anchors(pool: &Pool, ids: &[String]) -> Result<Vec<(String, 
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-const SUB_COLS: &str = "id, customer_id, plan, interval, status, source, created_at, updated_at";
+pub(crate) const SUB_COLS: &str =
+    "id, customer_id, plan, interval, status, source, created_at, updated_at, past_due_since, stripe";
 
-fn sub_row(r: &Row) -> Subscription {
+pub(crate) fn sub_row(r: &Row) -> Subscription {
     Subscription {
         id: r.get(0),
         customer_id: r.get(1),
@@ -122,6 +123,8 @@ fn sub_row(r: &Row) -> Subscription {
         source: r.get(5),
         created_at: r.get(6),
         updated_at: r.get(7),
+        past_due_since: r.get(8),
+        stripe: r.get(9),
     }
 }
 
@@ -152,7 +155,8 @@ pub(crate) async fn put_subscription(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
          ON CONFLICT (customer_id) DO UPDATE SET
             plan = EXCLUDED.plan, interval = EXCLUDED.interval, status = EXCLUDED.status,
-            source = EXCLUDED.source, updated_at = EXCLUDED.updated_at
+            source = EXCLUDED.source, updated_at = EXCLUDED.updated_at,
+            past_due_since = NULL, stripe = NULL
          RETURNING {SUB_COLS}"
     );
     let id = format!("sub_{}", s.customer_id);

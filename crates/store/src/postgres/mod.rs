@@ -18,6 +18,7 @@ mod customers;
 mod events;
 mod invoices;
 mod migrate;
+mod stripe;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -31,6 +32,10 @@ use crate::{
 use crate::{
     AuditContext, AuditEntry, AuditFilter, AuditPage, CreditAccount, CreditOutcome, CreditRequest,
     FlagOverride, UsageNotification,
+};
+use crate::{
+    InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent, NewTransaction, StripeSubscriptionUpsert,
+    Transaction,
 };
 pub use migrate::SCHEMA_VERSION;
 
@@ -282,5 +287,63 @@ impl Store for PgStore {
 
     async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>> {
         credits::flag_overrides(&self.pool, customer_id).await
+    }
+
+    async fn inbox_insert(&self, event: NewInboxEvent) -> Result<bool> {
+        stripe::insert(&self.pool, &event).await
+    }
+
+    async fn inbox_claim(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<InboxEvent>> {
+        stripe::claim(&self.pool, holder, now, until, limit).await
+    }
+
+    async fn inbox_finish(
+        &self,
+        event_id: &str,
+        holder: &str,
+        outcome: InboxOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        stripe::finish(&self.pool, event_id, holder, &outcome, now).await
+    }
+
+    async fn inbox_list(&self, filter: InboxFilter) -> Result<Vec<InboxEvent>> {
+        stripe::list(&self.pool, &filter).await
+    }
+
+    async fn inbox_get(&self, event_id: &str) -> Result<Option<InboxEvent>> {
+        stripe::get(&self.pool, event_id).await
+    }
+
+    async fn inbox_replay(
+        &self,
+        event_id: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        stripe::replay(&self.pool, event_id, since, now).await
+    }
+
+    async fn put_stripe_subscription(&self, sub: StripeSubscriptionUpsert) -> Result<Subscription> {
+        stripe::put_subscription(&self.pool, &sub).await
+    }
+
+    async fn record_transaction(&self, t: NewTransaction) -> Result<bool> {
+        stripe::record_transaction(&self.pool, &t).await
+    }
+
+    async fn transactions(
+        &self,
+        customer_id: &str,
+        limit: usize,
+        starting_after: Option<&str>,
+    ) -> Result<Vec<Transaction>> {
+        stripe::transactions(&self.pool, customer_id, limit, starting_after).await
     }
 }

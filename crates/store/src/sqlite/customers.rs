@@ -105,9 +105,10 @@ pub(crate) fn anchors(conn: &Connection, ids: &[String]) -> Result<Vec<(String, 
     Ok(out)
 }
 
-const SUB_COLS: &str = "id, customer_id, plan, interval, status, source, created_at, updated_at";
+pub(crate) const SUB_COLS: &str =
+    "id, customer_id, plan, interval, status, source, created_at, updated_at, past_due_since, stripe";
 
-fn sub_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
+pub(crate) fn sub_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
     Ok(Subscription {
         id: r.get(0)?,
         customer_id: r.get(1)?,
@@ -117,6 +118,10 @@ fn sub_row(r: &Row<'_>) -> rusqlite::Result<Subscription> {
         source: r.get(5)?,
         created_at: from_ms(r.get(6)?),
         updated_at: from_ms(r.get(7)?),
+        past_due_since: r.get::<_, Option<i64>>(8)?.map(from_ms),
+        stripe: r
+            .get::<_, Option<String>>(9)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
 
@@ -138,7 +143,8 @@ pub(crate) fn put_subscription(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
          ON CONFLICT (customer_id) DO UPDATE SET
             plan = excluded.plan, interval = excluded.interval, status = excluded.status,
-            source = excluded.source, updated_at = excluded.updated_at",
+            source = excluded.source, updated_at = excluded.updated_at,
+            past_due_since = NULL, stripe = NULL",
     )?
     .execute(params![
         format!("sub_{}", s.customer_id),

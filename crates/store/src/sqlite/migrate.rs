@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "scoped_keys_audit",
         include_str!("../../migrations/sqlite/0006_scoped_keys_audit.sql"),
     ),
+    (
+        7,
+        "stripe_inbox",
+        include_str!("../../migrations/sqlite/0007_stripe_inbox.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

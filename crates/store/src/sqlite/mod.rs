@@ -55,6 +55,7 @@ mod invoices;
 mod leases;
 mod migrate;
 mod rollups;
+mod stripe;
 mod usage_cache;
 mod writer;
 
@@ -74,6 +75,10 @@ use crate::{
 use crate::{
     AuditContext, AuditEntry, AuditFilter, AuditPage, CreditAccount, CreditOutcome, CreditRequest,
     FlagOverride, UsageNotification,
+};
+use crate::{
+    InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent, NewTransaction, StripeSubscriptionUpsert,
+    Transaction,
 };
 pub use migrate::SCHEMA_VERSION;
 use usage_cache::{Lookup, UsageCache};
@@ -578,6 +583,75 @@ impl Store for SqliteStore {
     async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>> {
         let id = customer_id.to_owned();
         self.read(move |c| credits::flag_overrides(c, &id)).await
+    }
+
+    async fn inbox_insert(&self, event: NewInboxEvent) -> Result<bool> {
+        self.write(move |w| stripe::insert(&w.conn, &event)).await
+    }
+
+    async fn inbox_claim(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<InboxEvent>> {
+        let holder = holder.to_owned();
+        self.write(move |w| stripe::claim(&w.conn, &holder, now, until, limit))
+            .await
+    }
+
+    async fn inbox_finish(
+        &self,
+        event_id: &str,
+        holder: &str,
+        outcome: InboxOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let (id, holder) = (event_id.to_owned(), holder.to_owned());
+        self.write(move |w| stripe::finish(&w.conn, &id, &holder, &outcome, now))
+            .await
+    }
+
+    async fn inbox_list(&self, filter: InboxFilter) -> Result<Vec<InboxEvent>> {
+        self.read(move |c| stripe::list(c, &filter)).await
+    }
+
+    async fn inbox_get(&self, event_id: &str) -> Result<Option<InboxEvent>> {
+        let id = event_id.to_owned();
+        self.read(move |c| stripe::get(c, &id)).await
+    }
+
+    async fn inbox_replay(
+        &self,
+        event_id: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let id = event_id.map(str::to_owned);
+        self.write(move |w| stripe::replay(&w.conn, id.as_deref(), since, now))
+            .await
+    }
+
+    async fn put_stripe_subscription(&self, sub: StripeSubscriptionUpsert) -> Result<Subscription> {
+        self.write(move |w| stripe::put_subscription(&w.conn, &sub))
+            .await
+    }
+
+    async fn record_transaction(&self, t: NewTransaction) -> Result<bool> {
+        self.write(move |w| stripe::record_transaction(&w.conn, &t))
+            .await
+    }
+
+    async fn transactions(
+        &self,
+        customer_id: &str,
+        limit: usize,
+        starting_after: Option<&str>,
+    ) -> Result<Vec<Transaction>> {
+        let (id, after) = (customer_id.to_owned(), starting_after.map(str::to_owned));
+        self.read(move |c| stripe::transactions(c, &id, limit, after.as_deref()))
+            .await
     }
 }
 

@@ -191,7 +191,10 @@ impl Client {
     /// `GET /v1/subscriptions/{id}`; None when it does not exist.
     pub async fn subscription(&self, id: &str) -> Result<Option<Stripe<Subscription>>, Error> {
         let path = format!("/v1/subscriptions/{}", seg(id));
-        let r = found(self.get::<wire::Subscription>(&path, &Form::new()).await)?;
+        // Discounts expanded, so that their coupons can be read.
+        let mut q = Form::new();
+        q.list("expand", &["discounts".to_string()]);
+        let r = found(self.get::<wire::Subscription>(&path, &q).await)?;
         Ok(r.map(|r| r.map(Subscription::from)))
     }
 
@@ -285,6 +288,81 @@ impl Client {
                 has_more: r.value.has_more,
             },
             meta,
+        })
+    }
+
+    /// One page of `GET /v1/events`, newest first, each event kept as its raw JSON (for Tally's
+    /// webhook inbox, which stores events as delivered and parses them when it processes them).
+    pub async fn raw_events(&self, filter: &EventFilter) -> Result<Stripe<Page<RawEvent>>, Error> {
+        let mut q = Form::new();
+        q.list("types", &filter.types)
+            .opt("created[gte]", filter.created_gte)
+            .opt("starting_after", filter.starting_after.as_ref())
+            .set("limit", filter.limit.unwrap_or(100).clamp(1, 100));
+        let r = self
+            .get::<wire::List<serde_json::Value>>("/v1/events", &q)
+            .await?;
+        let meta = r.meta;
+        let mut data = Vec::with_capacity(r.value.data.len());
+        for v in r.value.data {
+            match RawEvent::from_value(&v) {
+                Some(e) => data.push(e),
+                None => {
+                    return Err(Error {
+                        kind: ErrorKind::Decode(format!("event without id, type or created: {v}")),
+                        request_id: meta.request_id,
+                        status: Some(200),
+                        attempts: meta.attempts,
+                    })
+                }
+            }
+        }
+        Ok(Stripe {
+            value: Page {
+                data,
+                has_more: r.value.has_more,
+            },
+            meta,
+        })
+    }
+}
+
+/// An event as Stripe sent it, with the envelope fields an inbox keys and orders on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    /// `evt_…`.
+    pub id: String,
+    /// Stripe's type.
+    pub event_type: String,
+    /// Creation time (unix seconds).
+    pub created: i64,
+    /// The id of `data.object`.
+    pub object_id: Option<String>,
+    /// The event's JSON.
+    pub body: String,
+}
+
+impl RawEvent {
+    /// Reads the envelope of a raw body (a webhook delivery); `None` when it is not an event.
+    pub fn parse(body: &[u8]) -> Option<RawEvent> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let mut e = RawEvent::from_value(&v)?;
+        e.body = String::from_utf8(body.to_vec()).ok()?;
+        Some(e)
+    }
+
+    fn from_value(v: &serde_json::Value) -> Option<RawEvent> {
+        Some(RawEvent {
+            id: v.get("id")?.as_str()?.to_owned(),
+            event_type: v.get("type")?.as_str()?.to_owned(),
+            created: v.get("created")?.as_i64()?,
+            object_id: v
+                .get("data")
+                .and_then(|d| d.get("object"))
+                .and_then(|o| o.get("id"))
+                .and_then(|i| i.as_str())
+                .map(str::to_owned),
+            body: v.to_string(),
         })
     }
 }
