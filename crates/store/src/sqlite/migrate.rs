@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "scoped_keys_audit",
         include_str!("../../migrations/sqlite/0006_scoped_keys_audit.sql"),
     ),
+    (
+        9,
+        "notifications",
+        include_str!("../../migrations/sqlite/0009_notifications.sql"),
+    ),
 ];
 
 /// The schema version the code expects.
