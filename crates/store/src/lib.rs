@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 
 pub use audit::{AuditContext, AuditEntry, AuditFilter, AuditPage, AuditRecord, AuditTarget};
 pub use credits::{
-    CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome, CreditRequest,
+    CreditAccount, CreditBucketRecord, CreditNotify, CreditEntryRecord, CreditOutcome, CreditRequest,
     FlagOverride, UsageNotification,
 };
 pub use error::StoreError;

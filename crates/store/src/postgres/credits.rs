@@ -272,6 +272,9 @@ async fn try_apply(
     if let Some(e) = audit_entry(req, &p) {
         super::audit::insert(tx, &e).await?;
     }
+    for n in crate::credits::notifications(req, &p) {
+        super::notify::enqueue(tx, &n).await?;
+    }
     if let Some(ev) = &req.event {
         // Period close locks the customer FOR UPDATE: no event slips into a period being invoiced.
         let billed_through: Option<DateTime<Utc>> = tx

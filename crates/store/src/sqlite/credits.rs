@@ -263,6 +263,9 @@ fn apply_ledger(
     if let Some(e) = audit_entry(req, &p) {
         super::audit::insert(conn, &e)?;
     }
+    for n in crate::credits::notifications(req, &p) {
+        super::notify::enqueue(conn, &n)?;
+    }
     Ok(CreditOutcome::Applied(entry_by_id(conn, &req.entry_id)?))
 }
 
