@@ -207,3 +207,31 @@ pub(crate) fn usage_from_row(
         delivered_at,
     })
 }
+
+/// The `invoice.closed` notification of an invoice the period closer writes, enqueued in the
+/// same transaction (once per invoice).
+pub(crate) fn invoice_closed(
+    customer_id: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    inv: &crate::NewInvoice,
+) -> NewNotification {
+    NewNotification {
+        kind: "invoice.closed".into(),
+        customer_id: Some(customer_id.to_owned()),
+        payload: serde_json::json!({
+            "id": inv.id,
+            "customer": customer_id,
+            "plan": inv.plan,
+            "interval": inv.interval,
+            "period_start": start,
+            "period_end": end,
+            "currency": inv.currency,
+            "subtotal": inv.subtotal,
+            "discount": inv.discount,
+            "total": inv.total,
+        }),
+        dedup_key: format!("invoice.closed:{}", inv.id),
+        created_at: inv.created_at,
+    }
+}

@@ -11,6 +11,7 @@ pub mod health;
 pub mod invoices;
 pub mod plans;
 pub mod schemas;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(events::ingest))
         .route("/v1/audit", get(audit::list))
         .merge(credits::routes())
+        .merge(webhooks::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::ratelimit::enforce,
@@ -293,6 +295,14 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
             | "/v1/flags",
         ) => Access::Read,
         ("GET", "/v1/audit" | "/v1/customers/{id}/audit") => Access::Admin,
+        (
+            "GET",
+            "/v1/webhook-endpoints"
+            | "/v1/webhook-endpoints/{endpoint}"
+            | "/v1/webhook-endpoints/{endpoint}/deliveries",
+        )
+        | ("POST", "/v1/webhook-endpoints" | "/v1/webhook-endpoints/{endpoint}/rotate")
+        | ("DELETE", "/v1/webhook-endpoints/{endpoint}") => Access::Admin,
         (
             "POST",
             "/v1/events" | "/v1/entitlements/check" | "/v1/customers/{id}/credits/consume",

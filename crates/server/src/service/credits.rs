@@ -17,7 +17,7 @@ use serde_json::Value;
 use tally_core::credits::{CreditEntry, EntryKind};
 use tally_core::decimal::{self, DecimalError, Limits};
 use tally_core::period::allowance_period;
-use tally_store::{CreditEntryRecord, CreditOutcome, CreditRequest, Customer, Subscription};
+use tally_store::{CreditNotify, CreditEntryRecord, CreditOutcome, CreditRequest, Customer, Subscription};
 use utoipa::ToSchema;
 
 use super::customers::check_id;
@@ -253,6 +253,19 @@ async fn customer(state: &AppState, id: &str) -> Result<Customer, ApiError> {
     usage::customer(state, id).await
 }
 
+/// What a credit change notifies: `credits.low` below the customer's plan's
+/// `low_credit_balance`, if it sets one.
+fn credit_notify(
+    state: &AppState,
+    sub: Option<&tally_store::Subscription>,
+    now: DateTime<Utc>,
+) -> Option<CreditNotify> {
+    let plan = super::entitlements::effective_plan(state, sub, now);
+    Some(CreditNotify {
+        low_balance: plan.and_then(|(p, _)| p.low_credit_balance),
+    })
+}
+
 /// Makes the plan's monthly grant for the allowance period containing `now`, once.
 pub async fn ensure_plan_grant(
     state: &AppState,
@@ -292,6 +305,9 @@ pub async fn ensure_plan_grant(
                 event: None,
                 quantity: None,
                 now: now.max(period.start),
+                notify: Some(CreditNotify {
+                    low_balance: plan.low_credit_balance,
+                }),
             })
             .await?;
         if matches!(outcome, CreditOutcome::IdempotencyConflict) {
@@ -483,8 +499,9 @@ pub async fn grant(
         ApiError::unprocessable("invalid_entry", e.to_string().replace("request: ", ""))
             .with_param("amount")
     })?;
-    let c = customer(state, id).await?;
+    let (c, sub) = customer_and_subscription(state, id).await?;
     ensure_plan_grant(state, &c, now).await?;
+    let notify = credit_notify(state, sub.as_ref(), now);
     let fingerprint = format!(
         "grant|{}|{}|{}|{}",
         kind.as_str(),
@@ -508,6 +525,7 @@ pub async fn grant(
             event: None,
             quantity: None,
             now,
+            notify,
         })
         .await?;
     match outcome {
@@ -646,8 +664,9 @@ pub async fn consume(
         );
     }
     // Customers are never deleted and their anchor never changes: the cached record is enough.
-    let (c, _) = customer_and_subscription(state, id).await?;
+    let (c, sub) = customer_and_subscription(state, id).await?;
     ensure_plan_grant(state, &c, now).await?;
+    let notify = credit_notify(state, sub.as_ref(), now);
     let event = match (&metric, quantity) {
         (Some(m), Some(q)) => {
             let event_id = input
@@ -697,6 +716,7 @@ pub async fn consume(
             event,
             quantity,
             now,
+            notify,
         })
         .await?;
     match outcome {
