@@ -29,6 +29,10 @@ pub struct Health {
     pub version: &'static str,
     pub database: DependencyStatus,
     pub stripe: DependencyStatus,
+    /// Age in seconds of the oldest notification not yet delivered to an enabled endpoint (0
+    /// when none waits; absent when the database is unreachable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox_lag_seconds: Option<i64>,
 }
 
 /// Liveness and dependency status (503 when the database is unreachable).
@@ -37,6 +41,18 @@ pub struct Health {
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let db = state.store.ping().await;
     let ok = db.is_ok();
+    let outbox_lag_seconds = if ok {
+        state
+            .store
+            .oldest_pending_delivery()
+            .await
+            .ok()
+            .map(|oldest| {
+                oldest.map_or(0, |at| (state.clock.now() - at).num_seconds().max(0))
+            })
+    } else {
+        None
+    };
     let body = Health {
         status: if ok { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
@@ -50,6 +66,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
             backend: None,
             message: None,
         },
+        outbox_lag_seconds,
     };
     let code = if ok {
         StatusCode::OK
