@@ -151,27 +151,38 @@ fn check_events(events: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A new signing secret: `whsec_` and 48 hex digits (192 random bits).
+pub fn new_secret() -> String {
+    format!("whsec_{}", random_hex(24))
+}
+
+/// Validates an endpoint to register and gives it an id and a secret.
+pub fn new_endpoint(
+    input: EndpointInput,
+    now: DateTime<Utc>,
+) -> Result<NewWebhookEndpoint, ApiError> {
+    check_url(&input.url)?;
+    check_events(&input.events)?;
+    Ok(NewWebhookEndpoint {
+        id: format!("we_{}", random_hex(12)),
+        url: input.url,
+        events: input.events,
+        secret: new_secret(),
+        created_at: now,
+    })
+}
+
 /// Registers an endpoint; its secret is answered once.
 pub async fn create_endpoint(
     state: &AppState,
     input: EndpointInput,
     audit: AuditContext,
 ) -> Result<EndpointWithSecret, ApiError> {
-    check_url(&input.url)?;
-    check_events(&input.events)?;
-    let secret = format!("whsec_{}", random_hex(24));
+    let new = new_endpoint(input, state.clock.now())?;
+    let secret = new.secret.clone();
     let endpoint = state
         .store
-        .create_webhook_endpoint_audited(
-            NewWebhookEndpoint {
-                id: format!("we_{}", random_hex(12)),
-                url: input.url,
-                events: input.events,
-                secret: secret.clone(),
-                created_at: state.clock.now(),
-            },
-            Some(audit),
-        )
+        .create_webhook_endpoint_audited(new, Some(audit))
         .await?;
     Ok(EndpointWithSecret {
         endpoint: endpoint.into(),
@@ -194,16 +205,8 @@ pub async fn rotate(
     input: RotateInput,
     audit: AuditContext,
 ) -> Result<EndpointWithSecret, ApiError> {
-    let grace = input.expires_in.unwrap_or(DEFAULT_ROTATION_GRACE);
-    if !(0..=7 * 24 * 3600).contains(&grace) {
-        return Err(ApiError::bad_request(
-            "invalid_expires_in",
-            "expires_in must be 0–604800 seconds",
-        )
-        .with_param("expires_in"));
-    }
-    let secret = format!("whsec_{}", random_hex(24));
-    let until = state.clock.now() + chrono::Duration::seconds(grace);
+    let until = rotation_grace_end(input.expires_in, state.clock.now())?;
+    let secret = new_secret();
     let endpoint = state
         .store
         .rotate_webhook_endpoint_secret_audited(id, &secret, until, Some(audit))
@@ -213,6 +216,22 @@ pub async fn rotate(
         endpoint: endpoint.into(),
         secret,
     })
+}
+
+/// Until when the previous secret of a rotation at `now` signs, from `expires_in` seconds.
+pub fn rotation_grace_end(
+    expires_in: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, ApiError> {
+    let grace = expires_in.unwrap_or(DEFAULT_ROTATION_GRACE);
+    if !(0..=7 * 24 * 3600).contains(&grace) {
+        return Err(ApiError::bad_request(
+            "invalid_expires_in",
+            "expires_in must be 0–604800 seconds",
+        )
+        .with_param("expires_in"));
+    }
+    Ok(now + chrono::Duration::seconds(grace))
 }
 
 /// Deletes an endpoint.

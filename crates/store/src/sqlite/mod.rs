@@ -623,7 +623,8 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<ClaimedDelivery>> {
         let holder = holder.to_owned();
-        self.write(move |w| notify::claim(&w.conn, &holder, now, until, limit))
+        let exclusive = self.ingest_lock.lock().is_ok_and(|l| l.is_some());
+        self.write(move |w| notify::claim(&w.conn, &holder, now, until, limit, exclusive))
             .await
     }
 

@@ -252,28 +252,35 @@ pub(crate) fn disable(
     Ok(true)
 }
 
-/// The claimable deliveries: see [`crate::Store::claim_deliveries`].
+/// The claimable deliveries: see [`crate::Store::claim_deliveries`]. `?3`: whether leases of
+/// other holders are dead (see [`claim`]).
 const DUE: &str = "SELECT d.seq FROM webhook_deliveries d
     JOIN webhook_endpoints w ON w.id = d.endpoint_id
     WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
-      AND (d.leased_until IS NULL OR d.leased_until <= ?1)
+      AND (d.leased_until IS NULL OR d.leased_until <= ?1 OR (?3 AND d.lease_holder != ?4))
       AND w.status = 'enabled' AND w.deleted_at IS NULL
       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
           WHERE p.endpoint_id = d.endpoint_id AND p.customer_key = d.customer_key
             AND p.status = 'pending' AND p.notification_seq < d.notification_seq)
     ORDER BY d.notification_seq LIMIT ?2";
 
+/// Leases due deliveries to `holder`. With `exclusive` (this process holds the ingest lock, so no
+/// other live process delivers: only `tally serve` does, and it ingests), a lease of another
+/// holder belongs to a process that died, and its deliveries are taken over at once.
 pub(crate) fn claim(
     conn: &Connection,
     holder: &str,
     now: DateTime<Utc>,
     until: DateTime<Utc>,
     limit: usize,
+    exclusive: bool,
 ) -> Result<Vec<ClaimedDelivery>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let seqs = conn
         .prepare_cached(DUE)?
-        .query_map(params![to_ms(now), limit], |r| r.get::<_, i64>(0))?
+        .query_map(params![to_ms(now), limit, exclusive, holder], |r| {
+            r.get::<_, i64>(0)
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut out = Vec::with_capacity(seqs.len());
     let sql = format!(
