@@ -90,7 +90,10 @@ async fn deliveries_survive_kill_9_without_loss_or_reordering() {
             acked
         })
     };
-    wait_until("the first 40 deliveries", 30, || got.lock().unwrap().len() >= 40).await;
+    wait_until("the first 40 deliveries", 30, || {
+        got.lock().unwrap().len() >= 40
+    })
+    .await;
     child.kill().expect("SIGKILL"); // no shutdown code runs
     child.wait().unwrap();
     let acked = grants.await.unwrap();
@@ -98,17 +101,32 @@ async fn deliveries_survive_kill_9_without_loss_or_reordering() {
 
     let (mut child, _) = serve(&db);
     let out = tally()
-        .args(["notifications", "list", "--json", "--limit", "1000", "--database-url", &db])
+        .args([
+            "notifications",
+            "list",
+            "--json",
+            "--limit",
+            "1000",
+            "--database-url",
+            &db,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let outbox: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(outbox.len() >= acked, "{} < {acked}", outbox.len());
-    assert!(before_restart < outbox.len(), "all delivered before the kill");
+    assert!(
+        before_restart < outbox.len(),
+        "all delivered before the kill"
+    );
     let mut expected: HashMap<String, Vec<String>> = HashMap::new();
     for n in &outbox {
         expected
@@ -139,7 +157,10 @@ async fn deliveries_survive_kill_9_without_loss_or_reordering() {
             }
             None => {
                 bodies.insert(id.clone(), body.clone());
-                first_seen.entry(customer.clone()).or_default().push(id.clone());
+                first_seen
+                    .entry(customer.clone())
+                    .or_default()
+                    .push(id.clone());
             }
         }
     }

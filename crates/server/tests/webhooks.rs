@@ -52,7 +52,12 @@ struct Receiver {
     down: Arc<AtomicBool>,
 }
 
-async fn receive(State(r): State<Receiver>, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(r): State<Receiver>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     if r.down.load(Ordering::SeqCst) || uri.path().starts_with("/down") {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
@@ -107,7 +112,10 @@ async fn app(db: Db) -> Option<App> {
 impl App {
     async fn endpoint(&self, url: String, events: Value) -> (String, String) {
         let (s, b) = self
-            .post("/v1/webhook-endpoints", json!({"url": url, "events": events}))
+            .post(
+                "/v1/webhook-endpoints",
+                json!({"url": url, "events": events}),
+            )
             .await;
         assert_eq!(s, RStatus::OK, "{b}");
         assert!(b["secret"].as_str().unwrap().starts_with("whsec_"));
@@ -119,7 +127,9 @@ impl App {
 }
 
 fn verify(g: &Got, secret: &str) -> Result<(), tally_stripe::webhook::SignatureError> {
-    let t: i64 = g.signature[2..g.signature.find(',').unwrap()].parse().unwrap();
+    let t: i64 = g.signature[2..g.signature.find(',').unwrap()]
+        .parse()
+        .unwrap();
     tally_stripe::webhook::verify(
         g.body.as_bytes(),
         &g.signature,
@@ -145,7 +155,10 @@ fn venv_python() -> PathBuf {
             .status()
             .is_ok_and(|s| s.success());
     if !ready {
-        let st = Command::new("python3").args(["-m", "venv"]).arg(&dir).status();
+        let st = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .status();
         assert!(st.is_ok_and(|s| s.success()), "python3 -m venv failed");
         let st = Command::new(dir.join("bin").join("pip"))
             .args(["install", "--quiet", "stripe"])
@@ -168,7 +181,11 @@ fn verify_with_doc_snippets(got: &[Got], secret: &str) -> ((usize, usize), (usiz
         .iter()
         .map(|g| json!({"payload": g.body, "header": g.signature}))
         .collect();
-    std::fs::write(&data, json!({"secret": secret, "deliveries": list}).to_string()).unwrap();
+    std::fs::write(
+        &data,
+        json!({"secret": secret, "deliveries": list}).to_string(),
+    )
+    .unwrap();
     let py = format!(
         "{}\nimport sys\ndata = json.load(open(sys.argv[1]))\nok = bad = 0\n\
          for d in data['deliveries']:\n\
@@ -187,7 +204,11 @@ fn verify_with_doc_snippets(got: &[Got], secret: &str) -> ((usize, usize), (usiz
         .arg(&data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let python = parse_pair(&out.stdout);
     let js = format!(
         "{}\nconst data = JSON.parse(require('fs').readFileSync(process.argv[1], 'utf8'));\n\
@@ -205,7 +226,11 @@ fn verify_with_doc_snippets(got: &[Got], secret: &str) -> ((usize, usize), (usiz
         .arg(&data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (python, parse_pair(&out.stdout))
 }
 
@@ -223,7 +248,9 @@ on_both_backends!(
 async fn every_notification_type_is_delivered_signed(db: Db) {
     let Some(app) = app(db).await else { return };
     let (r, addr) = Receiver::spawn().await;
-    let (endpoint, secret) = app.endpoint(format!("http://{addr}/hooks"), json!(["*"])).await;
+    let (endpoint, secret) = app
+        .endpoint(format!("http://{addr}/hooks"), json!(["*"]))
+        .await;
     let state = app.server.state().clone();
     let (s, b) = app.put("/v1/customers/c1", json!({})).await;
     assert!(s.is_success(), "{b}");
@@ -333,20 +360,25 @@ async fn every_notification_type_is_delivered_signed(db: Db) {
 
     // The delivery log.
     let (s, b) = app
-        .get(&format!("/v1/webhook-endpoints/{endpoint}/deliveries?limit=100"))
+        .get(&format!(
+            "/v1/webhook-endpoints/{endpoint}/deliveries?limit=100"
+        ))
         .await;
     assert_eq!(s, RStatus::OK, "{b}");
     let log = b["data"].as_array().unwrap();
     assert_eq!(log.len(), total);
-    assert!(log.iter().all(|d| d["status"] == "succeeded" && d["attempts"] == 1
-        && d["last_status_code"] == 200));
+    assert!(log
+        .iter()
+        .all(|d| d["status"] == "succeeded" && d["attempts"] == 1 && d["last_status_code"] == 200));
     app.server.shutdown().await.unwrap();
 }
 
 async fn a_receiver_down_for_an_hour_gets_everything_in_order(db: Db) {
     let Some(app) = app(db).await else { return };
     let (r, addr) = Receiver::spawn().await;
-    let (endpoint, _) = app.endpoint(format!("http://{addr}/hooks"), json!(["*"])).await;
+    let (endpoint, _) = app
+        .endpoint(format!("http://{addr}/hooks"), json!(["*"]))
+        .await;
     let state = app.server.state().clone();
     r.down.store(true, Ordering::SeqCst);
     let mut sent: HashMap<String, Vec<String>> = HashMap::new();
@@ -367,13 +399,21 @@ async fn a_receiver_down_for_an_hour_gets_everything_in_order(db: Db) {
             .push(tally_store::notify::notification_id(&key));
     }
     // The same moment again: nothing more.
-    assert!(!notify::enqueue(&state, "credits.purchased", Some("c0"), json!({}), "test:0".into())
-        .await
-        .unwrap());
+    assert!(!notify::enqueue(
+        &state,
+        "credits.purchased",
+        Some("c0"),
+        json!({}),
+        "test:0".into()
+    )
+    .await
+    .unwrap());
     // Each customer's first delivery fails; its later ones wait.
     for _ in 0..100 {
         let (_, b) = app
-            .get(&format!("/v1/webhook-endpoints/{endpoint}/deliveries?limit=100"))
+            .get(&format!(
+                "/v1/webhook-endpoints/{endpoint}/deliveries?limit=100"
+            ))
             .await;
         let failed = b["data"]
             .as_array()
@@ -387,7 +427,9 @@ async fn a_receiver_down_for_an_hour_gets_everything_in_order(db: Db) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (_, b) = app
-        .get(&format!("/v1/webhook-endpoints/{endpoint}/deliveries?limit=100"))
+        .get(&format!(
+            "/v1/webhook-endpoints/{endpoint}/deliveries?limit=100"
+        ))
         .await;
     let attempted: Vec<&Value> = b["data"]
         .as_array()
@@ -396,9 +438,14 @@ async fn a_receiver_down_for_an_hour_gets_everything_in_order(db: Db) {
         .filter(|d| d["attempts"] != 0)
         .collect();
     assert_eq!(attempted.len(), 3, "{b}");
-    assert!(attempted.iter().all(|d| d["status"] == "pending" && d["last_error"] == "HTTP 503"));
+    assert!(attempted
+        .iter()
+        .all(|d| d["status"] == "pending" && d["last_error"] == "HTTP 503"));
     let (_, health) = app.get("/health").await;
-    assert!(health["outbox_lag_seconds"].as_i64().unwrap() >= 0, "{health}");
+    assert!(
+        health["outbox_lag_seconds"].as_i64().unwrap() >= 0,
+        "{health}"
+    );
     // An hour later the receiver is back.
     state.clock.advance(chrono::Duration::hours(1));
     r.down.store(false, Ordering::SeqCst);
@@ -419,7 +466,9 @@ async fn a_receiver_down_for_an_hour_gets_everything_in_order(db: Db) {
 async fn rotation_signs_with_both_secrets_during_the_grace_period() {
     let app = app(Db::Sqlite).await.unwrap();
     let (r, addr) = Receiver::spawn().await;
-    let (endpoint, old) = app.endpoint(format!("http://{addr}/hooks"), json!(["credits.purchased"])).await;
+    let (endpoint, old) = app
+        .endpoint(format!("http://{addr}/hooks"), json!(["credits.purchased"]))
+        .await;
     let state = app.server.state().clone();
     let (s, b) = app
         .post(
@@ -430,18 +479,30 @@ async fn rotation_signs_with_both_secrets_during_the_grace_period() {
     assert_eq!(s, RStatus::OK, "{b}");
     let new = b["secret"].as_str().unwrap().to_owned();
     assert_ne!(new, old);
-    notify::enqueue(&state, "credits.purchased", Some("c1"), json!({}), "r1".into())
-        .await
-        .unwrap();
+    notify::enqueue(
+        &state,
+        "credits.purchased",
+        Some("c1"),
+        json!({}),
+        "r1".into(),
+    )
+    .await
+    .unwrap();
     let got = r.wait_for("one", |g| g.len() == 1).await;
     assert_eq!(got[0].signature.matches("v1=").count(), 2);
     assert_eq!(verify(&got[0], &old), Ok(()));
     assert_eq!(verify(&got[0], &new), Ok(()));
     // After the grace period only the new secret signs.
     state.clock.advance(chrono::Duration::hours(2));
-    notify::enqueue(&state, "credits.purchased", Some("c1"), json!({}), "r2".into())
-        .await
-        .unwrap();
+    notify::enqueue(
+        &state,
+        "credits.purchased",
+        Some("c1"),
+        json!({}),
+        "r2".into(),
+    )
+    .await
+    .unwrap();
     // Types the endpoint did not subscribe to are not sent.
     notify::enqueue(&state, "credits.low", Some("c1"), json!({}), "r3".into())
         .await
@@ -463,7 +524,10 @@ async fn rotation_signs_with_both_secrets_during_the_grace_period() {
         .iter()
         .map(|a| a["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, vec!["webhook_endpoint.rotated", "webhook_endpoint.created"]);
+    assert_eq!(
+        actions,
+        vec!["webhook_endpoint.rotated", "webhook_endpoint.created"]
+    );
     assert!(!audit.to_string().contains(&new) && !audit.to_string().contains(&old));
     app.server.shutdown().await.unwrap();
 }
@@ -472,14 +536,25 @@ async fn rotation_signs_with_both_secrets_during_the_grace_period() {
 async fn an_endpoint_failing_for_three_days_is_disabled_and_announced() {
     let app = app(Db::Sqlite).await.unwrap();
     let (r, addr) = Receiver::spawn().await;
-    let (failing, _) = app.endpoint(format!("http://{addr}/down"), json!(["*"])).await;
+    let (failing, _) = app
+        .endpoint(format!("http://{addr}/down"), json!(["*"]))
+        .await;
     let (_, secret) = app
-        .endpoint(format!("http://{addr}/ops"), json!(["webhook_endpoint.disabled"]))
+        .endpoint(
+            format!("http://{addr}/ops"),
+            json!(["webhook_endpoint.disabled"]),
+        )
         .await;
     let state = app.server.state().clone();
-    notify::enqueue(&state, "credits.purchased", Some("c1"), json!({}), "d1".into())
-        .await
-        .unwrap();
+    notify::enqueue(
+        &state,
+        "credits.purchased",
+        Some("c1"),
+        json!({}),
+        "d1".into(),
+    )
+    .await
+    .unwrap();
     let path = format!("/v1/webhook-endpoints/{failing}/deliveries");
     for attempts in 1..=2 {
         for _ in 0..100 {
@@ -507,21 +582,39 @@ async fn an_endpoint_failing_for_three_days_is_disabled_and_announced() {
 async fn endpoints_are_validated() {
     let app = app(Db::Sqlite).await.unwrap();
     for (body, code) in [
-        (json!({"url": "ftp://x", "events": ["*"]}), "invalid_webhook_url"),
-        (json!({"url": "not a url", "events": ["*"]}), "invalid_webhook_url"),
-        (json!({"url": "http://x", "events": []}), "invalid_webhook_events"),
-        (json!({"url": "http://x", "events": ["nope"]}), "invalid_webhook_events"),
+        (
+            json!({"url": "ftp://x", "events": ["*"]}),
+            "invalid_webhook_url",
+        ),
+        (
+            json!({"url": "not a url", "events": ["*"]}),
+            "invalid_webhook_url",
+        ),
+        (
+            json!({"url": "http://x", "events": []}),
+            "invalid_webhook_events",
+        ),
+        (
+            json!({"url": "http://x", "events": ["nope"]}),
+            "invalid_webhook_events",
+        ),
     ] {
         let (s, b) = app.post("/v1/webhook-endpoints", body).await;
         assert_eq!(s, RStatus::BAD_REQUEST, "{b}");
         assert_eq!(b["error"]["code"], code);
     }
-    let (id, _) = app.endpoint("https://example.com/h".into(), json!(["credits.low"])).await;
+    let (id, _) = app
+        .endpoint("https://example.com/h".into(), json!(["credits.low"]))
+        .await;
     let (_, b) = app.get("/v1/webhook-endpoints").await;
     assert_eq!(b["data"].as_array().unwrap().len(), 1);
     assert!(b["data"][0].get("secret").is_none());
     let (s, _) = app
-        .send(reqwest::Method::DELETE, &format!("/v1/webhook-endpoints/{id}"), json!(null))
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/webhook-endpoints/{id}"),
+            json!(null),
+        )
         .await;
     assert_eq!(s, RStatus::NO_CONTENT);
     let (s, b) = app.get(&format!("/v1/webhook-endpoints/{id}")).await;
@@ -541,10 +634,16 @@ async fn two_processes_on_postgres_deliver_each_notification_once() {
     let a = common::app_on_url(url.clone(), None, config).await;
     let b = common::app_on_url(url, None, config).await;
     let (r, addr) = Receiver::spawn().await;
-    a.endpoint(format!("http://{addr}/hooks"), json!(["*"])).await;
+    a.endpoint(format!("http://{addr}/hooks"), json!(["*"]))
+        .await;
     let mut tasks = Vec::new();
     for i in 0..200 {
-        let state = if i % 2 == 0 { a.server.state() } else { b.server.state() }.clone();
+        let state = if i % 2 == 0 {
+            a.server.state()
+        } else {
+            b.server.state()
+        }
+        .clone();
         tasks.push(tokio::spawn(async move {
             notify::enqueue(
                 &state,

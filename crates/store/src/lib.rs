@@ -26,8 +26,8 @@ use chrono::{DateTime, Utc};
 
 pub use audit::{AuditContext, AuditEntry, AuditFilter, AuditPage, AuditRecord, AuditTarget};
 pub use credits::{
-    CreditAccount, CreditBucketRecord, CreditNotify, CreditEntryRecord, CreditOutcome, CreditRequest,
-    FlagOverride, UsageNotification,
+    CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditNotify, CreditOutcome,
+    CreditRequest, FlagOverride, UsageNotification,
 };
 pub use error::StoreError;
 pub use model::*;

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
-use tally_store::{Backend, DeliveryAttempt, NewNotification, NewWebhookEndpoint, NotificationFilter};
+use tally_store::{
+    Backend, DeliveryAttempt, NewNotification, NewWebhookEndpoint, NotificationFilter,
+};
 
 #[macro_use]
 mod common;
@@ -44,9 +46,12 @@ async fn a_moment_enqueues_once_and_fans_out_to_subscribed_endpoints(ctx: Ctx) {
         .unwrap();
     assert_eq!(all.events, vec!["*"]);
     assert_eq!(all.status, "enabled");
-    s.create_webhook_endpoint_audited(endpoint("we_credits", &["credits.low", "credits.granted"]), None)
-        .await
-        .unwrap();
+    s.create_webhook_endpoint_audited(
+        endpoint("we_credits", &["credits.low", "credits.granted"]),
+        None,
+    )
+    .await
+    .unwrap();
     assert!(s
         .enqueue_notification(note("credits.granted", "c1", "k1", t0()))
         .await
@@ -82,7 +87,11 @@ async fn a_moment_enqueues_once_and_fans_out_to_subscribed_endpoints(ctx: Ctx) {
         .delete_webhook_endpoint_audited("we_credits", t0(), None)
         .await
         .unwrap());
-    assert!(s.get_webhook_endpoint("we_credits").await.unwrap().is_none());
+    assert!(s
+        .get_webhook_endpoint("we_credits")
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(s.oldest_pending_delivery().await.unwrap(), Some(t0()));
 }
 
@@ -117,12 +126,23 @@ async fn deliveries_are_claimed_once_in_order_per_customer(ctx: Ctx) {
     };
     if s.backend() == Backend::Postgres {
         // Leased: no other process gets them, and the next of each customer waits for its head.
-        assert!(s.claim_deliveries("w2", now, until, 10).await.unwrap().is_empty());
+        assert!(s
+            .claim_deliveries("w2", now, until, 10)
+            .await
+            .unwrap()
+            .is_empty());
         // A worker that does not hold the lease records nothing.
-        assert_eq!(s.finish_delivery(ok(first[0].seq, "w2")).await.unwrap(), None);
+        assert_eq!(
+            s.finish_delivery(ok(first[0].seq, "w2")).await.unwrap(),
+            None
+        );
     } else {
         // The next of each customer waits for its head.
-        assert!(s.claim_deliveries("w1", now, until, 10).await.unwrap().is_empty());
+        assert!(s
+            .claim_deliveries("w1", now, until, 10)
+            .await
+            .unwrap()
+            .is_empty());
     }
     assert_eq!(
         s.finish_delivery(ok(first[0].seq, "w1")).await.unwrap(),
@@ -157,7 +177,9 @@ async fn failures_retry_and_replay_delivers_again(ctx: Ctx) {
     s.create_webhook_endpoint_audited(endpoint("we_1", &["*"]), None)
         .await
         .unwrap();
-    s.enqueue_notification(note("t", "a", "k0", t0())).await.unwrap();
+    s.enqueue_notification(note("t", "a", "k0", t0()))
+        .await
+        .unwrap();
     let now = t0();
     let d = s
         .claim_deliveries("w1", now, now + Duration::seconds(60), 10)
@@ -201,10 +223,20 @@ async fn failures_retry_and_replay_delivers_again(ctx: Ctx) {
     assert_eq!(log[0].attempts, 2);
     assert_eq!(log[0].last_status_code, Some(204));
     assert_eq!(log[0].delivered_at, Some(retry_at));
-    assert_eq!(s.get_webhook_endpoint("we_1").await.unwrap().unwrap().failing_since, None);
+    assert_eq!(
+        s.get_webhook_endpoint("we_1")
+            .await
+            .unwrap()
+            .unwrap()
+            .failing_since,
+        None
+    );
     let id = tally_store::notify::notification_id("k0");
     assert_eq!(s.replay_notification(&id, retry_at).await.unwrap(), Some(1));
-    assert_eq!(s.replay_notification("evt_none", retry_at).await.unwrap(), None);
+    assert_eq!(
+        s.replay_notification("evt_none", retry_at).await.unwrap(),
+        None
+    );
     assert_eq!(
         s.claim_deliveries("w1", retry_at, retry_at + Duration::seconds(60), 10)
             .await

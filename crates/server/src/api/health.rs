@@ -47,9 +47,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
             .oldest_pending_delivery()
             .await
             .ok()
-            .map(|oldest| {
-                oldest.map_or(0, |at| (state.clock.now() - at).num_seconds().max(0))
-            })
+            .map(|oldest| oldest.map_or(0, |at| (state.clock.now() - at).num_seconds().max(0)))
     } else {
         None
     };

@@ -10,7 +10,7 @@ use utoipa::OpenApi;
 
 use super::audit::AuditedBy;
 use super::credits::query_param;
-use super::schemas::{WebhookEndpointList, WebhookDeliveryList};
+use super::schemas::{WebhookDeliveryList, WebhookEndpointList};
 use super::{JsonBody, Path};
 use crate::error::{ApiError, ErrorBody};
 use crate::service::notify::{self, EndpointInput, EndpointWithSecret, RotateInput};
@@ -20,10 +20,7 @@ use crate::state::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/webhook-endpoints", post(create).get(list))
-        .route(
-            "/v1/webhook-endpoints/{endpoint}",
-            get(show).delete(delete),
-        )
+        .route("/v1/webhook-endpoints/{endpoint}", get(show).delete(delete))
         .route("/v1/webhook-endpoints/{endpoint}/rotate", post(rotate))
         .route(
             "/v1/webhook-endpoints/{endpoint}/deliveries",

@@ -17,7 +17,9 @@ use serde_json::Value;
 use tally_core::credits::{CreditEntry, EntryKind};
 use tally_core::decimal::{self, DecimalError, Limits};
 use tally_core::period::allowance_period;
-use tally_store::{CreditNotify, CreditEntryRecord, CreditOutcome, CreditRequest, Customer, Subscription};
+use tally_store::{
+    CreditEntryRecord, CreditNotify, CreditOutcome, CreditRequest, Customer, Subscription,
+};
 use utoipa::ToSchema;
 
 use super::customers::check_id;

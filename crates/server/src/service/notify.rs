@@ -124,7 +124,9 @@ fn check_url(url: &str) -> Result<(), ApiError> {
         .with_param("url")
     };
     let parsed = reqwest::Url::parse(url).map_err(|_| bad())?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() || url.len() > 2048
+    if !matches!(parsed.scheme(), "http" | "https")
+        || parsed.host_str().is_none()
+        || url.len() > 2048
     {
         return Err(bad());
     }
@@ -357,9 +359,13 @@ async fn deliver_one(
             Some(res.status().as_u16()),
             Some(format!("HTTP {}", res.status().as_u16())),
         ),
-        Err(e) => (None, Some(format!("{}", without_url(&e)))),
+        Err(e) => (None, Some(without_url(&e))),
     };
-    let outcome = if error.is_some() { "failed" } else { "succeeded" };
+    let outcome = if error.is_some() {
+        "failed"
+    } else {
+        "succeeded"
+    };
     state.metrics.add_delivery(outcome);
     let failure = error.map(|e| (e, at + retry_delay(d.attempts.saturating_add(1))));
     let failed = failure.is_some();
@@ -408,10 +414,18 @@ async fn disable(
             "failing_since": since,
             "disabled_at": at,
         }),
-        dedup_key: format!("webhook_endpoint.disabled:{}:{}", e.id, since.timestamp_millis()),
+        dedup_key: format!(
+            "webhook_endpoint.disabled:{}:{}",
+            e.id,
+            since.timestamp_millis()
+        ),
         created_at: at,
     };
-    if state.store.disable_webhook_endpoint(&e.id, at, notice).await? {
+    if state
+        .store
+        .disable_webhook_endpoint(&e.id, at, notice)
+        .await?
+    {
         state.metrics.add_endpoint_disabled();
         tracing::error!(
             endpoint = %e.id,

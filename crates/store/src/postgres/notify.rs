@@ -150,7 +150,11 @@ pub(crate) async fn list_endpoints(pool: &Pool) -> Result<Vec<WebhookEndpoint>> 
         "SELECT {ENDPOINT_COLS} FROM webhook_endpoints w WHERE w.deleted_at IS NULL
          ORDER BY w.created_at, w.id"
     );
-    Ok(c.query(&sql, &[]).await?.iter().map(|r| endpoint(r, 0)).collect())
+    Ok(c.query(&sql, &[])
+        .await?
+        .iter()
+        .map(|r| endpoint(r, 0))
+        .collect())
 }
 
 async fn audit_endpoint<C: GenericClient>(
@@ -248,7 +252,14 @@ pub(crate) async fn rotate(
     )
     .await?;
     let after = get_endpoint_on(&tx, id).await?;
-    audit_endpoint(&tx, audit, "webhook_endpoint.rotated", Some(&before), after.as_ref()).await?;
+    audit_endpoint(
+        &tx,
+        audit,
+        "webhook_endpoint.rotated",
+        Some(&before),
+        after.as_ref(),
+    )
+    .await?;
     tx.commit().await?;
     Ok(after)
 }

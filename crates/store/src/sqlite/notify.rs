@@ -13,7 +13,8 @@ use crate::{
     WebhookDelivery, WebhookEndpoint,
 };
 
-const NOTIFICATION_COLS: &str = "n.seq, n.id, n.type, n.customer_id, n.payload, n.dedup_key, n.created_at";
+const NOTIFICATION_COLS: &str =
+    "n.seq, n.id, n.type, n.customer_id, n.payload, n.dedup_key, n.created_at";
 
 fn notification(r: &Row<'_>, at: usize) -> rusqlite::Result<Notification> {
     let payload: String = r.get(at + 4)?;
@@ -194,7 +195,13 @@ pub(crate) fn create_endpoint(
     let created = get_endpoint(conn, &e.id)?.ok_or_else(|| {
         crate::StoreError::Database("webhook endpoint vanished after insert".into())
     })?;
-    audit_endpoint(conn, audit, "webhook_endpoint.created", None, Some(&created))?;
+    audit_endpoint(
+        conn,
+        audit,
+        "webhook_endpoint.created",
+        None,
+        Some(&created),
+    )?;
     Ok(created)
 }
 
@@ -229,7 +236,13 @@ pub(crate) fn rotate(
     )?
     .execute(params![id, secret, to_ms(previous_until)])?;
     let after = get_endpoint(conn, id)?;
-    audit_endpoint(conn, audit, "webhook_endpoint.rotated", Some(&before), after.as_ref())?;
+    audit_endpoint(
+        conn,
+        audit,
+        "webhook_endpoint.rotated",
+        Some(&before),
+        after.as_ref(),
+    )?;
     Ok(after)
 }
 
