@@ -698,3 +698,59 @@ async fn two_processes_on_postgres_deliver_each_notification_once() {
     a.server.shutdown().await.unwrap();
     b.server.shutdown().await.unwrap();
 }
+
+/// Delivery throughput to a local receiver on SQLite (a measurement, not a check: run with
+/// `cargo test -p tally-server --test webhooks throughput -- --ignored --nocapture`). 5,000
+/// notifications of 100 customers are enqueued while the receiver is down, then delivered once it
+/// is back; the time is from the receiver coming back to the last delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn throughput() {
+    let app = app(Db::Sqlite).await.unwrap();
+    let (r, addr) = Receiver::spawn().await;
+    app.endpoint(format!("http://{addr}/hooks"), json!(["*"]))
+        .await;
+    let state = app.server.state().clone();
+    r.down.store(true, Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for t in 0..10 {
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..500 {
+                let n = t * 500 + i;
+                notify::enqueue(
+                    &state,
+                    "credits.purchased",
+                    Some(&format!("c{}", n % 100)),
+                    json!({"n": n}),
+                    format!("bench:{n}"),
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    let start = std::time::Instant::now();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let enqueued = start.elapsed();
+    // Past every first retry.
+    state.clock.advance(chrono::Duration::hours(1));
+    r.down.store(false, Ordering::SeqCst);
+    let start = std::time::Instant::now();
+    for _ in 0..12_000 {
+        if r.got.lock().unwrap().len() >= 5000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = start.elapsed();
+    assert_eq!(r.got().len(), 5000);
+    eprintln!(
+        "enqueued 5000 in {enqueued:?} ({:.0}/s); delivered 5000 in {took:?} ({:.0}/s)",
+        5000.0 / enqueued.as_secs_f64(),
+        5000.0 / took.as_secs_f64()
+    );
+    app.server.shutdown().await.unwrap();
+}

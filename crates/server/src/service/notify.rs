@@ -49,7 +49,7 @@ const MAX_RETRY_DELAY: i64 = 6 * 3600;
 /// How long a claimed delivery is the worker's (a worker that dies loses it after this).
 const LEASE: chrono::Duration = chrono::Duration::seconds(60);
 /// Deliveries claimed per round.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 /// How often an idle worker looks for due deliveries.
 const POLL: Duration = Duration::from_millis(200);
 /// Per-request limits of a delivery.
