@@ -754,3 +754,70 @@ async fn throughput() {
     );
     app.server.shutdown().await.unwrap();
 }
+
+/// `/metrics` passes `promtool check metrics` (with the outbox lag and delivery counters in it),
+/// and the alert rules pass `promtool check rules` and their unit tests. Needs promtool
+/// (`scripts/test.sh` installs Debian's `prometheus` package); skipped without it outside CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_and_alert_rules_pass_promtool() {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "promtool is missing: scripts/test.sh installs it"
+        );
+        return;
+    }
+    let app = app(Db::Sqlite).await.unwrap();
+    let (r, addr) = Receiver::spawn().await;
+    app.endpoint(format!("http://{addr}/hooks"), json!(["*"]))
+        .await;
+    let state = app.server.state().clone();
+    notify::enqueue(&state, "credits.purchased", Some("c1"), json!({}), "m1".into())
+        .await
+        .unwrap();
+    r.wait_for("one", |g| g.len() == 1).await;
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("tally_webhook_deliveries_total{outcome=\"succeeded\"} 1\n"), "{text}");
+    assert!(text.contains("tally_outbox_lag_seconds 0\n"), "{text}");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus");
+    for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(rules)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    app.server.shutdown().await.unwrap();
+}
