@@ -174,3 +174,72 @@ async fn deliveries_survive_kill_9_without_loss_or_reordering() {
         outbox.len()
     );
 }
+
+/// `--log-format json` writes one JSON object per line, and a request's lines carry its id (the
+/// client's `Request-Id`, answered back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_id() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("tally.db").display());
+    let mut child = tally()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db,
+            "--log-format",
+            "json",
+        ])
+        .env("TALLY_API_KEY", KEY)
+        .env("TALLY_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("tally listening on ")
+        .unwrap()
+        .to_owned();
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/webhook-endpoints"))
+        .bearer_auth(KEY)
+        .header("Request-Id", "test-req-1")
+        .json(&json!({"url": "http://127.0.0.1:9/h", "events": ["*"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["request-id"], "test-req-1");
+    let r = reqwest::Client::new()
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("req_"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut lines = Vec::new();
+    for l in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let l = l.unwrap();
+        lines.push(serde_json::from_str::<Value>(&l).unwrap_or_else(|e| panic!("{e}: {l}")));
+    }
+    assert_eq!(lines[0]["fields"]["message"], "tally listening");
+    let created = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "webhook endpoint created")
+        .expect("the endpoint's log line");
+    assert_eq!(created["span"]["request_id"], "test-req-1");
+    assert_eq!(created["level"], "INFO");
+}

@@ -772,9 +772,15 @@ async fn metrics_and_alert_rules_pass_promtool() {
     app.endpoint(format!("http://{addr}/hooks"), json!(["*"]))
         .await;
     let state = app.server.state().clone();
-    notify::enqueue(&state, "credits.purchased", Some("c1"), json!({}), "m1".into())
-        .await
-        .unwrap();
+    notify::enqueue(
+        &state,
+        "credits.purchased",
+        Some("c1"),
+        json!({}),
+        "m1".into(),
+    )
+    .await
+    .unwrap();
     r.wait_for("one", |g| g.len() == 1).await;
     let text = app
         .http
@@ -785,7 +791,10 @@ async fn metrics_and_alert_rules_pass_promtool() {
         .text()
         .await
         .unwrap();
-    assert!(text.contains("tally_webhook_deliveries_total{outcome=\"succeeded\"} 1\n"), "{text}");
+    assert!(
+        text.contains("tally_webhook_deliveries_total{outcome=\"succeeded\"} 1\n"),
+        "{text}"
+    );
     assert!(text.contains("tally_outbox_lag_seconds 0\n"), "{text}");
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -796,7 +805,12 @@ async fn metrics_and_alert_rules_pass_promtool() {
         .unwrap();
     {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
     }
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -806,7 +820,10 @@ async fn metrics_and_alert_rules_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus");
-    for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]] {
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
         let out = Command::new("promtool")
             .args(args)
             .current_dir(rules)

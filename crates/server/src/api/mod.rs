@@ -90,8 +90,48 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             record_metrics,
         ))
+        .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
+
+/// The header naming a request in answers and logs.
+pub const REQUEST_ID: &str = "request-id";
+
+/// Gives every request an id — the client's `Request-Id` or `X-Request-Id` when it is 1–64
+/// characters of `[A-Za-z0-9_.:-]`, else a new `req_…` — answered in `Request-Id` and carried by
+/// every log line written while the request is handled.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let given = [REQUEST_ID, "x-request-id"].iter().find_map(|h| {
+        req.headers()
+            .get(*h)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= 64
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+            })
+            .map(str::to_owned)
+    });
+    let id = given.unwrap_or_else(|| {
+        use rand::RngCore;
+        let mut b = [0u8; 12];
+        rand::rng().fill_bytes(&mut b);
+        format!("req_{}", hex::encode(b))
+    });
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut res = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    res
+}
+
+/// The id of the request being handled (see [`request_id`]).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
 
 /// The router of `--metrics-listen`: `/metrics` alone.
 pub fn metrics_router(state: AppState) -> Router {

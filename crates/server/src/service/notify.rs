@@ -186,6 +186,7 @@ pub async fn create_endpoint(
         .store
         .create_webhook_endpoint_audited(new, Some(audit))
         .await?;
+    tracing::info!(endpoint = %endpoint.id, url = %endpoint.url, "webhook endpoint created");
     Ok(EndpointWithSecret {
         endpoint: endpoint.into(),
         secret,
