@@ -838,3 +838,41 @@ async fn metrics_and_alert_rules_pass_promtool() {
     }
     app.server.shutdown().await.unwrap();
 }
+
+/// Every metric the alert rules and the dashboard use is documented in docs/metrics.md (where the
+/// Stripe integration finds the names it must export).
+#[test]
+fn alerts_and_dashboard_use_documented_metrics() {
+    let docs = include_str!("../../../docs/metrics.md");
+    let names = |text: &str| -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let b = text.as_bytes();
+        let mut i = 0;
+        while let Some(at) = text[i..].find("tally_") {
+            let start = i + at;
+            let mut end = start;
+            while end < b.len() && (b[end].is_ascii_lowercase() || b[end] == b'_') {
+                end += 1;
+            }
+            let name = text[start..end]
+                .trim_end_matches("_bucket")
+                .trim_end_matches('_')
+                .to_owned();
+            out.insert(name);
+            i = end;
+        }
+        out
+    };
+    let documented = names(docs);
+    let used: std::collections::BTreeSet<String> =
+        names(include_str!("../../../deploy/prometheus/alerts.yml"))
+            .into_iter()
+            .chain(names(include_str!("../../../deploy/grafana/tally.json")))
+            .chain(names(include_str!(
+                "../../../deploy/prometheus/alerts_test.yml"
+            )))
+            .collect();
+    let missing: Vec<&String> = used.difference(&documented).collect();
+    assert!(missing.is_empty(), "undocumented metrics: {missing:?}");
+    assert!(used.len() >= 15, "{used:?}");
+}
