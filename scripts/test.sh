@@ -21,6 +21,19 @@ if ! "$st_venv/bin/pip" show schemathesis 2>/dev/null | grep -qx "Version: $SCHE
   "$st_venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
+# promtool (Debian's prometheus package) checks /metrics and the alert rules during the tests
+# (crates/server/tests/webhooks.rs); install it once when missing, as with-postgres.sh does
+# PostgreSQL.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "test.sh: installing promtool from Debian's prometheus package" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+(cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml)
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 ./scripts/with-postgres.sh cargo test --workspace --locked

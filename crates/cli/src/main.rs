@@ -30,6 +30,12 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
+    /// Manage outgoing webhook endpoints.
+    #[command(subcommand, name = "webhook-endpoints")]
+    WebhookEndpoints(commands::notify::EndpointsCommand),
+    /// List or replay notifications (the outbox of outgoing webhooks).
+    #[command(subcommand)]
+    Notifications(commands::notify::NotificationsCommand),
     /// Show the audit log (every change made by an operator or an API key), newest first.
     Audit(commands::audit::AuditArgs),
     /// Import usage events.
@@ -63,6 +69,8 @@ fn main() -> ExitCode {
         Command::Migrate(args) => commands::migrate::run(args),
         Command::Keys(cmd) => commands::keys::run(cmd),
         Command::Audit(args) => commands::audit::run(args),
+        Command::WebhookEndpoints(cmd) => commands::notify::run_endpoints(cmd),
+        Command::Notifications(cmd) => commands::notify::run_notifications(cmd),
         Command::Events(cmd) => commands::events::run(cmd),
         Command::Usage(cmd) => commands::usage::run(cmd),
         Command::Bench(args) => commands::bench::run(args),

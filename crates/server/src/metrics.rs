@@ -33,6 +33,9 @@ pub struct Metrics {
     pub connections_evicted: AtomicU64,
     /// Connections refused at the cap because every open one had a request in flight.
     pub connections_refused: AtomicU64,
+    pub deliveries_succeeded: AtomicU64,
+    pub deliveries_failed: AtomicU64,
+    pub endpoints_disabled: AtomicU64,
 }
 
 /// The `method` label: the standard methods by name, anything else as `other`, so that invented
@@ -87,6 +90,20 @@ impl Metrics {
         if let Ok(mut w) = self.worker_failures.lock() {
             *w.entry(worker).or_default() += 1;
         }
+    }
+
+    /// One webhook delivery attempt, `succeeded` or `failed`.
+    pub fn add_delivery(&self, outcome: &'static str) {
+        let c = if outcome == "succeeded" {
+            &self.deliveries_succeeded
+        } else {
+            &self.deliveries_failed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_endpoint_disabled(&self) {
+        self.endpoints_disabled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Failed items of `worker` so far.
@@ -173,13 +190,36 @@ impl Metrics {
             "# HELP tally_worker_failures_total Items a background worker failed and skipped.\n",
         );
         out.push_str("# TYPE tally_worker_failures_total counter\n");
-        for worker in ["closer", "notifier"] {
+        for worker in ["closer", "notifier", "deliverer"] {
             let _ = writeln!(
                 out,
                 "tally_worker_failures_total{{worker=\"{worker}\"}} {}",
                 self.worker_failures(worker)
             );
         }
+        out.push_str(
+            "# HELP tally_webhook_deliveries_total Outgoing webhook delivery attempts by outcome.\n",
+        );
+        out.push_str("# TYPE tally_webhook_deliveries_total counter\n");
+        for (outcome, c) in [
+            ("succeeded", &self.deliveries_succeeded),
+            ("failed", &self.deliveries_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "tally_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP tally_webhook_endpoints_disabled_total Webhook endpoints disabled after failing for 3 days.\n",
+        );
+        out.push_str("# TYPE tally_webhook_endpoints_disabled_total counter\n");
+        let _ = writeln!(
+            out,
+            "tally_webhook_endpoints_disabled_total {}",
+            self.endpoints_disabled.load(Ordering::Relaxed)
+        );
         out
     }
 }

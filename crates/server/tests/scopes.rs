@@ -261,6 +261,64 @@ fn routes() -> Vec<Route> {
             StatusCode::NO_CONTENT,
             |c| (format!("/v1/customers/{c}/flags/new_ui"), None),
         ),
+        r(
+            Method::POST,
+            "/v1/webhook-endpoints",
+            Admin,
+            false,
+            ok,
+            |_| {
+                let body = json!({"url": "http://127.0.0.1:9/hooks", "events": ["*"]});
+                ("/v1/webhook-endpoints".into(), Some(body))
+            },
+        ),
+        r(
+            Method::GET,
+            "/v1/webhook-endpoints",
+            Admin,
+            false,
+            ok,
+            |_| ("/v1/webhook-endpoints".into(), None),
+        ),
+        // The scope is checked before the endpoint is looked up: an unknown one answers 404 to
+        // the keys allowed to ask.
+        r(
+            Method::GET,
+            "/v1/webhook-endpoints/{endpoint}",
+            Admin,
+            false,
+            StatusCode::NOT_FOUND,
+            |_| ("/v1/webhook-endpoints/we_matrix".into(), None),
+        ),
+        r(
+            Method::DELETE,
+            "/v1/webhook-endpoints/{endpoint}",
+            Admin,
+            false,
+            StatusCode::NOT_FOUND,
+            |_| ("/v1/webhook-endpoints/we_matrix".into(), None),
+        ),
+        r(
+            Method::POST,
+            "/v1/webhook-endpoints/{endpoint}/rotate",
+            Admin,
+            false,
+            StatusCode::NOT_FOUND,
+            |_| {
+                (
+                    "/v1/webhook-endpoints/we_matrix/rotate".into(),
+                    Some(json!({})),
+                )
+            },
+        ),
+        r(
+            Method::GET,
+            "/v1/webhook-endpoints/{endpoint}/deliveries",
+            Admin,
+            false,
+            StatusCode::NOT_FOUND,
+            |_| ("/v1/webhook-endpoints/we_matrix/deliveries".into(), None),
+        ),
     ]
 }
 

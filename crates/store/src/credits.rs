@@ -110,6 +110,16 @@ pub struct CreditRequest {
     pub event: Option<NewEvent>,
     pub quantity: Option<Decimal>,
     pub now: DateTime<Utc>,
+    /// Whether to enqueue the notifications of this change (`credits.granted`, `credits.low`,
+    /// `credits.depleted`) in its transaction, and below which balance credits are low.
+    pub notify: Option<CreditNotify>,
+}
+
+/// What a credit change notifies (see [`CreditRequest::notify`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CreditNotify {
+    /// `credits.low` is sent when the balance falls from at least this to below it.
+    pub low_balance: Option<Decimal>,
 }
 
 /// What a credit request did.
@@ -189,6 +199,41 @@ pub(crate) fn audit_entry(req: &CreditRequest, p: &CreditPlan) -> Option<AuditEn
             at: req.now,
         },
     })
+}
+
+/// The notifications a credit change causes: `credits.granted` for a grant, `credits.depleted`
+/// when the balance falls from above zero to zero or below, otherwise `credits.low` when it falls
+/// below the low-balance threshold. Keyed by the entry, so a replay enqueues nothing.
+pub(crate) fn notifications(req: &CreditRequest, p: &CreditPlan) -> Vec<crate::NewNotification> {
+    let Some(cfg) = &req.notify else {
+        return Vec::new();
+    };
+    let note = |kind: &str| crate::NewNotification {
+        kind: kind.to_owned(),
+        customer_id: Some(req.customer_id.clone()),
+        payload: serde_json::json!({
+            "customer": req.customer_id,
+            "entry": req.entry_id,
+            "kind": req.kind.as_str(),
+            "amount": req.amount.normalize().to_string(),
+            "balance": p.balance_after.normalize().to_string(),
+            "low_balance": cfg.low_balance.map(|l| l.normalize().to_string()),
+        }),
+        dedup_key: format!("{kind}:{}:{}", req.customer_id, req.entry_id),
+        created_at: req.now,
+    };
+    let mut out = Vec::new();
+    if req.kind == EntryKind::Grant && req.amount > Decimal::ZERO {
+        out.push(note("credits.granted"));
+    }
+    if p.balance_before > Decimal::ZERO && p.balance_after <= Decimal::ZERO {
+        out.push(note("credits.depleted"));
+    } else if let Some(low) = cfg.low_balance {
+        if p.balance_before >= low && p.balance_after < low {
+            out.push(note("credits.low"));
+        }
+    }
+    out
 }
 
 /// Applies the ledger rules: expired credits are written off, a positive amount opens a bucket,

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod credits;
 mod error;
 pub mod model;
+pub mod notify;
 pub mod postgres;
 mod rollup;
 pub mod sqlite;
@@ -26,11 +27,15 @@ use chrono::{DateTime, Utc};
 
 pub use audit::{AuditContext, AuditEntry, AuditFilter, AuditPage, AuditRecord, AuditTarget};
 pub use credits::{
-    CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome, CreditRequest,
-    FlagOverride, UsageNotification,
+    CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditNotify, CreditOutcome,
+    CreditRequest, FlagOverride, UsageNotification,
 };
 pub use error::StoreError;
 pub use model::*;
+pub use notify::{
+    ClaimedDelivery, DeliveryAttempt, NewNotification, NewWebhookEndpoint, Notification,
+    NotificationFilter, WebhookDelivery, WebhookEndpoint,
+};
 pub use stripe::{
     InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent, NewTransaction, StripeSubscriptionUpsert,
     Transaction,
@@ -233,12 +238,106 @@ pub trait Store: Send + Sync + 'static {
     /// A page of audit rows matching `filter`, newest first.
     async fn audit_log(&self, filter: AuditFilter) -> Result<AuditPage>;
 
-    /// Queues a threshold notification unless one exists for the same customer, metric, period
-    /// and threshold. Returns whether it was queued.
-    async fn record_notification(&self, n: UsageNotification) -> Result<bool>;
+    /// Queues a threshold notification (`usage.threshold_reached` in the outbox) unless one
+    /// exists for the same customer, metric, period and threshold. Returns whether it was queued.
+    async fn record_notification(&self, n: UsageNotification) -> Result<bool> {
+        self.enqueue_notification(NewNotification {
+            kind: "usage.threshold_reached".into(),
+            customer_id: Some(n.customer_id.clone()),
+            payload: notify::usage_payload(&n),
+            dedup_key: notify::usage_dedup_key(&n),
+            created_at: n.created_at,
+        })
+        .await
+    }
 
-    /// Queued notifications of a customer, oldest first.
+    /// Queued usage-threshold notifications of a customer, oldest first.
     async fn notifications(&self, customer_id: &str) -> Result<Vec<UsageNotification>>;
+
+    // --- notification outbox and webhooks (see [`notify`]) ---------------------------------
+
+    /// Enqueues a notification on its own (for moments whose change is not in this database, or
+    /// is already committed), fanned out to the subscribed endpoints in the same transaction.
+    /// Returns false when its dedup key was enqueued before (nothing written).
+    async fn enqueue_notification(&self, n: NewNotification) -> Result<bool>;
+
+    /// Notifications matching `filter`, oldest first.
+    async fn list_notifications(&self, filter: NotificationFilter) -> Result<Vec<Notification>>;
+
+    /// Creates an endpoint; with `audit`, records `webhook_endpoint.created`.
+    async fn create_webhook_endpoint_audited(
+        &self,
+        e: NewWebhookEndpoint,
+        audit: Option<AuditContext>,
+    ) -> Result<WebhookEndpoint>;
+
+    /// The endpoints not deleted, oldest first.
+    async fn list_webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>>;
+
+    /// An endpoint not deleted.
+    async fn get_webhook_endpoint(&self, id: &str) -> Result<Option<WebhookEndpoint>>;
+
+    /// Deletes an endpoint (its deliveries stop); with `audit`, records
+    /// `webhook_endpoint.deleted`. Returns whether it existed.
+    async fn delete_webhook_endpoint_audited(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<bool>;
+
+    /// Replaces an endpoint's secret; the previous one keeps signing until `previous_until`.
+    /// With `audit`, records `webhook_endpoint.rotated` (secrets never enter the log).
+    async fn rotate_webhook_endpoint_secret_audited(
+        &self,
+        id: &str,
+        new_secret: &str,
+        previous_until: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<Option<WebhookEndpoint>>;
+
+    /// Disables an endpoint that failed for too long and enqueues `notice` (its
+    /// `webhook_endpoint.disabled` notification) in the same transaction. Returns whether it was
+    /// enabled.
+    async fn disable_webhook_endpoint(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        notice: NewNotification,
+    ) -> Result<bool>;
+
+    /// Leases up to `limit` due deliveries to `holder` until `until`: pending, due at `now`, not
+    /// leased by a live worker, of an enabled endpoint, and the oldest pending one of their
+    /// (endpoint, customer).
+    async fn claim_deliveries(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>>;
+
+    /// Records an attempt of a delivery `holder` claimed; returns the endpoint's `failing_since`
+    /// after it (`None` after a success), or `None` when the lease was lost (nothing written).
+    async fn finish_delivery(
+        &self,
+        attempt: DeliveryAttempt,
+    ) -> Result<Option<Option<DateTime<Utc>>>>;
+
+    /// An endpoint's deliveries, newest first.
+    async fn webhook_deliveries(
+        &self,
+        endpoint_id: &str,
+        limit: usize,
+    ) -> Result<Vec<WebhookDelivery>>;
+
+    /// Delivers a notification again: its deliveries become pending and due at `now` (and
+    /// endpoints now subscribed to its type get one). Returns how many deliveries are pending, or
+    /// `None` when no notification has that id.
+    async fn replay_notification(&self, id: &str, now: DateTime<Utc>) -> Result<Option<u64>>;
+
+    /// When the oldest pending delivery of an enabled endpoint was enqueued (outbox lag).
+    async fn oldest_pending_delivery(&self) -> Result<Option<DateTime<Utc>>>;
 
     /// Sets a customer's override of a flag, unaudited.
     async fn put_flag_override(&self, o: FlagOverride) -> Result<()> {

@@ -37,6 +37,7 @@ fn req(id: &str, kind: EntryKind, amount: Decimal, at: DateTime<Utc>) -> CreditR
         event: None,
         quantity: None,
         now: at,
+        notify: None,
     }
 }
 

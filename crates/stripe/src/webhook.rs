@@ -104,3 +104,44 @@ pub fn verify(
     }
     Err(SignatureError::NoMatch)
 }
+
+/// The `Stripe-Signature`-style header of a delivery Tally sends: `t=<timestamp>` and one
+/// `v1=` HMAC-SHA256(secret, "<t>.<payload>") in hex per secret (several while a secret is being
+/// rotated), exactly what [`verify`] and Stripe's SDKs accept.
+pub fn signature_header(payload: &[u8], secrets: &[&str], timestamp: i64) -> String {
+    let t = timestamp.to_string();
+    let mut header = format!("t={t}");
+    for secret in secrets {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+            continue;
+        };
+        mac.update(t.as_bytes());
+        mac.update(b".");
+        mac.update(payload);
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(mac.finalize().into_bytes()));
+    }
+    header
+}
+
+#[cfg(test)]
+mod sign_tests {
+    use super::*;
+
+    #[test]
+    fn signed_headers_verify_with_each_secret() {
+        let h = signature_header(b"{}", &["whsec_a", "whsec_b"], 1_700_000_000);
+        assert!(h.starts_with("t=1700000000,v1="));
+        assert_eq!(h.matches("v1=").count(), 2);
+        for s in ["whsec_a", "whsec_b"] {
+            assert_eq!(
+                verify(b"{}", &h, &[s], 1_700_000_000, DEFAULT_TOLERANCE),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            verify(b"{}", &h, &["whsec_c"], 1_700_000_000, DEFAULT_TOLERANCE),
+            Err(SignatureError::NoMatch)
+        );
+    }
+}

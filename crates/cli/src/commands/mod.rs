@@ -10,6 +10,7 @@ pub mod events;
 pub mod invoice;
 pub mod keys;
 pub mod migrate;
+pub mod notify;
 pub mod serve;
 pub mod stripe;
 pub mod usage;

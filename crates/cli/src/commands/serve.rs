@@ -71,16 +71,29 @@ pub struct ServeArgs {
     /// Webhook deliveries (POST /webhooks/stripe) larger than this many bytes get 413.
     #[arg(long, env = "TALLY_WEBHOOK_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     webhook_max_body_bytes: usize,
+    /// Log lines as text or as JSON objects (one per line, with the request id).
+    #[arg(long, env = "TALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How `tally serve` writes its logs.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        // One JSON object per line, with the request's span (its request_id) on every line.
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     let config = Config {
         listen: args.listen,
         database_url: args.db.database_url,

@@ -514,6 +514,9 @@ impl Builder<'_> {
         let monthly_credits = raw
             .monthly_credits
             .and_then(|c| self.positive("monthly_credits", &c));
+        let low_credit_balance = raw
+            .low_credit_balance
+            .and_then(|c| self.positive("low_credit_balance", &c));
         let minimum = raw
             .minimum
             .and_then(|m| self.amount("minimum", &m, currency));
@@ -528,6 +531,7 @@ impl Builder<'_> {
             features,
             monthly_credits,
             credits_roll_over: raw.credits_roll_over,
+            low_credit_balance,
             minimum,
         }
     }

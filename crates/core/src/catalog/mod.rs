@@ -176,6 +176,9 @@ pub struct Plan {
     pub monthly_credits: Option<Decimal>,
     /// Whether unused monthly credits carry over; by default they expire at the period's end.
     pub credits_roll_over: bool,
+    /// A balance below which the customer is notified (`credits.low`) when a change takes the
+    /// balance from at least this to below it.
+    pub low_credit_balance: Option<Decimal>,
     /// Minimum charge per allowance period, in minor units: when the period's usage lines and its
     /// share of the base price (a twelfth of a yearly price) add up to less, a minimum line makes
     /// up the difference.

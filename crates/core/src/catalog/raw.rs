@@ -64,6 +64,7 @@ pub(crate) struct RawPlan {
     pub monthly_credits: Option<Spanned<Num>>,
     #[serde(default)]
     pub credits_roll_over: bool,
+    pub low_credit_balance: Option<Spanned<Num>>,
     pub minimum: Option<Spanned<Num>>,
 }
 

@@ -163,6 +163,7 @@ fn parses_a_valid_catalog() {
     assert!(free.prices.is_empty());
     assert_eq!(free.monthly_credits, Some(dec!(100)));
     assert!(!free.credits_roll_over);
+    assert_eq!(free.low_credit_balance, None);
 
     let pack = c.credit_pack("small").unwrap();
     assert_eq!((pack.credits, pack.amount), (dec!(500), 500));
@@ -248,7 +249,7 @@ fn reports_unknown_fields() {
     assert_eq!(
         e,
         "c.toml:9:1: unknown field `price`, expected one of `name`, `currency`, `prices`, \
-         `trial_days`, `metrics`, `features`, `monthly_credits`, `credits_roll_over`, `minimum`"
+         `trial_days`, `metrics`, `features`, `monthly_credits`, `credits_roll_over`, `low_credit_balance`, `minimum`"
     );
 }
 
@@ -676,5 +677,14 @@ fn reports_coupon_ids_that_differ_only_in_case() {
     assert_eq!(
         e,
         "c.toml:12:10: coupon save10 differs from coupon SAVE10 only in letter case"
+    );
+}
+
+#[test]
+fn low_credit_balance_must_be_positive() {
+    let e = errors("[plans.a]\nlow_credit_balance = 0\n");
+    assert!(
+        e.contains("low_credit_balance must be more than 0 (0)"),
+        "{e}"
     );
 }

@@ -29,6 +29,10 @@ pub struct Health {
     pub version: &'static str,
     pub database: DependencyStatus,
     pub stripe: DependencyStatus,
+    /// Age in seconds of the oldest notification not yet delivered to an enabled endpoint (0
+    /// when none waits; absent when the database is unreachable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox_lag_seconds: Option<i64>,
 }
 
 /// Liveness and dependency status (503 when the database is unreachable).
@@ -37,6 +41,7 @@ pub struct Health {
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let db = state.store.ping().await;
     let ok = db.is_ok();
+    let outbox_lag_seconds = if ok { outbox_lag(&state).await } else { None };
     let body = Health {
         status: if ok { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
@@ -50,6 +55,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
             backend: None,
             message: None,
         },
+        outbox_lag_seconds,
     };
     let code = if ok {
         StatusCode::OK
@@ -80,11 +86,22 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
             return e.into_response();
         }
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    let mut text = state.metrics.render();
+    // Read at scrape time: the outbox is shared by every process on the database.
+    if let Some(lag) = outbox_lag(&state).await {
+        text.push_str(
+            "# HELP tally_outbox_lag_seconds Age of the oldest notification waiting for delivery to an enabled webhook endpoint.\n# TYPE tally_outbox_lag_seconds gauge\n",
+        );
+        text.push_str(&format!("tally_outbox_lag_seconds {lag}\n"));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Age in seconds of the oldest notification waiting for a webhook delivery (0 when none
+/// waits), or `None` when the database cannot say.
+async fn outbox_lag(state: &AppState) -> Option<i64> {
+    let oldest = state.store.oldest_pending_delivery().await.ok()?;
+    Some(oldest.map_or(0, |at| (state.clock.now() - at).num_seconds().max(0)))
 }
 
 /// Constant-time comparison of two secrets.

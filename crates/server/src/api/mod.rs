@@ -12,6 +12,7 @@ pub mod invoices;
 pub mod plans;
 pub mod schemas;
 pub mod transactions;
+pub mod webhook_endpoints;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(events::ingest))
         .route("/v1/audit", get(audit::list))
         .merge(credits::routes())
+        .merge(webhook_endpoints::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::ratelimit::enforce,
@@ -93,8 +95,48 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             record_metrics,
         ))
+        .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
+
+/// The header naming a request in answers and logs.
+pub const REQUEST_ID: &str = "request-id";
+
+/// Gives every request an id — the client's `Request-Id` or `X-Request-Id` when it is 1–64
+/// characters of `[A-Za-z0-9_.:-]`, else a new `req_…` — answered in `Request-Id` and carried by
+/// every log line written while the request is handled.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let given = [REQUEST_ID, "x-request-id"].iter().find_map(|h| {
+        req.headers()
+            .get(*h)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= 64
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+            })
+            .map(str::to_owned)
+    });
+    let id = given.unwrap_or_else(|| {
+        use rand::RngCore;
+        let mut b = [0u8; 12];
+        rand::rng().fill_bytes(&mut b);
+        format!("req_{}", hex::encode(b))
+    });
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut res = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
+    res
+}
+
+/// The id of the request being handled (see [`request_id`]).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
 
 /// The router of `--metrics-listen`: `/metrics` alone.
 pub fn metrics_router(state: AppState) -> Router {
@@ -315,6 +357,14 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
             | "/v1/flags",
         ) => Access::Read,
         ("GET", "/v1/audit" | "/v1/customers/{id}/audit") => Access::Admin,
+        (
+            "GET",
+            "/v1/webhook-endpoints"
+            | "/v1/webhook-endpoints/{endpoint}"
+            | "/v1/webhook-endpoints/{endpoint}/deliveries",
+        )
+        | ("POST", "/v1/webhook-endpoints" | "/v1/webhook-endpoints/{endpoint}/rotate")
+        | ("DELETE", "/v1/webhook-endpoints/{endpoint}") => Access::Admin,
         (
             "POST",
             "/v1/events" | "/v1/entitlements/check" | "/v1/customers/{id}/credits/consume",

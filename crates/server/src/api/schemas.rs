@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 /// A customer.
@@ -111,4 +112,72 @@ pub struct UsageNotification {
 pub struct NotificationList {
     /// Oldest first.
     data: Vec<UsageNotification>,
+}
+
+/// A webhook endpoint (its secret is shown only when created or rotated).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookEndpoint {
+    /// `we_…`.
+    pub id: String,
+    pub url: String,
+    /// Event types it receives (`*`: all), sorted.
+    pub events: Vec<String>,
+    /// `enabled`, or `disabled` after failing for 3 days.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Since when every delivery attempt failed, if the last one did.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Until when the secret replaced by the last rotation signs too.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<tally_store::WebhookEndpoint> for WebhookEndpoint {
+    fn from(e: tally_store::WebhookEndpoint) -> Self {
+        WebhookEndpoint {
+            id: e.id,
+            url: e.url,
+            events: e.events,
+            status: e.status,
+            created_at: e.created_at,
+            disabled_at: e.disabled_at,
+            failing_since: e.failing_since,
+            previous_secret_expires_at: e.previous_secret_expires_at,
+        }
+    }
+}
+
+/// Body of `GET /v1/webhook-endpoints`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookEndpointList {
+    /// Oldest first.
+    pub data: Vec<WebhookEndpoint>,
+}
+
+/// One notification's delivery to one endpoint.
+#[derive(ToSchema)]
+pub struct WebhookDelivery {
+    /// `whd_…`.
+    id: String,
+    endpoint_id: String,
+    /// The event id (`evt_…`), the same at every attempt and replay.
+    notification_id: String,
+    #[schema(rename = "type")]
+    kind: String,
+    customer_id: Option<String>,
+    /// `pending` or `succeeded`.
+    status: String,
+    attempts: u32,
+    next_attempt_at: Option<DateTime<Utc>>,
+    last_status_code: Option<u16>,
+    last_error: Option<String>,
+    last_attempt_at: Option<DateTime<Utc>>,
+    delivered_at: Option<DateTime<Utc>>,
+}
+
+/// Body of `GET /v1/webhook-endpoints/{endpoint}/deliveries`.
+#[derive(ToSchema)]
+pub struct WebhookDeliveryList {
+    /// Newest first.
+    data: Vec<WebhookDelivery>,
 }

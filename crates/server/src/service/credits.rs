@@ -17,7 +17,9 @@ use serde_json::Value;
 use tally_core::credits::{CreditEntry, EntryKind};
 use tally_core::decimal::{self, DecimalError, Limits};
 use tally_core::period::allowance_period;
-use tally_store::{CreditEntryRecord, CreditOutcome, CreditRequest, Customer, Subscription};
+use tally_store::{
+    CreditEntryRecord, CreditNotify, CreditOutcome, CreditRequest, Customer, Subscription,
+};
 use utoipa::ToSchema;
 
 use super::customers::check_id;
@@ -253,6 +255,19 @@ async fn customer(state: &AppState, id: &str) -> Result<Customer, ApiError> {
     usage::customer(state, id).await
 }
 
+/// What a credit change notifies: `credits.low` below the customer's plan's
+/// `low_credit_balance`, if it sets one.
+fn credit_notify(
+    state: &AppState,
+    sub: Option<&tally_store::Subscription>,
+    now: DateTime<Utc>,
+) -> Option<CreditNotify> {
+    let plan = super::entitlements::effective_plan(state, sub, now);
+    Some(CreditNotify {
+        low_balance: plan.and_then(|(p, _)| p.low_credit_balance),
+    })
+}
+
 /// Makes the plan's monthly grant for the allowance period containing `now`, once.
 pub async fn ensure_plan_grant(
     state: &AppState,
@@ -292,6 +307,9 @@ pub async fn ensure_plan_grant(
                 event: None,
                 quantity: None,
                 now: now.max(period.start),
+                notify: Some(CreditNotify {
+                    low_balance: plan.low_credit_balance,
+                }),
             })
             .await?;
         if matches!(outcome, CreditOutcome::IdempotencyConflict) {
@@ -342,6 +360,9 @@ pub async fn plan_changed(
         event: None,
         quantity: None,
         now: now.max(period.start),
+        notify: Some(CreditNotify {
+            low_balance: plan.low_credit_balance,
+        }),
     };
     let base = format!("plan_grant:{}", period.start.to_rfc3339());
     match state
@@ -372,6 +393,7 @@ pub async fn grant_purchase(
     now: DateTime<Utc>,
 ) -> Result<Applied<EntryView>, ApiError> {
     let fingerprint = format!("purchase|{amount}|{reason}");
+    let sub = state.store.get_subscription(customer_id).await?;
     let outcome = state
         .store
         .credit_apply(CreditRequest {
@@ -388,6 +410,7 @@ pub async fn grant_purchase(
             event: None,
             quantity: None,
             now,
+            notify: credit_notify(state, sub.as_ref(), now),
         })
         .await?;
     match outcome {
@@ -578,8 +601,9 @@ pub async fn grant(
         ApiError::unprocessable("invalid_entry", e.to_string().replace("request: ", ""))
             .with_param("amount")
     })?;
-    let c = customer(state, id).await?;
+    let (c, sub) = customer_and_subscription(state, id).await?;
     ensure_plan_grant(state, &c, now).await?;
+    let notify = credit_notify(state, sub.as_ref(), now);
     let fingerprint = format!(
         "grant|{}|{}|{}|{}",
         kind.as_str(),
@@ -603,6 +627,7 @@ pub async fn grant(
             event: None,
             quantity: None,
             now,
+            notify,
         })
         .await?;
     match outcome {
@@ -741,8 +766,9 @@ pub async fn consume(
         );
     }
     // Customers are never deleted and their anchor never changes: the cached record is enough.
-    let (c, _) = customer_and_subscription(state, id).await?;
+    let (c, sub) = customer_and_subscription(state, id).await?;
     ensure_plan_grant(state, &c, now).await?;
+    let notify = credit_notify(state, sub.as_ref(), now);
     let event = match (&metric, quantity) {
         (Some(m), Some(q)) => {
             let event_id = input
@@ -792,6 +818,7 @@ pub async fn consume(
             event,
             quantity,
             now,
+            notify,
         })
         .await?;
     match outcome {

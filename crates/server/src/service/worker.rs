@@ -16,6 +16,8 @@ use crate::state::AppState;
 pub const CLOSER: &str = "closer";
 /// The threshold notifier's name in logs and metrics.
 pub const NOTIFIER: &str = "notifier";
+/// The webhook delivery worker's name in logs and metrics.
+pub const DELIVERER: &str = "deliverer";
 
 /// Runs one item of `worker`'s round; `None` when it failed (logged and counted).
 ///

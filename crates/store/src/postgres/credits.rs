@@ -14,7 +14,7 @@ use super::{is_retryable, Failure};
 use crate::credits::{audit_entry, expire_entry_id, plan};
 use crate::{
     AuditContext, AuditEntry, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome,
-    CreditRequest, FlagOverride, NewEvent, Result, StoreError, UsageNotification,
+    CreditRequest, FlagOverride, NewEvent, Result, StoreError,
 };
 
 const ATTEMPTS: usize = 5;
@@ -272,6 +272,9 @@ async fn try_apply(
     if let Some(e) = audit_entry(req, &p) {
         super::audit::insert(tx, &e).await?;
     }
+    for n in crate::credits::notifications(req, &p) {
+        super::notify::enqueue(tx, &n).await?;
+    }
     if let Some(ev) = &req.event {
         // Period close locks the customer FOR UPDATE: no event slips into a period being invoiced.
         let billed_through: Option<DateTime<Utc>> = tx
@@ -394,54 +397,6 @@ pub(crate) async fn account(
         entries,
         has_more,
     })
-}
-
-pub(crate) async fn record_notification(pool: &Pool, n: &UsageNotification) -> Result<bool> {
-    let c = pool.get().await?;
-    let threshold = n.threshold as i32;
-    let inserted = c
-        .execute(
-            "INSERT INTO usage_notifications (id, customer_id, metric, period_start, threshold,
-                used, \"limit\", created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT DO NOTHING",
-            &[
-                &n.id,
-                &n.customer_id,
-                &n.metric,
-                &n.period_start,
-                &threshold,
-                &n.used,
-                &n.limit,
-                &n.created_at,
-            ],
-        )
-        .await?;
-    Ok(inserted == 1)
-}
-
-pub(crate) async fn notifications(pool: &Pool, customer: &str) -> Result<Vec<UsageNotification>> {
-    let c = pool.get().await?;
-    let rows = c
-        .query(
-            "SELECT id, customer_id, metric, period_start, threshold, used, \"limit\", created_at,
-                delivered_at FROM usage_notifications WHERE customer_id = $1 ORDER BY seq",
-            &[&customer],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| UsageNotification {
-            id: r.get(0),
-            customer_id: r.get(1),
-            metric: r.get(2),
-            period_start: r.get(3),
-            threshold: r.get::<_, i32>(4) as u32,
-            used: r.get::<_, Decimal>(5).normalize(),
-            limit: r.get::<_, Decimal>(6).normalize(),
-            created_at: r.get(7),
-            delivered_at: r.get(8),
-        })
-        .collect())
 }
 
 async fn flag_override<C: GenericClient>(

@@ -70,6 +70,11 @@ pub(crate) async fn close_period(
         &[&customer_id, &end],
     )
     .await?;
+    super::notify::enqueue(
+        &tx,
+        &crate::notify::invoice_closed(customer_id, start, end, &inv),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Some(StoredInvoice {
         customer_id: customer_id.to_owned(),

@@ -35,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "stripe_inbox",
         include_str!("../../migrations/postgres/0006_stripe_inbox.sql"),
     ),
+    (
+        8,
+        "notifications",
+        include_str!("../../migrations/postgres/0008_notifications.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

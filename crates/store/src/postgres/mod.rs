@@ -18,6 +18,7 @@ mod customers;
 mod events;
 mod invoices;
 mod migrate;
+mod notify;
 mod stripe;
 
 use async_trait::async_trait;
@@ -34,8 +35,9 @@ use crate::{
     FlagOverride, UsageNotification,
 };
 use crate::{
-    InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent, NewTransaction, StripeSubscriptionUpsert,
-    Transaction,
+    ClaimedDelivery, DeliveryAttempt, InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent,
+    NewNotification, NewTransaction, NewWebhookEndpoint, Notification, NotificationFilter,
+    StripeSubscriptionUpsert, Transaction, WebhookDelivery, WebhookEndpoint,
 };
 pub use migrate::SCHEMA_VERSION;
 
@@ -260,12 +262,93 @@ impl Store for PgStore {
         audit::list(&self.pool, &filter).await
     }
 
-    async fn record_notification(&self, n: UsageNotification) -> Result<bool> {
-        credits::record_notification(&self.pool, &n).await
+    async fn notifications(&self, customer_id: &str) -> Result<Vec<UsageNotification>> {
+        notify::usage(&self.pool, customer_id).await
     }
 
-    async fn notifications(&self, customer_id: &str) -> Result<Vec<UsageNotification>> {
-        credits::notifications(&self.pool, customer_id).await
+    async fn enqueue_notification(&self, n: NewNotification) -> Result<bool> {
+        notify::enqueue_alone(&self.pool, &n).await
+    }
+
+    async fn list_notifications(&self, filter: NotificationFilter) -> Result<Vec<Notification>> {
+        notify::list(&self.pool, &filter).await
+    }
+
+    async fn create_webhook_endpoint_audited(
+        &self,
+        e: NewWebhookEndpoint,
+        audit: Option<AuditContext>,
+    ) -> Result<WebhookEndpoint> {
+        notify::create_endpoint(&self.pool, &e, audit).await
+    }
+
+    async fn list_webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>> {
+        notify::list_endpoints(&self.pool).await
+    }
+
+    async fn get_webhook_endpoint(&self, id: &str) -> Result<Option<WebhookEndpoint>> {
+        notify::get_endpoint(&self.pool, id).await
+    }
+
+    async fn delete_webhook_endpoint_audited(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<bool> {
+        notify::delete_endpoint(&self.pool, id, at, audit).await
+    }
+
+    async fn rotate_webhook_endpoint_secret_audited(
+        &self,
+        id: &str,
+        new_secret: &str,
+        previous_until: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<Option<WebhookEndpoint>> {
+        notify::rotate(&self.pool, id, new_secret, previous_until, audit).await
+    }
+
+    async fn disable_webhook_endpoint(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        notice: NewNotification,
+    ) -> Result<bool> {
+        notify::disable(&self.pool, id, at, &notice).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        notify::claim(&self.pool, holder, now, until, limit).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        attempt: DeliveryAttempt,
+    ) -> Result<Option<Option<DateTime<Utc>>>> {
+        notify::finish(&self.pool, &attempt).await
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        endpoint_id: &str,
+        limit: usize,
+    ) -> Result<Vec<WebhookDelivery>> {
+        notify::deliveries(&self.pool, endpoint_id, limit).await
+    }
+
+    async fn replay_notification(&self, id: &str, now: DateTime<Utc>) -> Result<Option<u64>> {
+        notify::replay(&self.pool, id, now).await
+    }
+
+    async fn oldest_pending_delivery(&self) -> Result<Option<DateTime<Utc>>> {
+        notify::oldest_pending(&self.pool).await
     }
 
     async fn put_flag_override_audited(

@@ -12,7 +12,7 @@ use crate::credits::{audit_entry, expire_entry_id, plan};
 use crate::time::{from_ms, to_ms};
 use crate::{
     AuditContext, AuditEntry, CreditAccount, CreditBucketRecord, CreditEntryRecord, CreditOutcome,
-    CreditRequest, FlagOverride, Result, StoreError, UsageNotification,
+    CreditRequest, FlagOverride, Result, StoreError,
 };
 
 fn dec(s: &str) -> rusqlite::Result<Decimal> {
@@ -263,6 +263,9 @@ fn apply_ledger(
     if let Some(e) = audit_entry(req, &p) {
         super::audit::insert(conn, &e)?;
     }
+    for n in crate::credits::notifications(req, &p) {
+        super::notify::enqueue(conn, &n)?;
+    }
     Ok(CreditOutcome::Applied(entry_by_id(conn, &req.entry_id)?))
 }
 
@@ -290,46 +293,6 @@ pub(crate) fn account(
         entries,
         has_more,
     })
-}
-
-pub(crate) fn record_notification(conn: &Connection, n: &UsageNotification) -> Result<bool> {
-    let inserted = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO usage_notifications (id, customer_id, metric, period_start,
-                threshold, used, \"limit\", created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            n.id,
-            n.customer_id,
-            n.metric,
-            to_ms(n.period_start),
-            n.threshold,
-            n.used.normalize().to_string(),
-            n.limit.normalize().to_string(),
-            to_ms(n.created_at)
-        ])?;
-    Ok(inserted == 1)
-}
-
-pub(crate) fn notifications(conn: &Connection, customer: &str) -> Result<Vec<UsageNotification>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, customer_id, metric, period_start, threshold, used, \"limit\", created_at,
-            delivered_at FROM usage_notifications WHERE customer_id = ?1 ORDER BY seq",
-    )?;
-    let rows = stmt.query_map([customer], |r| {
-        Ok(UsageNotification {
-            id: r.get(0)?,
-            customer_id: r.get(1)?,
-            metric: r.get(2)?,
-            period_start: from_ms(r.get(3)?),
-            threshold: r.get(4)?,
-            used: dec(&r.get::<_, String>(5)?)?,
-            limit: dec(&r.get::<_, String>(6)?)?,
-            created_at: from_ms(r.get(7)?),
-            delivered_at: r.get::<_, Option<i64>>(8)?.map(from_ms),
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 fn flag_override(conn: &Connection, customer: &str, flag: &str) -> Result<Option<FlagOverride>> {

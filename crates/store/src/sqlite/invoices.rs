@@ -47,6 +47,10 @@ pub(crate) fn close_period(
         "UPDATE customers SET billed_through = MAX(COALESCE(billed_through, ?2), ?2) WHERE id = ?1",
         params![customer_id, to_ms(end)],
     )?;
+    super::notify::enqueue(
+        conn,
+        &crate::notify::invoice_closed(customer_id, start, end, &inv),
+    )?;
     Ok(Some(StoredInvoice {
         customer_id: customer_id.to_owned(),
         period_start: start,

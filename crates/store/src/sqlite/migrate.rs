@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "stripe_inbox",
         include_str!("../../migrations/sqlite/0007_stripe_inbox.sql"),
     ),
+    (
+        9,
+        "notifications",
+        include_str!("../../migrations/sqlite/0009_notifications.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

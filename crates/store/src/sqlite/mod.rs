@@ -54,6 +54,7 @@ mod events;
 mod invoices;
 mod leases;
 mod migrate;
+mod notify;
 mod rollups;
 mod stripe;
 mod usage_cache;
@@ -77,8 +78,9 @@ use crate::{
     FlagOverride, UsageNotification,
 };
 use crate::{
-    InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent, NewTransaction, StripeSubscriptionUpsert,
-    Transaction,
+    ClaimedDelivery, DeliveryAttempt, InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent,
+    NewNotification, NewTransaction, NewWebhookEndpoint, Notification, NotificationFilter,
+    StripeSubscriptionUpsert, Transaction, WebhookDelivery, WebhookEndpoint,
 };
 pub use migrate::SCHEMA_VERSION;
 use usage_cache::{Lookup, UsageCache};
@@ -550,14 +552,107 @@ impl Store for SqliteStore {
         self.read(move |c| audit::list(c, &filter)).await
     }
 
-    async fn record_notification(&self, n: UsageNotification) -> Result<bool> {
-        self.write(move |w| credits::record_notification(&w.conn, &n))
+    async fn notifications(&self, customer_id: &str) -> Result<Vec<UsageNotification>> {
+        let id = customer_id.to_owned();
+        self.read(move |c| notify::usage(c, &id)).await
+    }
+
+    async fn enqueue_notification(&self, n: NewNotification) -> Result<bool> {
+        self.write(move |w| notify::enqueue(&w.conn, &n)).await
+    }
+
+    async fn list_notifications(&self, filter: NotificationFilter) -> Result<Vec<Notification>> {
+        self.read(move |c| notify::list(c, &filter)).await
+    }
+
+    async fn create_webhook_endpoint_audited(
+        &self,
+        e: NewWebhookEndpoint,
+        audit: Option<AuditContext>,
+    ) -> Result<WebhookEndpoint> {
+        self.write(move |w| notify::create_endpoint(&w.conn, &e, audit))
             .await
     }
 
-    async fn notifications(&self, customer_id: &str) -> Result<Vec<UsageNotification>> {
-        let id = customer_id.to_owned();
-        self.read(move |c| credits::notifications(c, &id)).await
+    async fn list_webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>> {
+        self.read(notify::list_endpoints).await
+    }
+
+    async fn get_webhook_endpoint(&self, id: &str) -> Result<Option<WebhookEndpoint>> {
+        let id = id.to_owned();
+        self.read(move |c| notify::get_endpoint(c, &id)).await
+    }
+
+    async fn delete_webhook_endpoint_audited(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |w| notify::delete_endpoint(&w.conn, &id, at, audit))
+            .await
+    }
+
+    async fn rotate_webhook_endpoint_secret_audited(
+        &self,
+        id: &str,
+        new_secret: &str,
+        previous_until: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<Option<WebhookEndpoint>> {
+        let (id, secret) = (id.to_owned(), new_secret.to_owned());
+        self.write(move |w| notify::rotate(&w.conn, &id, &secret, previous_until, audit))
+            .await
+    }
+
+    async fn disable_webhook_endpoint(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        notice: NewNotification,
+    ) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |w| notify::disable(&w.conn, &id, at, &notice))
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let holder = holder.to_owned();
+        let exclusive = self.ingest_lock.lock().is_ok_and(|l| l.is_some());
+        self.write(move |w| notify::claim(&w.conn, &holder, now, until, limit, exclusive))
+            .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        attempt: DeliveryAttempt,
+    ) -> Result<Option<Option<DateTime<Utc>>>> {
+        self.write(move |w| notify::finish(&w.conn, &attempt)).await
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        endpoint_id: &str,
+        limit: usize,
+    ) -> Result<Vec<WebhookDelivery>> {
+        let id = endpoint_id.to_owned();
+        self.read(move |c| notify::deliveries(c, &id, limit)).await
+    }
+
+    async fn replay_notification(&self, id: &str, now: DateTime<Utc>) -> Result<Option<u64>> {
+        let id = id.to_owned();
+        self.write(move |w| notify::replay(&w.conn, &id, now)).await
+    }
+
+    async fn oldest_pending_delivery(&self) -> Result<Option<DateTime<Utc>>> {
+        self.read(notify::oldest_pending).await
     }
 
     async fn put_flag_override_audited(

@@ -289,7 +289,7 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
             let Some(sub) = state.store.get_subscription(&customer).await? else {
                 return ignored("the customer has no subscription");
             };
-            notify::trial_will_end(state, &customer, &sub, s.trial_end.map(instant)).await;
+            notify::trial_will_end(state, &customer, &sub, s.trial_end.map(instant)).await?;
             applied("trial_will_end notification point")
         }
         EventKind::InvoicePaid(i) | EventKind::InvoicePaymentSucceeded(i) => {
@@ -608,10 +608,9 @@ async fn checkout_failed(
         occurred_at: instant(event.created),
         created_at: state.clock.now(),
     };
-    let new = state.store.record_transaction(failed.clone()).await?;
-    if new {
-        notify::payment_failed(state, &customer, &failed, instant(event.created)).await;
-    }
+    state.store.record_transaction(failed.clone()).await?;
+    // Unconditionally: the outbox deduplicates, and a retry after a failed enqueue must enqueue.
+    notify::payment_failed(state, &customer, &failed, instant(event.created)).await?;
     applied("failed checkout payment recorded")
 }
 
@@ -698,7 +697,7 @@ async fn invoice_failed(
         occurred_at: at,
         created_at: state.clock.now(),
     };
-    let new = state.store.record_transaction(failed.clone()).await?;
+    state.store.record_transaction(failed.clone()).await?;
     // Past due since this instant: the grace period of the entitlements counts from it.
     if let (Some(sub_id), Some(client)) = (&i.subscription, &state.stripe) {
         if let Some(sub) = client.subscription(sub_id).await? {
@@ -721,9 +720,8 @@ async fn invoice_failed(
             state.credits.forget(&customer);
         }
     }
-    if new {
-        notify::payment_failed(state, &customer, &failed, at).await;
-    }
+    // Unconditionally: the outbox deduplicates, and a retry after a failed enqueue must enqueue.
+    notify::payment_failed(state, &customer, &failed, at).await?;
     applied("failed payment recorded")
 }
 

@@ -1,42 +1,69 @@
-//! The moments of Stripe's events at which Tally tells the customer's app something: one function
-//! per moment. The fact itself is already durable when they are called (the mirrored subscription,
-//! the failed-payment transaction), so a notification can be rebuilt from it; these functions are
-//! where the notifications outbox takes them over.
+//! The moments of Stripe's events at which Tally tells the customer's app something, written to
+//! the notifications outbox (see `service::notify`). The fact itself is already durable when they
+//! are called (the mirrored subscription, the failed-payment transaction); the outbox row is keyed
+//! by that fact, so the event's processing is retried until the notification is stored and a
+//! retry never stores it twice.
 
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use tally_store::{Subscription, Transaction};
 
+use crate::error::ApiError;
+use crate::service::notify::enqueue;
 use crate::state::AppState;
 
 /// `customer.subscription.trial_will_end`: the trial of `subscription` ends at `trial_end`.
 pub async fn trial_will_end(
-    _state: &AppState,
+    state: &AppState,
     customer_id: &str,
     subscription: &Subscription,
     trial_end: Option<DateTime<Utc>>,
-) {
-    tracing::info!(
-        customer = customer_id,
-        plan = %subscription.plan,
-        trial_end = ?trial_end,
-        "notification point: trial will end"
-    );
+) -> Result<(), ApiError> {
+    let ends = trial_end.map(|t| t.to_rfc3339());
+    enqueue(
+        state,
+        "subscription.trial_will_end",
+        Some(customer_id),
+        json!({
+            "customer": customer_id,
+            "subscription": subscription.id,
+            "plan": subscription.plan,
+            "interval": subscription.interval,
+            "trial_end": ends,
+        }),
+        format!(
+            "subscription.trial_will_end:{customer_id}:{}:{}",
+            subscription.id,
+            ends.as_deref().unwrap_or("")
+        ),
+    )
+    .await?;
+    Ok(())
 }
 
-/// `invoice.payment_failed`: a payment failed (recorded as `failed`), the subscription is past
-/// due since `since`.
+/// `invoice.payment_failed` (or a failed checkout payment): a payment failed (recorded as
+/// `failed`), the subscription is past due since `since`.
 pub async fn payment_failed(
-    _state: &AppState,
+    state: &AppState,
     customer_id: &str,
     failed: &Transaction,
     since: DateTime<Utc>,
-) {
-    tracing::info!(
-        customer = customer_id,
-        amount = failed.amount,
-        currency = %failed.currency,
-        invoice = ?failed.stripe_invoice,
-        %since,
-        "notification point: payment failed"
-    );
+) -> Result<(), ApiError> {
+    enqueue(
+        state,
+        "invoice.payment_failed",
+        Some(customer_id),
+        json!({
+            "customer": customer_id,
+            "transaction": failed.id,
+            "amount": failed.amount,
+            "currency": failed.currency,
+            "stripe_invoice": failed.stripe_invoice,
+            "stripe_payment_intent": failed.stripe_payment_intent,
+            "past_due_since": since.to_rfc3339(),
+        }),
+        format!("invoice.payment_failed:{}", failed.key),
+    )
+    .await?;
+    Ok(())
 }
