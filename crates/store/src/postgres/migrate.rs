@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "scoped_keys_audit",
         include_str!("../../migrations/postgres/0005_scoped_keys_audit.sql"),
     ),
+    (
+        9,
+        "page_sessions",
+        include_str!("../../migrations/postgres/0009_page_sessions.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

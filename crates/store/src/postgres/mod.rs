@@ -18,6 +18,7 @@ mod customers;
 mod events;
 mod invoices;
 mod migrate;
+mod pages;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -30,7 +31,7 @@ use crate::{
 };
 use crate::{
     AuditContext, AuditEntry, AuditFilter, AuditPage, CreditAccount, CreditOutcome, CreditRequest,
-    FlagOverride, UsageNotification,
+    FlagOverride, NewPageSession, PageSession, PageSessionCheck, UsageNotification,
 };
 pub use migrate::SCHEMA_VERSION;
 
@@ -282,5 +283,43 @@ impl Store for PgStore {
 
     async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>> {
         credits::flag_overrides(&self.pool, customer_id).await
+    }
+
+    async fn create_page_session(
+        &self,
+        s: NewPageSession,
+        audit: Option<AuditContext>,
+    ) -> Result<PageSession> {
+        pages::create(&self.pool, &s, audit).await
+    }
+
+    async fn redeem_page_code(
+        &self,
+        code_hash: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PageSession>> {
+        pages::redeem(&self.pool, code_hash, token_hash, now).await
+    }
+
+    async fn touch_page_session(
+        &self,
+        token_hash: &str,
+        check: PageSessionCheck,
+    ) -> Result<Option<PageSession>> {
+        pages::touch(&self.pool, token_hash, check).await
+    }
+
+    async fn get_page_session(&self, id: &str) -> Result<Option<PageSession>> {
+        pages::get(&self.pool, id).await
+    }
+
+    async fn revoke_page_session(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<bool> {
+        pages::revoke(&self.pool, id, at, audit).await
     }
 }

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "scoped_keys_audit",
         include_str!("../../migrations/sqlite/0006_scoped_keys_audit.sql"),
     ),
+    (
+        10,
+        "page_sessions",
+        include_str!("../../migrations/sqlite/0010_page_sessions.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

@@ -54,6 +54,7 @@ mod events;
 mod invoices;
 mod leases;
 mod migrate;
+mod pages;
 mod rollups;
 mod usage_cache;
 mod writer;
@@ -73,7 +74,7 @@ use crate::{
 };
 use crate::{
     AuditContext, AuditEntry, AuditFilter, AuditPage, CreditAccount, CreditOutcome, CreditRequest,
-    FlagOverride, UsageNotification,
+    FlagOverride, NewPageSession, PageSession, PageSessionCheck, UsageNotification,
 };
 pub use migrate::SCHEMA_VERSION;
 use usage_cache::{Lookup, UsageCache};
@@ -578,6 +579,49 @@ impl Store for SqliteStore {
     async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>> {
         let id = customer_id.to_owned();
         self.read(move |c| credits::flag_overrides(c, &id)).await
+    }
+
+    async fn create_page_session(
+        &self,
+        s: NewPageSession,
+        audit: Option<AuditContext>,
+    ) -> Result<PageSession> {
+        self.write(move |w| pages::create(&w.conn, &s, audit)).await
+    }
+
+    async fn redeem_page_code(
+        &self,
+        code_hash: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PageSession>> {
+        let (c, t) = (code_hash.to_owned(), token_hash.to_owned());
+        self.write(move |w| pages::redeem(&w.conn, &c, &t, now)).await
+    }
+
+    async fn touch_page_session(
+        &self,
+        token_hash: &str,
+        check: PageSessionCheck,
+    ) -> Result<Option<PageSession>> {
+        let t = token_hash.to_owned();
+        self.write(move |w| pages::touch(&w.conn, &t, check)).await
+    }
+
+    async fn get_page_session(&self, id: &str) -> Result<Option<PageSession>> {
+        let id = id.to_owned();
+        self.read(move |c| pages::get(c, &id)).await
+    }
+
+    async fn revoke_page_session(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |w| pages::revoke(&w.conn, &id, at, audit))
+            .await
     }
 }
 
