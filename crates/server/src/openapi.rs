@@ -29,6 +29,8 @@ use crate::api;
         api::events::ingest,
         api::invoices::upcoming,
         api::invoices::list,
+        api::page_sessions::create,
+        api::page_sessions::revoke,
     ),
     components(schemas(
         crate::error::ErrorBody,

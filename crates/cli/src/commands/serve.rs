@@ -65,6 +65,13 @@ pub struct ServeArgs {
     /// Serve /metrics on this address instead of the API's (e.g. 127.0.0.1:9585).
     #[arg(long, env = "TALLY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// The address browsers reach Tally at, for billing-page links (default: http://<listen>).
+    #[arg(long, env = "TALLY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Who may embed the billing page in an iframe: CSP frame-ancestors sources, space-separated
+    /// (e.g. "https://app.example.com"); 'none' forbids embedding.
+    #[arg(long, env = "TALLY_FRAME_ANCESTORS", default_value = "'none'")]
+    frame_ancestors: String,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -103,6 +110,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics_token: std::env::var("TALLY_METRICS_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
+        public_url: args.public_url,
+        frame_ancestors: args.frame_ancestors,
     };
     config.validate()?;
     if config.admin_key.is_none() {

@@ -8,6 +8,7 @@ pub mod entitlements;
 pub mod events;
 pub mod flags;
 pub mod keys;
+pub mod pages;
 pub mod rfc3339;
 pub mod usage;
 pub mod worker;
