@@ -2,7 +2,8 @@
 # Runs Tally's whole test suite on a fresh machine: formatting, lints, and every test on both
 # storage backends. Whatever the tests need is installed and started here, on loopback, and
 # stopped afterwards: scripts/with-postgres.sh installs PostgreSQL from Debian's packages when it is
-# missing and runs a throwaway cluster for the duration of the tests (TALLY_TEST_POSTGRES_URL).
+# missing and runs a throwaway cluster for the duration of the tests (TALLY_TEST_POSTGRES_URL);
+# Chromium and chromedriver come from Debian's packages too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,17 @@ if ! "$st_venv/bin/pip" show schemathesis 2>/dev/null | grep -qx "Version: $SCHE
   mkdir -p "$CARGO_TARGET_DIR/tmp"
   python3 -m venv "$st_venv"
   "$st_venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+# The browser tests (crates/server/tests/browser.rs) drive Debian's Chromium through chromedriver;
+# never a downloaded browser. Under CI=true they fail when Chromium is missing.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "test.sh: installing chromium and chromium-driver from Debian's packages" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 
 cargo fmt --all --check
