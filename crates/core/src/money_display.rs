@@ -129,9 +129,15 @@ mod tests {
     #[test]
     fn two_decimal_currencies_per_locale() {
         assert_eq!(format_money(123456, cur("usd"), Locale::En), "$1,234.56");
-        assert_eq!(format_money(123456, cur("eur"), Locale::De), "1.234,56\u{a0}€");
+        assert_eq!(
+            format_money(123456, cur("eur"), Locale::De),
+            "1.234,56\u{a0}€"
+        );
         assert_eq!(format_money(123456, cur("eur"), Locale::En), "€1,234.56");
-        assert_eq!(format_money(123456, cur("usd"), Locale::De), "1.234,56\u{a0}$");
+        assert_eq!(
+            format_money(123456, cur("usd"), Locale::De),
+            "1.234,56\u{a0}$"
+        );
         assert_eq!(format_money(5, cur("usd"), Locale::En), "$0.05");
         assert_eq!(format_money(0, cur("eur"), Locale::De), "0,00\u{a0}€");
         assert_eq!(format_money(-5, cur("eur"), Locale::En), "-€0.05");
@@ -147,8 +153,14 @@ mod tests {
         assert_eq!(format_money(1234, cur("jpy"), Locale::En), "¥1,234");
         assert_eq!(format_money(1234, cur("jpy"), Locale::De), "1.234\u{a0}¥");
         assert_eq!(format_money(0, cur("jpy"), Locale::En), "¥0");
-        assert_eq!(format_money(1234567, cur("kwd"), Locale::En), "KWD\u{a0}1,234.567");
-        assert_eq!(format_money(1234567, cur("kwd"), Locale::De), "1.234,567\u{a0}KWD");
+        assert_eq!(
+            format_money(1234567, cur("kwd"), Locale::En),
+            "KWD\u{a0}1,234.567"
+        );
+        assert_eq!(
+            format_money(1234567, cur("kwd"), Locale::De),
+            "1.234,567\u{a0}KWD"
+        );
         assert_eq!(format_money(7, cur("kwd"), Locale::En), "KWD\u{a0}0.007");
     }
 

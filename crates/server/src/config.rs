@@ -184,7 +184,9 @@ impl Config {
             problems.push("--metrics-listen must differ from --listen".into());
         }
         if let Some(u) = &self.public_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains(char::is_whitespace) {
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || u.contains(char::is_whitespace)
+            {
                 problems.push(format!(
                     "--public-url {u:?} must be an http:// or https:// URL, e.g. https://billing.example.com"
                 ));
@@ -206,8 +208,7 @@ impl Config {
 /// directive or the policy.
 fn frame_ancestors_problem(v: &str) -> Option<String> {
     let bad = v.trim().is_empty()
-        || v
-            .chars()
+        || v.chars()
             .any(|c| c == ';' || c == ',' || (c.is_control() && c != ' ') || !c.is_ascii());
     bad.then(|| {
         format!(

@@ -45,8 +45,8 @@ fn free_port() -> u16 {
 /// chromedriver on a free port, once it answers; `None` (after a loud message) when Chromium is
 /// not installed outside CI.
 async fn start_driver() -> Option<(Driver, String)> {
-    let present = std::path::Path::new(CHROMIUM).exists()
-        && std::path::Path::new(CHROMEDRIVER).exists();
+    let present =
+        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
     if !present {
         let msg = "Chromium is not installed: apt-get install chromium chromium-driver \
                    (scripts/test.sh does it)";
@@ -188,7 +188,7 @@ async fn scenario() {
     app.seed("acme", "Acme GmbH", "pro").await;
     app.seed("beta", "Beta Inc", "starter").await;
     let state = app.server.state();
-    tally_server::service::closer::close_due(&state, state.clock.now())
+    tally_server::service::closer::close_due(state, state.clock.now())
         .await
         .unwrap();
     let now = state.clock.now().to_rfc3339();
@@ -308,7 +308,9 @@ async fn iframe_scenario() {
     let serve = tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         loop {
-            let Ok((mut s, _)) = host.accept().await else { return };
+            let Ok((mut s, _)) = host.accept().await else {
+                return;
+            };
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf).await;
             let res = format!(
@@ -320,7 +322,9 @@ async fn iframe_scenario() {
     });
     let profile = tempfile::tempdir().unwrap();
     let c = browser(&driver_url, profile.path()).await;
-    c.goto(&format!("http://localhost:{host_port}/")).await.unwrap();
+    c.goto(&format!("http://localhost:{host_port}/"))
+        .await
+        .unwrap();
     let frame = c.find(Locator::Css("iframe")).await.unwrap();
     frame.enter_frame().await.unwrap();
     let mut plan = String::new();

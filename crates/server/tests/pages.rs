@@ -66,7 +66,10 @@ impl App {
         let expires: DateTime<Utc> = b["expires_at"].as_str().unwrap().parse().unwrap();
         assert!(expires > now + Duration::minutes(14) && expires <= now + Duration::minutes(15));
         let url = b["url"].as_str().unwrap().to_owned();
-        assert!(url.starts_with(&format!("{}/billing/start/", self.base)), "{url}");
+        assert!(
+            url.starts_with(&format!("{}/billing/start/", self.base)),
+            "{url}"
+        );
         (b["id"].as_str().unwrap().to_owned(), url)
     }
 
@@ -208,13 +211,22 @@ async fn a_link_opens_the_page_with_the_apis_figures(db: Db) {
     assert_eq!(text_of(&p.body, "status"), "active");
     for m in api["usage"]["metrics"].as_array().unwrap() {
         let id = format!("meter-{}", m["metric"].as_str().unwrap());
-        assert_eq!(data_of(&p.body, &id, "data-used"), m["used"].as_str().unwrap());
+        assert_eq!(
+            data_of(&p.body, &id, "data-used"),
+            m["used"].as_str().unwrap()
+        );
     }
     assert_eq!(data_of(&p.body, "meter-compute_hours", "data-used"), "250");
     assert_eq!(data_of(&p.body, "meter-api_spend", "data-used"), "149");
-    assert!(p.body.contains(r#"<div class="meter warn" id="meter-compute_hours""#));
-    assert!(p.body.contains(r#"<div class="meter crit" id="meter-api_spend""#));
-    assert!(p.body.contains(r#"<progress id="progress-compute_hours" max="100" value="83.33""#));
+    assert!(p
+        .body
+        .contains(r#"<div class="meter warn" id="meter-compute_hours""#));
+    assert!(p
+        .body
+        .contains(r#"<div class="meter crit" id="meter-api_spend""#));
+    assert!(p
+        .body
+        .contains(r#"<progress id="progress-compute_hours" max="100" value="83.33""#));
     assert!(p.body.contains("83,33 %"), "percent in de");
     // Upcoming invoice: 199 EUR base, nothing beyond the included quantities yet.
     assert_eq!(api["upcoming_invoice"]["total"], 19900);
@@ -224,8 +236,13 @@ async fn a_link_opens_the_page_with_the_apis_figures(db: Db) {
     assert_eq!(credits["balance"], "1234.5");
     assert_eq!(data_of(&p.body, "credit-balance", "data-balance"), "1234.5");
     assert_eq!(text_of(&p.body, "credit-balance"), "1.234,5");
-    assert!(p.body.contains("welcome"), "the ledger shows the grant's reason");
-    assert!(p.body.contains(r#"href="https://app.example.com/settings" target="_top" id="back""#));
+    assert!(
+        p.body.contains("welcome"),
+        "the ledger shows the grant's reason"
+    );
+    assert!(p
+        .body
+        .contains(r#"href="https://app.example.com/settings" target="_top" id="back""#));
 
     // The stylesheet is embedded and allowed by the policy ('self').
     let css = app.page("/assets/tally.css").await;
@@ -234,7 +251,11 @@ async fn a_link_opens_the_page_with_the_apis_figures(db: Db) {
     assert!(css.body.contains("prefers-color-scheme: dark"));
     let weight = p.body.len() + css.body.len();
     assert!(weight < 100 * 1024, "page weight {weight} bytes");
-    println!("billing page weight: {} B html + {} B css", p.body.len(), css.body.len());
+    println!(
+        "billing page weight: {} B html + {} B css",
+        p.body.len(),
+        css.body.len()
+    );
     app.server.shutdown().await.unwrap();
 }
 
@@ -245,7 +266,10 @@ async fn links_and_sessions_expire(db: Db) {
     app.customer_since("acme", "Acme", "pro", 1).await;
     let clock = &app.server.state().clock;
 
-    expired(&app.page(&format!("/billing/start/{}", "ab".repeat(32))).await);
+    expired(
+        &app.page(&format!("/billing/start/{}", "ab".repeat(32)))
+            .await,
+    );
     expired(&app.page("/billing/start/not-a-code").await);
     expired(&app.page(&format!("/billing/s/{}", "cd".repeat(32))).await);
     expired(&app.page("/billing/s/x").await);
@@ -270,12 +294,20 @@ async fn links_and_sessions_expire(db: Db) {
     let path = app.open(&link).await;
     assert_eq!(app.page(&path).await.status, StatusCode::OK);
     let (s, b) = app
-        .send(Method::DELETE, &format!("/v1/page-sessions/{id}"), json!(null))
+        .send(
+            Method::DELETE,
+            &format!("/v1/page-sessions/{id}"),
+            json!(null),
+        )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     expired(&app.page(&path).await);
     let (s, b) = app
-        .send(Method::DELETE, &format!("/v1/page-sessions/{id}"), json!(null))
+        .send(
+            Method::DELETE,
+            &format!("/v1/page-sessions/{id}"),
+            json!(null),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
     assert_eq!(b["error"]["code"], "page_session_not_found");
@@ -308,8 +340,20 @@ async fn links_and_sessions_expire(db: Db) {
         .map(|r| r["action"].as_str().unwrap())
         .filter(|a| a.starts_with("page_session."))
         .collect();
-    assert_eq!(actions.iter().filter(|a| **a == "page_session.created").count(), 5);
-    assert_eq!(actions.iter().filter(|a| **a == "page_session.revoked").count(), 2);
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "page_session.created")
+            .count(),
+        5
+    );
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "page_session.revoked")
+            .count(),
+        2
+    );
     app.server.shutdown().await.unwrap();
 }
 
@@ -321,7 +365,7 @@ async fn a_session_sees_only_its_customer(db: Db) {
     app.customer_since("b", "Beta Inc", "pro", 40).await;
     let state = app.server.state();
     // The server's own first closer run may race this one: together they close each period once.
-    closer::close_due(&state, state.clock.now()).await.unwrap();
+    closer::close_due(state, state.clock.now()).await.unwrap();
     let (_, inv_a) = app.get("/v1/customers/a/invoices").await;
     let (_, inv_b) = app.get("/v1/customers/b/invoices").await;
     assert_eq!(inv_a["data"].as_array().unwrap().len(), 1, "{inv_a}");
@@ -346,9 +390,16 @@ async fn a_session_sees_only_its_customer(db: Db) {
     }
 
     // Keys limited to customer a.
-    let (_, a_key) = keys::create(&*state.store, "a", Scope::App, Some("a"), None, state.clock.now())
-        .await
-        .unwrap();
+    let (_, a_key) = keys::create(
+        &*state.store,
+        "a",
+        Scope::App,
+        Some("a"),
+        None,
+        state.clock.now(),
+    )
+    .await
+    .unwrap();
     let (b_session, _) = app.mint("b", json!({})).await;
     let r = app
         .http
@@ -385,14 +436,28 @@ async fn minting_checks_its_input(db: Db) {
     app.customer_since("acme", "Acme", "pro", 1).await;
     for (body, status, code) in [
         (json!({"locale": "fr"}), 422, "invalid_locale"),
-        (json!({"return_url": "javascript:alert(1)"}), 422, "invalid_return_url"),
-        (json!({"return_url": "https://x.example/\"><b>"}), 422, "invalid_return_url"),
+        (
+            json!({"return_url": "javascript:alert(1)"}),
+            422,
+            "invalid_return_url",
+        ),
+        (
+            json!({"return_url": "https://x.example/\"><b>"}),
+            422,
+            "invalid_return_url",
+        ),
         (json!({"colour": "red"}), 400, "malformed_json"),
     ] {
         let (s, b) = app.post("/v1/customers/acme/page-sessions", body).await;
-        assert_eq!((s.as_u16(), b["error"]["code"].as_str().unwrap()), (status, code), "{b}");
+        assert_eq!(
+            (s.as_u16(), b["error"]["code"].as_str().unwrap()),
+            (status, code),
+            "{b}"
+        );
     }
-    let (s, b) = app.post("/v1/customers/nobody/page-sessions", json!({})).await;
+    let (s, b) = app
+        .post("/v1/customers/nobody/page-sessions", json!({}))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
     assert_eq!(b["error"]["code"], "customer_not_found");
     app.server.shutdown().await.unwrap();
@@ -408,10 +473,14 @@ on_both_backends!(
 /// `--frame-ancestors` goes into the policy; a value that would break the header is refused.
 #[tokio::test]
 async fn frame_ancestors_is_configurable() {
-    let app = common::app_with(|c| c.frame_ancestors = "'self' https://app.example.com".into()).await;
+    let app =
+        common::app_with(|c| c.frame_ancestors = "'self' https://app.example.com".into()).await;
     let p = app.page("/billing/start/x").await;
     let csp = p.headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.ends_with("frame-ancestors 'self' https://app.example.com"), "{csp}");
+    assert!(
+        csp.ends_with("frame-ancestors 'self' https://app.example.com"),
+        "{csp}"
+    );
     app.server.shutdown().await.unwrap();
     for bad in ["", "https://a; script-src *", "a,b"] {
         let mut c = tally_server::Config::new("sqlite://x.db").unwrap();

@@ -30,8 +30,8 @@ pub use credits::{
     FlagOverride, UsageNotification,
 };
 pub use error::StoreError;
-pub use pages::{NewPageSession, PageSession, PageSessionCheck};
 pub use model::*;
+pub use pages::{NewPageSession, PageSession, PageSessionCheck};
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -243,8 +243,7 @@ pub async fn page(
                 cur,
                 locale,
             ),
-            discount: (u.invoice.discount != 0)
-                .then(|| money(-u.invoice.discount, cur, locale)),
+            discount: (u.invoice.discount != 0).then(|| money(-u.invoice.discount, cur, locale)),
             total: money(u.invoice.total, cur, locale),
         }
     });

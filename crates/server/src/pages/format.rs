@@ -25,7 +25,11 @@ pub fn date(t: DateTime<Utc>, locale: Locale) -> String {
 /// before it.
 pub fn period(start: DateTime<Utc>, end: DateTime<Utc>, locale: Locale) -> String {
     let last = end - chrono::Duration::milliseconds(1);
-    format!("{} – {}", date(start, locale), date(last.max(start), locale))
+    format!(
+        "{} – {}",
+        date(start, locale),
+        date(last.max(start), locale)
+    )
 }
 
 /// Percent-encodes a path segment (everything but RFC 3986 unreserved characters).

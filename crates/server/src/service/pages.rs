@@ -60,7 +60,9 @@ fn secret() -> String {
 fn valid_return_url(u: &str) -> bool {
     (u.starts_with("https://") || u.starts_with("http://"))
         && u.len() <= MAX_RETURN_URL
-        && !u.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>')
+        && !u
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>')
 }
 
 /// Mints a one-time link to `customer`'s billing page.
@@ -175,7 +177,11 @@ pub async fn revoke(
         )
         .with_param("id")
     };
-    let s = state.store.get_page_session(id).await?.ok_or_else(missing)?;
+    let s = state
+        .store
+        .get_page_session(id)
+        .await?
+        .ok_or_else(missing)?;
     if caller.check_customer(&s.customer_id).is_err() {
         return Err(missing());
     }

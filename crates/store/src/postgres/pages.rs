@@ -6,7 +6,8 @@ use tokio_postgres::Row;
 
 use crate::{AuditContext, AuditEntry, NewPageSession, PageSession, PageSessionCheck, Result};
 
-const COLS: &str = "id, customer_id, locale, return_url, created_at, code_expires_at, redeemed_at, \
+const COLS: &str =
+    "id, customer_id, locale, return_url, created_at, code_expires_at, redeemed_at, \
                     last_seen_at, revoked_at";
 
 fn row(r: &Row) -> PageSession {

@@ -596,7 +596,8 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Option<PageSession>> {
         let (c, t) = (code_hash.to_owned(), token_hash.to_owned());
-        self.write(move |w| pages::redeem(&w.conn, &c, &t, now)).await
+        self.write(move |w| pages::redeem(&w.conn, &c, &t, now))
+            .await
     }
 
     async fn touch_page_session(

@@ -5,7 +5,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::time::{from_ms, to_ms};
 use crate::{AuditContext, AuditEntry, NewPageSession, PageSession, PageSessionCheck, Result};
 
-const COLS: &str = "id, customer_id, locale, return_url, created_at, code_expires_at, redeemed_at, \
+const COLS: &str =
+    "id, customer_id, locale, return_url, created_at, code_expires_at, redeemed_at, \
                     last_seen_at, revoked_at";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<PageSession> {
