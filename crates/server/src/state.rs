@@ -48,6 +48,8 @@ pub struct SharedState {
     pub key_lookups: Arc<AtomicU64>,
     /// The caller of `TALLY_API_KEY`, when it is set.
     pub env_caller: Option<Caller>,
+    /// Signed-in admins of the console.
+    pub admin_sessions: Arc<crate::service::admin::Sessions>,
     /// This process's id among the processes sharing a database (for leases).
     pub instance_id: Arc<str>,
 }
@@ -80,6 +82,7 @@ impl AppState {
             key_cache: Arc::new(RwLock::new(HashMap::new())),
             key_lookups: Arc::default(),
             instance_id: instance_id().into(),
+            admin_sessions: Arc::default(),
         }))
     }
 }

@@ -11,6 +11,7 @@
 //! A link or session that is unknown, used, expired or revoked answers 410 with the same plain
 //! "link expired" page; an invoice that is not the session's customer's answers 404.
 
+mod admin;
 mod billing;
 mod format;
 
@@ -35,7 +36,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/billing/s/{token}", get(billing_page))
         .route("/billing/s/{token}/invoices/{invoice}", get(invoice_page))
         .route("/assets/tally.css", get(css))
-        .route_layer(middleware::from_fn_with_state(state, security_headers))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
+        .merge(admin::routes(state))
 }
 
 /// Content-Security-Policy and friends on every page answer. `frame-ancestors` comes from

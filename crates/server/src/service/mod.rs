@@ -1,5 +1,6 @@
 //! What the handlers call: one function per operation, business rules here, SQL in the store.
 
+pub mod admin;
 pub mod audit;
 pub mod closer;
 pub mod credits;
