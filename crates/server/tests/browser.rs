@@ -342,3 +342,94 @@ async fn iframe_scenario() {
     serve.abort();
     app.server.shutdown().await.unwrap();
 }
+
+/// An admin signs in, adjusts a customer's credits with the form, and the adjustment shows on the
+/// customer's billing page and in the console's audit log; console pages without a session go to
+/// sign-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_console_in_chromium() {
+    tokio::time::timeout(TEST_TIME, admin_scenario())
+        .await
+        .expect("the browser test finishes in time");
+}
+
+async fn admin_scenario() {
+    let Some((_driver, driver_url)) = start_driver().await else {
+        return;
+    };
+    let app = common::app_with(|_| {}).await;
+    app.seed("acme", "Acme GmbH", "pro").await;
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver_url, profile.path()).await;
+    c.set_window_size(1280, 900).await.unwrap();
+
+    c.goto(&app.url("/admin/customers/acme")).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/admin/sign-in");
+    c.find(Locator::Css("#key"))
+        .await
+        .unwrap()
+        .send_keys(common::KEY)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/admin/customers");
+    c.find(Locator::LinkText("acme"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        "/admin/customers/acme"
+    );
+    c.find(Locator::Css("#amount"))
+        .await
+        .unwrap()
+        .send_keys("42.5")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#reason"))
+        .await
+        .unwrap()
+        .send_keys("support goodwill")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#adjust-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text(&c, "#notice").await, "Adjustment recorded.");
+    assert_eq!(text(&c, "#credit-balance").await, "42.5");
+    let audit = text(&c, "#audit").await;
+    let admin = tally_server::service::keys::Caller::env(common::KEY).key_id;
+    assert!(audit.contains(&format!("credits.grant {admin}")), "{audit}");
+    screenshot(&c, "admin-customer-1280.png").await;
+
+    // The customer's page shows the new balance and the entry.
+    let link = app.link("acme", "en").await;
+    c.goto(&link).await.unwrap();
+    assert_eq!(text(&c, "#credit-balance").await, "42.5");
+    assert!(text(&c, "#ledger").await.contains("support goodwill"));
+
+    // Signed out, the console is closed again.
+    c.goto(&app.url("/admin/customers")).await.unwrap();
+    c.find(Locator::Css("#sign-out"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/admin/sign-in");
+    c.goto(&app.url("/admin/customers/acme")).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/admin/sign-in");
+    c.close().await.unwrap();
+    app.server.shutdown().await.unwrap();
+}
