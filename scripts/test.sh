@@ -34,6 +34,17 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 (cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml)
 
+# The browser tests (crates/server/tests/browser.rs) drive Debian's Chromium through chromedriver;
+# never a downloaded browser. Under CI=true they fail when Chromium is missing.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "test.sh: installing chromium and chromium-driver from Debian's packages" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 ./scripts/with-postgres.sh cargo test --workspace --locked

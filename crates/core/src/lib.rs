@@ -15,5 +15,6 @@ pub mod decimal;
 pub mod entitlement;
 pub mod flags;
 pub mod money;
+pub mod money_display;
 pub mod period;
 pub mod rating;

@@ -52,6 +52,12 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `TALLY_METRICS_TOKEN`: when set, `/metrics` needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<String>,
+    /// The address browsers reach this server at, for page-session links
+    /// (`http://<listen>` when unset).
+    pub public_url: Option<String>,
+    /// The `frame-ancestors` sources of the billing page's Content-Security-Policy: who may embed
+    /// it in an iframe (`'none'` by default; e.g. `https://app.example.com`).
+    pub frame_ancestors: String,
     /// `STRIPE_WEBHOOK_SECRET`: the signing secrets of `POST /webhooks/stripe` (several while one
     /// is rolled); empty: the route answers 503.
     pub stripe_webhook_secrets: Vec<String>,
@@ -104,6 +110,8 @@ impl std::fmt::Debug for Config {
             )
             .field("stripe_api_base", &self.stripe_api_base)
             .field("webhook_max_body_bytes", &self.webhook_max_body_bytes)
+            .field("public_url", &self.public_url)
+            .field("frame_ancestors", &self.frame_ancestors)
             .finish()
     }
 }
@@ -146,6 +154,8 @@ impl Config {
             stripe_api_key: None,
             stripe_api_base: tally_stripe::DEFAULT_API_BASE.to_owned(),
             webhook_max_body_bytes: 1 << 20,
+            public_url: None,
+            frame_ancestors: "'none'".into(),
         })
     }
 
@@ -203,10 +213,47 @@ impl Config {
         {
             problems.push("--metrics-listen must differ from --listen".into());
         }
+        if let Some(u) = &self.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || u.contains(char::is_whitespace)
+            {
+                problems.push(format!(
+                    "--public-url {u:?} must be an http:// or https:// URL, e.g. https://billing.example.com"
+                ));
+            }
+        }
+        if let Some(problem) = frame_ancestors_problem(&self.frame_ancestors) {
+            problems.push(problem);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems.join("\n")))
+        }
+    }
+}
+
+/// Why a `--frame-ancestors` value cannot go into a Content-Security-Policy header, if it cannot:
+/// it must be one or more space-separated sources, without the `;` and `,` that would end the
+/// directive or the policy.
+fn frame_ancestors_problem(v: &str) -> Option<String> {
+    let bad = v.trim().is_empty()
+        || v.chars()
+            .any(|c| c == ';' || c == ',' || (c.is_control() && c != ' ') || !c.is_ascii());
+    bad.then(|| {
+        format!(
+            "--frame-ancestors {v:?} must be space-separated CSP sources, e.g. \"'self' https://app.example.com\""
+        )
+    })
+}
+
+impl Config {
+    /// The base URL of page links: `--public-url` without a trailing `/`, or `http://<listen>`
+    /// (the server sets the bound address at start when `--public-url` is not given).
+    pub fn public_base(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod conn;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod ratelimit;
 pub mod service;
 pub mod state;
@@ -135,6 +136,10 @@ pub async fn spawn_with_store(
             used = limits.max_connections,
             "--max-connections is above what the file-descriptor limit allows; lowered"
         );
+    }
+    let mut config = config;
+    if config.public_url.is_none() {
+        config.public_url = Some(format!("http://{addr}"));
     }
     let state = AppState::new(config, store);
     let (stop, stop_rx) = watch::channel(false);

@@ -31,6 +31,8 @@ use crate::api;
         api::invoices::list,
         api::transactions::list,
         api::webhooks::stripe,
+        api::page_sessions::create,
+        api::page_sessions::revoke,
     ),
     components(schemas(
         crate::error::ErrorBody,

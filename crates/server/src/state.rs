@@ -48,6 +48,8 @@ pub struct SharedState {
     pub key_lookups: Arc<AtomicU64>,
     /// The caller of `TALLY_API_KEY`, when it is set.
     pub env_caller: Option<Caller>,
+    /// Signed-in admins of the console.
+    pub admin_sessions: Arc<crate::service::admin::Sessions>,
     /// This process's id among the processes sharing a database (for leases).
     pub instance_id: Arc<str>,
     /// Wakes the Stripe event worker when the webhook route stores a new event.
@@ -92,6 +94,7 @@ impl AppState {
             instance_id: instance_id().into(),
             stripe_inbox: Arc::default(),
             stripe,
+            admin_sessions: Arc::default(),
         }))
     }
 }

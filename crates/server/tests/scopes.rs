@@ -254,6 +254,24 @@ fn routes() -> Vec<Route> {
             },
         ),
         r(
+            Method::POST,
+            "/v1/customers/{id}/page-sessions",
+            App,
+            true,
+            StatusCode::CREATED,
+            |c| (format!("/v1/customers/{c}/page-sessions"), Some(json!({}))),
+        ),
+        // No such session: the scope check comes first, then 404 (revocation itself is tested
+        // in pages.rs).
+        r(
+            Method::DELETE,
+            "/v1/page-sessions/{session}",
+            App,
+            false,
+            StatusCode::NOT_FOUND,
+            |_| ("/v1/page-sessions/ps_missing".into(), None),
+        ),
+        r(
             Method::DELETE,
             "/v1/customers/{id}/flags/{flag}",
             Admin,

@@ -13,6 +13,7 @@ pub mod credits;
 mod error;
 pub mod model;
 pub mod notify;
+pub mod pages;
 pub mod postgres;
 mod rollup;
 pub mod sqlite;
@@ -36,6 +37,7 @@ pub use notify::{
     ClaimedDelivery, DeliveryAttempt, NewNotification, NewWebhookEndpoint, Notification,
     NotificationFilter, WebhookDelivery, WebhookEndpoint,
 };
+pub use pages::{NewPageSession, PageSession, PageSessionCheck};
 pub use stripe::{
     InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent, NewTransaction, StripeSubscriptionUpsert,
     Transaction,
@@ -425,6 +427,44 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         starting_after: Option<&str>,
     ) -> Result<Vec<Transaction>>;
+    // --- page sessions (see [`pages`]) ---------------------------------------------------
+
+    /// Stores a page session whose link is not used yet; with `audit`, records
+    /// `page_session.created` in the same transaction.
+    async fn create_page_session(
+        &self,
+        s: NewPageSession,
+        audit: Option<AuditContext>,
+    ) -> Result<PageSession>;
+
+    /// Uses a link: the session whose code hashes to `code_hash`, if its link is unused, unexpired
+    /// at `now` and not revoked, becomes the session of `token_hash` (atomically, so a link works
+    /// once even when used twice at the same time).
+    async fn redeem_page_code(
+        &self,
+        code_hash: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PageSession>>;
+
+    /// The live session of `token_hash` (started, not revoked, within `check`'s limits), its last
+    /// use moved to `check.now`.
+    async fn touch_page_session(
+        &self,
+        token_hash: &str,
+        check: PageSessionCheck,
+    ) -> Result<Option<PageSession>>;
+
+    async fn get_page_session(&self, id: &str) -> Result<Option<PageSession>>;
+
+    /// Revokes a session (used or not); returns whether a live one was revoked. With `audit`,
+    /// records `page_session.revoked` in the same transaction.
+    async fn revoke_page_session(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<bool>;
 }
 
 /// Opens (and migrates) the store named by a database URL: `sqlite://PATH` (optionally

@@ -65,6 +65,13 @@ pub struct ServeArgs {
     /// Serve /metrics on this address instead of the API's (e.g. 127.0.0.1:9585).
     #[arg(long, env = "TALLY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// The address browsers reach Tally at, for billing-page links (default: http://<listen>).
+    #[arg(long, env = "TALLY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Who may embed the billing page in an iframe: CSP frame-ancestors sources, space-separated
+    /// (e.g. "https://app.example.com"); 'none' forbids embedding.
+    #[arg(long, env = "TALLY_FRAME_ANCESTORS", default_value = "'none'")]
+    frame_ancestors: String,
     /// Stripe's API base (e.g. the simulator's, http://127.0.0.1:12111).
     #[arg(long, env = "STRIPE_API_BASE", default_value = tally_stripe::DEFAULT_API_BASE)]
     stripe_api_base: String,
@@ -131,6 +138,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .filter(|k| !k.is_empty()),
         stripe_api_base: args.stripe_api_base,
         webhook_max_body_bytes: args.webhook_max_body_bytes,
+        public_url: args.public_url,
+        frame_ancestors: args.frame_ancestors,
     };
     config.validate()?;
     if config.stripe_webhook_secrets.is_empty() {

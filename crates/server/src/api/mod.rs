@@ -9,6 +9,7 @@ pub mod events;
 pub mod flags;
 pub mod health;
 pub mod invoices;
+pub mod page_sessions;
 pub mod plans;
 pub mod schemas;
 pub mod transactions;
@@ -61,6 +62,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/customers/{id}/transactions", get(transactions::list))
         .route("/v1/events", post(events::ingest))
         .route("/v1/audit", get(audit::list))
+        .route(
+            "/v1/customers/{id}/page-sessions",
+            post(page_sessions::create),
+        )
+        .route(
+            "/v1/page-sessions/{session}",
+            axum::routing::delete(page_sessions::revoke),
+        )
         .merge(credits::routes())
         .merge(webhook_endpoints::routes())
         .route_layer(middleware::from_fn_with_state(
@@ -88,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         app = app.route("/metrics", get(health::metrics));
     }
     app.merge(v1)
+        .merge(crate::pages::routes(state.clone()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn(json_errors))
@@ -193,7 +203,12 @@ async fn json_errors(req: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json {
+    // Pages answer their errors in HTML (see `crate::pages`).
+    let is_html = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if is_json || is_html {
         return res;
     }
     let (mut parts, body) = res.into_parts();
@@ -367,9 +382,13 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
         | ("DELETE", "/v1/webhook-endpoints/{endpoint}") => Access::Admin,
         (
             "POST",
-            "/v1/events" | "/v1/entitlements/check" | "/v1/customers/{id}/credits/consume",
+            "/v1/events"
+            | "/v1/entitlements/check"
+            | "/v1/customers/{id}/credits/consume"
+            | "/v1/customers/{id}/page-sessions",
         )
-        | ("PUT", "/v1/customers/{id}") => Access::App,
+        | ("PUT", "/v1/customers/{id}")
+        | ("DELETE", "/v1/page-sessions/{session}") => Access::App,
         ("POST", "/v1/customers/{id}/credits/grants")
         | ("PUT", "/v1/customers/{id}/subscription" | "/v1/customers/{id}/flags/{flag}")
         | ("DELETE", "/v1/customers/{id}/flags/{flag}") => Access::Admin,

@@ -1,5 +1,6 @@
 //! What the handlers call: one function per operation, business rules here, SQL in the store.
 
+pub mod admin;
 pub mod audit;
 pub mod closer;
 pub mod credits;
@@ -9,6 +10,7 @@ pub mod events;
 pub mod flags;
 pub mod keys;
 pub mod notify;
+pub mod pages;
 pub mod rfc3339;
 pub mod stripe_events;
 pub mod usage;

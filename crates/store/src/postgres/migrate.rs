@@ -40,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "notifications",
         include_str!("../../migrations/postgres/0008_notifications.sql"),
     ),
+    (
+        9,
+        "page_sessions",
+        include_str!("../../migrations/postgres/0009_page_sessions.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

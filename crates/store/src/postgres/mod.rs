@@ -19,6 +19,7 @@ mod events;
 mod invoices;
 mod migrate;
 mod notify;
+mod pages;
 mod stripe;
 
 use async_trait::async_trait;
@@ -32,7 +33,7 @@ use crate::{
 };
 use crate::{
     AuditContext, AuditEntry, AuditFilter, AuditPage, CreditAccount, CreditOutcome, CreditRequest,
-    FlagOverride, UsageNotification,
+    FlagOverride, NewPageSession, PageSession, PageSessionCheck, UsageNotification,
 };
 use crate::{
     ClaimedDelivery, DeliveryAttempt, InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent,
@@ -428,5 +429,43 @@ impl Store for PgStore {
         starting_after: Option<&str>,
     ) -> Result<Vec<Transaction>> {
         stripe::transactions(&self.pool, customer_id, limit, starting_after).await
+    }
+
+    async fn create_page_session(
+        &self,
+        s: NewPageSession,
+        audit: Option<AuditContext>,
+    ) -> Result<PageSession> {
+        pages::create(&self.pool, &s, audit).await
+    }
+
+    async fn redeem_page_code(
+        &self,
+        code_hash: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PageSession>> {
+        pages::redeem(&self.pool, code_hash, token_hash, now).await
+    }
+
+    async fn touch_page_session(
+        &self,
+        token_hash: &str,
+        check: PageSessionCheck,
+    ) -> Result<Option<PageSession>> {
+        pages::touch(&self.pool, token_hash, check).await
+    }
+
+    async fn get_page_session(&self, id: &str) -> Result<Option<PageSession>> {
+        pages::get(&self.pool, id).await
+    }
+
+    async fn revoke_page_session(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<bool> {
+        pages::revoke(&self.pool, id, at, audit).await
     }
 }

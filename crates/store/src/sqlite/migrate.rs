@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "notifications",
         include_str!("../../migrations/sqlite/0009_notifications.sql"),
     ),
+    (
+        10,
+        "page_sessions",
+        include_str!("../../migrations/sqlite/0010_page_sessions.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

@@ -55,6 +55,7 @@ mod invoices;
 mod leases;
 mod migrate;
 mod notify;
+mod pages;
 mod rollups;
 mod stripe;
 mod usage_cache;
@@ -75,7 +76,7 @@ use crate::{
 };
 use crate::{
     AuditContext, AuditEntry, AuditFilter, AuditPage, CreditAccount, CreditOutcome, CreditRequest,
-    FlagOverride, UsageNotification,
+    FlagOverride, NewPageSession, PageSession, PageSessionCheck, UsageNotification,
 };
 use crate::{
     ClaimedDelivery, DeliveryAttempt, InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent,
@@ -746,6 +747,50 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Transaction>> {
         let (id, after) = (customer_id.to_owned(), starting_after.map(str::to_owned));
         self.read(move |c| stripe::transactions(c, &id, limit, after.as_deref()))
+            .await
+    }
+
+    async fn create_page_session(
+        &self,
+        s: NewPageSession,
+        audit: Option<AuditContext>,
+    ) -> Result<PageSession> {
+        self.write(move |w| pages::create(&w.conn, &s, audit)).await
+    }
+
+    async fn redeem_page_code(
+        &self,
+        code_hash: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PageSession>> {
+        let (c, t) = (code_hash.to_owned(), token_hash.to_owned());
+        self.write(move |w| pages::redeem(&w.conn, &c, &t, now))
+            .await
+    }
+
+    async fn touch_page_session(
+        &self,
+        token_hash: &str,
+        check: PageSessionCheck,
+    ) -> Result<Option<PageSession>> {
+        let t = token_hash.to_owned();
+        self.write(move |w| pages::touch(&w.conn, &t, check)).await
+    }
+
+    async fn get_page_session(&self, id: &str) -> Result<Option<PageSession>> {
+        let id = id.to_owned();
+        self.read(move |c| pages::get(c, &id)).await
+    }
+
+    async fn revoke_page_session(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        audit: Option<AuditContext>,
+    ) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |w| pages::revoke(&w.conn, &id, at, audit))
             .await
     }
 }
