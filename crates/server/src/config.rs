@@ -52,6 +52,112 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `TALLY_METRICS_TOKEN`: when set, `/metrics` needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<String>,
+    /// Stripe: customers, Checkout and the Customer Portal (see [`StripeConfig`]).
+    pub stripe: StripeConfig,
+}
+
+// --- Stripe ---------------------------------------------------------------------------------
+
+/// How Tally reaches Stripe for customers, Checkout and the Customer Portal. Without an API key
+/// the Stripe routes answer 503 and everything else works as before.
+#[derive(Clone)]
+pub struct StripeConfig {
+    /// `STRIPE_API_KEY` (`sk_…` or `rk_…`); never printed.
+    pub api_key: Option<String>,
+    /// `STRIPE_API_BASE`: Stripe's API (default) or the simulator's address.
+    pub api_base: Option<String>,
+    /// `--stripe-timeout`: time allowed for one attempt of a Stripe call.
+    pub timeout: Duration,
+    /// `TALLY_CHECKOUT_SUCCESS_URL`: where Checkout sends a customer after paying, unless the
+    /// request names one (`{CHECKOUT_SESSION_ID}` is filled in by Stripe).
+    pub success_url: Option<String>,
+    /// `TALLY_CHECKOUT_CANCEL_URL`: Checkout's back link, unless the request names one.
+    pub cancel_url: Option<String>,
+    /// `TALLY_PORTAL_RETURN_URL`: the Customer Portal's back link, unless the request names one.
+    pub portal_return_url: Option<String>,
+    /// `--checkout-expiry`: how long a Checkout Session stays open (Stripe allows 30 min–24 h).
+    pub checkout_expiry: Duration,
+}
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        StripeConfig {
+            api_key: None,
+            api_base: None,
+            timeout: Duration::from_secs(30),
+            success_url: None,
+            cancel_url: None,
+            portal_return_url: None,
+            checkout_expiry: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl std::fmt::Debug for StripeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeConfig")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_base", &self.api_base)
+            .field("timeout", &self.timeout)
+            .field("success_url", &self.success_url)
+            .field("cancel_url", &self.cancel_url)
+            .field("portal_return_url", &self.portal_return_url)
+            .field("checkout_expiry", &self.checkout_expiry)
+            .finish()
+    }
+}
+
+impl StripeConfig {
+    /// The gateway's configuration, when an API key is set.
+    pub fn client_config(&self) -> Option<tally_stripe::Config> {
+        let key = self.api_key.as_deref()?;
+        let mut cfg = tally_stripe::Config::new(key);
+        if let Some(base) = &self.api_base {
+            cfg = cfg.with_base_url(base);
+        }
+        cfg.timeout = self.timeout;
+        Some(cfg)
+    }
+
+    fn problems(&self, out: &mut Vec<String>) {
+        if let Some(k) = &self.api_key {
+            if !(k.starts_with("sk_") || k.starts_with("rk_")) || k.trim() != k {
+                out.push("STRIPE_API_KEY must be a secret (sk_…) or restricted (rk_…) key".into());
+            }
+        }
+        if let Some(b) = &self.api_base {
+            if !(b.starts_with("https://") || b.starts_with("http://")) {
+                out.push(format!("STRIPE_API_BASE {b:?} must be an http(s) URL"));
+            }
+        }
+        for (name, url) in [
+            ("TALLY_CHECKOUT_SUCCESS_URL", &self.success_url),
+            ("TALLY_CHECKOUT_CANCEL_URL", &self.cancel_url),
+            ("TALLY_PORTAL_RETURN_URL", &self.portal_return_url),
+        ] {
+            if url.as_deref().is_some_and(|u| !is_web_url(u)) {
+                out.push(format!("{name} must be an absolute http(s) URL"));
+            }
+        }
+        if self.timeout.is_zero() {
+            out.push("--stripe-timeout must be positive".into());
+        }
+        let e = self.checkout_expiry.as_secs();
+        if !(1800..=86_400).contains(&e) {
+            out.push("--checkout-expiry must be between 30m and 24h (Stripe's limits)".into());
+        }
+    }
+}
+
+/// Whether `u` is an absolute http(s) URL with a host (what Stripe accepts as a redirect).
+pub fn is_web_url(u: &str) -> bool {
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        let host = r.split(['/', '?', '#']).next().unwrap_or("");
+        !host.is_empty() && u.len() <= 2048 && !u.chars().any(char::is_whitespace)
+    })
 }
 
 impl std::fmt::Debug for Config {
@@ -78,6 +184,7 @@ impl std::fmt::Debug for Config {
                 "metrics_token",
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("stripe", &self.stripe)
             .finish()
     }
 }
@@ -116,6 +223,7 @@ impl Config {
             auth_failures_per_minute: 20,
             metrics_listen: None,
             metrics_token: None,
+            stripe: StripeConfig::default(),
         })
     }
 
@@ -173,6 +281,7 @@ impl Config {
         {
             problems.push("--metrics-listen must differ from --listen".into());
         }
+        self.stripe.problems(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

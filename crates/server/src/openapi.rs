@@ -45,6 +45,7 @@ pub const CUSTOMER_ID_PATTERN: &str = "^[A-Za-z0-9_.:@-]{1,255}$";
 pub fn build() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(api::credits::CreditsDoc::openapi());
+    doc.merge(api::checkout::CheckoutDoc::openapi());
     complete(&mut doc);
     doc
 }

@@ -50,6 +50,8 @@ pub struct SharedState {
     pub env_caller: Option<Caller>,
     /// This process's id among the processes sharing a database (for leases).
     pub instance_id: Arc<str>,
+    /// The Stripe gateway, when `STRIPE_API_KEY` is set.
+    pub stripe: Option<tally_stripe::Client>,
 }
 
 /// A customer's allowance anchor, with its current allowance period so that events of that
@@ -68,6 +70,11 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 impl AppState {
     pub fn new(config: Config, store: Arc<dyn Store>) -> AppState {
         let env_caller = config.admin_key.as_deref().map(Caller::env);
+        let stripe = config.stripe.client_config().and_then(|cfg| {
+            tally_stripe::Client::new(cfg)
+                .map_err(|e| tracing::error!(error = %e, "the Stripe client cannot be built"))
+                .ok()
+        });
         AppState(Arc::new(SharedState {
             env_caller,
             store,
@@ -80,6 +87,7 @@ impl AppState {
             key_cache: Arc::new(RwLock::new(HashMap::new())),
             key_lookups: Arc::default(),
             instance_id: instance_id().into(),
+            stripe,
         }))
     }
 }

@@ -15,6 +15,7 @@ pub mod model;
 pub mod postgres;
 mod rollup;
 pub mod sqlite;
+pub mod stripe_links;
 pub mod testing;
 mod time;
 
@@ -29,6 +30,7 @@ pub use credits::{
     FlagOverride, UsageNotification,
 };
 pub use error::StoreError;
+pub use stripe_links::{CheckoutOutcome, CheckoutRecord, StripeCustomerLink};
 pub use model::*;
 
 /// Result of store operations.
@@ -265,6 +267,42 @@ pub trait Store: Send + Sync + 'static {
 
     /// The customer's flag overrides.
     async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>>;
+
+    // --- links to Stripe (see [`stripe_links`]) ---------------------------------------------
+
+    /// The customer's Stripe link, creating the row (without a Stripe id) if there is none.
+    async fn claim_stripe_customer(
+        &self,
+        customer_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StripeCustomerLink>;
+
+    /// The customer's Stripe link, if any.
+    async fn stripe_customer(&self, customer_id: &str) -> Result<Option<StripeCustomerLink>>;
+
+    /// Records the Stripe id of a claimed link unless one is recorded already (the first wins)
+    /// and sets its `updated_at` (when Stripe last received the customer's details); returns
+    /// the link as stored.
+    async fn set_stripe_customer(
+        &self,
+        customer_id: &str,
+        stripe_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StripeCustomerLink>;
+
+    /// Inserts a new checkout row (before Stripe is called).
+    async fn insert_checkout(&self, row: CheckoutRecord) -> Result<()>;
+
+    /// Records the outcome of a checkout row's Stripe call.
+    async fn finish_checkout(
+        &self,
+        id: &str,
+        outcome: CheckoutOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// A checkout row.
+    async fn checkout(&self, id: &str) -> Result<Option<CheckoutRecord>>;
 }
 
 /// Opens (and migrates) the store named by a database URL: `sqlite://PATH` (optionally

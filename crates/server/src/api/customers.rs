@@ -28,7 +28,12 @@ pub async fn put(
     body: JsonBody,
 ) -> Result<(StatusCode, Json<Customer>), ApiError> {
     let input: CustomerInput = body.parse()?;
+    let details_changed = input.email.is_some() || input.name.is_some();
     let (c, created) = customers::put(&state, &id, input, audit).await?;
+    if details_changed && !created {
+        // After the commit, in the background: Stripe being slow or down never delays the PUT.
+        crate::service::stripe_customers::propagate(&state, c.clone());
+    }
     let code = if created {
         StatusCode::CREATED
     } else {

@@ -2,6 +2,7 @@
 //! the response; errors become JSON through [`ApiError`].
 
 pub mod audit;
+pub mod checkout;
 pub mod credits;
 pub mod customers;
 pub mod entitlements;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(events::ingest))
         .route("/v1/audit", get(audit::list))
         .merge(credits::routes())
+        .merge(checkout::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::ratelimit::enforce,
@@ -276,7 +278,8 @@ async fn require_api_key(State(state): State<AppState>, mut req: Request, next: 
 
 /// The access each `/v1` route needs (`None`: no rule, denied). `read` keys may only `GET`;
 /// `app` keys get what an app's backend needs on its hot path (events, entitlement checks,
-/// credit consumption, customer upserts at signup); everything else is `admin`.
+/// credit consumption, customer upserts at signup, Checkout and Portal links for its customers);
+/// everything else is `admin`.
 pub fn required_access(method: &Method, route: &str) -> Option<Access> {
     let access = match (method.as_str(), route) {
         (
@@ -295,7 +298,11 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
         ("GET", "/v1/audit" | "/v1/customers/{id}/audit") => Access::Admin,
         (
             "POST",
-            "/v1/events" | "/v1/entitlements/check" | "/v1/customers/{id}/credits/consume",
+            "/v1/events"
+            | "/v1/entitlements/check"
+            | "/v1/customers/{id}/credits/consume"
+            | "/v1/checkout-sessions"
+            | "/v1/portal-sessions",
         )
         | ("PUT", "/v1/customers/{id}") => Access::App,
         ("POST", "/v1/customers/{id}/credits/grants")

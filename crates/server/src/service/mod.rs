@@ -1,6 +1,7 @@
 //! What the handlers call: one function per operation, business rules here, SQL in the store.
 
 pub mod audit;
+pub mod checkout;
 pub mod closer;
 pub mod credits;
 pub mod customers;
@@ -9,5 +10,6 @@ pub mod events;
 pub mod flags;
 pub mod keys;
 pub mod rfc3339;
+pub mod stripe_customers;
 pub mod usage;
 pub mod worker;

@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "scoped_keys_audit",
         include_str!("../../migrations/postgres/0005_scoped_keys_audit.sql"),
     ),
+    (
+        7,
+        "stripe_links",
+        include_str!("../../migrations/postgres/0007_stripe_links.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

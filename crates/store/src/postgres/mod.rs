@@ -18,6 +18,7 @@ mod customers;
 mod events;
 mod invoices;
 mod migrate;
+mod stripe_links;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -282,5 +283,46 @@ impl Store for PgStore {
 
     async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>> {
         credits::flag_overrides(&self.pool, customer_id).await
+    }
+
+    async fn claim_stripe_customer(
+        &self,
+        customer_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::StripeCustomerLink> {
+        stripe_links::claim(&self.pool, customer_id, now).await
+    }
+
+    async fn stripe_customer(
+        &self,
+        customer_id: &str,
+    ) -> Result<Option<crate::StripeCustomerLink>> {
+        stripe_links::link(&self.pool, customer_id).await
+    }
+
+    async fn set_stripe_customer(
+        &self,
+        customer_id: &str,
+        stripe_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::StripeCustomerLink> {
+        stripe_links::set(&self.pool, customer_id, stripe_id, now).await
+    }
+
+    async fn insert_checkout(&self, row: crate::CheckoutRecord) -> Result<()> {
+        stripe_links::insert_checkout(&self.pool, &row).await
+    }
+
+    async fn finish_checkout(
+        &self,
+        id: &str,
+        outcome: crate::CheckoutOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        stripe_links::finish_checkout(&self.pool, id, &outcome, now).await
+    }
+
+    async fn checkout(&self, id: &str) -> Result<Option<crate::CheckoutRecord>> {
+        stripe_links::checkout(&self.pool, id).await
     }
 }

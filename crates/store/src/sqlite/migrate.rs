@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "scoped_keys_audit",
         include_str!("../../migrations/sqlite/0006_scoped_keys_audit.sql"),
     ),
+    (
+        8,
+        "stripe_links",
+        include_str!("../../migrations/sqlite/0008_stripe_links.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

@@ -55,6 +55,7 @@ mod invoices;
 mod leases;
 mod migrate;
 mod rollups;
+mod stripe_links;
 mod usage_cache;
 mod writer;
 
@@ -578,6 +579,56 @@ impl Store for SqliteStore {
     async fn flag_overrides(&self, customer_id: &str) -> Result<Vec<FlagOverride>> {
         let id = customer_id.to_owned();
         self.read(move |c| credits::flag_overrides(c, &id)).await
+    }
+
+    async fn claim_stripe_customer(
+        &self,
+        customer_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::StripeCustomerLink> {
+        let id = customer_id.to_owned();
+        self.write(move |w| stripe_links::claim(&w.conn, &id, now))
+            .await
+    }
+
+    async fn stripe_customer(
+        &self,
+        customer_id: &str,
+    ) -> Result<Option<crate::StripeCustomerLink>> {
+        let id = customer_id.to_owned();
+        self.read(move |c| stripe_links::link(c, &id)).await
+    }
+
+    async fn set_stripe_customer(
+        &self,
+        customer_id: &str,
+        stripe_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::StripeCustomerLink> {
+        let (id, sid) = (customer_id.to_owned(), stripe_id.to_owned());
+        self.write(move |w| stripe_links::set(&w.conn, &id, &sid, now))
+            .await
+    }
+
+    async fn insert_checkout(&self, row: crate::CheckoutRecord) -> Result<()> {
+        self.write(move |w| stripe_links::insert_checkout(&w.conn, &row))
+            .await
+    }
+
+    async fn finish_checkout(
+        &self,
+        id: &str,
+        outcome: crate::CheckoutOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |w| stripe_links::finish_checkout(&w.conn, &id, &outcome, now))
+            .await
+    }
+
+    async fn checkout(&self, id: &str) -> Result<Option<crate::CheckoutRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| stripe_links::checkout(c, &id)).await
     }
 }
 

@@ -1,0 +1,29 @@
+-- Links to Stripe and durable rows of Tally's calls to Stripe that create something.
+
+-- One row per Tally customer that needs a Stripe customer, committed before Stripe is called
+-- (the idempotency key of the create comes from it); `stripe_id` is set once, by the first
+-- process whose call succeeds.
+CREATE TABLE stripe_customers (
+    customer_id TEXT PRIMARY KEY,
+    stripe_id   TEXT UNIQUE,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+
+-- Checkout Sessions Tally asked Stripe for: the row is written first (its id is the session's
+-- idempotency key and `metadata[tally_checkout_id]`), then Stripe's id, URL and request id.
+CREATE TABLE checkout_sessions (
+    id          TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    mode        TEXT NOT NULL,
+    plan        TEXT,
+    interval    TEXT,
+    pack        TEXT,
+    stripe_id   TEXT,
+    url         TEXT,
+    request_id  TEXT,
+    last_error  TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX checkout_sessions_by_customer ON checkout_sessions (customer_id, created_at);

@@ -1,0 +1,143 @@
+//! Links to Stripe (see [`crate::stripe_links`]).
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tokio_postgres::Row;
+
+use crate::{CheckoutOutcome, CheckoutRecord, Result, StoreError, StripeCustomerLink};
+
+fn link_row(r: &Row) -> StripeCustomerLink {
+    StripeCustomerLink {
+        customer_id: r.get(0),
+        stripe_id: r.get(1),
+        created_at: r.get(2),
+        updated_at: r.get(3),
+    }
+}
+
+const LINK_COLS: &str = "customer_id, stripe_id, created_at, updated_at";
+
+pub(crate) async fn link(pool: &Pool, customer_id: &str) -> Result<Option<StripeCustomerLink>> {
+    let c = pool.get().await?;
+    let sql = format!("SELECT {LINK_COLS} FROM stripe_customers WHERE customer_id = $1");
+    Ok(c.query_opt(&sql, &[&customer_id]).await?.map(|r| link_row(&r)))
+}
+
+fn vanished() -> StoreError {
+    StoreError::Database("stripe customer link vanished".into())
+}
+
+pub(crate) async fn claim(
+    pool: &Pool,
+    customer_id: &str,
+    now: DateTime<Utc>,
+) -> Result<StripeCustomerLink> {
+    let c = pool.get().await?;
+    c.execute(
+        "INSERT INTO stripe_customers (customer_id, created_at, updated_at) VALUES ($1, $2, $2)
+         ON CONFLICT (customer_id) DO NOTHING",
+        &[&customer_id, &now],
+    )
+    .await?;
+    drop(c);
+    link(pool, customer_id).await?.ok_or_else(vanished)
+}
+
+pub(crate) async fn set(
+    pool: &Pool,
+    customer_id: &str,
+    stripe_id: &str,
+    now: DateTime<Utc>,
+) -> Result<StripeCustomerLink> {
+    let c = pool.get().await?;
+    c.execute(
+        "UPDATE stripe_customers SET stripe_id = COALESCE(stripe_id, $2), updated_at = $3
+         WHERE customer_id = $1",
+        &[&customer_id, &stripe_id, &now],
+    )
+    .await?;
+    drop(c);
+    link(pool, customer_id).await?.ok_or_else(vanished)
+}
+
+pub(crate) async fn insert_checkout(pool: &Pool, r: &CheckoutRecord) -> Result<()> {
+    let c = pool.get().await?;
+    c.execute(
+        "INSERT INTO checkout_sessions (id, customer_id, mode, plan, interval, pack, stripe_id,
+            url, request_id, last_error, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &[
+            &r.id,
+            &r.customer_id,
+            &r.mode,
+            &r.plan,
+            &r.interval,
+            &r.pack,
+            &r.stripe_id,
+            &r.url,
+            &r.request_id,
+            &r.last_error,
+            &r.created_at,
+            &r.updated_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn finish_checkout(
+    pool: &Pool,
+    id: &str,
+    outcome: &CheckoutOutcome,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let c = pool.get().await?;
+    match outcome {
+        CheckoutOutcome::Created {
+            stripe_id,
+            url,
+            request_id,
+        } => {
+            c.execute(
+                "UPDATE checkout_sessions SET stripe_id = $2, url = $3, request_id = $4,
+                    last_error = NULL, updated_at = $5 WHERE id = $1",
+                &[&id, stripe_id, url, request_id, &now],
+            )
+            .await?
+        }
+        CheckoutOutcome::Failed { error, request_id } => {
+            c.execute(
+                "UPDATE checkout_sessions SET last_error = $2, request_id = $3, updated_at = $4
+                 WHERE id = $1",
+                &[&id, error, request_id, &now],
+            )
+            .await?
+        }
+    };
+    Ok(())
+}
+
+pub(crate) async fn checkout(pool: &Pool, id: &str) -> Result<Option<CheckoutRecord>> {
+    let c = pool.get().await?;
+    let row = c
+        .query_opt(
+            "SELECT id, customer_id, mode, plan, interval, pack, stripe_id, url, request_id,
+                last_error, created_at, updated_at FROM checkout_sessions WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(row.map(|r| CheckoutRecord {
+        id: r.get(0),
+        customer_id: r.get(1),
+        mode: r.get(2),
+        plan: r.get(3),
+        interval: r.get(4),
+        pack: r.get(5),
+        stripe_id: r.get(6),
+        url: r.get(7),
+        request_id: r.get(8),
+        last_error: r.get(9),
+        created_at: r.get(10),
+        updated_at: r.get(11),
+    }))
+}

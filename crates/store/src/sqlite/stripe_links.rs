@@ -1,0 +1,133 @@
+//! Links to Stripe (see [`crate::stripe_links`]).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::time::{from_ms, to_ms};
+use crate::{CheckoutOutcome, CheckoutRecord, Result, StoreError, StripeCustomerLink};
+
+fn link_row(r: &Row<'_>) -> rusqlite::Result<StripeCustomerLink> {
+    Ok(StripeCustomerLink {
+        customer_id: r.get(0)?,
+        stripe_id: r.get(1)?,
+        created_at: from_ms(r.get(2)?),
+        updated_at: from_ms(r.get(3)?),
+    })
+}
+
+pub(crate) fn link(conn: &Connection, customer_id: &str) -> Result<Option<StripeCustomerLink>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT customer_id, stripe_id, created_at, updated_at
+             FROM stripe_customers WHERE customer_id = ?1",
+        )?
+        .query_row([customer_id], link_row)
+        .optional()?)
+}
+
+fn vanished() -> StoreError {
+    StoreError::Database("stripe customer link vanished".into())
+}
+
+pub(crate) fn claim(
+    conn: &Connection,
+    customer_id: &str,
+    now: DateTime<Utc>,
+) -> Result<StripeCustomerLink> {
+    conn.prepare_cached(
+        "INSERT INTO stripe_customers (customer_id, created_at, updated_at) VALUES (?1, ?2, ?2)
+         ON CONFLICT (customer_id) DO NOTHING",
+    )?
+    .execute(params![customer_id, to_ms(now)])?;
+    link(conn, customer_id)?.ok_or_else(vanished)
+}
+
+pub(crate) fn set(
+    conn: &Connection,
+    customer_id: &str,
+    stripe_id: &str,
+    now: DateTime<Utc>,
+) -> Result<StripeCustomerLink> {
+    conn.prepare_cached(
+        "UPDATE stripe_customers SET stripe_id = COALESCE(stripe_id, ?2), updated_at = ?3
+         WHERE customer_id = ?1",
+    )?
+    .execute(params![customer_id, stripe_id, to_ms(now)])?;
+    link(conn, customer_id)?.ok_or_else(vanished)
+}
+
+pub(crate) fn insert_checkout(conn: &Connection, c: &CheckoutRecord) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO checkout_sessions (id, customer_id, mode, plan, interval, pack, stripe_id,
+            url, request_id, last_error, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        c.id,
+        c.customer_id,
+        c.mode,
+        c.plan,
+        c.interval,
+        c.pack,
+        c.stripe_id,
+        c.url,
+        c.request_id,
+        c.last_error,
+        to_ms(c.created_at),
+        to_ms(c.updated_at)
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn finish_checkout(
+    conn: &Connection,
+    id: &str,
+    outcome: &CheckoutOutcome,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let now = to_ms(now);
+    match outcome {
+        CheckoutOutcome::Created {
+            stripe_id,
+            url,
+            request_id,
+        } => conn
+            .prepare_cached(
+                "UPDATE checkout_sessions SET stripe_id = ?2, url = ?3, request_id = ?4,
+                    last_error = NULL, updated_at = ?5 WHERE id = ?1",
+            )?
+            .execute(params![id, stripe_id, url, request_id, now])?,
+        CheckoutOutcome::Failed { error, request_id } => conn
+            .prepare_cached(
+                "UPDATE checkout_sessions SET last_error = ?2, request_id = ?3, updated_at = ?4
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, error, request_id, now])?,
+    };
+    Ok(())
+}
+
+pub(crate) fn checkout(conn: &Connection, id: &str) -> Result<Option<CheckoutRecord>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, customer_id, mode, plan, interval, pack, stripe_id, url, request_id,
+                last_error, created_at, updated_at FROM checkout_sessions WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok(CheckoutRecord {
+                id: r.get(0)?,
+                customer_id: r.get(1)?,
+                mode: r.get(2)?,
+                plan: r.get(3)?,
+                interval: r.get(4)?,
+                pack: r.get(5)?,
+                stripe_id: r.get(6)?,
+                url: r.get(7)?,
+                request_id: r.get(8)?,
+                last_error: r.get(9)?,
+                created_at: from_ms(r.get(10)?),
+                updated_at: from_ms(r.get(11)?),
+            })
+        })
+        .optional()?)
+}
