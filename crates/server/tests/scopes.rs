@@ -229,6 +229,34 @@ fn routes() -> Vec<Route> {
                 Some(json!({"customer": c, "feature": "sso"})),
             )
         }),
+        // Without STRIPE_API_KEY these answer 503 stripe_not_configured once the scope and
+        // customer checks have passed.
+        r(
+            Method::POST,
+            "/v1/checkout-sessions",
+            App,
+            true,
+            StatusCode::SERVICE_UNAVAILABLE,
+            |c| {
+                (
+                    "/v1/checkout-sessions".into(),
+                    Some(json!({"customer": c, "plan": "pro", "interval": "month"})),
+                )
+            },
+        ),
+        r(
+            Method::POST,
+            "/v1/portal-sessions",
+            App,
+            true,
+            StatusCode::SERVICE_UNAVAILABLE,
+            |c| {
+                (
+                    "/v1/portal-sessions".into(),
+                    Some(json!({"customer": c, "return_url": "https://app.test/billing"})),
+                )
+            },
+        ),
         r(Method::GET, "/v1/flags", Read, true, ok, |c| {
             (format!("/v1/flags?customer={c}"), None)
         }),

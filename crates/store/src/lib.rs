@@ -30,8 +30,8 @@ pub use credits::{
     FlagOverride, UsageNotification,
 };
 pub use error::StoreError;
-pub use stripe_links::{CheckoutOutcome, CheckoutRecord, StripeCustomerLink};
 pub use model::*;
+pub use stripe_links::{CheckoutOutcome, CheckoutRecord, StripeCustomerLink};
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

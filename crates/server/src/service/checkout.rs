@@ -325,7 +325,11 @@ pub async fn create(
         ("tally_checkout_id".to_owned(), row.id.clone()),
     ]
     .into();
-    for (k, v) in [("tally_plan", &plan), ("tally_interval", &interval), ("tally_pack", &pack)] {
+    for (k, v) in [
+        ("tally_plan", &plan),
+        ("tally_interval", &interval),
+        ("tally_pack", &pack),
+    ] {
         if let Some(v) = v {
             metadata.insert(k.to_owned(), v.clone());
         }
@@ -473,10 +477,8 @@ pub async fn portal(state: &AppState, input: PortalInput) -> Result<PortalSessio
     // A portal session creates nothing lasting and moves no money: its key comes from the
     // request itself, so the gateway's retries of this call reuse it.
     let stamp = state.clock.now().timestamp_millis().to_string();
-    let key = IdempotencyKey::from_content(
-        "portal_session",
-        &[&stripe_customer, &return_url, &stamp],
-    );
+    let key =
+        IdempotencyKey::from_content("portal_session", &[&stripe_customer, &return_url, &stamp]);
     let session = client
         .create_portal_session(
             &stripe_customer,

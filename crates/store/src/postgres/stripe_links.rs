@@ -20,7 +20,9 @@ const LINK_COLS: &str = "customer_id, stripe_id, created_at, updated_at";
 pub(crate) async fn link(pool: &Pool, customer_id: &str) -> Result<Option<StripeCustomerLink>> {
     let c = pool.get().await?;
     let sql = format!("SELECT {LINK_COLS} FROM stripe_customers WHERE customer_id = $1");
-    Ok(c.query_opt(&sql, &[&customer_id]).await?.map(|r| link_row(&r)))
+    Ok(c.query_opt(&sql, &[&customer_id])
+        .await?
+        .map(|r| link_row(&r)))
 }
 
 fn vanished() -> StoreError {
