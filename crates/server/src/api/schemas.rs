@@ -67,6 +67,15 @@ pub struct AuditList {
     data: Vec<AuditRecord>,
 }
 
+/// Body of `GET /v1/audit`.
+#[derive(ToSchema)]
+pub struct AuditPage {
+    /// Newest first.
+    data: Vec<AuditRecord>,
+    /// Whether older rows follow (ask again with `starting_after`).
+    has_more: bool,
+}
+
 /// A usage-threshold notification in the outbox.
 #[derive(ToSchema)]
 pub struct UsageNotification {
