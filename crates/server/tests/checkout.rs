@@ -123,6 +123,49 @@ impl World {
         body
     }
 
+    fn price_id(&self, lookup_key: &str) -> String {
+        self.sim
+            .with(|s| {
+                s.w.prices
+                    .values()
+                    .find(|p| p.lookup_key.as_deref() == Some(lookup_key))
+                    .map(|p| p.id.clone())
+            })
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Makes the customer's Stripe customer through Tally, then a paid subscription to the price
+    /// with `lookup_key` directly in Stripe (what a completed checkout leaves). Returns its id.
+    async fn subscribe(&self, customer: &str, lookup_key: &str) -> String {
+        let (s, b) = self
+            .app
+            .post("/v1/portal-sessions", json!({"customer": customer}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let cus = self.stripe_customers_of(customer).remove(0);
+        let pm = self
+            .sim_post(
+                "/v1/payment_methods/pm_card_visa/attach",
+                &[("customer", &cus)],
+            )
+            .await;
+        let pm = pm["id"].as_str().unwrap().to_owned();
+        let price = self.price_id(lookup_key);
+        let sub = self
+            .sim_post(
+                "/v1/subscriptions",
+                &[
+                    ("customer", &cus),
+                    ("items[0][price]", &price),
+                    ("default_payment_method", &pm),
+                ],
+            )
+            .await;
+        assert_eq!(sub["status"], "active", "{sub}");
+        sub["id"].as_str().unwrap().to_owned()
+    }
+
     async fn fault(&self, path: &str, kind: &str, hang_ms: Option<u64>) {
         let mut body = json!({"path": path, "method": "POST", "kind": kind, "count": 1});
         if let Some(ms) = hang_ms {
@@ -716,7 +759,174 @@ async fn portal_session_for_the_customer(db: Db) {
     assert_eq!(b["error"]["code"], "customer_not_found");
 }
 
+async fn upgrade_moves_the_subscription_to_the_new_price_with_proration(db: Db) {
+    let catalog = include_str!("../../../catalogs/magicbox.toml");
+    let Some(w) = world(db, catalog, Duration::from_secs(10)).await else {
+        return;
+    };
+    w.customer("c1").await;
+    let sub = w.subscribe("c1", "magicbox_starter_monthly").await;
+    let (s, b) = w
+        .app
+        .post(
+            "/v1/customers/c1/subscription/change",
+            json!({"plan": "pro", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["id"], sub.as_str());
+    assert_eq!(b["plan"], "pro");
+    assert_eq!(b["interval"], "month");
+    assert_eq!(b["status"], "active");
+    assert_eq!(b["cancel_at_period_end"], false);
+    assert_eq!(b["source"], "stripe");
+    let pro = w.price_id("magicbox_pro_monthly");
+    let (items, proration_lines) = w
+        .sim
+        .with(|s| {
+            let items: Vec<String> = s.w.subscriptions[&sub]
+                .items
+                .iter()
+                .map(|i| i.price.clone())
+                .collect();
+            let lines: Vec<(i64, Option<String>)> =
+                s.w.invoices
+                    .values()
+                    .filter(|i| i.subscription.as_deref() == Some(sub.as_str()))
+                    .flat_map(|i| i.lines.iter())
+                    .filter(|l| l.proration)
+                    .map(|l| (l.amount, l.price.clone()))
+                    .collect();
+            (items, lines)
+        })
+        .unwrap();
+    assert_eq!(items, vec![pro.clone()]);
+    // Unused starter time credited (negative), remaining pro time charged (positive), at once.
+    assert_eq!(proration_lines.len(), 2, "{proration_lines:?}");
+    assert!(proration_lines
+        .iter()
+        .any(|(a, p)| *a < 0 && p.as_deref() != Some(pro.as_str())));
+    assert!(proration_lines
+        .iter()
+        .any(|(a, p)| *a > 0 && p.as_deref() == Some(pro.as_str())));
+    // The same change again changes nothing.
+    let (s, b) = w
+        .app
+        .post(
+            "/v1/customers/c1/subscription/change",
+            json!({"plan": "pro"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["plan"], "pro");
+    // A cheaper plan is refused, and nothing changes.
+    let (s, b) = w
+        .app
+        .post(
+            "/v1/customers/c1/subscription/change",
+            json!({"plan": "starter"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["error"]["code"], "downgrade_not_supported");
+    let items = w
+        .sim
+        .with(|s| s.w.subscriptions[&sub].items[0].price.clone())
+        .unwrap();
+    assert_eq!(items, pro);
+    let (s, b) = w
+        .app
+        .post(
+            "/v1/customers/c1/subscription/change",
+            json!({"plan": "gold"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["code"], "unknown_plan");
+}
+
+async fn cancel_at_period_end_resume_and_cancel_now(db: Db) {
+    let Some(w) = world(db, CATALOG, Duration::from_secs(10)).await else {
+        return;
+    };
+    w.customer("c1").await;
+    w.customer("c2").await;
+    let (s, b) = w
+        .app
+        .post("/v1/customers/c2/subscription/cancel", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    assert_eq!(b["error"]["code"], "no_stripe_subscription");
+    let sub = w.subscribe("c1", "shop_pro_monthly").await;
+    let end = w
+        .sim
+        .with(|s| s.w.subscriptions[&sub].items[0].current_period_end)
+        .unwrap();
+    let (s, b) = w
+        .app
+        .post(
+            "/v1/customers/c1/subscription/cancel",
+            json!({"at_period_end": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["cancel_at_period_end"], true);
+    assert_eq!(b["status"], "active");
+    assert_eq!(b["plan"], "pro");
+    let end_rfc = chrono::DateTime::from_timestamp(end, 0).unwrap();
+    assert_eq!(
+        b["current_period_end"]
+            .as_str()
+            .map(|t| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap()),
+        Some(end_rfc)
+    );
+    assert!(w
+        .sim
+        .with(|s| s.w.subscriptions[&sub].cancel_at_period_end)
+        .unwrap());
+    let (s, b) = w
+        .app
+        .send(
+            reqwest::Method::POST,
+            "/v1/customers/c1/subscription/resume",
+            json!(null),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["cancel_at_period_end"], false);
+    assert!(!w
+        .sim
+        .with(|s| s.w.subscriptions[&sub].cancel_at_period_end)
+        .unwrap());
+    let (s, b) = w
+        .app
+        .post(
+            "/v1/customers/c1/subscription/cancel",
+            json!({"at_period_end": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "canceled");
+    let (s, audit) = w.app.get("/v1/audit?customer=c1").await;
+    assert_eq!(s, StatusCode::OK);
+    let actions: Vec<&str> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    for a in [
+        "stripe_subscription.cancel_scheduled",
+        "stripe_subscription.resumed",
+        "stripe_subscription.canceled",
+    ] {
+        assert!(actions.contains(&a), "{a}: {actions:?}");
+    }
+}
+
 on_both_backends!(
+    upgrade_moves_the_subscription_to_the_new_price_with_proration,
+    cancel_at_period_end_resume_and_cancel_now,
     subscription_session_carries_price_metadata_trial_and_discount,
     pack_session_is_payment_mode_with_payment_intent_metadata,
     magic_box_pro_yearly_with_earlybird30,

@@ -257,6 +257,45 @@ fn routes() -> Vec<Route> {
                 )
             },
         ),
+        r(
+            Method::POST,
+            "/v1/customers/{id}/subscription/change",
+            Admin,
+            true,
+            StatusCode::SERVICE_UNAVAILABLE,
+            |c| {
+                (
+                    format!("/v1/customers/{c}/subscription/change"),
+                    Some(json!({"plan": "pro"})),
+                )
+            },
+        ),
+        r(
+            Method::POST,
+            "/v1/customers/{id}/subscription/cancel",
+            Admin,
+            true,
+            StatusCode::SERVICE_UNAVAILABLE,
+            |c| {
+                (
+                    format!("/v1/customers/{c}/subscription/cancel"),
+                    Some(json!({})),
+                )
+            },
+        ),
+        r(
+            Method::POST,
+            "/v1/customers/{id}/subscription/resume",
+            Admin,
+            true,
+            StatusCode::SERVICE_UNAVAILABLE,
+            |c| {
+                (
+                    format!("/v1/customers/{c}/subscription/resume"),
+                    Some(json!({})),
+                )
+            },
+        ),
         r(Method::GET, "/v1/flags", Read, true, ok, |c| {
             (format!("/v1/flags?customer={c}"), None)
         }),

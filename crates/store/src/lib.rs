@@ -31,7 +31,7 @@ pub use credits::{
 };
 pub use error::StoreError;
 pub use model::*;
-pub use stripe_links::{CheckoutOutcome, CheckoutRecord, StripeCustomerLink};
+pub use stripe_links::{CallOutcome, CheckoutRecord, PlanChangeRecord, StripeCustomerLink};
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -297,12 +297,23 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_checkout(
         &self,
         id: &str,
-        outcome: CheckoutOutcome,
+        outcome: CallOutcome,
         now: DateTime<Utc>,
     ) -> Result<()>;
 
     /// A checkout row.
     async fn checkout(&self, id: &str) -> Result<Option<CheckoutRecord>>;
+
+    /// Inserts a new plan-change row (before Stripe is called).
+    async fn insert_plan_change(&self, row: PlanChangeRecord) -> Result<()>;
+
+    /// Records the outcome of a plan change's Stripe call (`Created`: applied).
+    async fn finish_plan_change(
+        &self,
+        id: &str,
+        outcome: CallOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
 }
 
 /// Opens (and migrates) the store named by a database URL: `sqlite://PATH` (optionally

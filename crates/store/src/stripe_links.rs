@@ -38,9 +38,29 @@ pub struct CheckoutRecord {
     pub updated_at: DateTime<Utc>,
 }
 
-/// The outcome of a checkout row's Stripe call.
+/// A plan change of a Stripe subscription Tally asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanChangeRecord {
+    /// `pc_…`: the idempotency key's row.
+    pub id: String,
+    pub customer_id: String,
+    /// `sub_…`.
+    pub subscription: String,
+    pub from_plan: Option<String>,
+    pub from_interval: Option<String>,
+    pub to_plan: String,
+    pub to_interval: String,
+    pub request_id: Option<String>,
+    pub last_error: Option<String>,
+    /// Whether Stripe applied it.
+    pub applied: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The outcome of a durable row's Stripe call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckoutOutcome {
+pub enum CallOutcome {
     Created {
         stripe_id: String,
         url: Option<String>,

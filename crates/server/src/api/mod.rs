@@ -12,6 +12,7 @@ pub mod health;
 pub mod invoices;
 pub mod plans;
 pub mod schemas;
+pub mod subscriptions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(audit::list))
         .merge(credits::routes())
         .merge(checkout::routes())
+        .merge(subscriptions::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::ratelimit::enforce,
@@ -305,7 +307,13 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
             | "/v1/portal-sessions",
         )
         | ("PUT", "/v1/customers/{id}") => Access::App,
-        ("POST", "/v1/customers/{id}/credits/grants")
+        (
+            "POST",
+            "/v1/customers/{id}/credits/grants"
+            | "/v1/customers/{id}/subscription/change"
+            | "/v1/customers/{id}/subscription/cancel"
+            | "/v1/customers/{id}/subscription/resume",
+        )
         | ("PUT", "/v1/customers/{id}/subscription" | "/v1/customers/{id}/flags/{flag}")
         | ("DELETE", "/v1/customers/{id}/flags/{flag}") => Access::Admin,
         _ => return None,

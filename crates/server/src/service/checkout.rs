@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tally_core::period::Interval;
-use tally_store::{AuditContext, CheckoutOutcome, CheckoutRecord};
+use tally_store::{AuditContext, CallOutcome, CheckoutRecord};
 use tally_stripe::model::{Metadata, SubscriptionStatus};
 use tally_stripe::{CheckoutDiscount, CheckoutMode, IdempotencyKey, NewCheckoutSession};
 use utoipa::ToSchema;
@@ -374,7 +374,7 @@ pub async fn create(
     let created = match client.create_checkout_session(&session, &key).await {
         Ok(c) => c,
         Err(e) => {
-            let outcome = CheckoutOutcome::Failed {
+            let outcome = CallOutcome::Failed {
                 error: e.to_string(),
                 request_id: e.request_id.clone(),
             };
@@ -401,7 +401,7 @@ pub async fn create(
         .store
         .finish_checkout(
             &row.id,
-            CheckoutOutcome::Created {
+            CallOutcome::Created {
                 stripe_id: cs.id.clone(),
                 url: Some(url.clone()),
                 request_id: created.meta.request_id.clone(),

@@ -9,6 +9,7 @@ pub mod entitlements;
 pub mod events;
 pub mod flags;
 pub mod keys;
+pub mod plan_change;
 pub mod rfc3339;
 pub mod stripe_customers;
 pub mod usage;

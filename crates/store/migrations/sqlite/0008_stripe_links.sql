@@ -27,3 +27,21 @@ CREATE TABLE checkout_sessions (
     updated_at  INTEGER NOT NULL
 );
 CREATE INDEX checkout_sessions_by_customer ON checkout_sessions (customer_id, created_at);
+
+-- Plan changes of Stripe subscriptions Tally asked for (an upgrade invoices and charges at
+-- once): the row is written first and its id is the update's idempotency key.
+CREATE TABLE plan_changes (
+    id            TEXT PRIMARY KEY,
+    customer_id   TEXT NOT NULL,
+    subscription  TEXT NOT NULL,
+    from_plan     TEXT,
+    from_interval TEXT,
+    to_plan       TEXT NOT NULL,
+    to_interval   TEXT NOT NULL,
+    request_id    TEXT,
+    last_error    TEXT,
+    applied       BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE INDEX plan_changes_by_customer ON plan_changes (customer_id, created_at);

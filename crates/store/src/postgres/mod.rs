@@ -316,7 +316,7 @@ impl Store for PgStore {
     async fn finish_checkout(
         &self,
         id: &str,
-        outcome: crate::CheckoutOutcome,
+        outcome: crate::CallOutcome,
         now: DateTime<Utc>,
     ) -> Result<()> {
         stripe_links::finish_checkout(&self.pool, id, &outcome, now).await
@@ -324,5 +324,18 @@ impl Store for PgStore {
 
     async fn checkout(&self, id: &str) -> Result<Option<crate::CheckoutRecord>> {
         stripe_links::checkout(&self.pool, id).await
+    }
+
+    async fn insert_plan_change(&self, row: crate::PlanChangeRecord) -> Result<()> {
+        stripe_links::insert_plan_change(&self.pool, &row).await
+    }
+
+    async fn finish_plan_change(
+        &self,
+        id: &str,
+        outcome: crate::CallOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        stripe_links::finish_plan_change(&self.pool, id, &outcome, now).await
     }
 }

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 
-use crate::{CheckoutOutcome, CheckoutRecord, Result, StoreError, StripeCustomerLink};
+use crate::{
+    CallOutcome, CheckoutRecord, PlanChangeRecord, Result, StoreError, StripeCustomerLink,
+};
 
 fn link_row(r: &Row) -> StripeCustomerLink {
     StripeCustomerLink {
@@ -90,12 +92,12 @@ pub(crate) async fn insert_checkout(pool: &Pool, r: &CheckoutRecord) -> Result<(
 pub(crate) async fn finish_checkout(
     pool: &Pool,
     id: &str,
-    outcome: &CheckoutOutcome,
+    outcome: &CallOutcome,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let c = pool.get().await?;
     match outcome {
-        CheckoutOutcome::Created {
+        CallOutcome::Created {
             stripe_id,
             url,
             request_id,
@@ -107,7 +109,7 @@ pub(crate) async fn finish_checkout(
             )
             .await?
         }
-        CheckoutOutcome::Failed { error, request_id } => {
+        CallOutcome::Failed { error, request_id } => {
             c.execute(
                 "UPDATE checkout_sessions SET last_error = $2, request_id = $3, updated_at = $4
                  WHERE id = $1",
@@ -142,4 +144,49 @@ pub(crate) async fn checkout(pool: &Pool, id: &str) -> Result<Option<CheckoutRec
         created_at: r.get(10),
         updated_at: r.get(11),
     }))
+}
+
+pub(crate) async fn insert_plan_change(pool: &Pool, r: &PlanChangeRecord) -> Result<()> {
+    let c = pool.get().await?;
+    c.execute(
+        "INSERT INTO plan_changes (id, customer_id, subscription, from_plan, from_interval,
+            to_plan, to_interval, request_id, last_error, applied, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &[
+            &r.id,
+            &r.customer_id,
+            &r.subscription,
+            &r.from_plan,
+            &r.from_interval,
+            &r.to_plan,
+            &r.to_interval,
+            &r.request_id,
+            &r.last_error,
+            &r.applied,
+            &r.created_at,
+            &r.updated_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn finish_plan_change(
+    pool: &Pool,
+    id: &str,
+    outcome: &CallOutcome,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let (applied, request_id, error) = match outcome {
+        CallOutcome::Created { request_id, .. } => (true, request_id, None),
+        CallOutcome::Failed { error, request_id } => (false, request_id, Some(error)),
+    };
+    let c = pool.get().await?;
+    c.execute(
+        "UPDATE plan_changes SET applied = $2, request_id = $3, last_error = $4, updated_at = $5
+         WHERE id = $1",
+        &[&id, &applied, request_id, &error, &now],
+    )
+    .await?;
+    Ok(())
 }

@@ -618,7 +618,7 @@ impl Store for SqliteStore {
     async fn finish_checkout(
         &self,
         id: &str,
-        outcome: crate::CheckoutOutcome,
+        outcome: crate::CallOutcome,
         now: DateTime<Utc>,
     ) -> Result<()> {
         let id = id.to_owned();
@@ -629,6 +629,22 @@ impl Store for SqliteStore {
     async fn checkout(&self, id: &str) -> Result<Option<crate::CheckoutRecord>> {
         let id = id.to_owned();
         self.read(move |c| stripe_links::checkout(c, &id)).await
+    }
+
+    async fn insert_plan_change(&self, row: crate::PlanChangeRecord) -> Result<()> {
+        self.write(move |w| stripe_links::insert_plan_change(&w.conn, &row))
+            .await
+    }
+
+    async fn finish_plan_change(
+        &self,
+        id: &str,
+        outcome: crate::CallOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |w| stripe_links::finish_plan_change(&w.conn, &id, &outcome, now))
+            .await
     }
 }
 

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::time::{from_ms, to_ms};
-use crate::{CheckoutOutcome, CheckoutRecord, Result, StoreError, StripeCustomerLink};
+use crate::{
+    CallOutcome, CheckoutRecord, PlanChangeRecord, Result, StoreError, StripeCustomerLink,
+};
 
 fn link_row(r: &Row<'_>) -> rusqlite::Result<StripeCustomerLink> {
     Ok(StripeCustomerLink {
@@ -82,12 +84,12 @@ pub(crate) fn insert_checkout(conn: &Connection, c: &CheckoutRecord) -> Result<(
 pub(crate) fn finish_checkout(
     conn: &Connection,
     id: &str,
-    outcome: &CheckoutOutcome,
+    outcome: &CallOutcome,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let now = to_ms(now);
     match outcome {
-        CheckoutOutcome::Created {
+        CallOutcome::Created {
             stripe_id,
             url,
             request_id,
@@ -97,7 +99,7 @@ pub(crate) fn finish_checkout(
                     last_error = NULL, updated_at = ?5 WHERE id = ?1",
             )?
             .execute(params![id, stripe_id, url, request_id, now])?,
-        CheckoutOutcome::Failed { error, request_id } => conn
+        CallOutcome::Failed { error, request_id } => conn
             .prepare_cached(
                 "UPDATE checkout_sessions SET last_error = ?2, request_id = ?3, updated_at = ?4
                  WHERE id = ?1",
@@ -130,4 +132,45 @@ pub(crate) fn checkout(conn: &Connection, id: &str) -> Result<Option<CheckoutRec
             })
         })
         .optional()?)
+}
+
+pub(crate) fn insert_plan_change(conn: &Connection, c: &PlanChangeRecord) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO plan_changes (id, customer_id, subscription, from_plan, from_interval,
+            to_plan, to_interval, request_id, last_error, applied, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        c.id,
+        c.customer_id,
+        c.subscription,
+        c.from_plan,
+        c.from_interval,
+        c.to_plan,
+        c.to_interval,
+        c.request_id,
+        c.last_error,
+        c.applied,
+        to_ms(c.created_at),
+        to_ms(c.updated_at)
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn finish_plan_change(
+    conn: &Connection,
+    id: &str,
+    outcome: &CallOutcome,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let (applied, request_id, error) = match outcome {
+        CallOutcome::Created { request_id, .. } => (true, request_id, None),
+        CallOutcome::Failed { error, request_id } => (false, request_id, Some(error)),
+    };
+    conn.prepare_cached(
+        "UPDATE plan_changes SET applied = ?2, request_id = ?3, last_error = ?4, updated_at = ?5
+         WHERE id = ?1",
+    )?
+    .execute(params![id, applied, request_id, error, to_ms(now)])?;
+    Ok(())
 }

@@ -91,6 +91,8 @@ pub struct SubscriptionUpdate {
     pub proration_behavior: Option<String>,
     /// Cancel (or keep) at the period end.
     pub cancel_at_period_end: Option<bool>,
+    /// `pending_if_incomplete`: a change whose payment fails is left pending instead of applied.
+    pub payment_behavior: Option<String>,
     /// Metadata entries to set.
     pub metadata: Metadata,
 }
@@ -259,6 +261,7 @@ impl Client {
         let mut f = Form::new();
         items_form(&mut f, "items", &u.items);
         f.opt("proration_behavior", u.proration_behavior.as_ref())
+            .opt("payment_behavior", u.payment_behavior.as_ref())
             .opt("cancel_at_period_end", u.cancel_at_period_end)
             .map("metadata", &u.metadata);
         let path = format!("/v1/subscriptions/{}", seg(id));
