@@ -41,6 +41,18 @@ price = { amount = "10.00", lookup_key = "shop_credits_1000" }
 name = "Welcome"
 percent_off = "10"
 duration = "once"
+
+[coupons.FIRST5]
+name = "First five"
+percent_off = "50"
+duration = "forever"
+max_redemptions = 5
+
+[coupons.GONE]
+name = "Gone"
+percent_off = "50"
+duration = "once"
+redeem_by = 2020-01-01
 "#;
 
 const SK: &str = "sk_test_tally";
@@ -924,7 +936,73 @@ async fn cancel_at_period_end_resume_and_cancel_now(db: Db) {
     }
 }
 
+async fn local_coupon_max_redemptions_exact_under_20_concurrent(db: Db) {
+    let Some(app) = app_on(db, |c| {
+        c.catalog =
+            std::sync::Arc::new(tally_server::config::parse_catalog(CATALOG, "t.toml").unwrap());
+    })
+    .await
+    else {
+        return;
+    };
+    for i in 0..20 {
+        let (s, b) = app.put(&format!("/v1/customers/k{i}"), json!({})).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let paths: Vec<String> = (0..20)
+        .map(|i| format!("/v1/customers/k{i}/subscription"))
+        .collect();
+    let calls = paths
+        .iter()
+        .map(|p| app.put(p, json!({"plan": "pro", "coupon": "FIRST5"})));
+    let answers = futures_util::future::join_all(calls).await;
+    let ok: Vec<usize> = answers
+        .iter()
+        .enumerate()
+        .filter(|(_, (s, _))| *s == StatusCode::OK)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(ok.len(), 5, "{answers:?}");
+    for (s, b) in &answers {
+        if *s != StatusCode::OK {
+            assert_eq!(*s, StatusCode::CONFLICT, "{b}");
+            assert_eq!(b["error"]["code"], "coupon_exhausted");
+        }
+    }
+    // A customer who redeemed it may put its subscription again with it: not counted twice.
+    let (s, b) = app
+        .put(
+            &format!("/v1/customers/k{}/subscription", ok[0]),
+            json!({"plan": "pro", "interval": "year", "coupon": "FIRST5"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, audit) = app.get("/v1/audit?limit=100").await;
+    assert_eq!(s, StatusCode::OK, "{audit}");
+    let redeemed = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "coupon.redeemed")
+        .count();
+    assert_eq!(redeemed, 5);
+    for (coupon, status, code) in [
+        ("GONE", 422, "coupon_expired"),
+        ("NOPE", 422, "unknown_coupon"),
+    ] {
+        let (s, b) = app
+            .put(
+                "/v1/customers/k19/subscription",
+                json!({"plan": "pro", "coupon": coupon}),
+            )
+            .await;
+        assert_eq!(s.as_u16(), status, "{b}");
+        assert_eq!(b["error"]["code"], code);
+    }
+}
+
 on_both_backends!(
+    local_coupon_max_redemptions_exact_under_20_concurrent,
     upgrade_moves_the_subscription_to_the_new_price_with_proration,
     cancel_at_period_end_resume_and_cancel_now,
     subscription_session_carries_price_metadata_trial_and_discount,

@@ -31,7 +31,10 @@ pub use credits::{
 };
 pub use error::StoreError;
 pub use model::*;
-pub use stripe_links::{CallOutcome, CheckoutRecord, PlanChangeRecord, StripeCustomerLink};
+pub use stripe_links::{
+    CallOutcome, CheckoutRecord, CouponRedemption, PlanChangeRecord, RedeemOutcome,
+    StripeCustomerLink,
+};
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -306,6 +309,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a new plan-change row (before Stripe is called).
     async fn insert_plan_change(&self, row: PlanChangeRecord) -> Result<()>;
+
+    /// Redeems a coupon for a customer, exactly within `max_redemptions` across all customers
+    /// and processes; with `audit`, records `coupon.redeemed` in the same transaction.
+    async fn redeem_coupon(
+        &self,
+        r: CouponRedemption,
+        audit: Option<AuditContext>,
+    ) -> Result<RedeemOutcome>;
 
     /// Records the outcome of a plan change's Stripe call (`Created`: applied).
     async fn finish_plan_change(

@@ -1,4 +1,4 @@
-//! Rows of Tally's links to Stripe: the Stripe customer of each Tally customer and the Checkout
+//! Rows of Tally's links to Stripe and of local coupon redemptions: the Stripe customer of each Tally customer and the Checkout
 //! Sessions Tally created. Each is committed before the Stripe call it stands for, so the call's
 //! idempotency key can come from it and a crash between the call and the next commit is
 //! recoverable.
@@ -70,4 +70,25 @@ pub enum CallOutcome {
         error: String,
         request_id: Option<String>,
     },
+}
+
+/// A redemption of a catalog coupon by a customer's local subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CouponRedemption {
+    pub coupon_id: String,
+    pub customer_id: String,
+    /// The catalog's limit across all customers.
+    pub max_redemptions: Option<u32>,
+    pub now: DateTime<Utc>,
+}
+
+/// What a redemption did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedeemOutcome {
+    /// Counted now (the number of redemptions so far, this one included).
+    Redeemed(u64),
+    /// The customer had redeemed it before: nothing counted again.
+    AlreadyRedeemed,
+    /// `max_redemptions` reached: nothing stored.
+    Exhausted,
 }

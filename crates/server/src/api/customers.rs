@@ -59,7 +59,9 @@ pub async fn get(
     params(("id" = String, Path)),
     request_body = SubscriptionInput,
     responses((status = 200, description = "the subscription", body = super::schemas::Subscription),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`coupon_exhausted`", body = ErrorBody),
+        (status = 422, description = "`unknown_plan`, `invalid_interval`, `unknown_coupon`, `coupon_expired`, `coupon_not_applicable`", body = ErrorBody)))]
 pub async fn put_subscription(
     State(state): State<AppState>,
     Path(id): Path<String>,

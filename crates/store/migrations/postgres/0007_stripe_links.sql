@@ -45,3 +45,17 @@ CREATE TABLE plan_changes (
     updated_at    TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX plan_changes_by_customer ON plan_changes (customer_id, created_at);
+
+-- Local subscriptions' coupons: one row per (coupon, customer), and a per-coupon count the
+-- redemption increments only while it is below the catalog's max_redemptions, in the same
+-- transaction, so the limit holds exactly across customers and processes.
+CREATE TABLE coupon_counters (
+    coupon_id TEXT PRIMARY KEY,
+    redeemed  BIGINT NOT NULL
+);
+CREATE TABLE coupon_redemptions (
+    coupon_id   TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    redeemed_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (coupon_id, customer_id)
+);

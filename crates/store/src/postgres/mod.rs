@@ -326,6 +326,14 @@ impl Store for PgStore {
         stripe_links::checkout(&self.pool, id).await
     }
 
+    async fn redeem_coupon(
+        &self,
+        r: crate::CouponRedemption,
+        audit: Option<AuditContext>,
+    ) -> Result<crate::RedeemOutcome> {
+        stripe_links::redeem_coupon(&self.pool, &r, audit).await
+    }
+
     async fn insert_plan_change(&self, row: crate::PlanChangeRecord) -> Result<()> {
         stripe_links::insert_plan_change(&self.pool, &row).await
     }

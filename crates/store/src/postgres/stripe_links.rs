@@ -5,7 +5,8 @@ use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 
 use crate::{
-    CallOutcome, CheckoutRecord, PlanChangeRecord, Result, StoreError, StripeCustomerLink,
+    AuditContext, CallOutcome, CheckoutRecord, CouponRedemption, PlanChangeRecord, RedeemOutcome,
+    Result, StoreError, StripeCustomerLink,
 };
 
 fn link_row(r: &Row) -> StripeCustomerLink {
@@ -189,4 +190,61 @@ pub(crate) async fn finish_plan_change(
     )
     .await?;
     Ok(())
+}
+
+/// The conditional increment of the coupon's counter row serializes redemptions of one coupon
+/// across connections and processes.
+pub(crate) async fn redeem_coupon(
+    pool: &Pool,
+    r: &CouponRedemption,
+    audit: Option<AuditContext>,
+) -> Result<RedeemOutcome> {
+    let mut c = pool.get().await?;
+    let tx = c.transaction().await?;
+    tx.execute(
+        "INSERT INTO coupon_counters (coupon_id, redeemed) VALUES ($1, 0)
+         ON CONFLICT (coupon_id) DO NOTHING",
+        &[&r.coupon_id],
+    )
+    .await?;
+    // Lock the counter first, so a customer's two concurrent redemptions see each other.
+    tx.execute(
+        "SELECT 1 FROM coupon_counters WHERE coupon_id = $1 FOR UPDATE",
+        &[&r.coupon_id],
+    )
+    .await?;
+    let seen = tx
+        .query_opt(
+            "SELECT 1 FROM coupon_redemptions WHERE coupon_id = $1 AND customer_id = $2",
+            &[&r.coupon_id, &r.customer_id],
+        )
+        .await?;
+    if seen.is_some() {
+        tx.commit().await?;
+        return Ok(RedeemOutcome::AlreadyRedeemed);
+    }
+    let max = r.max_redemptions.map(i64::from);
+    let row = tx
+        .query_opt(
+            "UPDATE coupon_counters SET redeemed = redeemed + 1
+             WHERE coupon_id = $1 AND ($2::BIGINT IS NULL OR redeemed < $2) RETURNING redeemed",
+            &[&r.coupon_id, &max],
+        )
+        .await?;
+    let Some(row) = row else {
+        tx.commit().await?;
+        return Ok(RedeemOutcome::Exhausted);
+    };
+    let count: i64 = row.get(0);
+    tx.execute(
+        "INSERT INTO coupon_redemptions (coupon_id, customer_id, redeemed_at) VALUES ($1, $2, $3)",
+        &[&r.coupon_id, &r.customer_id, &r.now],
+    )
+    .await?;
+    if let Some(ctx) = audit {
+        let e = crate::sqlite::redemption_entry(r, count, ctx);
+        super::audit::insert(&tx, &e).await?;
+    }
+    tx.commit().await?;
+    Ok(RedeemOutcome::Redeemed(u64::try_from(count).unwrap_or(0)))
 }

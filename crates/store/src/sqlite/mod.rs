@@ -56,6 +56,7 @@ mod leases;
 mod migrate;
 mod rollups;
 mod stripe_links;
+pub(crate) use stripe_links::redemption_entry;
 mod usage_cache;
 mod writer;
 
@@ -629,6 +630,15 @@ impl Store for SqliteStore {
     async fn checkout(&self, id: &str) -> Result<Option<crate::CheckoutRecord>> {
         let id = id.to_owned();
         self.read(move |c| stripe_links::checkout(c, &id)).await
+    }
+
+    async fn redeem_coupon(
+        &self,
+        r: crate::CouponRedemption,
+        audit: Option<AuditContext>,
+    ) -> Result<crate::RedeemOutcome> {
+        self.write(move |w| stripe_links::redeem_coupon(&w.conn, &r, audit))
+            .await
     }
 
     async fn insert_plan_change(&self, row: crate::PlanChangeRecord) -> Result<()> {

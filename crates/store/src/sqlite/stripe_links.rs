@@ -5,7 +5,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::time::{from_ms, to_ms};
 use crate::{
-    CallOutcome, CheckoutRecord, PlanChangeRecord, Result, StoreError, StripeCustomerLink,
+    AuditContext, AuditEntry, CallOutcome, CheckoutRecord, CouponRedemption, PlanChangeRecord,
+    RedeemOutcome, Result, StoreError, StripeCustomerLink,
 };
 
 fn link_row(r: &Row<'_>) -> rusqlite::Result<StripeCustomerLink> {
@@ -173,4 +174,60 @@ pub(crate) fn finish_plan_change(
     )?
     .execute(params![id, applied, request_id, error, to_ms(now)])?;
     Ok(())
+}
+
+/// Runs in the writer's transaction (one writer: redemptions are serialized).
+pub(crate) fn redeem_coupon(
+    conn: &Connection,
+    r: &CouponRedemption,
+    audit: Option<AuditContext>,
+) -> Result<RedeemOutcome> {
+    let seen = conn
+        .prepare_cached(
+            "SELECT 1 FROM coupon_redemptions WHERE coupon_id = ?1 AND customer_id = ?2",
+        )?
+        .query_row(params![r.coupon_id, r.customer_id], |_| Ok(()))
+        .optional()?;
+    if seen.is_some() {
+        return Ok(RedeemOutcome::AlreadyRedeemed);
+    }
+    conn.prepare_cached(
+        "INSERT INTO coupon_counters (coupon_id, redeemed) VALUES (?1, 0)
+         ON CONFLICT (coupon_id) DO NOTHING",
+    )?
+    .execute([&r.coupon_id])?;
+    let max = r.max_redemptions.map(i64::from);
+    let count: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE coupon_counters SET redeemed = redeemed + 1
+             WHERE coupon_id = ?1 AND (?2 IS NULL OR redeemed < ?2) RETURNING redeemed",
+        )?
+        .query_row(params![r.coupon_id, max], |row| row.get(0))
+        .optional()?;
+    let Some(count) = count else {
+        return Ok(RedeemOutcome::Exhausted);
+    };
+    conn.prepare_cached(
+        "INSERT INTO coupon_redemptions (coupon_id, customer_id, redeemed_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![r.coupon_id, r.customer_id, to_ms(r.now)])?;
+    if let Some(ctx) = audit {
+        super::audit::insert(conn, &redemption_entry(r, count, ctx))?;
+    }
+    Ok(RedeemOutcome::Redeemed(u64::try_from(count).unwrap_or(0)))
+}
+
+pub(crate) fn redemption_entry(r: &CouponRedemption, count: i64, ctx: AuditContext) -> AuditEntry {
+    AuditEntry {
+        action: "coupon.redeemed".into(),
+        target_type: "coupon".into(),
+        target_id: r.coupon_id.clone(),
+        customer_id: Some(r.customer_id.clone()),
+        before: None,
+        after: Some(serde_json::json!({
+            "customer_id": r.customer_id, "redemptions": count,
+            "max_redemptions": r.max_redemptions,
+        })),
+        context: ctx,
+    }
 }
