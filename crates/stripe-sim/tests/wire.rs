@@ -734,7 +734,10 @@ async fn stripe_version_is_answered_as_stripe_does() {
     assert_eq!(v["error"]["type"], "invalid_request_error");
     assert_eq!(v["error"]["code"], "api_version_unsupported");
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("2025-08-27.basil") && msg.contains("2024-06-20"), "{msg}");
+    assert!(
+        msg.contains("2025-08-27.basil") && msg.contains("2024-06-20"),
+        "{msg}"
+    );
     let r = env
         .http
         .get(format!("{}/v1/customers", env.base))

@@ -244,6 +244,31 @@ async fn require_api_key(State(state): State<AppState>, mut req: Request, next: 
         .get::<MatchedPath>()
         .map_or("", |p| p.as_str());
     let Some(access) = required_access(req.method(), route) else {
+        // A method the route does not answer: 405 with the methods it has rules for.
+        let allowed: Vec<&str> = [Method::GET, Method::PUT, Method::POST, Method::DELETE]
+            .iter()
+            .filter(|m| required_access(m, route).is_some())
+            .flat_map(|m| {
+                if *m == Method::GET {
+                    vec!["GET", "HEAD"]
+                } else {
+                    vec![m.as_str()]
+                }
+            })
+            .collect();
+        if !allowed.is_empty() && *req.method() != Method::HEAD {
+            let mut res = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+                "this route does not answer this method; see the Allow header".into(),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(",")) {
+                res.headers_mut().insert(header::ALLOW, v);
+            }
+            return res;
+        }
         // Deny by default: a route without a rule is a bug, caught by the scope matrix test.
         return ApiError::insufficient_scope(format!("{route} has no scope rule")).into_response();
     };
