@@ -46,18 +46,31 @@ pub struct FlagOverride {
     updated_at: DateTime<Utc>,
 }
 
-/// An audit log record.
+/// An audit log record: what changed (`target`), its state before and after, who changed it.
 #[derive(ToSchema)]
 pub struct AuditRecord {
-    seq: i64,
+    /// `aud_<sequence number>`: ascending with time.
+    id: String,
     at: DateTime<Utc>,
     actor: Option<String>,
+    /// `<target type>.<verb>`, e.g. `customer.updated`.
     action: String,
-    customer_id: Option<String>,
-    object_id: Option<String>,
+    target: AuditTargetSchema,
+    customer: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    before: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    after: Option<serde_json::Value>,
     idempotency_key: Option<String>,
-    #[schema(value_type = Object)]
-    details: serde_json::Value,
+}
+
+/// What an audit row is about.
+#[derive(ToSchema)]
+#[schema(as = AuditTarget)]
+pub struct AuditTargetSchema {
+    #[schema(rename = "type")]
+    kind: String,
+    id: Option<String>,
 }
 
 /// Body of `GET /v1/customers/{id}/audit`.
