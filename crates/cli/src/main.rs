@@ -24,7 +24,7 @@ enum Command {
     #[command(subcommand)]
     Invoice(commands::invoice::InvoiceCommand),
     /// Run the HTTP API.
-    Serve(commands::serve::ServeArgs),
+    Serve(Box<commands::serve::ServeArgs>),
     /// Apply pending database migrations.
     Migrate(commands::migrate::MigrateArgs),
     /// Manage API keys.
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Catalog(cmd) => commands::catalog::run(cmd),
         Command::Invoice(cmd) => commands::invoice::run(cmd),
-        Command::Serve(args) => commands::serve::run(args),
+        Command::Serve(args) => commands::serve::run(*args),
         Command::Migrate(args) => commands::migrate::run(args),
         Command::Keys(cmd) => commands::keys::run(cmd),
         Command::Audit(args) => commands::audit::run(args),

@@ -152,6 +152,9 @@ impl World {
                     trial_period_days: None,
                     metadata,
                     subscription_metadata: sub_meta,
+                    payment_intent_metadata: Default::default(),
+                    discounts: Vec::new(),
+                    expires_at: None,
                 },
                 &IdempotencyKey::from_row("checkout", &format!("{customer}-{n}"), 0),
             )

@@ -61,13 +61,10 @@ pub struct Config {
     /// `STRIPE_WEBHOOK_SECRET`: the signing secrets of `POST /webhooks/stripe` (several while one
     /// is rolled); empty: the route answers 503.
     pub stripe_webhook_secrets: Vec<String>,
-    /// `STRIPE_API_KEY`: Tally's key for Stripe's API (the webhook worker re-reads subscriptions
-    /// with it); `None`: events are applied from their payloads alone.
-    pub stripe_api_key: Option<String>,
-    /// `STRIPE_API_BASE`: Stripe's API base (the simulator's in tests and demos).
-    pub stripe_api_base: String,
     /// Webhook deliveries larger than this get 413.
     pub webhook_max_body_bytes: usize,
+    /// Stripe: customers, Checkout and the Customer Portal (see [`StripeConfig`]).
+    pub stripe: StripeConfig,
 }
 
 /// Splits `STRIPE_WEBHOOK_SECRET` (a comma-separated list during a rotation) into its secrets.
@@ -77,6 +74,110 @@ pub fn parse_webhook_secrets(v: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+// --- Stripe ---------------------------------------------------------------------------------
+
+/// How Tally reaches Stripe for customers, Checkout and the Customer Portal. Without an API key
+/// the Stripe routes answer 503 and everything else works as before.
+#[derive(Clone)]
+pub struct StripeConfig {
+    /// `STRIPE_API_KEY` (`sk_…` or `rk_…`); never printed.
+    pub api_key: Option<String>,
+    /// `STRIPE_API_BASE`: Stripe's API (default) or the simulator's address.
+    pub api_base: Option<String>,
+    /// `--stripe-timeout`: time allowed for one attempt of a Stripe call.
+    pub timeout: Duration,
+    /// `TALLY_CHECKOUT_SUCCESS_URL`: where Checkout sends a customer after paying, unless the
+    /// request names one (`{CHECKOUT_SESSION_ID}` is filled in by Stripe).
+    pub success_url: Option<String>,
+    /// `TALLY_CHECKOUT_CANCEL_URL`: Checkout's back link, unless the request names one.
+    pub cancel_url: Option<String>,
+    /// `TALLY_PORTAL_RETURN_URL`: the Customer Portal's back link, unless the request names one.
+    pub portal_return_url: Option<String>,
+    /// `--checkout-expiry`: how long a Checkout Session stays open (Stripe allows 30 min–24 h).
+    pub checkout_expiry: Duration,
+}
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        StripeConfig {
+            api_key: None,
+            api_base: None,
+            timeout: Duration::from_secs(30),
+            success_url: None,
+            cancel_url: None,
+            portal_return_url: None,
+            checkout_expiry: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl std::fmt::Debug for StripeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeConfig")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_base", &self.api_base)
+            .field("timeout", &self.timeout)
+            .field("success_url", &self.success_url)
+            .field("cancel_url", &self.cancel_url)
+            .field("portal_return_url", &self.portal_return_url)
+            .field("checkout_expiry", &self.checkout_expiry)
+            .finish()
+    }
+}
+
+impl StripeConfig {
+    /// The gateway's configuration, when an API key is set.
+    pub fn client_config(&self) -> Option<tally_stripe::Config> {
+        let key = self.api_key.as_deref()?;
+        let mut cfg = tally_stripe::Config::new(key);
+        if let Some(base) = &self.api_base {
+            cfg = cfg.with_base_url(base);
+        }
+        cfg.timeout = self.timeout;
+        Some(cfg)
+    }
+
+    fn problems(&self, out: &mut Vec<String>) {
+        if let Some(k) = &self.api_key {
+            if !(k.starts_with("sk_") || k.starts_with("rk_")) || k.trim() != k {
+                out.push("STRIPE_API_KEY must be a secret (sk_…) or restricted (rk_…) key".into());
+            }
+        }
+        if let Some(b) = &self.api_base {
+            if !(b.starts_with("https://") || b.starts_with("http://")) {
+                out.push(format!("STRIPE_API_BASE {b:?} must be an http(s) URL"));
+            }
+        }
+        for (name, url) in [
+            ("TALLY_CHECKOUT_SUCCESS_URL", &self.success_url),
+            ("TALLY_CHECKOUT_CANCEL_URL", &self.cancel_url),
+            ("TALLY_PORTAL_RETURN_URL", &self.portal_return_url),
+        ] {
+            if url.as_deref().is_some_and(|u| !is_web_url(u)) {
+                out.push(format!("{name} must be an absolute http(s) URL"));
+            }
+        }
+        if self.timeout.is_zero() {
+            out.push("--stripe-timeout must be positive".into());
+        }
+        let e = self.checkout_expiry.as_secs();
+        if !(1800..=86_400).contains(&e) {
+            out.push("--checkout-expiry must be between 30m and 24h (Stripe's limits)".into());
+        }
+    }
+}
+
+/// Whether `u` is an absolute http(s) URL with a host (what Stripe accepts as a redirect).
+pub fn is_web_url(u: &str) -> bool {
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        let host = r.split(['/', '?', '#']).next().unwrap_or("");
+        !host.is_empty() && u.len() <= 2048 && !u.chars().any(char::is_whitespace)
+    })
 }
 
 impl std::fmt::Debug for Config {
@@ -104,14 +205,10 @@ impl std::fmt::Debug for Config {
                 &self.metrics_token.as_ref().map(|_| "<redacted>"),
             )
             .field("stripe_webhook_secrets", &self.stripe_webhook_secrets.len())
-            .field(
-                "stripe_api_key",
-                &self.stripe_api_key.as_ref().map(|_| "<redacted>"),
-            )
-            .field("stripe_api_base", &self.stripe_api_base)
             .field("webhook_max_body_bytes", &self.webhook_max_body_bytes)
             .field("public_url", &self.public_url)
             .field("frame_ancestors", &self.frame_ancestors)
+            .field("stripe", &self.stripe)
             .finish()
     }
 }
@@ -151,11 +248,10 @@ impl Config {
             metrics_listen: None,
             metrics_token: None,
             stripe_webhook_secrets: Vec::new(),
-            stripe_api_key: None,
-            stripe_api_base: tally_stripe::DEFAULT_API_BASE.to_owned(),
             webhook_max_body_bytes: 1 << 20,
             public_url: None,
             frame_ancestors: "'none'".into(),
+            stripe: StripeConfig::default(),
         })
     }
 
@@ -225,6 +321,7 @@ impl Config {
         if let Some(problem) = frame_ancestors_problem(&self.frame_ancestors) {
             problems.push(problem);
         }
+        self.stripe.problems(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -50,6 +50,8 @@ pub fn build() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(api::credits::CreditsDoc::openapi());
     doc.merge(api::webhook_endpoints::WebhooksDoc::openapi());
+    doc.merge(api::checkout::CheckoutDoc::openapi());
+    doc.merge(api::subscriptions::SubscriptionsDoc::openapi());
     complete(&mut doc);
     doc
 }

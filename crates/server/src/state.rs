@@ -74,10 +74,9 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 impl AppState {
     pub fn new(config: Config, store: Arc<dyn Store>) -> AppState {
         let env_caller = config.admin_key.as_deref().map(Caller::env);
-        let stripe = config.stripe_api_key.as_ref().and_then(|key| {
-            let cfg = tally_stripe::Config::new(key.clone()).with_base_url(&config.stripe_api_base);
+        let stripe = config.stripe.client_config().and_then(|cfg| {
             tally_stripe::Client::new(cfg)
-                .map_err(|e| tracing::error!(error = %e, "cannot build the Stripe client"))
+                .map_err(|e| tracing::error!(error = %e, "the Stripe client cannot be built"))
                 .ok()
         });
         AppState(Arc::new(SharedState {

@@ -56,8 +56,33 @@ async fn the_api_conforms_to_its_openapi_document() {
     let st = schemathesis();
     // Fuzzing sends many bad requests with the good key too; failed-auth limiting is tested on its
     // own and would only hide operations behind 429s here.
+    // The Stripe routes run against the simulator with the example catalog pushed.
+    let sim = stripe_sim::spawn(stripe_sim::Config {
+        port: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let base = sim.base_url();
+    let stripe = tally_stripe::Client::new(
+        tally_stripe::Config::new("sk_test_schemathesis").with_base_url(&base),
+    )
+    .unwrap();
+    let catalog = tally_server::config::parse_catalog(
+        tally_server::config::EXAMPLE_CATALOG,
+        "catalogs/magicbox.toml",
+    )
+    .unwrap();
+    tally_stripe::push::push(&stripe, &catalog, true, chrono::Utc::now().timestamp())
+        .await
+        .unwrap();
     let app = app_with(|c| {
         c.auth_failures_per_minute = 0;
+        c.stripe.api_key = Some("sk_test_schemathesis".into());
+        c.stripe.api_base = Some(base.clone());
+        c.stripe.success_url = Some("https://app.test/ok".into());
+        c.stripe.cancel_url = Some("https://app.test/pricing".into());
+        c.stripe.portal_return_url = Some("https://app.test/account".into());
         c.stripe_webhook_secrets = vec!["whsec_schemathesis".into()];
     })
     .await;
@@ -111,7 +136,7 @@ async fn the_api_conforms_to_its_openapi_document() {
     };
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "schemathesis found problems:\n{text}");
-    assert!(text.contains("Tested: 32"), "{text}");
+    assert!(text.contains("Tested: 37"), "{text}");
     assert!(text.contains(" passed"), "{text}");
     app.server.shutdown().await.unwrap();
 }

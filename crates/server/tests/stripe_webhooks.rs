@@ -58,8 +58,8 @@ async fn env_on(
     let app = app_on(db, |c| {
         c.catalog = Arc::new(parse_catalog(catalog_src, "catalog.toml").unwrap());
         c.stripe_webhook_secrets = vec![SECRET.into()];
-        c.stripe_api_key = Some(STRIPE_KEY.into());
-        c.stripe_api_base = base.clone();
+        c.stripe.api_key = Some(STRIPE_KEY.into());
+        c.stripe.api_base = Some(base.clone());
         f(c);
     })
     .await?;
@@ -168,6 +168,9 @@ impl Env {
                     trial_period_days: None,
                     metadata,
                     subscription_metadata: sub_meta,
+                    payment_intent_metadata: Default::default(),
+                    discounts: Vec::new(),
+                    expires_at: None,
                 },
                 &IdempotencyKey::from_row("checkout", &row, 0),
             )
@@ -776,6 +779,9 @@ async fn foreign_objects_are_ignored(db: Db) {
                 trial_period_days: None,
                 metadata: Metadata::new(),
                 subscription_metadata: Metadata::new(),
+                payment_intent_metadata: Default::default(),
+                discounts: Vec::new(),
+                expires_at: None,
             },
             &IdempotencyKey::from_row("checkout", "stranger", 0),
         )
@@ -886,7 +892,7 @@ fn synthetic(id: &str, kind: &str, created: i64, object: Value) -> RawEvent {
 /// ago restricts the customer to the free plan, one a day ago does not. Applied from the events
 /// alone (no Stripe API key).
 async fn payment_failed_starts_the_grace_period(db: Db) {
-    let Some(env) = env_with(db, |c| c.stripe_api_key = None).await else {
+    let Some(env) = env_with(db, |c| c.stripe.api_key = None).await else {
         return;
     };
     let now = chrono::Utc::now().timestamp();

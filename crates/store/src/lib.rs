@@ -18,6 +18,7 @@ pub mod postgres;
 mod rollup;
 pub mod sqlite;
 pub mod stripe;
+pub mod stripe_links;
 pub mod testing;
 mod time;
 
@@ -41,6 +42,10 @@ pub use pages::{NewPageSession, PageSession, PageSessionCheck};
 pub use stripe::{
     InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent, NewTransaction, StripeSubscriptionUpsert,
     Transaction,
+};
+pub use stripe_links::{
+    CallOutcome, CheckoutRecord, CouponRedemption, PlanChangeRecord, RedeemOutcome,
+    StripeCustomerLink,
 };
 
 /// Result of store operations.
@@ -465,6 +470,61 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
         audit: Option<AuditContext>,
     ) -> Result<bool>;
+
+    // --- links to Stripe (see [`stripe_links`]) ---------------------------------------------
+
+    /// The customer's Stripe link, creating the row (without a Stripe id) if there is none.
+    async fn claim_stripe_customer(
+        &self,
+        customer_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StripeCustomerLink>;
+
+    /// The customer's Stripe link, if any.
+    async fn stripe_customer(&self, customer_id: &str) -> Result<Option<StripeCustomerLink>>;
+
+    /// Records the Stripe id of a claimed link unless one is recorded already (the first wins)
+    /// and sets its `updated_at` (when Stripe last received the customer's details); returns
+    /// the link as stored.
+    async fn set_stripe_customer(
+        &self,
+        customer_id: &str,
+        stripe_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StripeCustomerLink>;
+
+    /// Inserts a new checkout row (before Stripe is called).
+    async fn insert_checkout(&self, row: CheckoutRecord) -> Result<()>;
+
+    /// Records the outcome of a checkout row's Stripe call.
+    async fn finish_checkout(
+        &self,
+        id: &str,
+        outcome: CallOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// A checkout row.
+    async fn checkout(&self, id: &str) -> Result<Option<CheckoutRecord>>;
+
+    /// Inserts a new plan-change row (before Stripe is called).
+    async fn insert_plan_change(&self, row: PlanChangeRecord) -> Result<()>;
+
+    /// Redeems a coupon for a customer, exactly within `max_redemptions` across all customers
+    /// and processes; with `audit`, records `coupon.redeemed` in the same transaction.
+    async fn redeem_coupon(
+        &self,
+        r: CouponRedemption,
+        audit: Option<AuditContext>,
+    ) -> Result<RedeemOutcome>;
+
+    /// Records the outcome of a plan change's Stripe call (`Created`: applied).
+    async fn finish_plan_change(
+        &self,
+        id: &str,
+        outcome: CallOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
 }
 
 /// Opens (and migrates) the store named by a database URL: `sqlite://PATH` (optionally

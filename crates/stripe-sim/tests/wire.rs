@@ -704,3 +704,48 @@ async fn a_retry_while_the_first_request_is_held_answers_409() {
         1
     );
 }
+
+/// The pinned version is spoken and echoed; another is refused clearly and changes nothing.
+#[tokio::test]
+async fn stripe_version_is_answered_as_stripe_does() {
+    let env = start().await;
+    let r = env
+        .http
+        .post(format!("{}/v1/customers", env.base))
+        .bearer_auth("sk_test_v")
+        .header("Stripe-Version", "2025-08-27.basil")
+        .form(&[("email", "a@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["stripe-version"], "2025-08-27.basil");
+    let r = env
+        .http
+        .post(format!("{}/v1/customers", env.base))
+        .bearer_auth("sk_test_v")
+        .header("Stripe-Version", "2024-06-20")
+        .form(&[("email", "b@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(v["error"]["code"], "api_version_unsupported");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("2025-08-27.basil") && msg.contains("2024-06-20"),
+        "{msg}"
+    );
+    let r = env
+        .http
+        .get(format!("{}/v1/customers", env.base))
+        .bearer_auth("sk_test_v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+}

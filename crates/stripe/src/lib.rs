@@ -28,8 +28,8 @@ pub const API_VERSION: &str = "2025-08-27.basil";
 /// Stripe's production API base; `STRIPE_API_BASE` points the client elsewhere (the simulator).
 pub const DEFAULT_API_BASE: &str = "https://api.stripe.com";
 pub use resources::billing::{
-    CheckoutMode, EventFilter, InvoicePreview, ItemChange, NewCheckoutSession, RawEvent,
-    SubscriptionUpdate,
+    CheckoutDiscount, CheckoutMode, EventFilter, InvoicePreview, ItemChange, NewCheckoutSession,
+    RawEvent, SubscriptionUpdate,
 };
 pub use resources::catalog::{
     NewCoupon, NewPrice, NewProduct, NewPromotionCode, PortalConfigurationParams, ProductUpdate,

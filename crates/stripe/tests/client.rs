@@ -398,6 +398,9 @@ async fn subscription_lifecycle_through_the_gateway() {
                 trial_period_days: None,
                 metadata: [("tally_checkout".to_string(), "chk_1".to_string())].into(),
                 subscription_metadata: Default::default(),
+                payment_intent_metadata: Default::default(),
+                discounts: vec![],
+                expires_at: None,
             },
             &IdempotencyKey::from_row("checkout", "chk_1", 1),
         )

@@ -65,6 +65,26 @@ pub struct ServeArgs {
     /// Serve /metrics on this address instead of the API's (e.g. 127.0.0.1:9585).
     #[arg(long, env = "TALLY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+
+    // --- Stripe (customers, Checkout, Customer Portal) ---
+    /// Stripe's API base: Stripe's by default, the simulator's for local work.
+    #[arg(long, env = "STRIPE_API_BASE")]
+    stripe_api_base: Option<String>,
+    /// Time allowed for one attempt of a Stripe call.
+    #[arg(long, env = "TALLY_STRIPE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    stripe_timeout: std::time::Duration,
+    /// Default success URL of Checkout Sessions (`{CHECKOUT_SESSION_ID}` is filled in by Stripe).
+    #[arg(long, env = "TALLY_CHECKOUT_SUCCESS_URL")]
+    checkout_success_url: Option<String>,
+    /// Default cancel URL of Checkout Sessions.
+    #[arg(long, env = "TALLY_CHECKOUT_CANCEL_URL")]
+    checkout_cancel_url: Option<String>,
+    /// Default return URL of Customer Portal sessions.
+    #[arg(long, env = "TALLY_PORTAL_RETURN_URL")]
+    portal_return_url: Option<String>,
+    /// How long a Checkout Session stays open (30m to 24h).
+    #[arg(long, env = "TALLY_CHECKOUT_EXPIRY", default_value = "1h", value_parser = parse_duration)]
+    checkout_expiry: std::time::Duration,
     /// The address browsers reach Tally at, for billing-page links (default: http://<listen>).
     #[arg(long, env = "TALLY_PUBLIC_URL")]
     public_url: Option<String>,
@@ -72,9 +92,6 @@ pub struct ServeArgs {
     /// (e.g. "https://app.example.com"); 'none' forbids embedding.
     #[arg(long, env = "TALLY_FRAME_ANCESTORS", default_value = "'none'")]
     frame_ancestors: String,
-    /// Stripe's API base (e.g. the simulator's, http://127.0.0.1:12111).
-    #[arg(long, env = "STRIPE_API_BASE", default_value = tally_stripe::DEFAULT_API_BASE)]
-    stripe_api_base: String,
     /// Webhook deliveries (POST /webhooks/stripe) larger than this many bytes get 413.
     #[arg(long, env = "TALLY_WEBHOOK_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     webhook_max_body_bytes: usize,
@@ -133,13 +150,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         stripe_webhook_secrets: std::env::var("STRIPE_WEBHOOK_SECRET")
             .map(|v| tally_server::config::parse_webhook_secrets(&v))
             .unwrap_or_default(),
-        stripe_api_key: std::env::var("STRIPE_API_KEY")
-            .ok()
-            .filter(|k| !k.is_empty()),
-        stripe_api_base: args.stripe_api_base,
         webhook_max_body_bytes: args.webhook_max_body_bytes,
         public_url: args.public_url,
         frame_ancestors: args.frame_ancestors,
+        // The secret key only from the environment, never from a flag (flags show in `ps`).
+        stripe: tally_server::config::StripeConfig {
+            api_key: std::env::var("STRIPE_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            api_base: args.stripe_api_base.filter(|b| !b.is_empty()),
+            timeout: args.stripe_timeout,
+            success_url: args.checkout_success_url,
+            cancel_url: args.checkout_cancel_url,
+            portal_return_url: args.portal_return_url,
+            checkout_expiry: args.checkout_expiry,
+        },
     };
     config.validate()?;
     if config.stripe_webhook_secrets.is_empty() {

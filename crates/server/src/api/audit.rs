@@ -61,7 +61,7 @@ pub struct AuditList {
 /// Every mutation made by an operator or an API key, newest first (admin keys only).
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("bearer" = [])),
     params(AuditQuery),
-    responses((status = 200, description = "a page of audit rows", body = super::schemas::AuditPage),
+    responses((status = 200, description = "a page of audit rows, newest first", body = super::schemas::AuditPage),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,

@@ -28,7 +28,12 @@ pub async fn put(
     body: JsonBody,
 ) -> Result<(StatusCode, Json<Customer>), ApiError> {
     let input: CustomerInput = body.parse()?;
+    let details_changed = input.email.is_some() || input.name.is_some();
     let (c, created) = customers::put(&state, &id, input, audit).await?;
+    if details_changed && !created {
+        // After the commit, in the background: Stripe being slow or down never delays the PUT.
+        crate::service::stripe_customers::propagate(&state, c.clone());
+    }
     let code = if created {
         StatusCode::CREATED
     } else {
@@ -54,7 +59,9 @@ pub async fn get(
     params(("id" = String, Path)),
     request_body = SubscriptionInput,
     responses((status = 200, description = "the subscription", body = super::schemas::Subscription),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`coupon_exhausted`", body = ErrorBody),
+        (status = 422, description = "`unknown_plan`, `invalid_interval`, `unknown_coupon`, `coupon_expired`, `coupon_not_applicable`", body = ErrorBody)))]
 pub async fn put_subscription(
     State(state): State<AppState>,
     Path(id): Path<String>,

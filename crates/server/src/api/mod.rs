@@ -2,6 +2,7 @@
 //! the response; errors become JSON through [`ApiError`].
 
 pub mod audit;
+pub mod checkout;
 pub mod credits;
 pub mod customers;
 pub mod entitlements;
@@ -12,6 +13,7 @@ pub mod invoices;
 pub mod page_sessions;
 pub mod plans;
 pub mod schemas;
+pub mod subscriptions;
 pub mod transactions;
 pub mod webhook_endpoints;
 pub mod webhooks;
@@ -72,6 +74,8 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(credits::routes())
         .merge(webhook_endpoints::routes())
+        .merge(checkout::routes())
+        .merge(subscriptions::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::ratelimit::enforce,
@@ -302,12 +306,30 @@ async fn require_api_key(State(state): State<AppState>, mut req: Request, next: 
         .get::<MatchedPath>()
         .map_or("", |p| p.as_str());
     let Some(access) = required_access(req.method(), route) else {
-        // A method the route does not have: the router answers 405 (to an authenticated caller).
-        if ROUTE_METHODS
+        // A method the route does not answer: 405 with the methods it has rules for.
+        let allowed: Vec<&str> = [Method::GET, Method::PUT, Method::POST, Method::DELETE]
             .iter()
-            .any(|m| required_access(m, route).is_some())
-        {
-            return next.run(req).await;
+            .filter(|m| required_access(m, route).is_some())
+            .flat_map(|m| {
+                if *m == Method::GET {
+                    vec!["GET", "HEAD"]
+                } else {
+                    vec![m.as_str()]
+                }
+            })
+            .collect();
+        if !allowed.is_empty() && *req.method() != Method::HEAD {
+            let mut res = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+                "this route does not answer this method; see the Allow header".into(),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(",")) {
+                res.headers_mut().insert(header::ALLOW, v);
+            }
+            return res;
         }
         // Deny by default: a route without a rule is a bug, caught by the scope matrix test.
         return ApiError::insufficient_scope(format!("{route} has no scope rule")).into_response();
@@ -343,13 +365,11 @@ async fn require_api_key(State(state): State<AppState>, mut req: Request, next: 
     next.run(req).await
 }
 
-/// The methods `/v1` routes are served with.
-const ROUTE_METHODS: [Method; 4] = [Method::GET, Method::POST, Method::PUT, Method::DELETE];
-
 /// The access each `/v1` route needs (`None`: no rule, denied). `read` keys may only `GET`
 /// (and `HEAD`, which the router answers like `GET`); `app` keys get what an app's backend
 /// needs on its hot path (events, entitlement checks, credit consumption, customer upserts at
-/// signup); everything else is `admin`.
+/// signup, Checkout, Portal and billing-page links for its customers); everything else is
+/// `admin`.
 pub fn required_access(method: &Method, route: &str) -> Option<Access> {
     let method = if method == Method::HEAD {
         "GET"
@@ -385,11 +405,19 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
             "/v1/events"
             | "/v1/entitlements/check"
             | "/v1/customers/{id}/credits/consume"
-            | "/v1/customers/{id}/page-sessions",
+            | "/v1/customers/{id}/page-sessions"
+            | "/v1/checkout-sessions"
+            | "/v1/portal-sessions",
         )
         | ("PUT", "/v1/customers/{id}")
         | ("DELETE", "/v1/page-sessions/{session}") => Access::App,
-        ("POST", "/v1/customers/{id}/credits/grants")
+        (
+            "POST",
+            "/v1/customers/{id}/credits/grants"
+            | "/v1/customers/{id}/subscription/change"
+            | "/v1/customers/{id}/subscription/cancel"
+            | "/v1/customers/{id}/subscription/resume",
+        )
         | ("PUT", "/v1/customers/{id}/subscription" | "/v1/customers/{id}/flags/{flag}")
         | ("DELETE", "/v1/customers/{id}/flags/{flag}") => Access::Admin,
         _ => return None,

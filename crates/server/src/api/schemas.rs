@@ -47,32 +47,32 @@ pub struct FlagOverride {
     updated_at: DateTime<Utc>,
 }
 
-/// What an audit row is about.
-#[derive(ToSchema)]
-pub struct AuditTarget {
-    /// `customer`, `subscription`, `credit_entry`, `flag_override`, `api_key`, …
-    #[schema(rename = "type")]
-    kind: String,
-    id: Option<String>,
-}
-
-/// An audit log row: who changed what, when, and the state before and after.
+/// An audit log record: what changed (`target`), its state before and after, who changed it.
 #[derive(ToSchema)]
 pub struct AuditRecord {
-    /// `aud_<sequence number>`, ascending with time.
+    /// `aud_<sequence number>`: ascending with time.
     id: String,
     at: DateTime<Utc>,
     /// The API key id (`key_…`, `env_…`) or `cli`.
     actor: Option<String>,
-    /// e.g. `customer.updated`.
+    /// `<target type>.<verb>`, e.g. `customer.updated`.
     action: String,
-    target: AuditTarget,
+    target: AuditTargetSchema,
     customer: Option<String>,
     #[schema(value_type = Option<Object>)]
     before: Option<serde_json::Value>,
     #[schema(value_type = Option<Object>)]
     after: Option<serde_json::Value>,
     idempotency_key: Option<String>,
+}
+
+/// What an audit row is about.
+#[derive(ToSchema)]
+#[schema(as = AuditTarget)]
+pub struct AuditTargetSchema {
+    #[schema(rename = "type")]
+    kind: String,
+    id: Option<String>,
 }
 
 /// Body of `GET /v1/customers/{id}/audit`.
@@ -82,11 +82,12 @@ pub struct AuditList {
     data: Vec<AuditRecord>,
 }
 
-/// Body of `GET /v1/audit`: a page of audit rows, newest first.
+/// Body of `GET /v1/audit`.
 #[derive(ToSchema)]
 pub struct AuditPage {
+    /// Newest first.
     data: Vec<AuditRecord>,
-    /// More rows follow: ask again with `starting_after` = the last row's id.
+    /// Whether older rows follow (ask again with `starting_after`).
     has_more: bool,
 }
 

@@ -104,6 +104,9 @@ pub struct SubscriptionInput {
     pub plan: String,
     /// `month` (default) or `year`.
     pub interval: Option<String>,
+    /// A catalog coupon to redeem: its `redeem_by` and `max_redemptions` (across all customers)
+    /// are enforced; a customer redeeming a coupon again is not counted twice.
+    pub coupon: Option<String>,
 }
 
 /// `PUT /v1/customers/{id}/subscription`: assigns a plan locally.
@@ -134,6 +137,9 @@ pub async fn put_subscription(
         .with_param("interval"));
     }
     usage::customer(state, id).await?;
+    if let Some(c) = &input.coupon {
+        redeem_coupon(state, id, &plan.id, c, audit.clone()).await?;
+    }
     let sub = state
         .store
         .put_subscription_audited(
@@ -150,6 +156,63 @@ pub async fn put_subscription(
         .await?;
     state.credits.forget(id);
     Ok(sub)
+}
+
+/// Redeems a catalog coupon for a local subscription (audited as `coupon.redeemed`).
+async fn redeem_coupon(
+    state: &AppState,
+    customer: &str,
+    plan: &str,
+    coupon_id: &str,
+    audit: AuditContext,
+) -> Result<(), ApiError> {
+    let coupon = state.catalog.coupon(coupon_id).ok_or_else(|| {
+        ApiError::unprocessable(
+            "unknown_coupon",
+            format!("the catalog has no coupon {coupon_id:?}"),
+        )
+        .with_param("coupon")
+    })?;
+    let now = state.clock.now();
+    if coupon.redeem_by.is_some_and(|t| t <= now) {
+        return Err(ApiError::unprocessable(
+            "coupon_expired",
+            format!("coupon {coupon_id:?} could be redeemed until its redeem_by date"),
+        )
+        .with_param("coupon"));
+    }
+    if !coupon.plans.is_empty() && !coupon.plans.iter().any(|p| p == plan) {
+        return Err(ApiError::unprocessable(
+            "coupon_not_applicable",
+            format!("coupon {coupon_id:?} does not apply to plan {plan:?}"),
+        )
+        .with_param("coupon"));
+    }
+    let outcome = state
+        .store
+        .redeem_coupon(
+            tally_store::CouponRedemption {
+                coupon_id: coupon.id.clone(),
+                customer_id: customer.to_owned(),
+                max_redemptions: coupon.max_redemptions,
+                now,
+            },
+            Some(audit),
+        )
+        .await?;
+    match outcome {
+        tally_store::RedeemOutcome::Exhausted => Err(ApiError::conflict(
+            "coupon_exhausted",
+            format!(
+                "coupon {coupon_id:?} has been redeemed its maximum {} times",
+                coupon.max_redemptions.unwrap_or(0)
+            ),
+        )
+        .with_param("coupon")),
+        tally_store::RedeemOutcome::Redeemed(_) | tally_store::RedeemOutcome::AlreadyRedeemed => {
+            Ok(())
+        }
+    }
 }
 
 /// `GET /v1/customers/{id}/invoices`.

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod checkout;
 pub mod closer;
 pub mod credits;
 pub mod customers;
@@ -11,7 +12,9 @@ pub mod flags;
 pub mod keys;
 pub mod notify;
 pub mod pages;
+pub mod plan_change;
 pub mod rfc3339;
+pub mod stripe_customers;
 pub mod stripe_events;
 pub mod usage;
 pub mod worker;

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0006_stripe_inbox.sql"),
     ),
     (
+        7,
+        "stripe_links",
+        include_str!("../../migrations/postgres/0007_stripe_links.sql"),
+    ),
+    (
         8,
         "notifications",
         include_str!("../../migrations/postgres/0008_notifications.sql"),

@@ -21,6 +21,7 @@ mod migrate;
 mod notify;
 mod pages;
 mod stripe;
+mod stripe_links;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -467,5 +468,67 @@ impl Store for PgStore {
         audit: Option<AuditContext>,
     ) -> Result<bool> {
         pages::revoke(&self.pool, id, at, audit).await
+    }
+
+    async fn claim_stripe_customer(
+        &self,
+        customer_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::StripeCustomerLink> {
+        stripe_links::claim(&self.pool, customer_id, now).await
+    }
+
+    async fn stripe_customer(
+        &self,
+        customer_id: &str,
+    ) -> Result<Option<crate::StripeCustomerLink>> {
+        stripe_links::link(&self.pool, customer_id).await
+    }
+
+    async fn set_stripe_customer(
+        &self,
+        customer_id: &str,
+        stripe_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::StripeCustomerLink> {
+        stripe_links::set(&self.pool, customer_id, stripe_id, now).await
+    }
+
+    async fn insert_checkout(&self, row: crate::CheckoutRecord) -> Result<()> {
+        stripe_links::insert_checkout(&self.pool, &row).await
+    }
+
+    async fn finish_checkout(
+        &self,
+        id: &str,
+        outcome: crate::CallOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        stripe_links::finish_checkout(&self.pool, id, &outcome, now).await
+    }
+
+    async fn checkout(&self, id: &str) -> Result<Option<crate::CheckoutRecord>> {
+        stripe_links::checkout(&self.pool, id).await
+    }
+
+    async fn redeem_coupon(
+        &self,
+        r: crate::CouponRedemption,
+        audit: Option<AuditContext>,
+    ) -> Result<crate::RedeemOutcome> {
+        stripe_links::redeem_coupon(&self.pool, &r, audit).await
+    }
+
+    async fn insert_plan_change(&self, row: crate::PlanChangeRecord) -> Result<()> {
+        stripe_links::insert_plan_change(&self.pool, &row).await
+    }
+
+    async fn finish_plan_change(
+        &self,
+        id: &str,
+        outcome: crate::CallOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        stripe_links::finish_plan_change(&self.pool, id, &outcome, now).await
     }
 }

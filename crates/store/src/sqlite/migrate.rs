@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0007_stripe_inbox.sql"),
     ),
     (
+        8,
+        "stripe_links",
+        include_str!("../../migrations/sqlite/0008_stripe_links.sql"),
+    ),
+    (
         9,
         "notifications",
         include_str!("../../migrations/sqlite/0009_notifications.sql"),

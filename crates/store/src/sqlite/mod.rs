@@ -58,6 +58,8 @@ mod notify;
 mod pages;
 mod rollups;
 mod stripe;
+mod stripe_links;
+pub(crate) use stripe_links::redemption_entry;
 mod usage_cache;
 mod writer;
 
@@ -791,6 +793,81 @@ impl Store for SqliteStore {
     ) -> Result<bool> {
         let id = id.to_owned();
         self.write(move |w| pages::revoke(&w.conn, &id, at, audit))
+            .await
+    }
+
+    async fn claim_stripe_customer(
+        &self,
+        customer_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::StripeCustomerLink> {
+        let id = customer_id.to_owned();
+        self.write(move |w| stripe_links::claim(&w.conn, &id, now))
+            .await
+    }
+
+    async fn stripe_customer(
+        &self,
+        customer_id: &str,
+    ) -> Result<Option<crate::StripeCustomerLink>> {
+        let id = customer_id.to_owned();
+        self.read(move |c| stripe_links::link(c, &id)).await
+    }
+
+    async fn set_stripe_customer(
+        &self,
+        customer_id: &str,
+        stripe_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::StripeCustomerLink> {
+        let (id, sid) = (customer_id.to_owned(), stripe_id.to_owned());
+        self.write(move |w| stripe_links::set(&w.conn, &id, &sid, now))
+            .await
+    }
+
+    async fn insert_checkout(&self, row: crate::CheckoutRecord) -> Result<()> {
+        self.write(move |w| stripe_links::insert_checkout(&w.conn, &row))
+            .await
+    }
+
+    async fn finish_checkout(
+        &self,
+        id: &str,
+        outcome: crate::CallOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |w| stripe_links::finish_checkout(&w.conn, &id, &outcome, now))
+            .await
+    }
+
+    async fn checkout(&self, id: &str) -> Result<Option<crate::CheckoutRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| stripe_links::checkout(c, &id)).await
+    }
+
+    async fn redeem_coupon(
+        &self,
+        r: crate::CouponRedemption,
+        audit: Option<AuditContext>,
+    ) -> Result<crate::RedeemOutcome> {
+        self.write(move |w| stripe_links::redeem_coupon(&w.conn, &r, audit))
+            .await
+    }
+
+    async fn insert_plan_change(&self, row: crate::PlanChangeRecord) -> Result<()> {
+        self.write(move |w| stripe_links::insert_plan_change(&w.conn, &row))
+            .await
+    }
+
+    async fn finish_plan_change(
+        &self,
+        id: &str,
+        outcome: crate::CallOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |w| stripe_links::finish_plan_change(&w.conn, &id, &outcome, now))
             .await
     }
 }

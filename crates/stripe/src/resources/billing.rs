@@ -38,6 +38,22 @@ pub struct NewCheckoutSession {
     pub metadata: Metadata,
     /// Metadata copied onto the subscription (subscription mode).
     pub subscription_metadata: Metadata,
+    /// Metadata copied onto the payment intent (payment mode).
+    pub payment_intent_metadata: Metadata,
+    /// Discounts applied up front (then promotion codes cannot be typed: Stripe allows one or
+    /// the other).
+    pub discounts: Vec<CheckoutDiscount>,
+    /// When the session expires (unix seconds; Stripe allows 30 minutes to 24 hours ahead).
+    pub expires_at: Option<i64>,
+}
+
+/// A discount of a Checkout Session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckoutDiscount {
+    /// A coupon id.
+    Coupon(String),
+    /// A promotion code id (`promo_…`).
+    PromotionCode(String),
 }
 
 /// One item change of a subscription update.
@@ -75,6 +91,8 @@ pub struct SubscriptionUpdate {
     pub proration_behavior: Option<String>,
     /// Cancel (or keep) at the period end.
     pub cancel_at_period_end: Option<bool>,
+    /// `pending_if_incomplete`: a change whose payment fails is left pending instead of applied.
+    pub payment_behavior: Option<String>,
     /// Metadata entries to set.
     pub metadata: Metadata,
 }
@@ -158,9 +176,19 @@ impl Client {
         if s.allow_promotion_codes {
             f.set("allow_promotion_codes", true);
         }
+        for (i, d) in s.discounts.iter().enumerate() {
+            match d {
+                CheckoutDiscount::Coupon(c) => f.set(format!("discounts[{i}][coupon]"), c),
+                CheckoutDiscount::PromotionCode(p) => {
+                    f.set(format!("discounts[{i}][promotion_code]"), p)
+                }
+            };
+        }
         f.opt("subscription_data[trial_period_days]", s.trial_period_days)
             .map("subscription_data[metadata]", &s.subscription_metadata)
-            .map("metadata", &s.metadata);
+            .map("payment_intent_data[metadata]", &s.payment_intent_metadata)
+            .map("metadata", &s.metadata)
+            .opt("expires_at", s.expires_at);
         let r = self
             .post::<wire::CheckoutSession>("/v1/checkout/sessions", &f, key)
             .await?;
@@ -198,6 +226,34 @@ impl Client {
         Ok(r.map(|r| r.map(Subscription::from)))
     }
 
+    /// The customer's subscriptions in any status (`GET /v1/subscriptions?customer=…&status=all`),
+    /// newest first: Stripe's own view, read when Tally needs to be sure.
+    pub async fn subscriptions_of_customer(
+        &self,
+        customer: &str,
+    ) -> Result<Vec<Subscription>, Error> {
+        let mut out: Vec<Subscription> = Vec::new();
+        loop {
+            let mut q = Form::new();
+            q.set("customer", customer)
+                .set("status", "all")
+                .set("limit", 100);
+            if let Some(last) = out.last() {
+                q.set("starting_after", &last.id);
+            }
+            let page: Page<Subscription> = self
+                .get::<wire::List<wire::Subscription>>("/v1/subscriptions", &q)
+                .await?
+                .value
+                .into_page(Subscription::from);
+            let more = page.has_more && !page.data.is_empty();
+            out.extend(page.data);
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
     /// `POST /v1/subscriptions/{id}`.
     pub async fn update_subscription(
         &self,
@@ -208,6 +264,7 @@ impl Client {
         let mut f = Form::new();
         items_form(&mut f, "items", &u.items);
         f.opt("proration_behavior", u.proration_behavior.as_ref())
+            .opt("payment_behavior", u.payment_behavior.as_ref())
             .opt("cancel_at_period_end", u.cancel_at_period_end)
             .map("metadata", &u.metadata);
         let path = format!("/v1/subscriptions/{}", seg(id));
