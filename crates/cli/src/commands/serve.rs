@@ -168,11 +168,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     config.validate()?;
     if config.stripe_webhook_secrets.is_empty() {
-        eprintln!("note: STRIPE_WEBHOOK_SECRET is not set; POST /webhooks/stripe answers 503");
+        tracing::warn!("STRIPE_WEBHOOK_SECRET is not set; POST /webhooks/stripe answers 503");
     }
     if config.admin_key.is_none() {
-        eprintln!(
-            "note: TALLY_API_KEY is not set; only keys made with `tally keys create` are accepted"
+        tracing::warn!(
+            "TALLY_API_KEY is not set; only keys made with `tally keys create` are accepted"
         );
     }
     runtime()?.block_on(async move {
