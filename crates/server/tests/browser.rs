@@ -377,7 +377,7 @@ async fn admin_scenario() {
         .click()
         .await
         .unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/admin/customers");
+    assert_eq!(landed_on(&c, "/admin/customers").await, "/admin/customers");
     c.find(Locator::LinkText("acme"))
         .await
         .unwrap()
@@ -385,7 +385,7 @@ async fn admin_scenario() {
         .await
         .unwrap();
     assert_eq!(
-        c.current_url().await.unwrap().path(),
+        landed_on(&c, "/admin/customers/acme").await,
         "/admin/customers/acme"
     );
     c.find(Locator::Css("#amount"))
@@ -427,9 +427,23 @@ async fn admin_scenario() {
         .click()
         .await
         .unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/admin/sign-in");
+    assert_eq!(landed_on(&c, "/admin/sign-in").await, "/admin/sign-in");
     c.goto(&app.url("/admin/customers/acme")).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/admin/sign-in");
     c.close().await.unwrap();
     app.server.shutdown().await.unwrap();
+}
+
+/// The page's path once a click's navigation (a form post and its redirect) has landed on
+/// `want`, or whatever path it shows after 5 s.
+async fn landed_on(c: &fantoccini::Client, want: &str) -> String {
+    let mut path = String::new();
+    for _ in 0..100 {
+        path = c.current_url().await.unwrap().path().to_owned();
+        if path == want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    path
 }
