@@ -220,8 +220,6 @@ impl From<tally_store::StoreError> for ApiError {
 fn invalid_in_store(m: String) -> ApiError {
     if m.starts_with("no customer ") {
         ApiError::not_found("customer_not_found", m)
-    } else if m.contains("overflows") {
-        ApiError::unprocessable("usage_overflow", m)
     } else if m.contains("cannot ingest")
         || m.contains("cannot change credits")
         || m.contains("in use by another Tally process")
@@ -263,11 +261,8 @@ mod tests {
     #[test]
     fn store_refusals_get_specific_codes() {
         assert_eq!(answer("no customer \"c1\""), (404, "customer_not_found"));
-        assert_eq!(
-            answer("usage of api_calls overflows"),
-            (422, "usage_overflow")
-        );
-        assert_eq!(answer("usage overflows"), (422, "usage_overflow"));
+        let e = ApiError::from(StoreError::OutOfRange("usage of api_calls".into()));
+        assert_eq!((e.status.as_u16(), e.code), (422, "usage_out_of_range"));
         assert_eq!(
             answer("this store was opened for administration and cannot ingest events"),
             (503, "unavailable")
