@@ -831,7 +831,12 @@ async fn upgrade_moves_the_subscription_to_the_new_price_with_proration(db: Db) 
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["plan"], "pro");
-    // A cheaper plan is refused, and nothing changes.
+    // A cheaper plan waits for the period end: Stripe keeps the pro price until then, and a
+    // schedule holds the change.
+    let end = w
+        .sim
+        .with(|s| s.w.subscriptions[&sub].items[0].current_period_end)
+        .unwrap();
     let (s, b) = w
         .app
         .post(
@@ -839,13 +844,56 @@ async fn upgrade_moves_the_subscription_to_the_new_price_with_proration(db: Db) 
             json!({"plan": "starter"}),
         )
         .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    assert_eq!(b["error"]["code"], "downgrade_not_supported");
-    let items = w
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["plan"], "pro");
+    assert_eq!(
+        b["pending_change"],
+        json!({"plan": "starter", "interval": "month",
+            "effective_at": chrono::DateTime::from_timestamp(end, 0).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)})
+    );
+    let (items, schedule) = w
         .sim
-        .with(|s| s.w.subscriptions[&sub].items[0].price.clone())
+        .with(|s| {
+            let x = &s.w.subscriptions[&sub];
+            (x.items[0].price.clone(), x.schedule.clone())
+        })
         .unwrap();
     assert_eq!(items, pro);
+    let schedule = schedule.expect("a subscription schedule");
+    let phases = w
+        .sim
+        .with(|s| {
+            s.w.subscription_schedules[&schedule]
+                .phases
+                .iter()
+                .map(|p| (p.start_date, p.end_date, p.items[0].0.clone()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    assert_eq!(phases.len(), 2, "{phases:?}");
+    assert_eq!((phases[0].1, phases[0].2.as_str()), (end, pro.as_str()));
+    assert_eq!(phases[1].0, end);
+    assert_eq!(phases[1].2, w.price_id("magicbox_starter_monthly"));
+    // Back to pro: the pending downgrade is dropped and the schedule released.
+    let (s, b) = w
+        .app
+        .post(
+            "/v1/customers/c1/subscription/change",
+            json!({"plan": "pro"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["pending_change"], Value::Null);
+    let (sched, status) = w
+        .sim
+        .with(|s| {
+            (
+                s.w.subscriptions[&sub].schedule.clone(),
+                s.w.subscription_schedules[&schedule].status.clone(),
+            )
+        })
+        .unwrap();
+    assert_eq!((sched, status.as_str()), (None, "released"));
     let (s, b) = w
         .app
         .post(

@@ -743,6 +743,7 @@ impl Sim {
         let Some(sub_id) = self.w.invoices.get(id).and_then(|i| i.subscription.clone()) else {
             return;
         };
+        self.apply_pending_update(&sub_id, id, now);
         let Some(sub) = self.w.subscriptions.get(&sub_id).cloned() else {
             return;
         };
@@ -824,6 +825,16 @@ impl Sim {
         }
         s.status = "canceled".into();
         s.canceled_at = Some(s.canceled_at.unwrap_or(now));
+        // A schedule ends with its subscription.
+        if let Some(sc) = s.schedule.take() {
+            if let Some(x) = self.w.subscription_schedules.get_mut(&sc) {
+                x.status = "canceled".into();
+                x.canceled_at = Some(now);
+            }
+        }
+        let Some(s) = self.w.subscriptions.get_mut(sub_id) else {
+            return;
+        };
         s.ended_at = Some(now);
         if s.cancellation_reason.is_none() {
             s.cancellation_reason = Some(reason.unwrap_or("cancellation_requested").to_string());
@@ -991,6 +1002,8 @@ impl Sim {
             description: n.description,
             test_clock: self.clock_of(&n.customer),
             upcoming_sent_for: None,
+            schedule: None,
+            pending_update: None,
         };
         self.w.subscriptions.insert(sub_id.clone(), sub.clone());
         self.dirty = true;
@@ -1142,6 +1155,123 @@ impl Sim {
 
     /// Applies item changes with the given proration behaviour.
     pub fn update_items(
+        &mut self,
+        sub_id: &str,
+        changes: Vec<ItemChange>,
+        proration: &str,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        self.update_items_with(sub_id, changes, proration, now, false)
+    }
+
+    /// [`Sim::update_items`]; with `pending_if_incomplete`, an update whose immediate invoice
+    /// is not paid is not applied: the subscription keeps its items and carries the change as
+    /// `pending_update` until that invoice is paid or 23 hours pass.
+    pub fn update_items_with(
+        &mut self,
+        sub_id: &str,
+        changes: Vec<ItemChange>,
+        proration: &str,
+        now: i64,
+        pending_if_incomplete: bool,
+    ) -> Result<(), ApiError> {
+        if !pending_if_incomplete {
+            return self.update_items_inner(sub_id, changes, proration, now);
+        }
+        let saved = self.subscription(sub_id, "id")?.clone();
+        let nested = self.held.is_some();
+        if !nested {
+            self.hold_events();
+        }
+        let res = self.update_items_inner(sub_id, changes, proration, now);
+        let after = self.w.subscriptions[sub_id].clone();
+        let unpaid = after
+            .latest_invoice
+            .as_ref()
+            .filter(|i| saved.latest_invoice.as_ref() != Some(*i))
+            .filter(|i| self.w.invoices.get(*i).is_some_and(|x| x.status == "open"))
+            .cloned();
+        if let (Ok(()), Some(inv)) = (&res, unpaid) {
+            // Only the payment attempt is left behind: no retries, no past due.
+            if let Some(i) = self.w.invoices.get_mut(&inv) {
+                i.next_payment_attempt = None;
+            }
+            let mut kept = saved.clone();
+            kept.latest_invoice = Some(inv.clone());
+            kept.pending_update = Some(PendingUpdate {
+                expires_at: now + 23 * 3600,
+                after: Box::new(after),
+                invoice: inv,
+            });
+            self.w.subscriptions.insert(sub_id.to_string(), kept);
+            if let Some(h) = self.held.as_mut() {
+                h.retain(|e| {
+                    !(e.0 == "customer.subscription.updated"
+                        && e.1.get("id").and_then(Value::as_str) == Some(sub_id))
+                });
+            }
+            let before = self.r_subscription(&saved);
+            let now_v = self.r_subscription(&self.w.subscriptions[sub_id]);
+            self.emit_updated("customer.subscription.updated", &before, now_v, now);
+        }
+        if !nested {
+            self.release_events("", "", "");
+        }
+        res
+    }
+
+    /// Applies a pending update once its invoice is paid.
+    fn apply_pending_update(&mut self, sub_id: &str, invoice: &str, now: i64) {
+        let Some(sub) = self.w.subscriptions.get(sub_id).cloned() else {
+            return;
+        };
+        let Some(pu) = sub.pending_update.clone().filter(|p| p.invoice == invoice) else {
+            return;
+        };
+        let before = self.r_subscription(&sub);
+        let mut next = *pu.after;
+        next.pending_update = None;
+        next.latest_invoice = Some(invoice.to_string());
+        next.status = sub.status.clone();
+        next.cancel_at_period_end = sub.cancel_at_period_end;
+        next.cancel_at = sub.cancel_at;
+        next.schedule = sub.schedule.clone();
+        self.w.subscriptions.insert(sub_id.to_string(), next);
+        let after = self.r_subscription(&self.w.subscriptions[sub_id]);
+        self.emit_updated("customer.subscription.updated", &before, after, now);
+    }
+
+    /// Drops an expired pending update and voids its invoice.
+    fn expire_pending_update(&mut self, sub_id: &str, now: i64) {
+        let Some(sub) = self.w.subscriptions.get(sub_id).cloned() else {
+            return;
+        };
+        let Some(pu) = sub.pending_update.clone() else {
+            return;
+        };
+        if self
+            .w
+            .invoices
+            .get(&pu.invoice)
+            .is_some_and(|x| x.status == "open")
+        {
+            if let Some(x) = self.w.invoices.get_mut(&pu.invoice) {
+                x.status = "void".into();
+                x.voided_at = Some(now);
+                x.next_payment_attempt = None;
+            }
+            let v = self.r_invoice(&self.w.invoices[&pu.invoice], false);
+            self.emit("invoice.voided", v, None, now);
+        }
+        let before = self.r_subscription(&sub);
+        if let Some(x) = self.w.subscriptions.get_mut(sub_id) {
+            x.pending_update = None;
+        }
+        let after = self.r_subscription(&self.w.subscriptions[sub_id]);
+        self.emit_updated("customer.subscription.updated", &before, after, now);
+    }
+
+    fn update_items_inner(
         &mut self,
         sub_id: &str,
         changes: Vec<ItemChange>,
@@ -1338,6 +1468,12 @@ impl Sim {
     /// Ends the current period of a subscription at its end: cancels it, or starts the next
     /// period and drafts its invoice (licensed items in advance, metered usage in arrears).
     fn renew(&mut self, sub_id: &str) {
+        if let Some(s) = self.w.subscriptions.get(sub_id) {
+            let ending = s.cancel_at_period_end;
+            if let (Some(pe), false) = (s.items.first().map(|i| i.current_period_end), ending) {
+                self.schedule_transition(sub_id, pe);
+            }
+        }
         let Some(sub) = self.w.subscriptions.get(sub_id).cloned() else {
             return;
         };
@@ -1424,6 +1560,135 @@ impl Sim {
         self.emit_updated("customer.subscription.updated", &before, after, now);
     }
 
+    /// At a period boundary `at`, moves a scheduled subscription into the phase that starts
+    /// then (its items, and a new billing cycle if the interval changes), or ends the schedule
+    /// after its last phase (released, or the subscription canceled).
+    fn schedule_transition(&mut self, sub_id: &str, at: i64) {
+        let Some(sched_id) = self
+            .w
+            .subscriptions
+            .get(sub_id)
+            .and_then(|s| s.schedule.clone())
+        else {
+            return;
+        };
+        let Some(sc) = self.w.subscription_schedules.get(&sched_id).cloned() else {
+            return;
+        };
+        let Some(last) = sc.phases.last() else {
+            return;
+        };
+        if at >= last.end_date {
+            if sc.end_behavior == "cancel" {
+                if let Some(x) = self.w.subscription_schedules.get_mut(&sched_id) {
+                    x.status = "completed".into();
+                    x.completed_at = Some(at);
+                }
+                if let Some(x) = self.w.subscriptions.get_mut(sub_id) {
+                    x.cancel_at_period_end = true;
+                }
+                let v = self.r_schedule(&self.w.subscription_schedules[&sched_id]);
+                self.emit("subscription_schedule.completed", v, None, at);
+            } else {
+                self.release_schedule(&sched_id, at);
+            }
+            return;
+        }
+        let Some(ph) = sc
+            .phases
+            .iter()
+            .find(|p| p.start_date <= at && at < p.end_date)
+            .cloned()
+        else {
+            return;
+        };
+        let sub = self.w.subscriptions[sub_id].clone();
+        let current: Vec<(String, Option<i64>)> = sub
+            .items
+            .iter()
+            .map(|i| (i.price.clone(), i.quantity))
+            .collect();
+        let wanted: Vec<(String, Option<i64>)> = ph
+            .items
+            .iter()
+            .map(|(p, q)| {
+                let metered = self.w.prices.get(p).is_some_and(|x| x.is_metered());
+                (p.clone(), if metered { None } else { Some(q.unwrap_or(1)) })
+            })
+            .collect();
+        if current == wanted {
+            return;
+        }
+        let before_sched = self.r_schedule(&sc);
+        let items: Vec<SubItem> = wanted
+            .iter()
+            .enumerate()
+            .map(|(k, (price, q))| match sub.items.get(k) {
+                Some(old) if old.price == *price => SubItem {
+                    quantity: *q,
+                    ..old.clone()
+                },
+                _ => SubItem {
+                    id: new_id("si"),
+                    created: at,
+                    price: price.clone(),
+                    quantity: *q,
+                    metadata: Default::default(),
+                    current_period_start: sub.items[0].current_period_start,
+                    current_period_end: sub.items[0].current_period_end,
+                },
+            })
+            .collect();
+        let (iv, ic) = self
+            .w
+            .prices
+            .get(&wanted[0].0)
+            .and_then(|p| p.recurring.clone())
+            .map_or((sub.interval.clone(), sub.interval_count), |r| {
+                (r.interval, r.interval_count)
+            });
+        if let Some(x) = self.w.subscriptions.get_mut(sub_id) {
+            x.items = items;
+            if iv != x.interval || ic != x.interval_count {
+                // A new interval starts a new billing cycle at the phase start.
+                x.interval = iv;
+                x.interval_count = ic;
+                x.cycle = -1;
+            }
+        }
+        let after_sched = self.r_schedule(&self.w.subscription_schedules[&sched_id]);
+        let mut b = before_sched;
+        // The current phase moved on: the renewal is what changed it.
+        b["current_phase"] = serde_json::json!({"start_date": sc.phases[0].start_date, "end_date": sc.phases[0].end_date});
+        self.emit_updated("subscription_schedule.updated", &b, after_sched, at);
+    }
+
+    /// Detaches a schedule from its subscription, which keeps its current items.
+    pub fn release_schedule(&mut self, sched_id: &str, now: i64) {
+        let Some(sc) = self.w.subscription_schedules.get(sched_id).cloned() else {
+            return;
+        };
+        if let Some(x) = self.w.subscription_schedules.get_mut(sched_id) {
+            x.status = "released".into();
+            x.released_at = Some(now);
+            x.released_subscription = sc.subscription.clone();
+            x.subscription = None;
+        }
+        self.dirty = true;
+        let v = self.r_schedule(&self.w.subscription_schedules[sched_id]);
+        self.emit("subscription_schedule.released", v, None, now);
+        if let Some(sub_id) = &sc.subscription {
+            if let Some(sub) = self.w.subscriptions.get(sub_id).cloned() {
+                let before = self.r_subscription(&sub);
+                if let Some(x) = self.w.subscriptions.get_mut(sub_id) {
+                    x.schedule = None;
+                }
+                let after = self.r_subscription(&self.w.subscriptions[sub_id]);
+                self.emit_updated("customer.subscription.updated", &before, after, now);
+            }
+        }
+    }
+
     /// The earliest pending timeline action for objects on `clock` (None = wall-clock objects).
     fn next_action(&self, clock: Option<&str>) -> Option<(i64, Action)> {
         let mut best: Option<(i64, Action)> = None;
@@ -1449,6 +1714,9 @@ impl Sim {
             let Some(first) = s.items.first() else {
                 continue;
             };
+            if let Some(pu) = &s.pending_update {
+                consider(pu.expires_at, Action::ExpirePendingUpdate(s.id.clone()));
+            }
             if s.status == "trialing" && !s.trial_will_end_sent {
                 if let Some(te) = s.trial_end {
                     consider(
@@ -1506,6 +1774,7 @@ impl Sim {
             self.dirty = true;
             match action {
                 Action::Renew(s) => self.renew(&s),
+                Action::ExpirePendingUpdate(s) => self.expire_pending_update(&s, t),
                 Action::CancelAt(s) => {
                     self.cancel_subscription(&s, t, Some("cancellation_requested"))
                 }
@@ -1711,6 +1980,7 @@ pub fn currency_symbol(c: &str) -> &'static str {
 #[derive(Debug, Clone)]
 enum Action {
     Renew(String),
+    ExpirePendingUpdate(String),
     CancelAt(String),
     Expire(String),
     TrialWillEnd(String),

@@ -245,8 +245,14 @@ impl Sim {
             "next_pending_invoice_item_invoice": null, "on_behalf_of": null, "pause_collection": null,
             "payment_settings": {"payment_method_options": null, "payment_method_types": null,
                 "save_default_payment_method": "off"},
-            "pending_invoice_item_interval": null, "pending_setup_intent": null, "pending_update": null,
-            "schedule": null, "start_date": s.start_date, "status": s.status, "test_clock": s.test_clock,
+            "pending_invoice_item_interval": null, "pending_setup_intent": null,
+            "pending_update": s.pending_update.as_ref().map(|pu| json!({
+                "billing_cycle_anchor": (pu.after.billing_cycle_anchor != s.billing_cycle_anchor).then_some(pu.after.billing_cycle_anchor),
+                "expires_at": pu.expires_at,
+                "subscription_items": pu.after.items.iter().map(|it| self.r_sub_item(&pu.after, it)).collect::<Vec<_>>(),
+                "trial_end": null, "trial_from_plan": null,
+            })),
+            "schedule": s.schedule, "start_date": s.start_date, "status": s.status, "test_clock": s.test_clock,
             "transfer_data": null, "trial_end": s.trial_end,
             "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
             "trial_start": s.trial_start,
@@ -553,6 +559,61 @@ impl Sim {
             "created": s.created, "customer": s.customer, "customer_account": null, "flow": null,
             "livemode": false, "locale": s.locale, "on_behalf_of": null, "return_url": s.return_url,
             "url": format!("{}/p/session/{}", self.base_url, s.id),
+        })
+    }
+
+    pub fn r_schedule(&self, sc: &SubscriptionSchedule) -> Value {
+        let now = self.clock_now(sc.test_clock.as_deref());
+        let current = if sc.status == "active" {
+            sc.phases
+                .iter()
+                .find(|p| p.start_date <= now && now < p.end_date)
+                .map(|p| json!({"start_date": p.start_date, "end_date": p.end_date}))
+        } else {
+            None
+        };
+        let currency = sc
+            .phases
+            .first()
+            .and_then(|p| p.items.first())
+            .and_then(|(pr, _)| self.w.prices.get(pr))
+            .map(|p| p.currency.clone());
+        let phases: Vec<Value> = sc
+            .phases
+            .iter()
+            .map(|p| {
+                json!({
+                    "add_invoice_items": [], "application_fee_percent": null,
+                    "automatic_tax": {"disabled_reason": null, "enabled": false, "liability": null},
+                    "billing_cycle_anchor": null, "billing_thresholds": null,
+                    "collection_method": null, "currency": currency,
+                    "default_payment_method": null, "default_tax_rates": [], "description": null,
+                    "discounts": [], "end_date": p.end_date, "invoice_settings": null,
+                    "items": p.items.iter().map(|(pr, q)| json!({
+                        "billing_thresholds": null, "discounts": [], "metadata": {},
+                        "plan": pr, "price": pr, "quantity": q, "tax_rates": [],
+                    })).collect::<Vec<_>>(),
+                    "metadata": meta(&p.metadata), "on_behalf_of": null,
+                    "proration_behavior": p.proration_behavior, "start_date": p.start_date,
+                    "transfer_data": null, "trial_end": null,
+                })
+            })
+            .collect();
+        json!({
+            "id": sc.id, "object": "subscription_schedule", "application": null,
+            "billing_mode": {"flexible": null, "type": "classic", "updated_at": null},
+            "canceled_at": sc.canceled_at, "completed_at": sc.completed_at, "created": sc.created,
+            "current_phase": current, "customer": sc.customer, "customer_account": null,
+            "default_settings": {"application_fee_percent": null,
+                "automatic_tax": {"disabled_reason": null, "enabled": false, "liability": null},
+                "billing_cycle_anchor": "automatic", "billing_thresholds": null,
+                "collection_method": "charge_automatically", "default_payment_method": null,
+                "description": null, "invoice_settings": {"account_tax_ids": null, "days_until_due": null, "issuer": {"type": "self"}},
+                "on_behalf_of": null, "transfer_data": null},
+            "end_behavior": sc.end_behavior, "livemode": false, "metadata": meta(&sc.metadata),
+            "phases": phases, "released_at": sc.released_at,
+            "released_subscription": sc.released_subscription, "status": sc.status,
+            "subscription": sc.subscription, "test_clock": sc.test_clock,
         })
     }
 

@@ -90,6 +90,9 @@ pub type Shared = Arc<std::sync::Mutex<Sim>>;
 
 /// Which object an id names, by its prefix.
 pub fn kind_of(id: &str) -> Option<&'static str> {
+    if id.starts_with("sub_sched_") {
+        return Some("subscription_schedule");
+    }
     let p = id.split('_').next()?;
     Some(match p {
         "cus" => "customer",
@@ -283,6 +286,7 @@ impl Sim {
             "product" => self.r_product(self.w.products.get(id)?),
             "price" => self.r_price(self.w.prices.get(id)?),
             "subscription" => self.r_subscription(self.w.subscriptions.get(id)?),
+            "subscription_schedule" => self.r_schedule(self.w.subscription_schedules.get(id)?),
             "invoice" => self.r_invoice(self.w.invoices.get(id)?, false),
             "invoiceitem" => self.r_invoice_item(self.w.invoice_items.get(id)?),
             "payment_intent" => self.r_payment_intent(self.w.payment_intents.get(id)?),

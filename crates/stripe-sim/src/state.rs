@@ -294,6 +294,54 @@ pub struct Subscription {
     pub description: Option<String>,
     pub test_clock: Option<String>,
     pub upcoming_sent_for: Option<i64>,
+    /// The subscription schedule managing it (`sub_sched_…`), while one does.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// An update made with `payment_behavior=pending_if_incomplete` whose payment failed.
+    #[serde(default)]
+    pub pending_update: Option<PendingUpdate>,
+}
+
+/// A change that waits for its invoice to be paid (`pending_if_incomplete`); it expires after
+/// 23 hours, and its invoice is voided then.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingUpdate {
+    pub expires_at: i64,
+    /// The subscription as it would be once the update applies.
+    pub after: Box<Subscription>,
+    /// The open invoice whose payment applies the update.
+    pub invoice: String,
+}
+
+/// One phase of a subscription schedule: its items from `start_date` until `end_date`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SchedulePhase {
+    pub start_date: i64,
+    pub end_date: i64,
+    /// (price, quantity)
+    pub items: Vec<(String, Option<i64>)>,
+    pub proration_behavior: String,
+    pub metadata: Meta,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubscriptionSchedule {
+    pub id: String,
+    pub seq: u64,
+    pub created: i64,
+    pub customer: String,
+    pub subscription: Option<String>,
+    /// not_started, active, completed, released, canceled
+    pub status: String,
+    pub phases: Vec<SchedulePhase>,
+    /// release or cancel
+    pub end_behavior: String,
+    pub released_at: Option<i64>,
+    pub released_subscription: Option<String>,
+    pub canceled_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub metadata: Meta,
+    pub test_clock: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -616,6 +664,8 @@ pub struct World {
     pub discounts: BTreeMap<String, Discount>,
     pub invoice_items: BTreeMap<String, InvoiceItem>,
     pub subscriptions: BTreeMap<String, Subscription>,
+    #[serde(default)]
+    pub subscription_schedules: BTreeMap<String, SubscriptionSchedule>,
     pub invoices: BTreeMap<String, Invoice>,
     pub payment_methods: BTreeMap<String, PaymentMethod>,
     pub payment_intents: BTreeMap<String, PaymentIntent>,

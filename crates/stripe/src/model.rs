@@ -297,6 +297,58 @@ pub struct Subscription {
     /// Coupons of the subscription's discounts; read with [`crate::Client::subscription`],
     /// which expands them (unexpanded discounts, as in events, give none).
     pub coupons: Vec<String>,
+    /// The billing cycle anchor (unix seconds): periods start on its day of the month.
+    pub billing_cycle_anchor: Option<i64>,
+    /// The subscription schedule managing it (`sub_sched_…`), if any.
+    pub schedule: Option<String>,
+    /// A change waiting for its payment (`payment_behavior=pending_if_incomplete`).
+    pub pending_update: Option<PendingUpdate>,
+}
+
+/// A subscription change that is not applied until its invoice is paid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpdate {
+    /// When Stripe drops it (unix seconds).
+    pub expires_at: i64,
+    /// The items as they would be.
+    pub items: Vec<SubscriptionItem>,
+}
+
+/// A subscription schedule: the subscription's future as phases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSchedule {
+    /// `sub_sched_…`.
+    pub id: String,
+    /// `not_started`, `active`, `completed`, `released` or `canceled`.
+    pub status: String,
+    /// The subscription it manages (None once released).
+    pub subscription: Option<String>,
+    /// Start of the current phase (unix seconds), if one is current.
+    pub current_phase_start: Option<i64>,
+    /// The phases in order.
+    pub phases: Vec<SchedulePhase>,
+}
+
+/// One phase of a [`SubscriptionSchedule`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulePhase {
+    /// Unix seconds.
+    pub start_date: i64,
+    /// Unix seconds.
+    pub end_date: Option<i64>,
+    /// (price id, lookup key when the price was expanded, quantity).
+    pub items: Vec<PhaseItem>,
+}
+
+/// An item of a [`SchedulePhase`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseItem {
+    /// Price id.
+    pub price: String,
+    /// The price's lookup key (schedules are read with their prices expanded).
+    pub lookup_key: Option<String>,
+    /// Quantity.
+    pub quantity: Option<u64>,
 }
 
 /// A line of an invoice.

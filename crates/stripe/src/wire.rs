@@ -345,6 +345,101 @@ pub(crate) struct Subscription {
     /// Ids, or discount objects when expanded (`expand[]=discounts`).
     #[serde(default)]
     pub discounts: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub billing_cycle_anchor: Option<i64>,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub pending_update: Option<PendingUpdate>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PendingUpdate {
+    pub expires_at: i64,
+    #[serde(default)]
+    pub subscription_items: Option<Vec<SubscriptionItem>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum PriceRef {
+    Object(Price),
+    Id(String),
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PhaseItem {
+    pub price: PriceRef,
+    pub quantity: Option<u64>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Phase {
+    pub start_date: i64,
+    pub end_date: Option<i64>,
+    #[serde(default)]
+    pub items: Vec<PhaseItem>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CurrentPhase {
+    pub start_date: i64,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SubscriptionSchedule {
+    pub id: String,
+    pub status: String,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub subscription: Option<String>,
+    pub current_phase: Option<CurrentPhase>,
+    #[serde(default)]
+    pub phases: Vec<Phase>,
+}
+
+impl From<SubscriptionSchedule> for model::SubscriptionSchedule {
+    fn from(s: SubscriptionSchedule) -> Self {
+        model::SubscriptionSchedule {
+            id: s.id,
+            status: s.status,
+            subscription: s.subscription,
+            current_phase_start: s.current_phase.map(|c| c.start_date),
+            phases: s
+                .phases
+                .into_iter()
+                .map(|p| model::SchedulePhase {
+                    start_date: p.start_date,
+                    end_date: p.end_date,
+                    items: p
+                        .items
+                        .into_iter()
+                        .map(|i| {
+                            let (price, lookup_key) = match i.price {
+                                PriceRef::Object(p) => (p.id, p.lookup_key),
+                                PriceRef::Id(id) => (id, None),
+                            };
+                            model::PhaseItem {
+                                price,
+                                lookup_key,
+                                quantity: i.quantity,
+                            }
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn item_model(i: SubscriptionItem) -> model::SubscriptionItem {
+    model::SubscriptionItem {
+        id: i.id,
+        price: i.price.id,
+        lookup_key: i.price.lookup_key,
+        quantity: i.quantity,
+        current_period_start: i.current_period_start,
+        current_period_end: i.current_period_end,
+    }
 }
 
 /// The coupon id of an expanded discount: `source.coupon` (current API) or `coupon` (older
@@ -371,22 +466,21 @@ impl From<Subscription> for model::Subscription {
             cancel_at: s.cancel_at,
             canceled_at: s.canceled_at,
             trial_end: s.trial_end,
-            items: s
-                .items
-                .data
-                .into_iter()
-                .map(|i| model::SubscriptionItem {
-                    id: i.id,
-                    price: i.price.id,
-                    lookup_key: i.price.lookup_key,
-                    quantity: i.quantity,
-                    current_period_start: i.current_period_start,
-                    current_period_end: i.current_period_end,
-                })
-                .collect(),
+            items: s.items.data.into_iter().map(item_model).collect(),
             latest_invoice: s.latest_invoice,
             metadata: s.metadata,
             coupons: s.discounts.iter().filter_map(discount_coupon).collect(),
+            billing_cycle_anchor: s.billing_cycle_anchor,
+            schedule: s.schedule,
+            pending_update: s.pending_update.map(|p| model::PendingUpdate {
+                expires_at: p.expires_at,
+                items: p
+                    .subscription_items
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(item_model)
+                    .collect(),
+            }),
         }
     }
 }

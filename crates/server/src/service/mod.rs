@@ -16,5 +16,6 @@ pub mod plan_change;
 pub mod rfc3339;
 pub mod stripe_customers;
 pub mod stripe_events;
+pub mod stripe_schedule;
 pub mod usage;
 pub mod worker;

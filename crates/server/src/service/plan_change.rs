@@ -1,5 +1,6 @@
 //! Plan changes of a customer's Stripe subscription, through Tally's API (Stripe's portal cannot
-//! change usage-based subscriptions): upgrades, cancel at period end, resume.
+//! change usage-based subscriptions): upgrades, downgrades at the period end, cancel at period
+//! end, resume.
 //!
 //! Stripe owns paid subscriptions, so each operation reads the subscription from Stripe and
 //! answers Stripe's view in Tally's shape. An upgrade (a higher price per month, or a longer
@@ -8,6 +9,12 @@
 //! `payment_behavior=pending_if_incomplete` (if that payment fails, Stripe keeps the old price and
 //! leaves the change pending). It moves money, so it starts from a `plan_changes` row committed
 //! first, whose id is the idempotency key.
+//!
+//! A downgrade (cheaper per month, or a shorter interval) keeps what was paid for until the
+//! period ends: the subscription gets a Stripe subscription schedule with two phases — the
+//! current price until the period end, then the new price — released at its end, so Stripe
+//! itself switches the price at the renewal and bills the cheaper price from then on, with no
+//! proration. Until then every answer shows the change as `pending_change`.
 
 use chrono::{DateTime, TimeZone, Utc};
 use rand::RngCore;
@@ -20,6 +27,7 @@ use utoipa::ToSchema;
 
 use super::audit::{self, Target};
 use super::stripe_customers::{self, stripe_error};
+use super::stripe_schedule::{self, PendingCancellation, PendingChange};
 use super::usage;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -60,6 +68,10 @@ pub struct StripeSubscriptionView {
     pub cancel_at_period_end: bool,
     /// When it is scheduled to end.
     pub cancel_at: Option<DateTime<Utc>>,
+    /// A change of plan scheduled for the period end (a downgrade), if any.
+    pub pending_change: Option<PendingChange>,
+    /// A cancellation scheduled for later, if any.
+    pub pending_cancellation: Option<PendingCancellation>,
     /// Always `stripe`.
     pub source: &'static str,
 }
@@ -94,7 +106,12 @@ fn plan_of(state: &AppState, lookup_key: Option<&str>) -> Option<(String, Interv
     })
 }
 
-fn view(state: &AppState, customer: &str, s: &StripeSubscription) -> StripeSubscriptionView {
+fn view_with(
+    state: &AppState,
+    customer: &str,
+    s: &StripeSubscription,
+    pending_change: Option<PendingChange>,
+) -> StripeSubscriptionView {
     let item = s.items.first();
     let plan = item.and_then(|i| plan_of(state, i.lookup_key.as_deref()));
     StripeSubscriptionView {
@@ -106,8 +123,27 @@ fn view(state: &AppState, customer: &str, s: &StripeSubscription) -> StripeSubsc
         current_period_end: item.and_then(|i| at(i.current_period_end)),
         cancel_at_period_end: s.cancel_at_period_end,
         cancel_at: s.cancel_at.and_then(at),
+        pending_change,
+        pending_cancellation: stripe_schedule::pending_cancellation(s),
         source: "stripe",
     }
+}
+
+/// The subscription in Tally's shape, with its pending change read from its schedule.
+async fn view(
+    state: &AppState,
+    customer: &str,
+    s: &StripeSubscription,
+) -> Result<StripeSubscriptionView, ApiError> {
+    let client = stripe_customers::client(state)?;
+    let pending = match stripe_schedule::schedule_of(client, s)
+        .await
+        .map_err(stripe_error)?
+    {
+        Some(sc) => stripe_schedule::next_phase(&state.catalog, &sc),
+        None => None,
+    };
+    Ok(view_with(state, customer, s, pending))
 }
 
 fn no_subscription(customer: &str) -> ApiError {
@@ -147,7 +183,7 @@ async fn live(state: &AppState, customer: &str) -> Result<StripeSubscription, Ap
 /// `GET`-like read used by the routes' answers.
 pub async fn current(state: &AppState, customer: &str) -> Result<StripeSubscriptionView, ApiError> {
     let s = live(state, customer).await?;
-    Ok(view(state, customer, &s))
+    view(state, customer, &s).await
 }
 
 fn new_id(now: DateTime<Utc>) -> String {
@@ -194,11 +230,49 @@ pub async fn change(
         )
         .with_param("interval"));
     };
+    let schedule = stripe_schedule::schedule_of(client, &sub)
+        .await
+        .map_err(stripe_error)?;
+    let pending = schedule
+        .as_ref()
+        .and_then(|sc| stripe_schedule::next_phase(&state.catalog, sc));
     if from
         .as_ref()
         .is_some_and(|f| f.0 == plan.id && f.1 == interval)
     {
-        return Ok(view(state, customer, &sub));
+        // Back to the plan in force: a pending downgrade is dropped.
+        if let (Some(sc), Some(_)) = (&schedule, &pending) {
+            stripe_schedule::release(client, &sc.id)
+                .await
+                .map_err(stripe_error)?;
+            let sub = live(state, customer).await?;
+            let out = view_with(state, customer, &sub, None);
+            record(
+                state,
+                by,
+                "stripe_subscription.pending_change_dropped",
+                customer,
+                &sub.id,
+                serde_json::json!({"pending_change": pending}),
+                serde_json::json!(out),
+            )
+            .await?;
+            return Ok(out);
+        }
+        return view(state, customer, &sub).await;
+    }
+    if pending
+        .as_ref()
+        .is_some_and(|p| p.plan == plan.id && p.interval == interval.as_str())
+    {
+        // The same downgrade again: already scheduled.
+        return Ok(view_with(state, customer, &sub, pending));
+    }
+    if sub.pending_update.is_some() {
+        return Err(ApiError::conflict(
+            "plan_change_pending_payment",
+            "an earlier upgrade is waiting for its payment: the customer can pay its invoice, or the change lapses within 23 hours",
+        ));
     }
     // An upgrade costs more per month, or commits to a longer interval.
     let is_upgrade = match &from {
@@ -206,16 +280,10 @@ pub async fn change(
         Some((_, from_interval, from_amount)) => {
             let new_per = i128::from(price.amount) * i128::from(from_interval.months());
             let old_per = i128::from(*from_amount) * i128::from(interval.months());
-            new_per > old_per || interval.months() > from_interval.months()
+            (new_per > old_per && interval.months() >= from_interval.months())
+                || interval.months() > from_interval.months()
         }
     };
-    if !is_upgrade {
-        return Err(ApiError::conflict(
-            "downgrade_not_supported",
-            "a change to a cheaper plan or a shorter interval takes effect at the period end, which this version does not schedule yet: cancel at period end and check out again",
-        )
-        .with_param("plan"));
-    }
     let prices = client
         .prices_by_lookup_keys(std::slice::from_ref(&price.lookup_key))
         .await
@@ -247,6 +315,15 @@ pub async fn change(
         updated_at: now,
     };
     state.store.insert_plan_change(row.clone()).await?;
+    if !is_upgrade {
+        return downgrade(state, customer, &sub, schedule, &row, new_price.id, by).await;
+    }
+    if let Some(sc) = &schedule {
+        // An upgrade now replaces a downgrade that was waiting for the period end.
+        stripe_schedule::release(client, &sc.id)
+            .await
+            .map_err(stripe_error)?;
+    }
     let update = SubscriptionUpdate {
         items: vec![ItemChange::Change {
             item: item.id.clone(),
@@ -261,20 +338,32 @@ pub async fn change(
     let updated = match client.update_subscription(&sub.id, &update, &key).await {
         Ok(u) => u,
         Err(e) => {
-            let outcome = CallOutcome::Failed {
-                error: e.to_string(),
-                request_id: e.request_id.clone(),
-            };
-            if let Err(se) = state
-                .store
-                .finish_plan_change(&row.id, outcome, state.clock.now())
-                .await
-            {
-                tracing::warn!(plan_change = %row.id, error = %se, "cannot record the failed change");
-            }
+            fail_row(state, &row.id, e.to_string(), e.request_id.clone()).await;
             return Err(stripe_error(e));
         }
     };
+    if let Some(pu) = &updated.value.pending_update {
+        // Stripe kept the old price: the prorated invoice was not paid.
+        fail_row(
+            state,
+            &row.id,
+            "the upgrade's payment failed; Stripe keeps it pending".into(),
+            updated.meta.request_id.clone(),
+        )
+        .await;
+        let until =
+            at(pu.expires_at).map_or_else(String::new, |t| format!(" until {}", t.to_rfc3339()));
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYMENT_REQUIRED,
+            "card_error",
+            "upgrade_payment_failed",
+            format!(
+                "the upgrade's prorated invoice could not be paid: the subscription stays on {}; the change waits for that invoice to be paid{until}",
+                from.as_ref().map_or("its current plan".to_owned(), |f| format!("{} {}", f.0, f.1.as_str()))
+            ),
+        )
+        .with_param("plan"));
+    }
     state
         .store
         .finish_plan_change(
@@ -287,21 +376,141 @@ pub async fn change(
             state.clock.now(),
         )
         .await?;
-    let out = view(state, customer, &updated.value);
+    let out = view_with(state, customer, &updated.value, None);
+    record(
+        state,
+        by,
+        "stripe_subscription.plan_changed",
+        customer,
+        &sub.id,
+        serde_json::json!({"plan": row.from_plan, "interval": row.from_interval}),
+        serde_json::json!({"plan": out.plan, "interval": out.interval,
+            "plan_change": row.id, "request_id": updated.meta.request_id}),
+    )
+    .await?;
+    Ok(out)
+}
+
+async fn fail_row(state: &AppState, id: &str, error: String, request_id: Option<String>) {
+    let outcome = CallOutcome::Failed { error, request_id };
+    if let Err(se) = state
+        .store
+        .finish_plan_change(id, outcome, state.clock.now())
+        .await
+    {
+        tracing::warn!(plan_change = %id, error = %se, "cannot record the failed change");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    state: &AppState,
+    by: AuditContext,
+    action: &str,
+    customer: &str,
+    subscription: &str,
+    before: serde_json::Value,
+    after: serde_json::Value,
+) -> Result<(), ApiError> {
     audit::record(
         state.store.as_ref(),
         by,
-        "stripe_subscription.plan_changed",
+        action,
         Target {
             kind: "stripe_subscription",
-            id: &sub.id,
+            id: subscription,
             customer: Some(customer),
         },
-        Some(serde_json::json!({"plan": row.from_plan, "interval": row.from_interval})),
-        Some(
-            serde_json::json!({"plan": out.plan, "interval": out.interval,
-            "plan_change": row.id, "request_id": updated.meta.request_id}),
+        Some(before),
+        Some(after),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Schedules a downgrade at the period end: a subscription schedule (made from the
+/// subscription, or the one it has) whose first phase is the current period on the current
+/// price and whose second is one interval of the new price; released at its end.
+async fn downgrade(
+    state: &AppState,
+    customer: &str,
+    sub: &StripeSubscription,
+    schedule: Option<tally_stripe::model::SubscriptionSchedule>,
+    row: &PlanChangeRecord,
+    new_price: String,
+    by: AuditContext,
+) -> Result<StripeSubscriptionView, ApiError> {
+    let client = stripe_customers::client(state)?;
+    let item = sub.items.first().ok_or_else(|| no_subscription(customer))?;
+    if sub.cancel_at_period_end || sub.cancel_at.is_some() {
+        fail_row(
+            state,
+            &row.id,
+            "the subscription is to be canceled".into(),
+            None,
+        )
+        .await;
+        return Err(ApiError::conflict(
+            "subscription_canceling",
+            "the subscription ends at the period end: resume it before changing its plan",
+        ));
+    }
+    let sc = match schedule {
+        Some(sc) => sc,
+        None => {
+            // The key comes from the row: a retry makes the same schedule, never a second.
+            let key = IdempotencyKey::from_row("plan_change_schedule", &row.id, 0);
+            match client
+                .create_schedule_from_subscription(&sub.id, &key)
+                .await
+            {
+                Ok(r) => r.value,
+                Err(e) => {
+                    fail_row(state, &row.id, e.to_string(), e.request_id.clone()).await;
+                    return Err(stripe_error(e));
+                }
+            }
+        }
+    };
+    let phases = vec![
+        (
+            Some(item.current_period_start),
+            Some(item.current_period_end),
+            vec![item.price.clone()],
         ),
+        (None, None, vec![new_price]),
+    ];
+    let key = IdempotencyKey::from_row("plan_change", &row.id, 0);
+    let updated = match client.set_schedule_phases(&sc.id, &phases, &key).await {
+        Ok(r) => r,
+        Err(e) => {
+            fail_row(state, &row.id, e.to_string(), e.request_id.clone()).await;
+            return Err(stripe_error(e));
+        }
+    };
+    state
+        .store
+        .finish_plan_change(
+            &row.id,
+            CallOutcome::Created {
+                stripe_id: sc.id.clone(),
+                url: None,
+                request_id: updated.meta.request_id.clone(),
+            },
+            state.clock.now(),
+        )
+        .await?;
+    let pending = stripe_schedule::next_phase(&state.catalog, &updated.value);
+    let out = view_with(state, customer, sub, pending);
+    record(
+        state,
+        by,
+        "stripe_subscription.downgrade_scheduled",
+        customer,
+        &sub.id,
+        serde_json::json!({"plan": row.from_plan, "interval": row.from_interval}),
+        serde_json::json!({"pending_change": out.pending_change, "plan_change": row.id,
+            "schedule": sc.id, "request_id": updated.meta.request_id}),
     )
     .await?;
     Ok(out)
@@ -316,7 +525,7 @@ pub async fn set_cancel(
 ) -> Result<StripeSubscriptionView, ApiError> {
     let sub = live(state, customer).await?;
     let client = stripe_customers::client(state)?;
-    let before = view(state, customer, &sub);
+    let before = view(state, customer, &sub).await?;
     let stamp = state.clock.now().timestamp_millis().to_string();
     let (action, updated) = match cancel.map(|c| c.at_period_end.unwrap_or(true)) {
         Some(false) => {
@@ -329,6 +538,13 @@ pub async fn set_cancel(
         }
         at_end => {
             let cancel_at_end = at_end.is_some();
+            if let (true, Some(sc)) = (cancel_at_end, &sub.schedule) {
+                // Ending at the period end replaces a downgrade scheduled for then (and Stripe
+                // refuses a cancellation on a subscription its schedule manages).
+                stripe_schedule::release(client, sc)
+                    .await
+                    .map_err(stripe_error)?;
+            }
             // Setting a flag moves no money: the key comes from the request itself.
             let key = IdempotencyKey::from_content(
                 "subscription_cancel_at_period_end",
@@ -350,7 +566,7 @@ pub async fn set_cancel(
             (action, r.value)
         }
     };
-    let out = view(state, customer, &updated);
+    let out = view(state, customer, &updated).await?;
     audit::record(
         state.store.as_ref(),
         by,

@@ -11,6 +11,7 @@ pub mod invoices;
 pub mod meters;
 pub mod payments;
 pub mod portal;
+pub mod schedules;
 pub mod subscriptions;
 
 /// Sorts objects newest first (by `created`, then creation order) for list endpoints.

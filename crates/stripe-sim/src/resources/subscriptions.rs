@@ -179,6 +179,30 @@ pub fn update(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
             ));
         }
     }
+    if let Some(sc) = &sub.schedule {
+        if p.has("cancel_at_period_end") || p.has("cancel_at") {
+            return Err(ApiError::invalid(
+                format!("The subscription is managed by the subscription schedule `{sc}`, and updating any cancelation behavior directly is not allowed. Please update the schedule instead."),
+                None,
+            ));
+        }
+    }
+    let behavior = p
+        .str("payment_behavior")?
+        .unwrap_or_else(|| "allow_incomplete".into());
+    if ![
+        "allow_incomplete",
+        "default_incomplete",
+        "error_if_incomplete",
+        "pending_if_incomplete",
+    ]
+    .contains(&behavior.as_str())
+    {
+        return Err(ApiError::invalid(
+            "Invalid payment_behavior",
+            Some("payment_behavior".into()),
+        ));
+    }
     let proration = proration_of(p)?;
     let proration_time = p.i64("proration_date")?.unwrap_or(now);
     let mut changes = vec![];
@@ -208,7 +232,19 @@ pub fn update(s: &mut Sim, id: &str, p: &Params) -> Result<Value, ApiError> {
         });
     }
     if !changes.is_empty() {
-        s.update_items(id, changes, &proration, proration_time)?;
+        if sub.pending_update.is_some() {
+            return Err(ApiError::invalid(
+                "This subscription has a pending update: pay or wait for its invoice before updating its items again.",
+                Some("items".into()),
+            ));
+        }
+        s.update_items_with(
+            id,
+            changes,
+            &proration,
+            proration_time,
+            behavior == "pending_if_incomplete",
+        )?;
     }
     let sub = s.w.subscriptions[id].clone();
     let before = s.r_subscription(&sub);

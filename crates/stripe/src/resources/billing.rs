@@ -3,7 +3,9 @@
 use super::{found, seg};
 use crate::event::{Event, ParseError};
 use crate::form::Form;
-use crate::model::{CheckoutSession, Invoice, Metadata, Page, PortalSession, Subscription};
+use crate::model::{
+    CheckoutSession, Invoice, Metadata, Page, PortalSession, Subscription, SubscriptionSchedule,
+};
 use crate::{wire, Client, Error, ErrorKind, IdempotencyKey, Stripe};
 
 /// What a Checkout Session sells.
@@ -270,6 +272,81 @@ impl Client {
         let path = format!("/v1/subscriptions/{}", seg(id));
         let r = self.post::<wire::Subscription>(&path, &f, key).await?;
         Ok(r.map(Subscription::from))
+    }
+
+    /// `POST /v1/subscription_schedules` with `from_subscription`: a schedule whose one phase is
+    /// the subscription's current period. Creates nothing billable; the key comes from the
+    /// subscription.
+    pub async fn create_schedule_from_subscription(
+        &self,
+        subscription: &str,
+        key: &IdempotencyKey,
+    ) -> Result<Stripe<SubscriptionSchedule>, Error> {
+        let mut f = Form::new();
+        f.set("from_subscription", subscription);
+        f.list("expand", &["phases.items.price".to_string()]);
+        let r = self
+            .post::<wire::SubscriptionSchedule>("/v1/subscription_schedules", &f, key)
+            .await?;
+        Ok(r.map(SubscriptionSchedule::from))
+    }
+
+    /// `GET /v1/subscription_schedules/{id}` with the phases' prices expanded; None when it
+    /// does not exist.
+    pub async fn subscription_schedule(
+        &self,
+        id: &str,
+    ) -> Result<Option<Stripe<SubscriptionSchedule>>, Error> {
+        let path = format!("/v1/subscription_schedules/{}", seg(id));
+        let mut q = Form::new();
+        q.list("expand", &["phases.items.price".to_string()]);
+        let r = found(self.get::<wire::SubscriptionSchedule>(&path, &q).await)?;
+        Ok(r.map(|r| r.map(SubscriptionSchedule::from)))
+    }
+
+    /// `POST /v1/subscription_schedules/{id}`: replaces the phases. Each phase is its start
+    /// (None: where the previous ends), its end (None: one interval of its price) and its
+    /// prices; the schedule is released at the end, and phase changes are not prorated.
+    pub async fn set_schedule_phases(
+        &self,
+        id: &str,
+        phases: &[(Option<i64>, Option<i64>, Vec<String>)],
+        key: &IdempotencyKey,
+    ) -> Result<Stripe<SubscriptionSchedule>, Error> {
+        let mut f = Form::new();
+        f.set("end_behavior", "release")
+            .set("proration_behavior", "none");
+        for (i, (start, end, prices)) in phases.iter().enumerate() {
+            f.opt(format!("phases[{i}][start_date]"), *start)
+                .opt(format!("phases[{i}][end_date]"), *end);
+            if end.is_none() {
+                f.set(format!("phases[{i}][iterations]"), 1);
+            }
+            for (j, p) in prices.iter().enumerate() {
+                f.set(format!("phases[{i}][items][{j}][price]"), p)
+                    .set(format!("phases[{i}][items][{j}][quantity]"), 1);
+            }
+        }
+        f.list("expand", &["phases.items.price".to_string()]);
+        let path = format!("/v1/subscription_schedules/{}", seg(id));
+        let r = self
+            .post::<wire::SubscriptionSchedule>(&path, &f, key)
+            .await?;
+        Ok(r.map(SubscriptionSchedule::from))
+    }
+
+    /// `POST /v1/subscription_schedules/{id}/release`: the subscription stays as it is and is
+    /// no longer managed by the schedule.
+    pub async fn release_schedule(
+        &self,
+        id: &str,
+        key: &IdempotencyKey,
+    ) -> Result<Stripe<SubscriptionSchedule>, Error> {
+        let path = format!("/v1/subscription_schedules/{}/release", seg(id));
+        let r = self
+            .post::<wire::SubscriptionSchedule>(&path, &Form::new(), key)
+            .await?;
+        Ok(r.map(SubscriptionSchedule::from))
     }
 
     /// Cancels now (`DELETE /v1/subscriptions/{id}`); `invoice_now` bills pending usage and

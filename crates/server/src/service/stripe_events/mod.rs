@@ -29,6 +29,7 @@ use tally_stripe::RawEvent;
 use tokio::sync::watch;
 
 use crate::error::ApiError;
+use crate::service::stripe_schedule;
 use crate::state::AppState;
 
 /// The worker's name in logs and metrics.
@@ -456,6 +457,20 @@ async fn mirror(
             s.id
         )));
     };
+    // The change a schedule holds for the period end; once its last phase is in force the
+    // schedule is released, so the subscription is managed directly again (the portal's cancel,
+    // later plan changes).
+    let pending_change = match &state.stripe {
+        Some(client) => match stripe_schedule::schedule_of(client, s).await? {
+            Some(sc) if stripe_schedule::in_last_phase(&sc) => {
+                stripe_schedule::release(client, &sc.id).await?;
+                None
+            }
+            Some(sc) => stripe_schedule::next_phase(&state.catalog, &sc),
+            None => None,
+        },
+        None => None,
+    };
     let status = status_str(&s.status);
     let overdue = matches!(status.as_str(), "past_due" | "unpaid");
     let stripe = json!({
@@ -473,6 +488,9 @@ async fn mirror(
         "latest_invoice": s.latest_invoice,
         // Mirrored so that Tally's own invoices can apply the discount Stripe applies.
         "coupon": s.coupons.first(),
+        "billing_cycle_anchor": s.billing_cycle_anchor.map(instant),
+        "pending_change": pending_change,
+        "pending_cancellation": stripe_schedule::pending_cancellation(s),
     });
     let now = state.clock.now();
     let before = state.store.get_subscription(&customer).await?;
