@@ -50,6 +50,9 @@ enum Command {
     /// The Stripe webhook inbox: list, replay, backfill.
     #[command(subcommand)]
     Webhooks(commands::webhooks::WebhooksCommand),
+    /// Move a running server's clock and its Stripe test clocks (development and tests).
+    #[command(subcommand)]
+    Clock(commands::clock::ClockCommand),
     /// Measure ingestion throughput, latency and memory beside the raw SQLite limit.
     Bench(commands::bench::BenchArgs),
 }
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench::run(args),
         Command::Stripe(cmd) => commands::stripe::run(cmd),
         Command::Webhooks(cmd) => commands::webhooks::run(cmd),
+        Command::Clock(cmd) => commands::clock::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -65,6 +65,10 @@ pub struct Config {
     pub webhook_max_body_bytes: usize,
     /// Stripe: customers, Checkout and the Customer Portal (see [`StripeConfig`]).
     pub stripe: StripeConfig,
+    /// `--movable-clock` (implied by `--stripe-test-clocks`): `POST /v1/clock/advance` and
+    /// `tally clock advance` may move Tally's clock forward; how far is kept in the database, so
+    /// a restart keeps it. For development and tests only.
+    pub movable_clock: bool,
 }
 
 /// Splits `STRIPE_WEBHOOK_SECRET` (a comma-separated list during a rotation) into its secrets.
@@ -97,6 +101,10 @@ pub struct StripeConfig {
     pub portal_return_url: Option<String>,
     /// `--checkout-expiry`: how long a Checkout Session stays open (Stripe allows 30 min–24 h).
     pub checkout_expiry: Duration,
+    /// `--stripe-test-clocks`: every Stripe customer Tally creates gets its own test clock, which
+    /// `tally clock advance` moves with Tally's clock. Test keys (`sk_test_…`) or the simulator
+    /// only.
+    pub test_clocks: bool,
 }
 
 impl Default for StripeConfig {
@@ -109,6 +117,7 @@ impl Default for StripeConfig {
             cancel_url: None,
             portal_return_url: None,
             checkout_expiry: Duration::from_secs(3600),
+            test_clocks: false,
         }
     }
 }
@@ -123,6 +132,7 @@ impl std::fmt::Debug for StripeConfig {
             .field("cancel_url", &self.cancel_url)
             .field("portal_return_url", &self.portal_return_url)
             .field("checkout_expiry", &self.checkout_expiry)
+            .field("test_clocks", &self.test_clocks)
             .finish()
     }
 }
@@ -161,6 +171,21 @@ impl StripeConfig {
         }
         if self.timeout.is_zero() {
             out.push("--stripe-timeout must be positive".into());
+        }
+        if self.test_clocks {
+            let test_key = self
+                .api_key
+                .as_deref()
+                .is_some_and(|k| k.starts_with("sk_test_") || k.starts_with("rk_test_"));
+            let simulator = self
+                .api_base
+                .as_deref()
+                .is_some_and(|b| b.trim_end_matches('/') != tally_stripe::DEFAULT_API_BASE);
+            if self.api_key.is_none() {
+                out.push("--stripe-test-clocks needs STRIPE_API_KEY".into());
+            } else if !(test_key || simulator) {
+                out.push("--stripe-test-clocks needs a test key (sk_test_…) or the simulator (STRIPE_API_BASE): test clocks do not exist in live mode".into());
+            }
         }
         let e = self.checkout_expiry.as_secs();
         if !(1800..=86_400).contains(&e) {
@@ -252,6 +277,7 @@ impl Config {
             public_url: None,
             frame_ancestors: "'none'".into(),
             stripe: StripeConfig::default(),
+            movable_clock: false,
         })
     }
 

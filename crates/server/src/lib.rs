@@ -141,6 +141,14 @@ pub async fn spawn_with_store(
     if config.public_url.is_none() {
         config.public_url = Some(format!("http://{addr}"));
     }
+    if config.movable_clock || config.stripe.test_clocks {
+        config.movable_clock = true;
+        // The clock was moved before a restart: it stays where it was moved to.
+        if let Some(ms) = store.clock_offset().await? {
+            let by = chrono::Duration::milliseconds(ms) - config.clock.shifted();
+            config.clock.shift(by);
+        }
+    }
     let state = AppState::new(config, store);
     let (stop, stop_rx) = watch::channel(false);
     service::closer::spawn(state.clone(), stop.subscribe());

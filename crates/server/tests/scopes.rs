@@ -304,6 +304,15 @@ fn routes() -> Vec<Route> {
                 )
             },
         ),
+        // Without --movable-clock the clock stays the system clock: 409 once the scope passed.
+        r(
+            Method::POST,
+            "/v1/clock/advance",
+            Admin,
+            false,
+            StatusCode::CONFLICT,
+            |_| ("/v1/clock/advance".into(), Some(json!({"by": "1d"}))),
+        ),
         r(Method::GET, "/v1/flags", Read, true, ok, |c| {
             (format!("/v1/flags?customer={c}"), None)
         }),

@@ -17,6 +17,10 @@ pub struct Clock {
     /// milliseconds since the epoch (when frozen).
     ms: AtomicI64,
     frozen: AtomicBool,
+    /// Milliseconds moved by [`Clock::shift`] (what `tally clock advance` moved), so that what
+    /// is stamped by the outside world's clock — a Stripe webhook signature — can be read
+    /// against the unshifted time.
+    shifted: AtomicI64,
 }
 
 /// A clock shared by the parts of one process.
@@ -65,6 +69,29 @@ impl Clock {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |ms| {
                 Some(ms.saturating_add(step))
             });
+    }
+
+    /// Moves the clock forward by `by` as [`Clock::advance`] does, and remembers it as a shift
+    /// of Tally's time against the outside world's (see [`Clock::unshifted_now`]).
+    pub fn shift(&self, by: Duration) {
+        self.advance(by);
+        let step = by.num_milliseconds();
+        let _ = self
+            .shifted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |ms| {
+                Some(ms.saturating_add(step))
+            });
+    }
+
+    /// The total of [`Clock::shift`]s.
+    pub fn shifted(&self) -> Duration {
+        Duration::milliseconds(self.shifted.load(Ordering::SeqCst))
+    }
+
+    /// "Now" without the shifts: the time outside parties (Stripe's signatures) go by.
+    pub fn unshifted_now(&self) -> DateTime<Utc> {
+        let now = self.now();
+        now.checked_sub_signed(self.shifted()).unwrap_or(now)
     }
 
     /// Makes "now" `at`: a frozen clock stays frozen there, a running one runs on from it.
@@ -117,6 +144,16 @@ mod tests {
         assert!(ahead > Duration::days(30) - Duration::seconds(5), "{ahead}");
         assert!(ahead <= Duration::days(30), "{ahead}");
         assert_eq!(c.offset(), Duration::days(30));
+    }
+
+    #[test]
+    fn a_shift_moves_now_but_not_the_unshifted_time() {
+        let t = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let c = Clock::frozen(t);
+        c.shift(Duration::days(7));
+        assert_eq!(c.now(), Utc.with_ymd_and_hms(2026, 3, 8, 12, 0, 0).unwrap());
+        assert_eq!(c.unshifted_now(), t);
+        assert_eq!(c.shifted(), Duration::days(7));
     }
 
     #[test]

@@ -188,6 +188,15 @@ pub trait Store: Send + Sync + 'static {
         until: DateTime<Utc>,
     ) -> Result<bool>;
 
+    // --- the clock's offset ---------------------------------------------------------------
+
+    /// How far (milliseconds) Tally's clock was moved ahead of the system clock by
+    /// `tally clock advance`; `None` when it never was.
+    async fn clock_offset(&self) -> Result<Option<i64>>;
+
+    /// Records the clock's offset (milliseconds ahead of the system clock).
+    async fn set_clock_offset(&self, offset_ms: i64, now: DateTime<Utc>) -> Result<()>;
+
     // --- API keys --------------------------------------------------------------------------
 
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {

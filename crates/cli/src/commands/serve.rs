@@ -98,6 +98,14 @@ pub struct ServeArgs {
     /// Log lines as text or as JSON objects (one per line, with the request id).
     #[arg(long, env = "TALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Development and tests: every Stripe customer Tally creates gets its own test clock, and
+    /// `tally clock advance` moves them with Tally's clock (test keys or the simulator only).
+    #[arg(long, env = "TALLY_STRIPE_TEST_CLOCKS")]
+    stripe_test_clocks: bool,
+    /// Development and tests: `tally clock advance` (POST /v1/clock/advance) may move Tally's
+    /// clock forward; the offset is kept in the database across restarts.
+    #[arg(long, env = "TALLY_MOVABLE_CLOCK")]
+    movable_clock: bool,
 }
 
 /// How `tally serve` writes its logs.
@@ -164,7 +172,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             cancel_url: args.checkout_cancel_url,
             portal_return_url: args.portal_return_url,
             checkout_expiry: args.checkout_expiry,
+            test_clocks: args.stripe_test_clocks,
         },
+        movable_clock: args.movable_clock || args.stripe_test_clocks,
     };
     config.validate()?;
     if config.stripe_webhook_secrets.is_empty() {

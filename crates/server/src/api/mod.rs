@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod checkout;
+pub mod clock;
 pub mod credits;
 pub mod customers;
 pub mod entitlements;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhook_endpoints::routes())
         .merge(checkout::routes())
         .merge(subscriptions::routes())
+        .merge(clock::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::ratelimit::enforce,
@@ -416,7 +418,8 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
             "/v1/customers/{id}/credits/grants"
             | "/v1/customers/{id}/subscription/change"
             | "/v1/customers/{id}/subscription/cancel"
-            | "/v1/customers/{id}/subscription/resume",
+            | "/v1/customers/{id}/subscription/resume"
+            | "/v1/clock/advance",
         )
         | ("PUT", "/v1/customers/{id}/subscription" | "/v1/customers/{id}/flags/{flag}")
         | ("DELETE", "/v1/customers/{id}/flags/{flag}") => Access::Admin,

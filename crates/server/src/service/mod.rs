@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod audit;
 pub mod checkout;
+pub mod clock;
 pub mod closer;
 pub mod credits;
 pub mod customers;

@@ -96,10 +96,29 @@ pub async fn ensure(state: &AppState, customer: &Customer) -> Result<String, Api
         Some(c) => c.id,
         None => {
             let key = IdempotencyKey::from_row("stripe_customer", &customer.id, 0);
-            let created = client
-                .create_customer(&params(customer), &key)
-                .await
-                .map_err(stripe_error)?;
+            let created = if state.config.stripe.test_clocks {
+                // One test clock per customer (Stripe allows only three customers per clock),
+                // made at Tally's now and named after the customer; its key comes from the same
+                // row, so a retry finds the same clock.
+                let clock_key = IdempotencyKey::from_row("stripe_test_clock", &customer.id, 0);
+                let clock = client
+                    .create_test_clock(
+                        state.clock.now().timestamp(),
+                        &format!("{}{}", super::clock::CLOCK_NAME_PREFIX, customer.id),
+                        &clock_key,
+                    )
+                    .await
+                    .map_err(stripe_error)?;
+                client
+                    .create_customer_on_clock(&params(customer), &clock.value.id, &key)
+                    .await
+                    .map_err(stripe_error)?
+            } else {
+                client
+                    .create_customer(&params(customer), &key)
+                    .await
+                    .map_err(stripe_error)?
+            };
             tracing::info!(customer = %customer.id, stripe_customer = %created.value.id,
                 request_id = ?created.meta.request_id, "Stripe customer created");
             created.value.id

@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "page_sessions",
         include_str!("../../migrations/postgres/0009_page_sessions.sql"),
     ),
+    (
+        12,
+        "clock_offset",
+        include_str!("../../migrations/postgres/0012_clock_offset.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

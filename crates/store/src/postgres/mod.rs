@@ -217,6 +217,25 @@ impl Store for PgStore {
         Ok(row.is_some())
     }
 
+    async fn clock_offset(&self) -> Result<Option<i64>> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt("SELECT offset_ms FROM clock_offset WHERE id = 1", &[])
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn set_clock_offset(&self, offset_ms: i64, now: DateTime<Utc>) -> Result<()> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "INSERT INTO clock_offset (id, offset_ms, updated_at) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET offset_ms = EXCLUDED.offset_ms, updated_at = EXCLUDED.updated_at",
+            &[&offset_ms, &now],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn create_api_key_audited(
         &self,
         key: NewApiKey,

@@ -21,3 +21,25 @@ pub(crate) fn acquire(
     )?;
     Ok(n == 1)
 }
+
+pub(crate) fn clock_offset(conn: &Connection) -> Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached("SELECT offset_ms FROM clock_offset WHERE id = 1")?;
+    let mut rows = stmt.query([])?;
+    Ok(match rows.next()? {
+        Some(r) => Some(r.get(0)?),
+        None => None,
+    })
+}
+
+pub(crate) fn set_clock_offset(
+    conn: &Connection,
+    offset_ms: i64,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO clock_offset (id, offset_ms, updated_at) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET offset_ms = excluded.offset_ms, updated_at = excluded.updated_at",
+        params![offset_ms, to_ms(now)],
+    )?;
+    Ok(())
+}

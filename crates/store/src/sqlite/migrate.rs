@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "page_sessions",
         include_str!("../../migrations/sqlite/0010_page_sessions.sql"),
     ),
+    (
+        13,
+        "clock_offset",
+        include_str!("../../migrations/sqlite/0013_clock_offset.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

@@ -502,6 +502,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn clock_offset(&self) -> Result<Option<i64>> {
+        self.read(leases::clock_offset).await
+    }
+
+    async fn set_clock_offset(&self, offset_ms: i64, now: DateTime<Utc>) -> Result<()> {
+        self.write(move |w| leases::set_clock_offset(&w.conn, offset_ms, now))
+            .await
+    }
+
     async fn create_api_key_audited(
         &self,
         key: NewApiKey,

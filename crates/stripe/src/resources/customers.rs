@@ -17,7 +17,7 @@ pub struct CustomerParams {
 }
 
 impl CustomerParams {
-    fn form(&self) -> Form {
+    pub(crate) fn form(&self) -> Form {
         let mut f = Form::new();
         f.opt("email", self.email.as_ref())
             .opt("name", self.name.as_ref())

@@ -3,6 +3,7 @@
 pub mod billing;
 pub mod catalog;
 pub mod customers;
+pub mod test_clocks;
 
 use crate::error::{Error, ErrorKind};
 use crate::Stripe;
