@@ -872,6 +872,61 @@ async fn magicbox_yearly_with_promotion_code(db: Db) {
     let (_, t) = env.app.get("/v1/customers/mb1/transactions").await;
     assert_eq!(t["data"][0]["kind"], "subscription_payment");
     assert_eq!(t["data"][0]["amount"], 139_300, "1,990.00 less 30 %");
+    // Tally's own invoice takes off what Stripe took off.
+    let (s, up) = env.app.get("/v1/customers/mb1/invoices/upcoming").await;
+    assert_eq!(s, StatusCode::OK, "{up}");
+    assert_eq!(
+        (&up["subtotal"], &up["discount"], &up["total"]),
+        (&json!(199_000), &json!(59_700), &json!(139_300)),
+        "{up}"
+    );
+
+    // A coupon applied in Stripe's dashboard to a subscription bought without one follows too.
+    let cus2 = env.customer("mb2").await;
+    let (_, st) = env
+        .checkout(
+            "mb2",
+            &cus2,
+            Checkout::Plan("pro", "month", "magicbox_pro_monthly"),
+            "4242 4242 4242 4242",
+        )
+        .await;
+    assert_eq!(st, 303);
+    let seen: BTreeSet<String> = env.events().await.into_iter().map(|e| e.id).collect();
+    for e in env.events().await {
+        env.deliver(&e).await;
+    }
+    env.settle().await;
+    let (_, up) = env.app.get("/v1/customers/mb2/invoices/upcoming").await;
+    assert_eq!((&up["discount"], &up["total"]), (&json!(0), &json!(19_900)), "{up}");
+    let sub2 = env
+        .stripe
+        .subscriptions_of_customer(&cus2)
+        .await
+        .unwrap()
+        .remove(0)
+        .id;
+    let r = env
+        .browser
+        .post(format!("{}/v1/subscriptions/{sub2}", env.sim.base_url()))
+        .bearer_auth(STRIPE_KEY)
+        .form(&[("discounts[0][coupon]", "EARLYBIRD30")])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    for e in env.events().await.into_iter().filter(|e| !seen.contains(&e.id)) {
+        env.deliver(&e).await;
+    }
+    env.settle().await;
+    let (_, sub) = env.app.get("/v1/customers/mb2/subscription").await;
+    assert_eq!(sub["stripe"]["coupon"], "EARLYBIRD30", "{sub}");
+    let (_, up) = env.app.get("/v1/customers/mb2/invoices/upcoming").await;
+    assert_eq!(
+        (&up["subtotal"], &up["discount"], &up["total"]),
+        (&json!(19_900), &json!(5_970), &json!(13_930)),
+        "{up}"
+    );
     env.sim.shutdown().await;
 }
 

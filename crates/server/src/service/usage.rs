@@ -25,6 +25,9 @@ const GAUGE_LOOKBACK_PERIODS: i32 = 24;
 pub struct BilledPlan {
     pub plan: Plan,
     pub interval: Interval,
+    /// The discount Stripe applies to the subscription (mirrored from its `discounts`), when it
+    /// is a coupon of the catalog for this plan: Tally's invoices take off the same.
+    pub coupon: Option<tally_core::catalog::Coupon>,
 }
 
 pub fn billed_plan(catalog: &Catalog, sub: Option<&Subscription>) -> Option<BilledPlan> {
@@ -36,9 +39,20 @@ pub fn billed_plan(catalog: &Catalog, sub: Option<&Subscription>) -> Option<Bill
         ),
         _ => (catalog.free_plan.as_deref()?, Interval::Month),
     };
+    // Stripe keeps a discount on the subscription only while its duration lasts, so the one
+    // mirrored now is the one in force.
+    let coupon = sub
+        .filter(|s| s.source == "stripe" && s.plan == id)
+        .and_then(|s| s.stripe.as_ref())
+        .and_then(|st| st.get("coupon"))
+        .and_then(|c| c.as_str())
+        .and_then(|c| catalog.coupon(c))
+        .filter(|c| c.plans.is_empty() || c.plans.iter().any(|p| p == id))
+        .cloned();
     Some(BilledPlan {
         plan: catalog.plan(id)?.clone(),
         interval,
+        coupon,
     })
 }
 
@@ -230,6 +244,7 @@ pub fn rate_period(
     let mut input = RatingInput::new(&billed.plan, billed.interval, &usage.used);
     input.include_base = bills_base(anchor, billed.interval, period);
     input.adjustments = &adjustments;
+    input.coupon = billed.coupon.as_ref();
     rate(&input).map_err(|e| e.to_string())
 }
 
