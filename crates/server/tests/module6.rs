@@ -386,6 +386,114 @@ async fn module6(db: Db) {
     assert_eq!(paid, vec![3000, 3000, 26880, 27342]);
 }
 
+/// An upgrade whose prorated invoice cannot be paid leaves the old plan in force: Stripe keeps
+/// the change as `pending_update`, Tally answers 402 and its mirror stays on the old plan.
+async fn failed_upgrade_payment_keeps_the_old_plan(db: Db) {
+    let Some(w) = world(db).await else {
+        return;
+    };
+    let c = "dev2";
+    let (s, b) = w.app.put(&format!("/v1/customers/{c}"), json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (_, b) = w
+        .app
+        .post(
+            "/v1/checkout-sessions",
+            json!({"customer": c, "plan": "starter", "interval": "month"}),
+        )
+        .await;
+    let url = b["url"].as_str().unwrap().to_owned();
+    let r = w
+        .browser
+        .post(&url)
+        .form(&[
+            ("email", "dev2@devflowhub.test"),
+            ("name", "Dev Two"),
+            ("card_number", "4242424242424242"),
+            ("card_expiry", "12 / 34"),
+            ("card_cvc", "123"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let sub = w
+        .subscription_until(c, |b| b["plan"] == "starter" && b["status"] == "active")
+        .await;
+    let sub_id = sub["stripe"]["subscription"].as_str().unwrap().to_owned();
+    let cus = sub["stripe"]["customer"].as_str().unwrap().to_owned();
+    // The customer's card now declines every charge (4000 0000 0000 0341).
+    let sim = |path: String, form: Vec<(&'static str, String)>| {
+        let http = w.browser.clone();
+        let url = format!("{}{path}", w.sim.base_url());
+        async move {
+            let r = http.post(url).bearer_auth(SK).form(&form).send().await.unwrap();
+            assert!(r.status().is_success());
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let pm = sim(
+        "/v1/payment_methods/pm_card_chargeCustomerFail/attach".into(),
+        vec![("customer", cus)],
+    )
+    .await;
+    sim(
+        format!("/v1/subscriptions/{sub_id}"),
+        vec![("default_payment_method", pm["id"].as_str().unwrap().to_owned())],
+    )
+    .await;
+    let (s, b) = w
+        .app
+        .post(
+            &format!("/v1/customers/{c}/subscription/change"),
+            json!({"plan": "pro", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::PAYMENT_REQUIRED, "{b}");
+    assert_eq!(b["error"]["code"], "upgrade_payment_failed");
+    let starter = w
+        .sim
+        .with(|s| {
+            s.w.prices
+                .values()
+                .find(|p| p.lookup_key.as_deref() == Some("devflowhub_starter_monthly"))
+                .unwrap()
+                .id
+                .clone()
+        })
+        .unwrap();
+    let (price, pending, status, inv_status) = w
+        .sim
+        .with(|s| {
+            let x = &s.w.subscriptions[&sub_id];
+            let inv = x.latest_invoice.clone().unwrap();
+            (
+                x.items[0].price.clone(),
+                x.pending_update.as_ref().map(|p| p.after.items[0].price.clone()),
+                x.status.clone(),
+                s.w.invoices[&inv].status.clone(),
+            )
+        })
+        .unwrap();
+    assert_eq!(price, starter);
+    assert!(pending.is_some_and(|p| p != starter));
+    assert_eq!((status.as_str(), inv_status.as_str()), ("active", "open"));
+    // Tally's mirror stays on Starter and active; a second try waits for the first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sub = w.subscription_until(c, |_| true).await;
+    assert_eq!((&sub["plan"], &sub["status"]), (&json!("starter"), &json!("active")));
+    assert!(!w.allowed(c, "advanced_agents").await);
+    let (s, b) = w
+        .app
+        .post(
+            &format!("/v1/customers/{c}/subscription/change"),
+            json!({"plan": "pro", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["error"]["code"], "plan_change_pending_payment");
+}
+
 /// The clock is not movable unless the server is started so: 409, and nothing moves.
 async fn advance_refused_on_the_system_clock(db: Db) {
     let Some(app) = app_on(db, |_| {}).await else {
@@ -430,6 +538,7 @@ async fn offset_persists_across_restarts(db: Db) {
 
 on_both_backends!(
     module6,
+    failed_upgrade_payment_keeps_the_old_plan,
     advance_refused_on_the_system_clock,
     offset_persists_across_restarts
 );
