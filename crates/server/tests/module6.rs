@@ -427,7 +427,13 @@ async fn failed_upgrade_payment_keeps_the_old_plan(db: Db) {
         let http = w.browser.clone();
         let url = format!("{}{path}", w.sim.base_url());
         async move {
-            let r = http.post(url).bearer_auth(SK).form(&form).send().await.unwrap();
+            let r = http
+                .post(url)
+                .bearer_auth(SK)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
             assert!(r.status().is_success());
             r.json::<Value>().await.unwrap()
         }
@@ -439,7 +445,10 @@ async fn failed_upgrade_payment_keeps_the_old_plan(db: Db) {
     .await;
     sim(
         format!("/v1/subscriptions/{sub_id}"),
-        vec![("default_payment_method", pm["id"].as_str().unwrap().to_owned())],
+        vec![(
+            "default_payment_method",
+            pm["id"].as_str().unwrap().to_owned(),
+        )],
     )
     .await;
     let (s, b) = w
@@ -469,7 +478,9 @@ async fn failed_upgrade_payment_keeps_the_old_plan(db: Db) {
             let inv = x.latest_invoice.clone().unwrap();
             (
                 x.items[0].price.clone(),
-                x.pending_update.as_ref().map(|p| p.after.items[0].price.clone()),
+                x.pending_update
+                    .as_ref()
+                    .map(|p| p.after.items[0].price.clone()),
                 x.status.clone(),
                 s.w.invoices[&inv].status.clone(),
             )
@@ -481,7 +492,10 @@ async fn failed_upgrade_payment_keeps_the_old_plan(db: Db) {
     // Tally's mirror stays on Starter and active; a second try waits for the first.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sub = w.subscription_until(c, |_| true).await;
-    assert_eq!((&sub["plan"], &sub["status"]), (&json!("starter"), &json!("active")));
+    assert_eq!(
+        (&sub["plan"], &sub["status"]),
+        (&json!("starter"), &json!("active"))
+    );
     assert!(!w.allowed(c, "advanced_agents").await);
     let (s, b) = w
         .app

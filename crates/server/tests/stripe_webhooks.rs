@@ -898,7 +898,11 @@ async fn magicbox_yearly_with_promotion_code(db: Db) {
     }
     env.settle().await;
     let (_, up) = env.app.get("/v1/customers/mb2/invoices/upcoming").await;
-    assert_eq!((&up["discount"], &up["total"]), (&json!(0), &json!(19_900)), "{up}");
+    assert_eq!(
+        (&up["discount"], &up["total"]),
+        (&json!(0), &json!(19_900)),
+        "{up}"
+    );
     let sub2 = env
         .stripe
         .subscriptions_of_customer(&cus2)
@@ -915,7 +919,12 @@ async fn magicbox_yearly_with_promotion_code(db: Db) {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    for e in env.events().await.into_iter().filter(|e| !seen.contains(&e.id)) {
+    for e in env
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| !seen.contains(&e.id))
+    {
         env.deliver(&e).await;
     }
     env.settle().await;

@@ -62,6 +62,7 @@ fn check_object(what: &str, v: &Value) -> bool {
         "billing_portal.session" => check::<b::BillingPortalSession>(what, v),
         "billing_portal.configuration" => check::<b::BillingPortalConfiguration>(what, v),
         "webhook_endpoint" => check::<stripe_misc::WebhookEndpoint>(what, v),
+        "subscription_schedule" => check::<s::SubscriptionSchedule>(what, v),
         _ => return false,
     }
     true
@@ -426,6 +427,56 @@ async fn every_response_deserializes_into_async_stripe_types() {
     check_list::<stripe_shared::Subscription>(
         "subscriptions",
         &env.get(&format!("/v1/subscriptions?customer={cid}&status=all"))
+            .await,
+    );
+    // A downgrade at the period end: a schedule from the subscription, two phases, released.
+    let sched = env
+        .post(
+            "/v1/subscription_schedules",
+            &[("from_subscription", tiered_sub["id"].as_str().unwrap())],
+        )
+        .await;
+    obj("subscription schedule", &sched);
+    let sid = sched["id"].as_str().unwrap().to_owned();
+    let start = sched["phases"][0]["start_date"].to_string();
+    let end = sched["phases"][0]["end_date"].to_string();
+    let phased = env
+        .post(
+            &format!("/v1/subscription_schedules/{sid}"),
+            &[
+                ("phases[0][items][0][price]", tiered["id"].as_str().unwrap()),
+                ("phases[0][items][0][quantity]", "7"),
+                ("phases[0][start_date]", &start),
+                ("phases[0][end_date]", &end),
+                (
+                    "phases[1][items][0][price]",
+                    monthly["id"].as_str().unwrap(),
+                ),
+                ("phases[1][iterations]", "1"),
+                ("end_behavior", "release"),
+                ("proration_behavior", "none"),
+                ("expand[]", "phases.items.price"),
+            ],
+        )
+        .await;
+    obj("subscription schedule with phases", &phased);
+    assert_eq!(phased["phases"].as_array().map(Vec::len), Some(2));
+    obj(
+        "subscription with a schedule",
+        &env.get(&format!(
+            "/v1/subscriptions/{}",
+            tiered_sub["id"].as_str().unwrap()
+        ))
+        .await,
+    );
+    let released = env
+        .post(&format!("/v1/subscription_schedules/{sid}/release"), &[])
+        .await;
+    obj("released subscription schedule", &released);
+    assert_eq!(released["status"], "released");
+    check_list::<stripe_shared::SubscriptionSchedule>(
+        "subscription schedules",
+        &env.get(&format!("/v1/subscription_schedules?customer={cid}"))
             .await,
     );
 
