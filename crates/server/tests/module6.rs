@@ -93,6 +93,9 @@ async fn world(db: Db) -> Option<World> {
     })
 }
 
+/// A simulator invoice: its lines (amount, proration), total and status.
+type UpdateInvoice = (Vec<(i64, bool)>, i64, String);
+
 /// Stripe's rounding of a proration: half away from zero.
 fn prorate(full: i64, num: i64, den: i64) -> i64 {
     let (f, n, d) = (i128::from(full), i128::from(num), i128::from(den));
@@ -138,7 +141,7 @@ impl World {
     }
 
     /// The lines of the simulator's `subscription_update` invoices, newest last.
-    fn update_invoices(&self, sub: &str) -> Vec<(Vec<(i64, bool)>, i64, String)> {
+    fn update_invoices(&self, sub: &str) -> Vec<UpdateInvoice> {
         self.sim
             .with(|s| {
                 let mut v: Vec<_> =

@@ -1,4 +1,5 @@
-//! Plan changes of a customer's Stripe subscription: change (upgrade), cancel, resume.
+//! Plan changes of a customer's Stripe subscription: change (upgrade now, downgrade at the period
+//! end), cancel, resume.
 
 use axum::extract::State;
 use axum::routing::post;
@@ -25,14 +26,16 @@ pub fn routes() -> Router<AppState> {
 pub struct SubscriptionsDoc;
 
 /// Moves the customer's Stripe subscription to another plan or interval. An upgrade (higher
-/// price per month, or a longer interval) takes effect at once, prorated and invoiced by Stripe.
+/// price per month, or a longer interval) takes effect at once, prorated and invoiced by Stripe;
+/// a downgrade is scheduled for the period end and shown as `pending_change`.
 #[utoipa::path(post, path = "/v1/customers/{id}/subscription/change", tag = "stripe", security(("bearer" = [])),
     params(("id" = String, Path)),
     request_body = ChangeInput,
     responses((status = 200, description = "the subscription as Stripe now has it", body = StripeSubscriptionView),
         (status = 400, body = ErrorBody),
         (status = 404, description = "`customer_not_found`, `no_stripe_subscription`", body = ErrorBody),
-        (status = 409, description = "`downgrade_not_supported`", body = ErrorBody),
+        (status = 402, description = "`upgrade_payment_failed`: the prorated invoice was not paid; the old plan stays", body = ErrorBody),
+        (status = 409, description = "`plan_change_pending_payment`, `subscription_canceling`", body = ErrorBody),
         (status = 422, description = "`unknown_plan`, `invalid_interval`, `plan_not_sold`, `stripe_invalid_request`", body = ErrorBody),
         (status = 502, description = "`stripe_error`", body = ErrorBody),
         (status = 503, description = "`stripe_not_configured`, `stripe_unavailable`, `stripe_catalog_not_pushed`", body = ErrorBody)))]
