@@ -53,6 +53,8 @@ pub struct BenchArgs {
     dir: Option<PathBuf>,
     #[command(flatten)]
     credits: super::bench_credits::CreditBenchArgs,
+    #[command(flatten)]
+    webhooks: super::bench_webhooks::WebhookBenchArgs,
     /// Internal: run the hello-world HTTP server the latency limit is measured against.
     #[arg(long, hide = true)]
     hello_world_server: bool,
@@ -253,6 +255,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; benchmark figures need `cargo build --release`");
+    }
+    if args.webhooks.webhooks {
+        let dir = tempfile_dir()?;
+        println!("machine: {}", machine());
+        let out = super::bench_webhooks::report(&args.webhooks, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        print!("{}", out?);
+        return Ok(ExitCode::SUCCESS);
     }
     if args.credits.credits_only {
         println!("machine: {}", machine());

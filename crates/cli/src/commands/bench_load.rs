@@ -18,10 +18,20 @@ pub(crate) fn spawn_server(db: &str, key: &str) -> anyhow::Result<(Child, String
 
 /// Starts `tally ARGS…` with `key` as its admin key and reads the address it prints.
 pub(crate) fn spawn_child(args: &[&str], key: &str) -> anyhow::Result<(Child, String)> {
+    spawn_child_env(args, key, &[])
+}
+
+/// [`spawn_child`] with more environment variables.
+pub(crate) fn spawn_child_env(
+    args: &[&str],
+    key: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(Child, String)> {
     use std::io::BufRead;
     let exe = std::env::current_exe().context("cannot find the tally binary")?;
     let mut child = std::process::Command::new(exe)
         .args(args)
+        .envs(env.iter().copied())
         .env("TALLY_API_KEY", key)
         .env("TALLY_LOG", "warn")
         .stdout(Stdio::piped())
@@ -84,11 +94,22 @@ impl Conn {
         path: &str,
         body: &[u8],
     ) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.send_with(method, path, "", body).await
+    }
+
+    /// [`Conn::send_bytes`] with `extra` header lines (each ending in `\r\n`).
+    pub(crate) async fn send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        extra: &str,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
         self.buf.clear();
         let _ = write!(
             Fmt(&mut self.buf),
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n",
             self.host,
             self.key,
             body.len()
