@@ -402,7 +402,6 @@ async fn fail_row(state: &AppState, id: &str, error: String, request_id: Option<
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn record(
     state: &AppState,
     by: AuditContext,
@@ -535,6 +534,10 @@ pub async fn set_cancel(
                 .await
                 .map_err(stripe_error)?;
             ("stripe_subscription.canceled", r.value)
+        }
+        None if !sub.cancel_at_period_end && sub.cancel_at.is_none() => {
+            // Nothing to resume (and a subscription its schedule manages refuses the flag).
+            return Ok(before);
         }
         at_end => {
             let cancel_at_end = at_end.is_some();
