@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "page_sessions",
         include_str!("../../migrations/postgres/0009_page_sessions.sql"),
     ),
+    (
+        13,
+        "scale",
+        include_str!("../../migrations/postgres/0013_scale.sql"),
+    ),
 ];
 
 /// The schema version the code expects.
