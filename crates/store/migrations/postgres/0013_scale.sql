@@ -92,3 +92,31 @@ BEGIN
     RETURN QUERY SELECT 'applied'::TEXT, v_after, v_entry;
 END
 $$;
+
+-- Whether a period's usage total is within what Tally holds exactly (`tally_core::decimal::
+-- USAGE_TOTAL`), counted on NUMERIC's text as `decimal::parse` counts it: at most 19 integer
+-- digits, 28 fraction digits and 28 significant digits.
+CREATE FUNCTION tally_usage_total_ok(n NUMERIC) RETURNS BOOLEAN
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    WITH t AS (SELECT split_part(abs(n)::text, '.', 1) AS i, split_part(abs(n)::text, '.', 2) AS f),
+    d AS (SELECT CASE WHEN i = '0' THEN 0 ELSE length(i) END AS int_digits, f FROM t)
+    SELECT int_digits <= 19 AND length(f) <= 28
+        AND int_digits + CASE WHEN int_digits = 0 THEN length(ltrim(f, '0')) ELSE length(f) END <= 28
+    FROM d
+$$;
+
+-- Fails the ingest statement calling it (rolling the whole batch back) when the batch names a
+-- customer that does not exist or takes a usage total out of range. SQLSTATEs TY002 and TY001,
+-- the message the customer or the metric.
+CREATE FUNCTION tally_check_ingest(missing_customer TEXT, too_large_metric TEXT) RETURNS BOOLEAN
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF missing_customer IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'TY002', MESSAGE = missing_customer;
+    END IF;
+    IF too_large_metric IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'TY001', MESSAGE = too_large_metric;
+    END IF;
+    RETURN TRUE;
+END
+$$;
