@@ -1,7 +1,8 @@
-//! Workers that must run once across processes, with two `tally serve` processes on one
-//! PostgreSQL database: when the process holding the work is killed with SIGKILL (no shutdown code
-//! runs), the other takes over within the lease time and nothing is done twice. Fails (never
-//! skips) under `CI` when `TALLY_TEST_POSTGRES_URL` is missing.
+//! Two `tally serve` processes on one PostgreSQL database: workers that must run once across
+//! processes — when the process holding the work is killed with SIGKILL (no shutdown code runs),
+//! the other takes over within the lease time and nothing is done twice — and the same batches
+//! ingested through both at once, counted once. Fails (never skips) under `CI` when
+//! `TALLY_TEST_POSTGRES_URL` is missing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Child, Stdio};
@@ -320,4 +321,64 @@ async fn outbox_deliveries_move_to_the_other_process_after_kill_9() {
         "{at_kill} delivered before kill -9 of A, the rest by B within {all_delivered:?}; \
          {duplicates} redelivered"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_ingesting_the_same_batches_count_each_event_once() {
+    let Some(db) = tally_store::testing::fresh_postgres_url().await else {
+        return;
+    };
+    let (a, url_a) = serve(&db);
+    let (b, url_b) = serve(&db);
+    let _servers = Servers(vec![a, b]);
+    let http = reqwest::Client::new();
+    for c in 0..10 {
+        put(&http, format!("{url_a}/v1/customers/c{c}"), json!({})).await;
+    }
+    // 20 batches of 100 events (event i of customer i % 10), each sent to both processes at
+    // once, three times over.
+    let batch = |b: usize| {
+        let events: Vec<Value> = (100 * b..100 * b + 100)
+            .map(|i| json!({"id": format!("e{i}"), "customer": format!("c{}", i % 10),
+                            "metric": "api_calls", "value": 1}))
+            .collect();
+        json!({ "events": events })
+    };
+    let mut tasks = Vec::new();
+    for _round in 0..3 {
+        for b in 0..20 {
+            for base in [&url_a, &url_b] {
+                let (http, url, body) = (http.clone(), format!("{base}/v1/events"), batch(b));
+                tasks.push(tokio::spawn(async move {
+                    let r = http.post(url).bearer_auth(KEY).json(&body).send().await.unwrap();
+                    assert!(r.status().is_success(), "{}", r.status());
+                    let v: Value = r.json().await.unwrap();
+                    (v["accepted"].as_u64().unwrap(), v["duplicates"].as_u64().unwrap())
+                }));
+            }
+        }
+    }
+    let (mut accepted, mut duplicates) = (0, 0);
+    for t in tasks {
+        let (a, d) = t.await.unwrap();
+        accepted += a;
+        duplicates += d;
+    }
+    assert_eq!((accepted, duplicates), (2_000, 6 * 2_000 - 2_000));
+    let store = tally_store::connect(&db).await.unwrap();
+    assert_eq!(store.event_count().await.unwrap(), 2_000);
+    for c in 0..10 {
+        let r = http
+            .get(format!("{url_b}/v1/customers/c{c}/usage"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        let usage: Value = r.json().await.unwrap();
+        let calls = usage["metrics"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["metric"] == "api_calls"))
+            .unwrap_or_else(|| panic!("{usage}"));
+        assert_eq!(calls["used"], "200", "c{c}: {usage}");
+    }
 }
