@@ -154,9 +154,11 @@ async fn the_period_closer_moves_to_the_other_process_after_kill_9() {
     let periods = due_periods(created, Utc::now());
     assert_eq!(periods, 3);
     let early: Vec<String> = (0..20).map(|i| format!("early{i}")).collect();
-    wait_until("A to close the early periods", Duration::from_secs(30), || {
-        invoiced_exactly_once(&*store, &early, periods)
-    })
+    wait_until(
+        "A to close the early periods",
+        Duration::from_secs(30),
+        || invoiced_exactly_once(&*store, &early, periods),
+    )
     .await;
     for _ in 0..8 {
         assert!(!is_leader(&http, &url_b).await, "B leads while A lives");
@@ -182,9 +184,11 @@ async fn the_period_closer_moves_to_the_other_process_after_kill_9() {
         .cloned()
         .chain((0..20).map(|i| format!("late{i}")))
         .collect();
-    wait_until("B to close the late periods", Duration::from_secs(30), || {
-        invoiced_exactly_once(&*store, &all, periods)
-    })
+    wait_until(
+        "B to close the late periods",
+        Duration::from_secs(30),
+        || invoiced_exactly_once(&*store, &all, periods),
+    )
     .await;
     // A few more ticks change nothing.
     tokio::time::sleep(CLOSE_EVERY * 3).await;
@@ -241,7 +245,9 @@ async fn outbox_deliveries_move_to_the_other_process_after_kill_9() {
         let r = http
             .post(format!("{url_b}/v1/customers/c{}/credits/grants", i % 5))
             .bearer_auth(KEY)
-            .json(&json!({"amount": "1", "reason": "kill test", "idempotency_key": format!("g{i}")}))
+            .json(
+                &json!({"amount": "1", "reason": "kill test", "idempotency_key": format!("g{i}")}),
+            )
             .send()
             .await
             .unwrap();
@@ -265,7 +271,11 @@ async fn outbox_deliveries_move_to_the_other_process_after_kill_9() {
         .args(["--database-url", &db])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let outbox: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -339,8 +349,10 @@ async fn two_processes_ingesting_the_same_batches_count_each_event_once() {
     // once, three times over.
     let batch = |b: usize| {
         let events: Vec<Value> = (100 * b..100 * b + 100)
-            .map(|i| json!({"id": format!("e{i}"), "customer": format!("c{}", i % 10),
-                            "metric": "api_calls", "value": 1}))
+            .map(|i| {
+                json!({"id": format!("e{i}"), "customer": format!("c{}", i % 10),
+                            "metric": "api_calls", "value": 1})
+            })
             .collect();
         json!({ "events": events })
     };
@@ -350,10 +362,19 @@ async fn two_processes_ingesting_the_same_batches_count_each_event_once() {
             for base in [&url_a, &url_b] {
                 let (http, url, body) = (http.clone(), format!("{base}/v1/events"), batch(b));
                 tasks.push(tokio::spawn(async move {
-                    let r = http.post(url).bearer_auth(KEY).json(&body).send().await.unwrap();
+                    let r = http
+                        .post(url)
+                        .bearer_auth(KEY)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
                     assert!(r.status().is_success(), "{}", r.status());
                     let v: Value = r.json().await.unwrap();
-                    (v["accepted"].as_u64().unwrap(), v["duplicates"].as_u64().unwrap())
+                    (
+                        v["accepted"].as_u64().unwrap(),
+                        v["duplicates"].as_u64().unwrap(),
+                    )
                 }));
             }
         }

@@ -68,7 +68,11 @@ async fn a_limit_of_10_per_minute_shared_by_two_instances_admits_exactly_10() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=6).contains(&wait), "Retry-After {wait}");
     a.server.shutdown().await.unwrap();
     b.server.shutdown().await.unwrap();

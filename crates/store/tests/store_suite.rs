@@ -223,7 +223,13 @@ async fn overlapping_concurrent_batches_count_each_event_once(ctx: Ctx) {
     let event = |i: usize| {
         let metric = ["api_calls", "seats", "storage"][i % 3];
         let value = Decimal::from((i % 7 + 1) as i64);
-        ev(&format!("cus_{}", i % 5), &format!("e{i}"), metric, value, t0())
+        ev(
+            &format!("cus_{}", i % 5),
+            &format!("e{i}"),
+            metric,
+            value,
+            t0(),
+        )
     };
     let mut tasks = Vec::new();
     for b in 0..8usize {

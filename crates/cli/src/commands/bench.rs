@@ -317,12 +317,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let pid = child.id();
     let raw_path = dir.join("raw.db");
     let result = runtime()?.block_on(measure(&args, &base, pid, &raw_path));
-    let _ = child.kill();
+    // A clean stop (SIGTERM), then a restart on the stored events: start-up time and the RSS of
+    // the restarted, idle server.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let _ = child.wait();
+    let restart = result.as_ref().ok().map(|_| {
+        settle();
+        eprintln!("restarting the server on the stored events …");
+        let start = Instant::now();
+        let (mut child, _) = spawn_server(&db, KEY)?;
+        let took = start.elapsed();
+        std::thread::sleep(Duration::from_secs(1));
+        let rss = rss_kb(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok::<_, anyhow::Error>((took, rss))
+    });
     if args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let m = result?;
+    let restart = restart.transpose()?;
     let raw = m.raw;
     let batched_ratio = m.batched / raw;
     let mut out = String::new();
@@ -403,15 +420,31 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         m.rss_load_kb as f64 / 1024.0,
         "-"
     );
+    if let Some((took, rss)) = restart {
+        let _ = writeln!(
+            out,
+            "{:<48} {:>13.2} s {:>15}",
+            format!("start-up on {:.0}M stored events", m.stored as f64 / 1e6),
+            took.as_secs_f64(),
+            "-"
+        );
+        let _ = writeln!(
+            out,
+            "{:<48} {:>13.1} MB {:>14}",
+            format!(
+                "RSS idle after restart, {:.0}M events",
+                m.stored as f64 / 1e6
+            ),
+            rss as f64 / 1024.0,
+            "-"
+        );
+    }
     out.push_str(&super::bench_credits::report(&args.credits)?);
     print!("{out}");
     Ok(ExitCode::SUCCESS)
 }
 
-fn postgres_ingest(
-    args: &BenchArgs,
-    url: &str,
-) -> anyhow::Result<super::bench_postgres::PgIngest> {
+fn postgres_ingest(args: &BenchArgs, url: &str) -> anyhow::Result<super::bench_postgres::PgIngest> {
     super::bench_postgres::measure(
         url,
         args.postgres_events,

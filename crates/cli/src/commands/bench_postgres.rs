@@ -125,7 +125,10 @@ pub fn measure(
                 let (status, _) = conn
                     .send("PUT", &format!("/v1/customers/cus_{c}"), "{}")
                     .await?;
-                anyhow::ensure!((200..300).contains(&status), "creating a customer: {status}");
+                anyhow::ensure!(
+                    (200..300).contains(&status),
+                    "creating a customer: {status}"
+                );
             }
             eprintln!(
                 "PostgreSQL: batched HTTP ingest of {events} events, {batch} per request, \
@@ -196,6 +199,9 @@ mod tests {
             super::with_database("postgres://u@h:5/postgres?sslmode=disable", "x"),
             "postgres://u@h:5/x?sslmode=disable"
         );
-        assert_eq!(super::with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+        assert_eq!(
+            super::with_database("postgres://u@h:5", "x"),
+            "postgres://u@h:5/x"
+        );
     }
 }

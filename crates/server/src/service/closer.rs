@@ -150,14 +150,20 @@ impl Leadership {
         // The lease outlives a few ticks, so a leader renews it long before it lapses.
         let lease = chrono::Duration::from_std(state.config.worker_lease)
             .unwrap_or(chrono::Duration::seconds(60))
-            .max(chrono::Duration::from_std(state.config.close_every * 3).unwrap_or(chrono::Duration::minutes(3)));
+            .max(
+                chrono::Duration::from_std(state.config.close_every * 3)
+                    .unwrap_or(chrono::Duration::minutes(3)),
+            );
         let held = state
             .store
             .acquire_lease(CLOSER_LEASE, &state.instance_id, now, now + lease)
             .await;
         let held = held.inspect_err(|_| state.metrics.set_closer_leader(false))?;
         state.metrics.set_closer_leader(held);
-        Ok(held.then_some(Leadership { lease, renewed: now }))
+        Ok(held.then_some(Leadership {
+            lease,
+            renewed: now,
+        }))
     }
 
     /// Renews the lease once a third of it has passed; false when it was lost.
@@ -172,7 +178,9 @@ impl Leadership {
                 Ok(true)
             }
             None => {
-                tracing::warn!("the period closer's lease passed to another process; round stopped");
+                tracing::warn!(
+                    "the period closer's lease passed to another process; round stopped"
+                );
                 Ok(false)
             }
         }

@@ -141,7 +141,9 @@ async fn debit_in_one_trip(pool: &Pool, req: &CreditRequest) -> Result<Option<Cr
                 idempotency_key: row.try_get(10)?,
                 actor: row.try_get(11)?,
                 metric: row.try_get(12)?,
-                quantity: row.try_get::<_, Option<Decimal>>(13)?.map(|q| q.normalize()),
+                quantity: row
+                    .try_get::<_, Option<Decimal>>(13)?
+                    .map(|q| q.normalize()),
                 event_id: row.try_get(14)?,
                 created_at: row.try_get(15)?,
             })
