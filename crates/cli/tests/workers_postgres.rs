@@ -167,7 +167,7 @@ async fn the_period_closer_moves_to_the_other_process_after_kill_9() {
     assert!(is_leader(&http, &url_a).await);
 
     // SIGKILL: A's lease is left in the database and lapses; B takes over within the lease
-    // time (plus one closer tick).
+    // time plus one closer tick (and one more of slack for a loaded machine).
     servers.0[0].kill().unwrap();
     servers.0[0].wait().unwrap();
     let killed = Instant::now();
@@ -176,7 +176,7 @@ async fn the_period_closer_moves_to_the_other_process_after_kill_9() {
     wait_until("B to lead", LEASE * 3, || is_leader(&http, &url_b)).await;
     let takeover = killed.elapsed();
     assert!(
-        takeover <= LEASE + CLOSE_EVERY * 2,
+        takeover <= LEASE + CLOSE_EVERY * 3,
         "B took over {takeover:?} after the kill"
     );
     let all: Vec<String> = early
