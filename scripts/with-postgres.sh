@@ -4,6 +4,9 @@
 # port, exports TALLY_TEST_POSTGRES_URL for the command, and stops and deletes the cluster on exit.
 #
 #   scripts/with-postgres.sh cargo test -p tally-store
+#
+# The cluster runs with fsync=off (tests need no durability); TALLY_PG_FSYNC=on turns it on (for
+# benchmarks whose figures should include PostgreSQL's WAL flushes).
 set -euo pipefail
 
 find_bin() {
@@ -59,7 +62,7 @@ trap cleanup EXIT INT TERM
 "${RUN_AS[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U tally --auth=trust -E UTF8 >"$PG_DIR/initdb.log" 2>&1 \
     || { cat "$PG_DIR/initdb.log" >&2; exit 1; }
 "${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
-    -o "-h 127.0.0.1 -p $PORT -k $PG_DIR -c fsync=off -c max_connections=300" start >/dev/null \
+    -o "-h 127.0.0.1 -p $PORT -k $PG_DIR -c fsync=${TALLY_PG_FSYNC:-off} -c max_connections=300" start >/dev/null \
     || { cat "$PG_DIR/server.log" >&2; exit 1; }
 
 export TALLY_TEST_POSTGRES_URL="postgres://tally@127.0.0.1:$PORT/postgres"

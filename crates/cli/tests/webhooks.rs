@@ -323,12 +323,18 @@ async fn two_processes_on_postgres_apply_each_event_once() {
     );
 }
 
-/// `kill -9` of `tally serve` while webhooks arrive: after a restart, every event that was
-/// answered 2xx is applied exactly once (packs granted once each, never twice).
-async fn kill_9_while_webhooks_arrive(db: String) {
+/// `kill -9` of `tally serve` while webhooks arrive: after a restart (or, with `two_processes`,
+/// on the other process, which takes over the killed one's claims once they expire), every event
+/// that was answered 2xx is applied exactly once (packs granted once each, never twice).
+async fn kill_9_while_webhooks_arrive(db: String, two_processes: bool) {
     let w = world().await;
     let (a, url) = serve(&db, &w.sim.base_url());
     let mut servers = Servers(vec![a]);
+    let survivor = two_processes.then(|| {
+        let (b, url_b) = serve(&db, &w.sim.base_url());
+        servers.0.push(b);
+        url_b
+    });
     let http = reqwest::Client::new();
     put(&http, format!("{url}/v1/customers/k9"), json!({})).await;
     let cus = w.stripe_customer("k9").await;
@@ -361,14 +367,27 @@ async fn kill_9_while_webhooks_arrive(db: String) {
         })
     };
     tokio::time::sleep(Duration::from_millis(60)).await;
-    let mut child = servers.0.pop().unwrap();
+    let mut child = servers.0.remove(0);
     // SIGKILL: no graceful shutdown.
     child.kill().unwrap();
     child.wait().unwrap();
+    let killed = Instant::now();
     let acked = sender.await.unwrap();
-    let (b, url) = serve(&db, &w.sim.base_url());
-    servers.0.push(b);
+    let url = match survivor {
+        Some(url) => url,
+        None => {
+            let (b, url) = serve(&db, &w.sim.base_url());
+            servers.0.push(b);
+            url
+        }
+    };
     let rows = settle(&db).await;
+    if two_processes {
+        // The killed process's claims lapse after their time; the survivor then takes them.
+        let took = killed.elapsed();
+        let limit = tally_server::service::stripe_events::CLAIM + Duration::from_secs(5);
+        assert!(took <= limit, "settled {took:?} after the kill");
+    }
     let stored: BTreeSet<String> = rows
         .iter()
         .map(|r| r["event_id"].as_str().unwrap().to_owned())
@@ -484,7 +503,7 @@ async fn kill_9_while_webhooks_arrive(db: String) {
 async fn kill_9_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("tally.db").display());
-    kill_9_while_webhooks_arrive(db).await;
+    kill_9_while_webhooks_arrive(db, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -492,5 +511,14 @@ async fn kill_9_on_postgres() {
     let Some(db) = tally_store::testing::fresh_postgres_url().await else {
         return;
     };
-    kill_9_while_webhooks_arrive(db).await;
+    kill_9_while_webhooks_arrive(db, false).await;
+}
+
+/// Two processes on PostgreSQL, one killed while webhooks arrive: the other finishes its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_one_of_two_processes_on_postgres() {
+    let Some(db) = tally_store::testing::fresh_postgres_url().await else {
+        return;
+    };
+    kill_9_while_webhooks_arrive(db, true).await;
 }

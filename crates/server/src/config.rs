@@ -28,6 +28,10 @@ pub struct Config {
     pub grace: Duration,
     /// How often the period closer looks for ended periods.
     pub close_every: Duration,
+    /// How long a worker's claim on shared work lasts unless renewed: the period closer's
+    /// leadership (at least three closer intervals) and each claimed webhook delivery. A process
+    /// that dies holding a claim is replaced within this time.
+    pub worker_lease: Duration,
     /// The environment feature flags are evaluated in (`production` by default).
     pub environment: String,
     /// How long a past-due subscription keeps its plan's entitlements before falling back to the
@@ -215,6 +219,7 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("grace", &self.grace)
             .field("close_every", &self.close_every)
+            .field("worker_lease", &self.worker_lease)
             .field("environment", &self.environment)
             .field("past_due_grace", &self.past_due_grace)
             .field("rate_limits", &self.rate_limits)
@@ -261,6 +266,7 @@ impl Config {
             max_body_bytes: 1 << 20,
             grace: Duration::from_secs(3600),
             close_every: Duration::from_secs(60),
+            worker_lease: Duration::from_secs(60),
             environment: "production".into(),
             past_due_grace: Duration::from_secs(7 * 86_400),
             rate_limits: crate::ratelimit::RateLimits::default(),
@@ -314,6 +320,9 @@ impl Config {
         }
         if self.close_every.is_zero() {
             problems.push("the period closer interval must be positive".into());
+        }
+        if self.worker_lease < Duration::from_secs(1) {
+            problems.push("--worker-lease must be at least 1s".into());
         }
         for (name, d) in [
             ("--header-timeout", self.header_timeout),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub struct Metrics {
     pub deliveries_succeeded: AtomicU64,
     pub deliveries_failed: AtomicU64,
     pub endpoints_disabled: AtomicU64,
+    /// Whether this process held the period closer's lease at its last tick.
+    closer_leader: AtomicBool,
 }
 
 /// The `method` label: the standard methods by name, anything else as `other`, so that invented
@@ -104,6 +106,10 @@ impl Metrics {
 
     pub fn add_endpoint_disabled(&self) {
         self.endpoints_disabled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_closer_leader(&self, leader: bool) {
+        self.closer_leader.store(leader, Ordering::Relaxed);
     }
 
     /// Failed items of `worker` so far.
@@ -219,6 +225,15 @@ impl Metrics {
             out,
             "tally_webhook_endpoints_disabled_total {}",
             self.endpoints_disabled.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP tally_closer_leader 1 when this process holds the period closer's lease (one process among those sharing a database).\n",
+        );
+        out.push_str("# TYPE tally_closer_leader gauge\n");
+        let _ = writeln!(
+            out,
+            "tally_closer_leader {}",
+            u8::from(self.closer_leader.load(Ordering::Relaxed))
         );
         out
     }

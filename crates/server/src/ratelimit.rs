@@ -2,8 +2,11 @@
 //!
 //! Each limit is a count per window enforced as a smoothed token bucket (GCRA): a burst of up to
 //! `count` requests is allowed, then one request per `window / count`. A refused request gets 429
-//! with `Retry-After` (whole seconds until a request would be allowed). Limits are kept in each
-//! process's memory: with several `tally serve` processes each enforces its own share.
+//! with `Retry-After` (whole seconds until a request would be allowed). On PostgreSQL the limits
+//! are counted in the shared database (one row per key, advanced in one statement), so several
+//! `tally serve` processes together admit exactly the configured rate; on SQLite (one process per
+//! database) they are counted in memory. If the database cannot count a request, the request is
+//! admitted and the failure logged: requests that reach the database would fail anyway.
 //!
 //! Limits that apply:
 //! - `per_key`: every route, per API key (0 = unlimited; default unlimited);
@@ -144,8 +147,7 @@ pub struct Limiter {
 impl Limiter {
     /// Admits one request under `count` per `window`, or answers how long to wait.
     fn admit(&self, key: Key, count: u32, window: Duration, now: Instant) -> Result<(), Duration> {
-        let interval = window / count.max(1);
-        let burst = window.saturating_sub(interval);
+        let (interval, burst) = gcra(count, window);
         let Ok(mut map) = self.tat.lock() else {
             return Ok(());
         };
@@ -254,12 +256,32 @@ pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) ->
             ));
         }
     }
+    let shared = state.store.shares_rate_limits();
     for (key, count, window) in checks {
-        if let Err(wait) = limiter.admit(key, count, window, now) {
+        let refused = if shared {
+            let (interval, burst) = gcra(count, window);
+            let name = format!("{}|{}|{}", key.limit, key.route, key.who);
+            match state.store.rate_admit(&name, interval, burst).await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the database could not count a rate-limited request; admitted");
+                    None
+                }
+            }
+        } else {
+            limiter.admit(key, count, window, now).err()
+        };
+        if let Some(wait) = refused {
             return too_many(wait);
         }
     }
     next.run(req).await
+}
+
+/// The interval between requests and the burst allowance of `count` per `window`.
+fn gcra(count: u32, window: Duration) -> (Duration, Duration) {
+    let interval = window / count.max(1);
+    (interval, window.saturating_sub(interval))
 }
 
 fn customer_of(req: &Request, route: &str) -> Option<String> {

@@ -196,6 +196,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records the clock's offset (milliseconds ahead of the system clock).
     async fn set_clock_offset(&self, offset_ms: i64, now: DateTime<Utc>) -> Result<()>;
+    // --- shared rate limits ------------------------------------------------------------------
+
+    /// Whether request rate limits are counted in this database, shared by every process using
+    /// it ([`Store::rate_admit`]). SQLite serves one process, which counts them in memory.
+    fn shares_rate_limits(&self) -> bool {
+        false
+    }
+
+    /// Admits one request of the rate-limited `key` (GCRA: one request per `interval`, a burst up
+    /// to `burst` ahead), counted in the database so that all processes together admit exactly
+    /// the configured rate. Returns `None` when admitted, or how long until a request would be.
+    /// Only for stores that [`Store::shares_rate_limits`].
+    async fn rate_admit(
+        &self,
+        key: &str,
+        interval: std::time::Duration,
+        burst: std::time::Duration,
+    ) -> Result<Option<std::time::Duration>> {
+        let _ = (key, interval, burst);
+        Err(StoreError::Invalid(
+            "this store counts no rate limits: they are kept in memory".into(),
+        ))
+    }
 
     // --- API keys --------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 
 use tally_core::decimal::{self, USAGE_TOTAL};
 
-use crate::{NewEvent, StoreError};
+use crate::StoreError;
 
 /// `a + b` as a period's usage total: exact and within [`USAGE_TOTAL`], or refused (Decimal's `+`
 /// would round a sum beyond 28 digits).
@@ -36,10 +36,6 @@ pub(crate) struct RollupDelta {
 }
 
 impl RollupDelta {
-    pub fn add_event(&mut self, e: &NewEvent) -> Result<(), StoreError> {
-        self.add(&e.metric, e.value, e.timestamp)
-    }
-
     /// Adds one event of `metric` with `value` at `at`.
     pub fn add(
         &mut self,

@@ -19,6 +19,8 @@ suite!(
     subscriptions_need_a_customer_and_are_replaced,
     ingest_counts_duplicates_within_and_across_batches,
     concurrent_identical_batches_count_once,
+    overlapping_concurrent_batches_count_each_event_once,
+    a_total_out_of_range_stores_nothing_of_its_batch,
     rollups_keep_every_aggregation,
     dedup_survives_reopening,
     a_period_is_invoiced_once_and_late_events_move_to_the_next,
@@ -207,6 +209,88 @@ async fn concurrent_identical_batches_count_once(ctx: Ctx) {
     assert_eq!(usage[0].sum, dec!(200));
     assert_eq!(usage[0].count, 200);
     assert_eq!(s.event_count().await.unwrap(), 200);
+}
+
+/// Batches that share some events, over several customers and metrics, in different orders, all
+/// at once: each event is counted once, in the events and in the rollups.
+async fn overlapping_concurrent_batches_count_each_event_once(ctx: Ctx) {
+    let s = ctx.store.clone();
+    for c in 0..5 {
+        customer(&*s, &format!("cus_{c}")).await;
+    }
+    // Event i belongs to customer i % 5 and metric i % 3 (value i % 7 + 1); batch b holds events
+    // [40 b, 40 b + 120), so neighbouring batches share 80 events; odd batches go backwards.
+    let event = |i: usize| {
+        let metric = ["api_calls", "seats", "storage"][i % 3];
+        let value = Decimal::from((i % 7 + 1) as i64);
+        ev(
+            &format!("cus_{}", i % 5),
+            &format!("e{i}"),
+            metric,
+            value,
+            t0(),
+        )
+    };
+    let mut tasks = Vec::new();
+    for b in 0..8usize {
+        let mut batch: Vec<NewEvent> = (40 * b..40 * b + 120).map(event).collect();
+        if b % 2 == 1 {
+            batch.reverse();
+        }
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.ingest(batch).await.unwrap() }));
+    }
+    let (mut accepted, mut duplicates) = (0, 0);
+    for t in tasks {
+        let o = t.await.unwrap();
+        accepted += o.accepted;
+        duplicates += o.duplicates;
+    }
+    // Events 0..400 exist once; 8 × 120 were sent.
+    assert_eq!((accepted, duplicates), (400, 960 - 400));
+    assert_eq!(s.event_count().await.unwrap(), 400);
+    for c in 0..5 {
+        let usage = s.usage(&format!("cus_{c}"), t0()).await.unwrap();
+        for r in &usage {
+            let m = ["api_calls", "seats", "storage"]
+                .iter()
+                .position(|x| *x == r.metric)
+                .unwrap();
+            let mine: Vec<usize> = (0..400).filter(|i| i % 5 == c && i % 3 == m).collect();
+            let sum: i64 = mine.iter().map(|i| (i % 7 + 1) as i64).sum();
+            assert_eq!(r.count, mine.len() as i64, "cus_{c} {}", r.metric);
+            assert_eq!(r.sum, Decimal::from(sum), "cus_{c} {}", r.metric);
+        }
+        assert_eq!(usage.len(), 3);
+    }
+}
+
+/// A batch that would take a period's total beyond what Tally holds is refused whole: none of its
+/// events, not even another customer's, is stored or deduplicated.
+async fn a_total_out_of_range_stores_nothing_of_its_batch(ctx: Ctx) {
+    let s = &*ctx.store;
+    customer(s, "cus_1").await;
+    customer(s, "cus_2").await;
+    let big = dec!(9999999999999999999);
+    s.ingest(vec![ev("cus_1", "big", "api_calls", big, t0())])
+        .await
+        .unwrap();
+    let err = s
+        .ingest(vec![
+            ev("cus_2", "a", "api_calls", dec!(1), t0()),
+            ev("cus_1", "b", "api_calls", dec!(1), t0()),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::OutOfRange(_)), "{err:?}");
+    assert_eq!(s.event_count().await.unwrap(), 1);
+    assert!(s.usage("cus_2", t0()).await.unwrap().is_empty());
+    assert_eq!(s.usage("cus_1", t0()).await.unwrap()[0].sum, big);
+    let out = s
+        .ingest(vec![ev("cus_2", "a", "api_calls", dec!(1), t0())])
+        .await
+        .unwrap();
+    assert_eq!(out.accepted, 1, "a refused batch leaves no dedup trace");
 }
 
 async fn rollups_keep_every_aggregation(ctx: Ctx) {

@@ -18,7 +18,7 @@ use chrono::Utc;
 use super::bench_load::{percentile, spawn_child, spawn_server, Conn};
 use super::common::runtime;
 
-const KEY: &str = "bench-admin-key-0123456789abcdefghij";
+pub(super) const KEY: &str = "bench-admin-key-0123456789abcdefghij";
 
 /// How late the load generator's timer may wake before a request counts as queued behind a slow
 /// answer (tokio's timer has millisecond resolution).
@@ -51,6 +51,12 @@ pub struct BenchArgs {
     /// Directory for the databases (default: a new temporary directory, deleted afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Events stored through batched HTTP ingest on PostgreSQL (with `--postgres-url`).
+    #[arg(long, default_value_t = 2_000_000)]
+    postgres_events: u64,
+    /// Run only the PostgreSQL ingestion benchmark (needs `--postgres-url`).
+    #[arg(long)]
+    postgres_only: bool,
     #[command(flatten)]
     credits: super::bench_credits::CreditBenchArgs,
     #[command(flatten)]
@@ -81,7 +87,7 @@ fn hello_world_server() -> anyhow::Result<ExitCode> {
     })
 }
 
-fn rss_kb(pid: u32) -> u64 {
+pub(super) fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -132,17 +138,17 @@ fn raw_insert(path: &Path, rows: u64, customers: u64) -> anyhow::Result<f64> {
 }
 
 /// The store alone, without HTTP: the same rows in batches of `batch` from `clients` tasks straight
-/// into a SQLite store (validation, dedup, append, rollups, group commit). What the HTTP path adds
-/// on top is parsing, validation and the network.
-async fn store_ingest(
-    path: &Path,
+/// into the store at `url` (SQLite: validation, dedup, append, rollups, group commit). What the
+/// HTTP path adds on top is parsing, validation and the network.
+pub(super) async fn store_ingest(
+    url: &str,
     rows: u64,
     batch: u64,
     clients: u64,
     customers: u64,
 ) -> anyhow::Result<f64> {
     use tally_store::{CustomerUpsert, NewEvent};
-    let store = tally_store::connect(&format!("sqlite://{}", path.display())).await?;
+    let store = tally_store::connect(url).await?;
     let now = Utc::now();
     for c in 0..customers {
         store
@@ -264,6 +270,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         print!("{}", out?);
         return Ok(ExitCode::SUCCESS);
     }
+    if args.postgres_only {
+        let Some(url) = &args.credits.postgres_url else {
+            bail!("--postgres-only needs --postgres-url or TALLY_BENCH_POSTGRES_URL");
+        };
+        println!("machine: {}", machine());
+        let m = postgres_ingest(&args, url)?;
+        print!("{}", super::bench_postgres::lines(&m, args.batch));
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.credits.credits_only {
         println!("machine: {}", machine());
         print!("{}", super::bench_credits::report(&args.credits)?);
@@ -312,12 +327,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let pid = child.id();
     let raw_path = dir.join("raw.db");
     let result = runtime()?.block_on(measure(&args, &base, pid, &raw_path));
-    let _ = child.kill();
+    // A clean stop (SIGTERM), then a restart on the stored events: start-up time and the RSS of
+    // the restarted, idle server.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let _ = child.wait();
+    let restart = result.as_ref().ok().map(|_| {
+        settle();
+        eprintln!("restarting the server on the stored events …");
+        let start = Instant::now();
+        let (mut child, _) = spawn_server(&db, KEY)?;
+        let took = start.elapsed();
+        std::thread::sleep(Duration::from_secs(1));
+        let rss = rss_kb(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok::<_, anyhow::Error>((took, rss))
+    });
     if args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let m = result?;
+    let restart = restart.transpose()?;
     let raw = m.raw;
     let batched_ratio = m.batched / raw;
     let mut out = String::new();
@@ -342,6 +374,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         m.batched,
         batched_ratio
     );
+    if let Some(url) = &args.credits.postgres_url {
+        settle();
+        let m = postgres_ingest(&args, url)?;
+        out.push_str(&super::bench_postgres::lines(&m, args.batch));
+    }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let times = |a: Duration, b: Duration| format!("{:.1}×", ms(a) / ms(b).max(1e-6));
     for (name, d) in [("p50", hello_p50), ("p99", hello_p99)] {
@@ -393,9 +430,39 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         m.rss_load_kb as f64 / 1024.0,
         "-"
     );
+    if let Some((took, rss)) = restart {
+        let _ = writeln!(
+            out,
+            "{:<48} {:>13.2} s {:>15}",
+            format!("start-up on {:.0}M stored events", m.stored as f64 / 1e6),
+            took.as_secs_f64(),
+            "-"
+        );
+        let _ = writeln!(
+            out,
+            "{:<48} {:>13.1} MB {:>14}",
+            format!(
+                "RSS idle after restart, {:.0}M events",
+                m.stored as f64 / 1e6
+            ),
+            rss as f64 / 1024.0,
+            "-"
+        );
+    }
     out.push_str(&super::bench_credits::report(&args.credits)?);
     print!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn postgres_ingest(args: &BenchArgs, url: &str) -> anyhow::Result<super::bench_postgres::PgIngest> {
+    super::bench_postgres::measure(
+        url,
+        args.postgres_events,
+        args.raw_rows,
+        args.batch,
+        args.clients,
+        args.customers,
+    )
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
@@ -482,7 +549,7 @@ async fn measure(
     eprintln!("store ingest (no HTTP) of {} rows …", args.raw_rows);
     let store_path = raw_path.with_file_name("store.db");
     let store = store_ingest(
-        &store_path,
+        &format!("sqlite://{}", store_path.display()),
         args.raw_rows,
         args.batch,
         args.clients,
@@ -499,11 +566,63 @@ async fn measure(
         "batched HTTP ingest of {} events, {} per request, {} clients …",
         args.events, args.batch, args.clients
     );
+    let (stored, batched, rss_load_kb) = batched_ingest(
+        base,
+        Some(pid),
+        Batched {
+            events: args.events,
+            batch: args.batch,
+            clients: args.clients,
+            customers: args.customers,
+            first_id: 0,
+        },
+        &ts,
+    )
+    .await?;
+
+    // The same again on the 10 M-event database, right after the batched run (its WAL is still
+    // being checkpointed).
+    let (mut lat, achieved_rate) =
+        single_events(base, args.rate, args.seconds, args.customers, &ts, "after").await?;
+    lat.sort();
+    Ok(Measured {
+        raw,
+        store,
+        batched,
+        stored,
+        fresh_p50: percentile(&fresh_lat, 0.50),
+        fresh_p99: percentile(&fresh_lat, 0.99),
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        achieved_rate,
+        rss_idle_kb,
+        rss_load_kb,
+    })
+}
+
+/// What a batched ingest run sends.
+pub(super) struct Batched {
+    pub events: u64,
+    pub batch: u64,
+    pub clients: u64,
+    pub customers: u64,
+    /// The number in the first event's id (runs into one database use distinct ranges).
+    pub first_id: u64,
+}
+
+/// Batched HTTP ingest: clients take the next batch number until every event is sent. Returns
+/// the events stored, events per second, and the peak RSS of the server `pid` (when given) in kB.
+pub(super) async fn batched_ingest(
+    base: &str,
+    pid: Option<u32>,
+    run: Batched,
+    ts: &str,
+) -> anyhow::Result<(u64, f64, u64)> {
     let next = Arc::new(AtomicU64::new(0));
     let accepted = Arc::new(AtomicU64::new(0));
     let peak = Arc::new(AtomicU64::new(0));
-    let batches = args.events.div_ceil(args.batch);
-    let sampler = {
+    let batches = run.events.div_ceil(run.batch);
+    let sampler = pid.map(|pid| {
         let peak = peak.clone();
         tokio::spawn(async move {
             loop {
@@ -511,13 +630,14 @@ async fn measure(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
-    };
+    });
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let (next, accepted, ts) = (next.clone(), accepted.clone(), ts.clone());
+    for _ in 0..run.clients {
+        let (next, accepted, ts) = (next.clone(), accepted.clone(), ts.to_owned());
         let base = base.to_owned();
-        let (batch, events, customers) = (args.batch, args.events, args.customers);
+        let (batch, events, customers, first_id) =
+            (run.batch, run.events, run.customers, run.first_id);
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&base, KEY).await?;
             let mut body = Vec::with_capacity(batch as usize * 120 + 16);
@@ -528,7 +648,7 @@ async fn measure(
                 }
                 let first = b * batch;
                 let n = batch.min(events - first);
-                batch_body(&mut body, first, n, customers, &ts);
+                batch_body(&mut body, first_id + first, n, customers, &ts);
                 let (status, out) = conn.send_bytes("POST", "/v1/events", &body).await?;
                 if status != 200 {
                     bail!("ingest failed: {status} {}", String::from_utf8_lossy(&out));
@@ -544,38 +664,22 @@ async fn measure(
             last_report = Instant::now();
             let done = accepted.load(Ordering::Relaxed);
             eprintln!(
-                "  {done} events, {:.0} ev/s, RSS {:.0} MB",
+                "  {done} events, {:.0} ev/s{}",
                 done as f64 / start.elapsed().as_secs_f64(),
-                rss_kb(pid) as f64 / 1024.0
+                pid.map(|p| format!(", RSS {:.0} MB", rss_kb(p) as f64 / 1024.0))
+                    .unwrap_or_default()
             );
         }
     }
     for t in tasks {
         t.await??;
     }
-    let batched_secs = start.elapsed().as_secs_f64();
+    let secs = start.elapsed().as_secs_f64();
+    if let Some(s) = sampler {
+        s.abort();
+    }
     let stored = accepted.load(Ordering::Relaxed);
-    let batched = stored as f64 / batched_secs;
-
-    // The same again on the 10 M-event database, right after the batched run (its WAL is still
-    // being checkpointed).
-    let (mut lat, achieved_rate) =
-        single_events(base, args.rate, args.seconds, args.customers, &ts, "after").await?;
-    lat.sort();
-    sampler.abort();
-    Ok(Measured {
-        raw,
-        store,
-        batched,
-        stored,
-        fresh_p50: percentile(&fresh_lat, 0.50),
-        fresh_p99: percentile(&fresh_lat, 0.99),
-        p50: percentile(&lat, 0.50),
-        p99: percentile(&lat, 0.99),
-        achieved_rate,
-        rss_idle_kb,
-        rss_load_kb: peak.load(Ordering::Relaxed),
-    })
+    Ok((stored, stored as f64 / secs, peak.load(Ordering::Relaxed)))
 }
 
 /// Single events at a fixed rate (open loop): request i is due at t0 + i/rate and its latency is

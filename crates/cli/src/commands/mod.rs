@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_credits;
 mod bench_load;
 pub mod bench_webhooks;
+pub mod bench_postgres;
 pub mod catalog;
 pub mod clock;
 pub mod common;

@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// How often the period closer looks for ended periods.
     #[arg(long, env = "TALLY_CLOSE_EVERY", default_value = "60s", value_parser = parse_duration)]
     close_every: std::time::Duration,
+    /// How long a worker's claim on shared work (the period closer's leadership, a webhook
+    /// delivery) lasts unless renewed; a process that dies holding one is replaced within it.
+    #[arg(long, env = "TALLY_WORKER_LEASE", default_value = "60s", value_parser = parse_duration)]
+    worker_lease: std::time::Duration,
     /// Environment that feature flags are evaluated in.
     #[arg(long, env = "TALLY_ENVIRONMENT", default_value = "production")]
     environment: String,
@@ -136,6 +140,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_body_bytes: args.max_body_bytes,
         grace: args.grace,
         close_every: args.close_every,
+        worker_lease: args.worker_lease,
         environment: args.environment,
         past_due_grace: args.past_due_grace,
         rate_limits: tally_server::ratelimit::RateLimits::from_args(

@@ -67,18 +67,9 @@ pub async fn close_due_each(
 ) -> Result<(), ApiError> {
     let grace =
         chrono::Duration::from_std(state.config.grace).unwrap_or(chrono::Duration::hours(1));
-    // One closer among the processes sharing a database; the lease outlives a few ticks so a
-    // crashed leader is replaced soon. (Invoices are unique per customer and period anyway.)
-    let lease = chrono::Duration::from_std(state.config.close_every * 3)
-        .unwrap_or(chrono::Duration::minutes(3))
-        .max(chrono::Duration::seconds(60));
-    if !state
-        .store
-        .acquire_lease(CLOSER_LEASE, &state.instance_id, now, now + lease)
-        .await?
-    {
+    let Some(mut lead) = Leadership::take(state, now).await? else {
         return Ok(());
-    }
+    };
     let due = DuePeriods { now, grace };
     let free = billed_plan(&state.catalog, None);
     for sub in state.store.list_subscriptions().await? {
@@ -97,6 +88,9 @@ pub async fn close_due_each(
         };
         let work = close_customer(state, &customer, plans, due, &mut on_written);
         worker::run_item(state, worker::CLOSER, &customer.id, work).await;
+        if !lead.keep(state).await? {
+            return Ok(());
+        }
     }
     // Customers without a subscription are billed on the free plan, if the catalog has one. They
     // are read a page at a time, so the closer never holds all of them in memory.
@@ -127,6 +121,9 @@ pub async fn close_due_each(
                 }
                 let work = close_customer(state, customer, plans, due, &mut on_written);
                 worker::run_item(state, worker::CLOSER, &customer.id, work).await;
+                if !lead.keep(state).await? {
+                    return Ok(());
+                }
             }
             if page.len() < CUSTOMER_PAGE {
                 break;
@@ -134,6 +131,60 @@ pub async fn close_due_each(
         }
     }
     Ok(())
+}
+
+/// This process's lease on closing periods: one closer among the processes sharing a database.
+/// The lease (a row with holder and expiry, see [`tally_store::Store::acquire_lease`]) is taken
+/// at each tick and renewed during a long round, so it lapses only when its holder stops — killed,
+/// hung, or cut off from the database — and another process takes over within the lease time. A
+/// holder that fails to renew stops its round. (Invoices are unique per customer and period
+/// anyway, so even two closers could not bill a period twice.)
+struct Leadership {
+    lease: chrono::Duration,
+    renewed: DateTime<Utc>,
+}
+
+impl Leadership {
+    /// Takes or renews the lease at `now`; `None` when another process holds it.
+    async fn take(state: &AppState, now: DateTime<Utc>) -> Result<Option<Leadership>, ApiError> {
+        // The lease outlives a few ticks, so a leader renews it long before it lapses.
+        let lease = chrono::Duration::from_std(state.config.worker_lease)
+            .unwrap_or(chrono::Duration::seconds(60))
+            .max(
+                chrono::Duration::from_std(state.config.close_every * 3)
+                    .unwrap_or(chrono::Duration::minutes(3)),
+            );
+        let held = state
+            .store
+            .acquire_lease(CLOSER_LEASE, &state.instance_id, now, now + lease)
+            .await;
+        let held = held.inspect_err(|_| state.metrics.set_closer_leader(false))?;
+        state.metrics.set_closer_leader(held);
+        Ok(held.then_some(Leadership {
+            lease,
+            renewed: now,
+        }))
+    }
+
+    /// Renews the lease once a third of it has passed; false when it was lost.
+    async fn keep(&mut self, state: &AppState) -> Result<bool, ApiError> {
+        let now = state.clock.now();
+        if now - self.renewed < self.lease / 3 {
+            return Ok(true);
+        }
+        match Leadership::take(state, now).await? {
+            Some(renewed) => {
+                *self = renewed;
+                Ok(true)
+            }
+            None => {
+                tracing::warn!(
+                    "the period closer's lease passed to another process; round stopped"
+                );
+                Ok(false)
+            }
+        }
+    }
 }
 
 /// When periods are due for closing.

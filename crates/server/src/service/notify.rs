@@ -46,9 +46,8 @@ pub const DISABLE_AFTER: chrono::Duration = chrono::Duration::days(3);
 /// The first retry waits this long; each next one twice as long, up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY: i64 = 30;
 const MAX_RETRY_DELAY: i64 = 6 * 3600;
-/// How long a claimed delivery is the worker's (a worker that dies loses it after this).
-const LEASE: chrono::Duration = chrono::Duration::seconds(60);
-/// Deliveries claimed per round.
+/// Deliveries claimed per round (each the worker's for `--worker-lease`: a worker that dies loses
+/// them after it).
 const BATCH: usize = 256;
 /// How often an idle worker looks for due deliveries.
 const POLL: Duration = Duration::from_millis(200);
@@ -321,9 +320,11 @@ pub fn spawn_deliverer(state: AppState, mut stop: watch::Receiver<bool>) {
 /// Claims and delivers one batch of due deliveries; returns how many were claimed.
 pub async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<usize, ApiError> {
     let now = state.clock.now();
+    let lease = chrono::Duration::from_std(state.config.worker_lease)
+        .unwrap_or(chrono::Duration::seconds(60));
     let claimed = state
         .store
-        .claim_deliveries(&state.instance_id, now, now + LEASE, BATCH)
+        .claim_deliveries(&state.instance_id, now, now + lease, BATCH)
         .await?;
     let n = claimed.len();
     let attempts = claimed.into_iter().map(|d| async move {

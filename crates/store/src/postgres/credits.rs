@@ -71,6 +71,103 @@ async fn open_buckets<C: GenericClient>(c: &C, customer: &str) -> Result<Vec<Cre
 }
 
 pub(crate) async fn apply(pool: &Pool, req: CreditRequest) -> Result<CreditOutcome> {
+    if req.amount < Decimal::ZERO && req.event.is_none() && !req.audit {
+        if let Some(outcome) = debit_in_one_trip(pool, &req).await? {
+            return Ok(outcome);
+        }
+    }
+    apply_in_transaction(pool, req).await
+}
+
+/// A plain debit (no usage event, no audit row) through `tally_credit_debit` (migration 0013):
+/// one statement, one round trip. `None` when the function hands the request back (expired
+/// credits to write off, or a notification to enqueue) for [`apply_in_transaction`]; it then
+/// wrote nothing.
+async fn debit_in_one_trip(pool: &Pool, req: &CreditRequest) -> Result<Option<CreditOutcome>> {
+    let sql = format!(
+        "SELECT r.outcome, r.balance, {} FROM tally_credit_debit($1, $2, $3, $4, $5, $6, $7, $8,
+            $9, $10, $11, $12) r",
+        ENTRY_COLS
+            .split(',')
+            .map(|c| format!("(r.entry).{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let (notify, low) = match &req.notify {
+        Some(n) => (true, n.low_balance),
+        None => (false, None),
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let c = pool.get().await?;
+        let stmt = c.prepare_cached(&sql).await?;
+        let row = c
+            .query_one(
+                &stmt,
+                &[
+                    &req.customer_id,
+                    &req.entry_id,
+                    &req.kind.as_str(),
+                    &req.amount,
+                    &req.reason,
+                    &req.idempotency_key,
+                    &req.fingerprint,
+                    &req.actor,
+                    &req.quantity,
+                    &req.now,
+                    &notify,
+                    &low,
+                ],
+            )
+            .await;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) if attempt < ATTEMPTS && is_retryable(&e) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let outcome: &str = row.get(0);
+        // The entry's columns follow the outcome and the balance.
+        let entry = || -> Result<CreditEntryRecord> {
+            Ok(CreditEntryRecord {
+                seq: row.try_get(2)?,
+                id: row.try_get(3)?,
+                customer_id: row.try_get(4)?,
+                kind: row.try_get(5)?,
+                amount: row.try_get::<_, Decimal>(6)?.normalize(),
+                balance_after: row.try_get::<_, Decimal>(7)?.normalize(),
+                expires_at: row.try_get(8)?,
+                reason: row.try_get(9)?,
+                idempotency_key: row.try_get(10)?,
+                actor: row.try_get(11)?,
+                metric: row.try_get(12)?,
+                quantity: row
+                    .try_get::<_, Option<Decimal>>(13)?
+                    .map(|q| q.normalize()),
+                event_id: row.try_get(14)?,
+                created_at: row.try_get(15)?,
+            })
+        };
+        return Ok(Some(match outcome {
+            "applied" => CreditOutcome::Applied(entry()?),
+            "replayed" => CreditOutcome::Replayed(entry()?),
+            "conflict" => CreditOutcome::IdempotencyConflict,
+            "insufficient" => CreditOutcome::Insufficient {
+                balance: row.get::<_, Decimal>(1).normalize(),
+                required: -req.amount,
+            },
+            "no_customer" => {
+                return Err(StoreError::Invalid(format!(
+                    "no customer {:?}",
+                    req.customer_id
+                )))
+            }
+            _ => return Ok(None),
+        }));
+    }
+}
+
+async fn apply_in_transaction(pool: &Pool, req: CreditRequest) -> Result<CreditOutcome> {
     let mut attempt = 0;
     loop {
         attempt += 1;

@@ -1,16 +1,14 @@
-//! Event ingest (insert with ON CONFLICT DO NOTHING + rollup upserts) and usage reads.
+//! Event ingest (one statement per batch: insert with ON CONFLICT DO NOTHING and rollup upserts)
+//! and usage reads.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use tally_core::decimal::{self, USAGE_TOTAL};
-
 use super::{is_retryable, Failure};
-use crate::rollup::RollupDelta;
 use crate::{IngestOutcome, NewEvent, Result, StoreError, UsageRollup};
 
 const ATTEMPTS: usize = 3;
@@ -45,33 +43,81 @@ pub(crate) async fn ingest(pool: &Pool, events: Vec<NewEvent>) -> Result<IngestO
     }
 }
 
-type RollupKey = (String, DateTime<Utc>, String, DateTime<Utc>);
+/// A batch in one statement, so one round trip: the batch's customers locked `FOR SHARE` (period
+/// close takes them `FOR UPDATE`, so no event slips into a period being invoiced), its events
+/// inserted unless their `(customer, id)` exists (a concurrent insert of the same key waits for the
+/// other transaction, then counts as a duplicate), the distinct values of `unique_count` metrics,
+/// and one rollup upsert per (customer, billed period, metric, usage period) from the inserted
+/// events only. Rows are written in key order so concurrent batches cannot deadlock. An unknown
+/// customer or a usage total out of range fails the statement (`tally_check_ingest`, migration
+/// 0013), so a batch is stored whole or not at all; autocommit returns once it is durable.
+const INGEST: &str = "
+WITH x AS (
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[], $5::timestamptz[],
+        $6::jsonb[], $7::timestamptz[], $8::text[]) AS x(c, e, m, v, t, p, u, k)
+),
+cust AS (
+    SELECT id, billed_through FROM customers WHERE id = ANY($1) ORDER BY id FOR SHARE
+),
+ins AS (
+    INSERT INTO events (customer_id, event_id, metric, value, ts, properties,
+        usage_period_start, billed_period_start, ingested_at)
+    SELECT x.c, x.e, x.m, x.v, x.t, x.p, x.u,
+        CASE WHEN cust.billed_through > x.u THEN cust.billed_through ELSE x.u END, $9
+    FROM x JOIN cust ON cust.id = x.c
+    ORDER BY x.c, x.e
+    ON CONFLICT (customer_id, event_id) DO NOTHING
+    RETURNING customer_id, event_id, metric, value, ts, usage_period_start, billed_period_start
+),
+uniq AS (
+    INSERT INTO usage_unique_values (customer_id, metric, usage_period_start, value)
+    SELECT DISTINCT ins.customer_id, ins.metric, ins.usage_period_start, x.k
+    FROM ins JOIN x ON x.c = ins.customer_id AND x.e = ins.event_id
+    WHERE x.k IS NOT NULL
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT DO NOTHING
+    RETURNING customer_id, metric, usage_period_start
+),
+uniq_n AS (
+    SELECT customer_id, metric, usage_period_start, count(*) AS n FROM uniq GROUP BY 1, 2, 3
+),
+delta AS (
+    -- Of events at the same instant, the one with the greater id is the latest (as the batch's
+    -- key order would apply them one by one).
+    SELECT customer_id, billed_period_start, metric, usage_period_start, sum(value) AS sum,
+        count(*) AS count, max(value) AS max,
+        (array_agg(value ORDER BY ts DESC, event_id DESC))[1] AS latest, max(ts) AS latest_at
+    FROM ins GROUP BY 1, 2, 3, 4
+),
+up AS (
+    INSERT INTO usage_rollups (customer_id, billed_period_start, metric, usage_period_start,
+        sum, count, max, latest, latest_at, unique_count)
+    SELECT d.customer_id, d.billed_period_start, d.metric, d.usage_period_start, d.sum, d.count,
+        d.max, d.latest, d.latest_at, COALESCE(u.n, 0)
+    FROM delta d LEFT JOIN uniq_n u USING (customer_id, metric, usage_period_start)
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (customer_id, billed_period_start, metric, usage_period_start) DO UPDATE SET
+        sum = usage_rollups.sum + EXCLUDED.sum,
+        count = usage_rollups.count + EXCLUDED.count,
+        max = GREATEST(usage_rollups.max, EXCLUDED.max),
+        latest = CASE WHEN usage_rollups.latest_at IS NULL
+                        OR EXCLUDED.latest_at >= usage_rollups.latest_at
+                      THEN EXCLUDED.latest ELSE usage_rollups.latest END,
+        latest_at = GREATEST(usage_rollups.latest_at, EXCLUDED.latest_at),
+        unique_count = usage_rollups.unique_count + EXCLUDED.unique_count
+    RETURNING metric, sum
+)
+SELECT (SELECT count(*) FROM ins),
+    tally_check_ingest(
+        (SELECT min(x.c) FROM x LEFT JOIN cust ON cust.id = x.c WHERE cust.id IS NULL),
+        (SELECT min(metric) FROM up WHERE NOT tally_usage_total_ok(sum)))";
+
+/// The custom SQLSTATEs of `tally_check_ingest`.
+const TOO_LARGE: &str = "TY001";
+const NO_CUSTOMER: &str = "TY002";
 
 async fn try_ingest(pool: &Pool, batch: &[NewEvent]) -> std::result::Result<u64, Failure> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let mut ids: Vec<&str> = batch.iter().map(|e| e.customer_id.as_str()).collect();
-    ids.dedup();
-    let rows = tx
-        .query(
-            "SELECT id, billed_through FROM customers WHERE id = ANY($1) ORDER BY id FOR SHARE",
-            &[&ids],
-        )
-        .await?;
-    let billed_through: HashMap<String, Option<DateTime<Utc>>> =
-        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-
-    let now = Utc::now();
-    let mut billed = Vec::with_capacity(batch.len());
-    for e in batch {
-        let bt = billed_through
-            .get(&e.customer_id)
-            .ok_or_else(|| StoreError::Invalid(format!("no customer {:?}", e.customer_id)))?;
-        billed.push(match bt {
-            Some(b) if e.period_start < *b => *b,
-            _ => e.period_start,
-        });
-    }
+    let client = pool.get().await?;
     let customers: Vec<&str> = batch.iter().map(|e| e.customer_id.as_str()).collect();
     let event_ids: Vec<&str> = batch.iter().map(|e| e.event_id.as_str()).collect();
     let metrics: Vec<&str> = batch.iter().map(|e| e.metric.as_str()).collect();
@@ -79,97 +125,33 @@ async fn try_ingest(pool: &Pool, batch: &[NewEvent]) -> std::result::Result<u64,
     let ts: Vec<DateTime<Utc>> = batch.iter().map(|e| e.timestamp).collect();
     let props: Vec<Option<&Value>> = batch.iter().map(|e| e.properties.as_ref()).collect();
     let usage_ps: Vec<DateTime<Utc>> = batch.iter().map(|e| e.period_start).collect();
-    let inserted = tx
-        .query(
-            "INSERT INTO events (customer_id, event_id, metric, value, ts, properties,
-                usage_period_start, billed_period_start, ingested_at)
-             SELECT c, e, m, v, t, p, u, b, $9
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[], $5::timestamptz[],
-                         $6::jsonb[], $7::timestamptz[], $8::timestamptz[]) AS x(c, e, m, v, t, p, u, b)
-             ORDER BY c, e
-             ON CONFLICT (customer_id, event_id) DO NOTHING
-             RETURNING customer_id, event_id",
+    let unique: Vec<Option<&str>> = batch.iter().map(|e| e.unique_key.as_deref()).collect();
+    let now = Utc::now();
+    let stmt = client.prepare_cached(INGEST).await?;
+    let row = client
+        .query_one(
+            &stmt,
             &[
-                &customers, &event_ids, &metrics, &values, &ts, &props, &usage_ps, &billed, &now,
+                &customers, &event_ids, &metrics, &values, &ts, &props, &usage_ps, &unique, &now,
             ],
         )
-        .await?;
-    let fresh: HashSet<(String, String)> = inserted
-        .iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
-        .collect();
-
-    let mut deltas: BTreeMap<RollupKey, RollupDelta> = BTreeMap::new();
-    for (e, billed_ps) in batch.iter().zip(&billed) {
-        if !fresh.contains(&(e.customer_id.clone(), e.event_id.clone())) {
-            continue;
+        .await;
+    let row = match row {
+        Ok(row) => row,
+        Err(e) => {
+            let ours = e.as_db_error().and_then(|db| match db.code().code() {
+                TOO_LARGE => Some(crate::rollup::out_of_range(db.message())),
+                NO_CUSTOMER => Some(StoreError::Invalid(format!(
+                    "no customer {:?}",
+                    db.message()
+                ))),
+                _ => None,
+            });
+            return Err(ours.map_or(Failure::Pg(e), Failure::Store));
         }
-        let d = deltas
-            .entry((
-                e.customer_id.clone(),
-                *billed_ps,
-                e.metric.clone(),
-                e.period_start,
-            ))
-            .or_default();
-        d.add_event(e)?;
-        if let Some(u) = &e.unique_key {
-            let n = tx
-                .execute(
-                    "INSERT INTO usage_unique_values (customer_id, metric, usage_period_start, value)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    &[&e.customer_id, &e.metric, &e.period_start, u],
-                )
-                .await?;
-            d.unique_count += n as i64;
-        }
-    }
-    let upsert = tx
-        .prepare(
-            "INSERT INTO usage_rollups (customer_id, billed_period_start, metric, usage_period_start,
-                sum, count, max, latest, latest_at, unique_count)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (customer_id, billed_period_start, metric, usage_period_start) DO UPDATE SET
-                sum = usage_rollups.sum + EXCLUDED.sum,
-                count = usage_rollups.count + EXCLUDED.count,
-                max = GREATEST(usage_rollups.max, EXCLUDED.max),
-                latest = CASE WHEN usage_rollups.latest_at IS NULL
-                                OR EXCLUDED.latest_at >= usage_rollups.latest_at
-                              THEN EXCLUDED.latest ELSE usage_rollups.latest END,
-                latest_at = GREATEST(usage_rollups.latest_at, EXCLUDED.latest_at),
-                unique_count = usage_rollups.unique_count + EXCLUDED.unique_count
-             RETURNING sum::text",
-        )
-        .await?;
-    for ((customer, billed_ps, metric, usage_ps), d) in &deltas {
-        let latest = d.latest.map(|(_, v)| v);
-        let latest_at = d.latest.map(|(at, _)| at);
-        let row = tx
-            .query_one(
-                &upsert,
-                &[
-                    customer,
-                    billed_ps,
-                    metric,
-                    usage_ps,
-                    &d.sum,
-                    &d.count,
-                    &d.max,
-                    &latest,
-                    &latest_at,
-                    &d.unique_count,
-                ],
-            )
-            .await?;
-        // NUMERIC sums exactly and without bound: a total beyond what Tally holds is refused
-        // here, the transaction rolling back, as SQLite's writer refuses it.
-        let sum: String = row.try_get(0)?;
-        if decimal::parse(&sum, &USAGE_TOTAL).is_err() {
-            return Err(crate::rollup::out_of_range(metric).into());
-        }
-    }
-    tx.commit().await?;
-    Ok(fresh.len() as u64)
+    };
+    let accepted: i64 = row.try_get(0)?;
+    Ok(u64::try_from(accepted).unwrap_or(0))
 }
 
 pub(crate) async fn usage<C: GenericClient>(

@@ -55,6 +55,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "clock_offset",
         include_str!("../../migrations/postgres/0012_clock_offset.sql"),
     ),
+    (
+        13,
+        "scale",
+        include_str!("../../migrations/postgres/0013_scale.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

@@ -20,6 +20,7 @@ mod invoices;
 mod migrate;
 mod notify;
 mod pages;
+mod ratelimit;
 mod stripe;
 mod stripe_links;
 
@@ -46,6 +47,8 @@ pub use migrate::SCHEMA_VERSION;
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
+    /// Rate-limit admissions so far (to prune passed windows now and then).
+    rate_admissions: std::sync::atomic::AtomicU64,
 }
 
 impl PgStore {
@@ -56,7 +59,10 @@ impl PgStore {
         let mut client = pool.get().await?;
         migrate::run(&mut client).await?;
         drop(client);
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            rate_admissions: Default::default(),
+        })
     }
 }
 
@@ -234,6 +240,17 @@ impl Store for PgStore {
         )
         .await?;
         Ok(())
+    fn shares_rate_limits(&self) -> bool {
+        true
+    }
+
+    async fn rate_admit(
+        &self,
+        key: &str,
+        interval: std::time::Duration,
+        burst: std::time::Duration,
+    ) -> Result<Option<std::time::Duration>> {
+        ratelimit::admit(&self.pool, &self.rate_admissions, key, interval, burst).await
     }
 
     async fn create_api_key_audited(
