@@ -160,10 +160,10 @@ impl Registry {
             match oldest.and_then(|o| conns.remove(&o)) {
                 Some(evicted) => {
                     evicted.kill.notify_one();
-                    metrics.connections_evicted.fetch_add(1, Ordering::Relaxed);
+                    metrics.add_connection_dropped("evicted");
                 }
                 None => {
-                    metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    metrics.add_connection_dropped("refused");
                     return Admission::Refused;
                 }
             }

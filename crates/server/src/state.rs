@@ -56,6 +56,8 @@ pub struct SharedState {
     pub stripe_inbox: Arc<tokio::sync::Notify>,
     /// Tally's Stripe client, when `STRIPE_API_KEY` is set.
     pub stripe: Option<tally_stripe::Client>,
+    /// The last answer and failure of Stripe, as Tally's own requests found them (`/health`).
+    pub stripe_status: Arc<crate::metrics::StripeStatus>,
 }
 
 /// A customer's allowance anchor, with its current allowance period so that events of that
@@ -74,8 +76,16 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 impl AppState {
     pub fn new(config: Config, store: Arc<dyn Store>) -> AppState {
         let env_caller = config.admin_key.as_deref().map(Caller::env);
+        let metrics = Arc::new(Metrics::default());
+        let stripe_status = Arc::new(crate::metrics::StripeStatus::default());
+        let observer = Arc::new(crate::metrics::StripeObserver {
+            metrics: metrics.clone(),
+            status: stripe_status.clone(),
+            clock: config.clock.clone(),
+        });
         let stripe = config.stripe.client_config().and_then(|cfg| {
             tally_stripe::Client::new(cfg)
+                .map(|c| c.with_observer(observer))
                 .map_err(|e| tracing::error!(error = %e, "the Stripe client cannot be built"))
                 .ok()
         });
@@ -85,7 +95,8 @@ impl AppState {
             catalog: config.catalog.clone(),
             clock: config.clock.clone(),
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            stripe_status,
             anchors: Arc::new(RwLock::new(HashMap::new())),
             credits: Arc::default(),
             key_cache: Arc::new(RwLock::new(HashMap::new())),

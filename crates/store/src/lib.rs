@@ -406,6 +406,10 @@ pub trait Store: Send + Sync + 'static {
     /// Inbox events, newest received first.
     async fn inbox_list(&self, filter: InboxFilter) -> Result<Vec<InboxEvent>>;
 
+    /// When the oldest event still pending (received, not yet applied, ignored or parked) was
+    /// received.
+    async fn inbox_oldest_pending(&self) -> Result<Option<DateTime<Utc>>>;
+
     /// One inbox event.
     async fn inbox_get(&self, event_id: &str) -> Result<Option<InboxEvent>>;
 

@@ -10,6 +10,7 @@ pub mod entitlements;
 pub mod events;
 pub mod flags;
 pub mod keys;
+pub mod monitor;
 pub mod notify;
 pub mod pages;
 pub mod plan_change;

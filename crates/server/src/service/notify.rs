@@ -362,12 +362,11 @@ async fn deliver_one(
         ),
         Err(e) => (None, Some(without_url(&e))),
     };
-    let outcome = if error.is_some() {
-        "failed"
-    } else {
-        "succeeded"
+    let lag = match error {
+        Some(_) => None,
+        None => Some((at - d.notification.created_at).to_std().unwrap_or_default()),
     };
-    state.metrics.add_delivery(outcome);
+    state.metrics.add_delivery(&d.endpoint.id, lag);
     let failure = error.map(|e| (e, at + retry_delay(d.attempts.saturating_add(1))));
     let failed = failure.is_some();
     let recorded = state
@@ -427,7 +426,7 @@ async fn disable(
         .disable_webhook_endpoint(&e.id, at, notice)
         .await?
     {
-        state.metrics.add_endpoint_disabled();
+        state.metrics.add_endpoint_disabled(&e.id);
         tracing::error!(
             endpoint = %e.id,
             url = %e.url,

@@ -398,6 +398,16 @@ impl Store for PgStore {
         stripe::finish(&self.pool, event_id, holder, &outcome, now).await
     }
 
+    async fn inbox_oldest_pending(&self) -> Result<Option<DateTime<Utc>>> {
+        let c = self.pool.get().await?;
+        Ok(c.query_one(
+            "SELECT MIN(received_at) FROM stripe_events WHERE status = 'pending'",
+            &[],
+        )
+        .await?
+        .get(0))
+    }
+
     async fn inbox_list(&self, filter: InboxFilter) -> Result<Vec<InboxEvent>> {
         stripe::list(&self.pool, &filter).await
     }

@@ -711,6 +711,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn inbox_oldest_pending(&self) -> Result<Option<DateTime<Utc>>> {
+        self.read(|c| {
+            let at: Option<i64> = c
+                .prepare_cached(
+                    "SELECT MIN(received_at) FROM stripe_events WHERE status = 'pending'",
+                )?
+                .query_row([], |r| r.get(0))?;
+            Ok(at.map(crate::time::from_ms))
+        })
+        .await
+    }
+
     async fn inbox_list(&self, filter: InboxFilter) -> Result<Vec<InboxEvent>> {
         self.read(move |c| stripe::list(c, &filter)).await
     }
