@@ -65,6 +65,8 @@ pub struct Config {
     pub webhook_max_body_bytes: usize,
     /// Stripe: customers, Checkout and the Customer Portal (see [`StripeConfig`]).
     pub stripe: StripeConfig,
+    /// Customer emails over SMTP (off unless `TALLY_SMTP_URL` is set).
+    pub email: crate::service::email::EmailConfig,
 }
 
 /// Splits `STRIPE_WEBHOOK_SECRET` (a comma-separated list during a rotation) into its secrets.
@@ -252,6 +254,7 @@ impl Config {
             public_url: None,
             frame_ancestors: "'none'".into(),
             stripe: StripeConfig::default(),
+            email: Default::default(),
         })
     }
 
@@ -322,6 +325,7 @@ impl Config {
             problems.push(problem);
         }
         self.stripe.problems(&mut problems);
+        self.email.problems(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -142,6 +142,10 @@ pub async fn spawn_with_store(
         config.public_url = Some(format!("http://{addr}"));
     }
     let state = AppState::new(config, store);
+    // Before anything is enqueued: notifications from now on fan out to the email channel.
+    if let Err(e) = service::email::sync_channel(&state).await {
+        tracing::error!(error = %e, "cannot open or close the email channel of the outbox");
+    }
     let (stop, stop_rx) = watch::channel(false);
     service::closer::spawn(state.clone(), stop.subscribe());
     service::entitlements::spawn_notifier(state.clone(), stop.subscribe());

@@ -58,6 +58,8 @@ pub struct SharedState {
     pub stripe: Option<tally_stripe::Client>,
     /// The last answer and failure of Stripe, as Tally's own requests found them (`/health`).
     pub stripe_status: Arc<crate::metrics::StripeStatus>,
+    /// Sends customer emails, when SMTP is configured.
+    pub mailer: Option<Arc<crate::service::email::Mailer>>,
 }
 
 /// A customer's allowance anchor, with its current allowance period so that events of that
@@ -89,7 +91,13 @@ impl AppState {
                 .map_err(|e| tracing::error!(error = %e, "the Stripe client cannot be built"))
                 .ok()
         });
+        let mailer = crate::service::email::Mailer::from_config(&config.email)
+            .map_err(|e| tracing::error!(error = %e, "customer emails cannot be sent"))
+            .ok()
+            .flatten()
+            .map(Arc::new);
         AppState(Arc::new(SharedState {
+            mailer,
             env_caller,
             store,
             catalog: config.catalog.clone(),

@@ -303,6 +303,15 @@ pub trait Store: Send + Sync + 'static {
         audit: Option<AuditContext>,
     ) -> Result<Option<WebhookEndpoint>>;
 
+    /// Opens the email channel ([`notify::EMAIL_CHANNEL`]) for `events` (its earlier pending
+    /// deliveries resume), or with `None` closes it (nothing more fans out to it). Returns
+    /// whether anything changed.
+    async fn set_email_channel(
+        &self,
+        events: Option<Vec<String>>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+
     /// Disables an endpoint that failed for too long and enqueues `notice` (its
     /// `webhook_endpoint.disabled` notification) in the same transaction. Returns whether it was
     /// enabled.

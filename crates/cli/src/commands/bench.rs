@@ -145,6 +145,7 @@ async fn store_ingest(
     for c in 0..customers {
         store
             .upsert_customer(CustomerUpsert {
+                email_opt_out: None,
                 id: format!("cus_{c}"),
                 email: None,
                 name: None,

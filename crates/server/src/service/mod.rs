@@ -5,6 +5,7 @@ pub mod audit;
 pub mod checkout;
 pub mod closer;
 pub mod credits;
+pub mod email;
 pub mod customers;
 pub mod entitlements;
 pub mod events;

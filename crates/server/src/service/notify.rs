@@ -328,8 +328,13 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<u
     let n = claimed.len();
     let attempts = claimed.into_iter().map(|d| async move {
         let id = d.notification.id.clone();
-        let work = deliver_one(state, client, d);
-        worker::run_item(state, worker::DELIVERER, &id, work).await;
+        if d.endpoint.kind == "email" {
+            let work = super::email::deliver(state, d);
+            worker::run_item(state, worker::EMAILER, &id, work).await;
+        } else {
+            let work = deliver_one(state, client, d);
+            worker::run_item(state, worker::DELIVERER, &id, work).await;
+        }
     });
     futures_util::future::join_all(attempts).await;
     Ok(n)

@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "page_sessions",
         include_str!("../../migrations/postgres/0009_page_sessions.sql"),
     ),
+    (
+        10,
+        "customer_emails",
+        include_str!("../../migrations/postgres/0010_customer_emails.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

@@ -311,6 +311,14 @@ impl Store for PgStore {
         notify::rotate(&self.pool, id, new_secret, previous_until, audit).await
     }
 
+    async fn set_email_channel(
+        &self,
+        events: Option<Vec<String>>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        notify::set_email_channel(&self.pool, events.as_deref(), now).await
+    }
+
     async fn disable_webhook_endpoint(
         &self,
         id: &str,

@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "page_sessions",
         include_str!("../../migrations/sqlite/0010_page_sessions.sql"),
     ),
+    (
+        11,
+        "customer_emails",
+        include_str!("../../migrations/sqlite/0011_customer_emails.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

@@ -609,6 +609,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn set_email_channel(
+        &self,
+        events: Option<Vec<String>>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.write(move |w| notify::set_email_channel(&w.conn, events.as_deref(), now))
+            .await
+    }
+
     async fn disable_webhook_endpoint(
         &self,
         id: &str,

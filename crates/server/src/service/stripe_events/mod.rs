@@ -498,6 +498,10 @@ async fn mirror(
         })
         .await?;
     state.credits.forget(&customer);
+    // Once per Stripe subscription (keyed by it): replays and duplicates enqueue nothing more.
+    if sub.status == "canceled" {
+        notify::subscription_canceled(state, &customer, &sub).await?;
+    }
     let plan_of = |s: Option<&tally_store::Subscription>| {
         crate::service::entitlements::effective_plan(state, s, now).map(|(p, _)| p.id)
     };
