@@ -513,8 +513,13 @@ mod tests {
         assert!(a3.is_waiting());
         assert!(matches!(r.admit(5, 2, &m), Admission::Admitted(_)));
         assert!(!r.lock().contains_key(&3));
-        assert_eq!(m.connections_evicted.load(Ordering::Relaxed), 2);
-        assert_eq!(m.connections_refused.load(Ordering::Relaxed), 1);
+        let dropped = |reason: &str| {
+            m.value(&format!(
+                "tally_http_connections_dropped_total{{reason=\"{reason}\"}}"
+            ))
+        };
+        assert_eq!(dropped("evicted"), Some(2.0));
+        assert_eq!(dropped("refused"), Some(1.0));
     }
 
     fn futures_ready(f: impl Future<Output = ()>) -> bool {

@@ -16,7 +16,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 /// Upper bounds of the HTTP latency histogram, in seconds.
 const HTTP_BUCKETS: [f64; 12] = [
@@ -26,13 +28,30 @@ const HTTP_BUCKETS: [f64; 12] = [
 const STRIPE_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 /// Upper bounds of the lag histograms (Stripe events in, deliveries out), in seconds.
 const LAG_BUCKETS: [f64; 12] = [
-    0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6.0 * 3600.0, 86400.0, 3.0 * 86400.0,
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    15.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    6.0 * 3600.0,
+    86400.0,
+    3.0 * 86400.0,
 ];
 
 const META: Metadata<'static> = Metadata::new("tally", Level::INFO, Some(module_path!()));
 
 /// Background workers, pre-registered so that their failure counters read 0 before any failure.
-const WORKERS: [&str; 5] = ["closer", "notifier", "deliverer", "stripe_events", "emailer"];
+const WORKERS: [&str; 5] = [
+    "closer",
+    "notifier",
+    "deliverer",
+    "stripe_events",
+    "emailer",
+];
 
 /// Stripe event types Tally handles: `type` label values; anything else is `other`.
 const STRIPE_EVENT_TYPES: [&str; 16] = [
@@ -157,7 +176,10 @@ impl Metrics {
         let builder = [
             ("tally_http_request_duration_seconds", &HTTP_BUCKETS[..]),
             ("tally_stripe_request_duration_seconds", &STRIPE_BUCKETS[..]),
-            ("tally_stripe_webhook_processing_lag_seconds", &LAG_BUCKETS[..]),
+            (
+                "tally_stripe_webhook_processing_lag_seconds",
+                &LAG_BUCKETS[..],
+            ),
             ("tally_webhook_delivery_lag_seconds", &LAG_BUCKETS[..]),
         ]
         .into_iter()
@@ -184,33 +206,47 @@ impl Metrics {
         }
         // Series that read 0 before anything happens, so that rates and alerts see them.
         for outcome in ["accepted", "duplicate", "rejected"] {
-            m.counter("tally_events_total", &[("outcome", outcome)]).increment(0);
+            m.counter("tally_events_total", &[("outcome", outcome)])
+                .increment(0);
         }
         for reason in ["evicted", "refused"] {
-            m.counter("tally_http_connections_dropped_total", &[("reason", reason)]).increment(0);
+            m.counter(
+                "tally_http_connections_dropped_total",
+                &[("reason", reason)],
+            )
+            .increment(0);
         }
         for worker in WORKERS {
-            m.counter("tally_worker_failures_total", &[("worker", worker)]).increment(0);
+            m.counter("tally_worker_failures_total", &[("worker", worker)])
+                .increment(0);
         }
         for outcome in ["allowed", "denied"] {
-            m.counter("tally_entitlement_checks_total", &[("outcome", outcome)]).increment(0);
+            m.counter("tally_entitlement_checks_total", &[("outcome", outcome)])
+                .increment(0);
         }
         for outcome in ["consumed", "insufficient"] {
-            m.counter("tally_credit_consumptions_total", &[("outcome", outcome)]).increment(0);
+            m.counter("tally_credit_consumptions_total", &[("outcome", outcome)])
+                .increment(0);
         }
         m.gauge("tally_credits_consumed", &[]).set(0.0);
         for outcome in ["succeeded", "failed"] {
-            m.counter("tally_payments_total", &[("outcome", outcome)]).increment(0);
-            m.counter("tally_webhook_deliveries_total", &[("outcome", outcome)]).increment(0);
+            m.counter("tally_payments_total", &[("outcome", outcome)])
+                .increment(0);
+            m.counter("tally_webhook_deliveries_total", &[("outcome", outcome)])
+                .increment(0);
         }
         for outcome in ["sent", "failed", "skipped"] {
-            m.counter("tally_email_deliveries_total", &[("outcome", outcome)]).increment(0);
+            m.counter("tally_email_deliveries_total", &[("outcome", outcome)])
+                .increment(0);
         }
         for outcome in ["created", "completed"] {
-            m.counter("tally_checkout_sessions_total", &[("outcome", outcome)]).increment(0);
+            m.counter("tally_checkout_sessions_total", &[("outcome", outcome)])
+                .increment(0);
         }
         m.gauge("tally_payment_failures_consecutive", &[]).set(0.0);
-        m.gauge("tally_webhook_delivery_failures_consecutive", &[]).set(0.0);
+        m.gauge("tally_reconcile_discrepancies", &[]).set(0.0);
+        m.gauge("tally_webhook_delivery_failures_consecutive", &[])
+            .set(0.0);
         for name in [
             "tally_invoice_payment_failures_total",
             "tally_period_close_lines_pushed_total",
@@ -267,8 +303,11 @@ impl Metrics {
 
     /// A connection closed at the connection cap: `evicted` or `refused`.
     pub fn add_connection_dropped(&self, reason: &'static str) {
-        self.counter("tally_http_connections_dropped_total", &[("reason", reason)])
-            .increment(1);
+        self.counter(
+            "tally_http_connections_dropped_total",
+            &[("reason", reason)],
+        )
+        .increment(1);
     }
 
     pub fn add_worker_failure(&self, worker: &'static str) {
@@ -288,8 +327,11 @@ impl Metrics {
         use rust_decimal::prelude::ToPrimitive;
         match amount {
             Some(a) => {
-                self.counter("tally_credit_consumptions_total", &[("outcome", "consumed")])
-                    .increment(1);
+                self.counter(
+                    "tally_credit_consumptions_total",
+                    &[("outcome", "consumed")],
+                )
+                .increment(1);
                 self.gauge("tally_credits_consumed", &[])
                     .increment(a.to_f64().unwrap_or(0.0));
             }
@@ -322,7 +364,10 @@ impl Metrics {
     pub fn add_stripe_event(&self, event_type: &str, outcome: &'static str) {
         self.counter(
             "tally_stripe_webhook_events_total",
-            &[("type", stripe_event_label(event_type)), ("outcome", outcome)],
+            &[
+                ("type", stripe_event_label(event_type)),
+                ("outcome", outcome),
+            ],
         )
         .increment(1);
     }
@@ -351,7 +396,8 @@ impl Metrics {
         if let Ok(mut n) = self.consecutive_payment_failures.lock() {
             *n = 0;
         }
-        self.gauge("tally_payment_failures_consecutive", &[]).set(0.0);
+        self.gauge("tally_payment_failures_consecutive", &[])
+            .set(0.0);
     }
 
     /// A failed payment Stripe reported, once per attempt; `invoice` when of an invoice.
@@ -442,8 +488,10 @@ impl Metrics {
 
     /// Failed items of `worker` so far.
     pub fn worker_failures(&self, worker: &str) -> u64 {
-        self.value(&format!("tally_worker_failures_total{{worker=\"{worker}\"}}"))
-            .map_or(0, |v| v as u64)
+        self.value(&format!(
+            "tally_worker_failures_total{{worker=\"{worker}\"}}"
+        ))
+        .map_or(0, |v| v as u64)
     }
 
     /// The current value of one series, written as in the exposition text (e.g.

@@ -279,10 +279,7 @@ async fn each_email_is_sent_once_and_opt_out_is_honoured(db: Db) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mails_after = smtp.got();
     assert_eq!(mails_after.len(), 6, "{mails_after:#?}");
-    let subjects: Vec<String> = mails
-        .iter()
-        .map(|m| m.header("Subject").unwrap())
-        .collect();
+    let subjects: Vec<String> = mails.iter().map(|m| m.header("Subject").unwrap()).collect();
     assert_eq!(
         subjects,
         [
@@ -302,17 +299,16 @@ async fn each_email_is_sent_once_and_opt_out_is_honoured(db: Db) {
             "\"Example Billing\" <billing@example.com>"
         );
         assert_eq!(m.header("To").unwrap(), "ada@example.com");
-        assert!(m
-            .header("Content-Type")
-            .unwrap()
-            .starts_with("text/plain"));
+        assert!(m.header("Content-Type").unwrap().starts_with("text/plain"));
     }
     // The Message-ID is the notification's id: stable across a resend.
     assert_eq!(
         mails[0].header("Message-ID").unwrap(),
         format!("<{}@tally>", tally_store::notify::notification_id("test:0"))
     );
-    assert!(mails[3].body().contains("Top up at https://app.example.com/billing."));
+    assert!(mails[3]
+        .body()
+        .contains("Top up at https://app.example.com/billing."));
     assert!(mails[5].body().contains("You have reached your limit."));
     assert!(mails[1].body().contains("Hello Ada,"));
 

@@ -369,7 +369,14 @@ impl Client {
                         status: Some(status),
                         attempts: attempt,
                     };
-                    self.observe(&method, &endpoint, Some(status), Some(&err), attempt, started);
+                    self.observe(
+                        &method,
+                        &endpoint,
+                        Some(status),
+                        Some(&err),
+                        attempt,
+                        started,
+                    );
                     (err, retry)
                 }
                 Err(e) => {

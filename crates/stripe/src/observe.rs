@@ -99,8 +99,14 @@ mod tests {
     #[test]
     fn ids_become_placeholders() {
         assert_eq!(endpoint_label("/v1/customers"), "/v1/customers");
-        assert_eq!(endpoint_label("/v1/customers/cus_Nff12"), "/v1/customers/{id}");
-        assert_eq!(endpoint_label("/v1/customers/search"), "/v1/customers/search");
+        assert_eq!(
+            endpoint_label("/v1/customers/cus_Nff12"),
+            "/v1/customers/{id}"
+        );
+        assert_eq!(
+            endpoint_label("/v1/customers/search"),
+            "/v1/customers/search"
+        );
         assert_eq!(
             endpoint_label("/v1/checkout/sessions"),
             "/v1/checkout/sessions"

@@ -53,6 +53,8 @@ pub struct BenchArgs {
     dir: Option<PathBuf>,
     #[command(flatten)]
     credits: super::bench_credits::CreditBenchArgs,
+    #[command(flatten)]
+    notify: super::bench_notify::NotifyBenchArgs,
     /// Internal: run the hello-world HTTP server the latency limit is measured against.
     #[arg(long, hide = true)]
     hello_world_server: bool,
@@ -260,6 +262,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         print!("{}", super::bench_credits::report(&args.credits)?);
         return Ok(ExitCode::SUCCESS);
     }
+    if args.notify.notify_only {
+        println!("machine: {}", machine());
+        print!("{}", super::bench_notify::report(&args.notify)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let tmp;
     let dir = match &args.dir {
         Some(d) => {
@@ -385,6 +392,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "-"
     );
     out.push_str(&super::bench_credits::report(&args.credits)?);
+    out.push_str(&super::bench_notify::report(&args.notify)?);
     print!("{out}");
     Ok(ExitCode::SUCCESS)
 }

@@ -369,7 +369,11 @@ async fn deliver_one(
     };
     let lag = match error {
         Some(_) => None,
-        None => Some((at - d.notification.created_at).to_std().unwrap_or_default()),
+        None => Some(
+            (at - d.notification.created_at)
+                .to_std()
+                .unwrap_or_default(),
+        ),
     };
     state.metrics.add_delivery(&d.endpoint.id, lag);
     let failure = error.map(|e| (e, at + retry_delay(d.attempts.saturating_add(1))));

@@ -86,7 +86,14 @@ pub(crate) async fn upsert(
     let row = c
         .query_one(
             &sql,
-            &[&u.id, &u.email, &u.name, &u.metadata, &u.now, &u.email_opt_out],
+            &[
+                &u.id,
+                &u.email,
+                &u.name,
+                &u.metadata,
+                &u.now,
+                &u.email_opt_out,
+            ],
         )
         .await?;
     let customer = customer_row(&row);

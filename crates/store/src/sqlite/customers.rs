@@ -80,7 +80,14 @@ pub(crate) fn upsert(
             email_opt_out = COALESCE(?6, email_opt_out),
             updated_at = excluded.updated_at",
     )?
-    .execute(params![c.id, c.email, c.name, metadata, now, c.email_opt_out])?;
+    .execute(params![
+        c.id,
+        c.email,
+        c.name,
+        metadata,
+        now,
+        c.email_opt_out
+    ])?;
     let customer = get(conn, &c.id)?
         .ok_or_else(|| crate::StoreError::Database("customer vanished after upsert".into()))?;
     if let Some(e) = audit.and_then(|ctx| {

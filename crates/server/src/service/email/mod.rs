@@ -240,21 +240,22 @@ pub fn context(
     customer: &tally_store::Customer,
 ) -> Value {
     let data = &n.payload;
-    let plan = data
-        .get("plan")
-        .and_then(Value::as_str)
-        .map(|id| {
-            state
-                .catalog
-                .plan(id)
-                .map_or_else(|| id.to_owned(), |p| p.name.clone())
-        });
+    let plan = data.get("plan").and_then(Value::as_str).map(|id| {
+        state
+            .catalog
+            .plan(id)
+            .map_or_else(|| id.to_owned(), |p| p.name.clone())
+    });
     let amount = match (
         data.get("amount").and_then(Value::as_i64),
         data.get("currency").and_then(Value::as_str),
     ) {
         (Some(minor), Some(code)) => Some(match tally_core::money::Currency::parse(code) {
-            Ok(c) => format!("{} {}", c.format_minor(minor), c.code().to_ascii_uppercase()),
+            Ok(c) => format!(
+                "{} {}",
+                c.format_minor(minor),
+                c.code().to_ascii_uppercase()
+            ),
             Err(_) => format!("{minor} {code}"),
         }),
         _ => None,

@@ -166,7 +166,9 @@ pub async fn round(state: &AppState) -> usize {
             state.metrics.add_stripe_event(&ev.event_type, "failed");
         } else {
             state.metrics.add_stripe_event(&ev.event_type, "processed");
-            let lag = (state.clock.now() - ev.received_at).to_std().unwrap_or_default();
+            let lag = (state.clock.now() - ev.received_at)
+                .to_std()
+                .unwrap_or_default();
             state.metrics.observe_stripe_event_lag(lag);
         }
         let finished = crate::service::worker::run_item(state, WORKER, &ev.event_id, async {
@@ -685,7 +687,9 @@ async fn invoice_paid(state: &AppState, event: &Event, i: &Invoice) -> Result<In
         })
         .await?;
     if new {
-        state.metrics.add_payment_succeeded(i.amount_paid, &i.currency);
+        state
+            .metrics
+            .add_payment_succeeded(i.amount_paid, &i.currency);
     }
     applied(if new {
         "payment recorded"
