@@ -127,6 +127,7 @@ async fn import_is_validated_deduplicated_and_summarised() {
         let store = tally_store::connect(&db).await.unwrap();
         store
             .upsert_customer(tally_store::CustomerUpsert {
+                email_opt_out: None,
                 id: "c1".into(),
                 email: None,
                 name: None,

@@ -73,6 +73,8 @@ pub struct Config {
     /// `tally clock advance` may move Tally's clock forward; how far is kept in the database, so
     /// a restart keeps it. For development and tests only.
     pub movable_clock: bool,
+    /// Customer emails over SMTP (off unless `TALLY_SMTP_URL` is set).
+    pub email: crate::service::email::EmailConfig,
 }
 
 /// Splits `STRIPE_WEBHOOK_SECRET` (a comma-separated list during a rotation) into its secrets.
@@ -284,6 +286,7 @@ impl Config {
             frame_ancestors: "'none'".into(),
             stripe: StripeConfig::default(),
             movable_clock: false,
+            email: Default::default(),
         })
     }
 
@@ -357,6 +360,7 @@ impl Config {
             problems.push(problem);
         }
         self.stripe.problems(&mut problems);
+        self.email.problems(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

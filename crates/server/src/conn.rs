@@ -160,10 +160,10 @@ impl Registry {
             match oldest.and_then(|o| conns.remove(&o)) {
                 Some(evicted) => {
                     evicted.kill.notify_one();
-                    metrics.connections_evicted.fetch_add(1, Ordering::Relaxed);
+                    metrics.add_connection_dropped("evicted");
                 }
                 None => {
-                    metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    metrics.add_connection_dropped("refused");
                     return Admission::Refused;
                 }
             }
@@ -513,8 +513,13 @@ mod tests {
         assert!(a3.is_waiting());
         assert!(matches!(r.admit(5, 2, &m), Admission::Admitted(_)));
         assert!(!r.lock().contains_key(&3));
-        assert_eq!(m.connections_evicted.load(Ordering::Relaxed), 2);
-        assert_eq!(m.connections_refused.load(Ordering::Relaxed), 1);
+        let dropped = |reason: &str| {
+            m.value(&format!(
+                "tally_http_connections_dropped_total{{reason=\"{reason}\"}}"
+            ))
+        };
+        assert_eq!(dropped("evicted"), Some(2.0));
+        assert_eq!(dropped("refused"), Some(1.0));
     }
 
     fn futures_ready(f: impl Future<Output = ()>) -> bool {

@@ -150,11 +150,16 @@ pub async fn spawn_with_store(
         }
     }
     let state = AppState::new(config, store);
+    // Before anything is enqueued: notifications from now on fan out to the email channel.
+    if let Err(e) = service::email::sync_channel(&state).await {
+        tracing::error!(error = %e, "cannot open or close the email channel of the outbox");
+    }
     let (stop, stop_rx) = watch::channel(false);
     service::closer::spawn(state.clone(), stop.subscribe());
     service::entitlements::spawn_notifier(state.clone(), stop.subscribe());
     service::stripe_events::spawn(state.clone(), stop.subscribe());
     service::notify::spawn_deliverer(state.clone(), stop.subscribe());
+    service::monitor::spawn(state.clone(), stop.subscribe());
     let app = api::router(state.clone());
     let metrics_task = metrics_listener.map(|(l, _)| {
         tokio::spawn(conn::serve(

@@ -56,6 +56,10 @@ pub struct SharedState {
     pub stripe_inbox: Arc<tokio::sync::Notify>,
     /// Tally's Stripe client, when `STRIPE_API_KEY` is set.
     pub stripe: Option<tally_stripe::Client>,
+    /// The last answer and failure of Stripe, as Tally's own requests found them (`/health`).
+    pub stripe_status: Arc<crate::metrics::StripeStatus>,
+    /// Sends customer emails, when SMTP is configured.
+    pub mailer: Option<Arc<crate::service::email::Mailer>>,
 }
 
 /// A customer's allowance anchor, with its current allowance period so that events of that
@@ -74,18 +78,33 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 impl AppState {
     pub fn new(config: Config, store: Arc<dyn Store>) -> AppState {
         let env_caller = config.admin_key.as_deref().map(Caller::env);
+        let metrics = Arc::new(Metrics::default());
+        let stripe_status = Arc::new(crate::metrics::StripeStatus::default());
+        let observer = Arc::new(crate::metrics::StripeObserver {
+            metrics: metrics.clone(),
+            status: stripe_status.clone(),
+            clock: config.clock.clone(),
+        });
         let stripe = config.stripe.client_config().and_then(|cfg| {
             tally_stripe::Client::new(cfg)
+                .map(|c| c.with_observer(observer))
                 .map_err(|e| tracing::error!(error = %e, "the Stripe client cannot be built"))
                 .ok()
         });
+        let mailer = crate::service::email::Mailer::from_config(&config.email)
+            .map_err(|e| tracing::error!(error = %e, "customer emails cannot be sent"))
+            .ok()
+            .flatten()
+            .map(Arc::new);
         AppState(Arc::new(SharedState {
+            mailer,
             env_caller,
             store,
             catalog: config.catalog.clone(),
             clock: config.clock.clone(),
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            stripe_status,
             anchors: Arc::new(RwLock::new(HashMap::new())),
             credits: Arc::default(),
             key_cache: Arc::new(RwLock::new(HashMap::new())),

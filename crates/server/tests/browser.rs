@@ -136,6 +136,7 @@ impl App {
         let at = self.server.state().clock.now() - chrono::Duration::days(40);
         store
             .upsert_customer(CustomerUpsert {
+                email_opt_out: None,
                 id: id.into(),
                 email: None,
                 name: Some(name.into()),

@@ -111,6 +111,7 @@ impl App {
             .state()
             .store
             .upsert_customer(CustomerUpsert {
+                email_opt_out: None,
                 id: id.into(),
                 email: None,
                 name: None,

@@ -42,6 +42,7 @@ async fn state(dir: &tempfile::TempDir) -> AppState {
     for id in ["acme", "beta"] {
         store
             .upsert_customer(CustomerUpsert {
+                email_opt_out: None,
                 id: id.into(),
                 email: None,
                 name: None,

@@ -60,6 +60,7 @@ async fn validate_batches() {
     for c in 0..customers {
         store
             .upsert_customer(CustomerUpsert {
+                email_opt_out: None,
                 id: format!("cus_{c}"),
                 email: None,
                 name: None,

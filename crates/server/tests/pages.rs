@@ -89,6 +89,7 @@ impl App {
         let store = &self.server.state().store;
         store
             .upsert_customer(CustomerUpsert {
+                email_opt_out: None,
                 id: id.into(),
                 email: Some(format!("{id}@example.com")),
                 name: Some(name.into()),

@@ -574,7 +574,12 @@ async fn an_endpoint_failing_for_three_days_is_disabled_and_announced() {
     assert_eq!(verify(&got[0], &secret), Ok(()));
     let (_, b) = app.get(&format!("/v1/webhook-endpoints/{failing}")).await;
     assert_eq!(b["status"], "disabled");
-    assert_eq!(state.metrics.endpoints_disabled.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        state
+            .metrics
+            .value("tally_webhook_endpoints_disabled_total"),
+        Some(1.0)
+    );
     app.server.shutdown().await.unwrap();
 }
 

@@ -335,6 +335,15 @@ pub trait Store: Send + Sync + 'static {
         audit: Option<AuditContext>,
     ) -> Result<Option<WebhookEndpoint>>;
 
+    /// Opens the email channel ([`notify::EMAIL_CHANNEL`]) for `events` (its earlier pending
+    /// deliveries resume), or with `None` closes it (nothing more fans out to it). Returns
+    /// whether anything changed.
+    async fn set_email_channel(
+        &self,
+        events: Option<Vec<String>>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+
     /// Disables an endpoint that failed for too long and enqueues `notice` (its
     /// `webhook_endpoint.disabled` notification) in the same transaction. Returns whether it was
     /// enabled.
@@ -437,6 +446,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inbox events, newest received first.
     async fn inbox_list(&self, filter: InboxFilter) -> Result<Vec<InboxEvent>>;
+
+    /// When the oldest event still pending (received, not yet applied, ignored or parked) was
+    /// received.
+    async fn inbox_oldest_pending(&self) -> Result<Option<DateTime<Utc>>>;
 
     /// One inbox event.
     async fn inbox_get(&self, event_id: &str) -> Result<Option<InboxEvent>>;

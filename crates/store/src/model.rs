@@ -30,6 +30,8 @@ pub struct Customer {
     pub billing_anchor: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The customer asked for no email from Tally (notifications to the app still go out).
+    pub email_opt_out: bool,
     /// The end of the customer's last invoiced allowance period (`None` before its first invoice):
     /// where the period closer resumes, and before which events are late. Not part of the API's
     /// customer.
@@ -44,6 +46,8 @@ pub struct CustomerUpsert {
     pub email: Option<String>,
     pub name: Option<String>,
     pub metadata: Option<Value>,
+    /// `Some`: opt the customer out of (or back into) customer emails.
+    pub email_opt_out: Option<bool>,
     pub now: DateTime<Utc>,
 }
 

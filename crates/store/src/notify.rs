@@ -98,7 +98,16 @@ pub struct WebhookEndpoint {
     pub previous_secret: Option<String>,
     /// Until when the previous secret (of the last rotation) signs too.
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// `webhook`, or `email` for the channel of customer emails (see [`EMAIL_CHANNEL`]), which
+    /// the webhook endpoint API never shows.
+    #[serde(skip)]
+    pub kind: String,
 }
+
+/// The id of the outbox channel that delivers customer emails: an endpoint row of kind `email`,
+/// present (not deleted) while SMTP is configured, so that notifications fan out to it as to a
+/// webhook endpoint and its deliveries share the claim, order, retry and lag machinery.
+pub const EMAIL_CHANNEL: &str = "email";
 
 impl WebhookEndpoint {
     /// The secrets that sign a delivery at `now`: the current one, and the previous one during a

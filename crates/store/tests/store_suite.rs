@@ -47,6 +47,7 @@ async fn customers_are_created_then_updated(ctx: Ctx) {
     let s = &*ctx.store;
     let (c, created) = s
         .upsert_customer(CustomerUpsert {
+            email_opt_out: None,
             id: "cus_1".into(),
             email: Some("a@example.com".into()),
             name: Some("Ada".into()),
@@ -60,6 +61,7 @@ async fn customers_are_created_then_updated(ctx: Ctx) {
     let later = t0() + Duration::days(3);
     let (c2, created) = s
         .upsert_customer(CustomerUpsert {
+            email_opt_out: None,
             id: "cus_1".into(),
             email: Some("b@example.com".into()),
             name: None,
@@ -486,6 +488,7 @@ async fn every_audited_change_writes_one_row_and_repeats_none(ctx: Ctx) {
         at: t0(),
     };
     let upsert = |name: &str| CustomerUpsert {
+        email_opt_out: None,
         id: "cus_1".into(),
         email: None,
         name: Some(name.into()),

@@ -144,6 +144,7 @@ impl<T> Stripe<T> {
 pub struct Client {
     http: reqwest::Client,
     cfg: Arc<Config>,
+    observer: Option<Arc<dyn crate::Observer>>,
 }
 
 impl fmt::Debug for Client {
@@ -184,7 +185,36 @@ impl Client {
         Ok(Client {
             http,
             cfg: Arc::new(cfg),
+            observer: None,
         })
+    }
+
+    /// Tells `observer` about every HTTP request this client (and its clones) makes.
+    pub fn with_observer(mut self, observer: Arc<dyn crate::Observer>) -> Client {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observe(
+        &self,
+        method: &Method,
+        endpoint: &str,
+        status: Option<u16>,
+        error: Option<&Error>,
+        attempt: u32,
+        started: std::time::Instant,
+    ) {
+        if let Some(o) = &self.observer {
+            o.request(&crate::RequestRecord {
+                method: method.as_str(),
+                endpoint,
+                status,
+                error: error.map(|e| e.to_string()),
+                request_id: error.and_then(|e| e.request_id.as_deref()),
+                attempt,
+                took: started.elapsed(),
+            });
+        }
     }
 
     /// The configuration in use.
@@ -248,9 +278,11 @@ impl Client {
         let url = format!("{}{}", self.cfg.base_url, path);
         let encoded = form.encode();
         let policy = self.cfg.retry;
+        let endpoint = crate::observe::endpoint_label(path);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let started = std::time::Instant::now();
             let mut req = self
                 .http
                 .request(method.clone(), &url)
@@ -300,6 +332,7 @@ impl Client {
                                 status: Some(status),
                                 attempts: attempt,
                             };
+                            self.observe(&method, &endpoint, None, Some(&err), attempt, started);
                             if attempt < policy.max_attempts {
                                 self.pause(attempt, &err).await;
                                 continue;
@@ -308,6 +341,17 @@ impl Client {
                         }
                     };
                     if (200..300).contains(&status) {
+                        if let Some(o) = &self.observer {
+                            o.request(&crate::RequestRecord {
+                                method: method.as_str(),
+                                endpoint: &endpoint,
+                                status: Some(status),
+                                error: None,
+                                request_id: request_id.as_deref(),
+                                attempt,
+                                took: started.elapsed(),
+                            });
+                        }
                         let meta = Meta {
                             request_id,
                             attempts: attempt,
@@ -325,6 +369,14 @@ impl Client {
                         status: Some(status),
                         attempts: attempt,
                     };
+                    self.observe(
+                        &method,
+                        &endpoint,
+                        Some(status),
+                        Some(&err),
+                        attempt,
+                        started,
+                    );
                     (err, retry)
                 }
                 Err(e) => {
@@ -340,6 +392,7 @@ impl Client {
                         status: None,
                         attempts: attempt,
                     };
+                    self.observe(&method, &endpoint, None, Some(&err), attempt, started);
                     (err, true)
                 }
             };

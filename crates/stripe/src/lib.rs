@@ -12,6 +12,7 @@ pub mod event;
 pub mod form;
 pub mod idempotency;
 pub mod model;
+pub mod observe;
 pub mod push;
 pub mod resources;
 pub mod webhook;
@@ -20,6 +21,7 @@ mod wire;
 pub use client::{Client, Config, Meta, RetryPolicy, Stripe};
 pub use error::{Error, ErrorKind};
 pub use idempotency::IdempotencyKey;
+pub use observe::{Observer, RequestRecord};
 
 /// The Stripe API version Tally speaks, sent as `Stripe-Version` on every request. Changing it is a
 /// deliberate migration: the shapes in [`wire`] follow it.

@@ -61,6 +61,7 @@ pub struct BenchArgs {
     credits: super::bench_credits::CreditBenchArgs,
     #[command(flatten)]
     webhooks: super::bench_webhooks::WebhookBenchArgs,
+    notify: super::bench_notify::NotifyBenchArgs,
     /// Internal: run the hello-world HTTP server the latency limit is measured against.
     #[arg(long, hide = true)]
     hello_world_server: bool,
@@ -153,6 +154,7 @@ pub(super) async fn store_ingest(
     for c in 0..customers {
         store
             .upsert_customer(CustomerUpsert {
+                email_opt_out: None,
                 id: format!("cus_{c}"),
                 email: None,
                 name: None,
@@ -282,6 +284,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.credits.credits_only {
         println!("machine: {}", machine());
         print!("{}", super::bench_credits::report(&args.credits)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.notify.notify_only {
+        println!("machine: {}", machine());
+        print!("{}", super::bench_notify::report(&args.notify)?);
         return Ok(ExitCode::SUCCESS);
     }
     let tmp;
@@ -450,6 +457,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     out.push_str(&super::bench_credits::report(&args.credits)?);
+    out.push_str(&super::bench_notify::report(&args.notify)?);
     print!("{out}");
     Ok(ExitCode::SUCCESS)
 }

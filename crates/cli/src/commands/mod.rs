@@ -6,6 +6,7 @@ pub mod bench_credits;
 mod bench_load;
 pub mod bench_webhooks;
 pub mod bench_postgres;
+pub mod bench_notify;
 pub mod catalog;
 pub mod clock;
 pub mod common;

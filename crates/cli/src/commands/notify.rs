@@ -70,6 +70,15 @@ pub enum NotificationsCommand {
         #[command(flatten)]
         db: DatabaseArgs,
     },
+    /// Stop sending a customer emails (trial ending, payment failed, …); --undo sends them again.
+    EmailOptOut {
+        customer: String,
+        /// Opt the customer back in.
+        #[arg(long)]
+        undo: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
 }
 
 fn now() -> chrono::DateTime<chrono::Utc> {
@@ -192,6 +201,41 @@ pub fn run_notifications(cmd: NotificationsCommand) -> anyhow::Result<ExitCode> 
                     print!("{}", t.render());
                 }
                 Ok(ExitCode::SUCCESS)
+            }
+            NotificationsCommand::EmailOptOut { customer, undo, db } => {
+                let store = tally_store::connect_admin(&db.database_url).await?;
+                let done = async {
+                    if store.get_customer(&customer).await?.is_none() {
+                        return Ok::<_, tally_store::StoreError>(false);
+                    }
+                    store
+                        .upsert_customer_audited(
+                            tally_store::CustomerUpsert {
+                                id: customer.clone(),
+                                email: None,
+                                name: None,
+                                metadata: None,
+                                email_opt_out: Some(!undo),
+                                now: now(),
+                            },
+                            Some(cli_audit()),
+                        )
+                        .await?;
+                    Ok(true)
+                }
+                .await;
+                store.close().await;
+                if done? {
+                    if undo {
+                        println!("{customer} receives customer emails again");
+                    } else {
+                        println!("{customer} opted out of customer emails");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    eprintln!("no customer {customer}");
+                    Ok(ExitCode::FAILURE)
+                }
             }
             NotificationsCommand::Replay { id, db } => {
                 let store = tally_store::connect_admin(&db.database_url).await?;

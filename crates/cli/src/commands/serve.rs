@@ -99,6 +99,13 @@ pub struct ServeArgs {
     /// Webhook deliveries (POST /webhooks/stripe) larger than this many bytes get 413.
     #[arg(long, env = "TALLY_WEBHOOK_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     webhook_max_body_bytes: usize,
+    // --- Customer emails (off unless TALLY_SMTP_URL is set in the environment) ---
+    /// The sender of customer emails, e.g. "Example Billing <billing@example.com>".
+    #[arg(long, env = "TALLY_EMAIL_FROM")]
+    email_from: Option<String>,
+    /// A directory of <type>.txt email templates replacing the built-in ones.
+    #[arg(long, env = "TALLY_EMAIL_TEMPLATES")]
+    email_templates: Option<std::path::PathBuf>,
     /// Log lines as text or as JSON objects (one per line, with the request id).
     #[arg(long, env = "TALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -180,6 +187,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             test_clocks: args.stripe_test_clocks,
         },
         movable_clock: args.movable_clock || args.stripe_test_clocks,
+        // The SMTP URL may hold a password: from the environment only.
+        email: tally_server::service::email::EmailConfig {
+            smtp_url: std::env::var("TALLY_SMTP_URL")
+                .ok()
+                .filter(|u| !u.is_empty()),
+            from: args.email_from.filter(|f| !f.is_empty()),
+            templates_dir: args.email_templates,
+        },
     };
     config.validate()?;
     if config.stripe_webhook_secrets.is_empty() {

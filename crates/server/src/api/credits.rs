@@ -196,8 +196,20 @@ pub async fn consume(
         Err(e) => return e.into_response(),
     };
     match credits::consume(&state, &id, actor.map(|a| a.0 .0), input).await {
-        Ok(a) => applied(a),
-        Err(f) => failure(f),
+        Ok(a) => {
+            if let Applied::New(r) = &a {
+                state
+                    .metrics
+                    .add_credit_consumption(Some(r.consumed.parse().unwrap_or_default()));
+            }
+            applied(a)
+        }
+        Err(f) => {
+            if matches!(f, CreditFailure::Insufficient(_)) {
+                state.metrics.add_credit_consumption(None);
+            }
+            failure(f)
+        }
     }
 }
 

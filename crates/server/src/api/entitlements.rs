@@ -25,5 +25,7 @@ pub async fn check(
     caller
         .check_customer(&input.customer)
         .map_err(|e| e.with_param("customer"))?;
-    Ok(Json(entitlements::check(&state, input).await?))
+    let answer = entitlements::check(&state, input).await?;
+    state.metrics.add_entitlement_check(answer.allowed);
+    Ok(Json(answer))
 }

@@ -21,6 +21,26 @@ pub struct DependencyStatus {
     pub message: Option<String>,
 }
 
+/// What Tally's own requests to Stripe found (a probe never calls Stripe itself).
+#[derive(Serialize, ToSchema)]
+pub struct StripeHealth {
+    /// `ok` (the last request got an answer), `unreachable` (it did not), `unknown` (no request
+    /// yet) or `not_configured`.
+    pub status: &'static str,
+    /// When Stripe last answered a request with success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The last failed request: an error answer or no answer at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Age in seconds of the oldest inbound Stripe event not yet processed (0 when none; absent
+    /// when the database is unreachable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbox_lag_seconds: Option<i64>,
+}
+
 /// Body of `GET /health`.
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -28,33 +48,36 @@ pub struct Health {
     pub status: &'static str,
     pub version: &'static str,
     pub database: DependencyStatus,
-    pub stripe: DependencyStatus,
+    pub stripe: StripeHealth,
     /// Age in seconds of the oldest notification not yet delivered to an enabled endpoint (0
     /// when none waits; absent when the database is unreachable).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outbox_lag_seconds: Option<i64>,
 }
 
-/// Liveness and dependency status (503 when the database is unreachable).
+/// Liveness and dependency status (503 when the database is unreachable). Stripe's status comes
+/// from Tally's own requests to Stripe (and the inbox of its events), never from a request made
+/// for the probe; an unreachable Stripe makes the status `degraded` but not 503.
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let db = state.store.ping().await;
     let ok = db.is_ok();
     let outbox_lag_seconds = if ok { outbox_lag(&state).await } else { None };
+    let stripe = stripe_health(&state, ok).await;
     let body = Health {
-        status: if ok { "ok" } else { "degraded" },
+        status: if ok && stripe.status != "unreachable" {
+            "ok"
+        } else {
+            "degraded"
+        },
         version: env!("CARGO_PKG_VERSION"),
         database: DependencyStatus {
             status: if ok { "ok" } else { "error" },
             backend: Some(state.store.backend().name()),
             message: db.err().map(|e| e.to_string()),
         },
-        stripe: DependencyStatus {
-            status: "not_configured",
-            backend: None,
-            message: None,
-        },
+        stripe,
         outbox_lag_seconds,
     };
     let code = if ok {
@@ -86,14 +109,14 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
             return e.into_response();
         }
     }
-    let mut text = state.metrics.render();
-    // Read at scrape time: the outbox is shared by every process on the database.
+    // Read at scrape time: the outbox and the inbox are shared by every process on the database.
     if let Some(lag) = outbox_lag(&state).await {
-        text.push_str(
-            "# HELP tally_outbox_lag_seconds Age of the oldest notification waiting for delivery to an enabled webhook endpoint.\n# TYPE tally_outbox_lag_seconds gauge\n",
-        );
-        text.push_str(&format!("tally_outbox_lag_seconds {lag}\n"));
+        state.metrics.set_outbox_lag(lag);
     }
+    if let Some(age) = inbox_lag(&state).await {
+        state.metrics.set_stripe_inbox_age(age);
+    }
+    let text = state.metrics.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -102,6 +125,37 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
 async fn outbox_lag(state: &AppState) -> Option<i64> {
     let oldest = state.store.oldest_pending_delivery().await.ok()?;
     Some(oldest.map_or(0, |at| (state.clock.now() - at).num_seconds().max(0)))
+}
+
+/// Age in seconds of the oldest pending inbound Stripe event (0 when none), or `None` when the
+/// database cannot say.
+async fn inbox_lag(state: &AppState) -> Option<i64> {
+    let oldest = state.store.inbox_oldest_pending().await.ok()?;
+    Some(oldest.map_or(0, |at| (state.clock.now() - at).num_seconds().max(0)))
+}
+
+async fn stripe_health(state: &AppState, db_ok: bool) -> StripeHealth {
+    if state.stripe.is_none() {
+        return StripeHealth {
+            status: "not_configured",
+            last_success_at: None,
+            last_error: None,
+            last_error_at: None,
+            inbox_lag_seconds: None,
+        };
+    }
+    let seen = state.stripe_status.snapshot();
+    StripeHealth {
+        status: match seen.reachable {
+            Some(true) => "ok",
+            Some(false) => "unreachable",
+            None => "unknown",
+        },
+        last_success_at: seen.last_ok,
+        last_error_at: seen.last_error.as_ref().map(|(at, _)| *at),
+        last_error: seen.last_error.map(|(_, e)| e),
+        inbox_lag_seconds: if db_ok { inbox_lag(state).await } else { None },
+    }
 }
 
 /// Constant-time comparison of two secrets.

@@ -20,6 +20,8 @@ pub struct Customer {
     billing_anchor: DateTime<Utc>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// The customer receives no email from Tally (see docs/notifications.md).
+    email_opt_out: bool,
 }
 
 /// A customer's subscription.

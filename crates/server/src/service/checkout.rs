@@ -389,6 +389,9 @@ pub async fn create(
         }
     };
     let cs = created.value;
+    if !created.meta.replayed {
+        state.metrics.add_checkout_session("created");
+    }
     let url = cs.url.clone().ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,

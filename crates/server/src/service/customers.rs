@@ -21,6 +21,9 @@ pub struct CustomerInput {
     /// An object of string values.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// `true`: send this customer no email (trial ending, payment failed, …); `false`: send
+    /// them again. Notifications to the app's webhook endpoints are unaffected.
+    pub email_opt_out: Option<bool>,
 }
 
 /// Checks a customer id from a path.
@@ -79,6 +82,7 @@ pub async fn put(
         .store
         .upsert_customer_audited(
             CustomerUpsert {
+                email_opt_out: input.email_opt_out,
                 id: id.to_owned(),
                 email: input.email,
                 name: input.name,

@@ -329,8 +329,13 @@ pub async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<u
     let n = claimed.len();
     let attempts = claimed.into_iter().map(|d| async move {
         let id = d.notification.id.clone();
-        let work = deliver_one(state, client, d);
-        worker::run_item(state, worker::DELIVERER, &id, work).await;
+        if d.endpoint.kind == "email" {
+            let work = super::email::deliver(state, d);
+            worker::run_item(state, worker::EMAILER, &id, work).await;
+        } else {
+            let work = deliver_one(state, client, d);
+            worker::run_item(state, worker::DELIVERER, &id, work).await;
+        }
     });
     futures_util::future::join_all(attempts).await;
     Ok(n)
@@ -363,12 +368,15 @@ async fn deliver_one(
         ),
         Err(e) => (None, Some(without_url(&e))),
     };
-    let outcome = if error.is_some() {
-        "failed"
-    } else {
-        "succeeded"
+    let lag = match error {
+        Some(_) => None,
+        None => Some(
+            (at - d.notification.created_at)
+                .to_std()
+                .unwrap_or_default(),
+        ),
     };
-    state.metrics.add_delivery(outcome);
+    state.metrics.add_delivery(&d.endpoint.id, lag);
     let failure = error.map(|e| (e, at + retry_delay(d.attempts.saturating_add(1))));
     let failed = failure.is_some();
     let recorded = state
@@ -428,7 +436,7 @@ async fn disable(
         .disable_webhook_endpoint(&e.id, at, notice)
         .await?
     {
-        state.metrics.add_endpoint_disabled();
+        state.metrics.add_endpoint_disabled(&e.id);
         tracing::error!(
             endpoint = %e.id,
             url = %e.url,

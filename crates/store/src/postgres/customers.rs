@@ -10,7 +10,8 @@ use crate::{
 };
 
 const CUSTOMER_COLS: &str =
-    "id, email, name, metadata, billing_anchor, created_at, updated_at, billed_through";
+    "id, email, name, metadata, billing_anchor, created_at, updated_at, billed_through,
+     email_opt_out";
 
 fn customer_row(r: &Row) -> Customer {
     Customer {
@@ -22,6 +23,7 @@ fn customer_row(r: &Row) -> Customer {
         created_at: r.get(5),
         updated_at: r.get(6),
         billed_through: r.get(7),
+        email_opt_out: r.get(8),
     }
 }
 
@@ -70,17 +72,29 @@ pub(crate) async fn upsert(
         None => None,
     };
     let sql = format!(
-        "INSERT INTO customers (id, email, name, metadata, billing_anchor, created_at, updated_at)
-         VALUES ($1, $2, $3, COALESCE($4, '{{}}'::jsonb), $5, $5, $5)
+        "INSERT INTO customers (id, email, name, metadata, billing_anchor, created_at, updated_at,
+            email_opt_out)
+         VALUES ($1, $2, $3, COALESCE($4, '{{}}'::jsonb), $5, $5, $5, COALESCE($6, FALSE))
          ON CONFLICT (id) DO UPDATE SET
             email = COALESCE(EXCLUDED.email, customers.email),
             name = COALESCE(EXCLUDED.name, customers.name),
             metadata = COALESCE($4, customers.metadata),
+            email_opt_out = COALESCE($6, customers.email_opt_out),
             updated_at = EXCLUDED.updated_at
          RETURNING {CUSTOMER_COLS}, (xmax = 0) AS inserted"
     );
     let row = c
-        .query_one(&sql, &[&u.id, &u.email, &u.name, &u.metadata, &u.now])
+        .query_one(
+            &sql,
+            &[
+                &u.id,
+                &u.email,
+                &u.name,
+                &u.metadata,
+                &u.now,
+                &u.email_opt_out,
+            ],
+        )
         .await?;
     let customer = customer_row(&row);
     if let Some(e) = audit.and_then(|ctx| {
@@ -96,7 +110,7 @@ pub(crate) async fn upsert(
         super::audit::insert(&c, &e).await?;
     }
     c.commit().await?;
-    Ok((customer, row.get(8)))
+    Ok((customer, row.get(9)))
 }
 
 pub(crate) async fn anchors(pool: &Pool, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {

@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0009_page_sessions.sql"),
     ),
     (
+        10,
+        "customer_emails",
+        include_str!("../../migrations/postgres/0010_customer_emails.sql"),
+    ),
+    (
         12,
         "clock_offset",
         include_str!("../../migrations/postgres/0012_clock_offset.sql"),

@@ -347,6 +347,14 @@ impl Store for PgStore {
         notify::rotate(&self.pool, id, new_secret, previous_until, audit).await
     }
 
+    async fn set_email_channel(
+        &self,
+        events: Option<Vec<String>>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        notify::set_email_channel(&self.pool, events.as_deref(), now).await
+    }
+
     async fn disable_webhook_endpoint(
         &self,
         id: &str,
@@ -432,6 +440,16 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         stripe::finish(&self.pool, event_id, holder, &outcome, now).await
+    }
+
+    async fn inbox_oldest_pending(&self) -> Result<Option<DateTime<Utc>>> {
+        let c = self.pool.get().await?;
+        Ok(c.query_one(
+            "SELECT MIN(received_at) FROM stripe_events WHERE status = 'pending'",
+            &[],
+        )
+        .await?
+        .get(0))
     }
 
     async fn inbox_list(&self, filter: InboxFilter) -> Result<Vec<InboxEvent>> {

@@ -115,7 +115,8 @@ pub(crate) async fn usage(pool: &Pool, customer: &str) -> Result<Vec<UsageNotifi
 const ENDPOINT_COLS: &str = "w.id, w.url, w.status, w.created_at, w.disabled_at, w.failing_since,
     w.secret, w.previous_secret, w.previous_expires_at,
     ARRAY(SELECT event_type FROM webhook_endpoint_events WHERE endpoint_id = w.id
-          ORDER BY event_type COLLATE \"C\")";
+          ORDER BY event_type COLLATE \"C\"),
+    w.kind";
 
 fn endpoint(r: &Row, at: usize) -> WebhookEndpoint {
     WebhookEndpoint {
@@ -129,12 +130,14 @@ fn endpoint(r: &Row, at: usize) -> WebhookEndpoint {
         previous_secret: r.get(at + 7),
         previous_secret_expires_at: r.get(at + 8),
         events: r.get(at + 9),
+        kind: r.get(at + 10),
     }
 }
 
 async fn get_endpoint_on<C: GenericClient>(c: &C, id: &str) -> Result<Option<WebhookEndpoint>> {
     let sql = format!(
-        "SELECT {ENDPOINT_COLS} FROM webhook_endpoints w WHERE w.id = $1 AND w.deleted_at IS NULL"
+        "SELECT {ENDPOINT_COLS} FROM webhook_endpoints w WHERE w.id = $1 AND w.deleted_at IS NULL
+            AND w.kind = 'webhook'"
     );
     Ok(c.query_opt(&sql, &[&id]).await?.map(|r| endpoint(&r, 0)))
 }
@@ -148,7 +151,7 @@ pub(crate) async fn list_endpoints(pool: &Pool) -> Result<Vec<WebhookEndpoint>> 
     let c = pool.get().await?;
     let sql = format!(
         "SELECT {ENDPOINT_COLS} FROM webhook_endpoints w WHERE w.deleted_at IS NULL
-         ORDER BY w.created_at, w.id"
+            AND w.kind = 'webhook' ORDER BY w.created_at, w.id"
     );
     Ok(c.query(&sql, &[])
         .await?
@@ -473,4 +476,47 @@ pub(crate) async fn oldest_pending(pool: &Pool) -> Result<Option<DateTime<Utc>>>
     )
     .await?
     .get(0))
+}
+
+/// See the SQLite twin.
+pub(crate) async fn set_email_channel(
+    pool: &Pool,
+    events: Option<&[String]>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let id = crate::notify::EMAIL_CHANNEL;
+    let mut c = pool.get().await?;
+    let Some(events) = events else {
+        let n = c
+            .execute(
+                "UPDATE webhook_endpoints SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL",
+                &[&id, &now],
+            )
+            .await?;
+        return Ok(n > 0);
+    };
+    let tx = c.transaction().await?;
+    tx.execute(
+        "INSERT INTO webhook_endpoints (id, url, secret, status, created_at, kind)
+         VALUES ($1, 'smtp:', '', 'enabled', $2, 'email')
+         ON CONFLICT (id) DO UPDATE SET deleted_at = NULL, status = 'enabled',
+            disabled_at = NULL, failing_since = NULL",
+        &[&id, &now],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM webhook_endpoint_events WHERE endpoint_id = $1",
+        &[&id],
+    )
+    .await?;
+    for t in events {
+        tx.execute(
+            "INSERT INTO webhook_endpoint_events (endpoint_id, event_type) VALUES ($1, $2)
+             ON CONFLICT DO NOTHING",
+            &[&id, t],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
 }

@@ -9,7 +9,8 @@ use crate::{
 };
 
 const CUSTOMER_COLS: &str =
-    "id, email, name, metadata, billing_anchor, created_at, updated_at, billed_through";
+    "id, email, name, metadata, billing_anchor, created_at, updated_at, billed_through,
+     email_opt_out";
 
 fn customer_row(r: &Row<'_>) -> rusqlite::Result<Customer> {
     let metadata: String = r.get(3)?;
@@ -22,6 +23,7 @@ fn customer_row(r: &Row<'_>) -> rusqlite::Result<Customer> {
         created_at: from_ms(r.get(5)?),
         updated_at: from_ms(r.get(6)?),
         billed_through: r.get::<_, Option<i64>>(7)?.map(from_ms),
+        email_opt_out: r.get(8)?,
     })
 }
 
@@ -68,15 +70,24 @@ pub(crate) fn upsert(
     let now = to_ms(c.now);
     let metadata = c.metadata.as_ref().map(|m| m.to_string());
     conn.prepare_cached(
-        "INSERT INTO customers (id, email, name, metadata, billing_anchor, created_at, updated_at)
-         VALUES (?1, ?2, ?3, COALESCE(?4, '{}'), ?5, ?5, ?5)
+        "INSERT INTO customers (id, email, name, metadata, billing_anchor, created_at, updated_at,
+            email_opt_out)
+         VALUES (?1, ?2, ?3, COALESCE(?4, '{}'), ?5, ?5, ?5, COALESCE(?6, 0))
          ON CONFLICT (id) DO UPDATE SET
             email = COALESCE(excluded.email, email),
             name = COALESCE(excluded.name, name),
             metadata = COALESCE(?4, metadata),
+            email_opt_out = COALESCE(?6, email_opt_out),
             updated_at = excluded.updated_at",
     )?
-    .execute(params![c.id, c.email, c.name, metadata, now])?;
+    .execute(params![
+        c.id,
+        c.email,
+        c.name,
+        metadata,
+        now,
+        c.email_opt_out
+    ])?;
     let customer = get(conn, &c.id)?
         .ok_or_else(|| crate::StoreError::Database("customer vanished after upsert".into()))?;
     if let Some(e) = audit.and_then(|ctx| {

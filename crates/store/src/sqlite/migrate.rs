@@ -57,6 +57,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0010_page_sessions.sql"),
     ),
     (
+        11,
+        "customer_emails",
+        include_str!("../../migrations/sqlite/0011_customer_emails.sql"),
+    ),
+    (
         13,
         "clock_offset",
         include_str!("../../migrations/sqlite/0013_clock_offset.sql"),

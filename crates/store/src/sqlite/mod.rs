@@ -618,6 +618,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn set_email_channel(
+        &self,
+        events: Option<Vec<String>>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.write(move |w| notify::set_email_channel(&w.conn, events.as_deref(), now))
+            .await
+    }
+
     async fn disable_webhook_endpoint(
         &self,
         id: &str,
@@ -718,6 +727,18 @@ impl Store for SqliteStore {
         let (id, holder) = (event_id.to_owned(), holder.to_owned());
         self.write(move |w| stripe::finish(&w.conn, &id, &holder, &outcome, now))
             .await
+    }
+
+    async fn inbox_oldest_pending(&self) -> Result<Option<DateTime<Utc>>> {
+        self.read(|c| {
+            let at: Option<i64> = c
+                .prepare_cached(
+                    "SELECT MIN(received_at) FROM stripe_events WHERE status = 'pending'",
+                )?
+                .query_row([], |r| r.get(0))?;
+            Ok(at.map(crate::time::from_ms))
+        })
+        .await
     }
 
     async fn inbox_list(&self, filter: InboxFilter) -> Result<Vec<InboxEvent>> {

@@ -110,7 +110,8 @@ pub(crate) fn usage(conn: &Connection, customer: &str) -> Result<Vec<UsageNotifi
 const ENDPOINT_COLS: &str = "w.id, w.url, w.status, w.created_at, w.disabled_at, w.failing_since,
     w.secret, w.previous_secret, w.previous_expires_at,
     (SELECT group_concat(event_type, char(10)) FROM
-        (SELECT event_type FROM webhook_endpoint_events WHERE endpoint_id = w.id ORDER BY event_type))";
+        (SELECT event_type FROM webhook_endpoint_events WHERE endpoint_id = w.id ORDER BY event_type)),
+    w.kind";
 
 fn endpoint(r: &Row<'_>, at: usize) -> rusqlite::Result<WebhookEndpoint> {
     let events: Option<String> = r.get(at + 9)?;
@@ -127,12 +128,14 @@ fn endpoint(r: &Row<'_>, at: usize) -> rusqlite::Result<WebhookEndpoint> {
         events: events
             .map(|e| e.split('\n').map(str::to_owned).collect())
             .unwrap_or_default(),
+        kind: r.get(at + 10)?,
     })
 }
 
 pub(crate) fn get_endpoint(conn: &Connection, id: &str) -> Result<Option<WebhookEndpoint>> {
     let sql = format!(
-        "SELECT {ENDPOINT_COLS} FROM webhook_endpoints w WHERE w.id = ?1 AND w.deleted_at IS NULL"
+        "SELECT {ENDPOINT_COLS} FROM webhook_endpoints w WHERE w.id = ?1 AND w.deleted_at IS NULL
+            AND w.kind = 'webhook'"
     );
     Ok(conn
         .prepare_cached(&sql)?
@@ -143,7 +146,7 @@ pub(crate) fn get_endpoint(conn: &Connection, id: &str) -> Result<Option<Webhook
 pub(crate) fn list_endpoints(conn: &Connection) -> Result<Vec<WebhookEndpoint>> {
     let sql = format!(
         "SELECT {ENDPOINT_COLS} FROM webhook_endpoints w WHERE w.deleted_at IS NULL
-         ORDER BY w.created_at, w.id"
+            AND w.kind = 'webhook' ORDER BY w.created_at, w.id"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map([], |r| endpoint(r, 0))?;
@@ -436,4 +439,38 @@ pub(crate) fn oldest_pending(conn: &Connection) -> Result<Option<DateTime<Utc>>>
         )?
         .query_row([], |r| r.get(0))?;
     Ok(at.map(from_ms))
+}
+
+/// Opens (with the event types it receives) or closes the email channel; see
+/// [`crate::notify::EMAIL_CHANNEL`]. Returns whether it changed.
+pub(crate) fn set_email_channel(
+    conn: &Connection,
+    events: Option<&[String]>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let id = crate::notify::EMAIL_CHANNEL;
+    let Some(events) = events else {
+        let n = conn
+            .prepare_cached(
+                "UPDATE webhook_endpoints SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+            )?
+            .execute(params![id, to_ms(now)])?;
+        return Ok(n > 0);
+    };
+    conn.prepare_cached(
+        "INSERT INTO webhook_endpoints (id, url, secret, status, created_at, kind)
+         VALUES (?1, 'smtp:', '', 'enabled', ?2, 'email')
+         ON CONFLICT (id) DO UPDATE SET deleted_at = NULL, status = 'enabled',
+            disabled_at = NULL, failing_since = NULL",
+    )?
+    .execute(params![id, to_ms(now)])?;
+    conn.prepare_cached("DELETE FROM webhook_endpoint_events WHERE endpoint_id = ?1")?
+        .execute([id])?;
+    for t in events {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO webhook_endpoint_events (endpoint_id, event_type) VALUES (?1, ?2)",
+        )?
+        .execute(params![id, t])?;
+    }
+    Ok(true)
 }

@@ -63,6 +63,7 @@ pub fn t0() -> DateTime<Utc> {
 pub async fn customer(store: &dyn Store, id: &str) {
     store
         .upsert_customer(CustomerUpsert {
+            email_opt_out: None,
             id: id.into(),
             email: None,
             name: None,

@@ -88,7 +88,11 @@ pub async fn receive(
             "the body is not a Stripe event (JSON with id, type and created)",
         )
     })?;
+    let event_type = event.event_type.clone();
     let new = store_event(state, event, "webhook", now).await?;
+    if !new {
+        state.metrics.add_stripe_event(&event_type, "duplicate");
+    }
     Ok(new)
 }
 
@@ -161,6 +165,13 @@ pub async fn round(state: &AppState) -> usize {
         if let InboxOutcome::Retry { error, .. } | InboxOutcome::Parked(error) = &outcome {
             tracing::warn!(event = %ev.event_id, r#type = %ev.event_type, %error, "Stripe event failed");
             state.metrics.add_worker_failure(WORKER);
+            state.metrics.add_stripe_event(&ev.event_type, "failed");
+        } else {
+            state.metrics.add_stripe_event(&ev.event_type, "processed");
+            let lag = (state.clock.now() - ev.received_at)
+                .to_std()
+                .unwrap_or_default();
+            state.metrics.observe_stripe_event_lag(lag);
         }
         let finished = crate::service::worker::run_item(state, WORKER, &ev.event_id, async {
             Ok::<_, ApiError>(
@@ -508,6 +519,10 @@ async fn mirror(
         })
         .await?;
     state.credits.forget(&customer);
+    // Once per Stripe subscription (keyed by it): replays and duplicates enqueue nothing more.
+    if sub.status == "canceled" {
+        notify::subscription_canceled(state, &customer, &sub).await?;
+    }
     let plan_of = |s: Option<&tally_store::Subscription>| {
         crate::service::entitlements::effective_plan(state, s, now).map(|(p, _)| p.id)
     };
@@ -530,6 +545,10 @@ async fn checkout_completed(
     let Some(customer) = tally_customer_of_session(state, s).await? else {
         return ignored("not a Tally checkout (no known tally_customer_id)");
     };
+    // `completed` once per session: the async-payment event that may follow is the same session.
+    if matches!(event.kind, EventKind::CheckoutCompleted(_)) {
+        state.metrics.add_checkout_session("completed");
+    }
     if s.mode == "subscription" {
         let Some(sub_id) = &s.subscription else {
             return applied("subscription checkout without a subscription yet");
@@ -571,7 +590,12 @@ async fn checkout_completed(
     )
     .await?;
     let new_grant = matches!(granted, crate::service::credits::Applied::New(_));
-    state
+    let amount = s.amount_total.unwrap_or(pack.amount);
+    let currency = s
+        .currency
+        .clone()
+        .unwrap_or_else(|| pack.currency.code().to_ascii_lowercase());
+    let new_payment = state
         .store
         .record_transaction(NewTransaction {
             id: crate::service::credits::new_id("txn", state.clock.now()),
@@ -579,11 +603,8 @@ async fn checkout_completed(
             customer_id: customer.clone(),
             kind: "credit_pack".into(),
             status: "succeeded".into(),
-            amount: s.amount_total.unwrap_or(pack.amount),
-            currency: s
-                .currency
-                .clone()
-                .unwrap_or_else(|| pack.currency.code().to_ascii_lowercase()),
+            amount,
+            currency: currency.clone(),
             description: Some(pack.name.clone()),
             stripe_invoice: None,
             stripe_payment_intent: s.payment_intent.clone(),
@@ -594,6 +615,9 @@ async fn checkout_completed(
             created_at: state.clock.now(),
         })
         .await?;
+    if new_payment {
+        state.metrics.add_payment_succeeded(amount, &currency);
+    }
     state.credits.forget(&customer);
     applied(if new_grant {
         format!("credit pack {} granted", pack.id)
@@ -627,7 +651,9 @@ async fn checkout_failed(
         occurred_at: instant(event.created),
         created_at: state.clock.now(),
     };
-    state.store.record_transaction(failed.clone()).await?;
+    if state.store.record_transaction(failed.clone()).await? {
+        state.metrics.add_payment_failed(false);
+    }
     // Unconditionally: the outbox deduplicates, and a retry after a failed enqueue must enqueue.
     notify::payment_failed(state, &customer, &failed, instant(event.created)).await?;
     applied("failed checkout payment recorded")
@@ -679,6 +705,11 @@ async fn invoice_paid(state: &AppState, event: &Event, i: &Invoice) -> Result<In
             created_at: state.clock.now(),
         })
         .await?;
+    if new {
+        state
+            .metrics
+            .add_payment_succeeded(i.amount_paid, &i.currency);
+    }
     applied(if new {
         "payment recorded"
     } else {
@@ -716,7 +747,9 @@ async fn invoice_failed(
         occurred_at: at,
         created_at: state.clock.now(),
     };
-    state.store.record_transaction(failed.clone()).await?;
+    if state.store.record_transaction(failed.clone()).await? {
+        state.metrics.add_payment_failed(true);
+    }
     // Past due since this instant: the grace period of the entitlements counts from it.
     if let (Some(sub_id), Some(client)) = (&i.subscription, &state.stripe) {
         if let Some(sub) = client.subscription(sub_id).await? {

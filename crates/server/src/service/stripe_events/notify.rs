@@ -67,3 +67,38 @@ pub async fn payment_failed(
     .await?;
     Ok(())
 }
+
+/// `subscription.canceled`: the mirrored subscription turned `canceled` (the free plan applies).
+pub async fn subscription_canceled(
+    state: &AppState,
+    customer_id: &str,
+    subscription: &Subscription,
+) -> Result<(), ApiError> {
+    let stripe_id = subscription
+        .stripe
+        .as_ref()
+        .and_then(|s| s.get("subscription"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let canceled_at = subscription
+        .stripe
+        .as_ref()
+        .and_then(|s| s.get("canceled_at"))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    enqueue(
+        state,
+        "subscription.canceled",
+        Some(customer_id),
+        json!({
+            "customer": customer_id,
+            "subscription": subscription.id,
+            "plan": subscription.plan,
+            "interval": subscription.interval,
+            "canceled_at": canceled_at,
+        }),
+        format!("subscription.canceled:{customer_id}:{stripe_id}"),
+    )
+    .await?;
+    Ok(())
+}
