@@ -2,6 +2,7 @@
 //! the response; errors become JSON through [`ApiError`].
 
 pub mod audit;
+pub mod business;
 pub mod checkout;
 pub mod credits;
 pub mod customers;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhook_endpoints::routes())
         .merge(checkout::routes())
         .merge(subscriptions::routes())
+        .merge(business::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::ratelimit::enforce,
@@ -389,7 +391,8 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
             | "/v1/customers/{id}/transactions"
             | "/v1/customers/{id}/credits"
             | "/v1/customers/{id}/notifications"
-            | "/v1/flags",
+            | "/v1/flags"
+            | "/v1/metrics/business",
         ) => Access::Read,
         ("GET", "/v1/audit" | "/v1/customers/{id}/audit") => Access::Admin,
         (

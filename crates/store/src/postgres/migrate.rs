@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "page_sessions",
         include_str!("../../migrations/postgres/0009_page_sessions.sql"),
     ),
+    (
+        11,
+        "subscription_history",
+        include_str!("../../migrations/postgres/0011_subscription_history.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

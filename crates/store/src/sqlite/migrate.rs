@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "page_sessions",
         include_str!("../../migrations/sqlite/0010_page_sessions.sql"),
     ),
+    (
+        12,
+        "subscription_history",
+        include_str!("../../migrations/sqlite/0012_subscription_history.sql"),
+    ),
 ];
 
 /// The schema version the code expects.
