@@ -43,6 +43,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
             post(open_billing_page),
         )
         .route("/admin/sign-out", post(sign_out))
+        .merge(super::admin_ops::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_session,
@@ -72,7 +73,7 @@ fn to_sign_in() -> Response {
     Redirect::to("/admin/sign-in").into_response()
 }
 
-fn refused(text: &str) -> Response {
+pub(super) fn refused(text: &str) -> Response {
     super::message(StatusCode::FORBIDDEN, "Refused", text)
 }
 
@@ -127,7 +128,7 @@ async fn same_site_posts(State(state): State<AppState>, req: Request, next: Next
     res
 }
 
-fn csrf_ok(session: &AdminSession, form: &HashMap<String, String>) -> bool {
+pub(super) fn csrf_ok(session: &AdminSession, form: &HashMap<String, String>) -> bool {
     form.get("csrf").is_some_and(|c| {
         c.len() == session.csrf.len()
             && c.bytes()
@@ -339,6 +340,8 @@ struct CustomerPage {
     notifications: Vec<String>,
     flags: Vec<String>,
     audit: Vec<(String, String, String)>,
+    /// The subscription history, newest first: (when, plan, interval, status, details).
+    timeline: Vec<(String, String, String, String, String)>,
 }
 
 #[derive(Deserialize)]
@@ -382,6 +385,7 @@ async fn customer_view(
             limit: 20,
         })
         .await?;
+    let history = state.store.subscription_history(Some(id)).await?;
     let mut nonce = [0u8; 16];
     rand::rng().fill_bytes(&mut nonce);
     let ts = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M").to_string();
@@ -456,6 +460,29 @@ async fn customer_view(
         flags: flags
             .iter()
             .map(|f| format!("{}: {}", f.flag, if f.enabled { "on" } else { "off" }))
+            .collect(),
+        timeline: history
+            .iter()
+            .rev()
+            .map(|h| {
+                let mut details = Vec::new();
+                if let Some(c) = &h.coupon {
+                    details.push(format!("coupon {c}"));
+                }
+                if h.cancel_at_period_end {
+                    details.push("cancels at period end".to_owned());
+                }
+                if let Some(t) = h.trial_end {
+                    details.push(format!("trial ends {}", ts(t)));
+                }
+                (
+                    ts(h.at),
+                    h.plan.clone(),
+                    h.interval.clone(),
+                    h.status.clone(),
+                    format!("{} · {}", h.source, details.join(", ")),
+                )
+            })
             .collect(),
         audit: audit
             .records

@@ -12,7 +12,9 @@
 //! "link expired" page; an invoice that is not the session's customer's answers 404.
 
 mod admin;
+mod admin_ops;
 mod billing;
+mod chart;
 mod format;
 
 use askama::Template;
