@@ -6,6 +6,7 @@ pub mod bench_credits;
 mod bench_load;
 pub mod catalog;
 pub mod common;
+pub mod demo;
 pub mod events;
 pub mod invoice;
 pub mod keys;

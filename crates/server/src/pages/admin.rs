@@ -50,6 +50,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         ));
     Router::new()
         .route("/admin/sign-in", get(sign_in_form).post(sign_in))
+        .route("/admin/sign-in/{code}", get(sign_in_link))
         .merge(signed_in)
         .route_layer(middleware::from_fn_with_state(state, same_site_posts))
 }
@@ -187,6 +188,32 @@ async fn sign_in(State(state): State<AppState>, Form(f): Form<SignInForm>) -> Re
     let cookie = format!("{COOKIE}={token}; Path=/admin; HttpOnly; SameSite=Strict{secure}");
     let mut res = Redirect::to("/admin/customers").into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
+}
+
+/// The session cookie of a new session.
+fn session_cookie(state: &AppState, token: &str) -> Option<HeaderValue> {
+    let secure = if state.config.public_base().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={token}; Path=/admin; HttpOnly; SameSite=Strict{secure}"
+    ))
+    .ok()
+}
+
+/// A one-time sign-in link (see `Sessions::link`): a session cookie and the console, or the
+/// sign-in form for a used, expired or unknown link.
+async fn sign_in_link(State(state): State<AppState>, Path(code): Path<String>) -> Response {
+    let Some(token) = state.admin_sessions.redeem_link(&code, state.clock.now()) else {
+        return Redirect::to("/admin/sign-in").into_response();
+    };
+    let mut res = Redirect::to("/admin/dashboard").into_response();
+    if let Some(v) = session_cookie(&state, &token) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
     res
