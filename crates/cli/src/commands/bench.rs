@@ -53,6 +53,13 @@ pub struct BenchArgs {
     dir: Option<PathBuf>,
     #[command(flatten)]
     credits: super::bench_credits::CreditBenchArgs,
+    /// Run only the billing-page benchmark (render time with 24 months of history beside the
+    /// hello-world route, and the page's weight).
+    #[arg(long)]
+    pages: bool,
+    /// Requests of each run of the billing-page benchmark.
+    #[arg(long, default_value_t = 2000)]
+    page_requests: usize,
     /// Internal: run the hello-world HTTP server the latency limit is measured against.
     #[arg(long, hide = true)]
     hello_world_server: bool,
@@ -253,6 +260,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; benchmark figures need `cargo build --release`");
+    }
+    if args.pages {
+        println!("machine: {}", machine());
+        print!("{}", super::bench_pages::report(args.page_requests)?);
+        return Ok(ExitCode::SUCCESS);
     }
     if args.credits.credits_only {
         println!("machine: {}", machine());

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod bench_credits;
 mod bench_load;
+pub mod bench_pages;
 pub mod catalog;
 pub mod common;
 pub mod demo;
