@@ -222,25 +222,29 @@ pub fn changes(state: &AppState, history: &[SubscriptionChangeRecord]) -> Vec<Su
 /// Trials that ended: a `trialing` row followed by `active` on a paid plan (converted) or by
 /// `canceled` / `incomplete_expired` (canceled while trialing). Other successors (a first
 /// payment that failed) are neither.
-fn trial_ends(state: &AppState, history: &[SubscriptionChangeRecord]) -> Vec<TrialEnd> {
+/// Each with the currency of the plan it ended on.
+fn trial_ends(state: &AppState, history: &[SubscriptionChangeRecord]) -> Vec<(TrialEnd, Currency)> {
     let mut last: HashMap<&str, &SubscriptionChangeRecord> = HashMap::new();
     let mut out = Vec::new();
     for r in history {
         if let Some(prev) = last.get(r.customer_id.as_str()) {
             if prev.status == "trialing" && r.status != "trialing" {
-                let paid = state_of(state, r).is_some_and(|s| s.fee_minor > 0);
-                match r.status.as_str() {
-                    "active" if paid => out.push(TrialEnd {
-                        customer: r.customer_id.clone(),
-                        at: r.at,
-                        converted: true,
-                    }),
-                    "canceled" | "incomplete_expired" => out.push(TrialEnd {
-                        customer: r.customer_id.clone(),
-                        at: r.at,
-                        converted: false,
-                    }),
-                    _ => {}
+                if let Some(s) = state_of(state, r) {
+                    let converted = match r.status.as_str() {
+                        "active" if s.fee_minor > 0 => Some(true),
+                        "canceled" | "incomplete_expired" => Some(false),
+                        _ => None,
+                    };
+                    if let Some(converted) = converted {
+                        out.push((
+                            TrialEnd {
+                                customer: r.customer_id.clone(),
+                                at: r.at,
+                                converted,
+                            },
+                            s.currency,
+                        ));
+                    }
                 }
             }
         }
@@ -489,19 +493,11 @@ pub async fn metrics(state: &AppState, month: Month) -> Result<BusinessMetrics, 
             .get(&cur)
             .and_then(business::MrrMovements::subscriber_churn_rate);
         let arpu = m.arpu();
-        let ended: Vec<&TrialEnd> = trials
+        let ended: Vec<TrialEnd> = trials
             .iter()
-            .filter(|t| {
-                t.at >= window_from
-                    && t.at < end
-                    && history
-                        .iter()
-                        .find(|h| h.customer_id == t.customer && h.at == t.at)
-                        .and_then(|h| state_of(state, h))
-                        .is_some_and(|s| s.currency == cur)
-            })
+            .filter(|(t, c)| *c == cur && t.at >= window_from && t.at < end)
+            .map(|(t, _)| t.clone())
             .collect();
-        let ended_owned: Vec<TrialEnd> = ended.iter().map(|t| (*t).clone()).collect();
         let mut collection: BTreeMap<String, CountAmount> = ["pending", "succeeded", "failed"]
             .into_iter()
             .map(|k| (k.to_owned(), CountAmount::default()))
@@ -554,7 +550,7 @@ pub async fn metrics(state: &AppState, month: Month) -> Result<BusinessMetrics, 
             subscriber_churn_rate: churn_rate.map(|r| r.normalize()),
             arpu,
             ltv: business::ltv(arpu, churn_rate),
-            trial_conversion_rate: business::trial_conversion_rate(&ended_owned, end)
+            trial_conversion_rate: business::trial_conversion_rate(&ended, end)
                 .map(|r| r.normalize()),
             trials_converted: ended.iter().filter(|t| t.converted).count() as u64,
             trials_canceled: ended.iter().filter(|t| !t.converted).count() as u64,
