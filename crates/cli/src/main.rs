@@ -17,6 +17,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Everything on loopback with no Stripe account: the Stripe simulator, Tally, a demo
+    /// catalog and customers; prints the admin console, a billing page and an API key.
+    Demo(commands::demo::DemoArgs),
     /// Check or show a catalog file.
     #[command(subcommand)]
     Catalog(commands::catalog::CatalogCommand),
@@ -66,6 +69,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => commands::demo::run(args),
         Command::Catalog(cmd) => commands::catalog::run(cmd),
         Command::Invoice(cmd) => commands::invoice::run(cmd),
         Command::Serve(args) => commands::serve::run(*args),

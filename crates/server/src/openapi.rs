@@ -53,6 +53,7 @@ pub fn build() -> utoipa::openapi::OpenApi {
     doc.merge(api::checkout::CheckoutDoc::openapi());
     doc.merge(api::subscriptions::SubscriptionsDoc::openapi());
     doc.merge(api::clock::ClockDoc::openapi());
+    doc.merge(api::business::BusinessDoc::openapi());
     complete(&mut doc);
     doc
 }

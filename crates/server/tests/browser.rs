@@ -448,3 +448,173 @@ async fn landed_on(c: &fantoccini::Client, want: &str) -> String {
     }
     path
 }
+
+/// The simulator's Checkout page: pays with `card`.
+async fn pay_on_checkout(c: &Client, card: &str) {
+    c.find(Locator::Css("input[name=card_number]"))
+        .await
+        .unwrap()
+        .send_keys(card)
+        .await
+        .unwrap();
+    let before = c.current_url().await.unwrap().to_string();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_url_change(c, &before).await;
+}
+
+async fn wait_url_change(c: &Client, before: &str) {
+    for _ in 0..200 {
+        if c.current_url().await.unwrap().as_str() != before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the page stayed at {before}");
+}
+
+/// Clicks `css` and waits for the navigation it starts.
+async fn click_and_wait(c: &Client, css: &str) {
+    let before = c.current_url().await.unwrap().to_string();
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+    wait_url_change(c, &before).await;
+}
+
+/// Polls the page (which reloads itself while Tally waits for Stripe's webhook) until `css`'s
+/// attribute or text satisfies `ok`.
+async fn wait_for(c: &Client, what: &str, mut ok: impl FnMut(String) -> bool, read: &str) {
+    for _ in 0..300 {
+        if let Ok(e) = c.find(Locator::Css(read)).await {
+            let v = if what == "text" {
+                e.text().await.unwrap_or_default()
+            } else {
+                e.attr(what).await.ok().flatten().unwrap_or_default()
+            };
+            if ok(v) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{read} never reached the expected {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_and_credits_through_the_simulators_checkout_in_chromium() {
+    tokio::time::timeout(TEST_TIME, checkout_scenario())
+        .await
+        .expect("the Checkout browser test took too long");
+}
+
+async fn checkout_scenario() {
+    let Some((_driver, driver_url)) = start_driver().await else {
+        return;
+    };
+    // Tally's port is chosen first: the simulator delivers its webhooks there, signed.
+    let port = free_port();
+    let secret = "whsec_browser_checkout";
+    let sim = stripe_sim::spawn(stripe_sim::Config {
+        port: 0,
+        webhook: Some((
+            format!("http://127.0.0.1:{port}/webhooks/stripe"),
+            secret.into(),
+        )),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sim_base = sim.base_url();
+    let catalog = tally_server::config::parse_catalog(
+        include_str!("../../../catalogs/demo.toml"),
+        "demo.toml",
+    )
+    .unwrap();
+    let stripe =
+        tally_stripe::Client::new(tally_stripe::Config::new("sk_test_b").with_base_url(&sim_base))
+            .unwrap();
+    tally_stripe::push::push(&stripe, &catalog, true, chrono::Utc::now().timestamp())
+        .await
+        .unwrap();
+    let app = common::app_with(|c| {
+        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.catalog = std::sync::Arc::new(catalog);
+        c.stripe_webhook_secrets = vec![secret.into()];
+        c.stripe.api_key = Some("sk_test_b".into());
+        c.stripe.api_base = Some(sim_base.clone());
+    })
+    .await;
+    let (s, b) = app
+        .put("/v1/customers/initech", json!({"name": "Initech"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = app
+        .put(
+            "/v1/customers/initech/subscription",
+            json!({"plan": "free"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let link = app.link("initech", "en").await;
+
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver_url, profile.path()).await;
+    c.set_window_size(1280, 900).await.unwrap();
+    c.goto(&link).await.unwrap();
+    let page = c.current_url().await.unwrap();
+    assert_eq!(text(&c, "#plan-name").await, "Free");
+
+    // Upgrade → the simulator's Checkout in the top window → 4242 → back on the page, on Pro.
+    click_and_wait(&c, "#choose-pro").await;
+    let at = c.current_url().await.unwrap();
+    assert!(
+        at.as_str().starts_with(&format!("{sim_base}/c/pay/")),
+        "{at}"
+    );
+    pay_on_checkout(&c, "4242 4242 4242 4242").await;
+    let back = c.current_url().await.unwrap();
+    assert_eq!(back.path(), page.path(), "{back}");
+    wait_for(&c, "text", |t| t == "Pro", "#plan-name").await;
+    assert_eq!(
+        text(&c, "#notice").await,
+        "Thank you: your new plan is active."
+    );
+    assert!(text(&c, "#plan-pro").await.contains("Current plan"));
+    screenshot(&c, "billing-upgraded-1280.png").await;
+    c.set_window_size(390, 844).await.unwrap();
+    let width = js_u64(&c, "return document.documentElement.clientWidth").await;
+    assert!(width <= 390, "{width}");
+    let scroll = js_u64(&c, "return document.documentElement.scrollWidth").await;
+    assert!(scroll <= 390, "horizontal scroll at 390 px: {scroll}");
+    screenshot(&c, "billing-upgraded-390.png").await;
+
+    // Buy a credit pack: the balance grows by the pack's 100 credits.
+    c.set_window_size(1280, 900).await.unwrap();
+    let (_, credits) = app.get("/v1/customers/initech/credits").await;
+    let before: i64 = credits["balance"].as_str().unwrap().parse().unwrap();
+    click_and_wait(&c, "#pack-images_100").await;
+    let at = c.current_url().await.unwrap();
+    assert!(
+        at.as_str().starts_with(&format!("{sim_base}/c/pay/")),
+        "{at}"
+    );
+    pay_on_checkout(&c, "4242 4242 4242 4242").await;
+    let want = (before + 100).to_string();
+    wait_for(&c, "data-balance", |b| b == want, "#credit-balance").await;
+    assert_eq!(
+        text(&c, "#notice").await,
+        "Thank you: your credits were added."
+    );
+    screenshot(&c, "billing-credits-1280.png").await;
+    c.close().await.unwrap();
+    app.server.shutdown().await.unwrap();
+    sim.shutdown().await;
+}

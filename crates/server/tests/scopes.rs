@@ -76,6 +76,9 @@ enum Needs {
     Admin,
 }
 
+/// Routes about every customer at once: keys limited to one customer are refused.
+const EVERY_CUSTOMER: &[&str] = &["/v1/metrics/business"];
+
 /// One route: method, template, what it needs, whether it names a customer, the status of a
 /// successful call, and the request for customer `c`: (path, body).
 struct Route {
@@ -316,6 +319,9 @@ fn routes() -> Vec<Route> {
         r(Method::GET, "/v1/flags", Read, true, ok, |c| {
             (format!("/v1/flags?customer={c}"), None)
         }),
+        r(Method::GET, "/v1/metrics/business", Read, false, ok, |_| {
+            ("/v1/metrics/business?month=2026-01".into(), None)
+        }),
         r(
             Method::PUT,
             "/v1/customers/{id}/flags/{flag}",
@@ -497,28 +503,41 @@ async fn every_route_answers_every_scope_as_documented(db: Db) {
                 own
             }
         };
+        // Routes about every customer refuse any key limited to one customer.
+        let limited = |want: Answer| {
+            if EVERY_CUSTOMER.contains(&r.template) && want.0 != StatusCode::FORBIDDEN {
+                forbidden("customer_forbidden")
+            } else {
+                want
+            }
+        };
         let cases: [(&str, &str, &str, Answer); 8] = [
             ("admin", KEY, "c1", by_scope(Scope::Admin)),
             ("app", &app_key, "c1", by_scope(Scope::App)),
             ("read", &read_key, "c1", by_scope(Scope::Read)),
-            ("app for c1, own", &c1_key, "c1", by_scope(Scope::App)),
+            (
+                "app for c1, own",
+                &c1_key,
+                "c1",
+                limited(by_scope(Scope::App)),
+            ),
             (
                 "app for c1, other",
                 &c1_key,
                 "c2",
-                limited_other(Scope::App),
+                limited(limited_other(Scope::App)),
             ),
             (
                 "read for c1, own",
                 &c1_read_key,
                 "c1",
-                by_scope(Scope::Read),
+                limited(by_scope(Scope::Read)),
             ),
             (
                 "read for c1, other",
                 &c1_read_key,
                 "c2",
-                limited_other(Scope::Read),
+                limited(limited_other(Scope::Read)),
             ),
             ("admin, other", KEY, "c2", by_scope(Scope::Admin)),
         ];

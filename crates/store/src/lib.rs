@@ -11,6 +11,7 @@ pub mod audit;
 pub mod clock;
 pub mod credits;
 mod error;
+pub mod history;
 pub mod model;
 pub mod notify;
 pub mod pages;
@@ -33,6 +34,7 @@ pub use credits::{
     CreditRequest, FlagOverride, UsageNotification,
 };
 pub use error::StoreError;
+pub use history::SubscriptionChangeRecord;
 pub use model::*;
 pub use notify::{
     ClaimedDelivery, DeliveryAttempt, NewNotification, NewWebhookEndpoint, Notification,
@@ -477,6 +479,25 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         starting_after: Option<&str>,
     ) -> Result<Vec<Transaction>>;
+    // --- business facts (see [`history`]) ---------------------------------------------------
+
+    /// The subscription history of one customer (or of every customer with `None`), in the
+    /// order the changes took effect.
+    async fn subscription_history(
+        &self,
+        customer_id: Option<&str>,
+    ) -> Result<Vec<SubscriptionChangeRecord>>;
+
+    /// Every customer's transactions that happened before `before`, oldest first.
+    async fn transactions_before(&self, before: DateTime<Utc>) -> Result<Vec<Transaction>>;
+
+    /// Every customer's invoices written in `[from, to)`, oldest first.
+    async fn invoices_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<StoredInvoice>>;
+
     // --- page sessions (see [`pages`]) ---------------------------------------------------
 
     /// Stores a page session whose link is not used yet; with `audit`, records

@@ -80,6 +80,9 @@ pub struct StripeSubscriptionUpsert {
     pub stripe: Value,
     /// When the subscription became past due or unpaid, if it is; kept when it already was.
     pub past_due_at: Option<DateTime<Utc>>,
+    /// When the change took effect at Stripe (the event's `created`): the instant of the
+    /// subscription history's row.
+    pub changed_at: DateTime<Utc>,
     pub now: DateTime<Utc>,
 }
 

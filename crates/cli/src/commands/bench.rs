@@ -61,7 +61,15 @@ pub struct BenchArgs {
     credits: super::bench_credits::CreditBenchArgs,
     #[command(flatten)]
     webhooks: super::bench_webhooks::WebhookBenchArgs,
+    #[command(flatten)]
     notify: super::bench_notify::NotifyBenchArgs,
+    /// Run only the billing-page benchmark (render time with 24 months of history beside the
+    /// hello-world route, and the page's weight).
+    #[arg(long)]
+    pages: bool,
+    /// Requests of each run of the billing-page benchmark.
+    #[arg(long, default_value_t = 2000)]
+    page_requests: usize,
     /// Internal: run the hello-world HTTP server the latency limit is measured against.
     #[arg(long, hide = true)]
     hello_world_server: bool,
@@ -279,6 +287,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         println!("machine: {}", machine());
         let m = postgres_ingest(&args, url)?;
         print!("{}", super::bench_postgres::lines(&m, args.batch));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.pages {
+        println!("machine: {}", machine());
+        print!("{}", super::bench_pages::report(args.page_requests)?);
         return Ok(ExitCode::SUCCESS);
     }
     if args.credits.credits_only {

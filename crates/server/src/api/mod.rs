@@ -2,6 +2,7 @@
 //! the response; errors become JSON through [`ApiError`].
 
 pub mod audit;
+pub mod business;
 pub mod checkout;
 pub mod clock;
 pub mod credits;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(checkout::routes())
         .merge(subscriptions::routes())
         .merge(clock::routes())
+        .merge(business::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::ratelimit::enforce,
@@ -391,7 +393,8 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
             | "/v1/customers/{id}/transactions"
             | "/v1/customers/{id}/credits"
             | "/v1/customers/{id}/notifications"
-            | "/v1/flags",
+            | "/v1/flags"
+            | "/v1/metrics/business",
         ) => Access::Read,
         ("GET", "/v1/audit" | "/v1/customers/{id}/audit") => Access::Admin,
         (

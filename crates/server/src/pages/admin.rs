@@ -43,12 +43,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
             post(open_billing_page),
         )
         .route("/admin/sign-out", post(sign_out))
+        .merge(super::admin_ops::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_session,
         ));
     Router::new()
         .route("/admin/sign-in", get(sign_in_form).post(sign_in))
+        .route("/admin/sign-in/{code}", get(sign_in_link))
         .merge(signed_in)
         .route_layer(middleware::from_fn_with_state(state, same_site_posts))
 }
@@ -72,7 +74,7 @@ fn to_sign_in() -> Response {
     Redirect::to("/admin/sign-in").into_response()
 }
 
-fn refused(text: &str) -> Response {
+pub(super) fn refused(text: &str) -> Response {
     super::message(StatusCode::FORBIDDEN, "Refused", text)
 }
 
@@ -127,7 +129,7 @@ async fn same_site_posts(State(state): State<AppState>, req: Request, next: Next
     res
 }
 
-fn csrf_ok(session: &AdminSession, form: &HashMap<String, String>) -> bool {
+pub(super) fn csrf_ok(session: &AdminSession, form: &HashMap<String, String>) -> bool {
     form.get("csrf").is_some_and(|c| {
         c.len() == session.csrf.len()
             && c.bytes()
@@ -186,6 +188,32 @@ async fn sign_in(State(state): State<AppState>, Form(f): Form<SignInForm>) -> Re
     let cookie = format!("{COOKIE}={token}; Path=/admin; HttpOnly; SameSite=Strict{secure}");
     let mut res = Redirect::to("/admin/customers").into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
+}
+
+/// The session cookie of a new session.
+fn session_cookie(state: &AppState, token: &str) -> Option<HeaderValue> {
+    let secure = if state.config.public_base().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={token}; Path=/admin; HttpOnly; SameSite=Strict{secure}"
+    ))
+    .ok()
+}
+
+/// A one-time sign-in link (see `Sessions::link`): a session cookie and the console, or the
+/// sign-in form for a used, expired or unknown link.
+async fn sign_in_link(State(state): State<AppState>, Path(code): Path<String>) -> Response {
+    let Some(token) = state.admin_sessions.redeem_link(&code, state.clock.now()) else {
+        return Redirect::to("/admin/sign-in").into_response();
+    };
+    let mut res = Redirect::to("/admin/dashboard").into_response();
+    if let Some(v) = session_cookie(&state, &token) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
     res
@@ -339,6 +367,8 @@ struct CustomerPage {
     notifications: Vec<String>,
     flags: Vec<String>,
     audit: Vec<(String, String, String)>,
+    /// The subscription history, newest first: (when, plan, interval, status, details).
+    timeline: Vec<(String, String, String, String, String)>,
 }
 
 #[derive(Deserialize)]
@@ -382,6 +412,7 @@ async fn customer_view(
             limit: 20,
         })
         .await?;
+    let history = state.store.subscription_history(Some(id)).await?;
     let mut nonce = [0u8; 16];
     rand::rng().fill_bytes(&mut nonce);
     let ts = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M").to_string();
@@ -456,6 +487,29 @@ async fn customer_view(
         flags: flags
             .iter()
             .map(|f| format!("{}: {}", f.flag, if f.enabled { "on" } else { "off" }))
+            .collect(),
+        timeline: history
+            .iter()
+            .rev()
+            .map(|h| {
+                let mut details = Vec::new();
+                if let Some(c) = &h.coupon {
+                    details.push(format!("coupon {c}"));
+                }
+                if h.cancel_at_period_end {
+                    details.push("cancels at period end".to_owned());
+                }
+                if let Some(t) = h.trial_end {
+                    details.push(format!("trial ends {}", ts(t)));
+                }
+                (
+                    ts(h.at),
+                    h.plan.clone(),
+                    h.interval.clone(),
+                    h.status.clone(),
+                    format!("{} · {}", h.source, details.join(", ")),
+                )
+            })
             .collect(),
         audit: audit
             .records

@@ -1,11 +1,14 @@
 //! The billing page's view: the figures of `GET /v1/customers/{id}/billing` (the same service
 //! call), written for the session's locale.
 
+use std::collections::HashMap;
+
 use askama::Template;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tally_core::money::Currency;
 use tally_core::money_display::{format_money, format_quantity, Locale};
+use tally_core::period::Interval;
 use tally_store::PageSession;
 
 use super::format::{date, period, segment};
@@ -42,21 +45,57 @@ pub struct BillingPage {
     ledger: Vec<LedgerRow>,
     invoices: Vec<InvoiceRow>,
     payments: Vec<PaymentRow>,
+    /// A message after a return from Stripe or a change (`?done=…`).
+    notice: Option<String>,
+    /// Reload the page here shortly: Tally is waiting for Stripe's webhook of a payment just
+    /// made.
+    refresh: Option<String>,
 }
 
-/// Links of the page's actions; each is `None` until its route exists (checkout, credit packs
-/// and the customer portal go through Stripe, in the top window).
+/// The page's actions, shown when Stripe is configured: plans (with the monthly/yearly toggle),
+/// credit packs and the customer portal. Stripe's pages open in the top window (they refuse
+/// iframes).
 #[derive(Default)]
 pub struct Actions {
-    pub change_plan: Option<String>,
-    pub buy_credits: Option<String>,
+    /// `month` or `year`: the interval the plan cards show.
+    pub interval: String,
+    /// Links showing the cards in the other interval: (label, href, selected).
+    pub toggle: Vec<(String, String, bool)>,
+    pub plans: Vec<PlanCard>,
+    /// Credit packs: (id, name, price, form action).
+    pub packs: Vec<(String, String, String)>,
+    /// The checkout form's action (plans without a Stripe subscription, and credit packs).
+    pub checkout: String,
+    /// The portal form's action, once the customer has a Stripe customer.
     pub portal: Option<String>,
 }
 
 impl Actions {
     pub fn any(&self) -> bool {
-        self.change_plan.is_some() || self.buy_credits.is_some() || self.portal.is_some()
+        !self.plans.is_empty() || !self.packs.is_empty() || self.portal.is_some()
     }
+}
+
+/// What a plan card offers.
+pub enum PlanAction {
+    /// The customer's plan and interval.
+    Current,
+    /// No Stripe subscription yet: Checkout (a form to the top window).
+    Checkout { label: &'static str },
+    /// A Stripe subscription: the confirmation page of an upgrade.
+    Upgrade { href: String },
+    /// A cheaper plan or shorter interval: applies at the period's end.
+    Downgrade { applies: String },
+}
+
+pub struct PlanCard {
+    pub id: String,
+    pub name: String,
+    /// "€199.00 / month".
+    pub price: String,
+    /// "Save €398.00 a year" on yearly prices cheaper than twelve months.
+    pub saving: Option<String>,
+    pub action: PlanAction,
 }
 
 pub struct Meter {
@@ -191,15 +230,257 @@ fn meter(m: &MetricUsage, locale: Locale) -> Meter {
     }
 }
 
-/// Payments and refunds of the customer, newest first: empty until the transactions service
-/// records them (the page's payments section reads only from here).
-async fn payments(_state: &AppState, _customer: &str, _locale: Locale) -> Vec<PaymentRow> {
-    Vec::new()
+/// Payments, credit-pack purchases, failed payments and refunds of the customer, newest first
+/// (the transactions recorded from Stripe's events).
+fn payments(b: &customers::BillingSummary, locale: Locale) -> Vec<PaymentRow> {
+    b.payments
+        .iter()
+        .map(|t| PaymentRow {
+            date: date(t.occurred_at, locale),
+            status: match (t.kind.as_str(), t.status.as_str()) {
+                ("subscription_payment", _) => "Subscription payment".to_owned(),
+                ("credit_pack", _) => "Credit purchase".to_owned(),
+                ("payment_failed", _) => "Payment failed".to_owned(),
+                ("refund", _) => "Refund".to_owned(),
+                (k, s) => format!("{k} ({s})"),
+            },
+            amount: money(
+                if t.kind == "refund" {
+                    -t.amount
+                } else {
+                    t.amount
+                },
+                &t.currency,
+                locale,
+            ),
+        })
+        .collect()
 }
 
-/// The page's action links (see [`Actions`]).
-fn actions(_state: &AppState, _session: &PageSession) -> Actions {
-    Actions::default()
+/// Whether the customer pays Stripe for a subscription now (plan changes then go through
+/// Stripe's subscription; otherwise through Checkout).
+fn stripe_live(sub: Option<&tally_store::Subscription>) -> bool {
+    sub.is_some_and(|s| {
+        s.source == "stripe"
+            && matches!(
+                s.status.as_str(),
+                "active" | "trialing" | "past_due" | "unpaid" | "paused"
+            )
+    })
+}
+
+/// A price per year, to compare plans of different intervals.
+fn per_year(amount: i64, interval: Interval) -> i128 {
+    i128::from(amount) * 12 / i128::from(interval.months().max(1))
+}
+
+/// The page's actions (see [`Actions`]); none without Stripe.
+async fn actions(
+    state: &AppState,
+    token: &str,
+    b: &customers::BillingSummary,
+    shown: Option<&str>,
+    locale: Locale,
+) -> Result<Actions, ApiError> {
+    if state.stripe.is_none() {
+        return Ok(Actions::default());
+    }
+    let base = format!("/billing/s/{token}");
+    let sub = b.subscription.as_ref();
+    let current_interval = sub
+        .and_then(|s| Interval::parse(&s.interval))
+        .unwrap_or(Interval::Month);
+    let interval = shown.and_then(Interval::parse).unwrap_or(current_interval);
+    let live = stripe_live(sub);
+    let current = sub.and_then(|s| {
+        let p = state.catalog.plan(&s.plan)?;
+        let i = Interval::parse(&s.interval)?;
+        Some((p, i, p.prices.get(&i).map_or(0, |x| x.amount)))
+    });
+    let period_end = sub
+        .and_then(|s| s.stripe.as_ref())
+        .and_then(|j| j.get("current_period_end"))
+        .and_then(Value::as_str)
+        .and_then(crate::service::rfc3339::parse_utc)
+        .unwrap_or(b.period.end);
+    let mut plans = Vec::new();
+    for p in state.catalog.plans() {
+        let Some(price) = p.prices.get(&interval) else {
+            continue;
+        };
+        let unit = if interval == Interval::Year {
+            "year"
+        } else {
+            "month"
+        };
+        let saving = match (interval, p.prices.get(&Interval::Month)) {
+            (Interval::Year, Some(m)) => {
+                let twelve = m.amount.saturating_mul(12);
+                (twelve > price.amount).then(|| {
+                    format!(
+                        "Save {} a year",
+                        format_money(twelve - price.amount, p.currency, locale)
+                    )
+                })
+            }
+            _ => None,
+        };
+        let is_current = current
+            .as_ref()
+            .is_some_and(|(cp, ci, _)| cp.id == p.id && *ci == interval);
+        let action = if is_current {
+            PlanAction::Current
+        } else if live {
+            // The rule of the plan change: more per month, or a longer commitment, is an
+            // upgrade (at once); anything else applies at the period's end.
+            let cheaper = current.as_ref().is_some_and(|(_, ci, ca)| {
+                !(per_year(price.amount, interval) > per_year(*ca, *ci)
+                    || interval.months() > ci.months())
+            });
+            if cheaper {
+                PlanAction::Downgrade {
+                    applies: format!(
+                        "Applies at the end of this period, {}",
+                        date(period_end, locale)
+                    ),
+                }
+            } else {
+                PlanAction::Upgrade {
+                    href: format!(
+                        "{base}/change?plan={}&interval={}",
+                        segment(&p.id),
+                        interval.as_str()
+                    ),
+                }
+            }
+        } else {
+            let paying = current.as_ref().map_or(0, |(_, ci, ca)| per_year(*ca, *ci));
+            PlanAction::Checkout {
+                label: if per_year(price.amount, interval) > paying {
+                    "Upgrade"
+                } else {
+                    "Choose"
+                },
+            }
+        };
+        plans.push(PlanCard {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            price: format!(
+                "{} / {unit}",
+                format_money(price.amount, p.currency, locale)
+            ),
+            saving,
+            action,
+        });
+    }
+    let toggle = [Interval::Month, Interval::Year]
+        .into_iter()
+        .filter(|i| {
+            state
+                .catalog
+                .plans()
+                .iter()
+                .any(|p| p.prices.contains_key(i))
+        })
+        .map(|i| {
+            (
+                if i == Interval::Year {
+                    "Yearly"
+                } else {
+                    "Monthly"
+                }
+                .to_owned(),
+                format!("{base}?interval={}", i.as_str()),
+                i == interval,
+            )
+        })
+        .collect();
+    let packs = state
+        .catalog
+        .credit_packs()
+        .iter()
+        .map(|k| {
+            (
+                k.id.clone(),
+                k.name.clone(),
+                format_money(k.amount, k.currency, locale),
+            )
+        })
+        .collect();
+    let has_stripe_customer = state
+        .store
+        .stripe_customer(&b.customer.id)
+        .await?
+        .is_some_and(|l| l.stripe_id.is_some());
+    Ok(Actions {
+        interval: interval.as_str().to_owned(),
+        toggle,
+        plans,
+        packs,
+        checkout: format!("{base}/checkout"),
+        portal: has_stripe_customer.then(|| format!("{base}/portal")),
+    })
+}
+
+/// The message of `?done=…` and, while the payment just made is not known to Tally yet, where
+/// to reload (at most a few times).
+fn notice(
+    b: &customers::BillingSummary,
+    token: &str,
+    query: &HashMap<String, String>,
+) -> (Option<String>, Option<String>) {
+    let waited: u32 = query.get("wait").and_then(|w| w.parse().ok()).unwrap_or(0);
+    let again = |q: &HashMap<String, String>| {
+        let mut parts: Vec<String> = q
+            .iter()
+            .filter(|(k, _)| *k != "wait")
+            .map(|(k, v)| format!("{}={}", segment(k), segment(v)))
+            .collect();
+        parts.sort();
+        parts.push(format!("wait={}", waited + 1));
+        format!("/billing/s/{token}?{}", parts.join("&"))
+    };
+    let done = query.get("done").map(String::as_str);
+    match done {
+        Some("subscribed") => {
+            let plan = query.get("plan");
+            let known = b
+                .subscription
+                .as_ref()
+                .is_some_and(|s| s.source == "stripe" && Some(&s.plan) == plan);
+            if known || waited >= 5 {
+                (Some("Thank you: your new plan is active.".into()), None)
+            } else {
+                (
+                    Some("Payment received: your new plan appears in a moment.".into()),
+                    Some(again(query)),
+                )
+            }
+        }
+        Some("credits") => {
+            let session = query.get("session");
+            let known = b
+                .payments
+                .iter()
+                .any(|t| t.kind == "credit_pack" && t.stripe_checkout_session.as_ref() == session);
+            if known || waited >= 5 {
+                (Some("Thank you: your credits were added.".into()), None)
+            } else {
+                (
+                    Some("Payment received: your credits appear in a moment.".into()),
+                    Some(again(query)),
+                )
+            }
+        }
+        Some("canceled") => (
+            Some("Checkout was canceled: nothing was charged.".into()),
+            None,
+        ),
+        Some("changed") => (Some("Your plan was changed.".into()), None),
+        Some("portal") => (Some("Welcome back from the billing portal.".into()), None),
+        _ => (None, None),
+    }
 }
 
 fn invoice_href(token: &str, id: &str) -> String {
@@ -211,6 +492,7 @@ pub async fn page(
     state: &AppState,
     session: &PageSession,
     token: &str,
+    query: &HashMap<String, String>,
 ) -> Result<BillingPage, ApiError> {
     let locale = locale_of(session);
     let id = &session.customer_id;
@@ -222,7 +504,20 @@ pub async fn page(
         .as_ref()
         .map_or("none", |s| s.status.as_str())
         .to_owned();
+    let cancels_at = b.subscription.as_ref().and_then(|s| {
+        let j = s.stripe.as_ref()?;
+        if j.get("cancel_at_period_end").and_then(Value::as_bool) != Some(true) {
+            return None;
+        }
+        j.get("current_period_end")
+            .and_then(Value::as_str)
+            .and_then(crate::service::rfc3339::parse_utc)
+    });
     let renewal = b.subscription.as_ref().map(|s| match s.status.as_str() {
+        _ if cancels_at.is_some() && s.status != "canceled" => format!(
+            "Cancellation pending: ends on {}",
+            date(cancels_at.unwrap_or(b.period.end), locale)
+        ),
         "trialing" => format!("Trial · next invoice on {}", date(b.period.end, locale)),
         "canceled" => "Canceled".to_owned(),
         "past_due" | "unpaid" => "Payment overdue: please update your payment method".to_owned(),
@@ -279,7 +574,18 @@ pub async fn page(
             balance_after: quantity(e.balance_after, locale),
         })
         .collect();
+    let actions = actions(
+        state,
+        token,
+        &b,
+        query.get("interval").map(String::as_str),
+        locale,
+    )
+    .await?;
+    let (notice, refresh) = notice(&b, token, query);
     Ok(BillingPage {
+        notice,
+        refresh,
         lang: locale.tag(),
         customer_name: b
             .customer
@@ -293,14 +599,14 @@ pub async fn page(
         status: status.replace('_', " "),
         period: period(b.period.start, b.period.end, locale),
         renewal,
-        actions: actions(state, session),
+        actions,
         meters: b.usage.metrics.iter().map(|m| meter(m, locale)).collect(),
         upcoming,
         credit_balance: format_quantity(&balance_raw, locale),
         credit_balance_raw: balance_raw,
         ledger,
         invoices,
-        payments: payments(state, id, locale).await,
+        payments: payments(&b, locale),
     })
 }
 

@@ -12,11 +12,14 @@
 //! "link expired" page; an invoice that is not the session's customer's answers 404.
 
 mod admin;
+mod admin_ops;
 mod billing;
+mod billing_actions;
+mod chart;
 mod format;
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -36,6 +39,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/billing/s/{token}", get(billing_page))
         .route("/billing/s/{token}/invoices/{invoice}", get(invoice_page))
         .route("/assets/tally.css", get(css))
+        .merge(billing_actions::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             security_headers,
@@ -53,8 +57,9 @@ async fn security_headers(
 ) -> Response {
     let mut res = next.run(req).await;
     let csp = format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'{}; \
          base-uri 'none'; frame-ancestors {}",
+        stripe_pages(&state),
         state.config.frame_ancestors
     );
     let h = res.headers_mut();
@@ -72,6 +77,29 @@ async fn security_headers(
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     res
+}
+
+/// Where the page's forms may lead after their `303`: Stripe's hosted Checkout and portal (or,
+/// with `--stripe-api-base`, that server's own pages, as the simulator serves them). Nothing
+/// without Stripe.
+fn stripe_pages(state: &AppState) -> String {
+    if state.stripe.is_none() {
+        return String::new();
+    }
+    match &state.config.stripe.api_base {
+        Some(base) => match url_origin(base) {
+            Some(o) => format!(" {o}"),
+            None => String::new(),
+        },
+        None => " https://checkout.stripe.com https://billing.stripe.com".to_owned(),
+    }
+}
+
+/// `scheme://host[:port]` of an absolute URL.
+fn url_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+    Some(format!("{scheme}://{host}"))
 }
 
 async fn css() -> Response {
@@ -163,13 +191,17 @@ async fn start(State(state): State<AppState>, Path(code): Path<String>) -> Respo
     }
 }
 
-async fn billing_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+async fn billing_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
     let session = match service::pages::session(&state, &token).await {
         Ok(Some(s)) => s,
         Ok(None) => return expired(),
         Err(e) => return failed(e),
     };
-    match billing::page(&state, &session, &token).await {
+    match billing::page(&state, &session, &token, &query).await {
         Ok(p) => html(StatusCode::OK, p.render()),
         Err(e) => failed(e),
     }

@@ -29,9 +29,16 @@ pub struct AdminSession {
     pub last_seen_at: DateTime<Utc>,
 }
 
-/// The live sessions, by token hash.
+/// The live sessions, by token hash, and unused one-time sign-in links (by code hash: the admin
+/// key's id and when the link expires).
 #[derive(Default)]
-pub struct Sessions(Mutex<HashMap<String, AdminSession>>);
+pub struct Sessions(
+    Mutex<HashMap<String, AdminSession>>,
+    Mutex<HashMap<String, (Caller, DateTime<Utc>)>>,
+);
+
+/// How long a one-time sign-in link works.
+pub const LINK_TTL: Duration = Duration::minutes(15);
 
 fn secret() -> String {
     let mut b = [0u8; 32];
@@ -80,6 +87,29 @@ impl Sessions {
         }
         s.last_seen_at = now;
         Some(s.clone())
+    }
+
+    /// A one-time sign-in link's code for an admin caller (`tally demo` prints one); `None` for
+    /// any other scope. The code works once, within [`LINK_TTL`].
+    pub fn link(&self, caller: &Caller, now: DateTime<Utc>) -> Option<String> {
+        if caller.scope != Scope::Admin {
+            return None;
+        }
+        let code = secret();
+        let mut links = self.1.lock().ok()?;
+        links.retain(|_, (_, until)| *until > now);
+        links.insert(hash_api_secret(&code), (caller.clone(), now + LINK_TTL));
+        Some(code)
+    }
+
+    /// Uses a one-time sign-in link: a new session's token, or `None` for an unknown, used or
+    /// expired code.
+    pub fn redeem_link(&self, code: &str, now: DateTime<Utc>) -> Option<String> {
+        let (caller, until) = self.1.lock().ok()?.remove(&hash_api_secret(code))?;
+        if until <= now {
+            return None;
+        }
+        self.start(&caller, now)
     }
 
     /// Signs a session out.

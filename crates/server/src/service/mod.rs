@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod business;
 pub mod checkout;
 pub mod clock;
 pub mod closer;

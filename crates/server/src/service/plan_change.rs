@@ -585,3 +585,121 @@ pub async fn set_cancel(
     .await?;
     Ok(out)
 }
+
+/// What a change of the customer's Stripe subscription to `plan`/`interval` would do: the
+/// billing page's confirmation step.
+#[derive(Debug, Clone)]
+pub struct ChangePreview {
+    /// An upgrade takes effect at once and charges the prorated difference now.
+    pub upgrade: bool,
+    /// Already on this plan and interval.
+    pub current: bool,
+    /// What Stripe would charge now (its invoice preview), for an upgrade.
+    pub due_today: Option<i64>,
+    /// Lowercase ISO code of `due_today`.
+    pub currency: String,
+    /// When the current period ends: where a downgrade would apply.
+    pub period_end: Option<DateTime<Utc>>,
+}
+
+/// Previews a change (nothing is changed): the same upgrade rule as [`change`], and for an
+/// upgrade Stripe's invoice preview of the prorated charge.
+pub async fn preview(
+    state: &AppState,
+    customer: &str,
+    plan_id: &str,
+    interval: Interval,
+) -> Result<ChangePreview, ApiError> {
+    let sub = live(state, customer).await?;
+    let client = stripe_customers::client(state)?;
+    let item = sub.items.first().ok_or_else(|| no_subscription(customer))?;
+    let from = plan_of(state, item.lookup_key.as_deref());
+    let plan = state.catalog.plan(plan_id).ok_or_else(|| {
+        ApiError::unprocessable(
+            "unknown_plan",
+            format!("the catalog has no plan {plan_id:?}"),
+        )
+        .with_param("plan")
+    })?;
+    let price = plan.prices.get(&interval).ok_or_else(|| {
+        ApiError::unprocessable(
+            "invalid_interval",
+            format!("plan {:?} has no {} price", plan.id, interval.as_str()),
+        )
+        .with_param("interval")
+    })?;
+    let period_end = at(item.current_period_end);
+    let currency = plan.currency.code().to_ascii_lowercase();
+    if from
+        .as_ref()
+        .is_some_and(|f| f.0 == plan.id && f.1 == interval)
+    {
+        return Ok(ChangePreview {
+            upgrade: false,
+            current: true,
+            due_today: None,
+            currency,
+            period_end,
+        });
+    }
+    let upgrade = match &from {
+        None => true,
+        Some((_, from_interval, from_amount)) => {
+            let new_per = i128::from(price.amount) * i128::from(from_interval.months());
+            let old_per = i128::from(*from_amount) * i128::from(interval.months());
+            new_per > old_per || interval.months() > from_interval.months()
+        }
+    };
+    if !upgrade {
+        return Ok(ChangePreview {
+            upgrade,
+            current: false,
+            due_today: None,
+            currency,
+            period_end,
+        });
+    }
+    let prices = client
+        .prices_by_lookup_keys(std::slice::from_ref(&price.lookup_key))
+        .await
+        .map_err(stripe_error)?;
+    let new_price = prices
+        .into_iter()
+        .find(|p| p.active && p.lookup_key.as_deref() == Some(price.lookup_key.as_str()))
+        .ok_or_else(|| {
+            let mut e = ApiError::unavailable(format!(
+                "Stripe has no active price with lookup key {:?}: run `tally stripe push --commit`",
+                price.lookup_key
+            ));
+            e.code = "stripe_catalog_not_pushed";
+            e
+        })?;
+    let now = state.clock.now().timestamp();
+    let preview = tally_stripe::InvoicePreview {
+        customer: Some(sub.customer.clone()),
+        subscription: Some(sub.id.clone()),
+        items: vec![ItemChange::Change {
+            item: item.id.clone(),
+            price: Some(new_price.id.clone()),
+            quantity: None,
+        }],
+        proration_behavior: Some("always_invoice".into()),
+        proration_date: Some(now),
+    };
+    // A preview creates nothing: its key comes from its content.
+    let key = IdempotencyKey::from_content(
+        "invoice_preview",
+        &[&sub.id, &new_price.id, &now.to_string()],
+    );
+    let inv = client
+        .preview_invoice(&preview, &key)
+        .await
+        .map_err(stripe_error)?;
+    Ok(ChangePreview {
+        upgrade,
+        current: false,
+        due_today: Some(inv.value.amount_due),
+        currency: inv.value.currency.clone(),
+        period_end,
+    })
+}

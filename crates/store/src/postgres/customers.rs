@@ -189,6 +189,7 @@ pub(crate) async fn put_subscription(
         )
         .await?;
     let sub = sub_row(&row);
+    super::history::record(&c, &s.customer_id, s.now).await?;
     if let Some(e) = audit.and_then(|ctx| {
         AuditEntry::of_change(
             ctx,

@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0010_customer_emails.sql"),
     ),
     (
+        11,
+        "subscription_history",
+        include_str!("../../migrations/postgres/0011_subscription_history.sql"),
+    ),
+    (
         12,
         "clock_offset",
         include_str!("../../migrations/postgres/0012_clock_offset.sql"),

@@ -16,6 +16,7 @@ mod audit;
 mod credits;
 mod customers;
 mod events;
+mod history;
 mod invoices;
 mod migrate;
 mod notify;
@@ -484,6 +485,25 @@ impl Store for PgStore {
         starting_after: Option<&str>,
     ) -> Result<Vec<Transaction>> {
         stripe::transactions(&self.pool, customer_id, limit, starting_after).await
+    }
+
+    async fn subscription_history(
+        &self,
+        customer_id: Option<&str>,
+    ) -> Result<Vec<crate::SubscriptionChangeRecord>> {
+        history::list(&self.pool, customer_id).await
+    }
+
+    async fn transactions_before(&self, before: DateTime<Utc>) -> Result<Vec<Transaction>> {
+        history::transactions_before(&self.pool, before).await
+    }
+
+    async fn invoices_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<crate::StoredInvoice>> {
+        history::invoices_between(&self.pool, from, to).await
     }
 
     async fn create_page_session(

@@ -168,7 +168,8 @@ pub(crate) async fn put_subscription(
     pool: &Pool,
     s: &StripeSubscriptionUpsert,
 ) -> Result<Subscription> {
-    let c = pool.get().await?;
+    let mut c = pool.get().await?;
+    let c = c.transaction().await?;
     if c.query_opt("SELECT 1 FROM customers WHERE id = $1", &[&s.customer_id])
         .await?
         .is_none()
@@ -205,14 +206,17 @@ pub(crate) async fn put_subscription(
             ],
         )
         .await?;
+    super::history::record(&c, &s.customer_id, s.changed_at).await?;
+    c.commit().await?;
     Ok(sub_row(&row))
 }
 
-const TXN_COLS: &str = "id, key, customer_id, kind, status, amount, currency, description,
+pub(crate) const TXN_COLS: &str =
+    "id, key, customer_id, kind, status, amount, currency, description,
     stripe_invoice, stripe_payment_intent, stripe_charge, stripe_checkout_session,
     stripe_subscription, occurred_at, created_at";
 
-fn txn_row(r: &Row) -> Transaction {
+pub(crate) fn txn_row(r: &Row) -> Transaction {
     Transaction {
         id: r.get(0),
         key: r.get(1),

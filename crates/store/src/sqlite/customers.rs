@@ -168,6 +168,7 @@ pub(crate) fn put_subscription(
     ])?;
     let sub = get_subscription(conn, &s.customer_id)?
         .ok_or_else(|| crate::StoreError::Database("subscription vanished after upsert".into()))?;
+    super::history::record(conn, &s.customer_id, s.now)?;
     if let Some(e) = audit.and_then(|ctx| {
         AuditEntry::of_change(
             ctx,

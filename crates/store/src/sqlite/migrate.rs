@@ -62,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0011_customer_emails.sql"),
     ),
     (
+        12,
+        "subscription_history",
+        include_str!("../../migrations/sqlite/0012_subscription_history.sql"),
+    ),
+    (
         13,
         "clock_offset",
         include_str!("../../migrations/sqlite/0013_clock_offset.sql"),

@@ -51,6 +51,7 @@ mod audit;
 mod credits;
 mod customers;
 mod events;
+mod history;
 mod invoices;
 mod leases;
 mod migrate;
@@ -779,6 +780,28 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Transaction>> {
         let (id, after) = (customer_id.to_owned(), starting_after.map(str::to_owned));
         self.read(move |c| stripe::transactions(c, &id, limit, after.as_deref()))
+            .await
+    }
+
+    async fn subscription_history(
+        &self,
+        customer_id: Option<&str>,
+    ) -> Result<Vec<crate::SubscriptionChangeRecord>> {
+        let id = customer_id.map(str::to_owned);
+        self.read(move |c| history::list(c, id.as_deref())).await
+    }
+
+    async fn transactions_before(&self, before: DateTime<Utc>) -> Result<Vec<Transaction>> {
+        self.read(move |c| history::transactions_before(c, before))
+            .await
+    }
+
+    async fn invoices_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<crate::StoredInvoice>> {
+        self.read(move |c| history::invoices_between(c, from, to))
             .await
     }
 

@@ -196,15 +196,17 @@ pub(crate) fn put_subscription(
         s.past_due_at.map(to_ms),
         s.stripe.to_string()
     ])?;
+    super::history::record(conn, &s.customer_id, s.changed_at)?;
     customers::get_subscription(conn, &s.customer_id)?
         .ok_or_else(|| StoreError::Database("subscription vanished after upsert".into()))
 }
 
-const TXN_COLS: &str = "id, key, customer_id, kind, status, amount, currency, description,
+pub(crate) const TXN_COLS: &str =
+    "id, key, customer_id, kind, status, amount, currency, description,
     stripe_invoice, stripe_payment_intent, stripe_charge, stripe_checkout_session,
     stripe_subscription, occurred_at, created_at";
 
-fn txn_row(r: &Row<'_>) -> rusqlite::Result<Transaction> {
+pub(crate) fn txn_row(r: &Row<'_>) -> rusqlite::Result<Transaction> {
     Ok(Transaction {
         id: r.get(0)?,
         key: r.get(1)?,

@@ -515,6 +515,8 @@ async fn mirror(
             status,
             stripe,
             past_due_at: overdue.then(|| past_due_at.unwrap_or(now)),
+            // The event's instant when there is one: the history dates the change at Stripe.
+            changed_at: past_due_at.unwrap_or(now),
             now,
         })
         .await?;
@@ -766,6 +768,7 @@ async fn invoice_failed(
                     status: "past_due".into(),
                     stripe: sub.stripe.unwrap_or(Value::Null),
                     past_due_at: Some(at),
+                    changed_at: at,
                     now: state.clock.now(),
                 })
                 .await?;
