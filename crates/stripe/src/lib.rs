@@ -35,3 +35,4 @@ pub use resources::catalog::{
     NewCoupon, NewPrice, NewProduct, NewPromotionCode, PortalConfigurationParams, ProductUpdate,
 };
 pub use resources::customers::CustomerParams;
+pub use resources::invoicing::{InvoiceFilter, NewInvoice, NewInvoiceItem};

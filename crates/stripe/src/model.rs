@@ -316,6 +316,10 @@ pub struct InvoiceLine {
     pub period_start: Option<i64>,
     /// Period end (unix seconds).
     pub period_end: Option<i64>,
+    /// Metadata (an invoice item's line carries the item's metadata).
+    pub metadata: Metadata,
+    /// The invoice item (`ii_…`) the line comes from, if it comes from one.
+    pub invoice_item: Option<String>,
 }
 
 /// An invoice, or a preview of one.
@@ -347,6 +351,13 @@ pub struct Invoice {
     pub lines: Vec<InvoiceLine>,
     /// Metadata.
     pub metadata: Metadata,
+    /// Created (unix seconds).
+    pub created: Option<i64>,
+    /// Start of the period the invoice bills in arrears (unix seconds); for a renewal, the
+    /// period that just ended.
+    pub period_start: Option<i64>,
+    /// End of that period (unix seconds): a renewal's is the renewal instant.
+    pub period_end: Option<i64>,
 }
 
 /// A charge.
@@ -375,4 +386,19 @@ pub struct Page<T> {
     pub data: Vec<T>,
     /// Whether more follow (pass the last id as `starting_after`).
     pub has_more: bool,
+}
+
+/// An invoice item: one line added to a customer's invoice by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceItem {
+    /// `ii_…`.
+    pub id: String,
+    /// Amount in minor units.
+    pub amount: i64,
+    /// Currency.
+    pub currency: String,
+    /// The invoice it is on, if any.
+    pub invoice: Option<String>,
+    /// Metadata.
+    pub metadata: Metadata,
 }

@@ -417,6 +417,42 @@ pub(crate) struct InvoiceLine {
     pub pricing: Option<Pricing>,
     pub quantity: Option<u64>,
     pub period: Option<Period>,
+    #[serde(default, deserialize_with = "metadata")]
+    pub metadata: Metadata,
+    pub parent: Option<LineParent>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LineParent {
+    pub invoice_item_details: Option<InvoiceItemDetails>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InvoiceItemDetails {
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub invoice_item: Option<String>,
+}
+
+impl From<InvoiceLine> for model::InvoiceLine {
+    fn from(l: InvoiceLine) -> Self {
+        model::InvoiceLine {
+            id: l.id,
+            amount: l.amount,
+            description: l.description,
+            price: l
+                .pricing
+                .and_then(|p| p.price_details)
+                .and_then(|d| d.price),
+            quantity: l.quantity,
+            period_start: l.period.as_ref().and_then(|p| p.start),
+            period_end: l.period.as_ref().and_then(|p| p.end),
+            metadata: l.metadata,
+            invoice_item: l
+                .parent
+                .and_then(|p| p.invoice_item_details)
+                .and_then(|d| d.invoice_item),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -452,6 +488,9 @@ pub(crate) struct Invoice {
     pub lines: Option<List<InvoiceLine>>,
     #[serde(default, deserialize_with = "metadata")]
     pub metadata: Metadata,
+    pub created: Option<i64>,
+    pub period_start: Option<i64>,
+    pub period_end: Option<i64>,
 }
 
 impl From<Invoice> for model::Invoice {
@@ -476,20 +515,12 @@ impl From<Invoice> for model::Invoice {
                 .map(|l| l.data)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|l| model::InvoiceLine {
-                    id: l.id,
-                    amount: l.amount,
-                    description: l.description,
-                    price: l
-                        .pricing
-                        .and_then(|p| p.price_details)
-                        .and_then(|d| d.price),
-                    quantity: l.quantity,
-                    period_start: l.period.as_ref().and_then(|p| p.start),
-                    period_end: l.period.as_ref().and_then(|p| p.end),
-                })
+                .map(model::InvoiceLine::from)
                 .collect(),
             metadata: i.metadata,
+            created: i.created,
+            period_start: i.period_start,
+            period_end: i.period_end,
         }
     }
 }
@@ -546,4 +577,35 @@ pub(crate) struct Event {
     pub api_version: Option<String>,
     pub request: Option<EventRequest>,
     pub data: EventData,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InvoiceItem {
+    pub id: String,
+    #[serde(default)]
+    pub amount: i64,
+    pub currency: String,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub invoice: Option<String>,
+    #[serde(default, deserialize_with = "metadata")]
+    pub metadata: Metadata,
+}
+
+impl From<InvoiceItem> for model::InvoiceItem {
+    fn from(i: InvoiceItem) -> Self {
+        model::InvoiceItem {
+            id: i.id,
+            amount: i.amount,
+            currency: i.currency,
+            invoice: i.invoice,
+            metadata: i.metadata,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Deleted {
+    pub id: String,
+    #[serde(default)]
+    pub deleted: bool,
 }

@@ -84,7 +84,7 @@ pub(crate) async fn close_period(
     }))
 }
 
-fn invoice_row(r: &Row) -> StoredInvoice {
+pub(crate) fn invoice_row(r: &Row) -> StoredInvoice {
     StoredInvoice {
         id: r.get(0),
         customer_id: r.get(1),

@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "page_sessions",
         include_str!("../../migrations/postgres/0009_page_sessions.sql"),
     ),
+    (
+        14,
+        "invoice_pushes",
+        include_str!("../../migrations/postgres/0014_invoice_pushes.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

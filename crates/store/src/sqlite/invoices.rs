@@ -59,7 +59,7 @@ pub(crate) fn close_period(
     }))
 }
 
-fn invoice_row(r: &Row<'_>) -> rusqlite::Result<StoredInvoice> {
+pub(crate) fn invoice_row(r: &Row<'_>) -> rusqlite::Result<StoredInvoice> {
     let body: String = r.get(10)?;
     Ok(StoredInvoice {
         id: r.get(0)?,

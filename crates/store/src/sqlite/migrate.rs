@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "page_sessions",
         include_str!("../../migrations/sqlite/0010_page_sessions.sql"),
     ),
+    (
+        15,
+        "invoice_pushes",
+        include_str!("../../migrations/sqlite/0015_invoice_pushes.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

@@ -59,6 +59,7 @@ mod pages;
 mod rollups;
 mod stripe;
 mod stripe_links;
+mod usage_push;
 pub(crate) use stripe_links::redemption_entry;
 mod usage_cache;
 mod writer;
@@ -868,6 +869,87 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         let id = id.to_owned();
         self.write(move |w| stripe_links::finish_plan_change(&w.conn, &id, &outcome, now))
+            .await
+    }
+
+    async fn invoices_to_push(&self, limit: usize) -> Result<Vec<StoredInvoice>> {
+        self.read(move |c| usage_push::to_push(c, limit)).await
+    }
+
+    async fn invoices_ending_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<StoredInvoice>> {
+        self.read(move |c| usage_push::ending_between(c, from, to))
+            .await
+    }
+
+    async fn insert_push(&self, push: crate::InvoicePush) -> Result<crate::InvoicePush> {
+        self.write(move |w| {
+            usage_push::insert(&w.conn, &push)?
+                .ok_or_else(|| StoreError::Database("invoice push vanished".into()))
+        })
+        .await
+    }
+
+    async fn get_push(&self, invoice_id: &str) -> Result<Option<crate::InvoicePush>> {
+        let id = invoice_id.to_owned();
+        self.read(move |c| usage_push::get(c, &id)).await
+    }
+
+    async fn pushes_of_customer(&self, customer_id: &str) -> Result<Vec<crate::InvoicePush>> {
+        let id = customer_id.to_owned();
+        self.read(move |c| usage_push::of_customer(c, &id)).await
+    }
+
+    async fn due_pushes(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>> {
+        self.read(move |c| usage_push::due(c, now, limit)).await
+    }
+
+    async fn claim_push(
+        &self,
+        invoice_id: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<crate::InvoicePush>> {
+        let (id, holder) = (invoice_id.to_owned(), holder.to_owned());
+        self.write(move |w| usage_push::claim(&w.conn, &id, &holder, now, until))
+            .await
+    }
+
+    async fn set_push_invoice(
+        &self,
+        invoice_id: &str,
+        target: crate::PushTarget,
+        stripe_invoice: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::InvoicePush>> {
+        let (id, si) = (invoice_id.to_owned(), stripe_invoice.to_owned());
+        self.write(move |w| usage_push::set_invoice(&w.conn, &id, target, &si, now))
+            .await
+    }
+
+    async fn finish_push(
+        &self,
+        invoice_id: &str,
+        holder: &str,
+        outcome: crate::PushOutcome,
+    ) -> Result<bool> {
+        let (id, holder) = (invoice_id.to_owned(), holder.to_owned());
+        self.write(move |w| usage_push::finish(&w.conn, &id, &holder, &outcome))
+            .await
+    }
+
+    async fn set_push_state_of_stripe_invoice(
+        &self,
+        stripe_invoice: &str,
+        state: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let (si, st) = (stripe_invoice.to_owned(), state.to_owned());
+        self.write(move |w| usage_push::set_state_of_stripe_invoice(&w.conn, &si, &st, now))
             .await
     }
 }

@@ -3,6 +3,7 @@
 pub mod billing;
 pub mod catalog;
 pub mod customers;
+pub mod invoicing;
 
 use crate::error::{Error, ErrorKind};
 use crate::Stripe;
