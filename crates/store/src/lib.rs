@@ -44,11 +44,11 @@ pub use stripe::{
     InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent, NewTransaction, StripeSubscriptionUpsert,
     Transaction,
 };
-pub use usage_push::{InvoicePush, PushOutcome, PushTarget};
 pub use stripe_links::{
     CallOutcome, CheckoutRecord, CouponRedemption, PlanChangeRecord, RedeemOutcome,
     StripeCustomerLink,
 };
+pub use usage_push::{InvoicePush, PushOutcome, PushTarget};
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

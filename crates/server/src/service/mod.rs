@@ -17,4 +17,5 @@ pub mod rfc3339;
 pub mod stripe_customers;
 pub mod stripe_events;
 pub mod usage;
+pub mod usage_push;
 pub mod worker;

@@ -67,7 +67,9 @@ pub(crate) async fn ending_between(
 pub(crate) async fn get(pool: &Pool, invoice_id: &str) -> Result<Option<InvoicePush>> {
     let c = pool.get().await?;
     let sql = format!("SELECT {COLS} FROM invoice_pushes WHERE invoice_id = $1");
-    Ok(c.query_opt(&sql, &[&invoice_id]).await?.map(|r| push_row(&r)))
+    Ok(c.query_opt(&sql, &[&invoice_id])
+        .await?
+        .map(|r| push_row(&r)))
 }
 
 pub(crate) async fn insert(pool: &Pool, p: &InvoicePush) -> Result<InvoicePush> {
@@ -168,7 +170,8 @@ pub(crate) async fn set_invoice(
                 updated_at = $3 WHERE invoice_id = $1"
         }
     };
-    c.execute(sql, &[&invoice_id, &stripe_invoice, &now]).await?;
+    c.execute(sql, &[&invoice_id, &stripe_invoice, &now])
+        .await?;
     drop(c);
     get(pool, invoice_id).await
 }

@@ -32,6 +32,8 @@ pub struct NewInvoice {
     pub customer: String,
     /// Lowercase ISO currency.
     pub currency: String,
+    /// The subscription it belongs to: its default payment method pays it.
+    pub subscription: Option<String>,
     /// What the customer reads on the invoice.
     pub description: Option<String>,
     /// Metadata.
@@ -94,6 +96,7 @@ impl Client {
             .set("collection_method", "charge_automatically")
             .set("pending_invoice_items_behavior", "exclude")
             .set("auto_advance", false)
+            .opt("subscription", inv.subscription.as_ref())
             .opt("description", inv.description.as_ref())
             .map("metadata", &inv.metadata);
         let r = self.post::<wire::Invoice>("/v1/invoices", &f, key).await?;

@@ -293,9 +293,26 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
             applied("trial_will_end notification point")
         }
         EventKind::InvoicePaid(i) | EventKind::InvoicePaymentSucceeded(i) => {
+            push_status(state, i, tally_store::usage_push::state::PAID).await?;
             invoice_paid(state, event, i).await
         }
-        EventKind::InvoicePaymentFailed(i) => invoice_failed(state, event, i).await,
+        EventKind::InvoicePaymentFailed(i) => {
+            push_status(state, i, tally_store::usage_push::state::FAILED).await?;
+            invoice_failed(state, event, i).await
+        }
+        EventKind::InvoiceStatusChanged(i) => {
+            let voided = matches!(i.status.as_deref(), Some("void" | "uncollectible"));
+            let moved = if voided {
+                push_status(state, i, tally_store::usage_push::state::VOIDED).await?
+            } else {
+                0
+            };
+            if moved > 0 {
+                applied("usage push marked voided")
+            } else {
+                ignored(format!("{}: nothing to apply", event.event_type))
+            }
+        }
         EventKind::ChargeRefunded(c) => {
             let customer = match &c.customer {
                 Some(cus) => tally_customer_of_stripe_customer(state, cus).await?,
@@ -338,6 +355,14 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
             ignored(format!("{} is not handled", event.event_type))
         }
     }
+}
+
+/// Moves the usage pushes whose lines are on this invoice to `to`; returns how many moved.
+async fn push_status(state: &AppState, i: &Invoice, to: &str) -> Result<u64, Fail> {
+    let Some(id) = &i.id else {
+        return Ok(0);
+    };
+    Ok(crate::service::usage_push::on_invoice_status(state, id, to).await?)
 }
 
 /// The Tally customer a Stripe object names in its metadata, if it exists.
