@@ -50,6 +50,9 @@ enum Command {
     /// The Stripe webhook inbox: list, replay, backfill.
     #[command(subcommand)]
     Webhooks(commands::webhooks::WebhooksCommand),
+    /// Send one month's usage to Stripe (dry run by default; --commit sends). Exit status 0
+    /// when everything is on Stripe, 1 when some invoice is not, 2 for wrong arguments.
+    Sync(commands::sync::SyncArgs),
     /// Measure ingestion throughput, latency and memory beside the raw SQLite limit.
     Bench(commands::bench::BenchArgs),
 }
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench::run(args),
         Command::Stripe(cmd) => commands::stripe::run(cmd),
         Command::Webhooks(cmd) => commands::webhooks::run(cmd),
+        Command::Sync(args) => commands::sync::run(args),
     };
     match result {
         Ok(code) => code,

@@ -689,6 +689,91 @@ async fn two_processes_push_once(db: Db) {
     assert_eq!(w.live_items_of(&inv.id), 2);
 }
 
+/// `tally sync` (the service behind it): a dry run reports the lines and totals and sends
+/// nothing; `--commit` sends, again and next to the pusher, each line once.
+async fn sync_dry_run_then_commit_bills_once(db: Db) {
+    use tally_server::service::usage_sync;
+    let Some(w) = world(db, "magicbox_pro_monthly", Duration::from_secs(10)).await else {
+        return;
+    };
+    w.use_magic_box().await;
+    w.advance_stripe(at("2026-02-15T00:05:00Z")).await;
+    w.clock.set(at("2026-02-15T00:15:00Z"));
+    // Not closed yet: a dry run has nothing to report.
+    let dry = usage_sync::sync(w.state(), "2026-01", None, false)
+        .await
+        .unwrap();
+    assert!(dry.invoices.is_empty());
+    w.close(at("2026-02-15T00:15:00Z")).await;
+    let dry = usage_sync::sync(w.state(), "2026-01", None, false)
+        .await
+        .unwrap();
+    let v = serde_json::to_value(&dry).unwrap();
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["failed"], 0);
+    assert_eq!(v["invoices"].as_array().unwrap().len(), 1);
+    let i = &v["invoices"][0];
+    assert_eq!(i["customer"], CUSTOMER);
+    assert_eq!(i["state"], "not_pushed");
+    assert_eq!(i["amount"], 3650);
+    assert_eq!(
+        i["lines"],
+        json!([
+            {"line_id": "L1", "kind": "usage", "description": dry.invoices[0].lines[0].description, "amount": 200},
+            {"line_id": "L2", "kind": "usage", "description": dry.invoices[0].lines[1].description, "amount": 3450}
+        ])
+    );
+    assert_eq!(
+        v["totals"],
+        json!([{"currency": "eur", "invoices": 1, "amount": 3650}])
+    );
+    let inv = dry.invoices[0].invoice.clone();
+    assert!(w.stripe_lines_of(&inv).is_empty());
+    assert!(w.state().store.get_push(&inv).await.unwrap().is_none());
+    // Another month has nothing; another customer neither.
+    assert!(usage_sync::sync(w.state(), "2026-02", None, false)
+        .await
+        .unwrap()
+        .invoices
+        .is_empty());
+    assert!(usage_sync::sync(w.state(), "2026-01", Some("other"), false)
+        .await
+        .unwrap()
+        .invoices
+        .is_empty());
+
+    // Commit, next to the pusher, then again.
+    let (a, b) = tokio::join!(
+        usage_sync::sync(w.state(), "2026-01", None, true),
+        usage_push::round(w.state()),
+    );
+    a.unwrap();
+    b.unwrap();
+    w.clock.set(at("2026-02-15T00:25:00Z"));
+    let again = usage_sync::sync(w.state(), "2026-01", None, true)
+        .await
+        .unwrap();
+    assert_eq!(again.failed, 0, "{again:?}");
+    assert_eq!(again.invoices[0].state, "sent");
+    let renewal = again.invoices[0].stripe_invoice.clone().unwrap();
+    assert_eq!(
+        w.stripe_lines_of(&inv),
+        vec![
+            (renewal.clone(), "L1".into(), 200),
+            (renewal.clone(), "L2".into(), 3450)
+        ]
+    );
+    assert_eq!(w.live_items_of(&inv), 2);
+    // Bad input.
+    assert_eq!(
+        usage_sync::sync(w.state(), "2026-1", None, false)
+            .await
+            .unwrap_err()
+            .code,
+        "invalid_period"
+    );
+}
+
 on_both_backends!(
     usage_lands_on_the_renewal_invoice_and_is_paid,
     a_late_close_bills_a_standalone_invoice,
@@ -696,4 +781,5 @@ on_both_backends!(
     faults_never_bill_a_line_twice,
     a_push_killed_half_way_is_finished_once,
     two_processes_push_once,
+    sync_dry_run_then_commit_bills_once,
 );

@@ -534,8 +534,8 @@ pub trait Store: Send + Sync + 'static {
     /// yet, oldest period first, at most `limit`.
     async fn invoices_to_push(&self, limit: usize) -> Result<Vec<StoredInvoice>>;
 
-    /// Closed invoices of every customer whose period ends in `[from, to)`, by customer.
-    async fn invoices_ending_between(
+    /// Closed invoices of every customer whose period starts in `[from, to)`, by customer.
+    async fn invoices_starting_between(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,

@@ -13,6 +13,7 @@ pub mod migrate;
 pub mod notify;
 pub mod serve;
 pub mod stripe;
+pub mod sync;
 pub mod usage;
 pub mod webhooks;
 

@@ -18,4 +18,5 @@ pub mod stripe_customers;
 pub mod stripe_events;
 pub mod usage;
 pub mod usage_push;
+pub mod usage_sync;
 pub mod worker;

@@ -28,4 +28,4 @@ CREATE INDEX invoice_pushes_due ON invoice_pushes (state, next_attempt_at);
 CREATE INDEX invoice_pushes_by_customer ON invoice_pushes (customer_id, period_start);
 CREATE INDEX invoice_pushes_by_renewal ON invoice_pushes (renewal_invoice);
 CREATE INDEX invoice_pushes_by_standalone ON invoice_pushes (standalone_invoice);
-CREATE INDEX invoices_by_period_end ON invoices (period_end);
+CREATE INDEX invoices_by_period_start ON invoices (period_start);

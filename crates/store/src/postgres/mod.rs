@@ -537,12 +537,12 @@ impl Store for PgStore {
         usage_push::to_push(&self.pool, limit).await
     }
 
-    async fn invoices_ending_between(
+    async fn invoices_starting_between(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<StoredInvoice>> {
-        usage_push::ending_between(&self.pool, from, to).await
+        usage_push::starting_between(&self.pool, from, to).await
     }
 
     async fn insert_push(&self, push: crate::InvoicePush) -> Result<crate::InvoicePush> {

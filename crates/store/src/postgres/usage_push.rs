@@ -50,14 +50,14 @@ pub(crate) async fn to_push(pool: &Pool, limit: usize) -> Result<Vec<StoredInvoi
     Ok(rows.iter().map(invoice_row).collect())
 }
 
-pub(crate) async fn ending_between(
+pub(crate) async fn starting_between(
     pool: &Pool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<StoredInvoice>> {
     let c = pool.get().await?;
     let sql = format!(
-        "SELECT {INVOICE_COLS} FROM invoices i WHERE i.period_end >= $1 AND i.period_end < $2
+        "SELECT {INVOICE_COLS} FROM invoices i WHERE i.period_start >= $1 AND i.period_start < $2
          ORDER BY i.customer_id, i.period_start"
     );
     let rows = c.query(&sql, &[&from, &to]).await?;

@@ -876,12 +876,12 @@ impl Store for SqliteStore {
         self.read(move |c| usage_push::to_push(c, limit)).await
     }
 
-    async fn invoices_ending_between(
+    async fn invoices_starting_between(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<StoredInvoice>> {
-        self.read(move |c| usage_push::ending_between(c, from, to))
+        self.read(move |c| usage_push::starting_between(c, from, to))
             .await
     }
 

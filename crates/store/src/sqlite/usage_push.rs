@@ -50,13 +50,13 @@ pub(crate) fn to_push(conn: &Connection, limit: usize) -> Result<Vec<StoredInvoi
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-pub(crate) fn ending_between(
+pub(crate) fn starting_between(
     conn: &Connection,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<StoredInvoice>> {
     let sql = format!(
-        "SELECT {INVOICE_COLS} FROM invoices i WHERE i.period_end >= ?1 AND i.period_end < ?2
+        "SELECT {INVOICE_COLS} FROM invoices i WHERE i.period_start >= ?1 AND i.period_start < ?2
          ORDER BY i.customer_id, i.period_start"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
