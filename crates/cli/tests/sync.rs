@@ -50,3 +50,23 @@ fn usage_errors_exit_2_and_a_dry_run_reports_json() {
     assert_eq!(text.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&text.stdout).starts_with("2026-01 — DRY RUN"));
 }
+
+#[test]
+fn reconcile_usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("tally.db").display());
+    let run = |args: &[&str]| {
+        tally()
+            .arg("reconcile")
+            .args(args)
+            .args(["--database-url", &db])
+            .env_remove("STRIPE_API_KEY")
+            .output()
+            .unwrap()
+    };
+    let bad = run(&["--period", "01-2026"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let no_stripe = run(&["--period", "2026-01"]);
+    assert_eq!(no_stripe.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_stripe.stderr).contains("STRIPE_API_KEY"));
+}

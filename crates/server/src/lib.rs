@@ -147,6 +147,7 @@ pub async fn spawn_with_store(
     service::entitlements::spawn_notifier(state.clone(), stop.subscribe());
     service::stripe_events::spawn(state.clone(), stop.subscribe());
     service::usage_push::spawn(state.clone(), stop.subscribe());
+    service::reconcile::spawn(state.clone(), stop.subscribe());
     service::notify::spawn_deliverer(state.clone(), stop.subscribe());
     let app = api::router(state.clone());
     let metrics_task = metrics_listener.map(|(l, _)| {

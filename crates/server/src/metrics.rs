@@ -36,6 +36,12 @@ pub struct Metrics {
     pub deliveries_succeeded: AtomicU64,
     pub deliveries_failed: AtomicU64,
     pub endpoints_disabled: AtomicU64,
+    /// Usage lines put on Stripe invoices by the pusher.
+    pub lines_pushed: AtomicU64,
+    /// Usage push attempts that failed (retried later).
+    pub sync_failures: AtomicU64,
+    /// Discrepancies found by the last daily reconciliation.
+    reconcile_discrepancies: AtomicU64,
 }
 
 /// The `method` label: the standard methods by name, anything else as `other`, so that invented
@@ -104,6 +110,10 @@ impl Metrics {
 
     pub fn add_endpoint_disabled(&self) {
         self.endpoints_disabled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_reconcile_discrepancies(&self, n: u64) {
+        self.reconcile_discrepancies.store(n, Ordering::Relaxed);
     }
 
     /// Failed items of `worker` so far.
@@ -190,7 +200,13 @@ impl Metrics {
             "# HELP tally_worker_failures_total Items a background worker failed and skipped.\n",
         );
         out.push_str("# TYPE tally_worker_failures_total counter\n");
-        for worker in ["closer", "notifier", "deliverer"] {
+        for worker in [
+            "closer",
+            "notifier",
+            "deliverer",
+            "usage_pusher",
+            "reconciler",
+        ] {
             let _ = writeln!(
                 out,
                 "tally_worker_failures_total{{worker=\"{worker}\"}} {}",
@@ -220,6 +236,30 @@ impl Metrics {
             "tally_webhook_endpoints_disabled_total {}",
             self.endpoints_disabled.load(Ordering::Relaxed)
         );
+        for (name, help, kind, v) in [
+            (
+                "tally_period_close_lines_pushed_total",
+                "Usage lines put on Stripe invoices at period close.",
+                "counter",
+                &self.lines_pushed,
+            ),
+            (
+                "tally_stripe_sync_failures_total",
+                "Usage push attempts to Stripe that failed (retried later).",
+                "counter",
+                &self.sync_failures,
+            ),
+            (
+                "tally_reconcile_discrepancies",
+                "Discrepancies between Tally and Stripe found by the last daily reconciliation.",
+                "gauge",
+                &self.reconcile_discrepancies,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
         out
     }
 }

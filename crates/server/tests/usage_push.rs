@@ -14,7 +14,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use common::{app_on, App, Db};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tally_server::service::{closer, usage_push};
+use tally_server::service::{closer, reconcile, usage_push};
 use tally_server::AppState;
 use tally_store::clock::{Clock, SharedClock};
 use tally_store::StripeSubscriptionUpsert;
@@ -428,6 +428,41 @@ async fn usage_lands_on_the_renewal_invoice_and_is_paid(db: Db) {
     assert_eq!(shown["stripe"]["lines"], 2);
     assert_eq!(shown["stripe"]["amount"], 3650);
     assert_eq!(shown["stripe"]["last_error"], Value::Null);
+
+    // Tally, Stripe and the reconciliation agree; the revenue of each month.
+    let jan = reconcile::reconcile(w.state(), "2026-01").await.unwrap();
+    assert_eq!(jan.discrepancies, vec![], "{jan:?}");
+    assert_eq!(
+        (
+            jan.invoices_checked,
+            jan.payments_checked,
+            jan.subscriptions_checked
+        ),
+        (1, 1, 1)
+    );
+    let rev = serde_json::to_value(&jan.revenue).unwrap();
+    assert_eq!(
+        rev,
+        json!([{"currency": "eur", "invoiced": 19900, "collected": 19900, "refunded": 0, "outstanding": 0}])
+    );
+    let feb = reconcile::reconcile(w.state(), "2026-02").await.unwrap();
+    assert_eq!(feb.discrepancies, vec![], "{feb:?}");
+    let rev = serde_json::to_value(&feb.revenue).unwrap();
+    assert_eq!(
+        rev,
+        json!([{"currency": "eur", "invoiced": 23550, "collected": 23550, "refunded": 0, "outstanding": 0}])
+    );
+    assert_eq!(reconcile::daily(w.state()).await.unwrap(), Some(0));
+    assert!(w
+        .state()
+        .metrics
+        .render()
+        .contains("tally_reconcile_discrepancies 0\n"));
+    assert!(w
+        .state()
+        .metrics
+        .render()
+        .contains("tally_period_close_lines_pushed_total 2\n"));
 }
 
 /// Closed after Stripe finalized its renewal (base only): the usage goes on a standalone
@@ -774,6 +809,143 @@ async fn sync_dry_run_then_commit_bills_once(db: Db) {
     );
 }
 
+/// Reconciliation finds each discrepancy planted in Stripe: a line deleted, an amount changed, a
+/// line Tally never sent, the invoice voided, the subscription canceled only in Stripe.
+async fn reconcile_finds_each_planted_discrepancy(db: Db) {
+    let Some(w) = world(db, "magicbox_pro_monthly", Duration::from_secs(10)).await else {
+        return;
+    };
+    w.use_magic_box().await;
+    w.advance_stripe(at("2026-02-15T00:05:00Z")).await;
+    let inv = w.close(at("2026-02-15T00:15:00Z")).await.remove(0);
+    usage_push::round(w.state()).await.unwrap();
+    let push = w.state().store.get_push(&inv.id).await.unwrap().unwrap();
+    let renewal = push.renewal_invoice.clone().unwrap();
+    let items: Vec<(String, String)> = w
+        .sim
+        .with(|s| {
+            let mut v: Vec<(String, String)> =
+                s.w.invoice_items
+                    .values()
+                    .filter(|i| !i.deleted && i.metadata.contains_key("tally_line_id"))
+                    .map(|i| (i.metadata["tally_line_id"].clone(), i.id.clone()))
+                    .collect();
+            v.sort();
+            v
+        })
+        .unwrap();
+    assert_eq!(items.len(), 2);
+    // L1 deleted, L2 changed, an L9 Tally never had.
+    let r = w
+        .http
+        .delete(format!(
+            "{}/v1/invoiceitems/{}",
+            w.sim.base_url(),
+            items[0].1
+        ))
+        .bearer_auth(SK)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    w.sim_post(
+        &format!("/v1/invoiceitems/{}", items[1].1),
+        &[("amount", "3500")],
+    )
+    .await;
+    w.sim_post(
+        "/v1/invoiceitems",
+        &[
+            ("customer", &w.stripe_customer),
+            ("amount", "999"),
+            ("currency", "eur"),
+            ("invoice", &renewal),
+            ("metadata[tally_invoice_id]", &inv.id),
+            ("metadata[tally_line_id]", "L9"),
+        ],
+    )
+    .await;
+    // Finalized without collecting, then voided; the subscription canceled.
+    w.sim_post(
+        &format!("/v1/invoices/{renewal}/finalize"),
+        &[("auto_advance", "false")],
+    )
+    .await;
+    w.sim_post(&format!("/v1/invoices/{renewal}/void"), &[])
+        .await;
+    let r = w
+        .http
+        .delete(format!(
+            "{}/v1/subscriptions/{}",
+            w.sim.base_url(),
+            w.subscription
+        ))
+        .bearer_auth(SK)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // Tally has recorded the first payment (so payments agree).
+    w.deliver("invoice.paid").await;
+
+    let report = reconcile::reconcile(w.state(), "2026-01").await.unwrap();
+    let mut found: Vec<(String, Option<String>, Option<String>, Option<String>)> = report
+        .discrepancies
+        .iter()
+        .map(|x| {
+            (
+                x.kind.clone(),
+                x.line.clone(),
+                x.tally.clone(),
+                x.stripe.clone(),
+            )
+        })
+        .collect();
+    found.sort();
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(
+        found,
+        vec![
+            ("amount_differs".into(), s("L2"), s("3450"), s("3500")),
+            ("extra_in_stripe".into(), s("L9"), None, s("999")),
+            ("missing_in_stripe".into(), s("L1"), s("200"), None),
+            ("status_differs".into(), None, s("sent"), s("void")),
+            (
+                "subscription_state_differs".into(),
+                None,
+                s("active"),
+                s("canceled")
+            ),
+        ],
+        "{report:?}"
+    );
+    for x in &report.discrepancies {
+        assert_eq!(x.customer, CUSTOMER);
+        assert!(x.stripe_id.is_some(), "{x:?}");
+    }
+    let status = report
+        .discrepancies
+        .iter()
+        .find(|x| x.kind == "status_differs")
+        .unwrap();
+    assert_eq!(status.stripe_id.as_deref(), Some(renewal.as_str()));
+    assert_eq!(status.tally_id.as_deref(), Some(inv.id.as_str()));
+    let sub = report
+        .discrepancies
+        .iter()
+        .find(|x| x.kind == "subscription_state_differs")
+        .unwrap();
+    assert_eq!(sub.stripe_id.as_deref(), Some(w.subscription.as_str()));
+    // The daily job counts this month's and last month's.
+    w.clock.set(at("2026-02-16T00:00:00Z"));
+    assert_eq!(reconcile::daily(w.state()).await.unwrap(), Some(5));
+    assert!(w
+        .state()
+        .metrics
+        .render()
+        .contains("tally_reconcile_discrepancies 5\n"));
+}
+
 on_both_backends!(
     usage_lands_on_the_renewal_invoice_and_is_paid,
     a_late_close_bills_a_standalone_invoice,
@@ -782,4 +954,5 @@ on_both_backends!(
     a_push_killed_half_way_is_finished_once,
     two_processes_push_once,
     sync_dry_run_then_commit_bills_once,
+    reconcile_finds_each_planted_discrepancy,
 );

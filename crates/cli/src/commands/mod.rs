@@ -11,6 +11,7 @@ pub mod invoice;
 pub mod keys;
 pub mod migrate;
 pub mod notify;
+pub mod reconcile;
 pub mod serve;
 pub mod stripe;
 pub mod sync;

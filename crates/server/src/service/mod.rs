@@ -13,6 +13,7 @@ pub mod keys;
 pub mod notify;
 pub mod pages;
 pub mod plan_change;
+pub mod reconcile;
 pub mod rfc3339;
 pub mod stripe_customers;
 pub mod stripe_events;

@@ -348,6 +348,10 @@ pub async fn push_invoice(
         Err(Stop::Failed { error, request_id }) => {
             tracing::warn!(invoice = %invoice_id, %error, "usage push failed; will retry");
             state.metrics.add_worker_failure(WORKER);
+            state
+                .metrics
+                .sync_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // 2, 4, 8 … s, at most an hour.
             let secs = 1i64 << (row.attempts.saturating_add(1)).clamp(1, 12);
             PushOutcome {
@@ -412,7 +416,7 @@ async fn attempt(
     let mut rest = lines.clone();
     let mut renewal_status = None;
     if let Some(renewal) = row.renewal_invoice.clone() {
-        let settled = settle(client, &renewal, &row, &lines).await?;
+        let settled = settle(&state.metrics, client, &renewal, &row, &lines).await?;
         rest = settled.missing;
         renewal_status = Some(settled.status);
     }
@@ -464,7 +468,7 @@ async fn attempt(
             }
         }
     };
-    let settled = settle(client, &standalone, &row, &rest).await?;
+    let settled = settle(&state.metrics, client, &standalone, &row, &rest).await?;
     if !settled.missing.is_empty() {
         return Err(Stop::Failed {
             error: format!(
@@ -585,6 +589,7 @@ fn line_key(row: &InvoicePush, line: &PushLine, stripe_invoice: &str) -> Idempot
 /// draft: lists its lines (every page), adds the missing ones, deletes the extra ones, and lists
 /// again until they match. Once it is not a draft, reports what it lacks.
 async fn settle(
+    metrics: &crate::metrics::Metrics,
     client: &Client,
     stripe_invoice: &str,
     row: &InvoicePush,
@@ -635,7 +640,13 @@ async fn settle(
                 .create_invoice_item(&item, &line_key(row, &line, stripe_invoice))
                 .await
             {
-                Ok(_) => {}
+                // A replayed create (the same key) was counted when it was made.
+                Ok(r) if r.meta.replayed => {}
+                Ok(_) => {
+                    metrics
+                        .lines_pushed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 // Finalized meanwhile: the next listing says what it holds.
                 Err(e) if not_editable(&e) => {}
                 Err(e) => return Err(e.into()),
