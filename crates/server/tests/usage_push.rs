@@ -889,7 +889,8 @@ async fn reconcile_finds_each_planted_discrepancy(db: Db) {
     w.deliver("invoice.paid").await;
 
     let report = reconcile::reconcile(w.state(), "2026-01").await.unwrap();
-    let mut found: Vec<(String, Option<String>, Option<String>, Option<String>)> = report
+    type Found = (String, Option<String>, Option<String>, Option<String>);
+    let mut found: Vec<Found> = report
         .discrepancies
         .iter()
         .map(|x| {
