@@ -52,6 +52,7 @@ pub fn build() -> utoipa::openapi::OpenApi {
     doc.merge(api::webhook_endpoints::WebhooksDoc::openapi());
     doc.merge(api::checkout::CheckoutDoc::openapi());
     doc.merge(api::subscriptions::SubscriptionsDoc::openapi());
+    doc.merge(api::refunds::RefundsDoc::openapi());
     complete(&mut doc);
     doc
 }

@@ -48,7 +48,7 @@ pub use stripe_links::{
     CallOutcome, CheckoutRecord, CouponRedemption, PlanChangeRecord, RedeemOutcome,
     StripeCustomerLink,
 };
-pub use usage_push::{InvoicePush, PushOutcome, PushTarget};
+pub use usage_push::{InvoicePush, PushOutcome, PushTarget, RefundRecord};
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -590,6 +590,16 @@ pub trait Store: Send + Sync + 'static {
         state: &str,
         now: DateTime<Utc>,
     ) -> Result<u64>;
+
+    /// Inserts a refund row unless one with its `dedup_key` exists; returns the row as stored
+    /// and whether it was new.
+    async fn insert_refund(&self, r: RefundRecord) -> Result<(RefundRecord, bool)>;
+
+    /// Replaces a refund row's outcome fields (state, Stripe id, request id, error, credits).
+    async fn update_refund(&self, r: &RefundRecord) -> Result<()>;
+
+    /// The refunds of a payment intent, oldest first.
+    async fn refunds_of_payment_intent(&self, payment_intent: &str) -> Result<Vec<RefundRecord>>;
 }
 
 /// Opens (and migrates) the store named by a database URL: `sqlite://PATH` (optionally

@@ -82,3 +82,33 @@ pub struct PushOutcome {
     pub failed: bool,
     pub now: DateTime<Utc>,
 }
+
+/// A refund of a payment (see the `refunds` table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefundRecord {
+    /// `rf_…`.
+    pub id: String,
+    /// One row per refund: the row id for refunds made through Tally,
+    /// `charge:<ch_…>:<amount refunded so far>` for refunds seen only in `charge.refunded`.
+    pub dedup_key: String,
+    pub customer_id: String,
+    /// The Tally transaction refunded, when known.
+    pub payment: Option<String>,
+    pub payment_intent: String,
+    /// Minor units.
+    pub amount: i64,
+    pub currency: String,
+    pub reason: Option<String>,
+    /// `api` or `stripe` (made in Stripe's dashboard).
+    pub source: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub state: String,
+    pub stripe_refund: Option<String>,
+    pub request_id: Option<String>,
+    pub last_error: Option<String>,
+    /// Credits a refunded pack took back, and what it could not (decimal strings).
+    pub credits_taken: Option<String>,
+    pub credits_shortfall: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}

@@ -36,3 +36,4 @@ pub use resources::catalog::{
 };
 pub use resources::customers::CustomerParams;
 pub use resources::invoicing::{InvoiceFilter, NewInvoice, NewInvoiceItem};
+pub use resources::refunds::NewRefund;

@@ -402,3 +402,35 @@ pub struct InvoiceItem {
     /// Metadata.
     pub metadata: Metadata,
 }
+
+/// A refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    /// `re_…`.
+    pub id: String,
+    /// Minor units.
+    pub amount: i64,
+    /// The refunded charge.
+    pub charge: Option<String>,
+    /// Its payment intent.
+    pub payment_intent: Option<String>,
+    /// `succeeded`, `pending`, `failed`, …
+    pub status: Option<String>,
+}
+
+/// A payment intent (what Tally reads of one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentIntent {
+    /// `pi_…`.
+    pub id: String,
+    /// Minor units.
+    pub amount: i64,
+    /// Currency.
+    pub currency: String,
+    /// `succeeded`, …
+    pub status: String,
+    /// Its latest charge.
+    pub latest_charge: Option<String>,
+    /// Metadata (a credit pack's checkout puts `tally_pack` here).
+    pub metadata: Metadata,
+}

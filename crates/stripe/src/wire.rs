@@ -609,3 +609,65 @@ pub(crate) struct Deleted {
     #[serde(default)]
     pub deleted: bool,
 }
+
+#[derive(Deserialize)]
+pub(crate) struct Refund {
+    pub id: String,
+    #[serde(default)]
+    pub amount: i64,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub charge: Option<String>,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub payment_intent: Option<String>,
+    pub status: Option<String>,
+}
+
+impl From<Refund> for model::Refund {
+    fn from(r: Refund) -> Self {
+        model::Refund {
+            id: r.id,
+            amount: r.amount,
+            charge: r.charge,
+            payment_intent: r.payment_intent,
+            status: r.status,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PaymentIntent {
+    pub id: String,
+    #[serde(default)]
+    pub amount: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub latest_charge: Option<String>,
+    #[serde(default, deserialize_with = "metadata")]
+    pub metadata: Metadata,
+}
+
+impl From<PaymentIntent> for model::PaymentIntent {
+    fn from(p: PaymentIntent) -> Self {
+        model::PaymentIntent {
+            id: p.id,
+            amount: p.amount,
+            currency: p.currency,
+            status: p.status,
+            latest_charge: p.latest_charge,
+            metadata: p.metadata,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InvoicePaymentDetails {
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub payment_intent: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InvoicePayment {
+    pub payment: Option<InvoicePaymentDetails>,
+}

@@ -12,6 +12,7 @@ pub mod health;
 pub mod invoices;
 pub mod page_sessions;
 pub mod plans;
+pub mod refunds;
 pub mod schemas;
 pub mod subscriptions;
 pub mod transactions;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhook_endpoints::routes())
         .merge(checkout::routes())
         .merge(subscriptions::routes())
+        .merge(refunds::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::ratelimit::enforce,
@@ -416,7 +418,8 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
             "/v1/customers/{id}/credits/grants"
             | "/v1/customers/{id}/subscription/change"
             | "/v1/customers/{id}/subscription/cancel"
-            | "/v1/customers/{id}/subscription/resume",
+            | "/v1/customers/{id}/subscription/resume"
+            | "/v1/customers/{id}/refunds",
         )
         | ("PUT", "/v1/customers/{id}/subscription" | "/v1/customers/{id}/flags/{flag}")
         | ("DELETE", "/v1/customers/{id}/flags/{flag}") => Access::Admin,

@@ -14,6 +14,7 @@ pub mod notify;
 pub mod pages;
 pub mod plan_change;
 pub mod reconcile;
+pub mod refunds;
 pub mod rfc3339;
 pub mod stripe_customers;
 pub mod stripe_events;

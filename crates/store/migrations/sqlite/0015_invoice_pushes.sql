@@ -29,3 +29,28 @@ CREATE INDEX invoice_pushes_by_customer ON invoice_pushes (customer_id, period_s
 CREATE INDEX invoice_pushes_by_renewal ON invoice_pushes (renewal_invoice);
 CREATE INDEX invoice_pushes_by_standalone ON invoice_pushes (standalone_invoice);
 CREATE INDEX invoices_by_period_start ON invoices (period_start);
+
+-- Refunds of payments: a row written before Stripe is called (its id is the refund's idempotency
+-- key), or for a refund made in Stripe's dashboard when its `charge.refunded` arrives.
+-- `dedup_key` makes each refund one row whichever way it comes; `credits_taken` and
+-- `credits_shortfall` are what a refunded credit pack took back and could not (decimal strings).
+CREATE TABLE refunds (
+    id                TEXT PRIMARY KEY,
+    dedup_key         TEXT NOT NULL UNIQUE,
+    customer_id       TEXT NOT NULL,
+    payment           TEXT,
+    payment_intent    TEXT NOT NULL,
+    amount            INTEGER NOT NULL,
+    currency          TEXT NOT NULL,
+    reason            TEXT,
+    source            TEXT NOT NULL,
+    state             TEXT NOT NULL,
+    stripe_refund     TEXT,
+    request_id        TEXT,
+    last_error        TEXT,
+    credits_taken     TEXT,
+    credits_shortfall TEXT,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+);
+CREATE INDEX refunds_by_payment_intent ON refunds (payment_intent);

@@ -598,4 +598,19 @@ impl Store for PgStore {
     ) -> Result<u64> {
         usage_push::set_state_of_stripe_invoice(&self.pool, stripe_invoice, state, now).await
     }
+
+    async fn insert_refund(&self, r: crate::RefundRecord) -> Result<(crate::RefundRecord, bool)> {
+        usage_push::insert_refund(&self.pool, &r).await
+    }
+
+    async fn update_refund(&self, r: &crate::RefundRecord) -> Result<()> {
+        usage_push::update_refund(&self.pool, r).await
+    }
+
+    async fn refunds_of_payment_intent(
+        &self,
+        payment_intent: &str,
+    ) -> Result<Vec<crate::RefundRecord>> {
+        usage_push::refunds_of(&self.pool, payment_intent).await
+    }
 }

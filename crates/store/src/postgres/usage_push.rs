@@ -6,7 +6,9 @@ use tokio_postgres::Row;
 
 use super::invoices::invoice_row;
 use crate::usage_push::state;
-use crate::{InvoicePush, PushOutcome, PushTarget, Result, StoreError, StoredInvoice};
+use crate::{
+    InvoicePush, PushOutcome, PushTarget, RefundRecord, Result, StoreError, StoredInvoice,
+};
 
 const COLS: &str = "invoice_id, customer_id, stripe_customer, stripe_subscription, period_start,
     period_end, currency, lines, amount, state, renewal_invoice, standalone_invoice, attempts,
@@ -220,4 +222,94 @@ pub(crate) async fn set_state_of_stripe_invoice(
         &[&stripe_invoice, &new_state, &now],
     )
     .await?)
+}
+
+const REFUND_COLS: &str = "id, dedup_key, customer_id, payment, payment_intent, amount, currency,
+    reason, source, state, stripe_refund, request_id, last_error, credits_taken,
+    credits_shortfall, created_at, updated_at";
+
+fn refund_row(r: &Row) -> RefundRecord {
+    RefundRecord {
+        id: r.get(0),
+        dedup_key: r.get(1),
+        customer_id: r.get(2),
+        payment: r.get(3),
+        payment_intent: r.get(4),
+        amount: r.get(5),
+        currency: r.get(6),
+        reason: r.get(7),
+        source: r.get(8),
+        state: r.get(9),
+        stripe_refund: r.get(10),
+        request_id: r.get(11),
+        last_error: r.get(12),
+        credits_taken: r.get(13),
+        credits_shortfall: r.get(14),
+        created_at: r.get(15),
+        updated_at: r.get(16),
+    }
+}
+
+pub(crate) async fn insert_refund(pool: &Pool, r: &RefundRecord) -> Result<(RefundRecord, bool)> {
+    let c = pool.get().await?;
+    let n = c
+        .execute(
+            "INSERT INTO refunds (id, dedup_key, customer_id, payment, payment_intent, amount,
+                currency, reason, source, state, stripe_refund, request_id, last_error,
+                credits_taken, credits_shortfall, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             ON CONFLICT (dedup_key) DO NOTHING",
+            &[
+                &r.id,
+                &r.dedup_key,
+                &r.customer_id,
+                &r.payment,
+                &r.payment_intent,
+                &r.amount,
+                &r.currency,
+                &r.reason,
+                &r.source,
+                &r.state,
+                &r.stripe_refund,
+                &r.request_id,
+                &r.last_error,
+                &r.credits_taken,
+                &r.credits_shortfall,
+                &r.created_at,
+                &r.updated_at,
+            ],
+        )
+        .await?;
+    let sql = format!("SELECT {REFUND_COLS} FROM refunds WHERE dedup_key = $1");
+    let row = c.query_one(&sql, &[&r.dedup_key]).await?;
+    Ok((refund_row(&row), n > 0))
+}
+
+pub(crate) async fn update_refund(pool: &Pool, r: &RefundRecord) -> Result<()> {
+    let c = pool.get().await?;
+    c.execute(
+        "UPDATE refunds SET state = $2, stripe_refund = $3, request_id = $4, last_error = $5,
+            credits_taken = $6, credits_shortfall = $7, updated_at = $8 WHERE id = $1",
+        &[
+            &r.id,
+            &r.state,
+            &r.stripe_refund,
+            &r.request_id,
+            &r.last_error,
+            &r.credits_taken,
+            &r.credits_shortfall,
+            &r.updated_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn refunds_of(pool: &Pool, payment_intent: &str) -> Result<Vec<RefundRecord>> {
+    let c = pool.get().await?;
+    let sql = format!(
+        "SELECT {REFUND_COLS} FROM refunds WHERE payment_intent = $1 ORDER BY created_at, id"
+    );
+    let rows = c.query(&sql, &[&payment_intent]).await?;
+    Ok(rows.iter().map(refund_row).collect())
 }

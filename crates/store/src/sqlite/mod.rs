@@ -952,6 +952,25 @@ impl Store for SqliteStore {
         self.write(move |w| usage_push::set_state_of_stripe_invoice(&w.conn, &si, &st, now))
             .await
     }
+
+    async fn insert_refund(&self, r: crate::RefundRecord) -> Result<(crate::RefundRecord, bool)> {
+        self.write(move |w| usage_push::insert_refund(&w.conn, &r))
+            .await
+    }
+
+    async fn update_refund(&self, r: &crate::RefundRecord) -> Result<()> {
+        let r = r.clone();
+        self.write(move |w| usage_push::update_refund(&w.conn, &r))
+            .await
+    }
+
+    async fn refunds_of_payment_intent(
+        &self,
+        payment_intent: &str,
+    ) -> Result<Vec<crate::RefundRecord>> {
+        let pi = payment_intent.to_owned();
+        self.read(move |c| usage_push::refunds_of(c, &pi)).await
+    }
 }
 
 impl Drop for SqliteStore {

@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::invoices::invoice_row;
 use crate::time::{from_ms, to_ms};
 use crate::usage_push::state;
-use crate::{InvoicePush, PushOutcome, PushTarget, Result, StoredInvoice};
+use crate::{InvoicePush, PushOutcome, PushTarget, RefundRecord, Result, StoredInvoice};
 
 const COLS: &str = "invoice_id, customer_id, stripe_customer, stripe_subscription, period_start,
     period_end, currency, lines, amount, state, renewal_invoice, standalone_invoice, attempts,
@@ -207,4 +207,92 @@ pub(crate) fn set_state_of_stripe_invoice(
         )?
         .execute(params![stripe_invoice, new_state, to_ms(now)])?;
     Ok(n as u64)
+}
+
+const REFUND_COLS: &str = "id, dedup_key, customer_id, payment, payment_intent, amount, currency,
+    reason, source, state, stripe_refund, request_id, last_error, credits_taken,
+    credits_shortfall, created_at, updated_at";
+
+fn refund_row(r: &Row<'_>) -> rusqlite::Result<RefundRecord> {
+    Ok(RefundRecord {
+        id: r.get(0)?,
+        dedup_key: r.get(1)?,
+        customer_id: r.get(2)?,
+        payment: r.get(3)?,
+        payment_intent: r.get(4)?,
+        amount: r.get(5)?,
+        currency: r.get(6)?,
+        reason: r.get(7)?,
+        source: r.get(8)?,
+        state: r.get(9)?,
+        stripe_refund: r.get(10)?,
+        request_id: r.get(11)?,
+        last_error: r.get(12)?,
+        credits_taken: r.get(13)?,
+        credits_shortfall: r.get(14)?,
+        created_at: from_ms(r.get(15)?),
+        updated_at: from_ms(r.get(16)?),
+    })
+}
+
+pub(crate) fn insert_refund(conn: &Connection, r: &RefundRecord) -> Result<(RefundRecord, bool)> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO refunds (id, dedup_key, customer_id, payment, payment_intent, amount,
+                currency, reason, source, state, stripe_refund, request_id, last_error,
+                credits_taken, credits_shortfall, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             ON CONFLICT (dedup_key) DO NOTHING",
+        )?
+        .execute(params![
+            r.id,
+            r.dedup_key,
+            r.customer_id,
+            r.payment,
+            r.payment_intent,
+            r.amount,
+            r.currency,
+            r.reason,
+            r.source,
+            r.state,
+            r.stripe_refund,
+            r.request_id,
+            r.last_error,
+            r.credits_taken,
+            r.credits_shortfall,
+            to_ms(r.created_at),
+            to_ms(r.updated_at)
+        ])?;
+    let sql = format!("SELECT {REFUND_COLS} FROM refunds WHERE dedup_key = ?1");
+    let row = conn
+        .prepare_cached(&sql)?
+        .query_row([&r.dedup_key], refund_row)?;
+    Ok((row, n > 0))
+}
+
+pub(crate) fn update_refund(conn: &Connection, r: &RefundRecord) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE refunds SET state = ?2, stripe_refund = ?3, request_id = ?4, last_error = ?5,
+            credits_taken = ?6, credits_shortfall = ?7, updated_at = ?8 WHERE id = ?1",
+    )?
+    .execute(params![
+        r.id,
+        r.state,
+        r.stripe_refund,
+        r.request_id,
+        r.last_error,
+        r.credits_taken,
+        r.credits_shortfall,
+        to_ms(r.updated_at)
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn refunds_of(conn: &Connection, payment_intent: &str) -> Result<Vec<RefundRecord>> {
+    let sql = format!(
+        "SELECT {REFUND_COLS} FROM refunds WHERE payment_intent = ?1 ORDER BY created_at, id"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([payment_intent], refund_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }

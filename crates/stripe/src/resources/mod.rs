@@ -4,6 +4,7 @@ pub mod billing;
 pub mod catalog;
 pub mod customers;
 pub mod invoicing;
+pub mod refunds;
 
 use crate::error::{Error, ErrorKind};
 use crate::Stripe;

@@ -321,35 +321,14 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
             let Some(customer) = customer else {
                 return ignored("not a Tally customer's charge");
             };
-            let new = state
-                .store
-                .record_transaction(NewTransaction {
-                    id: crate::service::credits::new_id("txn", state.clock.now()),
-                    key: format!("refund:{}:{}", c.id, c.amount_refunded),
-                    customer_id: customer,
-                    kind: "refund".into(),
-                    status: "refunded".into(),
-                    amount: c.amount_refunded,
-                    currency: c.currency.clone(),
-                    description: Some(if c.refunded {
-                        "charge refunded in full".into()
-                    } else {
-                        "charge refunded in part".into()
-                    }),
-                    stripe_invoice: None,
-                    stripe_payment_intent: c.payment_intent.clone(),
-                    stripe_charge: Some(c.id.clone()),
-                    stripe_checkout_session: None,
-                    stripe_subscription: None,
-                    occurred_at: instant(event.created),
-                    created_at: state.clock.now(),
-                })
-                .await?;
-            applied(if new {
-                "refund recorded"
-            } else {
-                "refund already recorded"
-            })
+            let what = crate::service::refunds::on_charge_refunded(
+                state,
+                &customer,
+                c,
+                instant(event.created),
+            )
+            .await?;
+            applied(what)
         }
         EventKind::CustomerUpdated(_) | EventKind::Unhandled => {
             ignored(format!("{} is not handled", event.event_type))
