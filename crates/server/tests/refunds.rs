@@ -42,6 +42,7 @@ struct World {
     app: App,
     sim: stripe_sim::SimHandle,
     http: reqwest::Client,
+    stripe_customer: String,
 }
 
 impl World {
@@ -149,10 +150,11 @@ async fn world(db: Db) -> Option<(World, String, String)> {
         c.stripe_webhook_secrets = vec![SECRET.into()];
     })
     .await?;
-    let w = World {
+    let mut w = World {
         app,
         sim,
         http: reqwest::Client::new(),
+        stripe_customer: String::new(),
     };
     let (s, b) = w
         .app
@@ -168,13 +170,21 @@ async fn world(db: Db) -> Option<(World, String, String)> {
             ],
         )
         .await;
+    w.stripe_customer = cus["id"].as_str().unwrap().to_owned();
+    let store = &w.app.server.state().store;
+    let now = w.app.server.state().clock.now();
+    store.claim_stripe_customer("c1", now).await.unwrap();
+    store
+        .set_stripe_customer("c1", &w.stripe_customer, now)
+        .await
+        .unwrap();
     let pi = w
         .sim_post(
             "/v1/payment_intents",
             &[
                 ("amount", "1000"),
                 ("currency", "usd"),
-                ("customer", cus["id"].as_str().unwrap()),
+                ("customer", &w.stripe_customer),
                 ("payment_method", "pm_card_visa"),
                 ("confirm", "true"),
                 ("metadata[tally_pack]", "credits_1000"),
@@ -340,6 +350,80 @@ async fn a_refunded_pack_takes_back_its_credits_once(db: Db) {
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["amount"], 200);
+    w.deliver_refunds().await;
+
+    // Reconciliation of the month: the pack's charge, its refunds and the transactions agree.
+    let month = tally_server::service::reconcile::month_of(state.clock.now());
+    let report = tally_server::service::reconcile::reconcile(state, &month)
+        .await
+        .unwrap();
+    assert_eq!(report.discrepancies, vec![], "{report:?}");
+    assert_eq!(report.charges_checked, 1);
+    let rev = serde_json::to_value(&report.revenue).unwrap();
+    assert_eq!(
+        rev,
+        json!([{"currency": "usd", "invoiced": 0, "collected": 0, "refunded": 1000, "outstanding": 0}])
+    );
+    // A refund in Stripe Tally never heard of, and a pack Tally recorded that Stripe lacks.
+    let pi2 = w
+        .sim_post(
+            "/v1/payment_intents",
+            &[
+                ("amount", "1000"),
+                ("currency", "usd"),
+                ("customer", &w.stripe_customer),
+                ("payment_method", "pm_card_visa"),
+                ("confirm", "true"),
+            ],
+        )
+        .await;
+    w.sim_post(
+        "/v1/refunds",
+        &[
+            ("payment_intent", pi2["id"].as_str().unwrap()),
+            ("amount", "100"),
+        ],
+    )
+    .await;
+    let now = state.clock.now();
+    state
+        .store
+        .record_transaction(tally_store::NewTransaction {
+            id: "txn_ghost".into(),
+            key: "checkout:cs_ghost".into(),
+            customer_id: "c1".into(),
+            kind: "credit_pack".into(),
+            status: "succeeded".into(),
+            amount: 1000,
+            currency: "usd".into(),
+            description: None,
+            stripe_invoice: None,
+            stripe_payment_intent: Some("pi_ghost".into()),
+            stripe_charge: None,
+            stripe_checkout_session: None,
+            stripe_subscription: None,
+            occurred_at: now,
+            created_at: now,
+        })
+        .await
+        .unwrap();
+    let report = tally_server::service::reconcile::reconcile(state, &month)
+        .await
+        .unwrap();
+    let mut kinds: Vec<(String, Option<String>, Option<String>)> = report
+        .discrepancies
+        .iter()
+        .map(|x| (x.kind.clone(), x.tally_id.clone(), x.stripe.clone()))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            ("missing_in_stripe".into(), Some("txn_ghost".into()), None),
+            ("missing_in_tally".into(), None, Some("refunded 100".into())),
+        ],
+        "{report:?}"
+    );
 }
 
 on_both_backends!(a_refunded_pack_takes_back_its_credits_once);

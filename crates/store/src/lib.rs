@@ -600,6 +600,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The refunds of a payment intent, oldest first.
     async fn refunds_of_payment_intent(&self, payment_intent: &str) -> Result<Vec<RefundRecord>>;
+
+    /// Every Tally customer's Stripe customer (links with a Stripe id), for reconciliation.
+    async fn stripe_customer_links(&self) -> Result<Vec<StripeCustomerLink>>;
 }
 
 /// Opens (and migrates) the store named by a database URL: `sqlite://PATH` (optionally

@@ -377,6 +377,10 @@ pub struct Charge {
     pub payment_intent: Option<String>,
     /// Fully refunded.
     pub refunded: bool,
+    /// `succeeded`, `pending` or `failed`.
+    pub status: Option<String>,
+    /// Created (unix seconds).
+    pub created: Option<i64>,
 }
 
 /// One page of a list.

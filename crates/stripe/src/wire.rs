@@ -538,6 +538,8 @@ pub(crate) struct Charge {
     pub payment_intent: Option<String>,
     #[serde(default)]
     pub refunded: bool,
+    pub status: Option<String>,
+    pub created: Option<i64>,
 }
 
 impl From<Charge> for model::Charge {
@@ -550,6 +552,8 @@ impl From<Charge> for model::Charge {
             customer: c.customer,
             payment_intent: c.payment_intent,
             refunded: c.refunded,
+            status: c.status,
+            created: c.created,
         }
     }
 }

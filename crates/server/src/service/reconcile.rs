@@ -73,6 +73,9 @@ pub struct ReconcileReport {
     /// Stripe invoices of Tally's customers created in the month, compared with Tally's
     /// payments.
     pub payments_checked: usize,
+    /// Stripe charges of Tally's customers created in the month, compared with Tally's refunds
+    /// and credit-pack purchases.
+    pub charges_checked: usize,
     pub subscriptions_checked: usize,
     pub discrepancies: Vec<Discrepancy>,
     pub revenue: Vec<Revenue>,
@@ -179,10 +182,16 @@ pub async fn reconcile(state: &AppState, ym: &str) -> Result<ReconcileReport, Ap
     // Payments: Stripe's invoices of Tally's customers created in the month.
     let mut payments_checked = 0;
     let mut revenue: BTreeMap<String, Revenue> = BTreeMap::new();
-    let customers: BTreeMap<String, String> = subs
+    let mut customers: BTreeMap<String, String> = subs
         .iter()
         .filter_map(|s| stripe_field(s, "customer").map(|c| (c, s.customer_id.clone())))
         .collect();
+    for link in state.store.stripe_customer_links().await? {
+        if let Some(id) = link.stripe_id {
+            customers.entry(id).or_insert(link.customer_id);
+        }
+    }
+    let mut charges_checked = 0;
     for (stripe_customer, customer) in &customers {
         let invoices = client
             .invoices(&InvoiceFilter {
@@ -223,6 +232,16 @@ pub async fn reconcile(state: &AppState, ym: &str) -> Result<ReconcileReport, Ap
                 }
             }
         }
+        charges_checked += compare_charges(
+            state,
+            &client,
+            customer,
+            stripe_customer,
+            &txns,
+            (from, to),
+            &mut out,
+        )
+        .await?;
         for t in txns
             .iter()
             .filter(|t| t.kind == "refund" && t.occurred_at >= from && t.occurred_at < to)
@@ -273,6 +292,7 @@ pub async fn reconcile(state: &AppState, ym: &str) -> Result<ReconcileReport, Ap
         period: ym.to_owned(),
         invoices_checked,
         payments_checked,
+        charges_checked,
         subscriptions_checked,
         discrepancies: out,
         revenue: revenue.into_values().collect(),
@@ -304,6 +324,85 @@ fn add_revenue(revenue: &mut BTreeMap<String, Revenue>, i: &Invoice) {
     if status == "open" {
         r.outstanding += i.amount_remaining;
     }
+}
+
+/// Compares a customer's Stripe charges of the month with Tally: what each refunded against
+/// Tally's refunds of its payment, and each credit-pack payment (`metadata[tally_pack]` on its
+/// payment intent) with a `credit_pack` transaction; and each `credit_pack` transaction of the
+/// month with a charge. Returns how many charges it compared.
+async fn compare_charges(
+    state: &AppState,
+    client: &Client,
+    customer: &str,
+    stripe_customer: &str,
+    txns: &[tally_store::Transaction],
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    out: &mut Vec<Discrepancy>,
+) -> Result<usize, ApiError> {
+    let charges = client
+        .charges_of_customer(stripe_customer, from.timestamp(), to.timestamp())
+        .await
+        .map_err(stripe_error)?;
+    let mut n = 0;
+    let mut intents = BTreeSet::new();
+    for ch in charges
+        .iter()
+        .filter(|c| c.status.as_deref() == Some("succeeded"))
+    {
+        n += 1;
+        let Some(pi) = &ch.payment_intent else {
+            continue;
+        };
+        intents.insert(pi.clone());
+        let rows = state.store.refunds_of_payment_intent(pi).await?;
+        let ours = rows
+            .iter()
+            .filter(|r| r.state != "failed")
+            .fold(0i64, |a, r| a.saturating_add(r.amount));
+        if ours != ch.amount_refunded {
+            let kind = if ours == 0 {
+                "missing_in_tally"
+            } else {
+                "amount_differs"
+            };
+            let mut x = d(
+                kind,
+                customer,
+                rows.first().map(|r| r.id.as_str()),
+                Some(&ch.id),
+            );
+            x.tally = Some(format!("refunded {ours}"));
+            x.stripe = Some(format!("refunded {}", ch.amount_refunded));
+            out.push(x);
+        }
+        let recorded = txns
+            .iter()
+            .any(|t| t.stripe_payment_intent.as_deref() == Some(pi.as_str()));
+        if !recorded {
+            let intent = client.payment_intent(pi).await.map_err(stripe_error)?;
+            if let Some(pack) = intent.and_then(|i| i.value.metadata.get("tally_pack").cloned()) {
+                let mut x = d("missing_in_tally", customer, None, Some(pi));
+                x.stripe = Some(format!("credit pack {pack} paid {}", ch.amount));
+                out.push(x);
+            }
+        }
+    }
+    for t in txns.iter().filter(|t| {
+        t.kind == "credit_pack"
+            && t.status == "succeeded"
+            && t.occurred_at >= from
+            && t.occurred_at < to
+    }) {
+        let Some(pi) = &t.stripe_payment_intent else {
+            continue;
+        };
+        if !intents.contains(pi) {
+            let mut x = d("missing_in_stripe", customer, Some(&t.id), Some(pi));
+            x.tally = Some(format!("credit pack paid {}", t.amount));
+            out.push(x);
+        }
+    }
+    Ok(n)
 }
 
 /// Compares a pushed invoice's lines and status with its Stripe invoices.

@@ -613,4 +613,8 @@ impl Store for PgStore {
     ) -> Result<Vec<crate::RefundRecord>> {
         usage_push::refunds_of(&self.pool, payment_intent).await
     }
+
+    async fn stripe_customer_links(&self) -> Result<Vec<crate::StripeCustomerLink>> {
+        stripe_links::all_links(&self.pool).await
+    }
 }

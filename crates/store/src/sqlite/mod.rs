@@ -971,6 +971,10 @@ impl Store for SqliteStore {
         let pi = payment_intent.to_owned();
         self.read(move |c| usage_push::refunds_of(c, &pi)).await
     }
+
+    async fn stripe_customer_links(&self) -> Result<Vec<crate::StripeCustomerLink>> {
+        self.read(stripe_links::all_links).await
+    }
 }
 
 impl Drop for SqliteStore {

@@ -61,4 +61,35 @@ impl Client {
             .into_iter()
             .find_map(|p| p.payment.and_then(|d| d.payment_intent)))
     }
+
+    /// A customer's charges created in `[from, to)` (unix seconds; `GET /v1/charges`, every
+    /// page), newest first.
+    pub async fn charges_of_customer(
+        &self,
+        customer: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Charge>, Error> {
+        let mut out: Vec<Charge> = Vec::new();
+        loop {
+            let mut q = Form::new();
+            q.set("customer", customer)
+                .set("created[gte]", from)
+                .set("created[lt]", to)
+                .set("limit", 100);
+            if let Some(last) = out.last() {
+                q.set("starting_after", &last.id);
+            }
+            let page = self
+                .get::<wire::List<wire::Charge>>("/v1/charges", &q)
+                .await?
+                .value
+                .into_page(Charge::from);
+            let more = page.has_more && !page.data.is_empty();
+            out.extend(page.data);
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
 }
