@@ -947,6 +947,72 @@ async fn reconcile_finds_each_planted_discrepancy(db: Db) {
         .contains("tally_reconcile_discrepancies 5\n"));
 }
 
+/// The standalone path under faults: a 500 on the invoice's create, a 429 on reading it back, and
+/// a hang past the client's timeout on its finalization (the simulator, like Stripe, completes it
+/// anyway; the retry replays it): one standalone invoice, each line once, charged once.
+async fn standalone_faults_bill_once(db: Db) {
+    let Some(w) = world(db, "magicbox_pro_monthly", Duration::from_secs(1)).await else {
+        return;
+    };
+    w.use_magic_box().await;
+    w.advance_stripe(at("2026-02-15T02:00:00Z")).await;
+    let inv = w.close(at("2026-02-15T02:10:00Z")).await.remove(0);
+    w.fault(json!({"path": "/v1/invoices", "method": "POST", "kind": "500", "count": 1}))
+        .await;
+    w.fault(
+        json!({"path": "/v1/invoices/", "method": "GET", "kind": "429", "count": 1, "after": 2}),
+    )
+    .await;
+    w.fault(json!({"path": "/v1/invoices/", "method": "POST", "kind": "timeout", "hang_ms": 1500, "count": 1}))
+        .await;
+    // Should the retries run out while Stripe still holds the request, the next round finishes.
+    let mut push = None;
+    for minute in [10, 20, 30] {
+        w.clock
+            .set(at("2026-02-15T02:10:00Z") + chrono::Duration::minutes(minute));
+        usage_push::round(w.state()).await.unwrap();
+        let p = w.state().store.get_push(&inv.id).await.unwrap().unwrap();
+        if p.state != "pending" {
+            push = Some(p);
+            break;
+        }
+    }
+    let push = push.expect("pushed within three rounds");
+    assert_eq!(push.state, "paid", "{push:?}");
+    let standalone = push.standalone_invoice.clone().unwrap();
+    let tally_id = inv.id.clone();
+    let made: Vec<(String, String, i64)> = w
+        .sim
+        .with(move |s| {
+            s.w.invoices
+                .values()
+                .filter(|i| i.metadata.get("tally_invoice_id") == Some(&tally_id))
+                .map(|i| (i.id.clone(), i.status.clone(), i.amount_paid))
+                .collect()
+        })
+        .unwrap();
+    assert_eq!(made, vec![(standalone.clone(), "paid".into(), 3650)]);
+    assert_eq!(
+        w.stripe_lines_of(&inv.id),
+        vec![
+            (standalone.clone(), "L1".into(), 200),
+            (standalone.clone(), "L2".into(), 3450)
+        ]
+    );
+    let log = w.sim.with(|s| s.faults.log.clone()).unwrap();
+    let count = |what: &str| log.iter().filter(|l| l.as_str() == what).count();
+    assert_eq!(count("POST /v1/invoices"), 2, "{log:?}");
+    assert!(
+        count(&format!("POST /v1/invoices/{standalone}/finalize")) >= 2,
+        "{log:?}"
+    );
+    let charges = w
+        .sim
+        .with(|s| s.w.charges.values().filter(|c| c.amount == 3650).count())
+        .unwrap();
+    assert_eq!(charges, 1);
+}
+
 on_both_backends!(
     usage_lands_on_the_renewal_invoice_and_is_paid,
     a_late_close_bills_a_standalone_invoice,
@@ -956,4 +1022,5 @@ on_both_backends!(
     two_processes_push_once,
     sync_dry_run_then_commit_bills_once,
     reconcile_finds_each_planted_discrepancy,
+    standalone_faults_bill_once,
 );
