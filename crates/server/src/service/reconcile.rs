@@ -246,13 +246,13 @@ pub async fn reconcile(state: &AppState, ym: &str) -> Result<ReconcileReport, Ap
             .iter()
             .filter(|t| t.kind == "refund" && t.occurred_at >= from && t.occurred_at < to)
         {
-            revenue
+            let r = revenue
                 .entry(t.currency.to_lowercase())
                 .or_insert_with(|| Revenue {
                     currency: t.currency.to_lowercase(),
                     ..Default::default()
-                })
-                .refunded += t.amount;
+                });
+            r.refunded = r.refunded.saturating_add(t.amount);
         }
     }
 
@@ -319,10 +319,10 @@ fn add_revenue(revenue: &mut BTreeMap<String, Revenue>, i: &Invoice) {
             currency: i.currency.to_lowercase(),
             ..Default::default()
         });
-    r.invoiced += i.total;
-    r.collected += i.amount_paid;
+    r.invoiced = r.invoiced.saturating_add(i.total);
+    r.collected = r.collected.saturating_add(i.amount_paid);
     if status == "open" {
-        r.outstanding += i.amount_remaining;
+        r.outstanding = r.outstanding.saturating_add(i.amount_remaining);
     }
 }
 

@@ -261,9 +261,13 @@ async fn take_back(
     else {
         return Ok(());
     };
-    let due = (Decimal::from(pack.credits) * Decimal::from(row.amount)
-        / Decimal::from(payment.amount))
-    .floor();
+    // In proportion to the amount refunded, whole credits, never more than the pack's.
+    let due = pack
+        .credits
+        .checked_mul(Decimal::from(row.amount))
+        .and_then(|x| x.checked_div(Decimal::from(payment.amount)))
+        .map_or(pack.credits, |d| d.floor())
+        .min(pack.credits);
     let customer = super::usage::customer(state, &row.customer_id).await?;
     let mut taken = Decimal::ZERO;
     for _ in 0..3 {
@@ -308,7 +312,8 @@ async fn take_back(
     }
     state.credits.forget(&row.customer_id);
     row.credits_taken = Some(taken.normalize().to_string());
-    row.credits_shortfall = Some((due - taken).max(Decimal::ZERO).normalize().to_string());
+    let short = due.checked_sub(taken).unwrap_or(Decimal::ZERO);
+    row.credits_shortfall = Some(short.max(Decimal::ZERO).normalize().to_string());
     Ok(())
 }
 
