@@ -56,6 +56,13 @@ enum Command {
     /// Move a running server's clock and its Stripe test clocks (development and tests).
     #[command(subcommand)]
     Clock(commands::clock::ClockCommand),
+    /// Send one month's usage to Stripe (dry run by default; --commit sends). Exit status 0
+    /// when everything is on Stripe, 1 when some invoice is not, 2 for wrong arguments.
+    Sync(commands::sync::SyncArgs),
+    /// Compare one month of Tally with Stripe: invoices and their usage lines, payments,
+    /// subscriptions, and the month's revenue. Exit status 1 when they differ, 2 for wrong
+    /// arguments.
+    Reconcile(commands::reconcile::ReconcileArgs),
     /// Measure ingestion throughput, latency and memory beside the raw SQLite limit.
     Bench(commands::bench::BenchArgs),
 }
@@ -84,6 +91,8 @@ fn main() -> ExitCode {
         Command::Stripe(cmd) => commands::stripe::run(cmd),
         Command::Webhooks(cmd) => commands::webhooks::run(cmd),
         Command::Clock(cmd) => commands::clock::run(cmd),
+        Command::Sync(args) => commands::sync::run(args),
+        Command::Reconcile(args) => commands::reconcile::run(args),
     };
     match result {
         Ok(code) => code,

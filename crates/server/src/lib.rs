@@ -158,6 +158,8 @@ pub async fn spawn_with_store(
     service::closer::spawn(state.clone(), stop.subscribe());
     service::entitlements::spawn_notifier(state.clone(), stop.subscribe());
     service::stripe_events::spawn(state.clone(), stop.subscribe());
+    service::usage_push::spawn(state.clone(), stop.subscribe());
+    service::reconcile::spawn(state.clone(), stop.subscribe());
     service::notify::spawn_deliverer(state.clone(), stop.subscribe());
     service::monitor::spawn(state.clone(), stop.subscribe());
     let app = api::router(state.clone());

@@ -45,12 +45,14 @@ const LAG_BUCKETS: [f64; 12] = [
 const META: Metadata<'static> = Metadata::new("tally", Level::INFO, Some(module_path!()));
 
 /// Background workers, pre-registered so that their failure counters read 0 before any failure.
-const WORKERS: [&str; 5] = [
+const WORKERS: [&str; 7] = [
     "closer",
     "notifier",
     "deliverer",
     "stripe_events",
     "emailer",
+    "usage_pusher",
+    "reconciler",
 ];
 
 /// Stripe event types Tally handles: `type` label values; anything else is `other`.

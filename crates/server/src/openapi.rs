@@ -54,6 +54,7 @@ pub fn build() -> utoipa::openapi::OpenApi {
     doc.merge(api::subscriptions::SubscriptionsDoc::openapi());
     doc.merge(api::clock::ClockDoc::openapi());
     doc.merge(api::business::BusinessDoc::openapi());
+    doc.merge(api::refunds::RefundsDoc::openapi());
     complete(&mut doc);
     doc
 }

@@ -296,6 +296,19 @@ fn routes() -> Vec<Route> {
         ),
         r(
             Method::POST,
+            "/v1/customers/{id}/refunds",
+            Admin,
+            true,
+            StatusCode::SERVICE_UNAVAILABLE,
+            |c| {
+                (
+                    format!("/v1/customers/{c}/refunds"),
+                    Some(json!({"payment": "txn_1", "reason": "requested_by_customer"})),
+                )
+            },
+        ),
+        r(
+            Method::POST,
             "/v1/customers/{id}/subscription/resume",
             Admin,
             true,

@@ -22,6 +22,7 @@ pub mod stripe;
 pub mod stripe_links;
 pub mod testing;
 mod time;
+pub mod usage_push;
 
 use std::sync::Arc;
 
@@ -49,6 +50,7 @@ pub use stripe_links::{
     CallOutcome, CheckoutRecord, CouponRedemption, PlanChangeRecord, RedeemOutcome,
     StripeCustomerLink,
 };
+pub use usage_push::{InvoicePush, PushOutcome, PushTarget, RefundRecord};
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -591,6 +593,82 @@ pub trait Store: Send + Sync + 'static {
         outcome: CallOutcome,
         now: DateTime<Utc>,
     ) -> Result<()>;
+
+    // --- usage pushes to Stripe (see [`usage_push`]) -----------------------------------------
+
+    /// Closed invoices of customers whose subscription comes from Stripe that have no push row
+    /// yet, oldest period first, at most `limit`.
+    async fn invoices_to_push(&self, limit: usize) -> Result<Vec<StoredInvoice>>;
+
+    /// Closed invoices of every customer whose period starts in `[from, to)`, by customer.
+    async fn invoices_starting_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<StoredInvoice>>;
+
+    /// Inserts a push row unless the invoice has one; returns the row as stored.
+    async fn insert_push(&self, push: InvoicePush) -> Result<InvoicePush>;
+
+    async fn get_push(&self, invoice_id: &str) -> Result<Option<InvoicePush>>;
+
+    /// A customer's push rows, newest period first.
+    async fn pushes_of_customer(&self, customer_id: &str) -> Result<Vec<InvoicePush>>;
+
+    /// Pending pushes due at `now`, oldest period first, at most `limit`.
+    async fn due_pushes(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>>;
+
+    /// Claims a push for `holder` until `until` unless another holder's claim is live; returns
+    /// the row when claimed.
+    async fn claim_push(
+        &self,
+        invoice_id: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<InvoicePush>>;
+
+    /// Records a push's Stripe invoice unless one is recorded already (the first wins); returns
+    /// the row as stored.
+    async fn set_push_invoice(
+        &self,
+        invoice_id: &str,
+        target: PushTarget,
+        stripe_invoice: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<InvoicePush>>;
+
+    /// Records how a claimed attempt ended and releases the claim (nothing when `holder` no
+    /// longer holds it). Returns whether it was recorded.
+    async fn finish_push(
+        &self,
+        invoice_id: &str,
+        holder: &str,
+        outcome: PushOutcome,
+    ) -> Result<bool>;
+
+    /// Moves the pushes whose lines are on `stripe_invoice` to `state` (from Stripe's events),
+    /// except pending ones (their push is not finished) and paid ones (payment is final).
+    /// Returns how many moved.
+    async fn set_push_state_of_stripe_invoice(
+        &self,
+        stripe_invoice: &str,
+        state: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
+
+    /// Inserts a refund row unless one with its `dedup_key` exists; returns the row as stored
+    /// and whether it was new.
+    async fn insert_refund(&self, r: RefundRecord) -> Result<(RefundRecord, bool)>;
+
+    /// Replaces a refund row's outcome fields (state, Stripe id, request id, error, credits).
+    async fn update_refund(&self, r: &RefundRecord) -> Result<()>;
+
+    /// The refunds of a payment intent, oldest first.
+    async fn refunds_of_payment_intent(&self, payment_intent: &str) -> Result<Vec<RefundRecord>>;
+
+    /// Every Tally customer's Stripe customer (links with a Stripe id), for reconciliation.
+    async fn stripe_customer_links(&self) -> Result<Vec<StripeCustomerLink>>;
 }
 
 /// Opens (and migrates) the store named by a database URL: `sqlite://PATH` (optionally

@@ -72,6 +72,9 @@ pub enum EventKind {
     InvoicePaymentSucceeded(Invoice),
     /// `invoice.payment_failed`.
     InvoicePaymentFailed(Invoice),
+    /// `invoice.finalized`, `invoice.voided`, `invoice.marked_uncollectible`: the invoice's
+    /// status moved (the invoice as it is now).
+    InvoiceStatusChanged(Invoice),
     /// `charge.refunded`.
     ChargeRefunded(Charge),
     /// `customer.updated`.
@@ -159,6 +162,9 @@ impl Event {
             }
             "invoice.payment_failed" => {
                 K::InvoicePaymentFailed(object::<wire::Invoice, _>(&id, obj)?)
+            }
+            "invoice.finalized" | "invoice.voided" | "invoice.marked_uncollectible" => {
+                K::InvoiceStatusChanged(object::<wire::Invoice, _>(&id, obj)?)
             }
             "charge.refunded" => K::ChargeRefunded(object::<wire::Charge, _>(&id, obj)?),
             "customer.updated" => K::CustomerUpdated(object::<wire::Customer, _>(&id, obj)?),

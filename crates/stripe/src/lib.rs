@@ -38,3 +38,5 @@ pub use resources::catalog::{
 };
 pub use resources::customers::CustomerParams;
 pub use resources::test_clocks::TestClock;
+pub use resources::invoicing::{InvoiceFilter, NewInvoice, NewInvoiceItem};
+pub use resources::refunds::NewRefund;

@@ -368,6 +368,10 @@ pub struct InvoiceLine {
     pub period_start: Option<i64>,
     /// Period end (unix seconds).
     pub period_end: Option<i64>,
+    /// Metadata (an invoice item's line carries the item's metadata).
+    pub metadata: Metadata,
+    /// The invoice item (`ii_…`) the line comes from, if it comes from one.
+    pub invoice_item: Option<String>,
 }
 
 /// An invoice, or a preview of one.
@@ -399,6 +403,13 @@ pub struct Invoice {
     pub lines: Vec<InvoiceLine>,
     /// Metadata.
     pub metadata: Metadata,
+    /// Created (unix seconds).
+    pub created: Option<i64>,
+    /// Start of the period the invoice bills in arrears (unix seconds); for a renewal, the
+    /// period that just ended.
+    pub period_start: Option<i64>,
+    /// End of that period (unix seconds): a renewal's is the renewal instant.
+    pub period_end: Option<i64>,
 }
 
 /// A charge.
@@ -418,6 +429,10 @@ pub struct Charge {
     pub payment_intent: Option<String>,
     /// Fully refunded.
     pub refunded: bool,
+    /// `succeeded`, `pending` or `failed`.
+    pub status: Option<String>,
+    /// Created (unix seconds).
+    pub created: Option<i64>,
 }
 
 /// One page of a list.
@@ -427,4 +442,51 @@ pub struct Page<T> {
     pub data: Vec<T>,
     /// Whether more follow (pass the last id as `starting_after`).
     pub has_more: bool,
+}
+
+/// An invoice item: one line added to a customer's invoice by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceItem {
+    /// `ii_…`.
+    pub id: String,
+    /// Amount in minor units.
+    pub amount: i64,
+    /// Currency.
+    pub currency: String,
+    /// The invoice it is on, if any.
+    pub invoice: Option<String>,
+    /// Metadata.
+    pub metadata: Metadata,
+}
+
+/// A refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    /// `re_…`.
+    pub id: String,
+    /// Minor units.
+    pub amount: i64,
+    /// The refunded charge.
+    pub charge: Option<String>,
+    /// Its payment intent.
+    pub payment_intent: Option<String>,
+    /// `succeeded`, `pending`, `failed`, …
+    pub status: Option<String>,
+}
+
+/// A payment intent (what Tally reads of one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentIntent {
+    /// `pi_…`.
+    pub id: String,
+    /// Minor units.
+    pub amount: i64,
+    /// Currency.
+    pub currency: String,
+    /// `succeeded`, …
+    pub status: String,
+    /// Its latest charge.
+    pub latest_charge: Option<String>,
+    /// Metadata (a credit pack's checkout puts `tally_pack` here).
+    pub metadata: Metadata,
 }

@@ -511,6 +511,42 @@ pub(crate) struct InvoiceLine {
     pub pricing: Option<Pricing>,
     pub quantity: Option<u64>,
     pub period: Option<Period>,
+    #[serde(default, deserialize_with = "metadata")]
+    pub metadata: Metadata,
+    pub parent: Option<LineParent>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LineParent {
+    pub invoice_item_details: Option<InvoiceItemDetails>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InvoiceItemDetails {
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub invoice_item: Option<String>,
+}
+
+impl From<InvoiceLine> for model::InvoiceLine {
+    fn from(l: InvoiceLine) -> Self {
+        model::InvoiceLine {
+            id: l.id,
+            amount: l.amount,
+            description: l.description,
+            price: l
+                .pricing
+                .and_then(|p| p.price_details)
+                .and_then(|d| d.price),
+            quantity: l.quantity,
+            period_start: l.period.as_ref().and_then(|p| p.start),
+            period_end: l.period.as_ref().and_then(|p| p.end),
+            metadata: l.metadata,
+            invoice_item: l
+                .parent
+                .and_then(|p| p.invoice_item_details)
+                .and_then(|d| d.invoice_item),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -546,6 +582,9 @@ pub(crate) struct Invoice {
     pub lines: Option<List<InvoiceLine>>,
     #[serde(default, deserialize_with = "metadata")]
     pub metadata: Metadata,
+    pub created: Option<i64>,
+    pub period_start: Option<i64>,
+    pub period_end: Option<i64>,
 }
 
 impl From<Invoice> for model::Invoice {
@@ -570,20 +609,12 @@ impl From<Invoice> for model::Invoice {
                 .map(|l| l.data)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|l| model::InvoiceLine {
-                    id: l.id,
-                    amount: l.amount,
-                    description: l.description,
-                    price: l
-                        .pricing
-                        .and_then(|p| p.price_details)
-                        .and_then(|d| d.price),
-                    quantity: l.quantity,
-                    period_start: l.period.as_ref().and_then(|p| p.start),
-                    period_end: l.period.as_ref().and_then(|p| p.end),
-                })
+                .map(model::InvoiceLine::from)
                 .collect(),
             metadata: i.metadata,
+            created: i.created,
+            period_start: i.period_start,
+            period_end: i.period_end,
         }
     }
 }
@@ -601,6 +632,8 @@ pub(crate) struct Charge {
     pub payment_intent: Option<String>,
     #[serde(default)]
     pub refunded: bool,
+    pub status: Option<String>,
+    pub created: Option<i64>,
 }
 
 impl From<Charge> for model::Charge {
@@ -613,6 +646,8 @@ impl From<Charge> for model::Charge {
             customer: c.customer,
             payment_intent: c.payment_intent,
             refunded: c.refunded,
+            status: c.status,
+            created: c.created,
         }
     }
 }
@@ -640,4 +675,97 @@ pub(crate) struct Event {
     pub api_version: Option<String>,
     pub request: Option<EventRequest>,
     pub data: EventData,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InvoiceItem {
+    pub id: String,
+    #[serde(default)]
+    pub amount: i64,
+    pub currency: String,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub invoice: Option<String>,
+    #[serde(default, deserialize_with = "metadata")]
+    pub metadata: Metadata,
+}
+
+impl From<InvoiceItem> for model::InvoiceItem {
+    fn from(i: InvoiceItem) -> Self {
+        model::InvoiceItem {
+            id: i.id,
+            amount: i.amount,
+            currency: i.currency,
+            invoice: i.invoice,
+            metadata: i.metadata,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Deleted {
+    pub id: String,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Refund {
+    pub id: String,
+    #[serde(default)]
+    pub amount: i64,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub charge: Option<String>,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub payment_intent: Option<String>,
+    pub status: Option<String>,
+}
+
+impl From<Refund> for model::Refund {
+    fn from(r: Refund) -> Self {
+        model::Refund {
+            id: r.id,
+            amount: r.amount,
+            charge: r.charge,
+            payment_intent: r.payment_intent,
+            status: r.status,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PaymentIntent {
+    pub id: String,
+    #[serde(default)]
+    pub amount: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub latest_charge: Option<String>,
+    #[serde(default, deserialize_with = "metadata")]
+    pub metadata: Metadata,
+}
+
+impl From<PaymentIntent> for model::PaymentIntent {
+    fn from(p: PaymentIntent) -> Self {
+        model::PaymentIntent {
+            id: p.id,
+            amount: p.amount,
+            currency: p.currency,
+            status: p.status,
+            latest_charge: p.latest_charge,
+            metadata: p.metadata,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InvoicePaymentDetails {
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub payment_intent: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InvoicePayment {
+    pub payment: Option<InvoicePaymentDetails>,
 }

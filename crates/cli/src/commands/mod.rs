@@ -17,8 +17,10 @@ pub mod invoice;
 pub mod keys;
 pub mod migrate;
 pub mod notify;
+pub mod reconcile;
 pub mod serve;
 pub mod stripe;
+pub mod sync;
 pub mod usage;
 pub mod webhooks;
 

@@ -39,8 +39,7 @@ pub async fn list(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<InvoiceList>, ApiError> {
-    let data = customers::invoices(&state, &id).await?;
     Ok(Json(InvoiceList {
-        data: data.into_iter().map(InvoiceView::from).collect(),
+        data: customers::invoice_views(&state, &id).await?,
     }))
 }

@@ -14,6 +14,7 @@ pub mod health;
 pub mod invoices;
 pub mod page_sessions;
 pub mod plans;
+pub mod refunds;
 pub mod schemas;
 pub mod subscriptions;
 pub mod transactions;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(subscriptions::routes())
         .merge(clock::routes())
         .merge(business::routes())
+        .merge(refunds::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::ratelimit::enforce,
@@ -422,7 +424,8 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
             | "/v1/customers/{id}/subscription/change"
             | "/v1/customers/{id}/subscription/cancel"
             | "/v1/customers/{id}/subscription/resume"
-            | "/v1/clock/advance",
+            | "/v1/clock/advance"
+            | "/v1/customers/{id}/refunds",
         )
         | ("PUT", "/v1/customers/{id}/subscription" | "/v1/customers/{id}/flags/{flag}")
         | ("DELETE", "/v1/customers/{id}/flags/{flag}") => Access::Admin,

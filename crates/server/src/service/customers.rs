@@ -263,6 +263,10 @@ pub struct InvoiceView {
     #[schema(value_type = Vec<Object>)]
     pub lines: Value,
     pub created_at: chrono::DateTime<Utc>,
+    /// How the invoice's usage lines reach Stripe, for a customer with a Stripe subscription
+    /// (absent otherwise, and until the pusher has seen the invoice).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stripe: Option<super::usage_push::StripeState>,
 }
 
 impl From<StoredInvoice> for InvoiceView {
@@ -286,8 +290,24 @@ impl From<StoredInvoice> for InvoiceView {
             discount: i.discount,
             total: i.total,
             created_at: i.created_at,
+            stripe: None,
         }
     }
+}
+
+/// `GET /v1/customers/{id}/invoices`: closed invoices, newest first, each with its Stripe state.
+pub async fn invoice_views(state: &AppState, id: &str) -> Result<Vec<InvoiceView>, ApiError> {
+    let invoices = invoices(state, id).await?;
+    let pushes = state.store.pushes_of_customer(id).await?;
+    Ok(invoices
+        .into_iter()
+        .map(|i| {
+            let push = pushes.iter().find(|p| p.invoice_id == i.id);
+            let mut v = InvoiceView::from(i);
+            v.stripe = push.map(super::usage_push::StripeState::from);
+            v
+        })
+        .collect())
 }
 
 /// `GET /v1/customers/{id}/billing`.

@@ -70,6 +70,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "scale",
         include_str!("../../migrations/postgres/0013_scale.sql"),
     ),
+    (
+        14,
+        "invoice_pushes",
+        include_str!("../../migrations/postgres/0014_invoice_pushes.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

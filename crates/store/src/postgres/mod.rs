@@ -24,6 +24,7 @@ mod pages;
 mod ratelimit;
 mod stripe;
 mod stripe_links;
+mod usage_push;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -604,5 +605,90 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         stripe_links::finish_plan_change(&self.pool, id, &outcome, now).await
+    }
+
+    async fn invoices_to_push(&self, limit: usize) -> Result<Vec<StoredInvoice>> {
+        usage_push::to_push(&self.pool, limit).await
+    }
+
+    async fn invoices_starting_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<StoredInvoice>> {
+        usage_push::starting_between(&self.pool, from, to).await
+    }
+
+    async fn insert_push(&self, push: crate::InvoicePush) -> Result<crate::InvoicePush> {
+        usage_push::insert(&self.pool, &push).await
+    }
+
+    async fn get_push(&self, invoice_id: &str) -> Result<Option<crate::InvoicePush>> {
+        usage_push::get(&self.pool, invoice_id).await
+    }
+
+    async fn pushes_of_customer(&self, customer_id: &str) -> Result<Vec<crate::InvoicePush>> {
+        usage_push::of_customer(&self.pool, customer_id).await
+    }
+
+    async fn due_pushes(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>> {
+        usage_push::due(&self.pool, now, limit).await
+    }
+
+    async fn claim_push(
+        &self,
+        invoice_id: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<crate::InvoicePush>> {
+        usage_push::claim(&self.pool, invoice_id, holder, now, until).await
+    }
+
+    async fn set_push_invoice(
+        &self,
+        invoice_id: &str,
+        target: crate::PushTarget,
+        stripe_invoice: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::InvoicePush>> {
+        usage_push::set_invoice(&self.pool, invoice_id, target, stripe_invoice, now).await
+    }
+
+    async fn finish_push(
+        &self,
+        invoice_id: &str,
+        holder: &str,
+        outcome: crate::PushOutcome,
+    ) -> Result<bool> {
+        usage_push::finish(&self.pool, invoice_id, holder, &outcome).await
+    }
+
+    async fn set_push_state_of_stripe_invoice(
+        &self,
+        stripe_invoice: &str,
+        state: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        usage_push::set_state_of_stripe_invoice(&self.pool, stripe_invoice, state, now).await
+    }
+
+    async fn insert_refund(&self, r: crate::RefundRecord) -> Result<(crate::RefundRecord, bool)> {
+        usage_push::insert_refund(&self.pool, &r).await
+    }
+
+    async fn update_refund(&self, r: &crate::RefundRecord) -> Result<()> {
+        usage_push::update_refund(&self.pool, r).await
+    }
+
+    async fn refunds_of_payment_intent(
+        &self,
+        payment_intent: &str,
+    ) -> Result<Vec<crate::RefundRecord>> {
+        usage_push::refunds_of(&self.pool, payment_intent).await
+    }
+
+    async fn stripe_customer_links(&self) -> Result<Vec<crate::StripeCustomerLink>> {
+        stripe_links::all_links(&self.pool).await
     }
 }

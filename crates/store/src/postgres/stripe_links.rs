@@ -28,6 +28,14 @@ pub(crate) async fn link(pool: &Pool, customer_id: &str) -> Result<Option<Stripe
         .map(|r| link_row(&r)))
 }
 
+pub(crate) async fn all_links(pool: &Pool) -> Result<Vec<StripeCustomerLink>> {
+    let c = pool.get().await?;
+    let sql = format!(
+        "SELECT {LINK_COLS} FROM stripe_customers WHERE stripe_id IS NOT NULL ORDER BY customer_id"
+    );
+    Ok(c.query(&sql, &[]).await?.iter().map(link_row).collect())
+}
+
 fn vanished() -> StoreError {
     StoreError::Database("stripe customer link vanished".into())
 }

@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "clock_offset",
         include_str!("../../migrations/sqlite/0013_clock_offset.sql"),
     ),
+    (
+        15,
+        "invoice_pushes",
+        include_str!("../../migrations/sqlite/0015_invoice_pushes.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

@@ -60,6 +60,7 @@ mod pages;
 mod rollups;
 mod stripe;
 mod stripe_links;
+mod usage_push;
 pub(crate) use stripe_links::redemption_entry;
 mod usage_cache;
 mod writer;
@@ -922,6 +923,110 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.write(move |w| stripe_links::finish_plan_change(&w.conn, &id, &outcome, now))
             .await
+    }
+
+    async fn invoices_to_push(&self, limit: usize) -> Result<Vec<StoredInvoice>> {
+        self.read(move |c| usage_push::to_push(c, limit)).await
+    }
+
+    async fn invoices_starting_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<StoredInvoice>> {
+        self.read(move |c| usage_push::starting_between(c, from, to))
+            .await
+    }
+
+    async fn insert_push(&self, push: crate::InvoicePush) -> Result<crate::InvoicePush> {
+        self.write(move |w| {
+            usage_push::insert(&w.conn, &push)?
+                .ok_or_else(|| StoreError::Database("invoice push vanished".into()))
+        })
+        .await
+    }
+
+    async fn get_push(&self, invoice_id: &str) -> Result<Option<crate::InvoicePush>> {
+        let id = invoice_id.to_owned();
+        self.read(move |c| usage_push::get(c, &id)).await
+    }
+
+    async fn pushes_of_customer(&self, customer_id: &str) -> Result<Vec<crate::InvoicePush>> {
+        let id = customer_id.to_owned();
+        self.read(move |c| usage_push::of_customer(c, &id)).await
+    }
+
+    async fn due_pushes(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>> {
+        self.read(move |c| usage_push::due(c, now, limit)).await
+    }
+
+    async fn claim_push(
+        &self,
+        invoice_id: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<crate::InvoicePush>> {
+        let (id, holder) = (invoice_id.to_owned(), holder.to_owned());
+        self.write(move |w| usage_push::claim(&w.conn, &id, &holder, now, until))
+            .await
+    }
+
+    async fn set_push_invoice(
+        &self,
+        invoice_id: &str,
+        target: crate::PushTarget,
+        stripe_invoice: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::InvoicePush>> {
+        let (id, si) = (invoice_id.to_owned(), stripe_invoice.to_owned());
+        self.write(move |w| usage_push::set_invoice(&w.conn, &id, target, &si, now))
+            .await
+    }
+
+    async fn finish_push(
+        &self,
+        invoice_id: &str,
+        holder: &str,
+        outcome: crate::PushOutcome,
+    ) -> Result<bool> {
+        let (id, holder) = (invoice_id.to_owned(), holder.to_owned());
+        self.write(move |w| usage_push::finish(&w.conn, &id, &holder, &outcome))
+            .await
+    }
+
+    async fn set_push_state_of_stripe_invoice(
+        &self,
+        stripe_invoice: &str,
+        state: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let (si, st) = (stripe_invoice.to_owned(), state.to_owned());
+        self.write(move |w| usage_push::set_state_of_stripe_invoice(&w.conn, &si, &st, now))
+            .await
+    }
+
+    async fn insert_refund(&self, r: crate::RefundRecord) -> Result<(crate::RefundRecord, bool)> {
+        self.write(move |w| usage_push::insert_refund(&w.conn, &r))
+            .await
+    }
+
+    async fn update_refund(&self, r: &crate::RefundRecord) -> Result<()> {
+        let r = r.clone();
+        self.write(move |w| usage_push::update_refund(&w.conn, &r))
+            .await
+    }
+
+    async fn refunds_of_payment_intent(
+        &self,
+        payment_intent: &str,
+    ) -> Result<Vec<crate::RefundRecord>> {
+        let pi = payment_intent.to_owned();
+        self.read(move |c| usage_push::refunds_of(c, &pi)).await
+    }
+
+    async fn stripe_customer_links(&self) -> Result<Vec<crate::StripeCustomerLink>> {
+        self.read(stripe_links::all_links).await
     }
 }
 

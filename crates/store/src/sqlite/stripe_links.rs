@@ -28,6 +28,15 @@ pub(crate) fn link(conn: &Connection, customer_id: &str) -> Result<Option<Stripe
         .optional()?)
 }
 
+pub(crate) fn all_links(conn: &Connection) -> Result<Vec<StripeCustomerLink>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT customer_id, stripe_id, created_at, updated_at
+         FROM stripe_customers WHERE stripe_id IS NOT NULL ORDER BY customer_id",
+    )?;
+    let rows = stmt.query_map([], link_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 fn vanished() -> StoreError {
     StoreError::Database("stripe customer link vanished".into())
 }

@@ -1,7 +1,7 @@
 use super::newest_first;
 use crate::error::ApiError;
 use crate::form::Params;
-use crate::sim::{paginate, Sim};
+use crate::sim::{paginate, range_ok, Sim};
 use crate::state::{CardBehavior, Meta, PaymentMethod, Refund};
 use crate::util::{new_id, wall_now};
 use serde_json::Value;
@@ -515,15 +515,15 @@ pub fn retrieve_charge(s: &mut Sim, id: &str) -> Result<Value, ApiError> {
 pub fn list_charges(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     let customer = p.str("customer")?;
     let pi = p.str("payment_intent")?;
-    let v =
-        s.w.charges
-            .values()
-            .filter(|x| {
-                (customer.is_none() || x.customer == customer)
-                    && (pi.is_none() || x.payment_intent == pi)
-            })
-            .map(|x| (x.created, x.seq, x.id.clone(), x.clone()))
-            .collect();
+    let mut v = vec![];
+    for x in s.w.charges.values() {
+        if (customer.is_none() || x.customer == customer)
+            && (pi.is_none() || x.payment_intent == pi)
+            && range_ok(p, "created", x.created)?
+        {
+            v.push((x.created, x.seq, x.id.clone(), x.clone()));
+        }
+    }
     paginate(newest_first(v), p, "/v1/charges", |x| s.r_charge(x))
 }
 

@@ -4,6 +4,8 @@ pub mod billing;
 pub mod catalog;
 pub mod customers;
 pub mod test_clocks;
+pub mod invoicing;
+pub mod refunds;
 
 use crate::error::{Error, ErrorKind};
 use crate::Stripe;

@@ -306,9 +306,26 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
             applied("trial_will_end notification point")
         }
         EventKind::InvoicePaid(i) | EventKind::InvoicePaymentSucceeded(i) => {
+            push_status(state, i, tally_store::usage_push::state::PAID).await?;
             invoice_paid(state, event, i).await
         }
-        EventKind::InvoicePaymentFailed(i) => invoice_failed(state, event, i).await,
+        EventKind::InvoicePaymentFailed(i) => {
+            push_status(state, i, tally_store::usage_push::state::FAILED).await?;
+            invoice_failed(state, event, i).await
+        }
+        EventKind::InvoiceStatusChanged(i) => {
+            let voided = matches!(i.status.as_deref(), Some("void" | "uncollectible"));
+            let moved = if voided {
+                push_status(state, i, tally_store::usage_push::state::VOIDED).await?
+            } else {
+                0
+            };
+            if moved > 0 {
+                applied("usage push marked voided")
+            } else {
+                ignored(format!("{}: nothing to apply", event.event_type))
+            }
+        }
         EventKind::ChargeRefunded(c) => {
             let customer = match &c.customer {
                 Some(cus) => tally_customer_of_stripe_customer(state, cus).await?,
@@ -317,40 +334,27 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
             let Some(customer) = customer else {
                 return ignored("not a Tally customer's charge");
             };
-            let new = state
-                .store
-                .record_transaction(NewTransaction {
-                    id: crate::service::credits::new_id("txn", state.clock.now()),
-                    key: format!("refund:{}:{}", c.id, c.amount_refunded),
-                    customer_id: customer,
-                    kind: "refund".into(),
-                    status: "refunded".into(),
-                    amount: c.amount_refunded,
-                    currency: c.currency.clone(),
-                    description: Some(if c.refunded {
-                        "charge refunded in full".into()
-                    } else {
-                        "charge refunded in part".into()
-                    }),
-                    stripe_invoice: None,
-                    stripe_payment_intent: c.payment_intent.clone(),
-                    stripe_charge: Some(c.id.clone()),
-                    stripe_checkout_session: None,
-                    stripe_subscription: None,
-                    occurred_at: instant(event.created),
-                    created_at: state.clock.now(),
-                })
-                .await?;
-            applied(if new {
-                "refund recorded"
-            } else {
-                "refund already recorded"
-            })
+            let what = crate::service::refunds::on_charge_refunded(
+                state,
+                &customer,
+                c,
+                instant(event.created),
+            )
+            .await?;
+            applied(what)
         }
         EventKind::CustomerUpdated(_) | EventKind::Unhandled => {
             ignored(format!("{} is not handled", event.event_type))
         }
     }
+}
+
+/// Moves the usage pushes whose lines are on this invoice to `to`; returns how many moved.
+async fn push_status(state: &AppState, i: &Invoice, to: &str) -> Result<u64, Fail> {
+    let Some(id) = &i.id else {
+        return Ok(0);
+    };
+    Ok(crate::service::usage_push::on_invoice_status(state, id, to).await?)
 }
 
 /// The Tally customer a Stripe object names in its metadata, if it exists.
