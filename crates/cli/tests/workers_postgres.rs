@@ -111,6 +111,7 @@ async fn old_customers(store: &dyn Store, prefix: &str, n: usize) -> DateTime<Ut
                 email: None,
                 name: None,
                 metadata: None,
+                email_opt_out: None,
                 now: created,
             })
             .await

@@ -143,6 +143,7 @@ async fn world(db: Db, lookup_key: &str, timeout: Duration) -> Option<World> {
             status: "active".into(),
             stripe: json!({"subscription": w.subscription, "customer": w.stripe_customer}),
             past_due_at: None,
+            changed_at: t0(),
             now: t0(),
         })
         .await

@@ -200,6 +200,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records the clock's offset (milliseconds ahead of the system clock).
     async fn set_clock_offset(&self, offset_ms: i64, now: DateTime<Utc>) -> Result<()>;
+
     // --- shared rate limits ------------------------------------------------------------------
 
     /// Whether request rate limits are counted in this database, shared by every process using

@@ -56,6 +56,7 @@ async fn seed(db: &str) -> anyhow::Result<()> {
             email: Some("billing@history.example".into()),
             name: Some("History GmbH".into()),
             metadata: None,
+            email_opt_out: None,
             now: start,
         })
         .await?;

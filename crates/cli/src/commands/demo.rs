@@ -215,6 +215,7 @@ async fn customer(state: &AppState, id: &str, name: &str, at: DateTime<Utc>) -> 
             email: Some(format!("billing@{id}.example")),
             name: Some(name.into()),
             metadata: None,
+            email_opt_out: None,
         },
         seeding(at),
     )

@@ -242,6 +242,8 @@ impl Store for PgStore {
         )
         .await?;
         Ok(())
+    }
+
     fn shares_rate_limits(&self) -> bool {
         true
     }
