@@ -37,6 +37,6 @@ pub use resources::catalog::{
     NewCoupon, NewPrice, NewProduct, NewPromotionCode, PortalConfigurationParams, ProductUpdate,
 };
 pub use resources::customers::CustomerParams;
-pub use resources::test_clocks::TestClock;
 pub use resources::invoicing::{InvoiceFilter, NewInvoice, NewInvoiceItem};
 pub use resources::refunds::NewRefund;
+pub use resources::test_clocks::TestClock;

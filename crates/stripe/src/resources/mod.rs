@@ -3,9 +3,9 @@
 pub mod billing;
 pub mod catalog;
 pub mod customers;
-pub mod test_clocks;
 pub mod invoicing;
 pub mod refunds;
+pub mod test_clocks;
 
 use crate::error::{Error, ErrorKind};
 use crate::Stripe;
