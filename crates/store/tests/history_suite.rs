@@ -16,6 +16,17 @@ suite!(
     transactions_are_read_before_an_instant,
 );
 
+/// (minutes after t0, plan, interval, status, source, coupon, cancel at period end)
+type Row<'a> = (
+    i64,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    bool,
+);
+
 fn local(plan: &str, interval: &str, minutes: i64) -> SubscriptionUpsert {
     SubscriptionUpsert {
         customer_id: "cus_1".into(),
@@ -70,7 +81,7 @@ async fn each_change_is_one_history_row(ctx: Ctx) {
     .unwrap();
 
     let h = s.subscription_history(Some("cus_1")).await.unwrap();
-    let got: Vec<(i64, &str, &str, &str, &str, Option<&str>, bool)> = h
+    let got: Vec<Row> = h
         .iter()
         .map(|r| {
             (
