@@ -337,6 +337,35 @@ async fn page_actions(db: Db) {
     assert!(p.body.contains("Credit purchase"));
     assert!(p.body.contains("$5.00"));
 
+    // Starter monthly is a downgrade: confirmed on the page, scheduled for the period's end,
+    // and shown as pending once Stripe's webhook arrives.
+    let confirm = env
+        .get(&format!("{page_url}/change?plan=starter&interval=month"))
+        .await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    assert!(confirm.body.contains("nothing is charged today"));
+    assert!(!confirm.body.contains("due-today"));
+    let scheduled = env
+        .post(
+            &format!("{page_url}/change"),
+            &[("plan", "starter"), ("interval", "month")],
+        )
+        .await;
+    assert_eq!(scheduled.status, StatusCode::SEE_OTHER, "{}", scheduled.body);
+    env.deliver().await;
+    let pending = env.get(&page_url).await;
+    assert!(
+        pending
+            .body
+            .contains("<p id=\"renewal\">Change pending: Starter (month) from "),
+        "{}",
+        pending.body
+    );
+    assert!(
+        pending.body.contains("<span class=\"muted\">(year)</span>"),
+        "the plan stays Pro yearly until the period ends"
+    );
+
     // The portal, in the top window; a canceled checkout says so.
     let portal = env.post(&format!("{page_url}/portal"), &[]).await;
     assert_eq!(portal.status, StatusCode::SEE_OTHER, "{}", portal.body);

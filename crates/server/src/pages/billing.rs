@@ -84,8 +84,9 @@ pub enum PlanAction {
     Checkout { label: &'static str },
     /// A Stripe subscription: the confirmation page of an upgrade.
     Upgrade { href: String },
-    /// A cheaper plan or shorter interval: applies at the period's end.
-    Downgrade { applies: String },
+    /// A cheaper plan or shorter interval: the confirmation page of a change scheduled for the
+    /// period's end.
+    Downgrade { applies: String, href: String },
 }
 
 pub struct PlanCard {
@@ -343,6 +344,11 @@ async fn actions(
                         "Applies at the end of this period, {}",
                         date(period_end, locale)
                     ),
+                    href: format!(
+                        "{base}/change?plan={}&interval={}",
+                        segment(&p.id),
+                        interval.as_str()
+                    ),
                 }
             } else {
                 PlanAction::Upgrade {
@@ -513,7 +519,23 @@ pub async fn page(
             .and_then(Value::as_str)
             .and_then(crate::service::rfc3339::parse_utc)
     });
+    // A downgrade scheduled for the period end (Stripe's subscription schedule), as mirrored.
+    let pending = b.subscription.as_ref().and_then(|s| {
+        let p = s.stripe.as_ref()?.get("pending_change")?;
+        let plan = p.get("plan").and_then(Value::as_str)?;
+        let interval = p.get("interval").and_then(Value::as_str)?;
+        let at = p
+            .get("effective_at")
+            .and_then(Value::as_str)
+            .and_then(crate::service::rfc3339::parse_utc)?;
+        let name = state.catalog.plan(plan).map_or(plan, |p| p.name.as_str());
+        Some(format!(
+            "Change pending: {name} ({interval}) from {}",
+            date(at, locale)
+        ))
+    });
     let renewal = b.subscription.as_ref().map(|s| match s.status.as_str() {
+        _ if pending.is_some() && s.status != "canceled" => pending.clone().unwrap_or_default(),
         _ if cancels_at.is_some() && s.status != "canceled" => format!(
             "Cancellation pending: ends on {}",
             date(cancels_at.unwrap_or(b.period.end), locale)

@@ -138,7 +138,6 @@ struct ConfirmPage {
     upgrade: bool,
     due_today: Option<String>,
     applies: String,
-    portal: String,
 }
 
 async fn confirm(
@@ -184,7 +183,6 @@ async fn confirm(
                 .period_end
                 .map(|t| date(t, locale))
                 .unwrap_or_else(|| "the end of this period".into()),
-            portal: format!("/billing/s/{token}/portal"),
         }
         .render(),
     )
