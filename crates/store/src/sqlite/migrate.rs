@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "page_sessions",
         include_str!("../../migrations/sqlite/0010_page_sessions.sql"),
     ),
+    (
+        16,
+        "dedup_window",
+        include_str!("../../migrations/sqlite/0016_dedup_window.sql"),
+    ),
 ];
 
 /// The schema version the code expects.
@@ -138,7 +143,7 @@ mod tests {
             fps,
             vec![("ce_1".into(), Some("fp1".into())), ("ce_2".into(), None)]
         );
-        let w = Writer::new(conn, true).unwrap();
+        let w = Writer::new(conn, true, crate::sqlite::DedupWindow::default()).unwrap();
         let k = w.dedup.key("c1", "k1");
         assert_eq!(w.credit_keys.get(&k), Some(&1));
         assert_eq!(w.credit_keys.len(), 1);
