@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_credits;
 mod bench_load;
 pub mod bench_postgres;
+mod bench_restart;
 pub mod catalog;
 pub mod common;
 pub mod events;
