@@ -318,7 +318,13 @@ pub(crate) struct Dedup {
     window: DedupWindow,
     /// Keys of days before this one have been pruned.
     pruned_before: u16,
+    /// A prune in progress: the first day kept and the next shard to prune.
+    sweep: Option<(u16, usize)>,
 }
+
+/// Shards pruned after each group commit while a prune is in progress: a day's prune is spread
+/// over 8 groups, so no group waits for a pass over the whole set.
+const PRUNE_SHARDS_PER_GROUP: usize = 32;
 
 impl Dedup {
     fn new(window: DedupWindow) -> Self {
@@ -328,20 +334,34 @@ impl Dedup {
             hasher: Arc::new(KeyHasher::new()),
             window,
             pruned_before,
+            sweep: None,
         }
     }
 
-    /// Forgets the keys of events whose whole day has left the window; a no-op until the window
-    /// starts a new day (one pass over the set a day).
+    /// Forgets the keys of events whose whole day has left the window, [`PRUNE_SHARDS_PER_GROUP`]
+    /// shards a call; a no-op until the window starts a new day (one pass over the set a day).
+    /// Keys not yet pruned are only extra: every key inside the window stays.
     pub fn prune(&mut self) {
-        let keep_from = day_of(self.window.cutoff_ms());
-        if keep_from <= self.pruned_before {
-            return;
-        }
-        for s in &mut self.shards {
+        let (keep_from, next) = match self.sweep {
+            Some(s) => s,
+            None => {
+                let keep_from = day_of(self.window.cutoff_ms());
+                if keep_from <= self.pruned_before {
+                    return;
+                }
+                (keep_from, 0)
+            }
+        };
+        let end = (next + PRUNE_SHARDS_PER_GROUP).min(DEDUP_SHARDS);
+        for s in &mut self.shards[next..end] {
             s.prune(keep_from);
         }
-        self.pruned_before = keep_from;
+        if end == DEDUP_SHARDS {
+            self.pruned_before = keep_from;
+            self.sweep = None;
+        } else {
+            self.sweep = Some((keep_from, end));
+        }
     }
 
     /// Keys held (all shards).
@@ -738,9 +758,14 @@ mod tests {
         assert_eq!(d.len(), 5 * n as usize);
         let before: usize = d.shards.iter().map(|s| s.slots.len()).sum();
         d.prune();
+        assert!(d.sweep.is_none());
         assert_eq!(d.len(), 5 * n as usize, "nothing left the window yet");
         clock.advance(chrono::Duration::days(2));
-        d.prune();
+        // Spread over 8 calls (after 8 groups), the keys inside the window kept all along.
+        for call in 1..=8 {
+            d.prune();
+            assert_eq!(d.sweep.is_none(), call == 8, "call {call}");
+        }
         assert_eq!(d.len(), 3 * n as usize);
         for day in 0..5u16 {
             let found = (0..n)
@@ -750,7 +775,9 @@ mod tests {
         }
         // The days put back above go again at the next day's prune.
         clock.advance(chrono::Duration::days(1));
-        d.prune();
+        for _ in 0..8 {
+            d.prune();
+        }
         assert_eq!(d.len(), 2 * n as usize);
         let after: usize = d.shards.iter().map(|s| s.slots.len()).sum();
         assert!(
