@@ -32,6 +32,11 @@ pub struct Config {
     /// leadership (at least three closer intervals) and each claimed webhook delivery. A process
     /// that dies holding a claim is replaced within this time.
     pub worker_lease: Duration,
+    /// Events whose timestamp is older than `now − dedup_window` are refused
+    /// (`timestamp_outside_dedup_window`); ids are deduplicated exactly over this window, and a
+    /// SQLite store keeps only its keys in memory. At least 35 days (how long Stripe keeps meter
+    /// events).
+    pub dedup_window: Duration,
     /// The environment feature flags are evaluated in (`production` by default).
     pub environment: String,
     /// How long a past-due subscription keeps its plan's entitlements before falling back to the
@@ -222,6 +227,7 @@ impl std::fmt::Debug for Config {
             .field("grace", &self.grace)
             .field("close_every", &self.close_every)
             .field("worker_lease", &self.worker_lease)
+            .field("dedup_window", &self.dedup_window)
             .field("environment", &self.environment)
             .field("past_due_grace", &self.past_due_grace)
             .field("rate_limits", &self.rate_limits)
@@ -269,6 +275,7 @@ impl Config {
             grace: Duration::from_secs(3600),
             close_every: Duration::from_secs(60),
             worker_lease: Duration::from_secs(60),
+            dedup_window: Duration::from_secs(35 * 86_400),
             environment: "production".into(),
             past_due_grace: Duration::from_secs(7 * 86_400),
             rate_limits: crate::ratelimit::RateLimits::default(),
@@ -326,6 +333,11 @@ impl Config {
         }
         if self.worker_lease < Duration::from_secs(1) {
             problems.push("--worker-lease must be at least 1s".into());
+        }
+        if self.dedup_window < Duration::from_secs(35 * 86_400) {
+            problems.push(
+                "--dedup-window must be at least 35d (Stripe keeps meter events 35 days)".into(),
+            );
         }
         for (name, d) in [
             ("--header-timeout", self.header_timeout),

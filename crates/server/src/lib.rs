@@ -96,7 +96,12 @@ impl Server {
 /// period closer.
 pub async fn spawn(config: Config) -> Result<Server, StartError> {
     config.validate()?;
-    let store = tally_store::connect(&config.database_url).await?;
+    let window = tally_store::sqlite::DedupWindow {
+        window: chrono::Duration::from_std(config.dedup_window)
+            .unwrap_or(tally_store::DEFAULT_DEDUP_WINDOW),
+        clock: config.clock.clone(),
+    };
+    let store = tally_store::connect_with_window(&config.database_url, window).await?;
     spawn_with_store(config, store).await
 }
 

@@ -351,7 +351,12 @@ async fn page_actions(db: Db) {
             &[("plan", "starter"), ("interval", "month")],
         )
         .await;
-    assert_eq!(scheduled.status, StatusCode::SEE_OTHER, "{}", scheduled.body);
+    assert_eq!(
+        scheduled.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        scheduled.body
+    );
     env.deliver().await;
     let pending = env.get(&page_url).await;
     assert!(

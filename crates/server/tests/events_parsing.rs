@@ -218,6 +218,7 @@ const EVENT_CODES: &[&str] = &[
     "negative_value",
     "invalid_timestamp",
     "timestamp_in_future",
+    "timestamp_outside_dedup_window",
     "timestamp_before_customer",
     "invalid_properties",
     "missing_property",

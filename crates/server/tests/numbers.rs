@@ -221,7 +221,7 @@ async fn values_within_the_limits_are_stored_and_summed_exactly(db: Db) {
 async fn events_from_before_the_customer_are_refused(db: Db) {
     let Some(app) = app(db).await else { return };
     app.customer("c3").await;
-    let before = (Utc::now() - Duration::days(40)).to_rfc3339();
+    let before = (Utc::now() - Duration::days(10)).to_rfc3339();
     let (s, b) = app
         .events(json!([
             {"id": "old", "customer": "c3", "metric": "builds", "value": 7, "timestamp": before},

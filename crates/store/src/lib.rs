@@ -676,17 +676,28 @@ pub trait Store: Send + Sync + 'static {
 /// `?synchronous=full`, see [`sqlite`]) or `postgres://…` / `postgresql://…`. In-memory SQLite is not
 /// supported: the writer and the readers share one file.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
-    open(url, true).await
+    open(url, true, sqlite::DedupWindow::default()).await
+}
+
+/// The deduplication window by default, and its minimum: Stripe keeps meter events 35 days.
+pub const DEFAULT_DEDUP_WINDOW: chrono::Duration = chrono::Duration::days(35);
+
+/// Like [`connect`], with the deduplication window the API enforces (events older than
+/// `now − window` refused) and the clock it reads "now" from: a SQLite store then keeps in memory
+/// only the keys of stored events inside the window. PostgreSQL keeps every key on disk and
+/// ignores it.
+pub async fn connect_with_window(url: &str, window: sqlite::DedupWindow) -> Result<Arc<dyn Store>> {
+    open(url, true, window).await
 }
 
 /// Like [`connect`], for operator commands that never ingest events and may run next to a server:
 /// a SQLite file is opened without its ingest lock (see [`sqlite`]). Same as [`connect`] for
 /// PostgreSQL.
 pub async fn connect_admin(url: &str) -> Result<Arc<dyn Store>> {
-    open(url, false).await
+    open(url, false, sqlite::DedupWindow::default()).await
 }
 
-async fn open(url: &str, ingest: bool) -> Result<Arc<dyn Store>> {
+async fn open(url: &str, ingest: bool, window: sqlite::DedupWindow) -> Result<Arc<dyn Store>> {
     if let Some(rest) = url.strip_prefix("sqlite://") {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         if path.is_empty() {
@@ -707,7 +718,7 @@ async fn open(url: &str, ingest: bool) -> Result<Arc<dyn Store>> {
             };
         }
         Ok(Arc::new(if ingest {
-            sqlite::SqliteStore::open_with(path, sync).await?
+            sqlite::SqliteStore::open_windowed(path, sync, window).await?
         } else {
             sqlite::SqliteStore::open_admin(path, sync).await?
         }))

@@ -70,6 +70,17 @@ pub struct BenchArgs {
     /// Requests of each run of the billing-page benchmark.
     #[arg(long, default_value_t = 2000)]
     page_requests: usize,
+    /// Run only the restart measurement: a SQLite database of `--restart-events` events spread
+    /// over `--spread-days`, then the start-up time and idle RSS of `tally serve` on it.
+    #[arg(long)]
+    restart_only: bool,
+    /// Events of the restart measurement.
+    #[arg(long, default_value_t = 10_000_000)]
+    restart_events: u64,
+    /// Days the restart measurement's event timestamps are spread over (the deduplication window
+    /// is 35).
+    #[arg(long, default_value_t = 70)]
+    spread_days: u64,
     /// Internal: run the hello-world HTTP server the latency limit is measured against.
     #[arg(long, hide = true)]
     hello_world_server: bool,
@@ -292,6 +303,31 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.pages {
         println!("machine: {}", machine());
         print!("{}", super::bench_pages::report(args.page_requests)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.restart_only {
+        println!("machine: {}", machine());
+        let (tmp, dir) = match &args.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                (None, d.clone())
+            }
+            None => {
+                let d = tempfile_dir()?;
+                (Some(d.clone()), d)
+            }
+        };
+        let r = super::bench_restart::run(
+            &dir,
+            args.restart_events,
+            args.spread_days,
+            args.customers,
+            KEY,
+        );
+        if let Some(d) = tmp {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        print!("{}", super::bench_restart::lines(&r?));
         return Ok(ExitCode::SUCCESS);
     }
     if args.credits.credits_only {

@@ -7,6 +7,7 @@ mod bench_load;
 pub mod bench_notify;
 pub mod bench_pages;
 pub mod bench_postgres;
+mod bench_restart;
 pub mod bench_webhooks;
 pub mod catalog;
 pub mod clock;

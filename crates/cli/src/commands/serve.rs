@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// delivery) lasts unless renewed; a process that dies holding one is replaced within it.
     #[arg(long, env = "TALLY_WORKER_LEASE", default_value = "60s", value_parser = parse_duration)]
     worker_lease: std::time::Duration,
+    /// Events older than this are refused (`timestamp_outside_dedup_window`); ids are
+    /// deduplicated exactly over it, and SQLite keeps only its keys in memory. At least 35d.
+    #[arg(long, env = "TALLY_DEDUP_WINDOW", default_value = "35d", value_parser = parse_duration)]
+    dedup_window: std::time::Duration,
     /// Environment that feature flags are evaluated in.
     #[arg(long, env = "TALLY_ENVIRONMENT", default_value = "production")]
     environment: String,
@@ -148,6 +152,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         grace: args.grace,
         close_every: args.close_every,
         worker_lease: args.worker_lease,
+        dedup_window: args.dedup_window,
         environment: args.environment,
         past_due_grace: args.past_due_grace,
         rate_limits: tally_server::ratelimit::RateLimits::from_args(

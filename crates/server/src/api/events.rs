@@ -31,7 +31,8 @@ pub struct EventInput {
     /// A JSON number or a numeric string; 1 when omitted.
     #[schema(value_type = Option<String>)]
     value: Option<String>,
-    /// RFC 3339; now when omitted; at most 5 minutes ahead.
+    /// RFC 3339; now when omitted; at most 5 minutes ahead and at most `--dedup-window` (35 days
+    /// by default) behind, else `timestamp_outside_dedup_window`.
     timestamp: Option<String>,
     #[schema(value_type = Option<Object>)]
     properties: Option<serde_json::Value>,
@@ -53,7 +54,7 @@ pub struct EventBatch {
         (status = 400, description = "malformed JSON, no or empty `events`, more than 1000 events", body = ErrorBody),
         (status = 413, description = "body over the limit", body = ErrorBody),
         (status = 415, description = "not application/json", body = ErrorBody),
-        (status = 422, description = "invalid events, each index explained in `error.invalid`; nothing stored", body = ErrorBody),
+        (status = 422, description = "invalid events, each index explained in `error.invalid` (e.g. `timestamp_in_future`, `timestamp_outside_dedup_window`); nothing stored", body = ErrorBody),
     ))]
 pub async fn ingest(
     State(state): State<AppState>,

@@ -187,14 +187,25 @@ fn parse_event(index: usize, raw: &RawValue) -> Result<WireEvent<'_>, InvalidIte
     })
 }
 
-/// Checks one event against the catalog and the clock (`latest`: the last timestamp allowed).
+/// The first and last timestamps an event may have (both allowed).
+#[derive(Clone, Copy)]
+struct Bounds {
+    /// `now − the deduplication window`.
+    earliest: DateTime<Utc>,
+    /// `now + MAX_FUTURE`.
+    latest: DateTime<Utc>,
+    window_days: i64,
+}
+
+/// Checks one event against the catalog and the clock.
 fn check<'a>(
     index: usize,
     w: WireEvent<'a>,
     memo: &mut Memo<'a>,
     now: DateTime<Utc>,
-    latest: DateTime<Utc>,
+    bounds: Bounds,
 ) -> Result<CheckedEvent<'a, 'a>, InvalidItem> {
+    let latest = bounds.latest;
     let id = match w.id {
         Some(Text(id)) if !id.is_empty() && id.len() <= MAX_ID_LEN => id,
         Some(_) => {
@@ -278,6 +289,19 @@ fn check<'a>(
             "timestamp_in_future",
             "timestamp",
             "timestamp is more than 5 minutes in the future".into(),
+        ));
+    }
+    // Ids are deduplicated over the window: an older event could be a copy of one whose key is
+    // no longer kept in memory, so it is refused rather than risk answering from a partial set.
+    if timestamp < bounds.earliest {
+        return Err(invalid(
+            index,
+            "timestamp_outside_dedup_window",
+            "timestamp",
+            format!(
+                "timestamp is older than the deduplication window ({} days)",
+                bounds.window_days
+            ),
         ));
     }
     if let Some(p) = &w.properties {
@@ -501,7 +525,7 @@ fn read_batch<'a>(
 struct Builder<'a> {
     memo: Memo<'a>,
     now: DateTime<Utc>,
-    latest: DateTime<Utc>,
+    bounds: Bounds,
     out: ValidBatch<'a>,
     problems: Vec<InvalidItem>,
     /// `(index, position in out)` of events whose customer is not in the anchor cache: their
@@ -520,7 +544,15 @@ impl<'a> Builder<'a> {
                 timestamp: None,
             },
             now,
-            latest: now + MAX_FUTURE,
+            bounds: {
+                let window = chrono::Duration::from_std(state.config.dedup_window)
+                    .unwrap_or(tally_store::DEFAULT_DEDUP_WINDOW);
+                Bounds {
+                    earliest: now.checked_sub_signed(window).unwrap_or(now),
+                    latest: now + MAX_FUTURE,
+                    window_days: window.num_days(),
+                }
+            },
             out: ValidBatch {
                 events: Vec::new(),
                 usage: Vec::new(),
@@ -538,7 +570,7 @@ impl<'a> Builder<'a> {
         w: Result<WireEvent<'a>, InvalidItem>,
         cache: &HashMap<String, CustomerAnchor>,
     ) {
-        let e = match w.and_then(|w| check(i, w, &mut self.memo, self.now, self.latest)) {
+        let e = match w.and_then(|w| check(i, w, &mut self.memo, self.now, self.bounds)) {
             Ok(e) => e,
             Err(p) => return self.problems.push(p),
         };

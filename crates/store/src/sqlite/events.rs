@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
 
-use super::writer::{KeyHasher, Writer};
+use super::writer::{day_of, KeyHasher, Writer};
 use crate::rollup::RollupDelta;
 use crate::time::{from_ms, to_ms};
 use crate::{IngestOutcome, NewEvent, Result, StoreError, UsageRollup};
@@ -155,29 +155,24 @@ pub(crate) fn ingest(
         w.dedup.prefetch(e.key);
     }
     for e in &batch.events {
-        let new = w.dedup.insert(e.key);
+        let new = w.dedup.insert(e.key, day_of(e.ts_ms));
         if new {
             added.push(e.key);
         }
         is_new.push(new);
     }
-    let outcome = IngestOutcome {
-        accepted: added.len() as u64,
-        duplicates: (total - added.len()) as u64,
-    };
     // Added to the writer's rollups only if every step succeeded, so a failed job leaves no trace
     // (its rows are rolled back with its savepoint).
-    let mut result = Ok(());
-    if added.len() < total {
-        match sum(&batch, |i| is_new[i]) {
-            Ok((d, of)) => (batch.deltas, batch.delta_of) = (d, of),
-            Err(e) => result = Err(e),
-        }
-    }
-    let result = result.and_then(|()| apply(w, &batch, &is_new));
+    let fresh = added.len();
+    let result = apply(w, &mut batch, &mut is_new, fresh < total);
     match result {
         Ok(()) => {
+            let accepted = is_new.iter().filter(|n| **n).count();
             w.group_added.extend(added);
+            let outcome = IngestOutcome {
+                accepted: accepted as u64,
+                duplicates: (total - accepted) as u64,
+            };
             Ok((outcome, batch))
         }
         Err(e) => {
@@ -194,16 +189,23 @@ pub(crate) type RollupKey = (String, i64, String, i64);
 
 /// The customer's `billed_through` (ms), from the writer's cache or the database.
 fn billed_through(w: &mut Writer, customer_id: &str) -> Result<Option<i64>> {
-    if let Some(bt) = w.billed_through.get(customer_id) {
+    billed_through_of(&w.conn, &mut w.billed_through, customer_id)
+}
+
+fn billed_through_of(
+    conn: &Connection,
+    cache: &mut HashMap<String, Option<i64>, foldhash::fast::RandomState>,
+    customer_id: &str,
+) -> Result<Option<i64>> {
+    if let Some(bt) = cache.get(customer_id) {
         return Ok(*bt);
     }
-    let bt: Option<i64> = w
-        .conn
+    let bt: Option<i64> = conn
         .prepare_cached("SELECT billed_through FROM customers WHERE id = ?1")?
         .query_row([customer_id], |r| r.get(0))
         .optional()?
         .ok_or_else(|| StoreError::Invalid(format!("no customer {customer_id:?}")))?;
-    w.billed_through.insert(customer_id.to_owned(), bt);
+    cache.insert(customer_id.to_owned(), bt);
     Ok(bt)
 }
 
@@ -216,12 +218,65 @@ fn billed_period(billed_through: Option<i64>, usage_ps: i64) -> i64 {
 }
 
 /// Appends the new events and adds what they add to each rollup (by billed period) to the
-/// writer's rollups.
-fn apply(w: &mut Writer, batch: &PreparedBatch, is_new: &[bool]) -> Result<()> {
+/// writer's rollups. An event the in-memory set did not know but the database's unique key
+/// `(customer, event id)` already holds (an id first stored before the deduplication window) is
+/// not stored again: it becomes a duplicate in `is_new`. `resum`: some events of the batch are
+/// already known as duplicates, so its sums must be made again from the new ones.
+fn apply(
+    w: &mut Writer,
+    batch: &mut PreparedBatch,
+    is_new: &mut [bool],
+    mut resum: bool,
+) -> Result<()> {
     if !is_new.iter().any(|n| *n) {
         return Ok(());
     }
     let now = to_ms(Utc::now());
+    {
+        let mut insert = w.conn.prepare_cached(
+            "INSERT INTO events (customer_id, event_id, metric, value, ts, properties,
+                usage_period_start, billed_period_start, ingested_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (customer_id, event_id) DO NOTHING",
+        )?;
+        let mut billed: Option<(Span, Option<i64>)> = None;
+        for (e, new) in batch.events.iter().zip(is_new.iter_mut()) {
+            if !*new {
+                continue;
+            }
+            let customer = batch.str(e.customer_id);
+            // Batches usually repeat a customer: its billed_through is looked up once per run.
+            let bt = match billed {
+                Some((s, bt)) if batch.str(s) == customer => bt,
+                _ => {
+                    let bt = billed_through_of(&w.conn, &mut w.billed_through, customer)?;
+                    billed = Some((e.customer_id, bt));
+                    bt
+                }
+            };
+            let n = insert.execute(params![
+                customer,
+                batch.str(e.event_id),
+                batch.str(e.metric),
+                batch.str(e.value_text),
+                e.ts_ms,
+                e.properties,
+                e.usage_ps,
+                billed_period(bt, e.usage_ps),
+                now
+            ])?;
+            if n == 0 {
+                *new = false;
+                resum = true;
+            }
+        }
+    }
+    if resum {
+        let (d, of) = sum(batch, |i| is_new[i])?;
+        (batch.deltas, batch.delta_of) = (d, of);
+    }
+    let batch = &*batch;
+    let is_new = &*is_new;
     let mut deltas = Vec::with_capacity(batch.deltas.len());
     for d in &batch.deltas {
         let customer = batch.str(d.customer_id);
@@ -234,11 +289,6 @@ fn apply(w: &mut Writer, batch: &PreparedBatch, is_new: &[bool]) -> Result<()> {
             &d.delta,
         ));
     }
-    let mut insert = w.conn.prepare_cached(
-        "INSERT INTO events (customer_id, event_id, metric, value, ts, properties,
-            usage_period_start, billed_period_start, ingested_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
     // Each new event with the index of its rollup delta.
     let new_events = || {
         batch
@@ -249,20 +299,6 @@ fn apply(w: &mut Writer, batch: &PreparedBatch, is_new: &[bool]) -> Result<()> {
             .filter(|(_, n)| **n)
             .map(|((e, d), _)| (e, *d as usize))
     };
-    for (e, d) in new_events() {
-        let customer = batch.str(e.customer_id);
-        insert.execute(params![
-            customer,
-            batch.str(e.event_id),
-            batch.str(e.metric),
-            batch.str(e.value_text),
-            e.ts_ms,
-            e.properties,
-            e.usage_ps,
-            deltas[d].1,
-            now
-        ])?;
-    }
     let mut counted = vec![0i64; deltas.len()];
     if new_events().any(|(e, _)| e.unique_key.is_some()) {
         // Distinct values cannot be counted again from the events: write the rollups now.

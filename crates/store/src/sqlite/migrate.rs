@@ -76,6 +76,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "invoice_pushes",
         include_str!("../../migrations/sqlite/0015_invoice_pushes.sql"),
     ),
+    (
+        16,
+        "dedup_window",
+        include_str!("../../migrations/sqlite/0016_dedup_window.sql"),
+    ),
 ];
 
 /// The schema version the code expects.
@@ -158,7 +163,7 @@ mod tests {
             fps,
             vec![("ce_1".into(), Some("fp1".into())), ("ce_2".into(), None)]
         );
-        let w = Writer::new(conn, true).unwrap();
+        let w = Writer::new(conn, true, crate::sqlite::DedupWindow::default()).unwrap();
         let k = w.dedup.key("c1", "k1");
         assert_eq!(w.credit_keys.get(&k), Some(&1));
         assert_eq!(w.credit_keys.len(), 1);

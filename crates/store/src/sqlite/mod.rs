@@ -89,6 +89,7 @@ use crate::{
 };
 pub use migrate::SCHEMA_VERSION;
 use usage_cache::{Lookup, UsageCache};
+pub use writer::DedupWindow;
 use writer::{FnJob, Writer};
 
 const MAX_IDLE_READERS: usize = 8;
@@ -223,16 +224,32 @@ impl SqliteStore {
 
     /// Like [`SqliteStore::open`] with an explicit durability level.
     pub async fn open_with(path: impl AsRef<Path>, sync: Synchronous) -> Result<SqliteStore> {
-        Self::open_inner(path.as_ref(), sync, true).await
+        Self::open_windowed(path, sync, DedupWindow::default()).await
+    }
+
+    /// Like [`SqliteStore::open_with`] with the deduplication window of the events that will be
+    /// accepted: only the keys of stored events inside it are kept in memory (see
+    /// [`DedupWindow`]).
+    pub async fn open_windowed(
+        path: impl AsRef<Path>,
+        sync: Synchronous,
+        window: DedupWindow,
+    ) -> Result<SqliteStore> {
+        Self::open_inner(path.as_ref(), sync, true, window).await
     }
 
     /// Opens the file for everything but event ingestion (operator commands next to a running
     /// server): no ingest lock, no dedup set.
     pub async fn open_admin(path: impl AsRef<Path>, sync: Synchronous) -> Result<SqliteStore> {
-        Self::open_inner(path.as_ref(), sync, false).await
+        Self::open_inner(path.as_ref(), sync, false, DedupWindow::default()).await
     }
 
-    async fn open_inner(path: &Path, sync: Synchronous, ingest: bool) -> Result<SqliteStore> {
+    async fn open_inner(
+        path: &Path,
+        sync: Synchronous,
+        ingest: bool,
+        window: DedupWindow,
+    ) -> Result<SqliteStore> {
         let path = path.to_path_buf();
         let p = path.clone();
         let (writer, ingest_lock) =
@@ -244,7 +261,7 @@ impl SqliteStore {
                 };
                 let mut conn = open_writer(&p, sync)?;
                 migrate::run(&mut conn)?;
-                let mut writer = Writer::new(conn, ingest)?;
+                let mut writer = Writer::new(conn, ingest, window)?;
                 if ingest {
                     writer.usage_cache = Some(Arc::new(UsageCache::default()));
                 }

@@ -105,6 +105,9 @@ const DEDUP_SHARDS: usize = 256;
 /// would have to hash to exactly 0 and 1: a chance of 2⁻¹²⁷).
 struct KeyTable {
     slots: Vec<u128>,
+    /// For each slot, the day (since the epoch, UTC) of the stored event's timestamp: keys are
+    /// pruned by day once their events fall out of the deduplication window.
+    days: Vec<u16>,
     len: usize,
 }
 
@@ -112,6 +115,7 @@ impl KeyTable {
     fn new() -> Self {
         KeyTable {
             slots: vec![0; 16],
+            days: vec![0; 16],
             len: 0,
         }
     }
@@ -142,7 +146,7 @@ impl KeyTable {
         let _ = key;
     }
 
-    fn insert(&mut self, key: u128) -> bool {
+    fn insert(&mut self, key: u128, day: u16) -> bool {
         let key = key.max(1);
         if (self.len + 1) * 5 > self.slots.len() * 4 {
             self.grow();
@@ -153,6 +157,7 @@ impl KeyTable {
             match self.slots[i] {
                 0 => {
                     self.slots[i] = key;
+                    self.days[i] = day;
                     self.len += 1;
                     return true;
                 }
@@ -185,6 +190,7 @@ impl KeyTable {
             // `k` may move to `i` when `i` lies cyclically in [home, j).
             if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(i) & mask) {
                 self.slots[i] = k;
+                self.days[i] = self.days[j];
                 i = j;
             }
         }
@@ -193,16 +199,51 @@ impl KeyTable {
     }
 
     fn grow(&mut self) {
-        let bigger = vec![0; self.slots.len() * 2];
-        let old = std::mem::replace(&mut self.slots, bigger);
+        self.rebuild(self.slots.len() * 2, 0);
+    }
+
+    /// Moves the keys of days `>= keep_from` into a table of `size` slots (a power of two with
+    /// room for them).
+    fn rebuild(&mut self, size: usize, keep_from: u16) {
+        let old = std::mem::replace(&mut self.slots, vec![0; size]);
+        let old_days = std::mem::replace(&mut self.days, vec![0; size]);
         let mask = self.mask();
-        for k in old.into_iter().filter(|k| *k != 0) {
+        self.len = 0;
+        for (k, d) in old.into_iter().zip(old_days) {
+            if k == 0 || d < keep_from {
+                continue;
+            }
             let mut i = self.home(k);
             while self.slots[i] != 0 {
                 i = (i + 1) & mask;
             }
             self.slots[i] = k;
+            self.days[i] = d;
+            self.len += 1;
         }
+    }
+
+    /// Forgets the keys of days before `keep_from`, shrinking the table to fit what is left.
+    fn prune(&mut self, keep_from: u16) {
+        if !self
+            .days
+            .iter()
+            .zip(&self.slots)
+            .any(|(d, k)| *k != 0 && *d < keep_from)
+        {
+            return;
+        }
+        let kept = self
+            .days
+            .iter()
+            .zip(&self.slots)
+            .filter(|(d, k)| **k != 0 && **d >= keep_from)
+            .count();
+        let mut size = 16;
+        while (kept + 1) * 5 > size * 4 {
+            size *= 2;
+        }
+        self.rebuild(size, keep_from);
     }
 }
 
@@ -233,18 +274,100 @@ impl KeyHasher {
     }
 }
 
-/// The set of `(customer, event id)` keys of every stored event.
+const DAY_MS: i64 = 86_400_000;
+
+/// The day (since the epoch, UTC) of a timestamp in ms, clamped to what a `u16` holds (years
+/// 1970–2149).
+pub(crate) fn day_of(ts_ms: i64) -> u16 {
+    ts_ms.div_euclid(DAY_MS).clamp(0, i64::from(u16::MAX)) as u16
+}
+
+/// The deduplication window: events older than `now − window` are refused before they reach the
+/// store (by the API), so the writer keeps in memory only the keys of events inside it; the
+/// database's unique key on `(customer, event id)` answers any older id sent again.
+#[derive(Clone)]
+pub struct DedupWindow {
+    pub window: chrono::Duration,
+    pub clock: crate::clock::SharedClock,
+}
+
+impl DedupWindow {
+    /// The oldest timestamp (ms) inside the window now.
+    pub fn cutoff_ms(&self) -> i64 {
+        self.clock
+            .now()
+            .checked_sub_signed(self.window)
+            .map_or(i64::MIN, |t| t.timestamp_millis())
+    }
+}
+
+impl Default for DedupWindow {
+    fn default() -> Self {
+        DedupWindow {
+            window: crate::DEFAULT_DEDUP_WINDOW,
+            clock: crate::clock::Clock::system(),
+        }
+    }
+}
+
+/// The set of `(customer, event id)` keys of the stored events whose timestamp is inside the
+/// deduplication window (plus at most the day the window starts in).
 pub(crate) struct Dedup {
     shards: Vec<KeyTable>,
     pub hasher: Arc<KeyHasher>,
+    window: DedupWindow,
+    /// Keys of days before this one have been pruned.
+    pruned_before: u16,
+    /// A prune in progress: the first day kept and the next shard to prune.
+    sweep: Option<(u16, usize)>,
 }
 
+/// Shards pruned after each group commit while a prune is in progress: a day's prune is spread
+/// over 8 groups, so no group waits for a pass over the whole set.
+const PRUNE_SHARDS_PER_GROUP: usize = 32;
+
 impl Dedup {
-    fn new() -> Self {
+    fn new(window: DedupWindow) -> Self {
+        let pruned_before = day_of(window.cutoff_ms());
         Dedup {
             shards: (0..DEDUP_SHARDS).map(|_| KeyTable::new()).collect(),
             hasher: Arc::new(KeyHasher::new()),
+            window,
+            pruned_before,
+            sweep: None,
         }
+    }
+
+    /// Forgets the keys of events whose whole day has left the window, [`PRUNE_SHARDS_PER_GROUP`]
+    /// shards a call; a no-op until the window starts a new day (one pass over the set a day).
+    /// Keys not yet pruned are only extra: every key inside the window stays.
+    pub fn prune(&mut self) {
+        let (keep_from, next) = match self.sweep {
+            Some(s) => s,
+            None => {
+                let keep_from = day_of(self.window.cutoff_ms());
+                if keep_from <= self.pruned_before {
+                    return;
+                }
+                (keep_from, 0)
+            }
+        };
+        let end = (next + PRUNE_SHARDS_PER_GROUP).min(DEDUP_SHARDS);
+        for s in &mut self.shards[next..end] {
+            s.prune(keep_from);
+        }
+        if end == DEDUP_SHARDS {
+            self.pruned_before = keep_from;
+            self.sweep = None;
+        } else {
+            self.sweep = Some((keep_from, end));
+        }
+    }
+
+    /// Keys held (all shards).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len).sum()
     }
 
     /// See [`KeyTable::prefetch`].
@@ -260,9 +383,9 @@ impl Dedup {
         &mut self.shards[(key >> 120) as usize % DEDUP_SHARDS]
     }
 
-    /// Adds a key; `false` when it was already present.
-    pub fn insert(&mut self, key: u128) -> bool {
-        self.shard(key).insert(key)
+    /// Adds a key of an event of day `day`; `false` when it was already present.
+    pub fn insert(&mut self, key: u128, day: u16) -> bool {
+        self.shard(key).insert(key, day)
     }
 
     pub fn remove(&mut self, key: u128) {
@@ -308,16 +431,21 @@ const WRITE_ROLLUPS_EVERY: Duration = Duration::from_secs(1);
 
 impl Writer {
     /// `ingest`: whether this writer may ingest events (then the dedup set is loaded).
-    pub fn new(conn: Connection, ingest: bool) -> Result<Writer> {
-        let mut dedup = Dedup::new();
+    pub fn new(conn: Connection, ingest: bool, window: DedupWindow) -> Result<Writer> {
+        let mut dedup = Dedup::new(window);
         if ingest {
-            let mut stmt = conn.prepare("SELECT customer_id, event_id FROM events")?;
-            let mut rows = stmt.query([])?;
+            // Only the window's keys (from the start of its first day, like `Dedup::prune`): older
+            // ids are answered by the unique key on disk.
+            let from = i64::from(dedup.pruned_before) * DAY_MS;
+            let mut stmt =
+                conn.prepare("SELECT customer_id, event_id, ts FROM events WHERE ts >= ?1")?;
+            let mut rows = stmt.query([from])?;
             while let Some(row) = rows.next()? {
                 let c: String = row.get(0)?;
                 let e: String = row.get(1)?;
+                let ts: i64 = row.get(2)?;
                 let k = dedup.key(&c, &e);
-                dedup.insert(k);
+                dedup.insert(k, day_of(ts));
             }
         }
         let mut credit_keys = HashMap::default();
@@ -399,6 +527,9 @@ impl Writer {
             self.after_commit(commit.is_ok());
             for job in jobs.drain(..) {
                 job.finish(commit.clone());
+            }
+            if self.can_ingest {
+                self.dedup.prune();
             }
         }
         // Shutting down: write what is still only in memory (an operator command that never
@@ -535,7 +666,7 @@ impl Writer {
 mod tests {
     use std::collections::HashSet;
 
-    use super::{Dedup, KeyTable};
+    use super::{day_of, Dedup, DedupWindow, KeyTable, DAY_MS};
 
     /// The table agrees with a `HashSet` over inserts and removes, with keys crowded onto few home
     /// slots (long runs, wrap-around at the end of the array, backward shifts) and through growth.
@@ -573,22 +704,22 @@ mod tests {
                 model.remove(&k.max(1));
             } else {
                 inserted.push(key);
-                assert_eq!(t.insert(key), model.insert(stored), "step {step}");
+                assert_eq!(t.insert(key, 0), model.insert(stored), "step {step}");
             }
             assert_eq!(t.len, model.len());
         }
         for k in &model {
-            assert!(!t.insert(*k), "{k} lost");
+            assert!(!t.insert(*k, 0), "{k} lost");
         }
         assert_eq!(t.slots.iter().filter(|k| **k != 0).count(), model.len());
     }
 
     #[test]
     fn dedup_keys_pairs_exactly() {
-        let mut d = Dedup::new();
+        let mut d = Dedup::new(DedupWindow::default());
         let k = d.key("c1", "e1");
-        assert!(d.insert(k));
-        assert!(!d.insert(k));
+        assert!(d.insert(k, 0));
+        assert!(!d.insert(k, 0));
         assert_ne!(
             d.key("c1", "e1x"),
             d.key("c1e", "1x"),
@@ -596,11 +727,62 @@ mod tests {
         );
         assert_ne!(k, d.key("c2", "e1"));
         d.remove(k);
-        assert!(d.insert(k));
+        assert!(d.insert(k, 0));
         let n = 10_000;
         let fresh = (0..n)
-            .filter(|i| d.insert(d.key("c", &i.to_string())))
+            .filter(|i| d.insert(d.key("c", &i.to_string()), 0))
             .count();
         assert_eq!(fresh, n);
+    }
+
+    /// Pruning forgets exactly the keys of the days that left the window (the others stay
+    /// found), once a day, and shrinks the tables.
+    #[test]
+    fn prune_forgets_only_days_out_of_the_window() {
+        let start = chrono::DateTime::parse_from_rfc3339("2026-03-10T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let clock = crate::clock::Clock::frozen(start);
+        let mut d = Dedup::new(DedupWindow {
+            window: chrono::Duration::days(35),
+            clock: clock.clone(),
+        });
+        let first = day_of(start.timestamp_millis() - 35 * DAY_MS);
+        let n = 5_000u32;
+        // Days first .. first + 4, n keys each.
+        for day in 0..5u16 {
+            for i in 0..n {
+                assert!(d.insert(d.key("c", &format!("{day}-{i}")), first + day));
+            }
+        }
+        assert_eq!(d.len(), 5 * n as usize);
+        let before: usize = d.shards.iter().map(|s| s.slots.len()).sum();
+        d.prune();
+        assert!(d.sweep.is_none());
+        assert_eq!(d.len(), 5 * n as usize, "nothing left the window yet");
+        clock.advance(chrono::Duration::days(2));
+        // Spread over 8 calls (after 8 groups), the keys inside the window kept all along.
+        for call in 1..=8 {
+            d.prune();
+            assert_eq!(d.sweep.is_none(), call == 8, "call {call}");
+        }
+        assert_eq!(d.len(), 3 * n as usize);
+        for day in 0..5u16 {
+            let found = (0..n)
+                .filter(|i| !d.insert(d.key("c", &format!("{day}-{i}")), first + day))
+                .count();
+            assert_eq!(found, if day < 2 { 0 } else { n as usize }, "day {day}");
+        }
+        // The days put back above go again at the next day's prune.
+        clock.advance(chrono::Duration::days(1));
+        for _ in 0..8 {
+            d.prune();
+        }
+        assert_eq!(d.len(), 2 * n as usize);
+        let after: usize = d.shards.iter().map(|s| s.slots.len()).sum();
+        assert!(
+            after < before,
+            "{after} slots after pruning, {before} before"
+        );
     }
 }
