@@ -54,6 +54,7 @@ pub(crate) fn run(
                     email: None,
                     name: None,
                     metadata: None,
+                    email_opt_out: None,
                     now: created,
                 })
                 .await?;
