@@ -452,6 +452,54 @@ async fn pro_checkout_and_pack(db: Db) {
         ]
     );
     assert_eq!(t["has_more"], false);
+    // The app is told once of each: every event was delivered twice, some three times.
+    let outbox = env
+        .app
+        .server
+        .state()
+        .store
+        .list_notifications(tally_store::NotificationFilter {
+            customer_id: Some("u1".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let count = |kind: &str| outbox.iter().filter(|n| n.kind == kind).count();
+    let kinds: Vec<&str> = outbox.iter().map(|n| n.kind.as_str()).collect();
+    assert_eq!(count("subscription.created"), 1, "{kinds:?}");
+    assert_eq!(count("subscription.updated"), 0, "{kinds:?}");
+    assert_eq!(count("invoice.paid"), 1, "{kinds:?}");
+    assert_eq!(count("credits.purchased"), 1, "{kinds:?}");
+    let created = outbox
+        .iter()
+        .find(|n| n.kind == "subscription.created")
+        .unwrap();
+    assert_eq!(
+        (
+            &created.payload["plan"],
+            &created.payload["interval"],
+            &created.payload["status"]
+        ),
+        (&json!("pro"), &json!("month"), &json!("active"))
+    );
+    let paid = outbox.iter().find(|n| n.kind == "invoice.paid").unwrap();
+    assert_eq!(
+        (&paid.payload["amount"], &paid.payload["currency"]),
+        (&json!(2900), &json!("usd"))
+    );
+    let bought = outbox
+        .iter()
+        .find(|n| n.kind == "credits.purchased")
+        .unwrap();
+    assert_eq!(
+        (
+            &bought.payload["pack"],
+            &bought.payload["credits"],
+            &bought.payload["amount"]
+        ),
+        (&json!("credits_1000"), &json!("1000"), &json!(100))
+    );
     // Paging: one per page.
     let (_, p1) = env.app.get("/v1/customers/u1/transactions?limit=1").await;
     assert_eq!(p1["data"].as_array().unwrap().len(), 1);
@@ -1021,6 +1069,30 @@ async fn payment_failed_starts_the_grace_period(db: Db) {
             .get(&format!("/v1/customers/{customer}/transactions"))
             .await;
         assert_eq!(t["data"][0]["kind"], "payment_failed");
+        let outbox = env
+            .app
+            .server
+            .state()
+            .store
+            .list_notifications(tally_store::NotificationFilter {
+                customer_id: Some(customer.to_string()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let kinds: Vec<(&str, &Value)> = outbox
+            .iter()
+            .map(|n| (n.kind.as_str(), &n.payload["status"]))
+            .filter(|(k, _)| k.starts_with("subscription."))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("subscription.created", &json!("active")),
+                ("subscription.updated", &json!("past_due"))
+            ]
+        );
         assert_eq!(t["data"][0]["status"], "failed");
         assert_eq!(t["data"][0]["amount"], 2900);
         let (_, check) = env

@@ -528,6 +528,8 @@ async fn mirror(
     // Once per Stripe subscription (keyed by it): replays and duplicates enqueue nothing more.
     if sub.status == "canceled" {
         notify::subscription_canceled(state, &customer, &sub).await?;
+    } else {
+        notify::subscription_changed(state, &customer, before.as_ref(), &sub).await?;
     }
     let plan_of = |s: Option<&tally_store::Subscription>| {
         crate::service::entitlements::effective_plan(state, s, now).map(|(p, _)| p.id)
@@ -601,29 +603,28 @@ async fn checkout_completed(
         .currency
         .clone()
         .unwrap_or_else(|| pack.currency.code().to_ascii_lowercase());
-    let new_payment = state
-        .store
-        .record_transaction(NewTransaction {
-            id: crate::service::credits::new_id("txn", state.clock.now()),
-            key: format!("checkout:{}", s.id),
-            customer_id: customer.clone(),
-            kind: "credit_pack".into(),
-            status: "succeeded".into(),
-            amount,
-            currency: currency.clone(),
-            description: Some(pack.name.clone()),
-            stripe_invoice: None,
-            stripe_payment_intent: s.payment_intent.clone(),
-            stripe_charge: None,
-            stripe_checkout_session: Some(s.id.clone()),
-            stripe_subscription: None,
-            occurred_at: instant(event.created),
-            created_at: state.clock.now(),
-        })
-        .await?;
-    if new_payment {
+    let purchase = NewTransaction {
+        id: crate::service::credits::new_id("txn", state.clock.now()),
+        key: format!("checkout:{}", s.id),
+        customer_id: customer.clone(),
+        kind: "credit_pack".into(),
+        status: "succeeded".into(),
+        amount,
+        currency: currency.clone(),
+        description: Some(pack.name.clone()),
+        stripe_invoice: None,
+        stripe_payment_intent: s.payment_intent.clone(),
+        stripe_charge: None,
+        stripe_checkout_session: Some(s.id.clone()),
+        stripe_subscription: None,
+        occurred_at: instant(event.created),
+        created_at: state.clock.now(),
+    };
+    if state.store.record_transaction(purchase.clone()).await? {
         state.metrics.add_payment_succeeded(amount, &currency);
     }
+    // Unconditionally: the outbox deduplicates, and a retry after a failed enqueue must enqueue.
+    notify::credits_purchased(state, &customer, &pack.id, pack.credits, &purchase).await?;
     state.credits.forget(&customer);
     applied(if new_grant {
         format!("credit pack {} granted", pack.id)
@@ -691,31 +692,30 @@ async fn invoice_paid(state: &AppState, event: &Event, i: &Invoice) -> Result<In
         return applied("nothing was paid");
     }
     // invoice.paid and invoice.payment_succeeded describe one payment: one key.
-    let new = state
-        .store
-        .record_transaction(NewTransaction {
-            id: crate::service::credits::new_id("txn", state.clock.now()),
-            key: format!("invoice_paid:{id}"),
-            customer_id: customer,
-            kind: "subscription_payment".into(),
-            status: "succeeded".into(),
-            amount: i.amount_paid,
-            currency: i.currency.clone(),
-            description: i.billing_reason.clone(),
-            stripe_invoice: Some(id.clone()),
-            stripe_payment_intent: None,
-            stripe_charge: None,
-            stripe_checkout_session: None,
-            stripe_subscription: i.subscription.clone(),
-            occurred_at: instant(event.created),
-            created_at: state.clock.now(),
-        })
-        .await?;
+    let paid = NewTransaction {
+        id: crate::service::credits::new_id("txn", state.clock.now()),
+        key: format!("invoice_paid:{id}"),
+        customer_id: customer.clone(),
+        kind: "subscription_payment".into(),
+        status: "succeeded".into(),
+        amount: i.amount_paid,
+        currency: i.currency.clone(),
+        description: i.billing_reason.clone(),
+        stripe_invoice: Some(id.clone()),
+        stripe_payment_intent: None,
+        stripe_charge: None,
+        stripe_checkout_session: None,
+        stripe_subscription: i.subscription.clone(),
+        occurred_at: instant(event.created),
+        created_at: state.clock.now(),
+    };
+    let new = state.store.record_transaction(paid.clone()).await?;
     if new {
         state
             .metrics
             .add_payment_succeeded(i.amount_paid, &i.currency);
     }
+    notify::invoice_paid(state, &customer, &paid).await?;
     applied(if new {
         "payment recorded"
     } else {
@@ -763,20 +763,21 @@ async fn invoice_failed(
         }
     } else if let Some(sub) = state.store.get_subscription(&customer).await? {
         if sub.source == "stripe" {
-            state
+            let after = state
                 .store
                 .put_stripe_subscription(StripeSubscriptionUpsert {
                     customer_id: customer.clone(),
-                    plan: sub.plan,
-                    interval: sub.interval,
+                    plan: sub.plan.clone(),
+                    interval: sub.interval.clone(),
                     status: "past_due".into(),
-                    stripe: sub.stripe.unwrap_or(Value::Null),
+                    stripe: sub.stripe.clone().unwrap_or(Value::Null),
                     past_due_at: Some(at),
                     changed_at: at,
                     now: state.clock.now(),
                 })
                 .await?;
             state.credits.forget(&customer);
+            notify::subscription_changed(state, &customer, Some(&sub), &after).await?;
         }
     }
     // Unconditionally: the outbox deduplicates, and a retry after a failed enqueue must enqueue.

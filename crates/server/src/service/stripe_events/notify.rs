@@ -102,3 +102,112 @@ pub async fn subscription_canceled(
     .await?;
     Ok(())
 }
+
+/// `subscription.created` (the first mirror of a Stripe subscription for the customer) or
+/// `subscription.updated` (its plan, interval, status, cancellation flag or period changed). Keyed
+/// by the state reached, so a replayed or duplicated event enqueues nothing more.
+pub async fn subscription_changed(
+    state: &AppState,
+    customer_id: &str,
+    before: Option<&Subscription>,
+    after: &Subscription,
+) -> Result<(), ApiError> {
+    let field = |s: &Subscription, k: &str| {
+        s.stripe
+            .as_ref()
+            .and_then(|j| j.get(k))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let stripe_id = field(after, "subscription");
+    let created = before.is_none_or(|b| field(b, "subscription") != stripe_id);
+    let shape = |s: &Subscription| {
+        (
+            s.plan.clone(),
+            s.interval.clone(),
+            s.status.clone(),
+            field(s, "cancel_at_period_end"),
+            field(s, "current_period_end"),
+        )
+    };
+    if !created && before.map(shape) == Some(shape(after)) {
+        return Ok(());
+    }
+    let (plan, interval, status, cancel, period_end) = shape(after);
+    let kind = if created {
+        "subscription.created"
+    } else {
+        "subscription.updated"
+    };
+    enqueue(
+        state,
+        kind,
+        Some(customer_id),
+        json!({
+            "customer": customer_id,
+            "subscription": after.id,
+            "stripe_subscription": stripe_id,
+            "plan": plan,
+            "interval": interval,
+            "status": status,
+            "cancel_at_period_end": cancel,
+            "current_period_end": period_end,
+        }),
+        format!(
+            "{kind}:{customer_id}:{stripe_id}:{plan}:{interval}:{status}:{cancel}:{period_end}"
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `invoice.paid`: Stripe collected a subscription invoice (recorded as `paid`).
+pub async fn invoice_paid(
+    state: &AppState,
+    customer_id: &str,
+    paid: &Transaction,
+) -> Result<(), ApiError> {
+    enqueue(
+        state,
+        "invoice.paid",
+        Some(customer_id),
+        json!({
+            "customer": customer_id,
+            "transaction": paid.id,
+            "amount": paid.amount,
+            "currency": paid.currency,
+            "stripe_invoice": paid.stripe_invoice,
+            "stripe_subscription": paid.stripe_subscription,
+        }),
+        format!("invoice.paid:{}", paid.key),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `credits.purchased`: a credit pack bought through Checkout was granted.
+pub async fn credits_purchased(
+    state: &AppState,
+    customer_id: &str,
+    pack: &str,
+    credits: rust_decimal::Decimal,
+    purchase: &Transaction,
+) -> Result<(), ApiError> {
+    enqueue(
+        state,
+        "credits.purchased",
+        Some(customer_id),
+        json!({
+            "customer": customer_id,
+            "pack": pack,
+            "credits": credits.to_string(),
+            "transaction": purchase.id,
+            "amount": purchase.amount,
+            "currency": purchase.currency,
+            "stripe_checkout_session": purchase.stripe_checkout_session,
+        }),
+        format!("credits.purchased:{}", purchase.key),
+    )
+    .await?;
+    Ok(())
+}
