@@ -707,7 +707,10 @@ impl Sim {
             }
             Err(e) => {
                 let schedule = self.cfg.retry_schedule_days.clone();
+                // Stripe does not retry a hard decline: the invoice waits for a new payment method.
+                let hard = e.decline_code.as_deref().is_some_and(is_hard_decline);
                 let next = if inv.collection_method == "charge_automatically"
+                    && !hard
                     && (attempts as usize) <= schedule.len()
                     && inv.billing_reason != "subscription_create"
                 {
@@ -720,8 +723,37 @@ impl Sim {
                 }
                 let v = self.r_invoice(&self.w.invoices[id], false);
                 self.emit("invoice.payment_failed", v, None, now);
-                self.after_invoice_failed(id, now, automatic && next.is_none());
+                self.after_invoice_failed(id, now, automatic && next.is_none() && !hard);
                 Err(e)
+            }
+        }
+    }
+
+    /// Retries at once the latest open, already attempted invoice of each of the customer's past
+    /// due subscriptions: what Stripe does when a past-due customer replaces the card (a hard
+    /// decline is retried only this way). Failures are recorded like any attempt.
+    pub fn retry_past_due(&mut self, customer: &str, now: i64) {
+        let subs: Vec<String> = self
+            .w
+            .subscriptions
+            .values()
+            .filter(|s| s.customer == customer && s.status == "past_due")
+            .map(|s| s.id.clone())
+            .collect();
+        for sub in subs {
+            let latest = self
+                .w
+                .invoices
+                .values()
+                .filter(|i| {
+                    i.subscription.as_deref() == Some(sub.as_str())
+                        && i.status == "open"
+                        && i.attempt_count > 0
+                })
+                .max_by_key(|i| (i.created, i.seq))
+                .map(|i| i.id.clone());
+            if let Some(id) = latest {
+                let _ = self.pay_invoice(&id, now, None, false);
             }
         }
     }
@@ -2094,4 +2126,12 @@ impl Sim {
     pub fn after_invoice_settled(&mut self, id: &str, now: i64) {
         self.after_invoice_paid(id, now);
     }
+}
+
+/// Decline codes on which Stripe does not retry (the issuer will never approve the card).
+pub fn is_hard_decline(code: &str) -> bool {
+    matches!(
+        code,
+        "lost_card" | "stolen_card" | "fraudulent" | "pickup_card" | "expired_card"
+    )
 }

@@ -439,6 +439,7 @@ fn portal_action(s: &mut Sim, id: &str, action: &str, p: &Params) -> Result<(), 
                 crate::resources::subscriptions::update(s, &sid, &u)
                     .map_err(|e| e.message.clone())?;
             }
+            s.retry_past_due(&ps.customer, now);
         }
         _ => return Err("This action is not available.".into()),
     }

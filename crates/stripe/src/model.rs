@@ -410,6 +410,8 @@ pub struct Invoice {
     pub period_start: Option<i64>,
     /// End of that period (unix seconds): a renewal's is the renewal instant.
     pub period_end: Option<i64>,
+    /// When Stripe retries collecting it (unix seconds); none when it will not retry.
+    pub next_payment_attempt: Option<i64>,
 }
 
 /// A charge.
@@ -489,4 +491,33 @@ pub struct PaymentIntent {
     pub latest_charge: Option<String>,
     /// Metadata (a credit pack's checkout puts `tally_pack` here).
     pub metadata: Metadata,
+    /// Why its latest attempt failed, if it did.
+    pub last_payment_error: Option<PaymentError>,
+}
+
+/// A payment intent's `last_payment_error`: a declined attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentError {
+    /// `card_declined`, `expired_card`, …
+    pub code: Option<String>,
+    /// The issuer's reason (`lost_card`, `insufficient_funds`, …).
+    pub decline_code: Option<String>,
+    /// Stripe's message for it.
+    pub message: Option<String>,
+}
+
+impl PaymentError {
+    /// Whether the issuer will never approve the card: Stripe does not retry these, the customer
+    /// must give another payment method.
+    pub fn is_hard_decline(&self) -> bool {
+        [self.decline_code.as_deref(), self.code.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                matches!(
+                    c,
+                    "lost_card" | "stolen_card" | "fraudulent" | "pickup_card" | "expired_card"
+                )
+            })
+    }
 }

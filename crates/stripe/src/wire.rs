@@ -585,6 +585,8 @@ pub(crate) struct Invoice {
     pub created: Option<i64>,
     pub period_start: Option<i64>,
     pub period_end: Option<i64>,
+    #[serde(default)]
+    pub next_payment_attempt: Option<i64>,
 }
 
 impl From<Invoice> for model::Invoice {
@@ -615,6 +617,7 @@ impl From<Invoice> for model::Invoice {
             created: i.created,
             period_start: i.period_start,
             period_end: i.period_end,
+            next_payment_attempt: i.next_payment_attempt,
         }
     }
 }
@@ -744,6 +747,18 @@ pub(crate) struct PaymentIntent {
     pub latest_charge: Option<String>,
     #[serde(default, deserialize_with = "metadata")]
     pub metadata: Metadata,
+    #[serde(default)]
+    pub last_payment_error: Option<PaymentError>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PaymentError {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub decline_code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 impl From<PaymentIntent> for model::PaymentIntent {
@@ -755,6 +770,11 @@ impl From<PaymentIntent> for model::PaymentIntent {
             status: p.status,
             latest_charge: p.latest_charge,
             metadata: p.metadata,
+            last_payment_error: p.last_payment_error.map(|e| model::PaymentError {
+                code: e.code,
+                decline_code: e.decline_code,
+                message: e.message,
+            }),
         }
     }
 }

@@ -164,14 +164,14 @@ fn url_or_default(
 }
 
 /// Whether a Stripe subscription is one the customer pays for now (a second checkout would
-/// make two subscriptions).
+/// make two subscriptions). An `unpaid` one (dunning ended) is not: the customer may subscribe
+/// again, and the unpaid one is canceled when the new checkout completes.
 fn is_live(s: &SubscriptionStatus) -> bool {
     matches!(
         s,
         SubscriptionStatus::Active
             | SubscriptionStatus::Trialing
             | SubscriptionStatus::PastDue
-            | SubscriptionStatus::Unpaid
             | SubscriptionStatus::Paused
     )
 }

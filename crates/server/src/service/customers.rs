@@ -234,6 +234,11 @@ pub struct BillingSummary {
     #[schema(value_type = Option<Object>)]
     pub subscription: Option<Subscription>,
     pub plan: Option<String>,
+    /// The plan whose entitlements apply now: the free plan's while a failed payment restricts
+    /// the customer (see `restricted`), else `plan`.
+    pub entitled_plan: Option<String>,
+    /// `past_due` or `unpaid` while an overdue payment restricts the customer to the free plan.
+    pub restricted: Option<super::entitlements::Restriction>,
     pub period: PeriodView,
     pub usage: UsageReport,
     pub upcoming_invoice: Option<UpcomingInvoice>,
@@ -331,7 +336,10 @@ pub async fn billing(state: &AppState, id: &str) -> Result<BillingSummary, ApiEr
     let mut invoices = state.store.list_invoices(id).await?;
     invoices.truncate(12);
     let balance = super::credits::balance(state, &c, state.clock.now()).await?;
+    let entitled = super::entitlements::effective_plan(state, sub.as_ref(), state.clock.now());
     Ok(BillingSummary {
+        entitled_plan: entitled.as_ref().map(|(p, _)| p.id.clone()),
+        restricted: entitled.and_then(|(_, r)| r),
         plan: billed.map(|b| b.plan.id),
         subscription: sub,
         period: period.into(),

@@ -3,8 +3,8 @@
 //! sees usage at or past each threshold in a period.
 //!
 //! The plan is the subscription's; without one (or when it is canceled) the catalog's free plan;
-//! a subscription past due (or unpaid) for longer than `--past-due-grace` gets the free plan's
-//! entitlements. Without any plan the check is denied with reason `no_subscription`.
+//! a subscription past due for longer than `--past-due-grace` (counted from the first failed
+//! payment of the episode), or unpaid, gets the free plan's entitlements. Without any plan the check is denied with reason `no_subscription`.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -33,6 +33,9 @@ use crate::state::AppState;
 pub enum Restriction {
     /// Past due beyond the grace period: the free plan's entitlements apply.
     PastDue,
+    /// Stripe's retries are exhausted and the subscription is `unpaid`: the free plan's
+    /// entitlements apply at once, until an invoice is paid or the customer subscribes again.
+    Unpaid,
 }
 
 /// The plan whose entitlements apply at `now`, and why it differs from the subscription's.
@@ -42,18 +45,20 @@ pub fn effective_plan(
     now: DateTime<Utc>,
 ) -> Option<(Plan, Option<Restriction>)> {
     if let Some(s) = sub {
-        let overdue = matches!(s.status.as_str(), "past_due" | "unpaid");
         let grace = chrono::Duration::from_std(state.config.past_due_grace)
             .unwrap_or(chrono::Duration::MAX);
-        // The grace period counts from the instant the subscription became past due (a failed
-        // payment); rows without one count from their last change.
+        // The grace period counts from the first failed payment of the dunning episode (kept
+        // across later failures, restarts and clock moves); rows without one count from their
+        // last change.
         let since = s.past_due_since.unwrap_or(s.updated_at);
-        if overdue && now - since > grace {
+        let restriction = match s.status.as_str() {
+            "unpaid" => Some(Restriction::Unpaid),
+            "past_due" if now - since > grace => Some(Restriction::PastDue),
+            _ => None,
+        };
+        if let Some(r) = restriction {
             let free = state.catalog.free_plan.as_deref()?;
-            return state
-                .catalog
-                .plan(free)
-                .map(|p| (p.clone(), Some(Restriction::PastDue)));
+            return state.catalog.plan(free).map(|p| (p.clone(), Some(r)));
         }
     }
     usage::billed_plan(&state.catalog, sub).map(|b| (b.plan, None))
@@ -102,7 +107,8 @@ pub struct CheckResult {
     pub credit_balance: Option<Decimal>,
     /// The plan whose entitlements applied.
     pub plan: Option<String>,
-    /// `past_due` when the free plan's entitlements apply because of an overdue payment.
+    /// `past_due` (beyond the grace period) or `unpaid` when the free plan's entitlements apply
+    /// because of an overdue payment.
     pub restricted: Option<Restriction>,
 }
 

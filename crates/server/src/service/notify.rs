@@ -31,6 +31,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "invoice.closed",
     "invoice.paid",
     "invoice.payment_failed",
+    "payment.action_required",
     "subscription.canceled",
     "subscription.created",
     "subscription.trial_will_end",

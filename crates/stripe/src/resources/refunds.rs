@@ -62,6 +62,21 @@ impl Client {
             .find_map(|p| p.payment.and_then(|d| d.payment_intent)))
     }
 
+    /// Why the latest attempt to collect an invoice failed (its payment intent's
+    /// `last_payment_error`), if it did.
+    pub async fn invoice_payment_error(
+        &self,
+        invoice: &str,
+    ) -> Result<Option<crate::model::PaymentError>, Error> {
+        let Some(pi) = self.invoice_payment_intent(invoice).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .payment_intent(&pi)
+            .await?
+            .and_then(|p| p.value.last_payment_error))
+    }
+
     /// A customer's charges created in `[from, to)` (unix seconds; `GET /v1/charges`, every
     /// page), newest first.
     pub async fn charges_of_customer(

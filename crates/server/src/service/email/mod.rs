@@ -30,6 +30,7 @@ use crate::state::AppState;
 pub const EMAIL_TYPES: &[&str] = &[
     "credits.low",
     "invoice.payment_failed",
+    "payment.action_required",
     "subscription.canceled",
     "subscription.trial_will_end",
     "usage.threshold_reached",
@@ -43,6 +44,10 @@ const BUILT_IN: &[(&str, &str)] = &[
     (
         "invoice.payment_failed",
         include_str!("templates/invoice.payment_failed.txt"),
+    ),
+    (
+        "payment.action_required",
+        include_str!("templates/payment.action_required.txt"),
     ),
     (
         "subscription.canceled",

@@ -510,6 +510,12 @@ async fn mirror(
     });
     let now = state.clock.now();
     let before = state.store.get_subscription(&customer).await?;
+    if superseded(before.as_ref(), &s.id, &status) {
+        return Ok(Some(format!(
+            "subscription {} ({status}) superseded by the customer's live subscription",
+            s.id
+        )));
+    }
     let sub = state
         .store
         .put_stripe_subscription(StripeSubscriptionUpsert {
@@ -545,6 +551,23 @@ async fn mirror(
     )))
 }
 
+/// Whether an ended (`canceled`, `unpaid`) Stripe subscription's news arrives after the customer
+/// resubscribed: the live subscription mirrored now stays.
+fn superseded(before: Option<&tally_store::Subscription>, incoming: &str, status: &str) -> bool {
+    let Some(b) = before else {
+        return false;
+    };
+    let mirrored = b
+        .stripe
+        .as_ref()
+        .and_then(|j| j.get("subscription"))
+        .and_then(|v| v.as_str());
+    b.source == "stripe"
+        && mirrored.is_some_and(|m| m != incoming)
+        && matches!(b.status.as_str(), "active" | "trialing" | "past_due")
+        && matches!(status, "canceled" | "unpaid")
+}
+
 async fn checkout_completed(
     state: &AppState,
     event: &Event,
@@ -571,6 +594,16 @@ async fn checkout_completed(
                 "subscription {sub_id} not found yet"
             )));
         };
+        // A resubscription after dunning ended in `unpaid`: the old subscription would go on
+        // drafting invoices in Stripe, so it ends now (cancelling creates and charges nothing).
+        for old in client
+            .subscriptions_of_customer(&sub.value.customer)
+            .await?
+        {
+            if old.id != *sub_id && matches!(old.status, SubscriptionStatus::Unpaid) {
+                client.cancel_subscription(&old.id, false, false).await?;
+            }
+        }
         return match mirror(state, &sub.value, None).await? {
             Some(what) => applied(what),
             None => ignored("the checkout's subscription is not a Tally customer's"),
@@ -662,7 +695,14 @@ async fn checkout_failed(
         state.metrics.add_payment_failed(false);
     }
     // Unconditionally: the outbox deduplicates, and a retry after a failed enqueue must enqueue.
-    notify::payment_failed(state, &customer, &failed, instant(event.created)).await?;
+    notify::payment_failed(
+        state,
+        &customer,
+        &failed,
+        instant(event.created),
+        &notify::Decline::default(),
+    )
+    .await?;
     applied("failed checkout payment recorded")
 }
 
@@ -716,6 +756,9 @@ async fn invoice_paid(state: &AppState, event: &Event, i: &Invoice) -> Result<In
             .add_payment_succeeded(i.amount_paid, &i.currency);
     }
     notify::invoice_paid(state, &customer, &paid).await?;
+    if let Some(what) = restore_after_payment(state, &customer, i).await? {
+        return applied(format!("payment recorded; {what}"));
+    }
     applied(if new {
         "payment recorded"
     } else {
@@ -780,9 +823,66 @@ async fn invoice_failed(
             notify::subscription_changed(state, &customer, Some(&sub), &after).await?;
         }
     }
+    // Why it failed: a hard decline is not retried by Stripe, so the customer must act now.
+    let decline = decline_of(state, id, i).await?;
     // Unconditionally: the outbox deduplicates, and a retry after a failed enqueue must enqueue.
-    notify::payment_failed(state, &customer, &failed, at).await?;
-    applied("failed payment recorded")
+    notify::payment_failed(state, &customer, &failed, at, &decline).await?;
+    if decline.hard {
+        notify::payment_action_required(state, &customer, &failed, at, &decline).await?;
+    }
+    applied(if decline.hard {
+        "failed payment recorded (hard decline)"
+    } else {
+        "failed payment recorded"
+    })
+}
+
+/// What Stripe says about the latest failed attempt on invoice `id` (its payment intent's
+/// `last_payment_error`) and when it retries.
+async fn decline_of(state: &AppState, id: &str, i: &Invoice) -> Result<notify::Decline, Fail> {
+    let error = match &state.stripe {
+        Some(client) => client.invoice_payment_error(id).await?,
+        None => None,
+    };
+    Ok(notify::Decline {
+        hard: error.as_ref().is_some_and(|e| e.is_hard_decline()),
+        code: error.as_ref().and_then(|e| e.code.clone()),
+        decline_code: error.and_then(|e| e.decline_code),
+        next_payment_attempt: i.next_payment_attempt.map(instant),
+    })
+}
+
+/// After a paid invoice: a subscription that was past due or unpaid is mirrored again at once
+/// (Stripe has made it active before the event is processed), so the plan's entitlements and the
+/// billing summary come back in the same round as the payment — whatever order the subscription's
+/// own `customer.subscription.updated` arrives in.
+async fn restore_after_payment(
+    state: &AppState,
+    customer: &str,
+    i: &Invoice,
+) -> Result<Option<String>, Fail> {
+    let Some(client) = &state.stripe else {
+        return Ok(None);
+    };
+    let Some(local) = state.store.get_subscription(customer).await? else {
+        return Ok(None);
+    };
+    if local.source != "stripe" || !matches!(local.status.as_str(), "past_due" | "unpaid") {
+        return Ok(None);
+    }
+    let mirrored = local
+        .stripe
+        .as_ref()
+        .and_then(|j| j.get("subscription"))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let Some(sub_id) = i.subscription.clone().or(mirrored) else {
+        return Ok(None);
+    };
+    let Some(sub) = client.subscription(&sub_id).await? else {
+        return Ok(None);
+    };
+    mirror(state, &sub.value, None).await
 }
 
 /// What a backfill did.

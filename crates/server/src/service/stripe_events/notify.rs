@@ -41,6 +41,19 @@ pub async fn trial_will_end(
     Ok(())
 }
 
+/// What Stripe said about a failed attempt to collect an invoice.
+#[derive(Debug, Clone, Default)]
+pub struct Decline {
+    /// `card_declined`, `expired_card`, … (Stripe's error code).
+    pub code: Option<String>,
+    /// The issuer's reason (`insufficient_funds`, `lost_card`, …).
+    pub decline_code: Option<String>,
+    /// Lost or stolen card, fraud, pick-up or expired card: Stripe will not retry.
+    pub hard: bool,
+    /// When Stripe retries, if it does.
+    pub next_payment_attempt: Option<DateTime<Utc>>,
+}
+
 /// `invoice.payment_failed` (or a failed checkout payment): a payment failed (recorded as
 /// `failed`), the subscription is past due since `since`.
 pub async fn payment_failed(
@@ -48,6 +61,7 @@ pub async fn payment_failed(
     customer_id: &str,
     failed: &Transaction,
     since: DateTime<Utc>,
+    decline: &Decline,
 ) -> Result<(), ApiError> {
     enqueue(
         state,
@@ -61,8 +75,42 @@ pub async fn payment_failed(
             "stripe_invoice": failed.stripe_invoice,
             "stripe_payment_intent": failed.stripe_payment_intent,
             "past_due_since": since.to_rfc3339(),
+            "decline_code": decline.decline_code,
+            "hard_decline": decline.hard,
+            "next_payment_attempt": decline.next_payment_attempt.map(|t| t.to_rfc3339()),
         }),
         format!("invoice.payment_failed:{}", failed.key),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `payment.action_required`: a hard decline (lost or stolen card, fraud, pick-up, expired).
+/// Stripe does not retry it, so only a new payment method from the customer (the portal) can
+/// collect the invoice; sent at once, beside `invoice.payment_failed`.
+pub async fn payment_action_required(
+    state: &AppState,
+    customer_id: &str,
+    failed: &Transaction,
+    since: DateTime<Utc>,
+    decline: &Decline,
+) -> Result<(), ApiError> {
+    enqueue(
+        state,
+        "payment.action_required",
+        Some(customer_id),
+        json!({
+            "customer": customer_id,
+            "reason": "hard_decline",
+            "transaction": failed.id,
+            "amount": failed.amount,
+            "currency": failed.currency,
+            "stripe_invoice": failed.stripe_invoice,
+            "code": decline.code,
+            "decline_code": decline.decline_code,
+            "past_due_since": since.to_rfc3339(),
+        }),
+        format!("payment.action_required:{}", failed.key),
     )
     .await?;
     Ok(())
