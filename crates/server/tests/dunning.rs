@@ -153,6 +153,15 @@ async fn failing_card_grace_portal_restores(db: Db) {
     );
 
     // The customer replaces the card in the portal: Stripe retries the open invoice at once.
+    // Only the invoice's events reach Tally now: `invoice.paid` alone must bring the plan back.
+    w.sim
+        .with(|s| {
+            s.w.webhook_endpoints
+                .get_mut("we_world")
+                .unwrap()
+                .enabled_events = vec!["invoice.paid".into(), "invoice.payment_succeeded".into()];
+        })
+        .unwrap();
     w.portal_replace_card(c, "4242424242424242").await;
     let attempts = w
         .sim
@@ -169,6 +178,37 @@ async fn failing_card_grace_portal_restores(db: Db) {
         b["status"] == "active" && b["past_due_since"].is_null()
     })
     .await;
+    // The plan came back with `invoice.paid` itself, not with the subscription's own event.
+    let renewal = w
+        .sim
+        .with(|s| {
+            s.w.invoices
+                .values()
+                .find(|i| i.billing_reason == "subscription_cycle")
+                .map(|i| i.id.clone())
+        })
+        .unwrap()
+        .unwrap();
+    let inbox = w
+        .app
+        .server
+        .state()
+        .store
+        .inbox_list(tally_store::InboxFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let paid: Vec<_> = inbox
+        .iter()
+        .filter(|e| e.event_type == "invoice.paid" && e.object_id.as_deref() == Some(&renewal))
+        .map(|e| e.outcome.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        paid,
+        vec!["payment recorded; subscription mirrored: starter month active".to_owned()]
+    );
     let e = w.check(c, "core_agents").await;
     assert_eq!(
         (e["allowed"].clone(), e["plan"].clone()),
