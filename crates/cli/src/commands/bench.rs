@@ -62,6 +62,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     webhooks: super::bench_webhooks::WebhookBenchArgs,
     #[command(flatten)]
+    close: super::bench_close::CloseBenchArgs,
+    #[command(flatten)]
     notify: super::bench_notify::NotifyBenchArgs,
     /// Run only the billing-page benchmark (render time with 24 months of history beside the
     /// hello-world route, and the page's weight).
@@ -287,6 +289,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let dir = tempfile_dir()?;
         println!("machine: {}", machine());
         let out = super::bench_webhooks::report(&args.webhooks, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        print!("{}", out?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.close.close {
+        let dir = tempfile_dir()?;
+        println!("machine: {}", machine());
+        let out = super::bench_close::report(&args.close, &dir);
         let _ = std::fs::remove_dir_all(&dir);
         print!("{}", out?);
         return Ok(ExitCode::SUCCESS);

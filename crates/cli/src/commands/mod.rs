@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_close;
 pub mod bench_credits;
 mod bench_load;
 pub mod bench_notify;
