@@ -1197,3 +1197,109 @@ async fn default_incomplete_waits_for_the_payment_intent_to_be_confirmed() {
         "active"
     );
 }
+
+#[tokio::test]
+async fn hard_declines_wait_for_a_new_card_in_the_portal() {
+    let env = start().await;
+    let (_, basic, _) = catalog(&env).await;
+    let (clock, cid) = customer_on_clock(&env, JAN1, "pm_card_visa").await;
+    let sub = env
+        .post(
+            "/v1/subscriptions",
+            &[("customer", &cid), ("items[0][price]", &basic)],
+        )
+        .await;
+    let sid = sub["id"].as_str().unwrap().to_string();
+    // The saved card is reported lost after it was saved.
+    env.sim
+        .with(|s| {
+            for pm in s.w.payment_methods.values_mut() {
+                pm.behavior = stripe_sim::state::CardBehavior::Declines {
+                    code: "card_declined".into(),
+                    decline_code: "lost_card".into(),
+                    message: "Your card was declined.".into(),
+                };
+            }
+        })
+        .unwrap();
+    env.advance(&clock, JAN1 + 31 * DAY + 2 * 3600).await;
+    let s = env.get(&format!("/v1/subscriptions/{sid}")).await;
+    assert_eq!(s["status"], "past_due");
+    let inv = env
+        .get(
+            s["latest_invoice"]
+                .as_str()
+                .map(|i| format!("/v1/invoices/{i}"))
+                .unwrap()
+                .as_str(),
+        )
+        .await;
+    assert_eq!(inv["status"], "open");
+    assert_eq!(inv["attempt_count"], 1);
+    assert_eq!(inv["next_payment_attempt"], Value::Null);
+    let pi = env
+        .get(&format!(
+            "/v1/invoice_payments?invoice={}",
+            inv["id"].as_str().unwrap()
+        ))
+        .await;
+    let pi = pi["data"][0]["payment"]["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pi = env.get(&format!("/v1/payment_intents/{pi}")).await;
+    assert_eq!(pi["last_payment_error"]["decline_code"], "lost_card");
+    // Not retried: three weeks on, still one attempt and past due.
+    env.advance(&clock, JAN1 + 52 * DAY).await;
+    let again = env
+        .get(&format!("/v1/invoices/{}", inv["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        (again["status"].clone(), again["attempt_count"].clone()),
+        ("open".into(), 1.into())
+    );
+    assert_eq!(
+        env.get(&format!("/v1/subscriptions/{sid}")).await["status"],
+        "past_due"
+    );
+    // A new card in the portal: the open invoice is retried at once and paid.
+    let ps = env
+        .post(
+            "/v1/billing_portal/sessions",
+            &[
+                ("customer", &cid),
+                ("return_url", "https://app.example/account"),
+            ],
+        )
+        .await;
+    let url = format!("{}/card", ps["url"].as_str().unwrap());
+    let status = env
+        .http
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("card_number", "4242424242424242"),
+            ("card_expiry", "12 / 34"),
+        ]))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 303);
+    let paid = env
+        .get(&format!("/v1/invoices/{}", inv["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        (
+            paid["status"].clone(),
+            paid["attempt_count"].clone(),
+            paid["amount_paid"].clone()
+        ),
+        ("paid".into(), 2.into(), 1000.into())
+    );
+    assert_eq!(
+        env.get(&format!("/v1/subscriptions/{sid}")).await["status"],
+        "active"
+    );
+}
