@@ -4,7 +4,8 @@
 //!
 //! A card that attaches but fails every charge (4000 0000 0000 0341) → the renewal fails → past
 //! due since that instant, one `invoice.payment_failed` → Stripe's retry fails too, the grace
-//! still counts from the first failure → past the grace the free plan's entitlements → the card
+//! still counts from the first failure → past the grace the free plan's entitlements (also after
+//! a restart) → the card
 //! replaced in the portal → Stripe retries at once and it is paid → the plan is back. A hard
 //! decline (lost card) notifies at once and is not retried. Retries exhausted → canceled or
 //! unpaid (Stripe's two end settings) → the free plan, a notification, and a new checkout works.
@@ -141,6 +142,13 @@ async fn failing_card_grace_portal_restores(db: Db) {
     assert_eq!(e["allowed"], false);
     assert_eq!(e["plan"], "free");
     assert_eq!(e["restricted"], "past_due");
+    // A restart changes nothing: the episode's start and the moved clock are stored.
+    let w = w.restart().await;
+    let e = w.check(c, "core_agents").await;
+    assert_eq!(
+        (e["plan"].clone(), e["restricted"].clone()),
+        (json!("free"), json!("past_due"))
+    );
     let (s, b) = w.app.get(&format!("/v1/customers/{c}/billing")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(

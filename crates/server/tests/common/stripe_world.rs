@@ -86,6 +86,32 @@ pub async fn stripe_world(
 }
 
 impl StripeWorld {
+    /// Restarts Tally on the same database and config (a new port; Stripe's webhook endpoint
+    /// follows it): what was stored, the moved clock included, must hold across it.
+    pub async fn restart(self) -> StripeWorld {
+        let StripeWorld { app, sim, browser } = self;
+        let mut config = (*app.server.state().config).clone();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.public_url = None;
+        let (http, dir) = (app.http, app._dir);
+        app.server.shutdown().await.unwrap();
+        let server = tally_server::spawn(config).await.unwrap();
+        let app = super::App {
+            base: format!("http://{}", server.addr()),
+            server,
+            http,
+            _dir: dir,
+        };
+        let url = app.url("/webhooks/stripe");
+        sim.with(|s| {
+            if let Some(e) = s.w.webhook_endpoints.get_mut("we_world") {
+                e.url = url;
+            }
+        })
+        .unwrap();
+        StripeWorld { app, sim, browser }
+    }
+
     /// Polls `path` (GET, admin key) until `ok` holds: webhooks arrive asynchronously.
     pub async fn get_until(&self, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
