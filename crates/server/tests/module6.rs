@@ -11,25 +11,18 @@
 #[macro_use]
 mod common;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use common::stripe_world::{stripe_world, StripeWorld, SK};
 use common::{app_on, App, Db};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tally_server::config::parse_catalog;
 use tally_store::clock::Clock;
 
 const CATALOG: &str = include_str!("../../../catalogs/devflowhub.toml");
-const SECRET: &str = "whsec_module6_secret";
-const SK: &str = "sk_test_module6";
 
-struct World {
-    app: App,
-    sim: stripe_sim::SimHandle,
-    browser: reqwest::Client,
-}
+type World = StripeWorld;
 
 /// Tally's time at the start: fixed, so the proration amounts are exact.
 fn t0() -> chrono::DateTime<Utc> {
@@ -37,60 +30,13 @@ fn t0() -> chrono::DateTime<Utc> {
 }
 
 async fn world(db: Db) -> Option<World> {
-    let sim = stripe_sim::spawn(stripe_sim::Config {
-        port: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let base = sim.base_url();
-    let catalog = parse_catalog(CATALOG, "devflowhub.toml").unwrap();
-    let client =
-        tally_stripe::Client::new(tally_stripe::Config::new(SK).with_base_url(&base)).unwrap();
-    tally_stripe::push::push(&client, &catalog, true, Utc::now().timestamp())
-        .await
-        .unwrap();
-    let app = app_on(db, |c| {
-        c.catalog = Arc::new(catalog);
-        c.clock = Clock::frozen(t0());
-        c.stripe_webhook_secrets = vec![SECRET.into()];
-        c.stripe.api_key = Some(SK.into());
-        c.stripe.api_base = Some(base.clone());
-        c.stripe.test_clocks = true;
+    let w = stripe_world(db, Default::default(), CATALOG, t0(), |c| {
         c.stripe.success_url = Some("https://devflowhub.test/ok".into());
         c.stripe.cancel_url = Some("https://devflowhub.test/pricing".into());
         c.stripe.portal_return_url = Some("https://devflowhub.test/account".into());
     })
     .await?;
-    // Stripe delivers every event to Tally's endpoint, signed with Tally's secret.
-    let url = app.url("/webhooks/stripe");
-    sim.with(|s| {
-        let seq = s.w.next_seq();
-        s.w.webhook_endpoints.insert(
-            "we_module6".into(),
-            stripe_sim::state::WebhookEndpoint {
-                id: "we_module6".into(),
-                seq,
-                created: Utc::now().timestamp(),
-                url,
-                enabled_events: vec!["*".into()],
-                secret: SECRET.into(),
-                status: "enabled".into(),
-                description: None,
-                metadata: Default::default(),
-                api_version: None,
-            },
-        );
-    })
-    .unwrap();
-    Some(World {
-        app,
-        sim,
-        browser: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-    })
+    Some(w)
 }
 
 /// A simulator invoice: its lines (amount, proration), total and status.
@@ -103,31 +49,6 @@ fn prorate(full: i64, num: i64, den: i64) -> i64 {
 }
 
 impl World {
-    /// Polls Tally's subscription until `ok` holds (webhooks arrive asynchronously).
-    async fn subscription_until(&self, customer: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let (s, b) = self
-                .app
-                .get(&format!("/v1/customers/{customer}/subscription"))
-                .await;
-            if s == StatusCode::OK && ok(&b) {
-                return b;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "subscription never matched: {s} {b}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    async fn advance(&self, by: &str) -> Value {
-        let (s, b) = self.app.post("/v1/clock/advance", json!({"by": by})).await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        b
-    }
-
     async fn change(&self, customer: &str, plan: &str, interval: &str) -> Value {
         let (s, b) = self
             .app
