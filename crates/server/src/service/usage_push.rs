@@ -393,10 +393,14 @@ async fn attempt(
             request_id: None,
         });
     }
-    let lines = push_lines(inv);
+    let mut lines = push_lines(inv);
+    let metered = super::usage_meters::meter_lines(&state.catalog, inv, &lines);
     let now = state.clock.now();
     if row.renewal_invoice.is_none() && row.standalone_invoice.is_none() {
         match find_renewal(client, &row, now).await? {
+            // Meter mode: meter events reach only a renewal that is still a draft; otherwise
+            // the lines go on a standalone invoice, rated by Tally.
+            Renewal::Found(id) if !metered.is_empty() && !is_draft(client, &id).await? => {}
             Renewal::Found(id) => {
                 if let Some(r) = state
                     .store
@@ -409,6 +413,14 @@ async fn attempt(
             Renewal::Wait => return Err(Stop::Waiting),
             Renewal::None => {}
         }
+    }
+    let mut meter_request = None;
+    if row.renewal_invoice.is_some() && !metered.is_empty() {
+        // A renewal is recorded only as a draft in meter mode: these lines go by meter events.
+        let (recorded, request_id) = super::usage_meters::send(client, &row, &metered).await?;
+        state.metrics.add_lines_pushed(recorded);
+        meter_request = request_id;
+        lines.retain(|l| !metered.iter().any(|m| m.line_id == l.line_id));
     }
     let mut rest = lines.clone();
     let mut renewal_status = None;
@@ -423,7 +435,7 @@ async fn attempt(
             Some("void") | Some("uncollectible") => push_state::VOIDED,
             _ => push_state::SENT,
         };
-        return Ok((st, None));
+        return Ok((st, meter_request));
     }
     // A standalone invoice for what no renewal took.
     let standalone = match row.standalone_invoice.clone() {
@@ -516,6 +528,13 @@ async fn attempt(
         },
         request_id,
     ))
+}
+
+async fn is_draft(client: &Client, invoice: &str) -> Result<bool, Stop> {
+    Ok(client
+        .invoice(invoice)
+        .await?
+        .is_some_and(|i| i.value.status.as_deref() == Some("draft")))
 }
 
 enum Renewal {

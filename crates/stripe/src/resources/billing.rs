@@ -26,6 +26,8 @@ pub struct NewCheckoutSession {
     pub customer: Option<String>,
     /// (price id, quantity) per line.
     pub line_items: Vec<(String, u64)>,
+    /// Metered prices added as lines without a quantity (subscription mode, meter mode).
+    pub metered_prices: Vec<String>,
     /// Where Stripe sends the customer after paying; may contain `{CHECKOUT_SESSION_ID}`.
     pub success_url: String,
     /// Where the back link goes.
@@ -171,6 +173,10 @@ impl Client {
         for (i, (price, qty)) in s.line_items.iter().enumerate() {
             f.set(format!("line_items[{i}][price]"), price)
                 .set(format!("line_items[{i}][quantity]"), qty);
+        }
+        let n = s.line_items.len();
+        for (j, price) in s.metered_prices.iter().enumerate() {
+            f.set(format!("line_items[{}][price]", n + j), price);
         }
         f.set("success_url", &s.success_url)
             .opt("cancel_url", s.cancel_url.as_ref())
