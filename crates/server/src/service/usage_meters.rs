@@ -31,6 +31,8 @@ pub struct MeterLine {
     pub line_id: String,
     pub metric: String,
     pub event_name: String,
+    /// The lookup key of the metered price that rates it.
+    pub lookup_key: String,
     /// Meter units (thousandths of the metric's unit).
     pub value: i64,
 }
@@ -76,18 +78,18 @@ pub fn meter_lines(catalog: &Catalog, inv: &StoredInvoice, lines: &[PushLine]) -
                 _ => None,
             })
             .unwrap_or(Decimal::ZERO);
-        let has_price = plan.prices.get(&interval).is_some_and(|p| {
-            keys.contains(&tally_stripe::push_meters::metered_lookup_key(
-                &p.lookup_key,
-                metric,
-            ))
-        });
+        let lookup_key = plan
+            .prices
+            .get(&interval)
+            .map(|p| tally_stripe::push_meters::metered_lookup_key(&p.lookup_key, metric))
+            .filter(|k| keys.contains(k));
         let value = included.checked_add(billable).and_then(meter_value);
-        if let (true, Some(value)) = (has_price, value) {
+        if let (Some(lookup_key), Some(value)) = (lookup_key, value) {
             out.push(MeterLine {
                 line_id: l.line_id.clone(),
                 metric: metric.to_owned(),
                 event_name: tally_stripe::push_meters::meter_event_name(catalog, metric),
+                lookup_key,
                 value,
             });
         }

@@ -4,6 +4,8 @@
 //! Each test file adds its own domain helpers in its own `impl App` block.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod usage_world;
+
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use tally_server::{Config, Server};

@@ -1,0 +1,239 @@
+//! Meter mode (`[catalog] stripe_usage = "meters"`), against the Stripe simulator with a test
+//! clock, the real server, on SQLite and PostgreSQL: `tally stripe push` makes the meters and
+//! metered prices; the same Magic Box Pro monthly scenario as `usage_push.rs` (350 compute hours,
+//! EUR 180 of API spend) is reported as meter events and rated by Stripe on the renewal to the
+//! same 235.50 as Tally's invoice; a resent event counts once; reconcile agrees.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::usage_world::*;
+use common::Db;
+use serde_json::{json, Value};
+use tally_server::service::{reconcile, usage_meters, usage_push};
+
+fn meter_catalog() -> String {
+    let src = include_str!("../../../catalogs/magicbox.toml");
+    src.replace(
+        "currency = \"eur\"\n",
+        "currency = \"eur\"\nstripe_usage = \"meters\"\n",
+    )
+}
+
+async fn stripe_rates_the_same_total(db: Db) {
+    let catalog = meter_catalog();
+    let Some(w) = world_with(db, &catalog, "magicbox_pro_monthly", Duration::from_secs(10)).await
+    else {
+        return;
+    };
+    // The push made one meter per billed metric and a metered price per plan's monthly price.
+    let (meters, metered) = w
+        .sim
+        .with(|s| {
+            let mut m: Vec<(String, String)> =
+                s.w.meters
+                    .values()
+                    .map(|m| (m.event_name.clone(), m.formula.clone()))
+                    .collect();
+            m.sort();
+            let mut p: Vec<String> =
+                s.w.prices
+                    .values()
+                    .filter(|p| p.is_metered())
+                    .filter_map(|p| p.lookup_key.clone())
+                    .collect();
+            p.sort();
+            (m, p)
+        })
+        .unwrap();
+    assert_eq!(
+        meters,
+        vec![
+            ("tally_magic_box_api_spend".to_owned(), "sum".to_owned()),
+            ("tally_magic_box_compute_hours".to_owned(), "sum".to_owned())
+        ]
+    );
+    assert_eq!(
+        metered,
+        vec![
+            "magicbox_enterprise_monthly_api_spend",
+            "magicbox_pro_monthly_api_spend",
+            "magicbox_pro_monthly_compute_hours",
+            "magicbox_starter_monthly_api_spend",
+            "magicbox_starter_monthly_compute_hours",
+        ]
+    );
+    // A second push finds everything in place.
+    let parsed = tally_server::config::parse_catalog(&catalog, "magicbox.toml").unwrap();
+    let client = tally_stripe::Client::new(
+        tally_stripe::Config::new(SK).with_base_url(w.sim.base_url()),
+    )
+    .unwrap();
+    let again = tally_stripe::push::push(&client, &parsed, true, chrono::Utc::now().timestamp())
+        .await
+        .unwrap();
+    assert_eq!(again.changes, vec![], "{again:?}");
+
+    w.use_magic_box().await;
+    w.advance_stripe(at("2026-02-15T00:05:00Z")).await;
+    let inv = w.close(at("2026-02-15T00:15:00Z")).await.remove(0);
+    assert_eq!(inv.total, 23550);
+    let renewal = w.renewal_at(at(PERIOD_END)).await;
+    let renewal_id = renewal["id"].as_str().unwrap().to_owned();
+    assert_eq!(renewal["status"], "draft");
+    // Drafted at the period's end, before Tally reported anything: base only so far.
+    assert_eq!(renewal["total"], 19900);
+
+    assert_eq!(usage_push::round(w.state()).await.unwrap(), 1);
+    let push = w.state().store.get_push(&inv.id).await.unwrap().unwrap();
+    assert_eq!(push.state, "sent");
+    assert_eq!(push.renewal_invoice.as_deref(), Some(renewal_id.as_str()));
+    assert_eq!((push.lines, push.amount), (2, 3650));
+    // No invoice items: the usage went as meter events, in thousandths, timestamped in the period.
+    assert_eq!(w.stripe_lines_of(&inv.id), vec![]);
+    let events = w
+        .sim
+        .with(|s| {
+            let mut v: Vec<(String, String, String, i64)> =
+                s.w.meter_events
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.identifier.clone(),
+                            e.event_name.clone(),
+                            e.value.to_string(),
+                            e.timestamp,
+                        )
+                    })
+                    .collect();
+            v.sort();
+            v
+        })
+        .unwrap();
+    let end = at(PERIOD_END).timestamp();
+    let start = at("2026-01-15T00:00:00Z").timestamp();
+    assert_eq!(
+        events,
+        vec![
+            (
+                format!("tally:{CUSTOMER}:api_spend:{start}"),
+                "tally_magic_box_api_spend".to_owned(),
+                "180000".to_owned(),
+                end - 1
+            ),
+            (
+                format!("tally:{CUSTOMER}:compute_hours:{start}"),
+                "tally_magic_box_compute_hours".to_owned(),
+                "350000".to_owned(),
+                end - 1
+            ),
+        ]
+    );
+
+    // A resent event (a rerun after the row was reset) is counted once.
+    let sent = usage_meters::send(
+        w.state().stripe.as_ref().unwrap(),
+        &push,
+        &usage_meters::meter_lines(
+            &w.state().catalog,
+            &inv,
+            &usage_push::push_lines(&inv),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent.0, 0);
+    let raw = w
+        .http
+        .post(format!("{}/v1/billing/meter_events", w.sim.base_url()))
+        .bearer_auth(SK)
+        .form(&[
+            ("event_name", "tally_magic_box_compute_hours"),
+            ("payload[stripe_customer_id]", w.stripe_customer.as_str()),
+            ("payload[value]", "350000"),
+            ("timestamp", &(end - 1).to_string()),
+            (
+                "identifier",
+                &format!("tally:{CUSTOMER}:compute_hours:{start}"),
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "resource_already_exists");
+    assert_eq!(w.sim.with(|s| s.w.meter_events.len()).unwrap(), 2);
+    assert_eq!(usage_push::round(w.state()).await.unwrap(), 0);
+
+    // Stripe rates the meters at finalization, an hour after the period's end, and charges.
+    w.advance_stripe(at("2026-02-15T01:30:00Z")).await;
+    let paid = w.invoice(&renewal_id).await;
+    assert_eq!(paid["status"], "paid", "{paid}");
+    assert_eq!(paid["total"], 23550);
+    assert_eq!(paid["amount_paid"], 23550);
+    let mut amounts: Vec<(i64, Value)> = paid["lines"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["amount"].as_i64().unwrap(), l["quantity"].clone()))
+        .collect();
+    amounts.sort_by_key(|a| a.0);
+    assert_eq!(
+        amounts,
+        vec![(200, json!(350000)), (3450, json!(180000)), (19900, json!(1))]
+    );
+    w.clock.set(at("2026-02-15T01:31:00Z"));
+    w.deliver("invoice.paid").await;
+    let shown = w.tally_invoice(&inv.id).await;
+    assert_eq!(shown["total"], 23550);
+    assert_eq!(shown["stripe"]["state"], "paid", "{shown}");
+    assert_eq!(shown["stripe"]["invoice"], renewal_id.as_str());
+
+    // Reconcile compares Stripe's metered lines with Tally's usage lines.
+    let jan = reconcile::reconcile(w.state(), "2026-01").await.unwrap();
+    assert_eq!(jan.discrepancies, vec![], "{jan:?}");
+    assert_eq!(jan.invoices_checked, 1);
+    let feb = reconcile::reconcile(w.state(), "2026-02").await.unwrap();
+    assert_eq!(feb.discrepancies, vec![], "{feb:?}");
+    let rev = serde_json::to_value(&feb.revenue).unwrap();
+    assert_eq!(
+        rev,
+        json!([{"currency": "eur", "invoiced": 23550, "collected": 23550, "refunded": 0, "outstanding": 0}])
+    );
+}
+
+/// Closed after Stripe finalized its renewal: meter events would no longer be billed on it, so
+/// the usage goes on a standalone invoice as invoice items, rated by Tally; nothing is metered.
+async fn a_late_close_falls_back_to_invoice_items(db: Db) {
+    let catalog = meter_catalog();
+    let Some(w) = world_with(db, &catalog, "magicbox_pro_monthly", Duration::from_secs(10)).await
+    else {
+        return;
+    };
+    w.use_magic_box().await;
+    w.advance_stripe(at("2026-02-15T02:00:00Z")).await;
+    let inv = w.close(at("2026-02-15T02:10:00Z")).await.remove(0);
+    assert_eq!(usage_push::round(w.state()).await.unwrap(), 1);
+    let push = w.state().store.get_push(&inv.id).await.unwrap().unwrap();
+    assert_eq!(push.state, "paid");
+    assert_eq!(push.renewal_invoice, None);
+    let standalone = push.standalone_invoice.clone().unwrap();
+    assert_eq!(
+        w.stripe_lines_of(&inv.id),
+        vec![
+            (standalone.clone(), "L1".into(), 200),
+            (standalone.clone(), "L2".into(), 3450)
+        ]
+    );
+    assert_eq!(w.sim.with(|s| s.w.meter_events.len()).unwrap(), 0);
+    let renewal = w.renewal_at(at(PERIOD_END)).await;
+    assert_eq!(renewal["total"], 19900);
+}
+
+on_both_backends!(
+    stripe_rates_the_same_total,
+    a_late_close_falls_back_to_invoice_items
+);
