@@ -12,7 +12,8 @@ use common::usage_world::*;
 use common::Db;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tally_server::service::{closer, reconcile, usage_push};
+use tally_server::service::{reconcile, usage_push};
+use tally_server::AppState;
 
 /// The Magic Box scenario: the period's invoice is written 15 minutes after its end (10 minutes
 /// of grace), while Stripe's renewal is a draft; its two usage lines go onto the renewal, which
