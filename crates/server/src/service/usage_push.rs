@@ -706,6 +706,17 @@ fn compare(
     (missing, extra)
 }
 
+/// The push state a Stripe invoice's status means: paid; voided (void or uncollectible); failed
+/// (open after a collection attempt: Stripe retries); otherwise sent.
+pub fn state_of_stripe_invoice(i: &tally_stripe::model::Invoice) -> &'static str {
+    match i.status.as_deref() {
+        Some("paid") => push_state::PAID,
+        Some("void" | "uncollectible") => push_state::VOIDED,
+        Some("open") if i.attempted => push_state::FAILED,
+        _ => push_state::SENT,
+    }
+}
+
 /// Moves the pushes on a Stripe invoice to the state its event reports (`invoice.paid`,
 /// `invoice.payment_failed`, `invoice.voided`, `invoice.marked_uncollectible`). Returns how many
 /// moved.

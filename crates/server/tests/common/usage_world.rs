@@ -334,8 +334,14 @@ impl World {
         let list = self
             .sim_get(&format!("/v1/events?type={event_type}&limit=100"))
             .await;
+        self.deliver_events(list["data"].as_array().unwrap()).await;
+    }
+
+    /// Delivers these events, in this order, to Tally's webhook endpoint, signed at Tally's now,
+    /// and waits until the inbox has applied them.
+    pub async fn deliver_events(&self, events: &[Value]) {
         let t = self.clock.now().timestamp();
-        for ev in list["data"].as_array().unwrap() {
+        for ev in events {
             let body = serde_json::to_vec(ev).unwrap();
             let sig = stripe_sim::webhooks::signature_header(SECRET, t, &body);
             let r = self
