@@ -233,7 +233,145 @@ async fn a_late_close_falls_back_to_invoice_items(db: Db) {
     assert_eq!(renewal["total"], 19900);
 }
 
+/// The lookup keys of a subscription's items (or a schedule phase's), in order.
+fn keys_of(items: &Value) -> Vec<(String, Value)> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["price"]["lookup_key"].as_str().unwrap_or_default().to_owned(),
+                i["quantity"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Checkout sells the plan with its metered prices; an upgrade swaps them for the new plan's; a
+/// downgrade's schedule carries the current ones, then the new plan's.
+async fn subscriptions_carry_the_metered_prices(db: Db) {
+    let catalog = meter_catalog();
+    let Some(w) = world_with(db, &catalog, "magicbox_pro_monthly", Duration::from_secs(10)).await
+    else {
+        return;
+    };
+    let now = w.clock.now();
+    w.state()
+        .store
+        .claim_stripe_customer(CUSTOMER, now)
+        .await
+        .unwrap();
+    w.state()
+        .store
+        .set_stripe_customer(CUSTOMER, &w.stripe_customer, now)
+        .await
+        .unwrap();
+
+    // A second customer's checkout: the base price and the plan's two metered prices.
+    let (s, b) = w
+        .app
+        .put("/v1/customers/mb_2", json!({"email": "two@magicbox.test"}))
+        .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{b}");
+    let (s, b) = w
+        .app
+        .post(
+            "/v1/checkout-sessions",
+            json!({"customer": "mb_2", "plan": "pro", "interval": "month",
+                "success_url": "https://app.test/ok", "cancel_url": "https://app.test/no"}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{b}");
+    let session = w.sim_get(&format!("/v1/checkout/sessions?limit=1")).await;
+    let id = session["data"][0]["id"].as_str().unwrap().to_owned();
+    let items = w
+        .sim_get(&format!(
+            "/v1/checkout/sessions/{id}/line_items?expand[]=data.price"
+        ))
+        .await;
+    let mut got: Vec<(String, Value)> = items["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["price"]["lookup_key"].as_str().unwrap().to_owned(),
+                l["quantity"].clone(),
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        vec![
+            ("magicbox_pro_monthly".to_owned(), json!(1)),
+            ("magicbox_pro_monthly_api_spend".to_owned(), Value::Null),
+            ("magicbox_pro_monthly_compute_hours".to_owned(), Value::Null),
+        ]
+    );
+
+    // Upgrade to Enterprise: its base price and its one metered price (compute is unlimited).
+    let (s, b) = w
+        .app
+        .post(
+            &format!("/v1/customers/{CUSTOMER}/subscription/change"),
+            json!({"plan": "enterprise", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{b}");
+    let sub = w
+        .sim_get(&format!(
+            "/v1/subscriptions/{}?expand[]=items.data.price",
+            w.subscription
+        ))
+        .await;
+    assert_eq!(
+        keys_of(&sub["items"]["data"]),
+        vec![
+            ("magicbox_enterprise_monthly".to_owned(), json!(1)),
+            ("magicbox_enterprise_monthly_api_spend".to_owned(), Value::Null),
+        ]
+    );
+
+    // Downgrade to Starter at the period end: a schedule whose next phase has Starter's prices.
+    let (s, b) = w
+        .app
+        .post(
+            &format!("/v1/customers/{CUSTOMER}/subscription/change"),
+            json!({"plan": "starter", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{b}");
+    assert_eq!(b["pending_change"]["plan"], "starter", "{b}");
+    let sub = w
+        .sim_get(&format!("/v1/subscriptions/{}", w.subscription))
+        .await;
+    let sched = w
+        .sim_get(&format!(
+            "/v1/subscription_schedules/{}?expand[]=phases.items.price",
+            sub["schedule"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        keys_of(&sched["phases"][0]["items"]),
+        vec![
+            ("magicbox_enterprise_monthly".to_owned(), json!(1)),
+            ("magicbox_enterprise_monthly_api_spend".to_owned(), Value::Null),
+        ]
+    );
+    assert_eq!(
+        keys_of(&sched["phases"][1]["items"]),
+        vec![
+            ("magicbox_starter_monthly".to_owned(), json!(1)),
+            ("magicbox_starter_monthly_compute_hours".to_owned(), Value::Null),
+            ("magicbox_starter_monthly_api_spend".to_owned(), Value::Null),
+        ]
+    );
+}
+
 on_both_backends!(
     stripe_rates_the_same_total,
-    a_late_close_falls_back_to_invoice_items
+    a_late_close_falls_back_to_invoice_items,
+    subscriptions_carry_the_metered_prices
 );

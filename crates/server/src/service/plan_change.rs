@@ -473,13 +473,36 @@ async fn downgrade(
             }
         }
     };
+    // The current phase keeps every item (metered ones too); the next has the new price and, in
+    // meter mode, the new plan's metered prices.
+    let current: Vec<(String, Option<u64>)> = sub
+        .items
+        .iter()
+        .map(|it| {
+            let q = if it.id == item.id {
+                Some(it.quantity.unwrap_or(1))
+            } else {
+                it.quantity
+            };
+            (it.price.clone(), q)
+        })
+        .collect();
+    let mut next = vec![(new_price, Some(1))];
+    let to_interval = Interval::parse(&row.to_interval).unwrap_or(Interval::Month);
+    let metered: Vec<ItemChange> =
+        metered_item_changes(state, client, &no_items(sub), &row.to_plan, to_interval).await?;
+    for m in metered {
+        if let ItemChange::Add { price, .. } = m {
+            next.push((price, None));
+        }
+    }
     let phases = vec![
         (
             Some(item.current_period_start),
             Some(item.current_period_end),
-            vec![item.price.clone()],
+            current,
         ),
-        (None, None, vec![new_price]),
+        (None, None, next),
     ];
     let key = IdempotencyKey::from_row("plan_change", &row.id, 0);
     let updated = match client.set_schedule_phases(&sc.id, &phases, &key).await {
@@ -755,4 +778,11 @@ async fn metered_item_changes(
         });
     }
     Ok(out)
+}
+
+/// The subscription with only its first (base) item: the metered prices a plan needs, all added.
+fn no_items(sub: &StripeSubscription) -> StripeSubscription {
+    let mut s = sub.clone();
+    s.items.truncate(1);
+    s
 }

@@ -394,7 +394,24 @@ async fn attempt(
         });
     }
     let mut lines = push_lines(inv);
-    let metered = super::usage_meters::meter_lines(&state.catalog, inv, &lines);
+    let mut metered = super::usage_meters::meter_lines(&state.catalog, inv, &lines);
+    if !metered.is_empty() {
+        // Only a subscription carrying a metric's metered price bills its meter (one made
+        // before the catalog moved to meter mode does not): other lines stay invoice items.
+        let items = match &row.stripe_subscription {
+            Some(sub) => client
+                .subscription(sub)
+                .await?
+                .map(|s| s.value.items)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        metered.retain(|m| {
+            items
+                .iter()
+                .any(|it| it.lookup_key.as_deref() == Some(m.lookup_key.as_str()))
+        });
+    }
     let now = state.clock.now();
     if row.renewal_invoice.is_none() && row.standalone_invoice.is_none() {
         match find_renewal(client, &row, now).await? {

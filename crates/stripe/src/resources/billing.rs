@@ -312,11 +312,12 @@ impl Client {
 
     /// `POST /v1/subscription_schedules/{id}`: replaces the phases. Each phase is its start
     /// (None: where the previous ends), its end (None: one interval of its price) and its
-    /// prices; the schedule is released at the end, and phase changes are not prorated.
+    /// prices with their quantities (None for a metered price); the schedule is released at the
+    /// end, and phase changes are not prorated.
     pub async fn set_schedule_phases(
         &self,
         id: &str,
-        phases: &[(Option<i64>, Option<i64>, Vec<String>)],
+        phases: &[(Option<i64>, Option<i64>, Vec<(String, Option<u64>)>)],
         key: &IdempotencyKey,
     ) -> Result<Stripe<SubscriptionSchedule>, Error> {
         let mut f = Form::new();
@@ -328,9 +329,9 @@ impl Client {
             if end.is_none() {
                 f.set(format!("phases[{i}][iterations]"), 1);
             }
-            for (j, p) in prices.iter().enumerate() {
+            for (j, (p, q)) in prices.iter().enumerate() {
                 f.set(format!("phases[{i}][items][{j}][price]"), p)
-                    .set(format!("phases[{i}][items][{j}][quantity]"), 1);
+                    .opt(format!("phases[{i}][items][{j}][quantity]"), *q);
             }
         }
         f.list("expand", &["phases.items.price".to_string()]);
