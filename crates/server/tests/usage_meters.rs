@@ -24,7 +24,13 @@ fn meter_catalog() -> String {
 
 async fn stripe_rates_the_same_total(db: Db) {
     let catalog = meter_catalog();
-    let Some(w) = world_with(db, &catalog, "magicbox_pro_monthly", Duration::from_secs(10)).await
+    let Some(w) = world_with(
+        db,
+        &catalog,
+        "magicbox_pro_monthly",
+        Duration::from_secs(10),
+    )
+    .await
     else {
         return;
     };
@@ -67,10 +73,9 @@ async fn stripe_rates_the_same_total(db: Db) {
     );
     // A second push finds everything in place.
     let parsed = tally_server::config::parse_catalog(&catalog, "magicbox.toml").unwrap();
-    let client = tally_stripe::Client::new(
-        tally_stripe::Config::new(SK).with_base_url(w.sim.base_url()),
-    )
-    .unwrap();
+    let client =
+        tally_stripe::Client::new(tally_stripe::Config::new(SK).with_base_url(w.sim.base_url()))
+            .unwrap();
     let again = tally_stripe::push::push(&client, &parsed, true, chrono::Utc::now().timestamp())
         .await
         .unwrap();
@@ -136,11 +141,7 @@ async fn stripe_rates_the_same_total(db: Db) {
     let sent = usage_meters::send(
         w.state().stripe.as_ref().unwrap(),
         &push,
-        &usage_meters::meter_lines(
-            &w.state().catalog,
-            &inv,
-            &usage_push::push_lines(&inv),
-        ),
+        &usage_meters::meter_lines(&w.state().catalog, &inv, &usage_push::push_lines(&inv)),
     )
     .await
     .unwrap();
@@ -183,7 +184,11 @@ async fn stripe_rates_the_same_total(db: Db) {
     amounts.sort_by_key(|a| a.0);
     assert_eq!(
         amounts,
-        vec![(200, json!(350000)), (3450, json!(180000)), (19900, json!(1))]
+        vec![
+            (200, json!(350000)),
+            (3450, json!(180000)),
+            (19900, json!(1))
+        ]
     );
     w.clock.set(at("2026-02-15T01:31:00Z"));
     w.deliver("invoice.paid").await;
@@ -209,7 +214,13 @@ async fn stripe_rates_the_same_total(db: Db) {
 /// the usage goes on a standalone invoice as invoice items, rated by Tally; nothing is metered.
 async fn a_late_close_falls_back_to_invoice_items(db: Db) {
     let catalog = meter_catalog();
-    let Some(w) = world_with(db, &catalog, "magicbox_pro_monthly", Duration::from_secs(10)).await
+    let Some(w) = world_with(
+        db,
+        &catalog,
+        "magicbox_pro_monthly",
+        Duration::from_secs(10),
+    )
+    .await
     else {
         return;
     };
@@ -241,7 +252,10 @@ fn keys_of(items: &Value) -> Vec<(String, Value)> {
         .iter()
         .map(|i| {
             (
-                i["price"]["lookup_key"].as_str().unwrap_or_default().to_owned(),
+                i["price"]["lookup_key"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 i["quantity"].clone(),
             )
         })
@@ -252,7 +266,13 @@ fn keys_of(items: &Value) -> Vec<(String, Value)> {
 /// downgrade's schedule carries the current ones, then the new plan's.
 async fn subscriptions_carry_the_metered_prices(db: Db) {
     let catalog = meter_catalog();
-    let Some(w) = world_with(db, &catalog, "magicbox_pro_monthly", Duration::from_secs(10)).await
+    let Some(w) = world_with(
+        db,
+        &catalog,
+        "magicbox_pro_monthly",
+        Duration::from_secs(10),
+    )
+    .await
     else {
         return;
     };
@@ -283,7 +303,7 @@ async fn subscriptions_carry_the_metered_prices(db: Db) {
         )
         .await;
     assert_eq!(s, reqwest::StatusCode::OK, "{b}");
-    let session = w.sim_get(&format!("/v1/checkout/sessions?limit=1")).await;
+    let session = w.sim_get("/v1/checkout/sessions?limit=1").await;
     let id = session["data"][0]["id"].as_str().unwrap().to_owned();
     let items = w
         .sim_get(&format!(
@@ -331,7 +351,10 @@ async fn subscriptions_carry_the_metered_prices(db: Db) {
         keys_of(&sub["items"]["data"]),
         vec![
             ("magicbox_enterprise_monthly".to_owned(), json!(1)),
-            ("magicbox_enterprise_monthly_api_spend".to_owned(), Value::Null),
+            (
+                "magicbox_enterprise_monthly_api_spend".to_owned(),
+                Value::Null
+            ),
         ]
     );
 
@@ -358,14 +381,20 @@ async fn subscriptions_carry_the_metered_prices(db: Db) {
         keys_of(&sched["phases"][0]["items"]),
         vec![
             ("magicbox_enterprise_monthly".to_owned(), json!(1)),
-            ("magicbox_enterprise_monthly_api_spend".to_owned(), Value::Null),
+            (
+                "magicbox_enterprise_monthly_api_spend".to_owned(),
+                Value::Null
+            ),
         ]
     );
     assert_eq!(
         keys_of(&sched["phases"][1]["items"]),
         vec![
             ("magicbox_starter_monthly".to_owned(), json!(1)),
-            ("magicbox_starter_monthly_compute_hours".to_owned(), Value::Null),
+            (
+                "magicbox_starter_monthly_compute_hours".to_owned(),
+                Value::Null
+            ),
             ("magicbox_starter_monthly_api_spend".to_owned(), Value::Null),
         ]
     );

@@ -431,7 +431,10 @@ impl Sim {
         };
         let mut lines = inv.lines.clone();
         let mut changed = false;
-        for l in lines.iter_mut().filter(|l| !l.proration && l.invoice_item.is_none()) {
+        for l in lines
+            .iter_mut()
+            .filter(|l| !l.proration && l.invoice_item.is_none())
+        {
             let Some(p) = l.price.as_ref().and_then(|p| self.w.prices.get(p)) else {
                 continue;
             };

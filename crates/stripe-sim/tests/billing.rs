@@ -1273,10 +1273,7 @@ async fn meter_events_in_the_draft_hour_are_billed_on_the_renewal() {
     assert_eq!(old["error"]["code"], "timestamp_too_far_in_past");
     env.advance(&clock, feb1 + 2 * 3600).await;
     let paid = env
-        .get(&format!(
-            "/v1/invoices/{}",
-            renewal["id"].as_str().unwrap()
-        ))
+        .get(&format!("/v1/invoices/{}", renewal["id"].as_str().unwrap()))
         .await;
     assert_eq!(paid["status"], "paid");
     // 1000 base + (350000 − 300000) × 0.004 = 200.

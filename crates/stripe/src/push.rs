@@ -269,7 +269,10 @@ fn wanted(c: &Catalog) -> (Vec<WantProduct>, Vec<WantPrice>) {
             name,
             metadata: [
                 (META_CATALOG.to_string(), slug.clone()),
-                (crate::push_meters::META_METRIC.to_string(), w.metric.clone()),
+                (
+                    crate::push_meters::META_METRIC.to_string(),
+                    w.metric.clone(),
+                ),
             ]
             .into(),
         });
@@ -796,10 +799,8 @@ async fn push_metered<'a>(
         };
     }
     let existing = step!("list meters", run.client.active_meters());
-    let mut meter_ids: BTreeMap<String, String> = existing
-        .into_iter()
-        .map(|m| (m.event_name, m.id))
-        .collect();
+    let mut meter_ids: BTreeMap<String, String> =
+        existing.into_iter().map(|m| (m.event_name, m.id)).collect();
     let mut done = BTreeSet::new();
     for w in metered {
         if !done.insert(w.event_name.clone()) {

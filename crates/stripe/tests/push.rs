@@ -360,11 +360,36 @@ async fn meter_mode_makes_meters_and_metered_prices_once() {
     assert_eq!(
         metered,
         vec![
-            ("magicbox_enterprise_monthly_api_spend".into(), "month".into(), 2, "graduated".into()),
-            ("magicbox_pro_monthly_api_spend".into(), "month".into(), 2, "graduated".into()),
-            ("magicbox_pro_monthly_compute_hours".into(), "month".into(), 2, "graduated".into()),
-            ("magicbox_starter_monthly_api_spend".into(), "month".into(), 2, "graduated".into()),
-            ("magicbox_starter_monthly_compute_hours".into(), "month".into(), 2, "graduated".into()),
+            (
+                "magicbox_enterprise_monthly_api_spend".into(),
+                "month".into(),
+                2,
+                "graduated".into()
+            ),
+            (
+                "magicbox_pro_monthly_api_spend".into(),
+                "month".into(),
+                2,
+                "graduated".into()
+            ),
+            (
+                "magicbox_pro_monthly_compute_hours".into(),
+                "month".into(),
+                2,
+                "graduated".into()
+            ),
+            (
+                "magicbox_starter_monthly_api_spend".into(),
+                "month".into(),
+                2,
+                "graduated".into()
+            ),
+            (
+                "magicbox_starter_monthly_compute_hours".into(),
+                "month".into(),
+                2,
+                "graduated".into()
+            ),
         ]
     );
     let before = writes(&sim);

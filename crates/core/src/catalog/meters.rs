@@ -49,10 +49,9 @@ pub fn to_meter_units(q: Decimal) -> Option<i64> {
 /// the quantity is finer than that.
 pub fn meter_value(q: Decimal) -> Option<i64> {
     let scaled = q.checked_mul(Decimal::from(METER_SCALE))?;
-    i64::try_from(scaled.round_dp_with_strategy(
-        0,
-        rust_decimal::RoundingStrategy::MidpointAwayFromZero,
-    ))
+    i64::try_from(
+        scaled.round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero),
+    )
     .ok()
 }
 
@@ -187,7 +186,9 @@ mod tests {
                 ]
             })
         );
-        let spend = metered_price(pro, &pro.metrics["api_spend"]).unwrap().unwrap();
+        let spend = metered_price(pro, &pro.metrics["api_spend"])
+            .unwrap()
+            .unwrap();
         assert_eq!(spend.tiers[0].up_to, Some(150_000));
         assert_eq!(spend.tiers[1].unit_amount, dec!(0.115));
         // Enterprise compute is unlimited: no price; a gauge without overage neither.

@@ -120,7 +120,10 @@ pub(crate) async fn of_customer(pool: &Pool, customer_id: &str) -> Result<Vec<In
     Ok(rows.iter().map(push_row).collect())
 }
 
-pub(crate) async fn of_stripe_invoice(pool: &Pool, stripe_invoice: &str) -> Result<Vec<InvoicePush>> {
+pub(crate) async fn of_stripe_invoice(
+    pool: &Pool,
+    stripe_invoice: &str,
+) -> Result<Vec<InvoicePush>> {
     let c = pool.get().await?;
     let sql = format!(
         "SELECT {COLS} FROM invoice_pushes

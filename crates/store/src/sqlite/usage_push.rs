@@ -113,7 +113,10 @@ pub(crate) fn of_customer(conn: &Connection, customer_id: &str) -> Result<Vec<In
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-pub(crate) fn of_stripe_invoice(conn: &Connection, stripe_invoice: &str) -> Result<Vec<InvoicePush>> {
+pub(crate) fn of_stripe_invoice(
+    conn: &Connection,
+    stripe_invoice: &str,
+) -> Result<Vec<InvoicePush>> {
     let sql = format!(
         "SELECT {COLS} FROM invoice_pushes
          WHERE renewal_invoice = ?1 OR standalone_invoice = ?1 ORDER BY invoice_id"

@@ -60,6 +60,10 @@ pub enum CheckoutDiscount {
     PromotionCode(String),
 }
 
+/// A schedule phase: its start (None: where the previous ends), its end (None: one interval of
+/// its price), and its prices with their quantities (None for a metered price).
+pub type SchedulePhase = (Option<i64>, Option<i64>, Vec<(String, Option<u64>)>);
+
 /// One item change of a subscription update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemChange {
@@ -317,7 +321,7 @@ impl Client {
     pub async fn set_schedule_phases(
         &self,
         id: &str,
-        phases: &[(Option<i64>, Option<i64>, Vec<(String, Option<u64>)>)],
+        phases: &[SchedulePhase],
         key: &IdempotencyKey,
     ) -> Result<Stripe<SubscriptionSchedule>, Error> {
         let mut f = Form::new();
