@@ -145,6 +145,7 @@ impl World {
                     mode,
                     customer: Some(stripe_customer.into()),
                     line_items: vec![(price, 1)],
+                    metered_prices: vec![],
                     success_url: "https://app.example/done".into(),
                     cancel_url: None,
                     client_reference_id: Some(customer.into()),

@@ -616,6 +616,9 @@ pub trait Store: Send + Sync + 'static {
     /// A customer's push rows, newest period first.
     async fn pushes_of_customer(&self, customer_id: &str) -> Result<Vec<InvoicePush>>;
 
+    /// The pushes whose lines are on `stripe_invoice` (its renewal or standalone invoice).
+    async fn pushes_of_stripe_invoice(&self, stripe_invoice: &str) -> Result<Vec<InvoicePush>>;
+
     /// Pending pushes due at `now`, oldest period first, at most `limit`.
     async fn due_pushes(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>>;
 

@@ -373,6 +373,10 @@ impl Sim {
                 None,
             ));
         }
+        if inv.billing_reason == "subscription_cycle" {
+            self.rerate_metered(id);
+        }
+        let inv = self.invoice(id, "invoice")?.clone();
         let (balance, number) = match self.w.customers.get_mut(&inv.customer) {
             Some(c) => {
                 let n = format!("{}-{:04}", c.invoice_prefix, c.next_invoice_sequence);
@@ -408,6 +412,60 @@ impl Sim {
             self.mark_paid(id, now);
         }
         Ok(())
+    }
+
+    /// Rates a renewal's metered lines again from the meter events recorded by now: as on
+    /// Stripe, usage of the ended period reported while its renewal is still a draft (the hour
+    /// before finalization) is billed on it. Percent-off discounts follow the new amounts.
+    fn rerate_metered(&mut self, id: &str) {
+        let Some(inv) = self.w.invoices.get(id).cloned() else {
+            return;
+        };
+        let Some(sub) = inv
+            .subscription
+            .as_ref()
+            .and_then(|s| self.w.subscriptions.get(s))
+            .cloned()
+        else {
+            return;
+        };
+        let mut lines = inv.lines.clone();
+        let mut changed = false;
+        for l in lines
+            .iter_mut()
+            .filter(|l| !l.proration && l.invoice_item.is_none())
+        {
+            let Some(p) = l.price.as_ref().and_then(|p| self.w.prices.get(p)) else {
+                continue;
+            };
+            let Some(meter) = p.recurring.as_ref().and_then(|r| r.meter.clone()) else {
+                continue;
+            };
+            let q = self.usage(&meter, &sub.customer, l.period_start, l.period_end);
+            let amount = p.amount_for(q);
+            if q == l.quantity && amount == l.amount {
+                continue;
+            }
+            l.quantity = q;
+            l.amount = amount;
+            l.discount_amounts.clear();
+            for d in self.active_discounts(&sub.discounts, inv.created) {
+                let bp = self.w.coupons.get(&d.coupon).and_then(|c| c.percent_off_bp);
+                if let (Some(bp), true) = (bp, l.discountable && l.amount > 0) {
+                    let a = crate::util::div_round(l.amount as i128 * bp as i128, 10_000) as i64;
+                    if a > 0 {
+                        l.discount_amounts.push((a, d.id.clone()));
+                    }
+                }
+            }
+            changed = true;
+        }
+        if changed {
+            if let Some(i) = self.w.invoices.get_mut(id) {
+                i.lines = lines;
+            }
+            self.dirty = true;
+        }
     }
 
     fn mark_paid(&mut self, id: &str, now: i64) {

@@ -1303,3 +1303,86 @@ async fn hard_declines_wait_for_a_new_card_in_the_portal() {
         "active"
     );
 }
+
+/// Usage of the ended period reported while its renewal is a draft (Stripe's hour before
+/// finalization) is billed on that renewal, rated by the graduated tiers; an identifier is
+/// counted once; an event older than 35 days is refused.
+#[tokio::test]
+async fn meter_events_in_the_draft_hour_are_billed_on_the_renewal() {
+    let env = start().await;
+    let (prod, basic, _) = catalog(&env).await;
+    let meter = env.sum_meter("Compute", "compute").await;
+    let metered = env
+        .post(
+            "/v1/prices",
+            &[
+                ("product", &prod),
+                ("currency", "usd"),
+                ("recurring[interval]", "month"),
+                ("recurring[usage_type]", "metered"),
+                ("recurring[meter]", meter["id"].as_str().unwrap()),
+                ("billing_scheme", "tiered"),
+                ("tiers_mode", "graduated"),
+                ("tiers[0][up_to]", "300000"),
+                ("tiers[0][unit_amount_decimal]", "0"),
+                ("tiers[1][up_to]", "inf"),
+                ("tiers[1][unit_amount_decimal]", "0.004"),
+            ],
+        )
+        .await;
+    let (clock, cus) = customer_on_clock(&env, JAN1, "pm_card_visa").await;
+    let sub = env
+        .post(
+            "/v1/subscriptions",
+            &[
+                ("customer", &cus),
+                ("items[0][price]", &basic),
+                ("items[1][price]", metered["id"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    let feb1 = JAN1 + 31 * DAY;
+    env.advance(&clock, feb1 + 60).await;
+    let list = env
+        .get(&format!(
+            "/v1/invoices?subscription={}",
+            sub["id"].as_str().unwrap()
+        ))
+        .await;
+    let renewal = list["data"][0].clone();
+    assert_eq!(renewal["billing_reason"], "subscription_cycle");
+    assert_eq!(renewal["status"], "draft");
+    assert_eq!(renewal["total"], 1000);
+    let event = |id: &'static str, ts: i64| {
+        let cus = cus.clone();
+        let env = &env;
+        async move {
+            env.try_post(
+                "/v1/billing/meter_events",
+                &[
+                    ("event_name", "compute"),
+                    ("payload[stripe_customer_id]", &cus),
+                    ("payload[value]", "350000"),
+                    ("timestamp", &ts.to_string()),
+                    ("identifier", id),
+                ],
+            )
+            .await
+        }
+    };
+    assert_eq!(event("jan", feb1 - 1).await.0, 200);
+    let (status, dup) = event("jan", feb1 - 1).await;
+    assert_eq!(status, 400);
+    assert_eq!(dup["error"]["code"], "resource_already_exists");
+    let (status, old) = event("old", JAN1 - 10 * DAY).await;
+    assert_eq!(status, 400);
+    assert_eq!(old["error"]["code"], "timestamp_too_far_in_past");
+    env.advance(&clock, feb1 + 2 * 3600).await;
+    let paid = env
+        .get(&format!("/v1/invoices/{}", renewal["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(paid["status"], "paid");
+    // 1000 base + (350000 − 300000) × 0.004 = 200.
+    assert_eq!(paid["total"], 1200);
+    assert_eq!(paid["amount_paid"], 1200);
+}

@@ -131,4 +131,27 @@ out["clock"] = {"status": clock.status, "frozen_time_moved": clock.frozen_time =
                 "invoices": sorted(i.billing_reason for i in invs.data),
                 "paid": sorted(i.amount_paid for i in invs.data)}
 
+# Meter mode: a sum meter, a graduated metered price on it, a meter event and its duplicate.
+meter = v1.billing.meters.create({"display_name": "Compute", "event_name": "sdk_compute",
+                                  "default_aggregation": {"formula": "sum"},
+                                  "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
+                                  "value_settings": {"event_payload_key": "value"}})
+metered = v1.prices.create({"product": product.id, "currency": "usd", "recurring": {
+    "interval": "month", "usage_type": "metered", "meter": meter.id}, "billing_scheme": "tiered",
+    "tiers_mode": "graduated", "tiers": [{"up_to": 300000, "unit_amount_decimal": "0"},
+                                         {"up_to": "inf", "unit_amount_decimal": "0.004"}],
+    "lookup_key": "sdk_pro_monthly_compute"})
+ev = {"event_name": "sdk_compute", "payload": {"stripe_customer_id": cus.id, "value": "350000"},
+      "identifier": "tally:c1:compute:1", "timestamp": int(time.time()) - 60}
+first = v1.billing.meter_events.create(ev)
+try:
+    v1.billing.meter_events.create(ev)
+    duplicate = "accepted"
+except stripe.InvalidRequestError as e:
+    duplicate = e.code
+active = v1.billing.meters.list({"status": "active"})
+out["meters"] = {"event_names": sorted(m.event_name for m in active.data),
+                 "price": [metered.recurring.usage_type, metered.billing_scheme, metered.tiers_mode],
+                 "event": first.identifier, "duplicate": duplicate}
+
 print(json.dumps(out))

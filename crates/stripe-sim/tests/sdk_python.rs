@@ -84,6 +84,9 @@ async fn every_flow_tally_uses_through_the_official_python_sdk() {
             "clock": {"status": "ready", "frozen_time_moved": true,
                 "invoices": ["subscription_create", "subscription_cycle"],
                 "paid": [3000, 3000]},
+            "meters": {"event_names": ["sdk_compute"],
+                "price": ["metered", "tiered", "graduated"],
+                "event": "tally:c1:compute:1", "duplicate": "resource_already_exists"},
         })
     );
 }

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod model;
 pub mod observe;
 pub mod push;
+pub mod push_meters;
 pub mod resources;
 pub mod webhook;
 mod wire;
@@ -38,5 +39,8 @@ pub use resources::catalog::{
 };
 pub use resources::customers::CustomerParams;
 pub use resources::invoicing::{InvoiceFilter, NewInvoice, NewInvoiceItem};
+pub use resources::meters::{
+    Meter, MeterEventOutcome, NewMeter, NewMeterEvent, NewMeteredPrice, PriceTier,
+};
 pub use resources::refunds::NewRefund;
 pub use resources::test_clocks::TestClock;

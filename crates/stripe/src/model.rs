@@ -399,6 +399,8 @@ pub struct Invoice {
     pub amount_paid: i64,
     /// Outstanding.
     pub amount_remaining: i64,
+    /// Whether Stripe has tried to collect it (an open invoice that was attempted failed).
+    pub attempted: bool,
     /// Lines (the first page).
     pub lines: Vec<InvoiceLine>,
     /// Metadata.

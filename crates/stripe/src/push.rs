@@ -109,6 +109,24 @@ pub enum Change {
         /// Id.
         id: String,
     },
+    /// A Billing Meter was created (meter mode).
+    CreateMeter {
+        /// Its event name.
+        event_name: String,
+        /// `mtr_…` (None in a dry run).
+        id: Option<String>,
+    },
+    /// A metered price was created (meter mode).
+    CreateMeteredPrice {
+        /// Lookup key.
+        lookup_key: String,
+        /// The meter's event name.
+        event_name: String,
+        /// The new price's id (None in a dry run).
+        id: Option<String>,
+        /// The price it replaces (whose lookup key it takes).
+        replaces: Option<String>,
+    },
 }
 
 /// Something the push cannot fix by itself.
@@ -235,6 +253,28 @@ fn wanted(c: &Catalog) -> (Vec<WantProduct>, Vec<WantPrice>) {
             id,
             name: plan.name.clone(),
             metadata,
+        });
+    }
+    // Meter mode: one product per billed metric, holding the plans' metered prices.
+    let mut metrics_done = BTreeSet::new();
+    for w in crate::push_meters::wanted_metered(c).unwrap_or_default() {
+        if !metrics_done.insert(w.metric.clone()) {
+            continue;
+        }
+        let name = c
+            .metric(&w.metric)
+            .map_or_else(|| w.metric.clone(), |m| m.name.clone());
+        products.push(WantProduct {
+            id: w.product.clone(),
+            name,
+            metadata: [
+                (META_CATALOG.to_string(), slug.clone()),
+                (
+                    crate::push_meters::META_METRIC.to_string(),
+                    w.metric.clone(),
+                ),
+            ]
+            .into(),
         });
     }
     for pack in c.credit_packs() {
@@ -366,6 +406,19 @@ pub async fn push(
             committed: commit,
             ..Default::default()
         },
+    };
+    // Meter mode refuses charges Stripe cannot rate before it writes anything.
+    let metered = match crate::push_meters::wanted_metered(catalog) {
+        Ok(m) => m,
+        Err(reasons) => {
+            let e = Error {
+                kind: crate::ErrorKind::Config(reasons.join("; ")),
+                request_id: None,
+                status: None,
+                attempts: 0,
+            };
+            return Err(run.fail("meter mode", e));
+        }
     };
     let (products, prices) = wanted(catalog);
 
@@ -520,6 +573,12 @@ pub async fn push(
                 }
             }
         }
+    }
+    if !metered.is_empty() {
+        run = match push_metered(run, &metered, &mut keep).await {
+            Ok(r) => r,
+            Err(e) => return Err(*e),
+        };
     }
     // Archive every other active price of the products Tally manages: the prices just replaced
     // and any left behind by an interrupted push.
@@ -719,4 +778,130 @@ pub async fn push(
         }
     }
     Ok(run.report)
+}
+
+/// Meters and metered prices (meter mode): each looked up by its stable name first, created
+/// when missing; a metered price whose terms changed is replaced. The prices kept go into
+/// `keep` so that the sweep does not archive them.
+async fn push_metered<'a>(
+    mut run: Run<'a>,
+    metered: &[crate::push_meters::WantMetered],
+    keep: &mut BTreeMap<String, BTreeSet<String>>,
+) -> Result<Run<'a>, Box<PushError>> {
+    use crate::push_meters::META_TERMS;
+    use crate::resources::meters::{NewMeter, NewMeteredPrice};
+    macro_rules! step {
+        ($step:expr, $fut:expr) => {
+            match $fut.await {
+                Ok(v) => v,
+                Err(e) => return Err(Box::new(run.fail($step, e))),
+            }
+        };
+    }
+    let existing = step!("list meters", run.client.active_meters());
+    let mut meter_ids: BTreeMap<String, String> =
+        existing.into_iter().map(|m| (m.event_name, m.id)).collect();
+    let mut done = BTreeSet::new();
+    for w in metered {
+        if !done.insert(w.event_name.clone()) {
+            continue;
+        }
+        if meter_ids.contains_key(&w.event_name) {
+            run.report.unchanged += 1;
+            continue;
+        }
+        let mut id = None;
+        if run.commit {
+            let display = format!(
+                "{} ({})",
+                w.metric,
+                w.metadata.get(META_CATALOG).cloned().unwrap_or_default()
+            );
+            let m = NewMeter {
+                display_name: display,
+                event_name: w.event_name.clone(),
+            };
+            let made = step!(
+                format!("create meter {}", w.event_name),
+                run.client.create_meter(&m, &key("meter", &m, ""))
+            );
+            meter_ids.insert(w.event_name.clone(), made.value.id.clone());
+            id = Some(made.value.id);
+        }
+        run.report.changes.push(Change::CreateMeter {
+            event_name: w.event_name.clone(),
+            id,
+        });
+    }
+    let keys: Vec<String> = metered.iter().map(|w| w.lookup_key.clone()).collect();
+    let current = step!(
+        "list metered prices by lookup key",
+        run.client.prices_by_lookup_keys(&keys)
+    );
+    let by_key: BTreeMap<String, Price> = current
+        .into_iter()
+        .filter_map(|p| Some((p.lookup_key.clone()?, p)))
+        .collect();
+    for w in metered {
+        let have = by_key.get(&w.lookup_key);
+        match have {
+            Some(p) if p.metadata.get(META_TERMS) == w.metadata.get(META_TERMS) => {
+                if p.active {
+                    run.report.unchanged += 1;
+                } else {
+                    run.report.changes.push(Change::ReactivatePrice {
+                        id: p.id.clone(),
+                        lookup_key: w.lookup_key.clone(),
+                    });
+                    if run.commit {
+                        step!(
+                            format!("reactivate price {}", p.id),
+                            run.client.set_price_active(
+                                &p.id,
+                                true,
+                                &key("price_active", &(&p.id, true), "")
+                            )
+                        );
+                    }
+                }
+                keep.entry(w.product.clone())
+                    .or_default()
+                    .insert(p.id.clone());
+            }
+            _ => {
+                let replaces = have.map(|p| p.id.clone());
+                let mut id = None;
+                if run.commit {
+                    let Some(meter) = meter_ids.get(&w.event_name).cloned() else {
+                        continue;
+                    };
+                    let np = NewMeteredPrice {
+                        product: w.product.clone(),
+                        currency: w.currency.clone(),
+                        interval: crate::model::Interval::Month,
+                        meter,
+                        tiers: w.tiers.clone(),
+                        lookup_key: w.lookup_key.clone(),
+                        metadata: w.metadata.clone(),
+                    };
+                    let k = key("metered_price", &np, replaces.as_deref().unwrap_or("-"));
+                    let made = step!(
+                        format!("create metered price {}", w.lookup_key),
+                        run.client.create_metered_price(&np, &k)
+                    );
+                    keep.entry(w.product.clone())
+                        .or_default()
+                        .insert(made.value.id.clone());
+                    id = Some(made.value.id);
+                }
+                run.report.changes.push(Change::CreateMeteredPrice {
+                    lookup_key: w.lookup_key.clone(),
+                    event_name: w.event_name.clone(),
+                    id,
+                    replaces,
+                });
+            }
+        }
+    }
+    Ok(run)
 }

@@ -579,6 +579,8 @@ pub(crate) struct Invoice {
     pub amount_paid: i64,
     #[serde(default)]
     pub amount_remaining: i64,
+    #[serde(default)]
+    pub attempted: bool,
     pub lines: Option<List<InvoiceLine>>,
     #[serde(default, deserialize_with = "metadata")]
     pub metadata: Metadata,
@@ -606,6 +608,7 @@ impl From<Invoice> for model::Invoice {
             amount_due: i.amount_due,
             amount_paid: i.amount_paid,
             amount_remaining: i.amount_remaining,
+            attempted: i.attempted,
             lines: i
                 .lines
                 .map(|l| l.data)

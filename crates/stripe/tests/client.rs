@@ -391,6 +391,7 @@ async fn subscription_lifecycle_through_the_gateway() {
                 mode: CheckoutMode::Subscription,
                 customer: Some(cus.clone()),
                 line_items: vec![(p1.id.clone(), 1)],
+                metered_prices: vec![],
                 success_url: "https://tally.test/ok?s={CHECKOUT_SESSION_ID}".into(),
                 cancel_url: None,
                 client_reference_id: Some("chk_1".into()),

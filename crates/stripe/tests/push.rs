@@ -290,3 +290,130 @@ async fn two_pushes_at_once_make_one_set_of_objects() {
     d.unwrap();
     assert_eq!(counts(&sim2), (6, 6, 6, 0, 0, 1));
 }
+
+fn meter_mode(src: &str) -> String {
+    src.replace(
+        "currency = \"eur\"\n",
+        "currency = \"eur\"\nstripe_usage = \"meters\"\n",
+    )
+}
+
+#[tokio::test]
+async fn meter_mode_makes_meters_and_metered_prices_once() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let cat = parse(&meter_mode(&catalog("magicbox.toml")));
+    let dry = push(&c, &cat, false, NOW).await.unwrap();
+    let meters: Vec<&Change> = dry
+        .changes
+        .iter()
+        .filter(|ch| matches!(ch, Change::CreateMeter { .. }))
+        .collect();
+    assert_eq!(
+        meters,
+        vec![
+            &Change::CreateMeter {
+                event_name: "tally_magic_box_compute_hours".into(),
+                id: None
+            },
+            &Change::CreateMeter {
+                event_name: "tally_magic_box_api_spend".into(),
+                id: None
+            },
+        ]
+    );
+    assert_eq!(writes(&sim), 0);
+    push(&c, &cat, true, NOW).await.unwrap();
+    // Two meters (enterprise compute is unlimited: no price); five metered prices, monthly only.
+    let (meters, metered) = sim
+        .with(|s| {
+            let m: Vec<(String, String, String, String)> =
+                s.w.meters
+                    .values()
+                    .map(|m| {
+                        (
+                            m.event_name.clone(),
+                            m.formula.clone(),
+                            m.customer_key.clone(),
+                            m.value_key.clone(),
+                        )
+                    })
+                    .collect();
+            let mut p: Vec<(String, String, usize, String)> =
+                s.w.prices
+                    .values()
+                    .filter(|p| p.is_metered())
+                    .map(|p| {
+                        (
+                            p.lookup_key.clone().unwrap_or_default(),
+                            p.recurring.as_ref().unwrap().interval.clone(),
+                            p.tiers.len(),
+                            p.tiers_mode.clone().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+            p.sort();
+            (m.len(), p)
+        })
+        .unwrap();
+    assert_eq!(meters, 2);
+    assert_eq!(
+        metered,
+        vec![
+            (
+                "magicbox_enterprise_monthly_api_spend".into(),
+                "month".into(),
+                2,
+                "graduated".into()
+            ),
+            (
+                "magicbox_pro_monthly_api_spend".into(),
+                "month".into(),
+                2,
+                "graduated".into()
+            ),
+            (
+                "magicbox_pro_monthly_compute_hours".into(),
+                "month".into(),
+                2,
+                "graduated".into()
+            ),
+            (
+                "magicbox_starter_monthly_api_spend".into(),
+                "month".into(),
+                2,
+                "graduated".into()
+            ),
+            (
+                "magicbox_starter_monthly_compute_hours".into(),
+                "month".into(),
+                2,
+                "graduated".into()
+            ),
+        ]
+    );
+    let before = writes(&sim);
+    let again = push(&c, &cat, true, NOW).await.unwrap();
+    assert_eq!(again.changes, vec![], "{again:?}");
+    assert_eq!(writes(&sim), before);
+}
+
+#[tokio::test]
+async fn meter_mode_refuses_charges_stripe_cannot_rate() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let src = meter_mode(&catalog("magicbox.toml")).replace(
+        "overage = { model = \"per_unit\", unit_price = \"0.04\" }",
+        "overage = { model = \"package\", size = 10, price = \"0.40\" }",
+    );
+    let cat = parse(&src);
+    let e = push(&c, &cat, true, NOW).await.unwrap_err();
+    assert_eq!(e.step, "meter mode");
+    assert_eq!(
+        e.source.to_string(),
+        "client configuration: the package charge of Compute hours on plan pro cannot be expressed as a \
+         Stripe metered price (meter mode supports per_unit, graduated and pass_through \
+         charges); bill this catalog with stripe_usage = \"invoice_items\""
+    );
+    assert_eq!(writes(&sim), 0);
+}

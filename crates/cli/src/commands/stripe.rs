@@ -122,6 +122,25 @@ fn describe(c: &Change) -> String {
         Change::UpdatePortalConfiguration { id } => {
             format!("update Customer Portal configuration {id}")
         }
+        Change::CreateMeter { event_name, id } => match id {
+            Some(id) => format!("create meter {event_name} as {id}"),
+            None => format!("create meter {event_name}"),
+        },
+        Change::CreateMeteredPrice {
+            lookup_key,
+            event_name,
+            id,
+            replaces,
+        } => {
+            let mut s = format!("create metered price {lookup_key} on meter {event_name}");
+            if let Some(id) = id {
+                s.push_str(&format!(" as {id}"));
+            }
+            if let Some(r) = replaces {
+                s.push_str(&format!(", replacing {r}"));
+            }
+            s
+        }
     }
 }
 

@@ -246,6 +246,22 @@ impl Builder<'_> {
             self.err(&header.name.span(), "catalog name must not be empty");
         }
         let currency = self.currency(&header.currency).unwrap_or(Currency::EUR);
+        let stripe_usage = match header.stripe_usage {
+            None => StripeUsage::InvoiceItems,
+            Some(s) => match StripeUsage::parse(s.get_ref()) {
+                Some(u) => u,
+                None => {
+                    self.err(
+                        &s.span(),
+                        format!(
+                            "stripe_usage must be \"invoice_items\" or \"meters\", not \"{}\"",
+                            s.get_ref()
+                        ),
+                    );
+                    StripeUsage::InvoiceItems
+                }
+            },
+        };
 
         let metrics: Vec<Metric> = in_file_order(raw.metrics)
             .into_iter()
@@ -335,6 +351,7 @@ impl Builder<'_> {
             name: header.name.into_inner(),
             currency,
             free_plan,
+            stripe_usage,
             metrics,
             plans,
             credit_packs,

@@ -6,6 +6,7 @@
 
 mod build;
 mod error;
+pub mod meters;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,9 @@ pub struct Catalog {
     /// The plan a customer falls back to when a subscription is deleted, or when it stays past due
     /// beyond the grace period.
     pub free_plan: Option<String>,
+    /// How usage reaches Stripe: invoice items Tally rated (the default) or Billing Meter events
+    /// Stripe rates (`[catalog] stripe_usage = "meters"`).
+    pub stripe_usage: StripeUsage,
     metrics: Vec<Metric>,
     plans: Vec<Plan>,
     credit_packs: Vec<CreditPack>,
@@ -91,6 +95,36 @@ impl Catalog {
     /// Feature flags in file order.
     pub fn flags(&self) -> &[FeatureFlag] {
         &self.flags
+    }
+}
+
+/// How a catalog's usage reaches Stripe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StripeUsage {
+    /// Tally rates each period and puts its usage lines on the Stripe invoice as invoice items.
+    InvoiceItems,
+    /// Tally reports each period's quantities as Billing Meter events; Stripe rates them with
+    /// the metered prices `tally stripe push` creates.
+    Meters,
+}
+
+impl StripeUsage {
+    /// The name used in the catalog.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StripeUsage::InvoiceItems => "invoice_items",
+            StripeUsage::Meters => "meters",
+        }
+    }
+
+    /// The mode named `s` in the catalog, if any.
+    pub fn parse(s: &str) -> Option<StripeUsage> {
+        match s {
+            "invoice_items" => Some(StripeUsage::InvoiceItems),
+            "meters" => Some(StripeUsage::Meters),
+            _ => None,
+        }
     }
 }
 

@@ -34,6 +34,7 @@ pub(crate) struct RawHeader {
     pub name: Spanned<String>,
     pub currency: Spanned<String>,
     pub free_plan: Option<Spanned<String>>,
+    pub stripe_usage: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

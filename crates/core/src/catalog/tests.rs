@@ -688,3 +688,25 @@ fn low_credit_balance_must_be_positive() {
         "{e}"
     );
 }
+
+#[test]
+fn reads_the_stripe_usage_mode() {
+    let c = Catalog::parse(VALID, "acme.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.stripe_usage, StripeUsage::InvoiceItems);
+    let meters = VALID.replace(
+        "free_plan = \"free\"\n",
+        "free_plan = \"free\"\nstripe_usage = \"meters\"\n",
+    );
+    let c = Catalog::parse(&meters, "acme.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.stripe_usage, StripeUsage::Meters);
+    let e = Catalog::parse(
+        "[catalog]\nname = \"x\"\ncurrency = \"eur\"\nstripe_usage = \"meter\"\n[plans.free]\n",
+        "c.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "c.toml:4:16: stripe_usage must be \"invoice_items\" or \"meters\", not \"meter\""
+    );
+}

@@ -252,10 +252,34 @@ pub async fn create(
     let lookup_key = match &sale {
         Sale::Plan { lookup_key, .. } | Sale::Pack { lookup_key, .. } => lookup_key.clone(),
     };
+    // Meter mode: the plan's metered prices ride along as items without a quantity.
+    let metered_keys = match &sale {
+        Sale::Plan { plan, interval, .. } => {
+            tally_stripe::push_meters::metered_lookup_keys(&state.catalog, plan, *interval)
+        }
+        Sale::Pack { .. } => Vec::new(),
+    };
+    let mut keys = vec![lookup_key.clone()];
+    keys.extend(metered_keys.iter().cloned());
     let prices = client
-        .prices_by_lookup_keys(std::slice::from_ref(&lookup_key))
+        .prices_by_lookup_keys(&keys)
         .await
         .map_err(stripe_error)?;
+    let not_pushed = |k: &str| {
+        let mut e = ApiError::unavailable(format!(
+            "Stripe has no active price with lookup key {k:?}: run `tally stripe push --commit`"
+        ));
+        e.code = "stripe_catalog_not_pushed";
+        e
+    };
+    let mut metered_prices = Vec::new();
+    for k in &metered_keys {
+        let p = prices
+            .iter()
+            .find(|p| p.active && p.lookup_key.as_deref() == Some(k.as_str()))
+            .ok_or_else(|| not_pushed(k))?;
+        metered_prices.push(p.id.clone());
+    }
     let price = prices
         .into_iter()
         .find(|p| p.active && p.lookup_key.as_deref() == Some(lookup_key.as_str()))
@@ -359,6 +383,7 @@ pub async fn create(
         mode,
         customer: Some(stripe_customer),
         line_items: vec![(price.id, 1)],
+        metered_prices,
         success_url,
         cancel_url: Some(cancel_url),
         client_reference_id: Some(customer.id.clone()),

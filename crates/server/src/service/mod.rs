@@ -24,6 +24,7 @@ pub mod stripe_customers;
 pub mod stripe_events;
 pub mod stripe_schedule;
 pub mod usage;
+pub mod usage_meters;
 pub mod usage_push;
 pub mod usage_sync;
 pub mod worker;

@@ -324,12 +324,14 @@ pub async fn change(
             .await
             .map_err(stripe_error)?;
     }
+    let mut items = vec![ItemChange::Change {
+        item: item.id.clone(),
+        price: Some(new_price.id),
+        quantity: None,
+    }];
+    items.extend(metered_item_changes(state, client, &sub, &plan.id, interval).await?);
     let update = SubscriptionUpdate {
-        items: vec![ItemChange::Change {
-            item: item.id.clone(),
-            price: Some(new_price.id),
-            quantity: None,
-        }],
+        items,
         proration_behavior: Some("always_invoice".into()),
         payment_behavior: Some("pending_if_incomplete".into()),
         ..Default::default()
@@ -471,13 +473,36 @@ async fn downgrade(
             }
         }
     };
+    // The current phase keeps every item (metered ones too); the next has the new price and, in
+    // meter mode, the new plan's metered prices.
+    let current: Vec<(String, Option<u64>)> = sub
+        .items
+        .iter()
+        .map(|it| {
+            let q = if it.id == item.id {
+                Some(it.quantity.unwrap_or(1))
+            } else {
+                it.quantity
+            };
+            (it.price.clone(), q)
+        })
+        .collect();
+    let mut next = vec![(new_price, Some(1))];
+    let to_interval = Interval::parse(&row.to_interval).unwrap_or(Interval::Month);
+    let metered: Vec<ItemChange> =
+        metered_item_changes(state, client, &no_items(sub), &row.to_plan, to_interval).await?;
+    for m in metered {
+        if let ItemChange::Add { price, .. } = m {
+            next.push((price, None));
+        }
+    }
     let phases = vec![
         (
             Some(item.current_period_start),
             Some(item.current_period_end),
-            vec![item.price.clone()],
+            current,
         ),
-        (None, None, vec![new_price]),
+        (None, None, next),
     ];
     let key = IdempotencyKey::from_row("plan_change", &row.id, 0);
     let updated = match client.set_schedule_phases(&sc.id, &phases, &key).await {
@@ -702,4 +727,62 @@ pub async fn preview(
         currency: inv.value.currency.clone(),
         period_end,
     })
+}
+
+/// Meter mode: the item changes that swap the subscription's metered items for those of the
+/// new plan and interval (the meter's events of the period are rated by the price in force at
+/// its end). Nothing outside meter mode.
+async fn metered_item_changes(
+    state: &AppState,
+    client: &tally_stripe::Client,
+    sub: &StripeSubscription,
+    plan: &str,
+    interval: Interval,
+) -> Result<Vec<ItemChange>, ApiError> {
+    if state.catalog.stripe_usage != tally_core::catalog::StripeUsage::Meters {
+        return Ok(Vec::new());
+    }
+    let keys = tally_stripe::push_meters::metered_lookup_keys(&state.catalog, plan, interval);
+    let mut out: Vec<ItemChange> = Vec::new();
+    let mut kept = Vec::new();
+    for it in sub.items.iter().skip(1) {
+        match &it.lookup_key {
+            Some(k) if keys.contains(k) => kept.push(k.clone()),
+            _ => out.push(ItemChange::Remove {
+                item: it.id.clone(),
+            }),
+        }
+    }
+    let wanted: Vec<String> = keys.into_iter().filter(|k| !kept.contains(k)).collect();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let prices = client
+        .prices_by_lookup_keys(&wanted)
+        .await
+        .map_err(stripe_error)?;
+    for k in &wanted {
+        let p = prices
+            .iter()
+            .find(|p| p.active && p.lookup_key.as_deref() == Some(k.as_str()))
+            .ok_or_else(|| {
+                let mut e = ApiError::unavailable(format!(
+                    "Stripe has no active price with lookup key {k:?}: run `tally stripe push --commit`"
+                ));
+                e.code = "stripe_catalog_not_pushed";
+                e
+            })?;
+        out.push(ItemChange::Add {
+            price: p.id.clone(),
+            quantity: None,
+        });
+    }
+    Ok(out)
+}
+
+/// The subscription with only its first (base) item: the metered prices a plan needs, all added.
+fn no_items(sub: &StripeSubscription) -> StripeSubscription {
+    let mut s = sub.clone();
+    s.items.truncate(1);
+    s
 }

@@ -176,7 +176,12 @@ pub async fn reconcile(state: &AppState, ym: &str) -> Result<ReconcileReport, Ap
             out.push(x);
             continue;
         }
-        compare_lines(&client, &inv, &push, &expected, &mut out).await?;
+        let metered = if push.renewal_invoice.is_some() {
+            super::usage_meters::meter_lines(&state.catalog, &inv, &expected)
+        } else {
+            Vec::new()
+        };
+        compare_lines(&client, &inv, &push, &expected, &metered, &mut out).await?;
     }
 
     // Payments: Stripe's invoices of Tally's customers created in the month.
@@ -411,8 +416,27 @@ async fn compare_lines(
     inv: &tally_store::StoredInvoice,
     push: &tally_store::InvoicePush,
     expected: &[usage_push::PushLine],
+    metered: &[super::usage_meters::MeterLine],
     out: &mut Vec<Discrepancy>,
 ) -> Result<(), ApiError> {
+    // Meter mode: Stripe's metered line of a metric (its price, the Tally period) stands for the
+    // Tally line it rated.
+    let metered_prices: BTreeMap<String, String> = if metered.is_empty() {
+        BTreeMap::new()
+    } else {
+        let keys: Vec<String> = metered.iter().map(|m| m.lookup_key.clone()).collect();
+        client
+            .prices_by_lookup_keys(&keys)
+            .await
+            .map_err(stripe_error)?
+            .into_iter()
+            .filter_map(|p| {
+                let k = p.lookup_key?;
+                let m = metered.iter().find(|m| m.lookup_key == k)?;
+                Some((p.id, m.line_id.clone()))
+            })
+            .collect()
+    };
     let targets: BTreeSet<String> = [&push.renewal_invoice, &push.standalone_invoice]
         .into_iter()
         .flatten()
@@ -440,6 +464,18 @@ async fn compare_lines(
             out.push(x);
         }
         for l in client.invoice_lines(sid).await.map_err(stripe_error)? {
+            let metered_line = l
+                .price
+                .as_ref()
+                .and_then(|p| metered_prices.get(p))
+                .filter(|_| l.period_end == Some(push.period_end.timestamp()));
+            if let Some(line) = metered_line {
+                found
+                    .entry(line.clone())
+                    .or_default()
+                    .push((sid.clone(), l.amount, None));
+                continue;
+            }
             if l.metadata.get(META_INVOICE) != Some(&inv.id) {
                 continue;
             }

@@ -393,10 +393,31 @@ async fn attempt(
             request_id: None,
         });
     }
-    let lines = push_lines(inv);
+    let mut lines = push_lines(inv);
+    let mut metered = super::usage_meters::meter_lines(&state.catalog, inv, &lines);
+    if !metered.is_empty() {
+        // Only a subscription carrying a metric's metered price bills its meter (one made
+        // before the catalog moved to meter mode does not): other lines stay invoice items.
+        let items = match &row.stripe_subscription {
+            Some(sub) => client
+                .subscription(sub)
+                .await?
+                .map(|s| s.value.items)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        metered.retain(|m| {
+            items
+                .iter()
+                .any(|it| it.lookup_key.as_deref() == Some(m.lookup_key.as_str()))
+        });
+    }
     let now = state.clock.now();
     if row.renewal_invoice.is_none() && row.standalone_invoice.is_none() {
         match find_renewal(client, &row, now).await? {
+            // Meter mode: meter events reach only a renewal that is still a draft; otherwise
+            // the lines go on a standalone invoice, rated by Tally.
+            Renewal::Found(id) if !metered.is_empty() && !is_draft(client, &id).await? => {}
             Renewal::Found(id) => {
                 if let Some(r) = state
                     .store
@@ -409,6 +430,14 @@ async fn attempt(
             Renewal::Wait => return Err(Stop::Waiting),
             Renewal::None => {}
         }
+    }
+    let mut meter_request = None;
+    if row.renewal_invoice.is_some() && !metered.is_empty() {
+        // A renewal is recorded only as a draft in meter mode: these lines go by meter events.
+        let (recorded, request_id) = super::usage_meters::send(client, &row, &metered).await?;
+        state.metrics.add_lines_pushed(recorded);
+        meter_request = request_id;
+        lines.retain(|l| !metered.iter().any(|m| m.line_id == l.line_id));
     }
     let mut rest = lines.clone();
     let mut renewal_status = None;
@@ -423,7 +452,7 @@ async fn attempt(
             Some("void") | Some("uncollectible") => push_state::VOIDED,
             _ => push_state::SENT,
         };
-        return Ok((st, None));
+        return Ok((st, meter_request));
     }
     // A standalone invoice for what no renewal took.
     let standalone = match row.standalone_invoice.clone() {
@@ -516,6 +545,13 @@ async fn attempt(
         },
         request_id,
     ))
+}
+
+async fn is_draft(client: &Client, invoice: &str) -> Result<bool, Stop> {
+    Ok(client
+        .invoice(invoice)
+        .await?
+        .is_some_and(|i| i.value.status.as_deref() == Some("draft")))
 }
 
 enum Renewal {
@@ -685,6 +721,17 @@ fn compare(
         .cloned()
         .collect();
     (missing, extra)
+}
+
+/// The push state a Stripe invoice's status means: paid; voided (void or uncollectible); failed
+/// (open after a collection attempt: Stripe retries); otherwise sent.
+pub fn state_of_stripe_invoice(i: &tally_stripe::model::Invoice) -> &'static str {
+    match i.status.as_deref() {
+        Some("paid") => push_state::PAID,
+        Some("void" | "uncollectible") => push_state::VOIDED,
+        Some("open") if i.attempted => push_state::FAILED,
+        _ => push_state::SENT,
+    }
 }
 
 /// Moves the pushes on a Stripe invoice to the state its event reports (`invoice.paid`,

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod stripe_world;
+pub mod usage_world;
 
 use reqwest::{Client, StatusCode};
 use serde_json::Value;

@@ -633,6 +633,13 @@ impl Store for PgStore {
         usage_push::of_customer(&self.pool, customer_id).await
     }
 
+    async fn pushes_of_stripe_invoice(
+        &self,
+        stripe_invoice: &str,
+    ) -> Result<Vec<crate::InvoicePush>> {
+        usage_push::of_stripe_invoice(&self.pool, stripe_invoice).await
+    }
+
     async fn due_pushes(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>> {
         usage_push::due(&self.pool, now, limit).await
     }

@@ -120,6 +120,19 @@ pub(crate) async fn of_customer(pool: &Pool, customer_id: &str) -> Result<Vec<In
     Ok(rows.iter().map(push_row).collect())
 }
 
+pub(crate) async fn of_stripe_invoice(
+    pool: &Pool,
+    stripe_invoice: &str,
+) -> Result<Vec<InvoicePush>> {
+    let c = pool.get().await?;
+    let sql = format!(
+        "SELECT {COLS} FROM invoice_pushes
+         WHERE renewal_invoice = $1 OR standalone_invoice = $1 ORDER BY invoice_id"
+    );
+    let rows = c.query(&sql, &[&stripe_invoice]).await?;
+    Ok(rows.iter().map(push_row).collect())
+}
+
 pub(crate) async fn due(pool: &Pool, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>> {
     let c = pool.get().await?;
     let rows = c

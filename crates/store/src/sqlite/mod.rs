@@ -980,6 +980,15 @@ impl Store for SqliteStore {
         self.read(move |c| usage_push::of_customer(c, &id)).await
     }
 
+    async fn pushes_of_stripe_invoice(
+        &self,
+        stripe_invoice: &str,
+    ) -> Result<Vec<crate::InvoicePush>> {
+        let id = stripe_invoice.to_owned();
+        self.read(move |c| usage_push::of_stripe_invoice(c, &id))
+            .await
+    }
+
     async fn due_pushes(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>> {
         self.read(move |c| usage_push::due(c, now, limit)).await
     }

@@ -113,6 +113,19 @@ pub(crate) fn of_customer(conn: &Connection, customer_id: &str) -> Result<Vec<In
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
+pub(crate) fn of_stripe_invoice(
+    conn: &Connection,
+    stripe_invoice: &str,
+) -> Result<Vec<InvoicePush>> {
+    let sql = format!(
+        "SELECT {COLS} FROM invoice_pushes
+         WHERE renewal_invoice = ?1 OR standalone_invoice = ?1 ORDER BY invoice_id"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([stripe_invoice], push_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 pub(crate) fn due(conn: &Connection, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(
         "SELECT invoice_id FROM invoice_pushes WHERE state = ?1 AND next_attempt_at <= ?2

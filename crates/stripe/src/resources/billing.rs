@@ -26,6 +26,8 @@ pub struct NewCheckoutSession {
     pub customer: Option<String>,
     /// (price id, quantity) per line.
     pub line_items: Vec<(String, u64)>,
+    /// Metered prices added as lines without a quantity (subscription mode, meter mode).
+    pub metered_prices: Vec<String>,
     /// Where Stripe sends the customer after paying; may contain `{CHECKOUT_SESSION_ID}`.
     pub success_url: String,
     /// Where the back link goes.
@@ -57,6 +59,10 @@ pub enum CheckoutDiscount {
     /// A promotion code id (`promo_…`).
     PromotionCode(String),
 }
+
+/// A schedule phase: its start (None: where the previous ends), its end (None: one interval of
+/// its price), and its prices with their quantities (None for a metered price).
+pub type SchedulePhase = (Option<i64>, Option<i64>, Vec<(String, Option<u64>)>);
 
 /// One item change of a subscription update.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +177,10 @@ impl Client {
         for (i, (price, qty)) in s.line_items.iter().enumerate() {
             f.set(format!("line_items[{i}][price]"), price)
                 .set(format!("line_items[{i}][quantity]"), qty);
+        }
+        let n = s.line_items.len();
+        for (j, price) in s.metered_prices.iter().enumerate() {
+            f.set(format!("line_items[{}][price]", n + j), price);
         }
         f.set("success_url", &s.success_url)
             .opt("cancel_url", s.cancel_url.as_ref())
@@ -306,11 +316,12 @@ impl Client {
 
     /// `POST /v1/subscription_schedules/{id}`: replaces the phases. Each phase is its start
     /// (None: where the previous ends), its end (None: one interval of its price) and its
-    /// prices; the schedule is released at the end, and phase changes are not prorated.
+    /// prices with their quantities (None for a metered price); the schedule is released at the
+    /// end, and phase changes are not prorated.
     pub async fn set_schedule_phases(
         &self,
         id: &str,
-        phases: &[(Option<i64>, Option<i64>, Vec<String>)],
+        phases: &[SchedulePhase],
         key: &IdempotencyKey,
     ) -> Result<Stripe<SubscriptionSchedule>, Error> {
         let mut f = Form::new();
@@ -322,9 +333,9 @@ impl Client {
             if end.is_none() {
                 f.set(format!("phases[{i}][iterations]"), 1);
             }
-            for (j, p) in prices.iter().enumerate() {
+            for (j, (p, q)) in prices.iter().enumerate() {
                 f.set(format!("phases[{i}][items][{j}][price]"), p)
-                    .set(format!("phases[{i}][items][{j}][quantity]"), 1);
+                    .opt(format!("phases[{i}][items][{j}][quantity]"), *q);
             }
         }
         f.list("expand", &["phases.items.price".to_string()]);

@@ -349,10 +349,24 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
     }
 }
 
-/// Moves the usage pushes whose lines are on this invoice to `to`; returns how many moved.
+/// Moves the usage pushes whose lines are on this invoice to the state of the invoice as Stripe
+/// has it now (re-read, so that duplicated and reordered events of one invoice end where a
+/// clean run ends); `to`, the state the event reports, when Stripe cannot be read. Returns how
+/// many moved.
 async fn push_status(state: &AppState, i: &Invoice, to: &str) -> Result<u64, Fail> {
     let Some(id) = &i.id else {
         return Ok(0);
+    };
+    if state.store.pushes_of_stripe_invoice(id).await?.is_empty() {
+        return Ok(0);
+    }
+    let now = match &state.stripe {
+        Some(client) => client.invoice(id).await?.map(|r| r.value),
+        None => None,
+    };
+    let to = match now {
+        Some(inv) => crate::service::usage_push::state_of_stripe_invoice(&inv),
+        None => to,
     };
     Ok(crate::service::usage_push::on_invoice_status(state, id, to).await?)
 }
