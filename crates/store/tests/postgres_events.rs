@@ -196,7 +196,13 @@ async fn concurrent_batches_merged_into_one_statement_keep_their_own_outcomes() 
     // Batch k of pair p: five events of pair p's own ids, the same in both batches of the pair.
     let pair = |p: usize| -> Vec<NewEvent> {
         (0..5)
-            .map(|j| ev(&format!("cus_{}", (p + j) % 10), &format!("evt_{p}_{j}"), at))
+            .map(|j| {
+                ev(
+                    &format!("cus_{}", (p + j) % 10),
+                    &format!("evt_{p}_{j}"),
+                    at,
+                )
+            })
             .collect()
     };
     let bad = |b: usize| -> Vec<NewEvent> {
@@ -213,7 +219,9 @@ async fn concurrent_batches_merged_into_one_statement_keep_their_own_outcomes() 
         }
         if p % 5 == 0 {
             let (s, batch) = (s.clone(), bad(p));
-            calls.push(tokio::spawn(async move { (usize::MAX, s.ingest(batch).await) }));
+            calls.push(tokio::spawn(
+                async move { (usize::MAX, s.ingest(batch).await) },
+            ));
         }
     }
     let mut accepted = [0u64; 20];

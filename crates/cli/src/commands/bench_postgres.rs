@@ -140,7 +140,10 @@ async fn raw_batched(
                     return Ok::<(), anyhow::Error>(());
                 }
                 let ids = b * batch..(b * batch + batch).min(rows);
-                let cs: Vec<String> = ids.clone().map(|i| format!("cus_{}", i % customers)).collect();
+                let cs: Vec<String> = ids
+                    .clone()
+                    .map(|i| format!("cus_{}", i % customers))
+                    .collect();
                 let es: Vec<String> = ids.map(|i| format!("evt_{i:016x}")).collect();
                 c.execute(&stmt, &[&cs, &es]).await?;
             }
@@ -232,7 +235,9 @@ pub fn lines(m: &PgIngest, batch: u64) -> String {
     let _ = writeln!(
         out,
         "{:<48} {:>12.0} ev/s {:>14.2}",
-        "PostgreSQL: raw single-statement insert", m.raw, m.raw / limit
+        "PostgreSQL: raw single-statement insert",
+        m.raw,
+        m.raw / limit
     );
     let _ = writeln!(
         out,

@@ -127,7 +127,8 @@ fn fill_events(
                  VALUES (?1, ?2, 'compute_hours', '1', ?3, NULL, ?4, ?4, ?5)",
             )?;
             for i in first..last {
-                let age = span_ms - (i128::from(i) * i128::from(span_ms) / i128::from(events)) as i64;
+                let age =
+                    span_ms - (i128::from(i) * i128::from(span_ms) / i128::from(events)) as i64;
                 let ts = now_ms - age;
                 if age <= window_ms {
                     in_window += 1;

@@ -48,9 +48,7 @@ pub(crate) async fn ingest_together(pool: &Pool, batches: &[&Batch]) -> Result<V
             }
         }
     }
-    rows.sort_by(|a, b| {
-        (&a.1.customer_id, &a.1.event_id).cmp(&(&b.1.customer_id, &b.1.event_id))
-    });
+    rows.sort_by(|a, b| (&a.1.customer_id, &a.1.event_id).cmp(&(&b.1.customer_id, &b.1.event_id)));
     let mut attempt = 0;
     loop {
         attempt += 1;

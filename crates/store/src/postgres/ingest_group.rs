@@ -143,7 +143,8 @@ impl IngestGroups {
             Err(_) => {
                 for job in group {
                     let alone = ingest_together(&self.pool, &[&job.batch]).await;
-                    let result = alone.map(|a| outcome(&job.batch, a.first().copied().unwrap_or(0)));
+                    let result =
+                        alone.map(|a| outcome(&job.batch, a.first().copied().unwrap_or(0)));
                     let _ = job.reply.send(result);
                 }
             }
