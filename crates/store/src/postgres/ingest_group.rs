@@ -17,12 +17,11 @@ use tokio::sync::oneshot;
 use super::events::{ingest_together, outcome, Batch};
 use crate::{IngestOutcome, NewEvent, Result, StoreError};
 
-/// Statements in flight at once per process. One: every request that arrives while a statement
-/// runs joins the next one, so statements are as large as the load makes them, and their rollup
-/// upserts (one per customer and period touched, whatever the number of events) are shared by
-/// more events (measured: 3,200-event statements ingest about 1.8 times as many events per second
-/// as 100-event ones from 32 connections). Several processes still write at once.
-const WRITERS: usize = 1;
+/// Statements in flight at once per process: one keeps the groups large (their rollup upserts,
+/// one per customer and period touched, are then shared by more events), a second keeps the
+/// database busy while the first one's answer travels back. Two measured best end to end so far
+/// (see the README's PostgreSQL figures); several processes still write at once.
+const WRITERS: usize = 2;
 /// Events per merged statement at most (a larger single batch runs alone).
 const MAX_ROWS: usize = 10_000;
 
