@@ -37,6 +37,10 @@ pub struct Config {
     /// SQLite store keeps only its keys in memory. At least 35 days (how long Stripe keeps meter
     /// events).
     pub dedup_window: Duration,
+    /// Keys of the deduplication window a SQLite store holds in memory at most (the newest);
+    /// older ids are answered by the unique index on disk, so deduplication stays exact. Bounds
+    /// the memory the window takes (about 22–45 bytes a key).
+    pub dedup_memory_keys: usize,
     /// The environment feature flags are evaluated in (`production` by default).
     pub environment: String,
     /// How long a past-due subscription keeps its plan's entitlements before falling back to the
@@ -276,6 +280,7 @@ impl Config {
             close_every: Duration::from_secs(60),
             worker_lease: Duration::from_secs(60),
             dedup_window: Duration::from_secs(35 * 86_400),
+            dedup_memory_keys: tally_store::DEFAULT_DEDUP_MEMORY_KEYS,
             environment: "production".into(),
             past_due_grace: Duration::from_secs(7 * 86_400),
             rate_limits: crate::ratelimit::RateLimits::default(),

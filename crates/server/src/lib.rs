@@ -100,6 +100,7 @@ pub async fn spawn(config: Config) -> Result<Server, StartError> {
         window: chrono::Duration::from_std(config.dedup_window)
             .unwrap_or(tally_store::DEFAULT_DEDUP_WINDOW),
         clock: config.clock.clone(),
+        max_keys: config.dedup_memory_keys,
     };
     let store = tally_store::connect_with_window(&config.database_url, window).await?;
     spawn_with_store(config, store).await

@@ -121,3 +121,47 @@ async fn the_checkout_limit_is_shared_by_two_instances() {
     a.server.shutdown().await.unwrap();
     b.server.shutdown().await.unwrap();
 }
+
+/// The daily reconciliation runs once a day across two instances: the one that ran it holds its
+/// lease for the day, so the other instance's daily tick, at any hour of that day, runs nothing;
+/// a day later exactly one of them runs it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daily_reconciliation_runs_once_a_day_across_two_instances() {
+    use tally_server::service::reconcile;
+    use tally_store::clock::Clock;
+    let Some(url) = tally_store::testing::fresh_postgres_url().await else {
+        return;
+    };
+    let sim = stripe_sim::spawn(stripe_sim::Config {
+        port: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let start = chrono::DateTime::parse_from_rfc3339("2026-03-10T06:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let clock = Clock::frozen(start);
+    let instance = |url: String| {
+        let (clock, base) = (clock.clone(), sim.base_url());
+        app_on_url(url, None, move |c| {
+            c.clock = clock;
+            c.stripe.api_key = Some("sk_test_tally".into());
+            c.stripe.api_base = Some(base);
+        })
+    };
+    let a = instance(url.clone()).await;
+    let b = instance(url).await;
+    let (sa, sb) = (a.server.state(), b.server.state());
+    assert_eq!(reconcile::daily(sa).await.unwrap(), Some(0));
+    assert_eq!(reconcile::daily(sb).await.unwrap(), None);
+    // The other instance's tick later that day: nothing runs.
+    clock.advance(chrono::Duration::minutes(23 * 60 + 59));
+    assert_eq!(reconcile::daily(sb).await.unwrap(), None);
+    // A day after the run: the first tick runs it, the other one that day does not.
+    clock.advance(chrono::Duration::minutes(1));
+    assert_eq!(reconcile::daily(sb).await.unwrap(), Some(0));
+    assert_eq!(reconcile::daily(sa).await.unwrap(), None);
+    a.server.shutdown().await.unwrap();
+    b.server.shutdown().await.unwrap();
+}

@@ -685,6 +685,10 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
 /// The deduplication window by default, and its minimum: Stripe keeps meter events 35 days.
 pub const DEFAULT_DEDUP_WINDOW: chrono::Duration = chrono::Duration::days(35);
 
+/// Keys of the deduplication window a SQLite store holds in memory at most, by default (about
+/// 11–23 MB): the newest. Older ids are answered by the unique index on disk.
+pub const DEFAULT_DEDUP_MEMORY_KEYS: usize = 500_000;
+
 /// Like [`connect`], with the deduplication window the API enforces (events older than
 /// `now − window` refused) and the clock it reads "now" from: a SQLite store then keeps in memory
 /// only the keys of stored events inside the window. PostgreSQL keeps every key on disk and

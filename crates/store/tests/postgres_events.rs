@@ -178,3 +178,72 @@ async fn events_written_before_partitioning_keep_their_seq_and_dedup() {
         "seq continues past the old rows: {after:?}"
     );
 }
+
+/// Concurrent batches share statements (group commit) and keep their own outcomes: of two
+/// identical batches sent at once the events count once, a batch naming an unknown customer fails
+/// whole without failing the batches merged with it, and the rollups count every stored event
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_merged_into_one_statement_keep_their_own_outcomes() {
+    let Some(ctx) = common::postgres().await else {
+        return;
+    };
+    let s = &ctx.store;
+    for i in 0..10 {
+        customer(&**s, &format!("cus_{i}")).await;
+    }
+    let at = t0() + Duration::hours(1);
+    // Batch k of pair p: five events of pair p's own ids, the same in both batches of the pair.
+    let pair = |p: usize| -> Vec<NewEvent> {
+        (0..5)
+            .map(|j| {
+                ev(
+                    &format!("cus_{}", (p + j) % 10),
+                    &format!("evt_{p}_{j}"),
+                    at,
+                )
+            })
+            .collect()
+    };
+    let bad = |b: usize| -> Vec<NewEvent> {
+        vec![
+            ev("cus_0", &format!("bad_{b}_0"), at),
+            ev("cus_ghost", &format!("bad_{b}_1"), at),
+        ]
+    };
+    let mut calls = Vec::new();
+    for p in 0..20 {
+        for _ in 0..2 {
+            let (s, batch) = (s.clone(), pair(p));
+            calls.push(tokio::spawn(async move { (p, s.ingest(batch).await) }));
+        }
+        if p % 5 == 0 {
+            let (s, batch) = (s.clone(), bad(p));
+            calls.push(tokio::spawn(
+                async move { (usize::MAX, s.ingest(batch).await) },
+            ));
+        }
+    }
+    let mut accepted = [0u64; 20];
+    let mut failed = 0;
+    for call in calls {
+        let (p, result) = call.await.unwrap();
+        if p == usize::MAX {
+            let err = result.expect_err("a batch naming an unknown customer fails");
+            assert!(err.to_string().contains("cus_ghost"), "{err}");
+            failed += 1;
+            continue;
+        }
+        let out = result.unwrap();
+        assert_eq!(out.accepted + out.duplicates, 5);
+        accepted[p] += out.accepted;
+    }
+    assert_eq!(failed, 4);
+    assert_eq!(accepted, [5u64; 20], "each pair's events counted once");
+    assert_eq!(s.event_count().await.unwrap(), 100);
+    for i in 0..10 {
+        let usage = s.usage(&format!("cus_{i}"), t0()).await.unwrap();
+        assert_eq!(usage.len(), 1);
+        assert_eq!((usage[0].count, usage[0].sum), (10, dec!(10)), "cus_{i}");
+    }
+}

@@ -27,10 +27,11 @@ fn ev(id: &str, value: i64, at: DateTime<Utc>) -> NewEvent {
     }
 }
 
-async fn open(path: &Path, clock: &SharedClock) -> Arc<dyn Store> {
+async fn open(path: &Path, clock: &SharedClock, max_keys: usize) -> Arc<dyn Store> {
     let window = DedupWindow {
         window: Duration::days(35),
         clock: clock.clone(),
+        max_keys,
     };
     tally_store::connect_with_window(&format!("sqlite://{}", path.display()), window)
         .await
@@ -55,7 +56,7 @@ async fn ids_are_counted_once_inside_the_window_beyond_it_and_across_a_restart()
     let path = dir.path().join("tally.db");
     let start = t0() + Duration::days(34);
     let clock = Clock::frozen(start);
-    let store = open(&path, &clock).await;
+    let store = open(&path, &clock, tally_store::DEFAULT_DEDUP_MEMORY_KEYS).await;
     customer(store.as_ref(), "c1").await;
 
     // "old" inside the window now (34 days ago, the day t0 starts), "recent" a day ago.
@@ -105,7 +106,7 @@ async fn ids_are_counted_once_inside_the_window_beyond_it_and_across_a_restart()
     drop(store);
 
     // After a restart only the window's keys are loaded; every id is still found once.
-    let store = open(&path, &clock).await;
+    let store = open(&path, &clock, tally_store::DEFAULT_DEDUP_MEMORY_KEYS).await;
     for id in ["old", "recent", "other0", "other7", "new"] {
         assert_eq!(
             ingest(store.as_ref(), vec![ev(id, 5, clock.now())]).await,
@@ -123,5 +124,43 @@ async fn ids_are_counted_once_inside_the_window_beyond_it_and_across_a_restart()
         (1, 1)
     );
     assert_eq!(calls(store.as_ref()).await, (12, Decimal::from(11_811)));
+    store.close().await;
+}
+
+/// With memory for only 3 keys the set holds a few of the newest and the unique index answers
+/// the rest: every id is still counted once, within a batch, across batches and across a
+/// restart, and the usage sums only the stored events.
+#[tokio::test]
+async fn ids_are_counted_once_with_memory_for_only_three_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tally.db");
+    let clock = Clock::frozen(t0() + Duration::days(1));
+    let store = open(&path, &clock, 3).await;
+    customer(store.as_ref(), "c1").await;
+    let now = clock.now();
+    for i in 0..20 {
+        let id = format!("e{i}");
+        assert_eq!(
+            ingest(store.as_ref(), vec![ev(&id, 1, now), ev(&id, 1, now)]).await,
+            (1, 1),
+            "{id}"
+        );
+    }
+    let all = |v| {
+        (0..20)
+            .map(|i| ev(&format!("e{i}"), v, now))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ingest(store.as_ref(), all(7)).await, (0, 20));
+    assert_eq!(calls(store.as_ref()).await, (20, Decimal::from(20)));
+    store.close().await;
+    drop(store);
+
+    let store = open(&path, &clock, 3).await;
+    assert_eq!(ingest(store.as_ref(), all(7)).await, (0, 20));
+    let mut batch = all(7);
+    batch.push(ev("fresh", 100, now));
+    assert_eq!(ingest(store.as_ref(), batch).await, (1, 20));
+    assert_eq!(calls(store.as_ref()).await, (21, Decimal::from(120)));
     store.close().await;
 }

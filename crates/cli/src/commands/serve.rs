@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// deduplicated exactly over it, and SQLite keeps only its keys in memory. At least 35d.
     #[arg(long, env = "TALLY_DEDUP_WINDOW", default_value = "35d", value_parser = parse_duration)]
     dedup_window: std::time::Duration,
+    /// SQLite: keys of the deduplication window held in memory at most (the newest; 22–45 bytes
+    /// each); older ids are answered by the unique index on disk, so deduplication stays exact.
+    #[arg(long, env = "TALLY_DEDUP_MEMORY_KEYS", default_value_t = tally_store::DEFAULT_DEDUP_MEMORY_KEYS)]
+    dedup_memory_keys: usize,
     /// Environment that feature flags are evaluated in.
     #[arg(long, env = "TALLY_ENVIRONMENT", default_value = "production")]
     environment: String,
@@ -153,6 +157,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         close_every: args.close_every,
         worker_lease: args.worker_lease,
         dedup_window: args.dedup_window,
+        dedup_memory_keys: args.dedup_memory_keys,
         environment: args.environment,
         past_due_grace: args.past_due_grace,
         rate_limits: tally_server::ratelimit::RateLimits::from_args(

@@ -565,7 +565,10 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) {
 /// exported. Returns their number (`None` when another process holds the job's lease).
 pub async fn daily(state: &AppState) -> Result<Option<usize>, ApiError> {
     let now = state.clock.now();
-    let lease = chrono::Duration::hours(1);
+    // Held for the whole day: another process's daily tick, whenever it falls, finds it taken
+    // until a day after this run, so the job runs once a day whatever the number of processes
+    // (after a crash of the holder, another process runs it once the day is over).
+    let lease = chrono::Duration::from_std(EVERY).unwrap_or(chrono::Duration::days(1));
     if !state
         .store
         .acquire_lease(LEASE, &state.instance_id, now, now + lease)

@@ -1,5 +1,5 @@
-//! Event ingest (one statement per batch: insert with ON CONFLICT DO NOTHING and rollup upserts)
-//! and usage reads.
+//! Event ingest (one statement per group of concurrent batches: insert with ON CONFLICT DO NOTHING
+//! and rollup upserts) and usage reads.
 
 use std::collections::HashSet;
 
@@ -13,33 +13,67 @@ use crate::{IngestOutcome, NewEvent, Result, StoreError, UsageRollup};
 
 const ATTEMPTS: usize = 3;
 
-pub(crate) async fn ingest(pool: &Pool, events: Vec<NewEvent>) -> Result<IngestOutcome> {
-    if events.is_empty() {
-        return Ok(IngestOutcome::default());
+/// One request's batch, deduplicated within itself (first occurrence wins), with its size before.
+pub(crate) struct Batch {
+    pub(crate) total: u64,
+    pub(crate) events: Vec<NewEvent>,
+}
+
+impl Batch {
+    pub(crate) fn new(events: Vec<NewEvent>) -> Batch {
+        let total = events.len() as u64;
+        let mut seen = HashSet::with_capacity(events.len());
+        let events = events
+            .into_iter()
+            .filter(|e| seen.insert((e.customer_id.clone(), e.event_id.clone())))
+            .collect();
+        Batch { total, events }
     }
-    let total = events.len() as u64;
-    // First occurrence within the batch wins; the rest are duplicates.
-    let mut seen = HashSet::with_capacity(events.len());
-    let mut batch: Vec<NewEvent> = events
-        .into_iter()
-        .filter(|e| seen.insert((e.customer_id.clone(), e.event_id.clone())))
-        .collect();
-    // Key order = lock order, so concurrent batches cannot deadlock on each other's rows.
-    batch.sort_by(|a, b| (&a.customer_id, &a.event_id).cmp(&(&b.customer_id, &b.event_id)));
+}
+
+/// Ingests several requests' batches in one statement (one transaction): the rows of all of them,
+/// each tagged with its request's index, in key order (lock order, so concurrent statements cannot
+/// deadlock). A key that two of the batches share is sent once, for the first of them, so the
+/// later one counts it as a duplicate, as it would if the two had run one after the other.
+/// Returns the events accepted per batch; any failure fails all of them (the caller then runs
+/// each batch alone, so one bad batch fails only itself).
+pub(crate) async fn ingest_together(pool: &Pool, batches: &[&Batch]) -> Result<Vec<u64>> {
+    let mut seen = HashSet::new();
+    let mut rows: Vec<(i32, &NewEvent)> = Vec::new();
+    for (r, b) in batches.iter().enumerate() {
+        let r = i32::try_from(r).map_err(|_| StoreError::Invalid("too many batches".into()))?;
+        for e in &b.events {
+            if batches.len() == 1 || seen.insert((e.customer_id.as_str(), e.event_id.as_str())) {
+                rows.push((r, e));
+            }
+        }
+    }
+    rows.sort_by(|a, b| (&a.1.customer_id, &a.1.event_id).cmp(&(&b.1.customer_id, &b.1.event_id)));
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match try_ingest(pool, &batch).await {
-            Ok(accepted) => {
-                return Ok(IngestOutcome {
-                    accepted,
-                    duplicates: total - accepted,
-                })
+        match try_ingest(pool, &rows).await {
+            Ok(inserted) => {
+                let mut accepted = vec![0u64; batches.len()];
+                for r in inserted {
+                    if let Some(n) = usize::try_from(r).ok().and_then(|r| accepted.get_mut(r)) {
+                        *n += 1;
+                    }
+                }
+                return Ok(accepted);
             }
             Err(Failure::Pg(e)) if attempt < ATTEMPTS && is_retryable(&e) => continue,
             Err(Failure::Pg(e)) => return Err(e.into()),
             Err(Failure::Store(e)) => return Err(e),
         }
+    }
+}
+
+/// The outcome of one batch from the events it had and those accepted.
+pub(crate) fn outcome(batch: &Batch, accepted: u64) -> IngestOutcome {
+    IngestOutcome {
+        accepted,
+        duplicates: batch.total.saturating_sub(accepted),
     }
 }
 
@@ -50,11 +84,13 @@ pub(crate) async fn ingest(pool: &Pool, events: Vec<NewEvent>) -> Result<IngestO
 /// and one rollup upsert per (customer, billed period, metric, usage period) from the inserted
 /// events only. Rows are written in key order so concurrent batches cannot deadlock. An unknown
 /// customer or a usage total out of range fails the statement (`tally_check_ingest`, migration
-/// 0013), so a batch is stored whole or not at all; autocommit returns once it is durable.
+/// 0013), so a batch is stored whole or not at all; autocommit returns once it is durable. Each
+/// row carries the index of the request it came from (`r`), and the statement answers the `r` of
+/// every row it inserted, so requests merged into one statement learn their own counts.
 const INGEST: &str = "
 WITH x AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[], $5::timestamptz[],
-        $6::jsonb[], $7::timestamptz[], $8::text[]) AS x(c, e, m, v, t, p, u, k)
+        $6::jsonb[], $7::timestamptz[], $8::text[], $10::int4[]) AS x(c, e, m, v, t, p, u, k, r)
 ),
 cust AS (
     SELECT id, billed_through FROM customers WHERE id = ANY($1) ORDER BY id FOR SHARE
@@ -107,7 +143,7 @@ up AS (
         unique_count = usage_rollups.unique_count + EXCLUDED.unique_count
     RETURNING metric, sum
 )
-SELECT (SELECT count(*) FROM ins),
+SELECT ARRAY(SELECT x.r FROM ins JOIN x ON x.c = ins.customer_id AND x.e = ins.event_id),
     tally_check_ingest(
         (SELECT min(x.c) FROM x LEFT JOIN cust ON cust.id = x.c WHERE cust.id IS NULL),
         (SELECT min(metric) FROM up WHERE NOT tally_usage_total_ok(sum)))";
@@ -116,16 +152,20 @@ SELECT (SELECT count(*) FROM ins),
 const TOO_LARGE: &str = "TY001";
 const NO_CUSTOMER: &str = "TY002";
 
-async fn try_ingest(pool: &Pool, batch: &[NewEvent]) -> std::result::Result<u64, Failure> {
+async fn try_ingest(
+    pool: &Pool,
+    rows: &[(i32, &NewEvent)],
+) -> std::result::Result<Vec<i32>, Failure> {
     let client = pool.get().await?;
-    let customers: Vec<&str> = batch.iter().map(|e| e.customer_id.as_str()).collect();
-    let event_ids: Vec<&str> = batch.iter().map(|e| e.event_id.as_str()).collect();
-    let metrics: Vec<&str> = batch.iter().map(|e| e.metric.as_str()).collect();
-    let values: Vec<Decimal> = batch.iter().map(|e| e.value).collect();
-    let ts: Vec<DateTime<Utc>> = batch.iter().map(|e| e.timestamp).collect();
-    let props: Vec<Option<&Value>> = batch.iter().map(|e| e.properties.as_ref()).collect();
-    let usage_ps: Vec<DateTime<Utc>> = batch.iter().map(|e| e.period_start).collect();
-    let unique: Vec<Option<&str>> = batch.iter().map(|e| e.unique_key.as_deref()).collect();
+    let customers: Vec<&str> = rows.iter().map(|(_, e)| e.customer_id.as_str()).collect();
+    let event_ids: Vec<&str> = rows.iter().map(|(_, e)| e.event_id.as_str()).collect();
+    let metrics: Vec<&str> = rows.iter().map(|(_, e)| e.metric.as_str()).collect();
+    let values: Vec<Decimal> = rows.iter().map(|(_, e)| e.value).collect();
+    let ts: Vec<DateTime<Utc>> = rows.iter().map(|(_, e)| e.timestamp).collect();
+    let props: Vec<Option<&Value>> = rows.iter().map(|(_, e)| e.properties.as_ref()).collect();
+    let usage_ps: Vec<DateTime<Utc>> = rows.iter().map(|(_, e)| e.period_start).collect();
+    let unique: Vec<Option<&str>> = rows.iter().map(|(_, e)| e.unique_key.as_deref()).collect();
+    let request: Vec<i32> = rows.iter().map(|(r, _)| *r).collect();
     let now = Utc::now();
     let stmt = client.prepare_cached(INGEST).await?;
     let row = client
@@ -133,6 +173,7 @@ async fn try_ingest(pool: &Pool, batch: &[NewEvent]) -> std::result::Result<u64,
             &stmt,
             &[
                 &customers, &event_ids, &metrics, &values, &ts, &props, &usage_ps, &unique, &now,
+                &request,
             ],
         )
         .await;
@@ -150,8 +191,7 @@ async fn try_ingest(pool: &Pool, batch: &[NewEvent]) -> std::result::Result<u64,
             return Err(ours.map_or(Failure::Pg(e), Failure::Store));
         }
     };
-    let accepted: i64 = row.try_get(0)?;
-    Ok(u64::try_from(accepted).unwrap_or(0))
+    Ok(row.try_get(0)?)
 }
 
 pub(crate) async fn usage<C: GenericClient>(

@@ -5,7 +5,8 @@
 //! transaction and then inserts nothing. `events` is partitioned by `HASH (customer_id)`, so that
 //! constraint (which contains the partition key) holds across partitions and every query of one
 //! customer reads one partition (migration 0004). Rollups are upserted with SQL arithmetic on
-//! NUMERIC in the same transaction. Ingest holds `FOR SHARE` locks on the batch's customers and
+//! NUMERIC in the same transaction; concurrent requests' batches share one statement (group
+//! commit, `ingest_group`), each keeping its own all-or-nothing outcome. Ingest holds `FOR SHARE` locks on the batch's customers and
 //! period close takes `FOR UPDATE`, so no event slips into a period between reading its usage and
 //! writing its invoice.
 //! Rows are locked in key order to avoid deadlocks; a deadlock or serialization failure is retried.
@@ -17,6 +18,7 @@ mod credits;
 mod customers;
 mod events;
 mod history;
+mod ingest_group;
 mod invoices;
 mod migrate;
 mod notify;
@@ -49,6 +51,8 @@ pub use migrate::SCHEMA_VERSION;
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
+    /// Concurrent ingest requests merged into shared statements.
+    ingest: std::sync::Arc<ingest_group::IngestGroups>,
     /// Rate-limit admissions so far (to prune passed windows now and then).
     rate_admissions: std::sync::atomic::AtomicU64,
 }
@@ -62,6 +66,7 @@ impl PgStore {
         migrate::run(&mut client).await?;
         drop(client);
         Ok(PgStore {
+            ingest: ingest_group::IngestGroups::new(pool.clone()),
             pool,
             rate_admissions: Default::default(),
         })
@@ -175,7 +180,7 @@ impl Store for PgStore {
     }
 
     async fn ingest(&self, events: Vec<NewEvent>) -> Result<IngestOutcome> {
-        events::ingest(&self.pool, events).await
+        self.ingest.ingest(events).await
     }
 
     async fn usage(&self, customer_id: &str, billed: DateTime<Utc>) -> Result<Vec<UsageRollup>> {

@@ -167,13 +167,27 @@ impl KeyTable {
         }
     }
 
-    fn remove(&mut self, key: u128) {
+    fn contains(&self, key: u128) -> bool {
         let key = key.max(1);
         let mask = self.mask();
         let mut i = self.home(key);
         loop {
             match self.slots[i] {
-                0 => return,
+                0 => return false,
+                k if k == key => return true,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// Removes `key`; `false` when it was not held.
+    fn remove(&mut self, key: u128) -> bool {
+        let key = key.max(1);
+        let mask = self.mask();
+        let mut i = self.home(key);
+        loop {
+            match self.slots[i] {
+                0 => return false,
                 k if k == key => break,
                 _ => i = (i + 1) & mask,
             }
@@ -196,6 +210,7 @@ impl KeyTable {
         }
         self.slots[i] = 0;
         self.len -= 1;
+        true
     }
 
     fn grow(&mut self) {
@@ -285,10 +300,16 @@ pub(crate) fn day_of(ts_ms: i64) -> u16 {
 /// The deduplication window: events older than `now − window` are refused before they reach the
 /// store (by the API), so the writer keeps in memory only the keys of events inside it; the
 /// database's unique key on `(customer, event id)` answers any older id sent again.
+///
+/// `max_keys` bounds the memory: at most that many keys are held (the newest; about 22–45
+/// bytes each). The set only spares duplicates a doomed insert: every key it does not hold is
+/// inserted with `ON CONFLICT DO NOTHING` on the unique index, so deduplication stays exact with
+/// any bound.
 #[derive(Clone)]
 pub struct DedupWindow {
     pub window: chrono::Duration,
     pub clock: crate::clock::SharedClock,
+    pub max_keys: usize,
 }
 
 impl DedupWindow {
@@ -306,6 +327,7 @@ impl Default for DedupWindow {
         DedupWindow {
             window: crate::DEFAULT_DEDUP_WINDOW,
             clock: crate::clock::Clock::system(),
+            max_keys: crate::DEFAULT_DEDUP_MEMORY_KEYS,
         }
     }
 }
@@ -320,6 +342,8 @@ pub(crate) struct Dedup {
     pruned_before: u16,
     /// A prune in progress: the first day kept and the next shard to prune.
     sweep: Option<(u16, usize)>,
+    /// Keys held (all shards).
+    held: usize,
 }
 
 /// Shards pruned after each group commit while a prune is in progress: a day's prune is spread
@@ -335,6 +359,7 @@ impl Dedup {
             window,
             pruned_before,
             sweep: None,
+            held: 0,
         }
     }
 
@@ -345,7 +370,12 @@ impl Dedup {
         let (keep_from, next) = match self.sweep {
             Some(s) => s,
             None => {
-                let keep_from = day_of(self.window.cutoff_ms());
+                let mut keep_from = day_of(self.window.cutoff_ms());
+                if self.held >= self.window.max_keys {
+                    // Over the bound: the oldest day held goes early, never today.
+                    let today = day_of(self.window.clock.now().timestamp_millis());
+                    keep_from = keep_from.max((self.pruned_before + 1).min(today));
+                }
                 if keep_from <= self.pruned_before {
                     return;
                 }
@@ -354,7 +384,9 @@ impl Dedup {
         };
         let end = (next + PRUNE_SHARDS_PER_GROUP).min(DEDUP_SHARDS);
         for s in &mut self.shards[next..end] {
+            let before = s.len;
             s.prune(keep_from);
+            self.held -= before - s.len;
         }
         if end == DEDUP_SHARDS {
             self.pruned_before = keep_from;
@@ -367,7 +399,7 @@ impl Dedup {
     /// Keys held (all shards).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.len).sum()
+        self.held
     }
 
     /// See [`KeyTable::prefetch`].
@@ -383,13 +415,25 @@ impl Dedup {
         &mut self.shards[(key >> 120) as usize % DEDUP_SHARDS]
     }
 
-    /// Adds a key of an event of day `day`; `false` when it was already present.
+    /// Adds a key of an event of day `day`; `false` when it was already present. At the bound
+    /// a key not present is reported new without being held (the unique index decides).
     pub fn insert(&mut self, key: u128, day: u16) -> bool {
-        self.shard(key).insert(key, day)
+        let full = self.held >= self.window.max_keys;
+        let shard = self.shard(key);
+        if full {
+            return !shard.contains(key);
+        }
+        let new = shard.insert(key, day);
+        if new {
+            self.held += 1;
+        }
+        new
     }
 
     pub fn remove(&mut self, key: u128) {
-        self.shard(key).remove(key);
+        if self.shard(key).remove(key) {
+            self.held -= 1;
+        }
     }
 }
 
@@ -426,6 +470,9 @@ pub(crate) struct Writer {
     data_version: i64,
 }
 
+/// Consecutive events older than the window after which the start-up load of the dedup set stops.
+const LOAD_GIVE_UP: u32 = 100_000;
+
 /// How often changed rollups are written to `usage_rollups` under steady ingest (see `rollups`).
 const WRITE_ROLLUPS_EVERY: Duration = Duration::from_secs(1);
 
@@ -434,16 +481,28 @@ impl Writer {
     pub fn new(conn: Connection, ingest: bool, window: DedupWindow) -> Result<Writer> {
         let mut dedup = Dedup::new(window);
         if ingest {
-            // Only the window's keys (from the start of its first day, like `Dedup::prune`): older
-            // ids are answered by the unique key on disk.
+            // Only the newest keys of the window (from the start of its first day, like
+            // `Dedup::prune`), newest first up to the bound: older ids are answered by the unique
+            // key on disk. The scan walks back in storage order and stops at the bound or after a
+            // long run of events older than the window (late events are rare), so start-up reads
+            // the window's tail, not the history.
             let from = i64::from(dedup.pruned_before) * DAY_MS;
             let mut stmt =
-                conn.prepare("SELECT customer_id, event_id, ts FROM events WHERE ts >= ?1")?;
-            let mut rows = stmt.query([from])?;
+                conn.prepare("SELECT customer_id, event_id, ts FROM events ORDER BY seq DESC")?;
+            let mut rows = stmt.query([])?;
+            let mut older_in_a_row = 0;
             while let Some(row) = rows.next()? {
+                if dedup.held >= dedup.window.max_keys || older_in_a_row >= LOAD_GIVE_UP {
+                    break;
+                }
+                let ts: i64 = row.get(2)?;
+                if ts < from {
+                    older_in_a_row += 1;
+                    continue;
+                }
+                older_in_a_row = 0;
                 let c: String = row.get(0)?;
                 let e: String = row.get(1)?;
-                let ts: i64 = row.get(2)?;
                 let k = dedup.key(&c, &e);
                 dedup.insert(k, day_of(ts));
             }
@@ -746,6 +805,7 @@ mod tests {
         let mut d = Dedup::new(DedupWindow {
             window: chrono::Duration::days(35),
             clock: clock.clone(),
+            max_keys: usize::MAX,
         });
         let first = day_of(start.timestamp_millis() - 35 * DAY_MS);
         let n = 5_000u32;
@@ -784,5 +844,34 @@ mod tests {
             after < before,
             "{after} slots after pruning, {before} before"
         );
+    }
+
+    /// At the memory bound a key not held is reported new without being held, and the next
+    /// prune drops the oldest day held even inside the window (never today's keys).
+    #[test]
+    fn the_bound_holds_the_newest_keys() {
+        let start = chrono::DateTime::parse_from_rfc3339("2026-03-10T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let clock = crate::clock::Clock::frozen(start);
+        let mut d = Dedup::new(DedupWindow {
+            window: chrono::Duration::days(35),
+            clock,
+            max_keys: 10_000,
+        });
+        let first = day_of(start.timestamp_millis() - 35 * DAY_MS);
+        for day in 0..3u16 {
+            for i in 0..5_000 {
+                assert!(d.insert(d.key("c", &format!("{day}-{i}")), first + day));
+            }
+        }
+        assert_eq!(d.len(), 10_000, "day 2 reported new, not held");
+        assert!(!d.insert(d.key("c", "0-7"), first), "a held key is found");
+        for _ in 0..8 {
+            d.prune();
+        }
+        assert_eq!(d.len(), 5_000, "the oldest day went early");
+        assert!(d.insert(d.key("c", "0-7"), first + 3), "day 0 forgotten");
+        assert!(!d.insert(d.key("c", "1-7"), first + 1), "day 1 kept");
     }
 }
