@@ -316,14 +316,15 @@ pub async fn billing(state: &AppState, id: &str) -> Result<BillingSummary, ApiEr
     let c = usage::customer(state, id).await?;
     let sub = state.store.get_subscription(id).await?;
     let billed = usage::billed_plan(&state.catalog, sub.as_ref());
-    let period = tally_core::period::allowance_period(c.billing_anchor, state.clock.now());
+    let period = c.allowance_period(state.clock.now());
+    let anchor = c.allowance().anchor_at(period.start);
     let period_usage = usage::period_usage(state, &c, period).await?;
     let report = usage::report(&state.catalog, &c, billed.as_ref(), period, &period_usage)?;
     let upcoming = match &billed {
         Some(b) => Some(UpcomingInvoice {
             customer: c.id.clone(),
             period: period.into(),
-            invoice: usage::rate_period(&state.catalog, b, c.billing_anchor, period, &period_usage)
+            invoice: usage::rate_period(&state.catalog, b, anchor, period, &period_usage)
                 .map_err(|m| ApiError::unprocessable("rating_failed", m))?,
         }),
         None => None,

@@ -415,9 +415,19 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {
+    async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<crate::CustomerAnchors>> {
         let ids = ids.to_vec();
         self.read(move |c| customers::anchors(c, &ids)).await
+    }
+
+    async fn set_allowance_anchor(&self, customer_id: &str, anchor: DateTime<Utc>) -> Result<bool> {
+        let id = customer_id.to_owned();
+        self.write(move |w| customers::set_allowance_anchor(&w.conn, &id, anchor))
+            .await
+    }
+
+    async fn anchor_version(&self) -> Result<i64> {
+        self.read(customers::anchor_version).await
     }
 
     async fn put_subscription_audited(

@@ -524,6 +524,17 @@ async fn mirror(
             now,
         })
         .await?;
+    // Allowance periods follow Stripe's billing cycle from its anchor on (a subscription that
+    // never started, or one that ended, leaves the anchor where it was).
+    let started = !matches!(
+        sub.status.as_str(),
+        "incomplete" | "incomplete_expired" | "canceled"
+    );
+    if let Some(anchor) = s.billing_cycle_anchor.map(instant).filter(|_| started) {
+        if state.store.set_allowance_anchor(&customer, anchor).await? {
+            crate::service::sync::forget_anchors(state);
+        }
+    }
     state.credits.forget(&customer);
     // Once per Stripe subscription (keyed by it): replays and duplicates enqueue nothing more.
     if sub.status == "canceled" {
