@@ -658,6 +658,10 @@ pub trait Store: Send + Sync + 'static {
         outcome: PushOutcome,
     ) -> Result<bool>;
 
+    /// Keeps Stripe's hosted page of `stripe_invoice` with the pushes whose lines are on it.
+    /// Returns how many changed.
+    async fn set_push_hosted_url(&self, stripe_invoice: &str, url: &str) -> Result<u64>;
+
     /// Moves the pushes whose lines are on `stripe_invoice` to `state` (from Stripe's events),
     /// except pending ones (their push is not finished) and paid ones (payment is final).
     /// Returns how many moved.

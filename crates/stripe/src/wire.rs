@@ -585,6 +585,8 @@ pub(crate) struct Invoice {
     pub created: Option<i64>,
     pub period_start: Option<i64>,
     pub period_end: Option<i64>,
+    pub hosted_invoice_url: Option<String>,
+    pub due_date: Option<i64>,
 }
 
 impl From<Invoice> for model::Invoice {
@@ -615,6 +617,8 @@ impl From<Invoice> for model::Invoice {
             created: i.created,
             period_start: i.period_start,
             period_end: i.period_end,
+            hosted_invoice_url: i.hosted_invoice_url,
+            due_date: i.due_date,
         }
     }
 }

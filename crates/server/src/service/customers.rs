@@ -298,6 +298,15 @@ impl From<StoredInvoice> for InvoiceView {
 /// `GET /v1/customers/{id}/invoices`: closed invoices, newest first, each with its Stripe state.
 pub async fn invoice_views(state: &AppState, id: &str) -> Result<Vec<InvoiceView>, ApiError> {
     let invoices = invoices(state, id).await?;
+    with_stripe_state(state, id, invoices).await
+}
+
+/// The wire form of a customer's closed invoices, each with the state of its Stripe push.
+async fn with_stripe_state(
+    state: &AppState,
+    id: &str,
+    invoices: Vec<StoredInvoice>,
+) -> Result<Vec<InvoiceView>, ApiError> {
     let pushes = state.store.pushes_of_customer(id).await?;
     Ok(invoices
         .into_iter()
@@ -338,7 +347,7 @@ pub async fn billing(state: &AppState, id: &str) -> Result<BillingSummary, ApiEr
         period: period.into(),
         usage: report,
         upcoming_invoice: upcoming,
-        invoices: invoices.into_iter().map(InvoiceView::from).collect(),
+        invoices: with_stripe_state(state, id, invoices).await?,
         credits: Some(serde_json::json!({ "balance": balance.normalize().to_string() })),
         payments: state
             .store

@@ -674,6 +674,10 @@ impl Store for PgStore {
         usage_push::finish(&self.pool, invoice_id, holder, &outcome).await
     }
 
+    async fn set_push_hosted_url(&self, stripe_invoice: &str, url: &str) -> Result<u64> {
+        usage_push::set_hosted_url(&self.pool, stripe_invoice, url).await
+    }
+
     async fn set_push_state_of_stripe_invoice(
         &self,
         stripe_invoice: &str,

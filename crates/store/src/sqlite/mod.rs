@@ -1029,6 +1029,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn set_push_hosted_url(&self, stripe_invoice: &str, url: &str) -> Result<u64> {
+        let (si, u) = (stripe_invoice.to_owned(), url.to_owned());
+        self.write(move |w| usage_push::set_hosted_url(&w.conn, &si, &u))
+            .await
+    }
+
     async fn set_push_state_of_stripe_invoice(
         &self,
         stripe_invoice: &str,

@@ -318,10 +318,18 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
             let moved = if voided {
                 push_status(state, i, tally_store::usage_push::state::VOIDED).await?
             } else {
-                0
+                match (&i.id, &i.hosted_invoice_url) {
+                    // `invoice.finalized`: the hosted page exists from now on.
+                    (Some(id), Some(url)) => state.store.set_push_hosted_url(id, url).await?,
+                    _ => 0,
+                }
             };
             if moved > 0 {
-                applied("usage push marked voided")
+                applied(if voided {
+                    "usage push marked voided"
+                } else {
+                    "hosted invoice page kept"
+                })
             } else {
                 ignored(format!("{}: nothing to apply", event.event_type))
             }
@@ -350,10 +358,14 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
 }
 
 /// Moves the usage pushes whose lines are on this invoice to `to`; returns how many moved.
+/// Keeps the invoice's hosted page with them as well.
 async fn push_status(state: &AppState, i: &Invoice, to: &str) -> Result<u64, Fail> {
     let Some(id) = &i.id else {
         return Ok(0);
     };
+    if let Some(url) = &i.hosted_invoice_url {
+        state.store.set_push_hosted_url(id, url).await?;
+    }
     Ok(crate::service::usage_push::on_invoice_status(state, id, to).await?)
 }
 
