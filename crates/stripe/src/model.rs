@@ -412,8 +412,6 @@ pub struct Invoice {
     pub period_end: Option<i64>,
     /// Stripe's page where the customer sees and pays the invoice (once finalized).
     pub hosted_invoice_url: Option<String>,
-    /// When payment is due (unix seconds), for invoices sent rather than charged automatically.
-    pub due_date: Option<i64>,
 }
 
 /// A charge.

@@ -586,7 +586,6 @@ pub(crate) struct Invoice {
     pub period_start: Option<i64>,
     pub period_end: Option<i64>,
     pub hosted_invoice_url: Option<String>,
-    pub due_date: Option<i64>,
 }
 
 impl From<Invoice> for model::Invoice {
@@ -618,7 +617,6 @@ impl From<Invoice> for model::Invoice {
             period_start: i.period_start,
             period_end: i.period_end,
             hosted_invoice_url: i.hosted_invoice_url,
-            due_date: i.due_date,
         }
     }
 }

@@ -137,7 +137,9 @@ mod tests {
 
     #[test]
     fn the_period_starting_in_a_month() {
-        let anchor = Utc.with_ymd_and_hms(2026, 1, 31, 12, 0, 0).unwrap();
+        let anchor = tally_core::period::AllowanceAnchor::fixed(
+            Utc.with_ymd_and_hms(2026, 1, 31, 12, 0, 0).unwrap(),
+        );
         let p = period_starting_in(anchor, "2026-02").unwrap();
         assert_eq!(
             p.start,
