@@ -145,6 +145,7 @@ async fn world(db: Db, lookup_key: &str, timeout: Duration) -> Option<World> {
             past_due_at: None,
             changed_at: t0(),
             now: t0(),
+            allowance_anchor: None,
         })
         .await
         .unwrap();

@@ -145,6 +145,17 @@ pub(crate) async fn set_allowance_anchor(
 ) -> Result<bool> {
     let mut c = pool.get().await?;
     let tx = c.transaction().await?;
+    let changed = set_anchor_in(&tx, customer_id, anchor).await?;
+    tx.commit().await?;
+    Ok(changed)
+}
+
+/// [`set_allowance_anchor`] inside the caller's transaction.
+pub(crate) async fn set_anchor_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    customer_id: &str,
+    anchor: DateTime<Utc>,
+) -> Result<bool> {
     let changed = tx
         .execute(
             "UPDATE customers SET previous_anchor = billing_anchor, billing_anchor = $2
@@ -159,7 +170,6 @@ pub(crate) async fn set_allowance_anchor(
         )
         .await?;
     }
-    tx.commit().await?;
     Ok(changed > 0)
 }
 

@@ -522,6 +522,18 @@ async fn mirror(
     });
     let now = state.clock.now();
     let before = state.store.get_subscription(&customer).await?;
+    // Allowance periods follow Stripe's billing cycle from its anchor on (a subscription that
+    // never started, or one that ended, leaves the anchor where it was).
+    let started = !matches!(status.as_str(), "incomplete" | "canceled");
+    let allowance_anchor = s.billing_cycle_anchor.map(instant).filter(|_| started);
+    let anchor_before = match allowance_anchor {
+        Some(_) => state
+            .store
+            .get_customer(&customer)
+            .await?
+            .map(|c| c.billing_anchor),
+        None => None,
+    };
     let sub = state
         .store
         .put_stripe_subscription(StripeSubscriptionUpsert {
@@ -534,18 +546,11 @@ async fn mirror(
             // The event's instant when there is one: the history dates the change at Stripe.
             changed_at: past_due_at.unwrap_or(now),
             now,
+            allowance_anchor,
         })
         .await?;
-    // Allowance periods follow Stripe's billing cycle from its anchor on (a subscription that
-    // never started, or one that ended, leaves the anchor where it was).
-    let started = !matches!(
-        sub.status.as_str(),
-        "incomplete" | "incomplete_expired" | "canceled"
-    );
-    if let Some(anchor) = s.billing_cycle_anchor.map(instant).filter(|_| started) {
-        if state.store.set_allowance_anchor(&customer, anchor).await? {
-            crate::service::sync::forget_anchors(state);
-        }
+    if allowance_anchor.is_some() && anchor_before != allowance_anchor {
+        crate::service::sync::forget_anchors(state);
     }
     state.credits.forget(&customer);
     // Once per Stripe subscription (keyed by it): replays and duplicates enqueue nothing more.
@@ -797,6 +802,7 @@ async fn invoice_failed(
                     past_due_at: Some(at),
                     changed_at: at,
                     now: state.clock.now(),
+                    allowance_anchor: None,
                 })
                 .await?;
             state.credits.forget(&customer);
