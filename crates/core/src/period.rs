@@ -148,6 +148,52 @@ pub fn allowance_period(anchor: DateTime<Utc>, at: DateTime<Utc>) -> Period {
     period_containing(anchor, 1, at)
 }
 
+/// Where a customer's allowance periods are anchored, including one change of anchor: once a
+/// Stripe subscription is mirrored, periods follow its billing cycle anchor from that instant on.
+///
+/// Before `anchor`, periods follow `previous` (when the anchor changed) and the one running when
+/// the anchor took over ends at it, so usage already counted in it stays there: with `previous`
+/// on the 3rd and `anchor` on Jan 17, the periods are … [Jan 3, Jan 17), [Jan 17, Feb 17), ….
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AllowanceAnchor {
+    /// The anchor of the periods from this instant on.
+    pub anchor: DateTime<Utc>,
+    /// The anchor of the periods before `anchor`, when it changed.
+    pub previous: Option<DateTime<Utc>>,
+}
+
+impl AllowanceAnchor {
+    /// An anchor that never changed.
+    pub fn fixed(anchor: DateTime<Utc>) -> Self {
+        AllowanceAnchor {
+            anchor,
+            previous: None,
+        }
+    }
+
+    /// The monthly allowance period containing `at`.
+    pub fn period(&self, at: DateTime<Utc>) -> Period {
+        match self.previous {
+            Some(previous) if at < self.anchor => {
+                let p = allowance_period(previous, at);
+                Period {
+                    start: p.start,
+                    end: p.end.min(self.anchor),
+                }
+            }
+            _ => allowance_period(self.anchor, at),
+        }
+    }
+
+    /// The anchor whose periods contain `at` (for the yearly base fee's billing periods).
+    pub fn anchor_at(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        match self.previous {
+            Some(previous) if at < self.anchor => previous,
+            _ => self.anchor,
+        }
+    }
+}
+
 /// The billing period of the base price containing `at`: monthly or yearly from `anchor`.
 pub fn billing_period(anchor: DateTime<Utc>, interval: Interval, at: DateTime<Utc>) -> Period {
     period_containing(anchor, interval.months(), at)
@@ -157,6 +203,25 @@ pub fn billing_period(anchor: DateTime<Utc>, interval: Interval, at: DateTime<Ut
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_changed_anchor_ends_the_running_period_and_leads_from_then_on() {
+        let at = |m, d| Utc.with_ymd_and_hms(2026, m, d, 0, 0, 0).unwrap();
+        let a = AllowanceAnchor {
+            anchor: at(1, 17),
+            previous: Some(at(1, 3)),
+        };
+        let p = |s: DateTime<Utc>, e: DateTime<Utc>| Period { start: s, end: e };
+        assert_eq!(a.period(at(1, 10)), p(at(1, 3), at(1, 17)));
+        assert_eq!(a.period(at(1, 2)), p(at(12, 3) - Months::new(12), at(1, 3)));
+        assert_eq!(a.period(at(1, 17)), p(at(1, 17), at(2, 17)));
+        assert_eq!(a.period(at(2, 16)), p(at(1, 17), at(2, 17)));
+        assert_eq!(a.period(at(2, 17)), p(at(2, 17), at(3, 17)));
+        assert_eq!(a.anchor_at(at(1, 10)), at(1, 3));
+        assert_eq!(a.anchor_at(at(3, 1)), at(1, 17));
+        let f = AllowanceAnchor::fixed(at(1, 3));
+        assert_eq!(f.period(at(1, 10)), allowance_period(at(1, 3), at(1, 10)));
+    }
 
     fn t(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()

@@ -35,8 +35,10 @@ pub struct SharedState {
     /// The one clock "now" is read from (see [`tally_store::clock`]).
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
-    /// Customer id → allowance anchor. Customers are never deleted and anchors never change, so
-    /// entries never go stale; misses go to the store (other processes may create customers).
+    /// Customer id → allowance anchor. Customers are never deleted; an anchor changes only when
+    /// a Stripe subscription is mirrored, which moves the store's anchor version, and every
+    /// process drops this cache when it sees the version move (see [`crate::service::sync`]).
+    /// Misses go to the store (other processes may create customers).
     pub anchors: Arc<RwLock<HashMap<String, CustomerAnchor>>>,
     /// In-memory state of credits, entitlements and rate limits.
     pub credits: Arc<crate::service::credits::Shared>,
@@ -66,7 +68,10 @@ pub struct SharedState {
 /// period need no calendar arithmetic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CustomerAnchor {
+    /// When the customer was created: earlier events are refused.
     pub at: DateTime<Utc>,
+    /// Where its allowance periods are anchored.
+    pub allowance: tally_core::period::AllowanceAnchor,
     /// The allowance period (of `at`) containing the time it was computed, updated when a batch
     /// finds that the current period has moved on.
     pub period: Period,

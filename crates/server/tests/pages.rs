@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tally_server::service::closer;
 use tally_server::service::keys::{self, Scope};
 use tally_store::clock::Clock;
-use tally_store::{CustomerUpsert, SubscriptionUpsert};
+use tally_store::{CustomerUpsert, InvoicePush, SubscriptionUpsert};
 
 #[macro_use]
 mod common;
@@ -469,6 +469,7 @@ on_both_backends!(
     links_and_sessions_expire,
     a_session_sees_only_its_customer,
     minting_checks_its_input,
+    invoices_show_their_stripe_state_and_page,
 );
 
 /// `--frame-ancestors` goes into the policy; a value that would break the header is refused.
@@ -489,4 +490,94 @@ async fn frame_ancestors_is_configurable() {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("--frame-ancestors"), "{e}");
     }
+}
+
+/// Each closed invoice shows the state of its usage push to Stripe in words and, once Stripe
+/// finalized it, a link to Stripe's hosted invoice page that opens in the top window (Stripe's
+/// pages refuse frames); an invoice that does not go through Stripe shows neither.
+async fn invoices_show_their_stripe_state_and_page(db: Db) {
+    let Some(app) = app(db).await else { return };
+    app.customer_since("acme", "Acme GmbH", "pro", 190).await;
+    let state = app.server.state();
+    closer::close_due(state, state.clock.now()).await.unwrap();
+    let invoices = state.store.list_invoices("acme").await.unwrap();
+    assert_eq!(invoices.len(), 6);
+    // Newest first: the page lists them in this order.
+    let states = [
+        ("pending", None),
+        ("sent", Some("https://invoice.stripe.com/i/in_sent")),
+        ("paid", Some("https://invoice.stripe.com/i/in_paid")),
+        ("failed", Some("https://invoice.stripe.com/i/in_failed")),
+        ("voided", Some("https://invoice.stripe.com/i/in_voided")),
+    ];
+    let now = state.clock.now();
+    for (inv, (st, url)) in invoices.iter().zip(states) {
+        let stripe_invoice = format!("in_{st}");
+        state
+            .store
+            .insert_push(InvoicePush {
+                invoice_id: inv.id.clone(),
+                customer_id: "acme".into(),
+                stripe_customer: "cus_acme".into(),
+                stripe_subscription: Some("sub_acme".into()),
+                period_start: inv.period_start,
+                period_end: inv.period_end,
+                currency: inv.currency.clone(),
+                lines: 1,
+                amount: 100,
+                state: st.into(),
+                renewal_invoice: (st != "pending").then(|| stripe_invoice.clone()),
+                standalone_invoice: None,
+                attempts: 1,
+                last_error: None,
+                request_id: None,
+                next_attempt_at: now,
+                created_at: now,
+                updated_at: now,
+                hosted_invoice_url: None,
+            })
+            .await
+            .unwrap();
+        if let Some(url) = url {
+            assert_eq!(
+                state
+                    .store
+                    .set_push_hosted_url(&stripe_invoice, url)
+                    .await
+                    .unwrap(),
+                1
+            );
+        }
+    }
+    let (_, api) = app.get("/v1/customers/acme/invoices").await;
+    assert_eq!(api["data"][2]["stripe"]["state"], "paid", "{api}");
+    assert_eq!(
+        api["data"][2]["stripe"]["hosted_invoice_url"],
+        "https://invoice.stripe.com/i/in_paid"
+    );
+    assert_eq!(api["data"][5].get("stripe"), None, "{api}");
+
+    let (_, link) = app.mint("acme", json!({})).await;
+    let path = app.open(&link).await;
+    let p = app.page(&path).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    let words = ["Pending", "Sent", "Paid", "Payment failed", "Voided"];
+    for (n, ((_, url), word)) in states.iter().zip(words).enumerate() {
+        let row = n + 1;
+        assert_eq!(text_of(&p.body, &format!("stripe-state-{row}")), word);
+        let link = format!("id=\"stripe-invoice-{row}\"");
+        match url {
+            Some(url) => {
+                let at = p.body.find(&link).unwrap_or_else(|| panic!("{link}"));
+                let tag_start = p.body[..at].rfind("<a ").unwrap();
+                let tag = &p.body[tag_start..at + p.body[at..].find('>').unwrap()];
+                assert!(tag.contains(&format!("href=\"{url}\"")), "{tag}");
+                assert!(tag.contains("target=\"_top\""), "{tag}");
+            }
+            None => assert!(!p.body.contains(&link), "{}", p.body),
+        }
+    }
+    // The oldest invoice has no push: no state, no link.
+    assert!(!p.body.contains("stripe-state-6"));
+    assert_eq!(p.body.matches("View in Stripe").count(), 4);
 }

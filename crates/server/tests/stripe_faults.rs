@@ -1,6 +1,7 @@
 //! The checkout, customer and plan-change flows with a fault on every Stripe call Tally makes
 //! (the first attempt of each answers 429, 500, or hangs past the client's timeout, in turn) and
-//! every webhook delivered three times in reverse order, against the same flows run cleanly: the
+//! every webhook delivered three times in reverse order — except every third one, dropped and then
+//! read back from Stripe by the backfill — against the same flows run cleanly: the
 //! end state is identical, with exactly one Stripe customer, one subscription, one schedule, one
 //! test clock and one credit grant. On SQLite and PostgreSQL.
 
@@ -31,6 +32,8 @@ struct World {
     sim: stripe_sim::SimHandle,
     browser: reqwest::Client,
     delivered: BTreeSet<String>,
+    /// Events never delivered, read back by the backfill.
+    dropped: usize,
 }
 
 async fn world(db: Db) -> Option<World> {
@@ -67,6 +70,7 @@ async fn world(db: Db) -> Option<World> {
             .build()
             .unwrap(),
         delivered: BTreeSet::new(),
+        dropped: 0,
     })
 }
 
@@ -90,7 +94,9 @@ impl World {
     }
 
     /// Delivers the events Stripe made since the last call, signed as Stripe signs them: once
-    /// each in order, or (`faulty`) three times each in reverse order.
+    /// each in order, or (`faulty`) every third one dropped and the others three times each in
+    /// reverse order, then the dropped ones read back from Stripe's `GET /v1/events` by the
+    /// backfill (what `tally webhooks backfill` and the clock advance run).
     async fn deliver(&mut self, faulty: bool) {
         let mut events: Vec<(u64, String, String)> = self
             .sim
@@ -103,7 +109,18 @@ impl World {
             .unwrap();
         events.retain(|e| !self.delivered.contains(&e.1));
         events.sort();
+        let mut dropped = 0;
         if faulty {
+            let mut n = 0;
+            events.retain(|e| {
+                n += 1;
+                let drop = n % 3 == 1;
+                if drop {
+                    self.delivered.insert(e.1.clone());
+                    dropped += 1;
+                }
+                !drop
+            });
             events.reverse();
         }
         let copies = if faulty { 3 } else { 1 };
@@ -126,6 +143,17 @@ impl World {
                 assert_eq!(r.status(), StatusCode::OK);
             }
             self.delivered.insert(id.clone());
+        }
+        if dropped > 0 {
+            let report = tally_server::service::stripe_events::backfill(
+                self.app.server.state(),
+                chrono::DateTime::UNIX_EPOCH,
+            )
+            .await
+            .unwrap();
+            // Exactly the dropped events were new; everything delivered stored nothing again.
+            assert_eq!(report.stored, dropped, "{report:?}");
+            self.dropped += dropped;
         }
         self.settle().await;
     }
@@ -279,6 +307,8 @@ async fn run(db: Db, faulty: bool) -> Option<Value> {
         let used = 400 - faults_left;
         eprintln!("Stripe calls faulted: {used}");
         assert!(used >= 20, "only {used} calls were faulted");
+        eprintln!("webhooks dropped and backfilled: {}", w.dropped);
+        assert!(w.dropped >= 4, "only {} webhooks were dropped", w.dropped);
     }
     Some(json!({
         "plan": sub["plan"], "interval": sub["interval"], "status": sub["status"],

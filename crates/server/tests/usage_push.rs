@@ -83,6 +83,18 @@ async fn usage_lands_on_the_renewal_invoice_and_is_paid(db: Db) {
     assert_eq!(shown["stripe"]["lines"], 2);
     assert_eq!(shown["stripe"]["amount"], 3650);
     assert_eq!(shown["stripe"]["last_error"], Value::Null);
+    // Stripe's hosted page of the invoice, kept from its events, shows that invoice, paid.
+    let hosted = paid["hosted_invoice_url"].as_str().unwrap();
+    assert_eq!(shown["stripe"]["hosted_invoice_url"], hosted);
+    let page = w.http.get(hosted).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let text = page.text().await.unwrap();
+    let number = paid["number"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("<h1>Invoice {number}</h1>")),
+        "{text}"
+    );
+    assert!(text.contains("<p>Status: paid</p>"), "{text}");
 
     // Tally, Stripe and the reconciliation agree; the revenue of each month.
     let jan = reconcile::reconcile(w.state(), "2026-01").await.unwrap();

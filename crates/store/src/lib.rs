@@ -118,8 +118,18 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Customer>>;
 
-    /// The customers among `ids` that exist, with their allowance anchor (for event validation).
-    async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>>;
+    /// The customers among `ids` that exist, with their creation and allowance anchor (for event
+    /// validation).
+    async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<CustomerAnchors>>;
+
+    /// Makes `anchor` the customer's allowance anchor from that instant on (a mirrored Stripe
+    /// subscription's billing cycle anchor): the anchor in force becomes the previous one, and the
+    /// anchor version moves on. Returns whether it changed (an unknown customer changes nothing).
+    async fn set_allowance_anchor(&self, customer_id: &str, anchor: DateTime<Utc>) -> Result<bool>;
+
+    /// A number that every allowance anchor change increases: processes sharing the database
+    /// drop their cached anchors when it moves.
+    async fn anchor_version(&self) -> Result<i64>;
 
     // --- subscriptions ---------------------------------------------------------------------
 
@@ -651,6 +661,10 @@ pub trait Store: Send + Sync + 'static {
         outcome: PushOutcome,
     ) -> Result<bool>;
 
+    /// Keeps Stripe's hosted page of `stripe_invoice` with the pushes whose lines are on it.
+    /// Returns how many changed.
+    async fn set_push_hosted_url(&self, stripe_invoice: &str, url: &str) -> Result<u64>;
+
     /// Moves the pushes whose lines are on `stripe_invoice` to `state` (from Stripe's events),
     /// except pending ones (their push is not finished) and paid ones (payment is final).
     /// Returns how many moved.
@@ -678,6 +692,9 @@ pub trait Store: Send + Sync + 'static {
 /// Opens (and migrates) the store named by a database URL: `sqlite://PATH` (optionally
 /// `?synchronous=full`, see [`sqlite`]) or `postgres://…` / `postgresql://…`. In-memory SQLite is not
 /// supported: the writer and the readers share one file.
+/// A customer's id, creation instant and allowance anchor.
+pub type CustomerAnchors = (String, DateTime<Utc>, tally_core::period::AllowanceAnchor);
+
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     open(url, true, sqlite::DedupWindow::default()).await
 }

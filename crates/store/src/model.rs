@@ -25,9 +25,13 @@ pub struct Customer {
     pub name: Option<String>,
     /// A JSON object of string values chosen by the app.
     pub metadata: Value,
-    /// The instant usage allowances are anchored on (monthly from here). Set at creation, never
-    /// changed, so stored per-period rollups stay aligned with the customer's periods.
+    /// The instant usage allowances are anchored on (monthly from here): the customer's creation,
+    /// until a mirrored Stripe subscription's billing cycle anchor replaces it.
     pub billing_anchor: DateTime<Utc>,
+    /// The anchor the periods before `billing_anchor` follow, once it changed (see
+    /// [`tally_core::period::AllowanceAnchor`]). Not part of the API's customer.
+    #[serde(skip)]
+    pub previous_anchor: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The customer asked for no email from Tally (notifications to the app still go out).
@@ -37,6 +41,21 @@ pub struct Customer {
     /// customer.
     #[serde(skip)]
     pub billed_through: Option<DateTime<Utc>>,
+}
+
+impl Customer {
+    /// Where the customer's allowance periods are anchored, with its last change.
+    pub fn allowance(&self) -> tally_core::period::AllowanceAnchor {
+        tally_core::period::AllowanceAnchor {
+            anchor: self.billing_anchor,
+            previous: self.previous_anchor,
+        }
+    }
+
+    /// The customer's allowance period containing `at`.
+    pub fn allowance_period(&self, at: DateTime<Utc>) -> tally_core::period::Period {
+        self.allowance().period(at)
+    }
 }
 
 /// Create-or-update of a customer. `None` fields keep their stored value on update.

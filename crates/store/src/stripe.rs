@@ -84,6 +84,10 @@ pub struct StripeSubscriptionUpsert {
     /// subscription history's row.
     pub changed_at: DateTime<Utc>,
     pub now: DateTime<Utc>,
+    /// The subscription's billing cycle anchor, when allowance periods follow it from now on:
+    /// set on the customer in the same transaction (see [`crate::Store::set_allowance_anchor`]),
+    /// so no reader sees the new plan with the old periods.
+    pub allowance_anchor: Option<DateTime<Utc>>,
 }
 
 /// A payment, purchase, failed payment or refund to record once (by `key`).

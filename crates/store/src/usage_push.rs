@@ -52,6 +52,8 @@ pub struct InvoicePush {
     pub next_attempt_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Stripe's hosted page of the invoice that carries the lines, once its events reported it.
+    pub hosted_invoice_url: Option<String>,
 }
 
 impl InvoicePush {

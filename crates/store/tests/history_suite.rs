@@ -63,6 +63,7 @@ async fn each_change_is_one_history_row(ctx: Ctx) {
         past_due_at: None,
         changed_at: event_at,
         now: t0() + Duration::minutes(9),
+        allowance_anchor: None,
     };
     s.put_stripe_subscription(stripe("trialing", false))
         .await

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
+use tally_core::period::AllowanceAnchor;
 use tally_store::{
     AuditContext, AuditFilter, CustomerUpsert, NewApiKey, NewEvent, NewInvoice, StoreError,
     SubscriptionUpsert,
@@ -74,7 +75,7 @@ async fn customers_are_created_then_updated(ctx: Ctx) {
     assert_eq!(c2.email.as_deref(), Some("b@example.com"));
     assert_eq!(c2.name.as_deref(), Some("Ada"));
     assert_eq!(c2.metadata, serde_json::json!({"tier": "gold"}));
-    assert_eq!(c2.billing_anchor, t0(), "the anchor never moves");
+    assert_eq!(c2.billing_anchor, t0(), "an update keeps the anchor");
     assert_eq!(c2.updated_at, later);
     assert_eq!(s.get_customer("cus_1").await.unwrap(), Some(c2));
     assert_eq!(s.get_customer("nobody").await.unwrap(), None);
@@ -82,7 +83,37 @@ async fn customers_are_created_then_updated(ctx: Ctx) {
         .customer_anchors(&["cus_1".into(), "nobody".into()])
         .await
         .unwrap();
-    assert_eq!(anchors, vec![("cus_1".to_string(), t0())]);
+    assert_eq!(
+        anchors,
+        vec![("cus_1".to_string(), t0(), AllowanceAnchor::fixed(t0()))]
+    );
+    // A Stripe subscription's anchor takes over: once, and the version moves once.
+    let v0 = s.anchor_version().await.unwrap();
+    let stripe_anchor = t0() + chrono::Duration::days(14);
+    assert!(s
+        .set_allowance_anchor("cus_1", stripe_anchor)
+        .await
+        .unwrap());
+    assert!(!s
+        .set_allowance_anchor("cus_1", stripe_anchor)
+        .await
+        .unwrap());
+    assert!(!s
+        .set_allowance_anchor("nobody", stripe_anchor)
+        .await
+        .unwrap());
+    assert_eq!(s.anchor_version().await.unwrap(), v0 + 1);
+    let moved = AllowanceAnchor {
+        anchor: stripe_anchor,
+        previous: Some(t0()),
+    };
+    let c3 = s.get_customer("cus_1").await.unwrap().unwrap();
+    assert_eq!(c3.allowance(), moved);
+    assert_eq!(c3.created_at, t0());
+    assert_eq!(
+        s.customer_anchors(&["cus_1".into()]).await.unwrap(),
+        vec![("cus_1".to_string(), t0(), moved)]
+    );
 }
 
 async fn customers_are_listed_in_pages_by_id(ctx: Ctx) {

@@ -414,6 +414,8 @@ pub struct Invoice {
     pub period_end: Option<i64>,
     /// When Stripe retries collecting it (unix seconds); none when it will not retry.
     pub next_payment_attempt: Option<i64>,
+    /// Stripe's page where the customer sees and pays the invoice (once finalized).
+    pub hosted_invoice_url: Option<String>,
 }
 
 /// A charge.

@@ -589,6 +589,7 @@ pub(crate) struct Invoice {
     pub period_end: Option<i64>,
     #[serde(default)]
     pub next_payment_attempt: Option<i64>,
+    pub hosted_invoice_url: Option<String>,
 }
 
 impl From<Invoice> for model::Invoice {
@@ -621,6 +622,7 @@ impl From<Invoice> for model::Invoice {
             period_start: i.period_start,
             period_end: i.period_end,
             next_payment_attempt: i.next_payment_attempt,
+            hosted_invoice_url: i.hosted_invoice_url,
         }
     }
 }

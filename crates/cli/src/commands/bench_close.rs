@@ -292,6 +292,8 @@ async fn seed_tally(
                 past_due_at: None,
                 changed_at: created,
                 now: created,
+                // The subscription is anchored where the customer is: periods stay as they are.
+                allowance_anchor: None,
             })
             .await?;
         for (n, (metric, value)) in [("compute_hours", 350), ("api_spend", 180)]

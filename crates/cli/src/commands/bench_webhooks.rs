@@ -1,7 +1,8 @@
 //! `tally bench --webhooks`: Stripe webhook ingest (signature verification and the inbox commit
 //! before the 2xx) in events per second and latency, beside the HTTP hello-world limit measured
-//! with the same connections; and the time from a subscription event's delivery until the
-//! entitlement check sees the new plan.
+//! with the same connections; and the time from a subscription event's delivery, and from a
+//! completed Checkout's (`checkout.session.completed` with its `customer.subscription.created`),
+//! until the entitlement check sees the new plan.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +40,8 @@ pub struct WebhookBenchArgs {
     /// Concurrent connections delivering events.
     #[arg(long, default_value_t = 16)]
     pub webhook_connections: usize,
-    /// Subscription events whose delivery-to-entitlement time is measured, one at a time.
+    /// Subscription events, and as many completed Checkouts, whose delivery-to-entitlement time
+    /// is measured, one at a time.
     #[arg(long, default_value_t = 200)]
     pub plan_changes: u64,
 }
@@ -67,6 +69,39 @@ fn subscription_event(n: u64, customer: &str, created: i64) -> Vec<u8> {
         r#"{{"id":"evt_sub_{n:012}","object":"event","api_version":"2025-08-27.basil","created":{created},"livemode":false,"pending_webhooks":1,"request":{{"id":null,"idempotency_key":null}},"type":"customer.subscription.created","data":{{"object":{{"id":"sub_bench_{n}","object":"subscription","customer":"cus_bench_{n}","status":"active","cancel_at_period_end":false,"cancel_at":null,"canceled_at":null,"trial_end":null,"billing_cycle_anchor":{created},"latest_invoice":null,"schedule":null,"pending_update":null,"discounts":[],"metadata":{{"tally_customer_id":"{customer}"}},"items":{{"object":"list","data":[{{"id":"si_bench_{n}","object":"subscription_item","quantity":1,"current_period_start":{created},"current_period_end":{end},"price":{{"id":"price_bench_pro","object":"price","product":"prod_bench","active":true,"currency":"eur","unit_amount":19900,"recurring":{{"interval":"month","interval_count":1}},"lookup_key":"magicbox_pro_monthly","metadata":{{}}}}}}],"has_more":false}}}}}}}}"#
     )
     .into_bytes()
+}
+
+/// `checkout.session.completed` of a paid subscription checkout for `customer`, naming the
+/// subscription of [`subscription_event`] `n`.
+fn checkout_event(n: u64, customer: &str, created: i64) -> Vec<u8> {
+    format!(
+        r#"{{"id":"evt_cs_{n:012}","object":"event","api_version":"2025-08-27.basil","created":{created},"livemode":false,"pending_webhooks":1,"request":{{"id":null,"idempotency_key":null}},"type":"checkout.session.completed","data":{{"object":{{"id":"cs_bench_{n}","object":"checkout.session","mode":"subscription","status":"complete","payment_status":"paid","customer":"cus_bench_{n}","subscription":"sub_bench_{n}","payment_intent":null,"client_reference_id":"{customer}","amount_total":19900,"currency":"eur","metadata":{{"tally_customer_id":"{customer}"}}}}}}}}"#
+    )
+    .into_bytes()
+}
+
+/// Delivers `events` in turn on `conn`, then polls the entitlement check of `customer` until it
+/// answers the paid plan; returns the time from the first delivery.
+async fn until_entitled(
+    conn: &mut Conn,
+    customer: &str,
+    events: &[Vec<u8>],
+) -> anyhow::Result<Duration> {
+    let check = format!(r#"{{"customer":"{customer}","feature":"priority_support"}}"#);
+    let t = Instant::now();
+    for body in events {
+        let (s, _) = conn
+            .send_with("POST", "/webhooks/stripe", &signature(body), body)
+            .await?;
+        anyhow::ensure!(s == 200, "the webhook answered {s}");
+    }
+    loop {
+        let (s, b) = conn.send("POST", "/v1/entitlements/check", &check).await?;
+        if s == 200 && b.windows(14).any(|w| w == b"\"allowed\":true") {
+            return Ok(t.elapsed());
+        }
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(10), "never entitled");
+    }
 }
 
 /// Closed-loop load: `conns` connections send `body(n)` to `path` for `seconds`. Returns the
@@ -167,34 +202,30 @@ pub fn report(args: &WebhookBenchArgs, dir: &std::path::Path) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(200)).await;
         // One customer at a time, the entitlement polled without pause.
         let mut conn = Conn::open(&base, KEY).await?;
-        let mut seen = Vec::new();
-        for i in 0..args.plan_changes {
+        let (mut seen, mut checkouts) = (Vec::new(), Vec::new());
+        for i in 0..args.plan_changes.saturating_mul(2) {
             let customer = format!("bench_sub_{i}");
             let (s, _) = conn
                 .send("PUT", &format!("/v1/customers/{customer}"), "{}")
                 .await?;
             anyhow::ensure!(s == 201 || s == 200, "PUT customer answered {s}");
-            let body = subscription_event(i, &customer, Utc::now().timestamp());
-            let check = format!(r#"{{"customer":"{customer}","feature":"priority_support"}}"#);
-            let t = Instant::now();
-            let (s, _) = conn
-                .send_with("POST", "/webhooks/stripe", &signature(&body), &body)
-                .await?;
-            anyhow::ensure!(s == 200, "the webhook answered {s}");
-            loop {
-                let (s, b) = conn.send("POST", "/v1/entitlements/check", &check).await?;
-                if s == 200 && b.windows(14).any(|w| w == b"\"allowed\":true") {
-                    break;
-                }
-                anyhow::ensure!(t.elapsed() < Duration::from_secs(10), "never entitled");
+            let now = Utc::now().timestamp();
+            let sub = subscription_event(i, &customer, now);
+            if i % 2 == 0 {
+                seen.push(until_entitled(&mut conn, &customer, &[sub]).await?);
+            } else {
+                // A Checkout as Stripe reports it: the session completed, and the subscription
+                // it created (without an API key Tally mirrors the latter).
+                let cs = checkout_event(i, &customer, now);
+                checkouts.push(until_entitled(&mut conn, &customer, &[cs, sub]).await?);
             }
-            seen.push(t.elapsed());
         }
         seen.sort();
-        Ok::<_, anyhow::Error>(seen)
+        checkouts.sort();
+        Ok::<_, anyhow::Error>((seen, checkouts))
     });
     drop(server);
-    let seen = result?;
+    let (seen, checkouts) = result?;
     let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut out = String::new();
@@ -232,6 +263,14 @@ pub fn report(args: &WebhookBenchArgs, dir: &std::path::Path) -> anyhow::Result<
         format!("{} runs", seen.len()),
         ms(percentile(&seen, 0.5)),
         ms(percentile(&seen, 0.99))
+    );
+    let _ = writeln!(
+        out,
+        "{:<56} {:>14} {:>10.2} {:>10.2}",
+        "checkout.session.completed delivered → entitlement",
+        format!("{} runs", checkouts.len()),
+        ms(percentile(&checkouts, 0.5)),
+        ms(percentile(&checkouts, 0.99))
     );
     Ok(out)
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail};
 use chrono::{Datelike, TimeZone, Utc};
 use clap::Subcommand;
-use tally_core::period::{allowance_period, Period};
+use tally_core::period::Period;
 use tally_server::service::usage;
 use tally_server::{AppState, Config};
 
@@ -44,7 +44,10 @@ pub fn run(cmd: UsageCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// The allowance period (anchored on `anchor`) that starts in the month `ym`.
-fn period_starting_in(anchor: chrono::DateTime<Utc>, ym: &str) -> anyhow::Result<Period> {
+fn period_starting_in(
+    anchor: tally_core::period::AllowanceAnchor,
+    ym: &str,
+) -> anyhow::Result<Period> {
     let bad = || anyhow!("--period {ym:?} must be YYYY-MM");
     let (y, m) = ym.split_once('-').ok_or_else(bad)?;
     let (y, m): (i32, u32) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
@@ -52,9 +55,9 @@ fn period_starting_in(anchor: chrono::DateTime<Utc>, ym: &str) -> anyhow::Result
         .with_ymd_and_hms(y, m, 1, 0, 0, 0)
         .single()
         .ok_or_else(bad)?;
-    let mut p = allowance_period(anchor, first);
+    let mut p = anchor.period(first);
     if p.start < first {
-        p = allowance_period(anchor, p.end);
+        p = anchor.period(p.end);
     }
     if p.start.month() != m || p.start.year() != y {
         bail!("no allowance period starts in {ym}");
@@ -72,8 +75,8 @@ fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|e| anyhow!(e.message))?;
         let period = match &args.period {
-            Some(ym) => period_starting_in(customer.billing_anchor, ym)?,
-            None => allowance_period(customer.billing_anchor, state.clock.now()),
+            Some(ym) => period_starting_in(customer.allowance(), ym)?,
+            None => customer.allowance_period(state.clock.now()),
         };
         let sub = store.get_subscription(&customer.id).await?;
         let billed = usage::billed_plan(&state.catalog, sub.as_ref());
@@ -134,7 +137,9 @@ mod tests {
 
     #[test]
     fn the_period_starting_in_a_month() {
-        let anchor = Utc.with_ymd_and_hms(2026, 1, 31, 12, 0, 0).unwrap();
+        let anchor = tally_core::period::AllowanceAnchor::fixed(
+            Utc.with_ymd_and_hms(2026, 1, 31, 12, 0, 0).unwrap(),
+        );
         let p = period_starting_in(anchor, "2026-02").unwrap();
         assert_eq!(
             p.start,

@@ -18,8 +18,14 @@ pub fn tally() -> Command {
 /// Starts `tally serve` on a random port and waits until it listens; returns the child and its
 /// base URL.
 pub fn serve(db: &str) -> (Child, String) {
+    serve_with(db, &[])
+}
+
+/// [`serve`] with more arguments.
+pub fn serve_with(db: &str, args: &[&str]) -> (Child, String) {
     let mut child = tally()
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
+        .args(args)
         .env("TALLY_API_KEY", KEY)
         .env("TALLY_LOG", "warn")
         .stdout(Stdio::piped())

@@ -139,6 +139,22 @@ pub struct InvoiceRow {
     period: String,
     plan: String,
     total: String,
+    /// The Stripe state of the invoice's usage push, in words, when it goes through Stripe.
+    stripe_state: Option<&'static str>,
+    /// Stripe's hosted page of the invoice (opened in the top window: Stripe refuses frames).
+    stripe_href: Option<String>,
+}
+
+/// A usage push's state as the customer reads it.
+fn stripe_state_label(state: &str) -> &'static str {
+    match state {
+        "pending" => "Pending",
+        "sent" => "Sent",
+        "paid" => "Paid",
+        "failed" => "Payment failed",
+        "voided" => "Voided",
+        _ => "Not billed through Stripe",
+    }
 }
 
 pub struct PaymentRow {
@@ -575,6 +591,12 @@ pub async fn page(
                 .plan(&i.plan)
                 .map_or_else(|| i.plan.clone(), |p| p.name.clone()),
             total: money(i.total, &i.currency, locale),
+            stripe_state: i.stripe.as_ref().map(|s| stripe_state_label(&s.state)),
+            stripe_href: i
+                .stripe
+                .as_ref()
+                .and_then(|s| s.hosted_invoice_url.clone())
+                .filter(|u| u.starts_with("https://") || u.starts_with("http://")),
         })
         .collect();
     let ledger = account

@@ -31,7 +31,7 @@ const SETTLE: StdDuration = StdDuration::from_secs(60);
 const POLL: StdDuration = StdDuration::from_millis(50);
 
 /// One advance at a time per process: steps of two advances must not interleave.
-static ADVANCING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ADVANCING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Body of `POST /v1/clock/advance`.
 #[derive(Debug, Deserialize, ToSchema)]

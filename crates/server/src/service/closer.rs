@@ -8,7 +8,7 @@
 //! adjustments.
 
 use chrono::{DateTime, Utc};
-use tally_core::period::{allowance_period, Period};
+use tally_core::period::Period;
 use tally_store::{Customer, NewInvoice, StoredInvoice};
 use tokio::sync::watch;
 
@@ -83,7 +83,7 @@ pub async fn close_due_each(
         // Before its subscription, the customer was billed on the free plan, if there is one.
         let plans = PlanSchedule {
             plan: &billed,
-            from: allowance_period(customer.billing_anchor, sub.created_at).start,
+            from: customer.allowance_period(sub.created_at).start,
             before: free.as_ref(),
         };
         let work = close_customer(state, &customer, plans, due, &mut on_written);
@@ -108,7 +108,7 @@ pub async fn close_due_each(
             for customer in &page {
                 let plans = PlanSchedule {
                     plan: free,
-                    from: allowance_period(customer.billing_anchor, customer.created_at).start,
+                    from: customer.allowance_period(customer.created_at).start,
                     before: None,
                 };
                 // Most customers have nothing due at a given tick: they cost no query.
@@ -216,13 +216,12 @@ struct PlanSchedule<'a> {
 impl PlanSchedule<'_> {
     /// The customer's first period without an invoice that is billed at all.
     fn next_open_period(&self, customer: &Customer) -> Period {
-        let anchor = customer.billing_anchor;
         let first = match self.before {
-            Some(_) => allowance_period(anchor, customer.created_at).start,
+            Some(_) => customer.allowance_period(customer.created_at).start,
             None => self.from,
         };
         let start = customer.billed_through.map_or(first, |b| b.max(first));
-        allowance_period(anchor, start)
+        customer.allowance_period(start)
     }
 
     fn plan_of(&self, period: Period) -> &BilledPlan {
@@ -243,12 +242,13 @@ async fn close_customer(
     due: DuePeriods,
     on_written: &mut (impl FnMut(StoredInvoice) + Send),
 ) -> Result<(), ApiError> {
-    let anchor = customer.billing_anchor;
+    let allowance = customer.allowance();
     let mut period = plans.next_open_period(customer);
     while due.is_due(period) {
         let pre = usage::period_usage(state, customer, period).await?;
         let catalog = state.catalog.clone();
         let billed = plans.plan_of(period).clone();
+        let anchor = allowance.anchor_at(period.start);
         let customer_id = customer.id.clone();
         let created_at = state.clock.now();
         let build: tally_store::InvoiceBuilder = Box::new(move |rows| {
@@ -284,7 +284,7 @@ async fn close_customer(
             tracing::info!(customer = %customer.id, invoice = %inv.id, total = inv.total, "period closed");
             on_written(inv);
         }
-        period = allowance_period(anchor, period.end);
+        period = allowance.period(period.end);
     }
     Ok(())
 }

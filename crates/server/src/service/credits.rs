@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_core::credits::{CreditEntry, EntryKind};
 use tally_core::decimal::{self, DecimalError, Limits};
-use tally_core::period::allowance_period;
 use tally_store::{
     CreditEntryRecord, CreditNotify, CreditOutcome, CreditRequest, Customer, Subscription,
 };
@@ -63,6 +62,13 @@ impl Shared {
     pub fn forget(&self, customer: &str) {
         if let Ok(mut p) = self.plans.lock() {
             p.remove(customer);
+        }
+    }
+
+    /// Forgets every cached customer and subscription (after an allowance anchor changed).
+    pub fn forget_all(&self) {
+        if let Ok(mut p) = self.plans.lock() {
+            p.clear();
         }
     }
 }
@@ -274,7 +280,7 @@ pub async fn ensure_plan_grant(
     c: &Customer,
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
-    let period = allowance_period(c.billing_anchor, now);
+    let period = c.allowance_period(now);
     let marker = (c.id.clone(), period.start.timestamp_millis());
     if state
         .credits
@@ -334,7 +340,7 @@ pub async fn plan_changed(
     c: &Customer,
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
-    let period = allowance_period(c.billing_anchor, now);
+    let period = c.allowance_period(now);
     if let Ok(mut g) = state.credits.granted.lock() {
         g.remove(&(c.id.clone(), period.start.timestamp_millis()));
     }
@@ -765,7 +771,7 @@ pub async fn consume(
                 .into(),
         );
     }
-    // Customers are never deleted and their anchor never changes: the cached record is enough.
+    // Customers are never deleted, and an anchor change drops the cache: the cached record is enough.
     let (c, sub) = customer_and_subscription(state, id).await?;
     ensure_plan_grant(state, &c, now).await?;
     let notify = credit_notify(state, sub.as_ref(), now);

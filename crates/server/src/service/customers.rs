@@ -303,6 +303,15 @@ impl From<StoredInvoice> for InvoiceView {
 /// `GET /v1/customers/{id}/invoices`: closed invoices, newest first, each with its Stripe state.
 pub async fn invoice_views(state: &AppState, id: &str) -> Result<Vec<InvoiceView>, ApiError> {
     let invoices = invoices(state, id).await?;
+    with_stripe_state(state, id, invoices).await
+}
+
+/// The wire form of a customer's closed invoices, each with the state of its Stripe push.
+async fn with_stripe_state(
+    state: &AppState,
+    id: &str,
+    invoices: Vec<StoredInvoice>,
+) -> Result<Vec<InvoiceView>, ApiError> {
     let pushes = state.store.pushes_of_customer(id).await?;
     Ok(invoices
         .into_iter()
@@ -321,14 +330,15 @@ pub async fn billing(state: &AppState, id: &str) -> Result<BillingSummary, ApiEr
     let c = usage::customer(state, id).await?;
     let sub = state.store.get_subscription(id).await?;
     let billed = usage::billed_plan(&state.catalog, sub.as_ref());
-    let period = tally_core::period::allowance_period(c.billing_anchor, state.clock.now());
+    let period = c.allowance_period(state.clock.now());
+    let anchor = c.allowance().anchor_at(period.start);
     let period_usage = usage::period_usage(state, &c, period).await?;
     let report = usage::report(&state.catalog, &c, billed.as_ref(), period, &period_usage)?;
     let upcoming = match &billed {
         Some(b) => Some(UpcomingInvoice {
             customer: c.id.clone(),
             period: period.into(),
-            invoice: usage::rate_period(&state.catalog, b, c.billing_anchor, period, &period_usage)
+            invoice: usage::rate_period(&state.catalog, b, anchor, period, &period_usage)
                 .map_err(|m| ApiError::unprocessable("rating_failed", m))?,
         }),
         None => None,
@@ -345,7 +355,7 @@ pub async fn billing(state: &AppState, id: &str) -> Result<BillingSummary, ApiEr
         period: period.into(),
         usage: report,
         upcoming_invoice: upcoming,
-        invoices: invoices.into_iter().map(InvoiceView::from).collect(),
+        invoices: with_stripe_state(state, id, invoices).await?,
         credits: Some(serde_json::json!({ "balance": balance.normalize().to_string() })),
         payments: state
             .store

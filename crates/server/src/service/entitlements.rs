@@ -16,7 +16,7 @@ use serde_json::Value;
 use tally_core::catalog::{Allowance, Metric, MetricKind, Plan};
 use tally_core::decimal;
 use tally_core::entitlement::{check_feature, check_metric, percent_of, reaches, MetricCheck};
-use tally_core::period::{allowance_period, Period};
+use tally_core::period::Period;
 use tally_store::{Customer, Subscription, UsageNotification};
 use tokio::sync::watch;
 use utoipa::ToSchema;
@@ -189,7 +189,7 @@ pub async fn check_at(
             restricted,
         });
     };
-    let period = allowance_period(customer.billing_anchor, now);
+    let period = customer.allowance_period(now);
     let used = used_of(state, &customer, period, metric).await?;
     let credit_balance = match metric.credit_cost {
         Some(_) => Some(super::credits::balance(state, &customer, now).await?),
@@ -253,10 +253,7 @@ async fn used_of(
     }
     let mut start = period.start;
     for _ in 0..GAUGE_LOOKBACK_PERIODS {
-        let prev = allowance_period(
-            customer.billing_anchor,
-            start - chrono::Duration::milliseconds(1),
-        );
+        let prev = customer.allowance_period(start - chrono::Duration::milliseconds(1));
         if prev.start >= start {
             break;
         }
@@ -492,7 +489,7 @@ async fn notify_customer(
     let Some((plan, _)) = effective_plan(state, sub.as_ref(), now) else {
         return Ok(());
     };
-    let period = allowance_period(c.billing_anchor, now);
+    let period = c.allowance_period(now);
     let usage = usage::period_usage(state, &c, period).await?;
     for i in changed.positions() {
         let Some(m) = catalog.get(i).map(|m| &m.id) else {

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tally_core::catalog::{Aggregation, Catalog, Metric};
 use tally_core::decimal::{self, DecimalError, EVENT_VALUE};
-use tally_core::period::{allowance_period, Period};
+use tally_core::period::Period;
 use tally_store::{IngestOutcome, NewEvent, MAX_ID_LEN};
 
 use crate::config::MAX_EVENTS_PER_BATCH;
@@ -585,7 +585,7 @@ impl<'a> Builder<'a> {
             }
             Some(a) if a.period.contains(e.timestamp) => a.period.start,
             Some(a) => {
-                let p = allowance_period(a.at, e.timestamp);
+                let p = a.allowance.period(e.timestamp);
                 if p.contains(self.now) {
                     self.current.push((k, p));
                 }
@@ -629,7 +629,7 @@ impl<'a> Builder<'a> {
                 match anchor {
                     Some(a) if e.timestamp < a.at => problems.push(before_customer(i, a.at)),
                     Some(a) if a.period.contains(e.timestamp) => e.period_start = a.period.start,
-                    Some(a) => e.period_start = allowance_period(a.at, e.timestamp).start,
+                    Some(a) => e.period_start = a.allowance.period(e.timestamp).start,
                     None => problems.push(invalid(
                         i,
                         "unknown_customer",
@@ -701,9 +701,16 @@ async fn anchors(
             .customer_anchors(&missing)
             .await?
             .into_iter()
-            .map(|(id, at)| {
-                let period = allowance_period(at, now);
-                (id, CustomerAnchor { at, period })
+            .map(|(id, at, allowance)| {
+                let period = allowance.period(now);
+                (
+                    id,
+                    CustomerAnchor {
+                        at,
+                        allowance,
+                        period,
+                    },
+                )
             })
             .collect();
         if let Ok(mut cache) = state.anchors.write() {

@@ -23,6 +23,7 @@ pub mod rfc3339;
 pub mod stripe_customers;
 pub mod stripe_events;
 pub mod stripe_schedule;
+pub mod sync;
 pub mod usage;
 pub mod usage_meters;
 pub mod usage_push;

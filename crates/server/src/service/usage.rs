@@ -9,7 +9,7 @@ use serde::Serialize;
 use tally_core::catalog::{Aggregation, Allowance, Catalog, Enforcement, Metric, MetricKind, Plan};
 use tally_core::decimal;
 use tally_core::entitlement::percent_of;
-use tally_core::period::{allowance_period, billing_period, Interval, Period};
+use tally_core::period::{billing_period, Interval, Period};
 use tally_core::rating::{billable_quantity, rate, Invoice, InvoiceLine, LineKind, RatingInput};
 use tally_store::{Customer, Subscription, UsageRollup};
 use utoipa::ToSchema;
@@ -136,10 +136,7 @@ pub async fn period_usage(
         }
         let mut start = period.start;
         for _ in 0..GAUGE_LOOKBACK_PERIODS {
-            let prev = allowance_period(
-                customer.billing_anchor,
-                start - chrono::Duration::milliseconds(1),
-            );
+            let prev = customer.allowance_period(start - chrono::Duration::milliseconds(1));
             if prev.start >= start {
                 break;
             }
@@ -413,7 +410,7 @@ pub async fn usage_at(
 ) -> Result<(Option<BilledPlan>, Period, PeriodUsage), ApiError> {
     let sub = state.store.get_subscription(&customer.id).await?;
     let billed = billed_plan(&state.catalog, sub.as_ref());
-    let period = allowance_period(customer.billing_anchor, at);
+    let period = customer.allowance_period(at);
     let usage = period_usage(state, customer, period).await?;
     Ok((billed, period, usage))
 }
@@ -450,7 +447,8 @@ pub async fn upcoming_invoice(
             ),
         )
     })?;
-    let invoice = rate_period(&state.catalog, &billed, c.billing_anchor, period, &usage)
+    let anchor = c.allowance().anchor_at(period.start);
+    let invoice = rate_period(&state.catalog, &billed, anchor, period, &usage)
         .map_err(|m| ApiError::unprocessable("rating_failed", m))?;
     Ok(UpcomingInvoice {
         customer: c.id,

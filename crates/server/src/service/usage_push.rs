@@ -114,6 +114,8 @@ pub struct StripeState {
     /// Stripe's `Request-Id` of the last call.
     pub request_id: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// Stripe's page where the customer sees and pays the invoice, once Stripe finalized it.
+    pub hosted_invoice_url: Option<String>,
 }
 
 impl From<&InvoicePush> for StripeState {
@@ -129,6 +131,7 @@ impl From<&InvoicePush> for StripeState {
             last_error: p.last_error.clone(),
             request_id: p.request_id.clone(),
             updated_at: p.updated_at,
+            hosted_invoice_url: p.hosted_invoice_url.clone(),
         }
     }
 }
@@ -250,6 +253,7 @@ pub async fn row_for(
         next_attempt_at: now,
         created_at: now,
         updated_at: now,
+        hosted_invoice_url: None,
     };
     Ok(Some(state.store.insert_push(row).await?))
 }

@@ -158,6 +158,7 @@ pub async fn world_with(
             past_due_at: None,
             changed_at: t0(),
             now: t0(),
+            allowance_anchor: None,
         })
         .await
         .unwrap();

@@ -11,7 +11,7 @@ use crate::{
 
 const CUSTOMER_COLS: &str =
     "id, email, name, metadata, billing_anchor, created_at, updated_at, billed_through,
-     email_opt_out";
+     email_opt_out, previous_anchor";
 
 fn customer_row(r: &Row) -> Customer {
     Customer {
@@ -24,6 +24,7 @@ fn customer_row(r: &Row) -> Customer {
         updated_at: r.get(6),
         billed_through: r.get(7),
         email_opt_out: r.get(8),
+        previous_anchor: r.get(9),
     }
 }
 
@@ -110,18 +111,74 @@ pub(crate) async fn upsert(
         super::audit::insert(&c, &e).await?;
     }
     c.commit().await?;
-    Ok((customer, row.get(9)))
+    Ok((customer, row.get(10)))
 }
 
-pub(crate) async fn anchors(pool: &Pool, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {
+pub(crate) async fn anchors(pool: &Pool, ids: &[String]) -> Result<Vec<crate::CustomerAnchors>> {
     let c = pool.get().await?;
     let rows = c
         .query(
-            "SELECT id, billing_anchor FROM customers WHERE id = ANY($1)",
+            "SELECT id, created_at, billing_anchor, previous_anchor FROM customers
+             WHERE id = ANY($1)",
             &[&ids],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                tally_core::period::AllowanceAnchor {
+                    anchor: r.get(2),
+                    previous: r.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
+pub(crate) async fn set_allowance_anchor(
+    pool: &Pool,
+    customer_id: &str,
+    anchor: DateTime<Utc>,
+) -> Result<bool> {
+    let mut c = pool.get().await?;
+    let tx = c.transaction().await?;
+    let changed = set_anchor_in(&tx, customer_id, anchor).await?;
+    tx.commit().await?;
+    Ok(changed)
+}
+
+/// [`set_allowance_anchor`] inside the caller's transaction.
+pub(crate) async fn set_anchor_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    customer_id: &str,
+    anchor: DateTime<Utc>,
+) -> Result<bool> {
+    let changed = tx
+        .execute(
+            "UPDATE customers SET previous_anchor = billing_anchor, billing_anchor = $2
+             WHERE id = $1 AND billing_anchor <> $2",
+            &[&customer_id, &anchor],
+        )
+        .await?;
+    if changed > 0 {
+        tx.execute(
+            "UPDATE anchor_version SET version = version + 1 WHERE id = 1",
+            &[],
+        )
+        .await?;
+    }
+    Ok(changed > 0)
+}
+
+pub(crate) async fn anchor_version(pool: &Pool) -> Result<i64> {
+    let c = pool.get().await?;
+    let row = c
+        .query_opt("SELECT version FROM anchor_version WHERE id = 1", &[])
+        .await?;
+    Ok(row.map_or(0, |r| r.get(0)))
 }
 
 pub(crate) const SUB_COLS: &str =

@@ -75,6 +75,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "invoice_pushes",
         include_str!("../../migrations/postgres/0014_invoice_pushes.sql"),
     ),
+    (
+        18,
+        "anchors_and_hosted_invoices",
+        include_str!("../../migrations/postgres/0018_anchors_and_hosted_invoices.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

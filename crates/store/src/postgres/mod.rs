@@ -159,8 +159,16 @@ impl Store for PgStore {
         customers::list_after(&self.pool, after, limit).await
     }
 
-    async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {
+    async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<crate::CustomerAnchors>> {
         customers::anchors(&self.pool, ids).await
+    }
+
+    async fn set_allowance_anchor(&self, customer_id: &str, anchor: DateTime<Utc>) -> Result<bool> {
+        customers::set_allowance_anchor(&self.pool, customer_id, anchor).await
+    }
+
+    async fn anchor_version(&self) -> Result<i64> {
+        customers::anchor_version(&self.pool).await
     }
 
     async fn put_subscription_audited(
@@ -676,6 +684,10 @@ impl Store for PgStore {
         outcome: crate::PushOutcome,
     ) -> Result<bool> {
         usage_push::finish(&self.pool, invoice_id, holder, &outcome).await
+    }
+
+    async fn set_push_hosted_url(&self, stripe_invoice: &str, url: &str) -> Result<u64> {
+        usage_push::set_hosted_url(&self.pool, stripe_invoice, url).await
     }
 
     async fn set_push_state_of_stripe_invoice(

@@ -206,6 +206,9 @@ pub(crate) async fn put_subscription(
             ],
         )
         .await?;
+    if let Some(anchor) = s.allowance_anchor {
+        super::customers::set_anchor_in(&c, &s.customer_id, anchor).await?;
+    }
     super::history::record(&c, &s.customer_id, s.changed_at).await?;
     c.commit().await?;
     Ok(sub_row(&row))

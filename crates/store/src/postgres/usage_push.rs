@@ -12,7 +12,7 @@ use crate::{
 
 const COLS: &str = "invoice_id, customer_id, stripe_customer, stripe_subscription, period_start,
     period_end, currency, lines, amount, state, renewal_invoice, standalone_invoice, attempts,
-    last_error, request_id, next_attempt_at, created_at, updated_at";
+    last_error, request_id, next_attempt_at, created_at, updated_at, hosted_invoice_url";
 
 fn push_row(r: &Row) -> InvoicePush {
     InvoicePush {
@@ -34,6 +34,7 @@ fn push_row(r: &Row) -> InvoicePush {
         next_attempt_at: r.get(15),
         created_at: r.get(16),
         updated_at: r.get(17),
+        hosted_invoice_url: r.get(18),
     }
 }
 
@@ -233,6 +234,18 @@ pub(crate) async fn set_state_of_stripe_invoice(
                 OR (renewal_invoice = $1 AND standalone_invoice IS NULL))
            AND state NOT IN ('pending', 'paid', 'skipped') AND state <> $2",
         &[&stripe_invoice, &new_state, &now],
+    )
+    .await?)
+}
+
+pub(crate) async fn set_hosted_url(pool: &Pool, stripe_invoice: &str, url: &str) -> Result<u64> {
+    let c = pool.get().await?;
+    Ok(c.execute(
+        "UPDATE invoice_pushes SET hosted_invoice_url = $2
+         WHERE (standalone_invoice = $1
+                OR (renewal_invoice = $1 AND standalone_invoice IS NULL))
+           AND hosted_invoice_url IS DISTINCT FROM $2",
+        &[&stripe_invoice, &url],
     )
     .await?)
 }

@@ -10,7 +10,7 @@ use crate::{
 
 const CUSTOMER_COLS: &str =
     "id, email, name, metadata, billing_anchor, created_at, updated_at, billed_through,
-     email_opt_out";
+     email_opt_out, previous_anchor";
 
 fn customer_row(r: &Row<'_>) -> rusqlite::Result<Customer> {
     let metadata: String = r.get(3)?;
@@ -24,6 +24,7 @@ fn customer_row(r: &Row<'_>) -> rusqlite::Result<Customer> {
         updated_at: from_ms(r.get(6)?),
         billed_through: r.get::<_, Option<i64>>(7)?.map(from_ms),
         email_opt_out: r.get(8)?,
+        previous_anchor: r.get::<_, Option<i64>>(9)?.map(from_ms),
     })
 }
 
@@ -105,15 +106,59 @@ pub(crate) fn upsert(
     Ok((customer, !existed))
 }
 
-pub(crate) fn anchors(conn: &Connection, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {
-    let mut stmt = conn.prepare_cached("SELECT billing_anchor FROM customers WHERE id = ?1")?;
+pub(crate) fn anchors(conn: &Connection, ids: &[String]) -> Result<Vec<crate::CustomerAnchors>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT created_at, billing_anchor, previous_anchor FROM customers WHERE id = ?1",
+    )?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(ms) = stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
-            out.push((id.clone(), from_ms(ms)));
+        let row = stmt
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            })
+            .optional()?;
+        if let Some((created, anchor, previous)) = row {
+            out.push((
+                id.clone(),
+                from_ms(created),
+                tally_core::period::AllowanceAnchor {
+                    anchor: from_ms(anchor),
+                    previous: previous.map(from_ms),
+                },
+            ));
         }
     }
     Ok(out)
+}
+
+pub(crate) fn set_allowance_anchor(
+    conn: &Connection,
+    customer_id: &str,
+    anchor: DateTime<Utc>,
+) -> Result<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE customers SET previous_anchor = billing_anchor, billing_anchor = ?2
+             WHERE id = ?1 AND billing_anchor <> ?2",
+        )?
+        .execute(params![customer_id, to_ms(anchor)])?;
+    if changed > 0 {
+        conn.prepare_cached("UPDATE anchor_version SET version = version + 1 WHERE id = 1")?
+            .execute([])?;
+    }
+    Ok(changed > 0)
+}
+
+pub(crate) fn anchor_version(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT version FROM anchor_version WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
 }
 
 pub(crate) const SUB_COLS: &str =

@@ -81,6 +81,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "dedup_window",
         include_str!("../../migrations/sqlite/0016_dedup_window.sql"),
     ),
+    (
+        20,
+        "anchors_and_hosted_invoices",
+        include_str!("../../migrations/sqlite/0020_anchors_and_hosted_invoices.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

@@ -415,9 +415,19 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<(String, DateTime<Utc>)>> {
+    async fn customer_anchors(&self, ids: &[String]) -> Result<Vec<crate::CustomerAnchors>> {
         let ids = ids.to_vec();
         self.read(move |c| customers::anchors(c, &ids)).await
+    }
+
+    async fn set_allowance_anchor(&self, customer_id: &str, anchor: DateTime<Utc>) -> Result<bool> {
+        let id = customer_id.to_owned();
+        self.write(move |w| customers::set_allowance_anchor(&w.conn, &id, anchor))
+            .await
+    }
+
+    async fn anchor_version(&self) -> Result<i64> {
+        self.read(customers::anchor_version).await
     }
 
     async fn put_subscription_audited(
@@ -1025,6 +1035,12 @@ impl Store for SqliteStore {
     ) -> Result<bool> {
         let (id, holder) = (invoice_id.to_owned(), holder.to_owned());
         self.write(move |w| usage_push::finish(&w.conn, &id, &holder, &outcome))
+            .await
+    }
+
+    async fn set_push_hosted_url(&self, stripe_invoice: &str, url: &str) -> Result<u64> {
+        let (si, u) = (stripe_invoice.to_owned(), url.to_owned());
+        self.write(move |w| usage_push::set_hosted_url(&w.conn, &si, &u))
             .await
     }
 

@@ -196,6 +196,9 @@ pub(crate) fn put_subscription(
         s.past_due_at.map(to_ms),
         s.stripe.to_string()
     ])?;
+    if let Some(anchor) = s.allowance_anchor {
+        customers::set_allowance_anchor(conn, &s.customer_id, anchor)?;
+    }
     super::history::record(conn, &s.customer_id, s.changed_at)?;
     customers::get_subscription(conn, &s.customer_id)?
         .ok_or_else(|| StoreError::Database("subscription vanished after upsert".into()))

@@ -10,7 +10,7 @@ use crate::{InvoicePush, PushOutcome, PushTarget, RefundRecord, Result, StoredIn
 
 const COLS: &str = "invoice_id, customer_id, stripe_customer, stripe_subscription, period_start,
     period_end, currency, lines, amount, state, renewal_invoice, standalone_invoice, attempts,
-    last_error, request_id, next_attempt_at, created_at, updated_at";
+    last_error, request_id, next_attempt_at, created_at, updated_at, hosted_invoice_url";
 
 fn push_row(r: &Row<'_>) -> rusqlite::Result<InvoicePush> {
     Ok(InvoicePush {
@@ -32,6 +32,7 @@ fn push_row(r: &Row<'_>) -> rusqlite::Result<InvoicePush> {
         next_attempt_at: from_ms(r.get(15)?),
         created_at: from_ms(r.get(16)?),
         updated_at: from_ms(r.get(17)?),
+        hosted_invoice_url: r.get(18)?,
     })
 }
 
@@ -219,6 +220,18 @@ pub(crate) fn set_state_of_stripe_invoice(
                AND state NOT IN ('pending', 'paid', 'skipped') AND state <> ?2",
         )?
         .execute(params![stripe_invoice, new_state, to_ms(now)])?;
+    Ok(n as u64)
+}
+
+pub(crate) fn set_hosted_url(conn: &Connection, stripe_invoice: &str, url: &str) -> Result<u64> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE invoice_pushes SET hosted_invoice_url = ?2
+             WHERE (standalone_invoice = ?1
+                    OR (renewal_invoice = ?1 AND standalone_invoice IS NULL))
+               AND hosted_invoice_url IS NOT ?2",
+        )?
+        .execute(params![stripe_invoice, url])?;
     Ok(n as u64)
 }
 

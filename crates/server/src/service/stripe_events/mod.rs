@@ -318,10 +318,18 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
             let moved = if voided {
                 push_status(state, i, tally_store::usage_push::state::VOIDED).await?
             } else {
-                0
+                match (&i.id, &i.hosted_invoice_url) {
+                    // `invoice.finalized`: the hosted page exists from now on.
+                    (Some(id), Some(url)) => state.store.set_push_hosted_url(id, url).await?,
+                    _ => 0,
+                }
             };
             if moved > 0 {
-                applied("usage push marked voided")
+                applied(if voided {
+                    "usage push marked voided"
+                } else {
+                    "hosted invoice page kept"
+                })
             } else {
                 ignored(format!("{}: nothing to apply", event.event_type))
             }
@@ -351,14 +359,17 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
 
 /// Moves the usage pushes whose lines are on this invoice to the state of the invoice as Stripe
 /// has it now (re-read, so that duplicated and reordered events of one invoice end where a
-/// clean run ends); `to`, the state the event reports, when Stripe cannot be read. Returns how
-/// many moved.
+/// clean run ends); `to`, the state the event reports, when Stripe cannot be read. Keeps the
+/// invoice's hosted page with them as well. Returns how many moved.
 async fn push_status(state: &AppState, i: &Invoice, to: &str) -> Result<u64, Fail> {
     let Some(id) = &i.id else {
         return Ok(0);
     };
     if state.store.pushes_of_stripe_invoice(id).await?.is_empty() {
         return Ok(0);
+    }
+    if let Some(url) = &i.hosted_invoice_url {
+        state.store.set_push_hosted_url(id, url).await?;
     }
     let now = match &state.stripe {
         Some(client) => client.invoice(id).await?.map(|r| r.value),
@@ -530,6 +541,18 @@ async fn mirror(
             s.id
         )));
     }
+    // Allowance periods follow Stripe's billing cycle from its anchor on (a subscription that
+    // never started, or one that ended, leaves the anchor where it was).
+    let started = !matches!(status.as_str(), "incomplete" | "canceled");
+    let allowance_anchor = s.billing_cycle_anchor.map(instant).filter(|_| started);
+    let anchor_before = match allowance_anchor {
+        Some(_) => state
+            .store
+            .get_customer(&customer)
+            .await?
+            .map(|c| c.billing_anchor),
+        None => None,
+    };
     let sub = state
         .store
         .put_stripe_subscription(StripeSubscriptionUpsert {
@@ -542,8 +565,12 @@ async fn mirror(
             // The event's instant when there is one: the history dates the change at Stripe.
             changed_at: past_due_at.unwrap_or(now),
             now,
+            allowance_anchor,
         })
         .await?;
+    if allowance_anchor.is_some() && anchor_before != allowance_anchor {
+        crate::service::sync::forget_anchors(state);
+    }
     state.credits.forget(&customer);
     // Once per Stripe subscription (keyed by it): replays and duplicates enqueue nothing more.
     if sub.status == "canceled" {
@@ -831,6 +858,7 @@ async fn invoice_failed(
                     past_due_at: Some(at),
                     changed_at: at,
                     now: state.clock.now(),
+                    allowance_anchor: None,
                 })
                 .await?;
             state.credits.forget(&customer);
