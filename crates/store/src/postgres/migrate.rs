@@ -75,6 +75,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "invoice_pushes",
         include_str!("../../migrations/postgres/0014_invoice_pushes.sql"),
     ),
+    (
+        16,
+        "topups",
+        include_str!("../../migrations/postgres/0016_topups.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

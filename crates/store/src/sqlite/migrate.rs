@@ -81,6 +81,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "dedup_window",
         include_str!("../../migrations/sqlite/0016_dedup_window.sql"),
     ),
+    (
+        18,
+        "topups",
+        include_str!("../../migrations/sqlite/0018_topups.sql"),
+    ),
 ];
 
 /// The schema version the code expects.
