@@ -38,5 +38,6 @@ pub use resources::catalog::{
 };
 pub use resources::customers::CustomerParams;
 pub use resources::invoicing::{InvoiceFilter, NewInvoice, NewInvoiceItem};
+pub use resources::payment_intents::NewOffSessionPayment;
 pub use resources::refunds::NewRefund;
 pub use resources::test_clocks::TestClock;

@@ -23,6 +23,7 @@ pub mod rfc3339;
 pub mod stripe_customers;
 pub mod stripe_events;
 pub mod stripe_schedule;
+pub mod topups;
 pub mod usage;
 pub mod usage_push;
 pub mod usage_sync;

@@ -4,6 +4,7 @@ pub mod billing;
 pub mod catalog;
 pub mod customers;
 pub mod invoicing;
+pub mod payment_intents;
 pub mod refunds;
 pub mod test_clocks;
 

@@ -23,7 +23,8 @@ use tally_store::{
 };
 use tally_stripe::event::{Event, EventKind};
 use tally_stripe::model::{
-    CheckoutSession, Invoice, Subscription as StripeSub, SubscriptionStatus,
+    CheckoutSession, Invoice, PaymentMethod, SetupIntent, Subscription as StripeSub,
+    SubscriptionStatus,
 };
 use tally_stripe::RawEvent;
 use tokio::sync::watch;
@@ -343,10 +344,36 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
             .await?;
             applied(what)
         }
+        EventKind::PaymentIntentSucceeded(pi) | EventKind::PaymentIntentFailed(pi) => {
+            applied(crate::service::topups::on_payment_intent(state, pi).await?)
+        }
+        EventKind::PaymentMethodAttached(PaymentMethod { customer, .. })
+        | EventKind::SetupIntentSucceeded(SetupIntent { customer, .. }) => {
+            card_changed(state, customer.as_deref()).await
+        }
+        // A new default payment method (`invoice_settings` changed) is a card change.
+        EventKind::CustomerUpdated(c) if event.changed.contains("invoice_settings") => {
+            card_changed(state, Some(&c.id)).await
+        }
         EventKind::CustomerUpdated(_) | EventKind::Unhandled => {
             ignored(format!("{} is not handled", event.event_type))
         }
     }
+}
+
+/// A Stripe customer's card changed: automatic top-ups stopped by declines resume.
+async fn card_changed(
+    state: &AppState,
+    stripe_customer: Option<&str>,
+) -> Result<InboxOutcome, Fail> {
+    let customer = match stripe_customer {
+        Some(c) => tally_customer_of_stripe_customer(state, c).await?,
+        None => None,
+    };
+    let Some(customer) = customer else {
+        return ignored("not a Tally customer's card");
+    };
+    applied(crate::service::topups::on_card_changed(state, &customer).await?)
 }
 
 /// Moves the usage pushes whose lines are on this invoice to `to`; returns how many moved.
