@@ -8,7 +8,9 @@
 //! - at most `max_per_month` rows charged or in flight per calendar month (UTC): counted in the
 //!   transaction that writes the row, with the customer's settings row locked (PostgreSQL) or
 //!   under the single writer (SQLite);
-//! - no row while backing off after a decline, nor after [`BREAKER_AFTER`] declines in a row.
+//! - no row while backing off after a decline, nor after [`BREAKER_AFTER`] declines in a row;
+//! - no row unless the balance, read in that same transaction, is below the threshold: the
+//!   caller's balance may be stale (a top-up granted since).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -109,6 +111,8 @@ pub enum TopupRequest {
     Created(TopupRecord),
     /// The customer has no settings (or they name another pack now).
     NotConfigured,
+    /// The balance is not below the threshold (any more: e.g. a top-up was granted meanwhile).
+    AboveThreshold,
     /// A top-up is in flight already.
     InFlight,
     /// `max_per_month` top-ups were charged or are in flight this month.

@@ -50,9 +50,11 @@ const BATCH: usize = 32;
 const CLAIM: chrono::Duration = chrono::Duration::minutes(2);
 /// How often an idle worker looks for due top-ups.
 const POLL: Duration = Duration::from_millis(500);
-/// After Stripe did not answer: the first wait before asking again, doubling, capped.
+/// After a 5xx: the first wait before asking again, doubling, capped.
 const FIRST_RETRY_SECS: i64 = 2;
 const MAX_RETRY_SECS: i64 = 600;
+/// After a timeout, 429, 409 or lost connection: the wait before asking again with the same key.
+const SAME_KEY_RETRY_SECS: i64 = 10;
 /// Metadata keys on the payment intent.
 const TOPUP_KEY: &str = "tally_topup_id";
 
@@ -100,7 +102,8 @@ pub struct TopupView {
     pub month: String,
     /// `pending`, `succeeded` or `failed`.
     pub status: String,
-    /// Calls to Stripe that went unanswered (retried).
+    /// Calls to Stripe that ended in a 5xx (each retried with a new idempotency key after looking
+    /// the charge up).
     pub attempts: i64,
     pub stripe_payment_intent: Option<String>,
     pub payment_method: Option<String>,
@@ -366,7 +369,11 @@ pub async fn after_consumption(state: &AppState, customer: &str, balance: Decima
 }
 
 /// Writes a top-up row if the rules allow it, and wakes the worker.
-async fn request(state: &AppState, customer: &str, pack_id: &str) -> Result<TopupRequest, ApiError> {
+async fn request(
+    state: &AppState,
+    customer: &str,
+    pack_id: &str,
+) -> Result<TopupRequest, ApiError> {
     let Some(pack) = state.catalog.credit_pack(pack_id) else {
         return Ok(TopupRequest::NotConfigured);
     };
@@ -456,7 +463,9 @@ pub async fn round(state: &AppState) -> usize {
     .unwrap_or_default();
     for customer in due {
         worker::run_item(state, worker::TOPUPS, &customer.clone(), async {
-            if maybe_request(state, &customer).await?.is_none() {
+            if let None | Some(TopupRequest::AboveThreshold) =
+                maybe_request(state, &customer).await?
+            {
                 state.store.clear_topup_retry(&customer).await?;
             }
             Ok::<_, ApiError>(())
@@ -473,18 +482,24 @@ async fn charge(state: &AppState, row: TopupRecord) -> Result<(), ApiError> {
     let Some(stripe_customer) = link.and_then(|l| l.stripe_id) else {
         return fail(state, &row, Decline::no_card(), None).await;
     };
-    // An earlier call went unanswered and may have charged: find it before charging again.
+    // An earlier call ended in a 5xx and may have charged: find it before charging again.
     if row.attempts > 0 {
         match find_intent(state, &stripe_customer, &row).await {
             Ok(Some(pi)) => return settle(state, &row, &pi, None).await,
             Ok(None) => {}
-            Err(e) => return retry_later(state, &row, None, e).await,
+            Err(e) => return retry_later(state, &row, None, e, false).await,
         }
     }
-    let pm = match client.default_payment_method(&stripe_customer).await {
+    // The card of an earlier attempt, so that a retry with the same key sends the same request.
+    let known = row.payment_method.clone();
+    let pm = match known {
+        Some(pm) => Ok(Some(pm)),
+        None => client.default_payment_method(&stripe_customer).await,
+    };
+    let pm = match pm {
         Ok(Some(pm)) => pm,
         Ok(None) => return fail(state, &row, Decline::no_card(), None).await,
-        Err(e) => return retry_later(state, &row, None, e).await,
+        Err(e) => return retry_later(state, &row, None, e, false).await,
     };
     let mut metadata = Metadata::new();
     metadata.insert(TOPUP_KEY.into(), row.id.clone());
@@ -494,8 +509,10 @@ async fn charge(state: &AppState, row: TopupRecord) -> Result<(), ApiError> {
     );
     // As a credit pack's checkout does, so that a refund takes the pack's credits back.
     metadata.insert("tally_pack".into(), row.pack.clone());
-    // A new key per unanswered attempt: Stripe replays a key's first answer, even a 500, for
-    // 24 h. The lookup above keeps each row to one charge.
+    // The key stays the same across timeouts and 429s (the first request may still be running:
+    // Stripe answers the same key with that request's outcome). After a 5xx it changes, since
+    // Stripe replays a key's first answer, even a 500, for 24 h; the lookup above then keeps the
+    // row to one charge.
     let attempt = u32::try_from(row.attempts).unwrap_or(u32::MAX);
     let res = client
         .create_off_session_payment(
@@ -533,12 +550,16 @@ async fn charge(state: &AppState, row: TopupRecord) -> Result<(), ApiError> {
                 };
                 fail(state, &row, d, e.request_id.clone()).await
             }
+            ErrorKind::Unavailable { .. } | ErrorKind::Decode(_) => {
+                retry_later(state, &row, Some(pm), e, true).await
+            }
+            // With the same key and the same request, a conflict means the first request is still
+            // going through.
             ErrorKind::RateLimited { .. }
             | ErrorKind::Conflict { .. }
-            | ErrorKind::Unavailable { .. }
+            | ErrorKind::IdempotencyConflict { .. }
             | ErrorKind::Timeout
-            | ErrorKind::Connection(_)
-            | ErrorKind::Decode(_) => retry_later(state, &row, Some(pm), e).await,
+            | ErrorKind::Connection(_) => retry_later(state, &row, Some(pm), e, false).await,
             other => {
                 // Stripe refused the request itself (e.g. the card is not the customer's): it
                 // would refuse again, so it counts as a failed top-up.
@@ -605,21 +626,29 @@ async fn settle(
                 status: None,
                 attempts: 1,
             };
-            retry_later(state, row, pi.payment_method.clone(), e).await
+            retry_later(state, row, pi.payment_method.clone(), e, false).await
         }
     }
 }
 
+/// Leaves the top-up for a later attempt. `new_key`: Stripe may have saved its answer (a 5xx)
+/// against the key, so the next attempt looks the charge up and then uses the next key.
 async fn retry_later(
     state: &AppState,
     row: &TopupRecord,
     pm: Option<String>,
     e: tally_stripe::Error,
+    new_key: bool,
 ) -> Result<(), ApiError> {
-    let attempts = row.attempts.saturating_add(1);
-    let secs = FIRST_RETRY_SECS
-        .saturating_mul(1i64 << attempts.clamp(0, 20))
-        .min(MAX_RETRY_SECS);
+    let (attempts, secs) = if new_key {
+        let n = row.attempts.saturating_add(1);
+        let secs = FIRST_RETRY_SECS
+            .saturating_mul(1i64 << n.clamp(0, 20))
+            .min(MAX_RETRY_SECS);
+        (n, secs)
+    } else {
+        (row.attempts, SAME_KEY_RETRY_SECS)
+    };
     let now = state.clock.now();
     state
         .store

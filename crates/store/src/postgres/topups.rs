@@ -4,9 +4,9 @@
 //! index keeps one top-up in flight per customer in any case.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use deadpool_postgres::Pool;
 use rust_decimal::Decimal;
-use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::notify;
@@ -74,7 +74,10 @@ pub(crate) async fn put_settings(pool: &Pool, s: &AutoTopup) -> Result<AutoTopup
 pub(crate) async fn delete_settings(pool: &Pool, customer: &str) -> Result<bool> {
     let c = pool.get().await?;
     let n = c
-        .execute("DELETE FROM auto_topups WHERE customer_id = $1", &[&customer])
+        .execute(
+            "DELETE FROM auto_topups WHERE customer_id = $1",
+            &[&customer],
+        )
         .await?;
     Ok(n > 0)
 }
@@ -156,6 +159,15 @@ pub(crate) async fn request(pool: &Pool, t: &NewTopup) -> Result<TopupRequest> {
     }
     if used >= s.max_per_month {
         return Ok(TopupRequest::CapReached);
+    }
+    let balance: Decimal = super::credits::open_buckets(&tx, &t.customer_id)
+        .await?
+        .iter()
+        .filter(|b| b.is_open(t.now))
+        .map(|b| b.remaining)
+        .sum();
+    if balance >= s.threshold {
+        return Ok(TopupRequest::AboveThreshold);
     }
     let sql = format!(
         "INSERT INTO topups (id, customer_id, pack, credits, amount, currency, month, state,
@@ -277,7 +289,7 @@ pub(crate) async fn finish(pool: &Pool, f: &TopupFinish) -> Result<bool> {
         let breaker = i32::try_from(BREAKER_AFTER).unwrap_or(i32::MAX);
         tx.execute(
             "UPDATE auto_topups SET consecutive_failures = consecutive_failures + 1,
-                retry_after = CASE WHEN consecutive_failures + 1 >= $2 THEN NULL ELSE $3 END,
+                retry_after = CASE WHEN consecutive_failures + 1 >= $2 THEN NULL ELSE $3::TIMESTAMPTZ END,
                 failed_payment_method = $4
              WHERE customer_id = $1",
             &[&customer, &breaker, &f.retry_after, &f.payment_method],

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use rust_decimal::Decimal;
 
 use super::events::dec;
 use super::notify;
@@ -156,7 +157,9 @@ pub(crate) fn request(conn: &Connection, t: &NewTopup) -> Result<TopupRequest> {
         return Ok(TopupRequest::BackingOff(after));
     }
     let in_flight: bool = conn
-        .prepare_cached("SELECT EXISTS(SELECT 1 FROM topups WHERE customer_id = ?1 AND state = ?2)")?
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM topups WHERE customer_id = ?1 AND state = ?2)",
+        )?
         .query_row(params![t.customer_id, state::PENDING], |r| r.get(0))?;
     if in_flight {
         return Ok(TopupRequest::InFlight);
@@ -173,6 +176,14 @@ pub(crate) fn request(conn: &Connection, t: &NewTopup) -> Result<TopupRequest> {
         )?;
     if used >= s.max_per_month {
         return Ok(TopupRequest::CapReached);
+    }
+    let balance: Decimal = super::credits::open_buckets(conn, &t.customer_id)?
+        .iter()
+        .filter(|b| b.is_open(t.now))
+        .map(|b| b.remaining)
+        .sum();
+    if balance >= s.threshold {
+        return Ok(TopupRequest::AboveThreshold);
     }
     let now = to_ms(t.now);
     let n = conn

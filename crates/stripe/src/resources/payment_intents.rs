@@ -78,6 +78,8 @@ impl Client {
     pub async fn default_payment_method(&self, customer: &str) -> Result<Option<String>, Error> {
         let path = format!("/v1/customers/{}", seg(customer));
         let c = self.get::<wire::Customer>(&path, &Form::new()).await?;
-        Ok(c.value.invoice_settings.and_then(|i| i.default_payment_method))
+        Ok(c.value
+            .invoice_settings
+            .and_then(|i| i.default_payment_method))
     }
 }
