@@ -22,6 +22,7 @@ pub mod reconcile;
 pub mod serve;
 pub mod stripe;
 pub mod sync;
+pub mod topups;
 pub mod usage;
 pub mod webhooks;
 

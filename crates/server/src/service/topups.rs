@@ -237,8 +237,33 @@ pub async fn put(
     audit: AuditContext,
 ) -> Result<(AutoTopupView, bool), ApiError> {
     super::customers::check_id(id)?;
-    let customer = super::usage::customer(state, id).await?;
+    super::usage::customer(state, id).await?;
     client(state)?;
+    let (stored, before) = store_settings(
+        state.store.as_ref(),
+        &state.catalog,
+        id,
+        input,
+        audit,
+        state.clock.now(),
+    )
+    .await?;
+    state.topups.forget(id);
+    maybe_request(state, id).await?;
+    let fresh = state.store.get_auto_topup(id).await?.unwrap_or(stored);
+    Ok((view(state, fresh).await?, before.is_none()))
+}
+
+/// Validates and stores a customer's settings (audited as `auto_top_up.updated`); returns them as
+/// stored and the settings they replaced. The API and `tally topups set` share it.
+pub async fn store_settings(
+    store: &dyn tally_store::Store,
+    catalog: &tally_core::catalog::Catalog,
+    id: &str,
+    input: AutoTopupInput,
+    audit: AuditContext,
+    now: DateTime<Utc>,
+) -> Result<(AutoTopup, Option<AutoTopup>), ApiError> {
     let threshold = parse_amount(&input.threshold, "threshold")?;
     if threshold <= Decimal::ZERO {
         return Err(
@@ -246,7 +271,7 @@ pub async fn put(
                 .with_param("threshold"),
         );
     }
-    let pack = state.catalog.credit_pack(&input.pack).ok_or_else(|| {
+    let pack = catalog.credit_pack(&input.pack).ok_or_else(|| {
         ApiError::unprocessable(
             "unknown_pack",
             format!("the catalog has no credit pack {:?}", input.pack),
@@ -260,12 +285,10 @@ pub async fn put(
         )
         .with_param("max_per_month"));
     }
-    let now = state.clock.now();
-    let before = state.store.get_auto_topup(id).await?;
-    let stored = state
-        .store
+    let before = store.get_auto_topup(id).await?;
+    let stored = store
         .put_auto_topup(AutoTopup {
-            customer_id: customer.id.clone(),
+            customer_id: id.to_owned(),
             threshold,
             pack: pack.id.clone(),
             max_per_month: input.max_per_month,
@@ -276,7 +299,6 @@ pub async fn put(
             updated_at: now,
         })
         .await?;
-    state.topups.forget(id);
     let settings_json = |s: &AutoTopup| {
         json!({
             "threshold": s.threshold.normalize().to_string(),
@@ -285,7 +307,7 @@ pub async fn put(
         })
     };
     super::audit::record(
-        state.store.as_ref(),
+        store,
         audit,
         "auto_top_up.updated",
         super::audit::Target {
@@ -297,24 +319,29 @@ pub async fn put(
         Some(settings_json(&stored)),
     )
     .await?;
-    maybe_request(state, id).await?;
-    let fresh = state.store.get_auto_topup(id).await?.unwrap_or(stored);
-    Ok((view(state, fresh).await?, before.is_none()))
+    Ok((stored, before))
 }
 
 /// `DELETE /v1/customers/{id}/auto-top-up` (audited); a top-up in flight still finishes.
 pub async fn delete(state: &AppState, id: &str, audit: AuditContext) -> Result<(), ApiError> {
     super::customers::check_id(id)?;
     super::usage::customer(state, id).await?;
-    let before = state
-        .store
-        .get_auto_topup(id)
-        .await?
-        .ok_or_else(|| not_set(id))?;
-    state.store.delete_auto_topup(id).await?;
+    remove_settings(state.store.as_ref(), id, audit).await?;
     state.topups.forget(id);
+    Ok(())
+}
+
+/// Removes a customer's settings (audited as `auto_top_up.deleted`); `404 auto_top_up_not_found`
+/// when there are none. The API and `tally topups off` share it.
+pub async fn remove_settings(
+    store: &dyn tally_store::Store,
+    id: &str,
+    audit: AuditContext,
+) -> Result<(), ApiError> {
+    let before = store.get_auto_topup(id).await?.ok_or_else(|| not_set(id))?;
+    store.delete_auto_topup(id).await?;
     super::audit::record(
-        state.store.as_ref(),
+        store,
         audit,
         "auto_top_up.deleted",
         super::audit::Target {
