@@ -905,18 +905,22 @@ async fn fail(
 
 /// `payment_intent.succeeded` / `payment_intent.payment_failed`: settles the top-up the intent
 /// names in its metadata, if it is still pending (the worker may have settled it already).
-pub async fn on_payment_intent(state: &AppState, pi: &PaymentIntent) -> Result<String, ApiError> {
+/// `None` for an intent that is not a top-up's.
+pub async fn on_payment_intent(
+    state: &AppState,
+    pi: &PaymentIntent,
+) -> Result<Option<String>, ApiError> {
     let Some(id) = pi.metadata.get(TOPUP_KEY) else {
-        return Ok("not an automatic top-up".into());
+        return Ok(None);
     };
     let Some(row) = state.store.get_topup(id).await? else {
-        return Ok(format!("unknown top-up {id}"));
+        return Ok(None);
     };
     if row.state != row_state::PENDING {
-        return Ok(format!("top-up {id} already {}", row.state));
+        return Ok(Some(format!("top-up {id} already {}", row.state)));
     }
     settle(state, &row, pi, None).await?;
-    Ok(format!("top-up {id} settled from the event"))
+    Ok(Some(format!("top-up {id} settled from the event")))
 }
 
 /// The customer's card changed (a card attached, a setup intent succeeded, a new default

@@ -345,7 +345,10 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
             applied(what)
         }
         EventKind::PaymentIntentSucceeded(pi) | EventKind::PaymentIntentFailed(pi) => {
-            applied(crate::service::topups::on_payment_intent(state, pi).await?)
+            match crate::service::topups::on_payment_intent(state, pi).await? {
+                Some(what) => applied(what),
+                None => ignored("not a Tally top-up"),
+            }
         }
         EventKind::PaymentMethodAttached(PaymentMethod { customer, .. })
         | EventKind::SetupIntentSucceeded(SetupIntent { customer, .. }) => {
