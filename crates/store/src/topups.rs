@@ -108,7 +108,7 @@ impl NewTopup {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TopupRequest {
     /// The row was written.
-    Created(TopupRecord),
+    Created(Box<TopupRecord>),
     /// The customer has no settings (or they name another pack now).
     NotConfigured,
     /// The balance is not below the threshold (any more: e.g. a top-up was granted meanwhile).

@@ -201,7 +201,7 @@ pub(crate) async fn request(pool: &Pool, t: &NewTopup) -> Result<TopupRequest> {
     )
     .await?;
     tx.commit().await?;
-    Ok(TopupRequest::Created(topup_row(&row)))
+    Ok(TopupRequest::Created(Box::new(topup_row(&row))))
 }
 
 pub(crate) async fn claim(

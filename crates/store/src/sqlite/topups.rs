@@ -210,7 +210,7 @@ pub(crate) fn request(conn: &Connection, t: &NewTopup) -> Result<TopupRequest> {
     conn.prepare_cached("UPDATE auto_topups SET retry_after = NULL WHERE customer_id = ?1")?
         .execute([&t.customer_id])?;
     match get(conn, &t.id)? {
-        Some(row) => Ok(TopupRequest::Created(row)),
+        Some(row) => Ok(TopupRequest::Created(Box::new(row))),
         None => Ok(TopupRequest::InFlight),
     }
 }
