@@ -925,8 +925,19 @@ pub async fn on_payment_intent(
 
 /// The customer's card changed (a card attached, a setup intent succeeded, a new default
 /// payment method): the breaker closes and the backoff ends; below the threshold, a top-up is
-/// requested at once.
-pub async fn on_card_changed(state: &AppState, customer: &str) -> Result<String, ApiError> {
+/// requested at once. `card` is the card the event names: the one that was declined last (e.g.
+/// its own `payment_method.attached`, delivered late) changes nothing.
+pub async fn on_card_changed(
+    state: &AppState,
+    customer: &str,
+    card: Option<&str>,
+) -> Result<String, ApiError> {
+    let settings = state.store.get_auto_topup(customer).await?;
+    if let Some(failed) = settings.and_then(|s| s.failed_payment_method) {
+        if card == Some(failed.as_str()) {
+            return Ok("the card that was declined: top-ups stay as they are".into());
+        }
+    }
     if !state
         .store
         .reset_topup_failures(customer, state.clock.now())

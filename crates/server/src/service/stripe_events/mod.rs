@@ -350,13 +350,17 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
                 None => ignored("not a Tally top-up"),
             }
         }
-        EventKind::PaymentMethodAttached(PaymentMethod { customer, .. })
-        | EventKind::SetupIntentSucceeded(SetupIntent { customer, .. }) => {
-            card_changed(state, customer.as_deref()).await
+        EventKind::PaymentMethodAttached(PaymentMethod { id, customer }) => {
+            card_changed(state, customer.as_deref(), Some(id)).await
         }
+        EventKind::SetupIntentSucceeded(SetupIntent {
+            customer,
+            payment_method,
+            ..
+        }) => card_changed(state, customer.as_deref(), payment_method.as_deref()).await,
         // A new default payment method (`invoice_settings` changed) is a card change.
         EventKind::CustomerUpdated(c) if event.changed.contains("invoice_settings") => {
-            card_changed(state, Some(&c.id)).await
+            card_changed(state, Some(&c.id), c.default_payment_method.as_deref()).await
         }
         EventKind::CustomerUpdated(_) | EventKind::Unhandled => {
             ignored(format!("{} is not handled", event.event_type))
@@ -368,6 +372,7 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
 async fn card_changed(
     state: &AppState,
     stripe_customer: Option<&str>,
+    card: Option<&str>,
 ) -> Result<InboxOutcome, Fail> {
     let customer = match stripe_customer {
         Some(c) => tally_customer_of_stripe_customer(state, c).await?,
@@ -376,7 +381,7 @@ async fn card_changed(
     let Some(customer) = customer else {
         return ignored("not a Tally customer's card");
     };
-    applied(crate::service::topups::on_card_changed(state, &customer).await?)
+    applied(crate::service::topups::on_card_changed(state, &customer, card).await?)
 }
 
 /// Moves the usage pushes whose lines are on this invoice to `to`; returns how many moved.
