@@ -39,6 +39,9 @@ enum Command {
     /// List or replay notifications (the outbox of outgoing webhooks).
     #[command(subcommand)]
     Notifications(commands::notify::NotificationsCommand),
+    /// A customer's automatic top-ups: set, show, off.
+    #[command(subcommand)]
+    Topups(commands::topups::TopupsCommand),
     /// Show the audit log (every change made by an operator or an API key), newest first.
     Audit(commands::audit::AuditArgs),
     /// Import usage events.
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => commands::migrate::run(args),
         Command::Keys(cmd) => commands::keys::run(cmd),
         Command::Audit(args) => commands::audit::run(args),
+        Command::Topups(cmd) => commands::topups::run(cmd),
         Command::WebhookEndpoints(cmd) => commands::notify::run_endpoints(cmd),
         Command::Notifications(cmd) => commands::notify::run_notifications(cmd),
         Command::Events(cmd) => commands::events::run(cmd),

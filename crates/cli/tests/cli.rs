@@ -506,3 +506,95 @@ fn keys_have_scopes_and_every_key_change_is_audited_as_cli() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--since \"yesterday\" is not an RFC 3339 instant"));
 }
+
+#[test]
+fn topups_set_show_and_off_on_the_database_audited_as_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("tally.db").display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = tally_store::connect_admin(&db).await.unwrap();
+        store
+            .upsert_customer(tally_store::CustomerUpsert {
+                id: "c1".into(),
+                email: None,
+                name: None,
+                metadata: None,
+                email_opt_out: None,
+                now: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    let set = |pack: &str, threshold: &str| {
+        tally(&[
+            "topups",
+            "set",
+            "c1",
+            "--threshold",
+            threshold,
+            "--pack",
+            pack,
+            "--max-per-month",
+            "3",
+            "--catalog",
+            "catalogs/localboxs.toml",
+            "--database-url",
+            &db,
+        ])
+    };
+    let o = set("credits_500", "50");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "c1: below 50 credits buy credits_500, at most 3 a month\n"
+    );
+    let o = set("credits_9", "50");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("the catalog has no credit pack \"credits_9\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = set("credits_500", "0");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("threshold must be positive"));
+
+    let o = tally(&["topups", "show", "c1", "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.starts_with(
+            "c1: below 50 credits buy credits_500, at most 3 a month; declines in a row: 0\n"
+        ),
+        "{text}"
+    );
+    let o = tally(&["topups", "show", "c1", "--json", "--database-url", &db]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["settings"]["max_per_month"], 3);
+    assert_eq!(v["recent"], serde_json::json!([]));
+
+    let o = tally(&["topups", "off", "c1", "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = tally(&["topups", "off", "c1", "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = tally(&["topups", "show", "c1", "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(1));
+
+    let o = tally(&["audit", "--json", "--database-url", &db]);
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let actions: Vec<(&str, &str)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["action"].as_str().unwrap(), r["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("auto_top_up.deleted", "cli"),
+            ("auto_top_up.updated", "cli")
+        ]
+    );
+}

@@ -169,6 +169,7 @@ pub async fn spawn_with_store(
     service::notify::spawn_deliverer(state.clone(), stop.subscribe());
     service::monitor::spawn(state.clone(), stop.subscribe());
     service::sync::spawn(state.clone(), stop.subscribe());
+    service::topups::spawn(state.clone(), stop.subscribe());
     let app = api::router(state.clone());
     let metrics_task = metrics_listener.map(|(l, _)| {
         tokio::spawn(conn::serve(

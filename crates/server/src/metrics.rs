@@ -45,7 +45,7 @@ const LAG_BUCKETS: [f64; 12] = [
 const META: Metadata<'static> = Metadata::new("tally", Level::INFO, Some(module_path!()));
 
 /// Background workers, pre-registered so that their failure counters read 0 before any failure.
-const WORKERS: [&str; 7] = [
+const WORKERS: [&str; 8] = [
     "closer",
     "notifier",
     "deliverer",
@@ -53,10 +53,15 @@ const WORKERS: [&str; 7] = [
     "emailer",
     "usage_pusher",
     "reconciler",
+    "topups",
 ];
 
+/// Outcomes of automatic top-ups read as 0 from the start (the others of
+/// [`Metrics::add_topup`] appear with their first observation, keeping `/metrics` small).
+const TOPUP_OUTCOMES: [&str; 2] = ["succeeded", "failed"];
+
 /// Stripe event types Tally handles: `type` label values; anything else is `other`.
-const STRIPE_EVENT_TYPES: [&str; 16] = [
+const STRIPE_EVENT_TYPES: [&str; 18] = [
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
     "checkout.session.async_payment_failed",
@@ -73,6 +78,8 @@ const STRIPE_EVENT_TYPES: [&str; 16] = [
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
     "charge.refunded",
+    "payment_method.attached",
+    "setup_intent.succeeded",
 ];
 
 /// The metric families: name, type and help text.
@@ -92,6 +99,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     ("tally_stripe_webhook_processing_lag_seconds", Kind::Histogram, "From an inbound Stripe event's arrival to the end of its processing."),
     ("tally_stripe_webhook_oldest_unprocessed_age_seconds", Kind::Gauge, "Age of the oldest received, unprocessed Stripe event (0 when none)."),
     ("tally_payments_total", Kind::Counter, "Payments Stripe reported, by outcome."),
+    (
+        "tally_topups_total",
+        Kind::Counter,
+        "Automatic top-ups, by outcome.",
+    ),
     ("tally_payment_failures_consecutive", Kind::Gauge, "Failed payments since the last successful one."),
     ("tally_invoice_payment_failures_total", Kind::Counter, "Failed payment attempts of Stripe invoices."),
     ("tally_revenue_collected_minor_total", Kind::Counter, "Money collected, in minor units of the currency."),
@@ -232,6 +244,10 @@ impl Metrics {
                 .increment(0);
         }
         m.gauge("tally_credits_consumed", &[]).set(0.0);
+        for outcome in TOPUP_OUTCOMES {
+            m.counter("tally_topups_total", &[("outcome", outcome)])
+                .increment(0);
+        }
         for outcome in ["succeeded", "failed"] {
             m.counter("tally_payments_total", &[("outcome", outcome)])
                 .increment(0);
@@ -416,6 +432,13 @@ impl Metrics {
             self.gauge("tally_payment_failures_consecutive", &[])
                 .set(*n as f64);
         }
+    }
+
+    /// An automatic top-up `requested`, `succeeded`, `failed`, `retried` (Stripe did not
+    /// answer), `stopped` (the breaker opened) or `capped` (refused by the monthly cap).
+    pub fn add_topup(&self, outcome: &'static str) {
+        self.counter("tally_topups_total", &[("outcome", outcome)])
+            .increment(1);
     }
 
     /// A Checkout Session `created` (by Tally) or `completed` (reported by Stripe).

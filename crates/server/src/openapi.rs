@@ -55,6 +55,7 @@ pub fn build() -> utoipa::openapi::OpenApi {
     doc.merge(api::clock::ClockDoc::openapi());
     doc.merge(api::business::BusinessDoc::openapi());
     doc.merge(api::refunds::RefundsDoc::openapi());
+    doc.merge(api::topups::TopupsDoc::openapi());
     complete(&mut doc);
     doc
 }

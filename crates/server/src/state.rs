@@ -42,6 +42,8 @@ pub struct SharedState {
     pub anchors: Arc<RwLock<HashMap<String, CustomerAnchor>>>,
     /// In-memory state of credits, entitlements and rate limits.
     pub credits: Arc<crate::service::credits::Shared>,
+    /// Automatic top-ups' settings cache and worker wake-up.
+    pub topups: Arc<crate::service::topups::Shared>,
     /// Hashes of stored API keys recently found valid, with when they were checked and the key's
     /// id, scope and customer: a key is looked up in the database at most every
     /// [`KEY_CACHE_TTL`], so a revoked key stops working within that time.
@@ -112,6 +114,7 @@ impl AppState {
             stripe_status,
             anchors: Arc::new(RwLock::new(HashMap::new())),
             credits: Arc::default(),
+            topups: Arc::default(),
             key_cache: Arc::new(RwLock::new(HashMap::new())),
             key_lookups: Arc::default(),
             instance_id: instance_id().into(),

@@ -308,6 +308,36 @@ fn routes() -> Vec<Route> {
             },
         ),
         r(
+            Method::PUT,
+            "/v1/customers/{id}/auto-top-up",
+            App,
+            true,
+            StatusCode::SERVICE_UNAVAILABLE,
+            |c| {
+                (
+                    format!("/v1/customers/{c}/auto-top-up"),
+                    Some(json!({"threshold": 10, "pack": "small", "max_per_month": 3})),
+                )
+            },
+        ),
+        // No settings: the scope and customer checks come first, then 404.
+        r(
+            Method::GET,
+            "/v1/customers/{id}/auto-top-up",
+            Read,
+            true,
+            StatusCode::NOT_FOUND,
+            |c| (format!("/v1/customers/{c}/auto-top-up"), None),
+        ),
+        r(
+            Method::DELETE,
+            "/v1/customers/{id}/auto-top-up",
+            App,
+            true,
+            StatusCode::NOT_FOUND,
+            |c| (format!("/v1/customers/{c}/auto-top-up"), None),
+        ),
+        r(
             Method::POST,
             "/v1/customers/{id}/subscription/resume",
             Admin,

@@ -22,6 +22,7 @@ pub mod stripe;
 pub mod stripe_links;
 pub mod testing;
 mod time;
+pub mod topups;
 pub mod usage_push;
 
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub use stripe_links::{
     CallOutcome, CheckoutRecord, CouponRedemption, PlanChangeRecord, RedeemOutcome,
     StripeCustomerLink,
 };
+pub use topups::{AutoTopup, NewTopup, TopupFinish, TopupRecord, TopupRequest, TopupRetry};
 pub use usage_push::{InvoicePush, PushOutcome, PushTarget, RefundRecord};
 
 /// Result of store operations.
@@ -687,6 +689,55 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every Tally customer's Stripe customer (links with a Stripe id), for reconciliation.
     async fn stripe_customer_links(&self) -> Result<Vec<StripeCustomerLink>>;
+
+    // --- automatic top-ups (see [`topups`]) ----------------------------------------------------
+
+    /// Creates or replaces a customer's top-up settings; a change of settings keeps the decline
+    /// state (only a card change or a success resets it). Returns the settings as stored.
+    async fn put_auto_topup(&self, settings: AutoTopup) -> Result<AutoTopup>;
+
+    /// A customer's top-up settings.
+    async fn get_auto_topup(&self, customer_id: &str) -> Result<Option<AutoTopup>>;
+
+    /// Removes a customer's top-up settings (a top-up in flight finishes); whether they existed.
+    async fn delete_auto_topup(&self, customer_id: &str) -> Result<bool>;
+
+    /// Writes a top-up row when the rules of [`topups`] allow it, atomically across processes.
+    async fn request_topup(&self, t: NewTopup) -> Result<TopupRequest>;
+
+    /// Claims pending top-ups due at `now` (at most `limit`) until `until`; another process
+    /// claims them only after that.
+    async fn claim_topups(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<TopupRecord>>;
+
+    /// A top-up row.
+    async fn get_topup(&self, id: &str) -> Result<Option<TopupRecord>>;
+
+    /// A customer's top-ups, newest first, at most `limit`.
+    async fn topups_of_customer(&self, customer_id: &str, limit: usize)
+        -> Result<Vec<TopupRecord>>;
+
+    /// Leaves a pending top-up for a later attempt (Stripe did not answer about the charge).
+    async fn retry_topup(&self, r: TopupRetry) -> Result<()>;
+
+    /// Ends a pending top-up and, in the same transaction, updates the customer's decline state
+    /// (a success resets it; a decline counts, backs off and may open the breaker) and enqueues
+    /// the notification. Nothing when the row is no longer pending; returns whether it ended it.
+    async fn finish_topup(&self, f: TopupFinish) -> Result<bool>;
+
+    /// The card changed: closes the breaker and ends the backoff. Returns whether anything was
+    /// reset.
+    async fn reset_topup_failures(&self, customer_id: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Customers whose backoff after a decline is over (breaker closed, nothing in flight).
+    async fn topup_retries_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>>;
+
+    /// Ends a customer's backoff without a top-up (its balance is back above the threshold).
+    async fn clear_topup_retry(&self, customer_id: &str) -> Result<()>;
 }
 
 /// Opens (and migrates) the store named by a database URL: `sqlite://PATH` (optionally

@@ -2,7 +2,10 @@
 //!
 //! Parse only after [`crate::webhook::verify`] accepted the raw bytes.
 
-use crate::model::{Charge, CheckoutSession, Customer, Invoice, Subscription};
+use crate::model::{
+    Charge, CheckoutSession, Customer, Invoice, PaymentIntent, PaymentMethod, SetupIntent,
+    Subscription,
+};
 use crate::wire;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
@@ -79,6 +82,14 @@ pub enum EventKind {
     ChargeRefunded(Charge),
     /// `customer.updated`.
     CustomerUpdated(Customer),
+    /// `payment_intent.succeeded`.
+    PaymentIntentSucceeded(PaymentIntent),
+    /// `payment_intent.payment_failed`.
+    PaymentIntentFailed(PaymentIntent),
+    /// `payment_method.attached`.
+    PaymentMethodAttached(PaymentMethod),
+    /// `setup_intent.succeeded`.
+    SetupIntentSucceeded(SetupIntent),
     /// Any other type: acknowledged and ignored.
     Unhandled,
 }
@@ -168,6 +179,18 @@ impl Event {
             }
             "charge.refunded" => K::ChargeRefunded(object::<wire::Charge, _>(&id, obj)?),
             "customer.updated" => K::CustomerUpdated(object::<wire::Customer, _>(&id, obj)?),
+            "payment_intent.succeeded" => {
+                K::PaymentIntentSucceeded(object::<wire::PaymentIntent, _>(&id, obj)?)
+            }
+            "payment_intent.payment_failed" => {
+                K::PaymentIntentFailed(object::<wire::PaymentIntent, _>(&id, obj)?)
+            }
+            "payment_method.attached" => {
+                K::PaymentMethodAttached(object::<wire::PaymentMethod, _>(&id, obj)?)
+            }
+            "setup_intent.succeeded" => {
+                K::SetupIntentSucceeded(object::<wire::SetupIntent, _>(&id, obj)?)
+            }
             _ => K::Unhandled,
         };
         Ok(Event {

@@ -42,5 +42,6 @@ pub use resources::invoicing::{InvoiceFilter, NewInvoice, NewInvoiceItem};
 pub use resources::meters::{
     Meter, MeterEventOutcome, NewMeter, NewMeterEvent, NewMeteredPrice, PriceTier,
 };
+pub use resources::payment_intents::NewOffSessionPayment;
 pub use resources::refunds::NewRefund;
 pub use resources::test_clocks::TestClock;

@@ -18,6 +18,8 @@ pub struct Customer {
     pub name: Option<String>,
     /// Metadata.
     pub metadata: Metadata,
+    /// `invoice_settings.default_payment_method`: the card charged off-session.
+    pub default_payment_method: Option<String>,
 }
 
 /// A product.
@@ -495,6 +497,16 @@ pub struct PaymentIntent {
     pub latest_charge: Option<String>,
     /// Metadata (a credit pack's checkout puts `tally_pack` here).
     pub metadata: Metadata,
+    /// `cus_…`.
+    pub customer: Option<String>,
+    /// The payment method charged (or, after a decline, the one declined).
+    pub payment_method: Option<String>,
+    /// After a failed attempt: Stripe's `decline_code` (or `code` when there is none).
+    pub decline_code: Option<String>,
+    /// After a failed attempt: Stripe's message.
+    pub failure_message: Option<String>,
+    /// Creation time (unix seconds).
+    pub created: i64,
     /// Why its latest attempt failed, if it did.
     pub last_payment_error: Option<PaymentError>,
 }
@@ -524,4 +536,24 @@ impl PaymentError {
                 )
             })
     }
+}
+
+/// A payment method (`payment_method.attached`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentMethod {
+    /// `pm_…`.
+    pub id: String,
+    /// The customer it is attached to.
+    pub customer: Option<String>,
+}
+
+/// A setup intent (`setup_intent.succeeded`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupIntent {
+    /// `seti_…`.
+    pub id: String,
+    /// The customer whose card was saved.
+    pub customer: Option<String>,
+    /// The card saved.
+    pub payment_method: Option<String>,
 }

@@ -69,6 +69,14 @@ pub(crate) struct Customer {
     pub name: Option<String>,
     #[serde(default, deserialize_with = "metadata")]
     pub metadata: Metadata,
+    #[serde(default)]
+    pub invoice_settings: Option<InvoiceSettings>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InvoiceSettings {
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub default_payment_method: Option<String>,
 }
 
 impl From<Customer> for model::Customer {
@@ -78,6 +86,7 @@ impl From<Customer> for model::Customer {
             email: c.email,
             name: c.name,
             metadata: c.metadata,
+            default_payment_method: c.invoice_settings.and_then(|i| i.default_payment_method),
         }
     }
 }
@@ -752,8 +761,14 @@ pub(crate) struct PaymentIntent {
     pub latest_charge: Option<String>,
     #[serde(default, deserialize_with = "metadata")]
     pub metadata: Metadata,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub customer: Option<String>,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub payment_method: Option<String>,
     #[serde(default)]
     pub last_payment_error: Option<PaymentError>,
+    #[serde(default)]
+    pub created: i64,
 }
 
 #[derive(Deserialize)]
@@ -764,10 +779,21 @@ pub(crate) struct PaymentError {
     pub decline_code: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+    #[serde(default)]
+    pub payment_method: Option<serde_json::Value>,
 }
 
 impl From<PaymentIntent> for model::PaymentIntent {
     fn from(p: PaymentIntent) -> Self {
+        let error = p.last_payment_error;
+        // A declined payment method is detached from the intent; the error still names it.
+        let failed_pm = error
+            .as_ref()
+            .and_then(|e| e.payment_method.as_ref())
+            .and_then(|v| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                v => v.get("id").and_then(|i| i.as_str()).map(str::to_string),
+            });
         model::PaymentIntent {
             id: p.id,
             amount: p.amount,
@@ -775,11 +801,18 @@ impl From<PaymentIntent> for model::PaymentIntent {
             status: p.status,
             latest_charge: p.latest_charge,
             metadata: p.metadata,
-            last_payment_error: p.last_payment_error.map(|e| model::PaymentError {
+            customer: p.customer,
+            payment_method: p.payment_method.or(failed_pm),
+            decline_code: error
+                .as_ref()
+                .and_then(|e| e.decline_code.clone().or(e.code.clone())),
+            failure_message: error.as_ref().and_then(|e| e.message.clone()),
+            last_payment_error: error.map(|e| model::PaymentError {
                 code: e.code,
                 decline_code: e.decline_code,
                 message: e.message,
             }),
+            created: p.created,
         }
     }
 }
@@ -793,4 +826,39 @@ pub(crate) struct InvoicePaymentDetails {
 #[derive(Deserialize)]
 pub(crate) struct InvoicePayment {
     pub payment: Option<InvoicePaymentDetails>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PaymentMethod {
+    pub id: String,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub customer: Option<String>,
+}
+
+impl From<PaymentMethod> for model::PaymentMethod {
+    fn from(p: PaymentMethod) -> Self {
+        model::PaymentMethod {
+            id: p.id,
+            customer: p.customer,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SetupIntent {
+    pub id: String,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub customer: Option<String>,
+    #[serde(default, deserialize_with = "id_or_object")]
+    pub payment_method: Option<String>,
+}
+
+impl From<SetupIntent> for model::SetupIntent {
+    fn from(s: SetupIntent) -> Self {
+        model::SetupIntent {
+            id: s.id,
+            customer: s.customer,
+            payment_method: s.payment_method,
+        }
+    }
 }

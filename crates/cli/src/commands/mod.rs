@@ -23,6 +23,7 @@ pub mod reconcile;
 pub mod serve;
 pub mod stripe;
 pub mod sync;
+pub mod topups;
 pub mod usage;
 pub mod webhooks;
 

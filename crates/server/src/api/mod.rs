@@ -17,6 +17,7 @@ pub mod plans;
 pub mod refunds;
 pub mod schemas;
 pub mod subscriptions;
+pub mod topups;
 pub mod transactions;
 pub mod webhook_endpoints;
 pub mod webhooks;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .merge(clock::routes())
         .merge(business::routes())
         .merge(refunds::routes())
+        .merge(topups::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::ratelimit::enforce,
@@ -394,6 +396,7 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
             | "/v1/customers/{id}/invoices/upcoming"
             | "/v1/customers/{id}/transactions"
             | "/v1/customers/{id}/credits"
+            | "/v1/customers/{id}/auto-top-up"
             | "/v1/customers/{id}/notifications"
             | "/v1/flags"
             | "/v1/metrics/business",
@@ -416,8 +419,10 @@ pub fn required_access(method: &Method, route: &str) -> Option<Access> {
             | "/v1/checkout-sessions"
             | "/v1/portal-sessions",
         )
-        | ("PUT", "/v1/customers/{id}")
-        | ("DELETE", "/v1/page-sessions/{session}") => Access::App,
+        | ("PUT", "/v1/customers/{id}" | "/v1/customers/{id}/auto-top-up")
+        | ("DELETE", "/v1/page-sessions/{session}" | "/v1/customers/{id}/auto-top-up") => {
+            Access::App
+        }
         (
             "POST",
             "/v1/customers/{id}/credits/grants"

@@ -833,11 +833,13 @@ pub async fn consume(
                 state.metrics.add_events(1, 0);
                 super::entitlements::usage_changed(state, &[(c.id.as_str(), m.as_str())]);
             }
+            super::topups::after_consumption(state, &c.id, e.balance_after).await;
             Ok(Applied::New(e.into()))
         }
         CreditOutcome::Replayed(e) => Ok(Applied::Replayed(e.into())),
         CreditOutcome::IdempotencyConflict => Err(conflict()),
         CreditOutcome::Insufficient { balance, required } => {
+            super::topups::after_consumption(state, &c.id, balance).await;
             Err(CreditFailure::Insufficient(Insufficient {
                 balance,
                 required,

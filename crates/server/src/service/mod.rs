@@ -24,6 +24,7 @@ pub mod stripe_customers;
 pub mod stripe_events;
 pub mod stripe_schedule;
 pub mod sync;
+pub mod topups;
 pub mod usage;
 pub mod usage_meters;
 pub mod usage_push;

@@ -18,6 +18,8 @@ pub const CLOSER: &str = "closer";
 pub const NOTIFIER: &str = "notifier";
 /// The webhook delivery worker's name in logs and metrics.
 pub const DELIVERER: &str = "deliverer";
+/// The automatic top-up worker's name in logs and metrics.
+pub const TOPUPS: &str = "topups";
 /// Its name in logs and metrics when it sends customer emails.
 pub const EMAILER: &str = "emailer";
 

@@ -64,7 +64,10 @@ fn bucket_row(r: &Row) -> CreditBucketRecord {
     }
 }
 
-async fn open_buckets<C: GenericClient>(c: &C, customer: &str) -> Result<Vec<CreditBucketRecord>> {
+pub(crate) async fn open_buckets<C: GenericClient>(
+    c: &C,
+    customer: &str,
+) -> Result<Vec<CreditBucketRecord>> {
     let stmt = c.prepare_cached(OPEN_BUCKETS).await?;
     let rows = c.query(&stmt, &[&customer]).await?;
     Ok(rows.iter().map(bucket_row).collect())

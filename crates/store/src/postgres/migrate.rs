@@ -76,6 +76,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0014_invoice_pushes.sql"),
     ),
     (
+        16,
+        "topups",
+        include_str!("../../migrations/postgres/0016_topups.sql"),
+    ),
+    (
         18,
         "anchors_and_hosted_invoices",
         include_str!("../../migrations/postgres/0018_anchors_and_hosted_invoices.sql"),

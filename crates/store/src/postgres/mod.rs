@@ -26,6 +26,7 @@ mod pages;
 mod ratelimit;
 mod stripe;
 mod stripe_links;
+mod topups;
 mod usage_push;
 
 use async_trait::async_trait;
@@ -716,5 +717,62 @@ impl Store for PgStore {
 
     async fn stripe_customer_links(&self) -> Result<Vec<crate::StripeCustomerLink>> {
         stripe_links::all_links(&self.pool).await
+    }
+
+    async fn put_auto_topup(&self, settings: crate::AutoTopup) -> Result<crate::AutoTopup> {
+        topups::put_settings(&self.pool, &settings).await
+    }
+
+    async fn get_auto_topup(&self, customer_id: &str) -> Result<Option<crate::AutoTopup>> {
+        topups::get_settings(&self.pool, customer_id).await
+    }
+
+    async fn delete_auto_topup(&self, customer_id: &str) -> Result<bool> {
+        topups::delete_settings(&self.pool, customer_id).await
+    }
+
+    async fn request_topup(&self, t: crate::NewTopup) -> Result<crate::TopupRequest> {
+        topups::request(&self.pool, &t).await
+    }
+
+    async fn claim_topups(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<crate::TopupRecord>> {
+        topups::claim(&self.pool, now, until, limit).await
+    }
+
+    async fn get_topup(&self, id: &str) -> Result<Option<crate::TopupRecord>> {
+        topups::get(&self.pool, id).await
+    }
+
+    async fn topups_of_customer(
+        &self,
+        customer_id: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::TopupRecord>> {
+        topups::of_customer(&self.pool, customer_id, limit).await
+    }
+
+    async fn retry_topup(&self, r: crate::TopupRetry) -> Result<()> {
+        topups::retry(&self.pool, &r).await
+    }
+
+    async fn finish_topup(&self, f: crate::TopupFinish) -> Result<bool> {
+        topups::finish(&self.pool, &f).await
+    }
+
+    async fn reset_topup_failures(&self, customer_id: &str, now: DateTime<Utc>) -> Result<bool> {
+        topups::reset(&self.pool, customer_id, now).await
+    }
+
+    async fn topup_retries_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>> {
+        topups::retries_due(&self.pool, now, limit).await
+    }
+
+    async fn clear_topup_retry(&self, customer_id: &str) -> Result<()> {
+        topups::clear_retry(&self.pool, customer_id).await
     }
 }

@@ -55,7 +55,7 @@ fn entry_by_id(conn: &Connection, id: &str) -> Result<CreditEntryRecord> {
         .ok_or_else(|| StoreError::Database(format!("credit entry {id} is missing")))
 }
 
-fn open_buckets(conn: &Connection, customer: &str) -> Result<Vec<CreditBucketRecord>> {
+pub(crate) fn open_buckets(conn: &Connection, customer: &str) -> Result<Vec<CreditBucketRecord>> {
     let mut stmt = conn.prepare_cached(
         "SELECT entry_id, kind, amount, remaining, created_at, expires_at FROM credit_buckets
          WHERE customer_id = ?1 AND open = 1",

@@ -82,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0016_dedup_window.sql"),
     ),
     (
+        18,
+        "topups",
+        include_str!("../../migrations/sqlite/0018_topups.sql"),
+    ),
+    (
         20,
         "anchors_and_hosted_invoices",
         include_str!("../../migrations/sqlite/0020_anchors_and_hosted_invoices.sql"),

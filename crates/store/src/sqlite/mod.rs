@@ -60,6 +60,7 @@ mod pages;
 mod rollups;
 mod stripe;
 mod stripe_links;
+mod topups;
 mod usage_push;
 pub(crate) use stripe_links::redemption_entry;
 mod usage_cache;
@@ -1076,6 +1077,73 @@ impl Store for SqliteStore {
 
     async fn stripe_customer_links(&self) -> Result<Vec<crate::StripeCustomerLink>> {
         self.read(stripe_links::all_links).await
+    }
+
+    async fn put_auto_topup(&self, settings: crate::AutoTopup) -> Result<crate::AutoTopup> {
+        self.write(move |w| topups::put_settings(&w.conn, &settings))
+            .await
+    }
+
+    async fn get_auto_topup(&self, customer_id: &str) -> Result<Option<crate::AutoTopup>> {
+        let c = customer_id.to_owned();
+        self.read(move |conn| topups::get_settings(conn, &c)).await
+    }
+
+    async fn delete_auto_topup(&self, customer_id: &str) -> Result<bool> {
+        let c = customer_id.to_owned();
+        self.write(move |w| topups::delete_settings(&w.conn, &c))
+            .await
+    }
+
+    async fn request_topup(&self, t: crate::NewTopup) -> Result<crate::TopupRequest> {
+        self.write(move |w| topups::request(&w.conn, &t)).await
+    }
+
+    async fn claim_topups(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<crate::TopupRecord>> {
+        self.write(move |w| topups::claim(&w.conn, now, until, limit))
+            .await
+    }
+
+    async fn get_topup(&self, id: &str) -> Result<Option<crate::TopupRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| topups::get(c, &id)).await
+    }
+
+    async fn topups_of_customer(
+        &self,
+        customer_id: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::TopupRecord>> {
+        let c = customer_id.to_owned();
+        self.read(move |conn| topups::of_customer(conn, &c, limit))
+            .await
+    }
+
+    async fn retry_topup(&self, r: crate::TopupRetry) -> Result<()> {
+        self.write(move |w| topups::retry(&w.conn, &r)).await
+    }
+
+    async fn finish_topup(&self, f: crate::TopupFinish) -> Result<bool> {
+        self.write(move |w| topups::finish(&w.conn, &f)).await
+    }
+
+    async fn reset_topup_failures(&self, customer_id: &str, now: DateTime<Utc>) -> Result<bool> {
+        let c = customer_id.to_owned();
+        self.write(move |w| topups::reset(&w.conn, &c, now)).await
+    }
+
+    async fn topup_retries_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>> {
+        self.read(move |c| topups::retries_due(c, now, limit)).await
+    }
+
+    async fn clear_topup_retry(&self, customer_id: &str) -> Result<()> {
+        let c = customer_id.to_owned();
+        self.write(move |w| topups::clear_retry(&w.conn, &c)).await
     }
 }
 

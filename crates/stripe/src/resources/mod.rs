@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod customers;
 pub mod invoicing;
 pub mod meters;
+pub mod payment_intents;
 pub mod refunds;
 pub mod test_clocks;
 

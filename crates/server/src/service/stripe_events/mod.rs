@@ -23,7 +23,8 @@ use tally_store::{
 };
 use tally_stripe::event::{Event, EventKind};
 use tally_stripe::model::{
-    CheckoutSession, Invoice, Subscription as StripeSub, SubscriptionStatus,
+    CheckoutSession, Invoice, PaymentMethod, SetupIntent, Subscription as StripeSub,
+    SubscriptionStatus,
 };
 use tally_stripe::RawEvent;
 use tokio::sync::watch;
@@ -351,10 +352,44 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
             .await?;
             applied(what)
         }
+        EventKind::PaymentIntentSucceeded(pi) | EventKind::PaymentIntentFailed(pi) => {
+            match crate::service::topups::on_payment_intent(state, pi).await? {
+                Some(what) => applied(what),
+                None => ignored("not a Tally top-up"),
+            }
+        }
+        EventKind::PaymentMethodAttached(PaymentMethod { id, customer }) => {
+            card_changed(state, customer.as_deref(), Some(id)).await
+        }
+        EventKind::SetupIntentSucceeded(SetupIntent {
+            customer,
+            payment_method,
+            ..
+        }) => card_changed(state, customer.as_deref(), payment_method.as_deref()).await,
+        // A new default payment method (`invoice_settings` changed) is a card change.
+        EventKind::CustomerUpdated(c) if event.changed.contains("invoice_settings") => {
+            card_changed(state, Some(&c.id), c.default_payment_method.as_deref()).await
+        }
         EventKind::CustomerUpdated(_) | EventKind::Unhandled => {
             ignored(format!("{} is not handled", event.event_type))
         }
     }
+}
+
+/// A Stripe customer's card changed: automatic top-ups stopped by declines resume.
+async fn card_changed(
+    state: &AppState,
+    stripe_customer: Option<&str>,
+    card: Option<&str>,
+) -> Result<InboxOutcome, Fail> {
+    let customer = match stripe_customer {
+        Some(c) => tally_customer_of_stripe_customer(state, c).await?,
+        None => None,
+    };
+    let Some(customer) = customer else {
+        return ignored("not a Tally customer's card");
+    };
+    applied(crate::service::topups::on_card_changed(state, &customer, card).await?)
 }
 
 /// Moves the usage pushes whose lines are on this invoice to the state of the invoice as Stripe
