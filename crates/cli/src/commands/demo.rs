@@ -431,12 +431,21 @@ async fn seed(state: &AppState, sim: &str) -> anyhow::Result<()> {
         true,
     )
     .await?;
-    // Wait (a few seconds at most) for the simulator's webhooks to be applied.
-    for _ in 0..100 {
+    // Wait (20 s at most) for the simulator's webhooks to be applied.
+    for _ in 0..400 {
         let acme = state.store.get_subscription("acme").await?;
         let umbrella = state.store.get_subscription("umbrella").await?;
+        // The failed payment is its own event (`invoice.payment_failed`), applied apart from
+        // the subscription's move to past due: the dashboard shows both.
+        let failed = state
+            .store
+            .transactions("umbrella", 10, None)
+            .await?
+            .iter()
+            .any(|t| t.kind == "payment_failed");
         if acme.is_some_and(|s| s.source == "stripe")
             && umbrella.is_some_and(|s| s.status == "past_due")
+            && failed
         {
             break;
         }
