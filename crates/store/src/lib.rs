@@ -48,11 +48,11 @@ pub use stripe::{
     InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent, NewTransaction, StripeSubscriptionUpsert,
     Transaction,
 };
+pub use stripe_invoices::StripeInvoiceRecord;
 pub use stripe_links::{
     CallOutcome, CheckoutRecord, CouponRedemption, PlanChangeRecord, RedeemOutcome,
     StripeCustomerLink,
 };
-pub use stripe_invoices::StripeInvoiceRecord;
 pub use topups::{AutoTopup, NewTopup, TopupFinish, TopupRecord, TopupRequest, TopupRetry};
 pub use usage_push::{InvoicePush, PushOutcome, PushTarget, RefundRecord};
 

@@ -90,17 +90,23 @@ pub(crate) async fn put(pool: &Pool, i: &StripeInvoiceRecord) -> Result<bool> {
     Ok(n > 0)
 }
 
-pub(crate) async fn of_customer(pool: &Pool, customer_id: &str) -> Result<Vec<StripeInvoiceRecord>> {
+pub(crate) async fn of_customer(
+    pool: &Pool,
+    customer_id: &str,
+) -> Result<Vec<StripeInvoiceRecord>> {
     let c = pool.get().await?;
     let sql = format!(
         "SELECT {COLS} FROM stripe_invoices WHERE customer_id = $1 ORDER BY created DESC, id DESC"
     );
-    Ok(c.query(&sql, &[&customer_id]).await?.iter().map(row).collect())
+    Ok(c.query(&sql, &[&customer_id])
+        .await?
+        .iter()
+        .map(row)
+        .collect())
 }
 
 pub(crate) async fn before(pool: &Pool, before: DateTime<Utc>) -> Result<Vec<StripeInvoiceRecord>> {
     let c = pool.get().await?;
-    let sql =
-        format!("SELECT {COLS} FROM stripe_invoices WHERE created < $1 ORDER BY created, id");
+    let sql = format!("SELECT {COLS} FROM stripe_invoices WHERE created < $1 ORDER BY created, id");
     Ok(c.query(&sql, &[&before]).await?.iter().map(row).collect())
 }

@@ -997,7 +997,8 @@ impl Store for SqliteStore {
         customer_id: &str,
     ) -> Result<Vec<crate::StripeInvoiceRecord>> {
         let id = customer_id.to_owned();
-        self.read(move |c| stripe_invoices::of_customer(c, &id)).await
+        self.read(move |c| stripe_invoices::of_customer(c, &id))
+            .await
     }
 
     async fn stripe_invoices_before(

@@ -88,7 +88,10 @@ pub(crate) fn put(conn: &Connection, i: &StripeInvoiceRecord) -> Result<bool> {
     Ok(n > 0)
 }
 
-pub(crate) fn of_customer(conn: &Connection, customer_id: &str) -> Result<Vec<StripeInvoiceRecord>> {
+pub(crate) fn of_customer(
+    conn: &Connection,
+    customer_id: &str,
+) -> Result<Vec<StripeInvoiceRecord>> {
     let sql = format!(
         "SELECT {COLS} FROM stripe_invoices WHERE customer_id = ?1 ORDER BY created DESC, id DESC"
     );
@@ -98,8 +101,7 @@ pub(crate) fn of_customer(conn: &Connection, customer_id: &str) -> Result<Vec<St
 }
 
 pub(crate) fn before(conn: &Connection, before: DateTime<Utc>) -> Result<Vec<StripeInvoiceRecord>> {
-    let sql =
-        format!("SELECT {COLS} FROM stripe_invoices WHERE created < ?1 ORDER BY created, id");
+    let sql = format!("SELECT {COLS} FROM stripe_invoices WHERE created < ?1 ORDER BY created, id");
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map([to_ms(before)], row)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
