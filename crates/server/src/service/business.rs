@@ -1,8 +1,9 @@
 //! Business metrics (`GET /v1/metrics/business` and the admin dashboard), per currency, from
 //! Tally's own records: the subscription history (MRR, movements, churn, trials), Tally's closed
 //! invoices (usage run-rate), the mirror of Stripe's invoices (revenue, collection, overdue
-//! balance) and the transactions recorded from Stripe (refunds, credit packs, failed payments). The figures are computed by `tally_core::business`, which
-//! defines each one; this module only turns records into its inputs.
+//! balance) and the transactions recorded from Stripe (refunds, credit packs, failed payments).
+//! The figures are computed by `tally_core::business`, which defines each one; this module only
+//! turns records into its inputs.
 
 use std::collections::{BTreeMap, HashMap};
 
