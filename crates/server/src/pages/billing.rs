@@ -683,7 +683,7 @@ pub async fn page(
         .collect();
     invoices.extend(stripe_only_rows(state, id, locale).await?);
     // Newest first; a stable sort keeps Tally's own order among equal instants.
-    invoices.sort_by(|a, b| b.0.cmp(&a.0));
+    invoices.sort_by_key(|r| std::cmp::Reverse(r.0));
     let invoices: Vec<InvoiceRow> = invoices.into_iter().map(|(_, r)| r).collect();
     let ledger = account
         .entries
