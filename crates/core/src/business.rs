@@ -354,6 +354,8 @@ pub enum PaymentState {
     Failed,
     /// Voided: never revenue.
     Voided,
+    /// Marked uncollectible (written off): revenue of its month, never overdue.
+    Uncollectible,
     /// A dispute was lost: never revenue.
     DisputeLost,
 }
@@ -463,7 +465,7 @@ pub fn revenue(
         r.gross_revenue = r.gross_revenue.saturating_add(inv.total);
         let state = match inv.payment {
             PaymentState::Succeeded => "succeeded",
-            PaymentState::Failed => "failed",
+            PaymentState::Failed | PaymentState::Uncollectible => "failed",
             _ => "pending",
         };
         let e = r.collection.entry(state).or_default();

@@ -493,12 +493,13 @@ async fn scripted_history(db: Db) {
     assert_eq!(x["trial_conversion_rate"], "0.5");
     assert_eq!(x["trials_converted"], 1);
     assert_eq!(x["trials_canceled"], 1);
-    // Invoices of the month: t1's 3,000 (paid) and f's 3,000 (failed), minus the refund.
+    // Invoices of the month: t1's 3,000 (paid) and f's 3,000 (failed), minus the refund. Each
+    // trial start also finalized a 0 invoice that Stripe marked paid: 4 paid invoices.
     assert_eq!(x["gross_revenue"], 5000);
     assert_eq!(
         x["collection"],
         json!({"pending": {"count": 0, "amount": 0},
-               "succeeded": {"count": 1, "amount": 3000},
+               "succeeded": {"count": 4, "amount": 3000},
                "failed": {"count": 1, "amount": 3000}})
     );
     assert_eq!(x["failed_payments"], json!({"count": 1, "amount": 3000}));
@@ -515,6 +516,86 @@ async fn scripted_history(db: Db) {
         ))
     );
     assert_eq!(x["total_recurring_run_rate"], 10300);
+
+    // A `send_invoice` invoice of 2,000 to t1, due a day after its creation, finalized and
+    // never attempted; and one of 500, finalized and voided.
+    let cus_t1 = env
+        .sim(
+            reqwest::Method::GET,
+            &format!("/v1/subscriptions/{t1}"),
+            &[],
+        )
+        .await["customer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut sent = Vec::new();
+    for amount in ["2000", "500"] {
+        env.sim(
+            reqwest::Method::POST,
+            "/v1/invoiceitems",
+            &[
+                ("customer", &cus_t1),
+                ("amount", amount),
+                ("currency", "usd"),
+            ],
+        )
+        .await;
+        let inv = env
+            .sim(
+                reqwest::Method::POST,
+                "/v1/invoices",
+                &[
+                    ("customer", &cus_t1),
+                    ("collection_method", "send_invoice"),
+                    ("days_until_due", "1"),
+                    ("pending_invoice_items_behavior", "include"),
+                ],
+            )
+            .await;
+        let id = inv["id"].as_str().unwrap().to_owned();
+        let fin = env
+            .sim(
+                reqwest::Method::POST,
+                &format!("/v1/invoices/{id}/finalize"),
+                &[],
+            )
+            .await;
+        assert_eq!(fin["status"], "open", "{fin}");
+        assert_eq!(fin["attempt_count"], 0, "{fin}");
+        sent.push((id, fin["due_date"].as_i64().unwrap()));
+    }
+    env.sim(
+        reqwest::Method::POST,
+        &format!("/v1/invoices/{}/void", sent[1].0),
+        &[],
+    )
+    .await;
+    env.deliver().await;
+    let due = Utc.timestamp_opt(sent[0].1, 0).unwrap();
+    assert_eq!(sent[0].1, t1_paid.timestamp() + 86_400);
+    // Not due yet: still only f's failed invoice is overdue.
+    env.at(due - chrono::Duration::minutes(1)).await;
+    let x = env
+        .metrics(&label(due - chrono::Duration::minutes(1)))
+        .await;
+    assert_eq!(x["overdue_balance"], 3000);
+    // Past its due date the open invoice is overdue (no attempt needed); the voided one never.
+    let past = due + chrono::Duration::minutes(1);
+    env.at(past).await;
+    let x = env.metrics(&label(past)).await;
+    assert_eq!(x["overdue_balance"], 5000);
+    assert_eq!(x["failing_invoices"].as_array().unwrap().len(), 1);
+    if label(past) == label(m) {
+        // Finalized in M: 5,000 as before + 2,000; the voided 500 is not revenue.
+        assert_eq!(x["gross_revenue"], 7000);
+        assert_eq!(
+            x["collection"],
+            json!({"pending": {"count": 1, "amount": 2000},
+                   "succeeded": {"count": 4, "amount": 3000},
+                   "failed": {"count": 1, "amount": 3000}})
+        );
+    }
 
     // A malformed month is refused.
     let (st, body) = env.app.get("/v1/metrics/business?month=2026-13").await;

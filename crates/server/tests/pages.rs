@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tally_server::service::closer;
 use tally_server::service::keys::{self, Scope};
 use tally_store::clock::Clock;
-use tally_store::{CustomerUpsert, InvoicePush, SubscriptionUpsert};
+use tally_store::{CustomerUpsert, InvoicePush, StripeInvoiceRecord, SubscriptionUpsert};
 
 #[macro_use]
 mod common;
@@ -470,6 +470,7 @@ on_both_backends!(
     a_session_sees_only_its_customer,
     minting_checks_its_input,
     invoices_show_their_stripe_state_and_page,
+    stripe_invoices_without_a_tally_invoice_are_listed,
 );
 
 /// `--frame-ancestors` goes into the policy; a value that would break the header is refused.
@@ -580,4 +581,178 @@ async fn invoices_show_their_stripe_state_and_page(db: Db) {
     // The oldest invoice has no push: no state, no link.
     assert!(!p.body.contains("stripe-state-6"));
     assert_eq!(p.body.matches("View in Stripe").count(), 4);
+}
+
+/// The rows of the page's invoice table, each cell's text (tags stripped) joined by " | ".
+fn invoice_rows(body: &str) -> Vec<String> {
+    let section = &body[body.find("id=\"invoices\"").unwrap()..];
+    let tbody = &section[section.find("<tbody>").unwrap()..section.find("</tbody>").unwrap()];
+    tbody
+        .split("<tr>")
+        .skip(1)
+        .map(|row| {
+            row.split("<td")
+                .skip(1)
+                .map(|cell| {
+                    let mut text = String::new();
+                    let mut in_tag = true; // the cell starts inside its `<td …>` tag
+                    for ch in cell.chars() {
+                        match ch {
+                            '<' => in_tag = true,
+                            '>' => in_tag = false,
+                            c if !in_tag => text.push(c),
+                            _ => {}
+                        }
+                    }
+                    text.split_whitespace().collect::<Vec<_>>().join(" ")
+                })
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect()
+}
+
+fn en_date(t: DateTime<Utc>) -> String {
+    t.format("%b %-d, %Y").to_string()
+}
+
+/// A mirrored Stripe invoice of `customer`, finalized at `at` unless a draft.
+fn mirrored(id: &str, customer: &str, status: &str, at: DateTime<Utc>) -> StripeInvoiceRecord {
+    StripeInvoiceRecord {
+        id: id.into(),
+        customer_id: customer.into(),
+        stripe_customer: Some(format!("cus_{customer}")),
+        stripe_subscription: Some(format!("sub_{customer}")),
+        status: status.into(),
+        collection_method: Some("charge_automatically".into()),
+        currency: "eur".into(),
+        total: 3000,
+        amount_paid: if status == "paid" { 3000 } else { 0 },
+        amount_remaining: if status == "paid" { 0 } else { 3000 },
+        finalized_at: (status != "draft").then_some(at),
+        due_date: None,
+        period_start: Some(at),
+        period_end: Some(at),
+        billing_reason: Some("subscription_cycle".into()),
+        hosted_invoice_url: (status != "draft")
+            .then(|| format!("https://invoice.stripe.com/i/{id}")),
+        number: None,
+        attempt_count: 0,
+        next_payment_attempt: None,
+        created: at,
+        event_created: at.timestamp(),
+        updated_at: at,
+    }
+}
+
+/// Stripe invoices no Tally invoice went onto (renewals, prorations) are listed with Tally's
+/// invoices, newest first, with their state and Stripe's hosted page; a Stripe invoice that
+/// carries a Tally invoice's lines is that invoice's row, not another; drafts and other
+/// customers' invoices are not listed.
+async fn stripe_invoices_without_a_tally_invoice_are_listed(db: Db) {
+    let Some(app) = app(db).await else { return };
+    app.customer_since("acme", "Acme GmbH", "pro", 70).await;
+    let state = app.server.state();
+    closer::close_due(state, state.clock.now()).await.unwrap();
+    let tally = state.store.list_invoices("acme").await.unwrap();
+    assert_eq!(tally.len(), 2);
+    let (newer, older) = (&tally[0], &tally[1]);
+    let now = state.clock.now();
+    // The newer Tally invoice's lines went onto Stripe's renewal `in_usage`.
+    state
+        .store
+        .insert_push(InvoicePush {
+            invoice_id: newer.id.clone(),
+            customer_id: "acme".into(),
+            stripe_customer: "cus_acme".into(),
+            stripe_subscription: Some("sub_acme".into()),
+            period_start: newer.period_start,
+            period_end: newer.period_end,
+            currency: newer.currency.clone(),
+            lines: 1,
+            amount: 100,
+            state: "paid".into(),
+            renewal_invoice: Some("in_usage".into()),
+            standalone_invoice: None,
+            attempts: 1,
+            last_error: None,
+            request_id: None,
+            next_attempt_at: now,
+            created_at: now,
+            updated_at: now,
+            hosted_invoice_url: None,
+        })
+        .await
+        .unwrap();
+    let renew_at = now - Duration::days(2);
+    let prorate_at = newer.period_end - Duration::days(5);
+    let failed_at = older.period_end - Duration::days(3);
+    let mut renew = mirrored("in_renew", "acme", "paid", renew_at);
+    renew.number = Some("ACME-0003".into());
+    let mut prorate = mirrored("in_prorate", "acme", "open", prorate_at);
+    prorate.billing_reason = Some("subscription_update".into());
+    prorate.total = 1250;
+    prorate.amount_remaining = 1250;
+    prorate.number = Some("ACME-0002".into());
+    let mut failed = mirrored("in_failed", "acme", "open", failed_at);
+    failed.attempt_count = 1;
+    failed.hosted_invoice_url = None;
+    for row in [
+        mirrored("in_usage", "acme", "paid", newer.period_end),
+        renew,
+        prorate,
+        failed,
+        mirrored("in_draft", "acme", "draft", now),
+        mirrored("in_other", "zeta", "paid", now),
+    ] {
+        assert!(state.store.put_stripe_invoice(row).await.unwrap());
+    }
+    // An older event of `in_renew` does not move it back.
+    let mut stale = mirrored("in_renew", "acme", "open", renew_at);
+    stale.event_created -= 60;
+    assert!(!state.store.put_stripe_invoice(stale).await.unwrap());
+
+    let (_, link) = app.mint("acme", json!({})).await;
+    let path = app.open(&link).await;
+    let p = app.page(&path).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    let money = |minor: i64| {
+        tally_core::money_display::format_money(
+            minor,
+            tally_core::money::Currency::parse(&newer.currency).unwrap(),
+            tally_core::money_display::Locale::En,
+        )
+    };
+    let period = |i: &tally_store::StoredInvoice| {
+        format!(
+            "{} – {}",
+            en_date(i.period_start),
+            en_date(i.period_end - Duration::milliseconds(1))
+        )
+    };
+    assert_eq!(
+        invoice_rows(&p.body),
+        [
+            format!(
+                "{} | Renewal · ACME-0003 | {} | Paid View in Stripe",
+                en_date(renew_at),
+                money(3000)
+            ),
+            format!("{} | Pro | {} | Paid", period(newer), money(newer.total)),
+            format!(
+                "{} | Plan change (proration) · ACME-0002 | {} | Open View in Stripe",
+                en_date(prorate_at),
+                money(1250)
+            ),
+            format!("{} | Pro | {} | ", period(older), money(older.total)),
+            format!(
+                "{} | Renewal | {} | Payment failed",
+                en_date(failed_at),
+                money(3000)
+            ),
+        ]
+    );
+    assert!(p
+        .body
+        .contains("href=\"https://invoice.stripe.com/i/in_renew\" target=\"_top\""));
 }

@@ -129,6 +129,50 @@ async fn scenario(w: &World, clean: bool) -> Vec<String> {
     vec![inv1.id, inv2.id, inv3.id]
 }
 
+/// A mirrored Stripe invoice as a run ends with it: status, billing reason, total, paid,
+/// remaining, attempts, whether it has a number and a hosted page.
+type Mirrored = (String, Option<String>, i64, i64, i64, i64, bool, bool);
+
+/// The customer's Stripe invoice mirror, each row checked against the simulator's invoice as it
+/// is now (the latest state, whatever order the events came in).
+async fn mirror(w: &World) -> Vec<Mirrored> {
+    let rows = w
+        .state()
+        .store
+        .stripe_invoices_of_customer(CUSTOMER)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for r in rows {
+        let now = w.sim_get(&format!("/v1/invoices/{}", r.id)).await;
+        assert_eq!(r.status, now["status"].as_str().unwrap(), "{now}");
+        assert_eq!(r.total, now["total"].as_i64().unwrap(), "{now}");
+        assert_eq!(r.amount_paid, now["amount_paid"].as_i64().unwrap(), "{now}");
+        assert_eq!(
+            r.amount_remaining,
+            now["amount_remaining"].as_i64().unwrap(),
+            "{now}"
+        );
+        assert_eq!(r.attempt_count, now["attempt_count"].as_i64().unwrap());
+        assert_eq!(
+            r.finalized_at.map(|t| t.timestamp()),
+            now["status_transitions"]["finalized_at"].as_i64()
+        );
+        out.push((
+            r.status,
+            r.billing_reason,
+            r.total,
+            r.amount_paid,
+            r.amount_remaining,
+            r.attempt_count,
+            r.number.is_some(),
+            r.hosted_invoice_url.is_some(),
+        ));
+    }
+    out.sort();
+    out
+}
+
 /// What a run ends with: each invoice's Stripe state and invoice, its lines on Stripe, and the
 /// customer's payments.
 async fn outcome(w: &World, invoices: &[String]) -> (Vec<(String, usize)>, Vec<(String, i64)>) {
@@ -178,6 +222,31 @@ async fn duplicated_and_reordered_webhooks_end_as_a_clean_run(db: Db) {
             ("failed".to_owned(), 2)
         ]
     );
+    let mirrored = mirror(&clean).await;
+    // Every Stripe invoice of the customer: the first payment, the voided renewal, the paid
+    // one, the third renewal and the standalone usage invoice (both declined).
+    let row = |st: &str, reason: &str, total, paid, rest, attempts| {
+        (
+            st.to_owned(),
+            Some(reason.to_owned()),
+            total,
+            paid,
+            rest,
+            attempts,
+            true,
+            true,
+        )
+    };
+    assert_eq!(
+        mirrored,
+        vec![
+            row("open", "manual", 3650, 0, 3650, 2),
+            row("open", "subscription_cycle", 19900, 0, 19900, 1),
+            row("paid", "subscription_create", 19900, 19900, 0, 1),
+            row("paid", "subscription_cycle", 23550, 23550, 0, 1),
+            row("void", "subscription_cycle", 23550, 0, 0, 1),
+        ]
+    );
     drop(clean);
 
     let Some(faulty) = world(db, "magicbox_pro_monthly", Duration::from_secs(10)).await else {
@@ -194,6 +263,8 @@ async fn duplicated_and_reordered_webhooks_end_as_a_clean_run(db: Db) {
         .collect();
     faulty.deliver_events(&tripled).await;
     assert_eq!(outcome(&faulty, &invoices).await, expected);
+    // The invoice mirror ends as the clean run's, every row in Stripe's latest state.
+    assert_eq!(mirror(&faulty).await, mirrored);
     // A second round of the pusher changes nothing either.
     assert_eq!(usage_push::round(faulty.state()).await.unwrap(), 0);
     assert_eq!(outcome(&faulty, &invoices).await, expected);

@@ -19,6 +19,7 @@ pub mod postgres;
 mod rollup;
 pub mod sqlite;
 pub mod stripe;
+pub mod stripe_invoices;
 pub mod stripe_links;
 pub mod testing;
 mod time;
@@ -47,6 +48,7 @@ pub use stripe::{
     InboxEvent, InboxFilter, InboxOutcome, NewInboxEvent, NewTransaction, StripeSubscriptionUpsert,
     Transaction,
 };
+pub use stripe_invoices::StripeInvoiceRecord;
 pub use stripe_links::{
     CallOutcome, CheckoutRecord, CouponRedemption, PlanChangeRecord, RedeemOutcome,
     StripeCustomerLink,
@@ -606,6 +608,24 @@ pub trait Store: Send + Sync + 'static {
         outcome: CallOutcome,
         now: DateTime<Utc>,
     ) -> Result<()>;
+
+    // --- the Stripe invoice mirror (see [`stripe_invoices`]) ----------------------------------
+
+    /// Inserts or updates a mirrored Stripe invoice unless the stored row comes from a newer
+    /// event (`event_created`); returns whether the row changed.
+    async fn put_stripe_invoice(&self, invoice: StripeInvoiceRecord) -> Result<bool>;
+
+    /// A customer's mirrored Stripe invoices, newest first.
+    async fn stripe_invoices_of_customer(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<StripeInvoiceRecord>>;
+
+    /// Every mirrored Stripe invoice created before `before`, oldest first.
+    async fn stripe_invoices_before(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<StripeInvoiceRecord>>;
 
     // --- usage pushes to Stripe (see [`usage_push`]) -----------------------------------------
 

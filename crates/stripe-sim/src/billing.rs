@@ -402,7 +402,7 @@ impl Sim {
             i.finalized_at = Some(now);
             i.effective_at = Some(now);
             i.automatically_finalizes_at = None;
-            if i.collection_method == "send_invoice" {
+            if i.collection_method == "send_invoice" && i.due_date.is_none() {
                 i.due_date = Some(now + 30 * DAY);
             }
         }

@@ -78,6 +78,8 @@ pub enum EventKind {
     /// `invoice.finalized`, `invoice.voided`, `invoice.marked_uncollectible`: the invoice's
     /// status moved (the invoice as it is now).
     InvoiceStatusChanged(Invoice),
+    /// `invoice.created`, `invoice.updated`: the invoice as it is now.
+    InvoiceChanged(Invoice),
     /// `charge.refunded`.
     ChargeRefunded(Charge),
     /// `customer.updated`.
@@ -176,6 +178,9 @@ impl Event {
             }
             "invoice.finalized" | "invoice.voided" | "invoice.marked_uncollectible" => {
                 K::InvoiceStatusChanged(object::<wire::Invoice, _>(&id, obj)?)
+            }
+            "invoice.created" | "invoice.updated" => {
+                K::InvoiceChanged(object::<wire::Invoice, _>(&id, obj)?)
             }
             "charge.refunded" => K::ChargeRefunded(object::<wire::Charge, _>(&id, obj)?),
             "customer.updated" => K::CustomerUpdated(object::<wire::Customer, _>(&id, obj)?),

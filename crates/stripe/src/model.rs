@@ -418,6 +418,16 @@ pub struct Invoice {
     pub next_payment_attempt: Option<i64>,
     /// Stripe's page where the customer sees and pays the invoice (once finalized).
     pub hosted_invoice_url: Option<String>,
+    /// Its number (once finalized).
+    pub number: Option<String>,
+    /// When a `send_invoice` invoice is due (unix seconds).
+    pub due_date: Option<i64>,
+    /// `charge_automatically` or `send_invoice`.
+    pub collection_method: Option<String>,
+    /// Payment attempts made so far.
+    pub attempt_count: i64,
+    /// When it was finalized (`status_transitions.finalized_at`, unix seconds).
+    pub finalized_at: Option<i64>,
 }
 
 /// A charge.

@@ -599,6 +599,22 @@ pub(crate) struct Invoice {
     #[serde(default)]
     pub next_payment_attempt: Option<i64>,
     pub hosted_invoice_url: Option<String>,
+    #[serde(default)]
+    pub number: Option<String>,
+    #[serde(default)]
+    pub due_date: Option<i64>,
+    #[serde(default)]
+    pub collection_method: Option<String>,
+    #[serde(default)]
+    pub attempt_count: i64,
+    #[serde(default)]
+    pub status_transitions: Option<InvoiceTransitions>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InvoiceTransitions {
+    #[serde(default)]
+    pub finalized_at: Option<i64>,
 }
 
 impl From<Invoice> for model::Invoice {
@@ -632,6 +648,11 @@ impl From<Invoice> for model::Invoice {
             period_end: i.period_end,
             next_payment_attempt: i.next_payment_attempt,
             hosted_invoice_url: i.hosted_invoice_url,
+            number: i.number,
+            due_date: i.due_date,
+            collection_method: i.collection_method,
+            attempt_count: i.attempt_count,
+            finalized_at: i.status_transitions.and_then(|t| t.finalized_at),
         }
     }
 }

@@ -135,7 +135,8 @@ pub struct LedgerRow {
 }
 
 pub struct InvoiceRow {
-    href: String,
+    /// Tally's page of the invoice; none for a Stripe invoice Tally did not close.
+    href: Option<String>,
     period: String,
     plan: String,
     total: String,
@@ -143,6 +144,82 @@ pub struct InvoiceRow {
     stripe_state: Option<&'static str>,
     /// Stripe's hosted page of the invoice (opened in the top window: Stripe refuses frames).
     stripe_href: Option<String>,
+}
+
+/// At most this many Stripe invoices without a Tally invoice (renewals, prorations, …).
+const STRIPE_ONLY_ROWS: usize = 24;
+
+/// What a Stripe invoice without a Tally invoice bills, from Stripe's `billing_reason`.
+fn billing_reason_label(reason: Option<&str>) -> &'static str {
+    match reason {
+        Some("subscription_cycle") => "Renewal",
+        Some("subscription_create") => "Subscription start",
+        Some("subscription_update") => "Plan change (proration)",
+        Some("subscription_threshold") => "Usage threshold",
+        _ => "Invoice",
+    }
+}
+
+/// A mirrored Stripe invoice's state as the customer reads it.
+fn mirrored_state_label(
+    i: &tally_store::StripeInvoiceRecord,
+    now: chrono::DateTime<chrono::Utc>,
+) -> &'static str {
+    match i.status.as_str() {
+        "paid" => "Paid",
+        "void" => "Voided",
+        "uncollectible" => "Uncollectible",
+        "open" if i.attempt_count > 0 => "Payment failed",
+        "open" if i.due_date.is_some_and(|d| d < now) => "Overdue",
+        "open" => "Open",
+        _ => "Draft",
+    }
+}
+
+/// The customer's Stripe invoices that no Tally invoice went onto (renewals of the plan,
+/// prorations, …), finalized ones only (a draft is not the customer's yet), each with the
+/// instant it is listed by.
+async fn stripe_only_rows(
+    state: &AppState,
+    customer: &str,
+    locale: Locale,
+) -> Result<Vec<(chrono::DateTime<chrono::Utc>, InvoiceRow)>, ApiError> {
+    let pushes = state.store.pushes_of_customer(customer).await?;
+    let now = state.clock.now();
+    let rows = state
+        .store
+        .stripe_invoices_of_customer(customer)
+        .await?
+        .into_iter()
+        .filter(|i| i.status != "draft")
+        .filter(|i| {
+            !pushes.iter().any(|p| {
+                p.renewal_invoice.as_deref() == Some(i.id.as_str())
+                    || p.standalone_invoice.as_deref() == Some(i.id.as_str())
+            })
+        })
+        .take(STRIPE_ONLY_ROWS)
+        .map(|i| {
+            let at = i.finalized_at.unwrap_or(i.created);
+            let reason = billing_reason_label(i.billing_reason.as_deref());
+            let row = InvoiceRow {
+                href: None,
+                period: date(at, locale),
+                plan: match &i.number {
+                    Some(n) => format!("{reason} · {n}"),
+                    None => reason.to_owned(),
+                },
+                total: money(i.total, &i.currency, locale),
+                stripe_state: Some(mirrored_state_label(&i, now)),
+                stripe_href: i
+                    .hosted_invoice_url
+                    .clone()
+                    .filter(|u| u.starts_with("https://") || u.starts_with("http://")),
+            };
+            (at, row)
+        })
+        .collect();
+    Ok(rows)
 }
 
 /// A usage push's state as the customer reads it.
@@ -580,25 +657,34 @@ pub async fn page(
             total: money(u.invoice.total, cur, locale),
         }
     });
-    let invoices = b
+    let mut invoices: Vec<(chrono::DateTime<chrono::Utc>, InvoiceRow)> = b
         .invoices
         .iter()
-        .map(|i: &InvoiceView| InvoiceRow {
-            href: invoice_href(token, &i.id),
-            period: period(i.period.start, i.period.end, locale),
-            plan: state
-                .catalog
-                .plan(&i.plan)
-                .map_or_else(|| i.plan.clone(), |p| p.name.clone()),
-            total: money(i.total, &i.currency, locale),
-            stripe_state: i.stripe.as_ref().map(|s| stripe_state_label(&s.state)),
-            stripe_href: i
-                .stripe
-                .as_ref()
-                .and_then(|s| s.hosted_invoice_url.clone())
-                .filter(|u| u.starts_with("https://") || u.starts_with("http://")),
+        .map(|i: &InvoiceView| {
+            (
+                i.period.end,
+                InvoiceRow {
+                    href: Some(invoice_href(token, &i.id)),
+                    period: period(i.period.start, i.period.end, locale),
+                    plan: state
+                        .catalog
+                        .plan(&i.plan)
+                        .map_or_else(|| i.plan.clone(), |p| p.name.clone()),
+                    total: money(i.total, &i.currency, locale),
+                    stripe_state: i.stripe.as_ref().map(|s| stripe_state_label(&s.state)),
+                    stripe_href: i
+                        .stripe
+                        .as_ref()
+                        .and_then(|s| s.hosted_invoice_url.clone())
+                        .filter(|u| u.starts_with("https://") || u.starts_with("http://")),
+                },
+            )
         })
         .collect();
+    invoices.extend(stripe_only_rows(state, id, locale).await?);
+    // Newest first; a stable sort keeps Tally's own order among equal instants.
+    invoices.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let invoices: Vec<InvoiceRow> = invoices.into_iter().map(|(_, r)| r).collect();
     let ledger = account
         .entries
         .iter()

@@ -1,8 +1,9 @@
 //! Business metrics (`GET /v1/metrics/business` and the admin dashboard), per currency, from
 //! Tally's own records: the subscription history (MRR, movements, churn, trials), Tally's closed
-//! invoices (usage run-rate) and the transactions recorded from Stripe (revenue, collection,
-//! failed payments, overdue balance). The figures are computed by `tally_core::business`, which
-//! defines each one; this module only turns records into its inputs.
+//! invoices (usage run-rate), the mirror of Stripe's invoices (revenue, collection, overdue
+//! balance) and the transactions recorded from Stripe (refunds, credit packs, failed payments).
+//! The figures are computed by `tally_core::business`, which defines each one; this module only
+//! turns records into its inputs.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,7 +17,7 @@ use tally_core::business::{
 use tally_core::catalog::{CouponDuration, Discount};
 use tally_core::money::Currency;
 use tally_core::period::Interval;
-use tally_store::{SubscriptionChangeRecord, Transaction};
+use tally_store::{StripeInvoiceRecord, SubscriptionChangeRecord, Transaction};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -144,11 +145,12 @@ pub struct CurrencyMetrics {
     /// Trials that ended in that window: converted (became active) and canceled while trialing.
     pub trials_converted: u64,
     pub trials_canceled: u64,
-    /// Invoices paid through Stripe in the month plus credit packs bought in it, minus refunds
-    /// of them.
+    /// Totals of the Stripe invoices finalized in the month (voided ones excluded) plus credit
+    /// packs bought in it, minus refunds of them.
     pub gross_revenue: i64,
-    /// Owed on invoices whose payment failed or is pending past their due date, at the month's
-    /// end (or now).
+    /// Still owed (`amount_remaining`) on finalized open invoices past their due date, at the
+    /// month's end (or now): a `send_invoice` invoice once its due date passed, a
+    /// `charge_automatically` one once a payment attempt failed.
     pub overdue_balance: i64,
     /// Payment attempts that failed in the month.
     pub failed_payments: CountAmount,
@@ -292,6 +294,72 @@ fn stripe_invoices(txns: &[Transaction]) -> (Vec<InvoiceFacts>, HashMap<String, 
         }
     }
     (by_id.into_values().collect(), customer_of)
+}
+
+/// The facts of a mirrored Stripe invoice; none for a draft (not finalized: not an invoice yet).
+///
+/// Due: at its due date when it has one (`send_invoice`); a `charge_automatically` invoice has
+/// none and is due when Stripe tries to collect it at finalization, so it is past due once an
+/// attempt failed (from its finalization on) and never while no attempt was made.
+fn mirrored_facts(i: &StripeInvoiceRecord) -> Option<InvoiceFacts> {
+    let finalized_at = i.finalized_at?;
+    if i.status == "draft" {
+        return None;
+    }
+    let payment = match i.status.as_str() {
+        "paid" => PaymentState::Succeeded,
+        "void" => PaymentState::Voided,
+        "uncollectible" => PaymentState::Uncollectible,
+        _ if i.attempt_count > 0 => PaymentState::Failed,
+        _ => PaymentState::Pending,
+    };
+    let due_at = match i.due_date {
+        Some(d) => d,
+        None if i.attempt_count > 0 => finalized_at,
+        None => DateTime::<Utc>::MAX_UTC,
+    };
+    Some(InvoiceFacts {
+        id: i.id.clone(),
+        currency: Currency::parse(&i.currency).ok()?,
+        finalized_at,
+        due_at,
+        total: i.total,
+        paid: i.amount_paid,
+        // What is neither paid nor still owed was settled otherwise (customer balance, credit
+        // notes): the overdue balance is what remains.
+        credited: i
+            .total
+            .saturating_sub(i.amount_paid)
+            .saturating_sub(i.amount_remaining)
+            .max(0),
+        payment,
+        usage_lines: Vec::new(),
+        next_retry_at: i.next_payment_attempt,
+    })
+}
+
+/// Stripe invoices: the mirror's, and for invoices the mirror does not have (recorded before
+/// it existed) what the transactions show.
+async fn all_stripe_invoices(
+    state: &AppState,
+    txns: &[Transaction],
+    before: DateTime<Utc>,
+) -> Result<(Vec<InvoiceFacts>, HashMap<String, String>), ApiError> {
+    let mirrored = state.store.stripe_invoices_before(before).await?;
+    let (from_txns, mut customer_of) = stripe_invoices(txns);
+    let mut out = Vec::new();
+    for row in &mirrored {
+        customer_of.insert(row.id.clone(), row.customer_id.clone());
+        if let Some(f) = mirrored_facts(row) {
+            out.push(f);
+        }
+    }
+    out.extend(
+        from_txns
+            .into_iter()
+            .filter(|f| !mirrored.iter().any(|m| m.id == f.id)),
+    );
+    Ok((out, customer_of))
 }
 
 /// Credit packs (paid in advance, outside invoices) and refunds, with each refund's reference:
@@ -438,7 +506,7 @@ pub async fn metrics(state: &AppState, month: Month) -> Result<BusinessMetrics, 
     let trials = trial_ends(state, &history);
     let window_from = end - business::rolling_window();
     let txns = state.store.transactions_before(end).await?;
-    let (invoices, customer_of) = stripe_invoices(&txns);
+    let (invoices, customer_of) = all_stripe_invoices(state, &txns, end).await?;
     let (packs, refunds) = payments(&txns);
     let revenue = business::revenue(
         &invoices,
@@ -594,7 +662,12 @@ pub async fn twelve_months(
         .store
         .transactions_before(last.to.min(now + chrono::Duration::milliseconds(1)))
         .await?;
-    let (invoices, _) = stripe_invoices(&txns);
+    let (invoices, _) = all_stripe_invoices(
+        state,
+        &txns,
+        last.to.min(now + chrono::Duration::milliseconds(1)),
+    )
+    .await?;
     let (packs, refunds) = payments(&txns);
     let mut out = Vec::new();
     for m in months {

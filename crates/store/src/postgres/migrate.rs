@@ -85,6 +85,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "anchors_and_hosted_invoices",
         include_str!("../../migrations/postgres/0018_anchors_and_hosted_invoices.sql"),
     ),
+    (
+        21,
+        "stripe_invoices",
+        include_str!("../../migrations/postgres/0021_stripe_invoices.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

@@ -25,6 +25,7 @@ mod notify;
 mod pages;
 mod ratelimit;
 mod stripe;
+mod stripe_invoices;
 mod stripe_links;
 mod topups;
 mod usage_push;
@@ -641,6 +642,24 @@ impl Store for PgStore {
 
     async fn get_push(&self, invoice_id: &str) -> Result<Option<crate::InvoicePush>> {
         usage_push::get(&self.pool, invoice_id).await
+    }
+
+    async fn put_stripe_invoice(&self, invoice: crate::StripeInvoiceRecord) -> Result<bool> {
+        stripe_invoices::put(&self.pool, &invoice).await
+    }
+
+    async fn stripe_invoices_of_customer(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<crate::StripeInvoiceRecord>> {
+        stripe_invoices::of_customer(&self.pool, customer_id).await
+    }
+
+    async fn stripe_invoices_before(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<crate::StripeInvoiceRecord>> {
+        stripe_invoices::before(&self.pool, before).await
     }
 
     async fn pushes_of_customer(&self, customer_id: &str) -> Result<Vec<crate::InvoicePush>> {

@@ -91,6 +91,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "anchors_and_hosted_invoices",
         include_str!("../../migrations/sqlite/0020_anchors_and_hosted_invoices.sql"),
     ),
+    (
+        23,
+        "stripe_invoices",
+        include_str!("../../migrations/sqlite/0023_stripe_invoices.sql"),
+    ),
 ];
 
 /// The schema version the code expects.

@@ -59,6 +59,7 @@ mod notify;
 mod pages;
 mod rollups;
 mod stripe;
+mod stripe_invoices;
 mod stripe_links;
 mod topups;
 mod usage_push;
@@ -984,6 +985,27 @@ impl Store for SqliteStore {
     async fn get_push(&self, invoice_id: &str) -> Result<Option<crate::InvoicePush>> {
         let id = invoice_id.to_owned();
         self.read(move |c| usage_push::get(c, &id)).await
+    }
+
+    async fn put_stripe_invoice(&self, invoice: crate::StripeInvoiceRecord) -> Result<bool> {
+        self.write(move |w| stripe_invoices::put(&w.conn, &invoice))
+            .await
+    }
+
+    async fn stripe_invoices_of_customer(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<crate::StripeInvoiceRecord>> {
+        let id = customer_id.to_owned();
+        self.read(move |c| stripe_invoices::of_customer(c, &id))
+            .await
+    }
+
+    async fn stripe_invoices_before(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<crate::StripeInvoiceRecord>> {
+        self.read(move |c| stripe_invoices::before(c, before)).await
     }
 
     async fn pushes_of_customer(&self, customer_id: &str) -> Result<Vec<crate::InvoicePush>> {

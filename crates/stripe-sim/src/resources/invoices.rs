@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use crate::form::Params;
 use crate::sim::{paginate, range_ok, Sim};
 use crate::state::InvoiceItem;
-use crate::util::{new_id, Dec};
+use crate::util::{new_id, Dec, DAY};
 use serde_json::Value;
 
 pub fn create_item(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
@@ -284,7 +284,23 @@ pub fn create(s: &mut Sim, p: &Params) -> Result<Value, ApiError> {
     let collection = p
         .str("collection_method")?
         .unwrap_or_else(|| "charge_automatically".into());
+    // Stripe: a due date (given, or `days_until_due` from creation) only for `send_invoice`
+    // invoices; without one, finalization sets the default of 30 days.
+    let due_date = p.i64("due_date")?;
+    let days_until_due = p.i64("days_until_due")?;
+    for (param, set) in [
+        ("due_date", due_date.is_some()),
+        ("days_until_due", days_until_due.is_some()),
+    ] {
+        if set && collection != "send_invoice" {
+            return Err(ApiError::invalid(
+                format!("You can only set `{param}` if `collection_method` is `send_invoice`."),
+                Some(param.into()),
+            ));
+        }
+    }
     if let Some(inv) = s.w.invoices.get_mut(&id) {
+        inv.due_date = due_date.or(days_until_due.map(|d| now + d * DAY));
         inv.auto_advance = p.bool("auto_advance")?.unwrap_or(false);
         if !inv.auto_advance {
             inv.automatically_finalizes_at = None;

@@ -11,6 +11,7 @@
 //! counted) or permanent (parked with the reason); events of objects that are not Tally's are
 //! recorded as ignored.
 
+mod invoices;
 pub mod notify;
 pub mod transactions;
 
@@ -306,15 +307,25 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
             notify::trial_will_end(state, &customer, &sub, s.trial_end.map(instant)).await?;
             applied("trial_will_end notification point")
         }
+        EventKind::InvoiceChanged(i) => {
+            if invoices::mirror(state, event, i).await? {
+                applied("invoice mirrored")
+            } else {
+                ignored("not a Tally customer's invoice")
+            }
+        }
         EventKind::InvoicePaid(i) | EventKind::InvoicePaymentSucceeded(i) => {
+            invoices::mirror(state, event, i).await?;
             push_status(state, i, tally_store::usage_push::state::PAID).await?;
             invoice_paid(state, event, i).await
         }
         EventKind::InvoicePaymentFailed(i) => {
+            invoices::mirror(state, event, i).await?;
             push_status(state, i, tally_store::usage_push::state::FAILED).await?;
             invoice_failed(state, event, i).await
         }
         EventKind::InvoiceStatusChanged(i) => {
+            let mirrored = invoices::mirror(state, event, i).await?;
             let voided = matches!(i.status.as_deref(), Some("void" | "uncollectible"));
             let moved = if voided {
                 push_status(state, i, tally_store::usage_push::state::VOIDED).await?
@@ -331,6 +342,8 @@ async fn apply(state: &AppState, event: &Event) -> Result<InboxOutcome, Fail> {
                 } else {
                     "hosted invoice page kept"
                 })
+            } else if mirrored {
+                applied("invoice mirrored")
             } else {
                 ignored(format!("{}: nothing to apply", event.event_type))
             }
