@@ -41,6 +41,10 @@ pub struct Config {
     /// older ids are answered by the unique index on disk, so deduplication stays exact. Bounds
     /// the memory the window takes (about 22–45 bytes a key).
     pub dedup_memory_keys: usize,
+    /// SQLite page cache of the writer connection, KiB (the rest of the idle memory budget).
+    pub sqlite_writer_cache_kib: u32,
+    /// SQLite page cache of each reader connection (up to 8 kept), KiB.
+    pub sqlite_reader_cache_kib: u32,
     /// The environment feature flags are evaluated in (`production` by default).
     pub environment: String,
     /// How long a past-due subscription keeps its plan's entitlements before falling back to the
@@ -281,6 +285,8 @@ impl Config {
             worker_lease: Duration::from_secs(60),
             dedup_window: Duration::from_secs(35 * 86_400),
             dedup_memory_keys: tally_store::DEFAULT_DEDUP_MEMORY_KEYS,
+            sqlite_writer_cache_kib: tally_store::DEFAULT_SQLITE_WRITER_CACHE_KIB,
+            sqlite_reader_cache_kib: tally_store::DEFAULT_SQLITE_READER_CACHE_KIB,
             environment: "production".into(),
             past_due_grace: Duration::from_secs(7 * 86_400),
             rate_limits: crate::ratelimit::RateLimits::default(),

@@ -101,6 +101,8 @@ pub async fn spawn(config: Config) -> Result<Server, StartError> {
             .unwrap_or(tally_store::DEFAULT_DEDUP_WINDOW),
         clock: config.clock.clone(),
         max_keys: config.dedup_memory_keys,
+        writer_cache_kib: config.sqlite_writer_cache_kib,
+        reader_cache_kib: config.sqlite_reader_cache_kib,
     };
     let store = tally_store::connect_with_window(&config.database_url, window).await?;
     spawn_with_store(config, store).await

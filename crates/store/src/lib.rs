@@ -777,6 +777,14 @@ pub const DEFAULT_DEDUP_WINDOW: chrono::Duration = chrono::Duration::days(35);
 /// 11–23 MB): the newest. Older ids are answered by the unique index on disk.
 pub const DEFAULT_DEDUP_MEMORY_KEYS: usize = 500_000;
 
+/// SQLite page cache of the writer connection, in KiB, by default: the rollups and the newest
+/// event pages stay hot, and after a restart the start-up read of the newest events fills at most
+/// this much.
+pub const DEFAULT_SQLITE_WRITER_CACHE_KIB: u32 = 4 * 1024;
+
+/// SQLite page cache of each reader connection (up to 8 are kept), in KiB, by default.
+pub const DEFAULT_SQLITE_READER_CACHE_KIB: u32 = 1024;
+
 /// Like [`connect`], with the deduplication window the API enforces (events older than
 /// `now − window` refused) and the clock it reads "now" from: a SQLite store then keeps in memory
 /// only the keys of stored events inside the window. PostgreSQL keeps every key on disk and

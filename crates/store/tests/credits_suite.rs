@@ -14,6 +14,7 @@ use common::{customer, t0, Ctx};
 suite!(
     expiring_grants_are_consumed_first_and_expired_credits_written_off,
     a_short_balance_changes_nothing,
+    debits_empty_buckets_exactly_in_order,
     idempotency_keys_replay_or_conflict,
     idempotency_keys_survive_reopening,
     consumption_by_metric_records_the_event_in_the_same_transaction,
@@ -159,6 +160,72 @@ async fn a_short_balance_changes_nothing(ctx: Ctx) {
             .unwrap(),
     );
     assert_eq!(e.balance_after, dec!(0.5));
+}
+
+/// A debit that ends exactly at a bucket's end closes that bucket and leaves the next untouched;
+/// one spanning several takes them in order (expiring first, earliest expiry first, then oldest).
+async fn debits_empty_buckets_exactly_in_order(ctx: Ctx) {
+    let s = &*ctx.store;
+    customer(s, "c1").await;
+    applied(
+        s.credit_apply(req("forever", EntryKind::Purchase, dec!(30), t0()))
+            .await
+            .unwrap(),
+    );
+    let mut later = req("later", EntryKind::Grant, dec!(20), t0());
+    later.expires_at = Some(t0() + Duration::days(20));
+    applied(s.credit_apply(later).await.unwrap());
+    let mut sooner = req("sooner", EntryKind::Grant, dec!(10), t0());
+    sooner.expires_at = Some(t0() + Duration::days(10));
+    applied(s.credit_apply(sooner).await.unwrap());
+    let left = |acct: tally_store::CreditAccount| -> Vec<(String, Decimal)> {
+        acct.buckets
+            .iter()
+            .map(|b| (b.entry_id.clone(), b.remaining))
+            .collect()
+    };
+    let at = t0() + Duration::days(1);
+    let e = applied(
+        s.credit_apply(req("d1", EntryKind::Consume, dec!(-10), at))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(e.balance_after, dec!(50));
+    assert_eq!(
+        left(s.credit_account("c1", 10, None).await.unwrap()),
+        vec![
+            ("forever".to_owned(), dec!(30)),
+            ("later".to_owned(), dec!(20))
+        ]
+    );
+    let e = applied(
+        s.credit_apply(req("d2", EntryKind::Consume, dec!(-45.5), at))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(e.balance_after, dec!(4.5));
+    assert_eq!(
+        left(s.credit_account("c1", 10, None).await.unwrap()),
+        vec![("forever".to_owned(), dec!(4.5))]
+    );
+    let e = applied(
+        s.credit_apply(req("d3", EntryKind::Consume, dec!(-4.5), at))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(e.balance_after, dec!(0));
+    let acct = s.credit_account("c1", 10, None).await.unwrap();
+    assert_eq!(acct.balance(at), dec!(0));
+    assert_eq!(left(acct), vec![]);
+    assert_eq!(
+        s.credit_apply(req("d4", EntryKind::Consume, dec!(-1), at))
+            .await
+            .unwrap(),
+        CreditOutcome::Insufficient {
+            balance: dec!(0),
+            required: dec!(1)
+        }
+    );
 }
 
 async fn idempotency_keys_replay_or_conflict(ctx: Ctx) {

@@ -32,6 +32,7 @@ async fn open(path: &Path, clock: &SharedClock, max_keys: usize) -> Arc<dyn Stor
         window: Duration::days(35),
         clock: clock.clone(),
         max_keys,
+        ..DedupWindow::default()
     };
     tally_store::connect_with_window(&format!("sqlite://{}", path.display()), window)
         .await

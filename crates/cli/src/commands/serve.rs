@@ -41,6 +41,13 @@ pub struct ServeArgs {
     /// each); older ids are answered by the unique index on disk, so deduplication stays exact.
     #[arg(long, env = "TALLY_DEDUP_MEMORY_KEYS", default_value_t = tally_store::DEFAULT_DEDUP_MEMORY_KEYS)]
     dedup_memory_keys: usize,
+    /// SQLite: page cache of the writer connection, in KiB (filled by the start-up read of the
+    /// newest events; part of the idle memory bound).
+    #[arg(long, env = "TALLY_SQLITE_WRITER_CACHE_KIB", default_value_t = tally_store::DEFAULT_SQLITE_WRITER_CACHE_KIB)]
+    sqlite_writer_cache_kib: u32,
+    /// SQLite: page cache of each reader connection (up to 8 are kept), in KiB.
+    #[arg(long, env = "TALLY_SQLITE_READER_CACHE_KIB", default_value_t = tally_store::DEFAULT_SQLITE_READER_CACHE_KIB)]
+    sqlite_reader_cache_kib: u32,
     /// Environment that feature flags are evaluated in.
     #[arg(long, env = "TALLY_ENVIRONMENT", default_value = "production")]
     environment: String,
@@ -158,6 +165,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         worker_lease: args.worker_lease,
         dedup_window: args.dedup_window,
         dedup_memory_keys: args.dedup_memory_keys,
+        sqlite_writer_cache_kib: args.sqlite_writer_cache_kib,
+        sqlite_reader_cache_kib: args.sqlite_reader_cache_kib,
         environment: args.environment,
         past_due_grace: args.past_due_grace,
         rate_limits: tally_server::ratelimit::RateLimits::from_args(

@@ -86,6 +86,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0018_anchors_and_hosted_invoices.sql"),
     ),
     (
+        20,
+        "credit_debit_fewer_statements",
+        include_str!("../../migrations/postgres/0020_credit_debit_fewer_statements.sql"),
+    ),
+    (
         21,
         "stripe_invoices",
         include_str!("../../migrations/postgres/0021_stripe_invoices.sql"),

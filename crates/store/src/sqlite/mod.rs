@@ -103,6 +103,8 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<(std_mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Page cache of each reader connection, KiB.
+    reader_cache_kib: u32,
     /// The ingest lock, held while this store may ingest.
     ingest_lock: Mutex<Option<std::fs::File>>,
     /// Rollups in memory; only while this process holds the ingest lock (see `usage_cache`).
@@ -185,14 +187,14 @@ impl Synchronous {
     }
 }
 
-fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection> {
+fn open_writer(path: &Path, sync: Synchronous, cache_kib: u32) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", sync.pragma())?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // The rollups and recent event pages stay hot; 32 MB of page cache at most.
-    conn.pragma_update(None, "cache_size", -32_000)?;
+    // The rollups and recent event pages stay hot within a bounded page cache (negative: KiB).
+    conn.pragma_update(None, "cache_size", -i64::from(cache_kib))?;
     // Checkpoints run on their own thread (see the module documentation).
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // Heavy ingest can outrun checkpoints and grow the WAL; shrink it back once it is reset.
@@ -206,13 +208,13 @@ fn open_writer(path: &Path, sync: Synchronous) -> Result<Connection> {
 /// Prepared statements kept per connection (`prepare_cached`).
 const STATEMENT_CACHE: usize = 256;
 
-fn open_reader(path: &Path) -> Result<Connection> {
+fn open_reader(path: &Path, cache_kib: u32) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "cache_size", -4_000)?;
+    conn.pragma_update(None, "cache_size", -i64::from(cache_kib))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
@@ -254,6 +256,7 @@ impl SqliteStore {
     ) -> Result<SqliteStore> {
         let path = path.to_path_buf();
         let p = path.clone();
+        let reader_cache_kib = window.reader_cache_kib;
         let (writer, ingest_lock) =
             tokio::task::spawn_blocking(move || -> Result<(Writer, Option<std::fs::File>)> {
                 let lock = if ingest {
@@ -261,7 +264,7 @@ impl SqliteStore {
                 } else {
                     None
                 };
-                let mut conn = open_writer(&p, sync)?;
+                let mut conn = open_writer(&p, sync, window.writer_cache_kib)?;
                 migrate::run(&mut conn)?;
                 let mut writer = Writer::new(conn, ingest, window)?;
                 if ingest {
@@ -294,6 +297,7 @@ impl SqliteStore {
             checkpointer: Mutex::new(Some((stop, checkpointer))),
             ingest_lock: Mutex::new(ingest_lock),
             readers: Arc::new(Mutex::new(Vec::new())),
+            reader_cache_kib,
             usage_cache,
             hasher,
             rollups,
@@ -338,11 +342,12 @@ impl SqliteStore {
     {
         let readers = self.readers.clone();
         let path = self.path.clone();
+        let cache_kib = self.reader_cache_kib;
         tokio::task::spawn_blocking(move || {
             let pooled = readers.lock().ok().and_then(|mut r| r.pop());
             let conn = match pooled {
                 Some(c) => c,
-                None => open_reader(&path)?,
+                None => open_reader(&path, cache_kib)?,
             };
             let out = f(&conn);
             if let Ok(mut r) = readers.lock() {

@@ -305,11 +305,18 @@ pub(crate) fn day_of(ts_ms: i64) -> u16 {
 /// bytes each). The set only spares duplicates a doomed insert: every key it does not hold is
 /// inserted with `ON CONFLICT DO NOTHING` on the unique index, so deduplication stays exact with
 /// any bound.
+///
+/// It also carries the rest of the store's memory budget, SQLite's page caches: the writer's
+/// (`writer_cache_kib`) and each reader's (`reader_cache_kib`), in KiB. With the defaults a
+/// server restarted on a large history stays within 64 MB resident when idle (see the README's
+/// Storage section).
 #[derive(Clone)]
 pub struct DedupWindow {
     pub window: chrono::Duration,
     pub clock: crate::clock::SharedClock,
     pub max_keys: usize,
+    pub writer_cache_kib: u32,
+    pub reader_cache_kib: u32,
 }
 
 impl DedupWindow {
@@ -328,6 +335,8 @@ impl Default for DedupWindow {
             window: crate::DEFAULT_DEDUP_WINDOW,
             clock: crate::clock::Clock::system(),
             max_keys: crate::DEFAULT_DEDUP_MEMORY_KEYS,
+            writer_cache_kib: crate::DEFAULT_SQLITE_WRITER_CACHE_KIB,
+            reader_cache_kib: crate::DEFAULT_SQLITE_READER_CACHE_KIB,
         }
     }
 }
@@ -806,6 +815,7 @@ mod tests {
             window: chrono::Duration::days(35),
             clock: clock.clone(),
             max_keys: usize::MAX,
+            ..DedupWindow::default()
         });
         let first = day_of(start.timestamp_millis() - 35 * DAY_MS);
         let n = 5_000u32;
@@ -858,6 +868,7 @@ mod tests {
             window: chrono::Duration::days(35),
             clock,
             max_keys: 10_000,
+            ..DedupWindow::default()
         });
         let first = day_of(start.timestamp_millis() - 35 * DAY_MS);
         for day in 0..3u16 {
